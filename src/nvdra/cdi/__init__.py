@@ -1,0 +1,1 @@
+"""nvdra.cdi: the CDI spec model, container-edit rendering, qualified names and atomic writes."""

@@ -1,0 +1,225 @@
+"""The nvdra error tree.
+
+Every error nvdra raises on purpose derives from :class:`NvdraError`. Foreign errors (pynvml's
+``NVMLError_*``, the kubernetes client's ``ApiException``, grpc's ``RpcError``) are translated once,
+at the module that owns that SDK, and chained as ``__cause__``.
+
+The tree::
+
+    NvdraError                       abstract root; never raised itself
+    ├── UserError                    the caller's input is wrong: retrying the same input fails again
+    │   ├── ConfigError              an opaque config or flag value is invalid (carries path/value/allowed)
+    │   ├── FeatureGateError         unknown gate, bad value, or a gate dependency/exclusion is violated
+    │   └── ClaimError               a ResourceClaim cannot be prepared as allocated (no allocation,
+    │                                UID mismatch, device held by another claim, config kind mismatch)
+    └── SystemError_                 the node or a service failed: retrying may succeed
+        ├── NvmlError                an NVML call failed (``code`` holds the NVML return value)
+        │   ├── NvmlLibraryNotFound  libnvidia-ml.so.1 was not found (names the paths searched)
+        │   ├── NvmlNotFound, NvmlNotSupported, NvmlInvalidArgument, NvmlInsufficientResources,
+        │   └── NvmlInUse, NvmlGpuLost, NvmlNoPermission, NvmlUninitialized, NvmlResetRequired
+        ├── KubeApiError             the API server answered an error (``status`` holds the HTTP code)
+        │   ├── KubeNotFound (404), KubeConflict (409), KubeUnavailable (connect error, 429, 5xx)
+        ├── CheckpointError          the checkpoint file is unreadable or corrupt
+        ├── CdiError                 a CDI spec could not be rendered or written
+        └── HostError                a host command or file operation failed
+
+``UserError`` is what a kubelet plugin reports per claim without retrying internally; ``SystemError_``
+is what it may retry. (The trailing underscore keeps the builtin ``SystemError`` unshadowed.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CdiError",
+    "CheckpointError",
+    "ClaimError",
+    "ConfigError",
+    "FeatureGateError",
+    "HostError",
+    "KubeApiError",
+    "KubeConflict",
+    "KubeNotFound",
+    "KubeUnavailable",
+    "NvdraError",
+    "NvmlError",
+    "NvmlGpuLost",
+    "NvmlInUse",
+    "NvmlInsufficientResources",
+    "NvmlInvalidArgument",
+    "NvmlLibraryNotFound",
+    "NvmlNoPermission",
+    "NvmlNotFound",
+    "NvmlNotSupported",
+    "NvmlResetRequired",
+    "NvmlUninitialized",
+    "SystemError_",
+    "UserError",
+    "nvml_error_for_code",
+]
+
+
+class NvdraError(Exception):
+    """Root of every error nvdra raises on purpose. Abstract: raise a subclass."""
+
+    def __init__(self, *args: object) -> None:
+        if type(self) in _ABSTRACT:
+            raise TypeError(f"{type(self).__name__} is abstract; raise one of its subclasses")
+        super().__init__(*args)
+
+
+class UserError(NvdraError):
+    """The input is wrong; the same input will fail again."""
+
+
+class SystemError_(NvdraError):  # noqa: N801 - the underscore avoids shadowing the builtin
+    """The node or a service failed; retrying may succeed."""
+
+
+_ABSTRACT: frozenset[type[NvdraError]] = frozenset({NvdraError, UserError, SystemError_})
+
+
+class ConfigError(UserError, ValueError):
+    """An opaque config, flag or profile value is invalid.
+
+    Attributes:
+        path: where the bad value sits, as a JSONPath-like string (``$.sharing.strategy``).
+        value: the offending value (``None`` when a field is missing).
+        allowed: a short phrase describing what is allowed.
+    """
+
+    def __init__(self, path: str, value: Any, allowed: str, *, reason: str = "") -> None:
+        self.path = path
+        self.value = value
+        self.allowed = allowed
+        self.reason = reason
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        what = self.reason or "invalid value"
+        return f"{self.path}: {what} {self.value!r}; allowed: {self.allowed}"
+
+
+class FeatureGateError(UserError, ValueError):
+    """A feature-gate setting is unknown, malformed, or violates a dependency or exclusion rule."""
+
+
+class ClaimError(UserError):
+    """A ResourceClaim cannot be prepared as allocated."""
+
+
+class NvmlError(SystemError_):
+    """An NVML call failed. ``code`` is the NVML return value (see nvml.h)."""
+
+    code: int = 999
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        if code is not None:
+            self.code = code
+        super().__init__(message)
+
+
+class NvmlUninitialized(NvmlError):
+    code = 1
+
+
+class NvmlInvalidArgument(NvmlError):
+    code = 2
+
+
+class NvmlNotSupported(NvmlError):
+    code = 3
+
+
+class NvmlNoPermission(NvmlError):
+    code = 4
+
+
+class NvmlNotFound(NvmlError):
+    code = 6
+
+
+class NvmlLibraryNotFound(NvmlError):
+    code = 12
+
+
+class NvmlGpuLost(NvmlError):
+    code = 15
+
+
+class NvmlResetRequired(NvmlError):
+    code = 16
+
+
+class NvmlInUse(NvmlError):
+    code = 19
+
+
+class NvmlInsufficientResources(NvmlError):
+    code = 23
+
+
+_NVML_BY_CODE: dict[int, type[NvmlError]] = {
+    cls.code: cls
+    for cls in (
+        NvmlUninitialized,
+        NvmlInvalidArgument,
+        NvmlNotSupported,
+        NvmlNoPermission,
+        NvmlNotFound,
+        NvmlLibraryNotFound,
+        NvmlGpuLost,
+        NvmlResetRequired,
+        NvmlInUse,
+        NvmlInsufficientResources,
+    )
+}
+
+
+def nvml_error_for_code(code: int, message: str) -> NvmlError:
+    """Build the most specific :class:`NvmlError` for an NVML return code.
+
+    Args:
+        code: the NVML return value (``nvmlReturn_t``).
+        message: what was being attempted, for the error text.
+
+    Returns:
+        An instance of the matching subclass, or a plain :class:`NvmlError` carrying ``code``.
+    """
+    cls = _NVML_BY_CODE.get(code)
+    if cls is None:
+        return NvmlError(message, code=code)
+    return cls(message)
+
+
+class KubeApiError(SystemError_):
+    """The Kubernetes API server answered with an error (``status`` is the HTTP status, 0 = no answer)."""
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class KubeNotFound(KubeApiError):
+    """404: the object does not exist."""
+
+
+class KubeConflict(KubeApiError):
+    """409: a precondition (resourceVersion, UID) failed or the object already exists."""
+
+
+class KubeUnavailable(KubeApiError):
+    """The API server could not be reached, or answered 429 or 5xx."""
+
+
+class CheckpointError(SystemError_):
+    """The checkpoint file is unreadable, corrupt, or of an unknown format."""
+
+
+class CdiError(SystemError_):
+    """A CDI spec could not be rendered, validated or written."""
+
+
+class HostError(SystemError_):
+    """A host command or file operation failed."""

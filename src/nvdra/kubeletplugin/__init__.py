@@ -1,0 +1,1 @@
+"""nvdra.kubeletplugin: the reusable DRA kubelet-plugin toolkit (Python's kubeletplugin helper)."""

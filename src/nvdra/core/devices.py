@@ -48,8 +48,16 @@ ARCHITECTURES: dict[int, str] = {
 }
 """NVML ``nvmlDeviceArchitecture_t`` values → the strings go-nvlib (and so upstream) publishes."""
 
-BRANDS: dict[int, str] = {0: "Unknown", 1: "Quadro", 2: "Tesla", 3: "NVS", 4: "Grid", 5: "GeForce",
-                          6: "Titan", 14: "Nvidia"}
+BRANDS: dict[int, str] = {
+    0: "Unknown",
+    1: "Quadro",
+    2: "Tesla",
+    3: "NVS",
+    4: "Grid",
+    5: "GeForce",
+    6: "Titan",
+    14: "Nvidia",
+}
 """NVML ``nvmlBrandType_t`` values → brand strings (datacenter parts report ``Nvidia`` = 14)."""
 
 
@@ -210,7 +218,7 @@ def parse_mig_device_name(name: str) -> tuple[int, str, int, int] | None:
 
 
 def semver_normalize(version: str) -> str:
-    """Turn a dotted version into semver: pad to three parts, drop leading zeros (``580.126.09`` → ``580.126.9``)."""
+    """Dotted version → semver: pad to three parts, drop leading zeros (``580.126.09`` → ``580.126.9``)."""
     parts = [p for p in version.strip().split(".") if p != ""]
     nums = [str(int(p)) if p.isdigit() else p for p in parts[:3]]
     while len(nums) < 3:

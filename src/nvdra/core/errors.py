@@ -73,7 +73,7 @@ class UserError(NvdraError):
     """The input is wrong; the same input will fail again."""
 
 
-class SystemError_(NvdraError):  # noqa: N801 - the underscore avoids shadowing the builtin
+class SystemError_(NvdraError):  # the underscore avoids shadowing the builtin
     """The node or a service failed; retrying may succeed."""
 
 

@@ -1,0 +1,213 @@
+"""The prepared-claims checkpoint: model and (de)serialisation, pure.
+
+The checkpoint is what lets an unprepare undo a prepare after a plugin restart: the kubelet does not
+re-send prepares for claims it already prepared, and the ResourceClaim may be gone by unprepare time.
+
+File format (JSON, one object)::
+
+    {"kind": "nvdra.checkpoint", "version": 1,
+     "checksum": "sha256:<hex of the canonical JSON of data>",
+     "data": {"nodeBootID": "...",
+              "claims": {"<claimUID>": {"state": "PrepareStarted" | "PrepareCompleted",
+                                        "namespace": "...", "name": "...",
+                                        "devices": [{"requests": [...], "poolName": "...",
+                                                     "deviceName": "...", "cdiDeviceIDs": [...],
+                                                     "shareID": null}],
+                                        "applied": [{...}, ...]}}}}
+
+Invariants owned here:
+- ``decode_checkpoint(encode_checkpoint(c)) == c``;
+- a checkpoint whose checksum does not match, or that is not valid JSON of this shape, raises
+  :class:`CheckpointError` — it is never half-read;
+- ``applied`` holds one JSON record per side effect performed for the claim, in the order performed,
+  so that unprepare can undo them in reverse. Records are opaque here; their owners define them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+from nvdra.core.errors import CheckpointError
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "ClaimState",
+    "DeviceRecord",
+    "PreparedClaim",
+    "decode_checkpoint",
+    "encode_checkpoint",
+]
+
+CHECKPOINT_VERSION = 1
+_KIND = "nvdra.checkpoint"
+
+ClaimState = Literal["PrepareStarted", "PrepareCompleted"]
+_STATES: frozenset[str] = frozenset({"PrepareStarted", "PrepareCompleted"})
+
+
+@attrs.frozen(kw_only=True)
+class DeviceRecord:
+    """A device as it was returned to the kubelet for a claim."""
+
+    requests: tuple[str, ...]
+    pool_name: str
+    device_name: str
+    cdi_device_ids: tuple[str, ...] = ()
+    share_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PreparedClaim:
+    """One claim's entry: where its prepare got to, what it returned, what it did."""
+
+    uid: str
+    namespace: str
+    name: str
+    state: ClaimState
+    devices: tuple[DeviceRecord, ...] = ()
+    applied: tuple[Mapping[str, Any], ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}:{self.uid}"
+
+
+@attrs.frozen(kw_only=True)
+class Checkpoint:
+    """All prepared (or half-prepared) claims of one plugin, stamped with the node's boot id."""
+
+    node_boot_id: str = ""
+    claims: Mapping[str, PreparedClaim] = attrs.field(factory=dict)
+
+    def with_claim(self, claim: PreparedClaim) -> Checkpoint:
+        """A copy with ``claim`` added or replaced."""
+        return attrs.evolve(self, claims={**self.claims, claim.uid: claim})
+
+    def without(self, *uids: str) -> Checkpoint:
+        """A copy without these claims (unknown UIDs are ignored)."""
+        drop = set(uids)
+        return attrs.evolve(self, claims={u: c for u, c in self.claims.items() if u not in drop})
+
+    def holder_of(self, device_name: str) -> PreparedClaim | None:
+        """The completed claim that holds ``device_name``, if any."""
+        for claim in self.claims.values():
+            if claim.state == "PrepareCompleted" and any(d.device_name == device_name for d in claim.devices):
+                return claim
+        return None
+
+
+def _device_to_json(d: DeviceRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "requests": list(d.requests),
+        "poolName": d.pool_name,
+        "deviceName": d.device_name,
+        "cdiDeviceIDs": list(d.cdi_device_ids),
+    }
+    if d.share_id is not None:
+        out["shareID"] = d.share_id
+    return out
+
+
+def _claim_to_json(c: PreparedClaim) -> dict[str, Any]:
+    return {
+        "state": c.state,
+        "namespace": c.namespace,
+        "name": c.name,
+        "devices": [_device_to_json(d) for d in c.devices],
+        "applied": [dict(a) for a in c.applied],
+    }
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def encode_checkpoint(cp: Checkpoint) -> bytes:
+    """Serialise with a checksum over the canonical JSON of the payload."""
+    data = {
+        "nodeBootID": cp.node_boot_id,
+        "claims": {uid: _claim_to_json(c) for uid, c in sorted(cp.claims.items())},
+    }
+    checksum = "sha256:" + hashlib.sha256(_canonical(data)).hexdigest()
+    doc = {"kind": _KIND, "version": CHECKPOINT_VERSION, "checksum": checksum, "data": data}
+    return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+
+
+def _req(obj: Mapping[str, Any], key: str, typ: type, where: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, typ):
+        raise CheckpointError(f"checkpoint {where}.{key}: expected {typ.__name__}, got {value!r}")
+    return value
+
+
+def _device_from_json(obj: Any, where: str) -> DeviceRecord:
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {where}: expected an object, got {obj!r}")
+    share = obj.get("shareID")
+    return DeviceRecord(
+        requests=tuple(str(r) for r in _req(obj, "requests", list, where)),
+        pool_name=_req(obj, "poolName", str, where),
+        device_name=_req(obj, "deviceName", str, where),
+        cdi_device_ids=tuple(str(i) for i in _req(obj, "cdiDeviceIDs", list, where)),
+        share_id=str(share) if share is not None else None,
+    )
+
+
+def _claim_from_json(uid: str, obj: Any) -> PreparedClaim:
+    where = f"claims[{uid}]"
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {where}: expected an object, got {obj!r}")
+    state = _req(obj, "state", str, where)
+    if state not in _STATES:
+        raise CheckpointError(f"checkpoint {where}.state: unknown state {state!r}")
+    applied = _req(obj, "applied", list, where)
+    if not all(isinstance(a, dict) for a in applied):
+        raise CheckpointError(f"checkpoint {where}.applied: every entry must be an object")
+    return PreparedClaim(
+        uid=uid,
+        namespace=_req(obj, "namespace", str, where),
+        name=_req(obj, "name", str, where),
+        state=state,
+        devices=tuple(
+            _device_from_json(d, f"{where}.devices[{i}]")
+            for i, d in enumerate(_req(obj, "devices", list, where))
+        ),
+        applied=tuple(applied),
+    )
+
+
+def decode_checkpoint(raw: bytes) -> Checkpoint:
+    """Parse and verify a checkpoint.
+
+    Raises:
+        CheckpointError: not JSON, wrong kind or version, checksum mismatch, or a malformed entry.
+    """
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"checkpoint is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("kind") != _KIND:
+        raise CheckpointError("checkpoint is not an nvdra checkpoint (missing kind 'nvdra.checkpoint')")
+    if doc.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint version {doc.get('version')!r} is not supported "
+            f"(this nvdra reads {CHECKPOINT_VERSION})"
+        )
+    data = doc.get("data")
+    if not isinstance(data, dict):
+        raise CheckpointError("checkpoint has no data object")
+    expected = "sha256:" + hashlib.sha256(_canonical(data)).hexdigest()
+    if doc.get("checksum") != expected:
+        raise CheckpointError(
+            f"checkpoint checksum mismatch: stored {doc.get('checksum')!r}, computed {expected!r}"
+        )
+    claims_obj = _req(data, "claims", dict, "data")
+    return Checkpoint(
+        node_boot_id=_req(data, "nodeBootID", str, "data"),
+        claims={uid: _claim_from_json(uid, c) for uid, c in claims_obj.items()},
+    )

@@ -1,0 +1,94 @@
+"""The checkpoint round-trips and refuses to half-read a damaged file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim, decode_checkpoint, encode_checkpoint
+from nvdra.core.errors import CheckpointError
+
+names = st.text(alphabet="abcdefghij-0123456789", min_size=1, max_size=12)
+devices = st.builds(
+    DeviceRecord,
+    requests=st.lists(names, max_size=2).map(tuple),
+    pool_name=names,
+    device_name=names,
+    cdi_device_ids=st.lists(names, max_size=2).map(tuple),
+    share_id=st.none() | names,
+)
+claims = st.builds(
+    PreparedClaim,
+    uid=names,
+    namespace=names,
+    name=names,
+    state=st.sampled_from(["PrepareStarted", "PrepareCompleted"]),
+    devices=st.lists(devices, max_size=3).map(tuple),
+    applied=st.lists(st.dictionaries(names, names, max_size=2), max_size=2).map(tuple),
+)
+
+
+@given(boot=names, entries=st.lists(claims, max_size=4))
+def test_round_trip(boot: str, entries: list[PreparedClaim]) -> None:
+    """decode(encode(cp)) == cp for any checkpoint."""
+    cp = Checkpoint(node_boot_id=boot)
+    for c in entries:
+        cp = cp.with_claim(c)
+    assert decode_checkpoint(encode_checkpoint(cp)) == cp
+
+
+def _sample() -> bytes:
+    claim = PreparedClaim(
+        uid="u1",
+        namespace="ns",
+        name="c",
+        state="PrepareCompleted",
+        devices=(DeviceRecord(requests=("gpu",), pool_name="n1", device_name="gpu-0"),),
+    )
+    return encode_checkpoint(Checkpoint(node_boot_id="b").with_claim(claim))
+
+
+def test_checksum_mismatch_is_detected() -> None:
+    """Editing the payload without the checksum makes the checkpoint unreadable, not half-read."""
+    doc = json.loads(_sample())
+    doc["data"]["claims"]["u1"]["name"] = "other"
+    with pytest.raises(CheckpointError, match="checksum"):
+        decode_checkpoint(json.dumps(doc).encode())
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[]", b'{"kind": "x"}', b"\xff\xfe"])
+def test_garbage_is_rejected(raw: bytes) -> None:
+    """Truncated or foreign content raises CheckpointError."""
+    with pytest.raises(CheckpointError):
+        decode_checkpoint(raw)
+
+
+def test_truncated_file_is_rejected() -> None:
+    """Every strict prefix of a valid checkpoint is rejected."""
+    raw = _sample()
+    for cut in range(0, len(raw) - 2, 7):
+        with pytest.raises(CheckpointError):
+            decode_checkpoint(raw[:cut])
+
+
+def test_unknown_version_is_rejected() -> None:
+    """A checkpoint from a newer format version is refused with its version named."""
+    doc = json.loads(_sample())
+    doc["version"] = 99
+    with pytest.raises(CheckpointError, match="99"):
+        decode_checkpoint(json.dumps(doc).encode())
+
+
+def test_holder_of_only_counts_completed_claims() -> None:
+    """A device is held by a completed claim, not by a half-prepared one."""
+    dev = (DeviceRecord(requests=(), pool_name="p", device_name="gpu-1"),)
+    cp = Checkpoint().with_claim(PreparedClaim(uid="a", namespace="n", name="a", state="PrepareStarted", devices=dev))
+    assert cp.holder_of("gpu-1") is None
+    cp = cp.with_claim(PreparedClaim(uid="b", namespace="n", name="b", state="PrepareCompleted", devices=dev))
+    holder = cp.holder_of("gpu-1")
+    assert holder is not None
+    assert holder.uid == "b"
+    assert cp.without("b").holder_of("gpu-1") is None

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim, decode_checkpoint, encode_checkpoint
+from nvdra.core.checkpoint import (
+    Checkpoint,
+    DeviceRecord,
+    PreparedClaim,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from nvdra.core.errors import CheckpointError
 
 names = st.text(alphabet="abcdefghij-0123456789", min_size=1, max_size=12)
@@ -85,7 +91,9 @@ def test_unknown_version_is_rejected() -> None:
 def test_holder_of_only_counts_completed_claims() -> None:
     """A device is held by a completed claim, not by a half-prepared one."""
     dev = (DeviceRecord(requests=(), pool_name="p", device_name="gpu-1"),)
-    cp = Checkpoint().with_claim(PreparedClaim(uid="a", namespace="n", name="a", state="PrepareStarted", devices=dev))
+    cp = Checkpoint().with_claim(
+        PreparedClaim(uid="a", namespace="n", name="a", state="PrepareStarted", devices=dev)
+    )
     assert cp.holder_of("gpu-1") is None
     cp = cp.with_claim(PreparedClaim(uid="b", namespace="n", name="b", state="PrepareCompleted", devices=dev))
     holder = cp.holder_of("gpu-1")

@@ -22,7 +22,14 @@ def test_format_bytes(value: int, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("2Gi", 2 * 1024**3), ("10M", 10**7), ("1G", 10**9), ("500m", Decimal("0.5")), ("1e3", 1000), (600, 600)],
+    [
+        ("2Gi", 2 * 1024**3),
+        ("10M", 10**7),
+        ("1G", 10**9),
+        ("500m", Decimal("0.5")),
+        ("1e3", 1000),
+        (600, 600),
+    ],
 )
 def test_parse_quantity(text: str | int, value: int | Decimal) -> None:
     """Decimal and binary suffixes, milli units, exponents and JSON numbers parse exactly."""

@@ -1,0 +1,252 @@
+"""Start a DRA kubelet plugin: the Python counterpart of Go's ``kubeletplugin.Start``.
+
+:func:`start` brings up, in this order, the DRA socket (v1 + v1beta1 DRA services and, when a
+:class:`HealthReporter` is given, the health stream) and then the registration socket, so the DRA
+service is ready before the kubelet can learn about it. Invariants owned here:
+
+* ResourceSlices are published only after the kubelet called
+  ``NotifyRegistrationStatus(plugin_registered=true)``: until then :meth:`Helper.publish_resources`
+  only records the desired state. Publishing earlier gets pods scheduled onto a node whose kubelet
+  does not know the driver yet; they fail and back off for a minute (measured, ARCHITECTURE.md §8).
+  On every later registration (kubelet restart) the desired state is handed over again, because the
+  kubelet wipes node-local slices when it restarts;
+* :meth:`Helper.stop` is idempotent and removes only this instance's sockets; the registration socket
+  goes first so the kubelet stops routing to an instance that is about to go away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from nvdra.core import errors
+from nvdra.kubeletplugin import _grpc
+from nvdra.kubeletplugin.health import HealthReporter, HealthServicer
+from nvdra.kubeletplugin.registration import HEALTH_TOKEN, RegistrationServicer, RegistrationStatus
+from nvdra.kubeletplugin.serialize import SERIALIZE_LOCK_NAME, RequestSerializer
+from nvdra.kubeletplugin.service import DraService, add_dra_servicers
+from nvdra.kubeletplugin.sockets import SocketPaths, UnixSocketServer, socket_paths
+from nvdra.kubeletplugin.types import DraDriver, DriverResources, KubeApi
+
+__all__ = ["Helper", "SlicePublisher", "start"]
+
+_log = logging.getLogger(__name__)
+
+
+class SlicePublisher(Protocol):
+    """What the helper needs from a ResourceSlice publisher (e.g. ``ResourceSlicePublisher``)."""
+
+    def start(self) -> None:
+        """Begin reconciling (called once, after the kubelet registered the plugin)."""
+        ...
+
+    def update(self, resources: DriverResources) -> None:
+        """Replace the desired state; must not block on the API server."""
+        ...
+
+    def stop(self) -> None:
+        """Stop reconciling."""
+        ...
+
+
+class Helper:
+    """A running plugin: its two servers, its registration state and its slice publishing.
+
+    Built by :func:`start`; use it as a context manager or call :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        *,
+        driver: DraDriver,
+        driver_name: str,
+        node_name: str,
+        paths: SocketPaths,
+        service: DraService,
+        publisher: SlicePublisher | None,
+        health: HealthReporter | None,
+    ) -> None:
+        self.driver = driver
+        self.driver_name = driver_name
+        self.node_name = node_name
+        self.paths = paths
+        self._service = service
+        self._publisher = publisher
+        self._health = health
+        self._lock = threading.Lock()
+        self._desired: DriverResources | None = None
+        self._publisher_started = False
+        self._stopped = False
+        self._dra_server: UnixSocketServer | None = None
+        self._reg_server: UnixSocketServer | None = None
+        self._registration: RegistrationServicer | None = None
+
+    @property
+    def dra_socket(self) -> Path:
+        """Path of the DRA service socket (``PluginInfo.endpoint``)."""
+        return self.paths.dra
+
+    @property
+    def registration_socket(self) -> Path:
+        """Path of the registration socket in the kubelet's registry directory."""
+        return self.paths.registration
+
+    def _serve(self, versions: Sequence[str], workers: int) -> None:
+        dra = UnixSocketServer(self.paths.dra, max_workers=workers, name="dra")
+        add_dra_servicers(dra.server, self._service, versions)
+        tokens = [_grpc.DRA_APIS[v].token for v in versions]
+        if self._health is not None:
+            HealthServicer(self._health).add_to_server(dra.server)
+            tokens.append(HEALTH_TOKEN)
+        self._dra_server = dra
+        dra.start()
+        self._registration = RegistrationServicer(
+            driver_name=self.driver_name,
+            endpoint=str(self.paths.dra),
+            supported_versions=tokens,
+            on_registered=self._on_registered,
+        )
+        reg = UnixSocketServer(self.paths.registration, max_workers=2, name="registration")
+        self._registration.add_to_server(reg.server)
+        self._reg_server = reg
+        reg.start()
+
+    def registration_status(self) -> RegistrationStatus | None:
+        """The kubelet's latest NotifyRegistrationStatus, or None before it sent one."""
+        return self._registration.status() if self._registration else None
+
+    def wait_registered(self, timeout: float | None = None) -> bool:
+        """Block until the kubelet registered the plugin; returns False on timeout."""
+        return self._registration is not None and self._registration.registered.wait(timeout)
+
+    def publish_resources(self, resources: DriverResources) -> None:
+        """Set the desired ResourceSlices; published once (and whenever) the kubelet registered us.
+
+        Raises:
+            ConfigError: no publisher was given to :func:`start`.
+        """
+        if self._publisher is None:
+            raise errors.ConfigError("publisher", None, "a SlicePublisher passed to start()")
+        with self._lock:
+            self._desired = resources
+            if self._publisher_started:
+                self._publisher.update(resources)
+
+    def _on_registered(self, status: RegistrationStatus) -> None:
+        with self._lock:
+            if self._stopped or self._publisher is None:
+                return
+            try:
+                if not self._publisher_started:
+                    self._publisher.start()
+                    self._publisher_started = True
+                if self._desired is not None:
+                    self._publisher.update(self._desired)
+            except Exception as exc:
+                _log.exception("starting ResourceSlice publishing failed")
+                self.driver.handle_error(exc, "start ResourceSlice publishing")
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop everything (idempotent): registration socket, DRA socket, publisher, threads."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            publisher, started = self._publisher, self._publisher_started
+        if self._health is not None:
+            self._health.close()
+        for server in (self._reg_server, self._dra_server):
+            if server is not None:
+                server.stop(grace)
+        if publisher is not None and started:
+            publisher.stop()
+        self._service.close()
+        _log.info("DRA plugin %s stopped", self.driver_name)
+
+    def __enter__(self) -> Helper:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def start(
+    driver: DraDriver,
+    *,
+    driver_name: str,
+    kube: KubeApi,
+    node_name: str,
+    plugin_data_dir: Path | str,
+    registrar_dir: Path | str,
+    rolling_update_uid: str | None = None,
+    serialize: bool = True,
+    flock_dir: Path | str | None = None,
+    publisher: SlicePublisher | None = None,
+    health: HealthReporter | None = None,
+    api_versions: Sequence[str] = ("v1", "v1beta1"),
+    grpc_workers: int = 8,
+    fetch_workers: int = 8,
+) -> Helper:
+    """Start serving a DRA driver to the kubelet.
+
+    Args:
+        driver: the driver implementation.
+        driver_name: DRA driver name (``gpu.nvidia.com``).
+        kube: API adapter; the helper uses it to GET claims on the prepare path.
+        node_name: this node.
+        plugin_data_dir: the driver's own directory (created 0750 if missing); holds ``dra.sock``.
+        registrar_dir: the kubelet's plugin registry directory (must exist).
+        rolling_update_uid: this pod's UID to run old and new pod side by side (kubelet ≥ 1.33):
+            per-pod socket names and a cross-process ``flock`` on ``serialize.lock``.
+        serialize: False disables all serialization of prepare/unprepare.
+        flock_dir: directory of ``serialize.lock`` (default ``plugin_data_dir``); setting it turns the
+            cross-process lock on even without rolling updates.
+        publisher: ResourceSlice publisher, started after the kubelet registered the plugin.
+        health: device-health source; adds the ``v1alpha1.DRAResourceHealth`` service.
+        api_versions: DRA versions to serve and announce, most preferred first.
+        grpc_workers: handler threads of the DRA server (each health stream holds one).
+        fetch_workers: threads for concurrent claim GETs within one call.
+
+    Returns:
+        The running :class:`Helper`.
+
+    Raises:
+        ConfigError: bad version names or socket paths that cannot fit.
+        HostError: a socket cannot be created.
+    """
+    data_dir, reg_dir = Path(plugin_data_dir), Path(registrar_dir)
+    os.makedirs(data_dir, mode=0o750, exist_ok=True)
+    paths = socket_paths(
+        driver_name=driver_name,
+        plugin_data_dir=data_dir,
+        registrar_dir=reg_dir,
+        rolling_update_uid=rolling_update_uid,
+    )
+    lock_dir = Path(flock_dir) if flock_dir is not None else (data_dir if rolling_update_uid else None)
+    serializer = RequestSerializer(
+        enabled=serialize, lock_file=lock_dir / SERIALIZE_LOCK_NAME if lock_dir is not None else None
+    )
+    service = DraService(driver, kube, serializer=serializer, fetch_workers=fetch_workers)
+    helper = Helper(
+        driver=driver,
+        driver_name=driver_name,
+        node_name=node_name,
+        paths=paths,
+        service=service,
+        publisher=publisher,
+        health=health,
+    )
+    try:
+        helper._serve(api_versions, grpc_workers)
+    except BaseException:
+        helper.stop(grace=0)
+        raise
+    _log.info("DRA plugin %s on node %s: %s, %s", driver_name, node_name, paths.dra, paths.registration)
+    return helper

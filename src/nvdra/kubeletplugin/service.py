@@ -1,0 +1,200 @@
+"""The DRA kubelet service: NodePrepareResources / NodeUnprepareResources for v1 and v1beta1.
+
+:class:`DraService` is version-neutral; :class:`DraServicer` adapts it to one proto version.
+Invariants owned here:
+
+* every claim of a request is answered, exactly once, and no other UID is (the kubelet rejects both
+  a skipped and an unknown claim): a claim that could not be fetched, has another UID than the
+  kubelet named, or is not allocated gets a per-claim error; a claim the driver did not answer gets
+  one; a driver exception becomes a per-claim error for every claim handed to it (logged, the
+  server keeps running);
+* the claims of one call are fetched concurrently and *before* taking the serialization lock (as
+  the Go helper does), so the GETs of one call overlap with the driver work of another;
+* an empty request is the liveness probe: answered empty at once, no lock, no driver call;
+* each call gets a monotonically increasing request id used in its log lines; request and response
+  are logged at DEBUG.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from nvdra.core import errors
+from nvdra.kubeletplugin import _grpc
+from nvdra.kubeletplugin.serialize import RequestSerializer
+from nvdra.kubeletplugin.types import ClaimRef, DraDriver, JsonObject, KubeApi, PrepareResult
+
+__all__ = ["DraService", "DraServicer", "add_dra_servicers"]
+
+_log = logging.getLogger(__name__)
+
+_Fetched = tuple[ClaimRef, JsonObject | None, str]  # (claim, object or None, error)
+
+
+class DraService:
+    """Fetches, checks and serializes claims around a :class:`DraDriver`.
+
+    Args:
+        driver: the driver.
+        kube: the API adapter used to GET the claims.
+        serializer: serialization of driver calls (default: in-process lock).
+        fetch_workers: threads for concurrent claim GETs within one call.
+    """
+
+    def __init__(
+        self,
+        driver: DraDriver,
+        kube: KubeApi,
+        *,
+        serializer: RequestSerializer | None = None,
+        fetch_workers: int = 8,
+    ) -> None:
+        self.driver = driver
+        self.kube = kube
+        self.serializer = serializer if serializer is not None else RequestSerializer()
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=fetch_workers, thread_name_prefix="nvdra-claim-get"
+        )
+        self._ids = itertools.count(1)
+
+    def next_request_id(self) -> int:
+        """A new request id (thread-safe: ``itertools.count`` advances atomically under the GIL)."""
+        return next(self._ids)
+
+    def close(self) -> None:
+        """Release the fetch threads and the lock file (idempotent)."""
+        self._pool.shutdown(wait=True)
+        self.serializer.close()
+
+    # -- prepare -------------------------------------------------------------------------------
+
+    def prepare(self, claims: Sequence[ClaimRef], *, request_id: int = 0) -> dict[str, PrepareResult]:
+        """Prepare ``claims``; returns exactly one result per claim UID."""
+        if not claims:
+            return {}
+        results: dict[str, PrepareResult] = {}
+        ready: list[tuple[ClaimRef, JsonObject]] = []
+        for ref, obj, error in self._fetch_all(claims):
+            if obj is None:
+                _log.warning("[req %d] claim %s: %s", request_id, ref, error)
+                results[ref.uid] = PrepareResult(error=error)
+            else:
+                ready.append((ref, obj))
+        if ready:
+            results.update(self._prepare_fetched(ready, request_id))
+        return {c.uid: results[c.uid] for c in claims}
+
+    def _fetch_all(self, claims: Sequence[ClaimRef]) -> list[_Fetched]:
+        # The first GET runs in the calling thread: a one-claim call (the common case) pays no
+        # thread hand-off, and an n-claim call keeps n - 1 helpers busy.
+        pending = [self._pool.submit(self._fetch, c) for c in claims[1:]]
+        first = self._fetch(claims[0])
+        return [first, *(f.result() for f in pending)]
+
+    def _fetch(self, ref: ClaimRef) -> _Fetched:
+        where = f"ResourceClaim {ref.namespace}/{ref.name}"
+        try:
+            obj = self.kube.get_resource_claim(ref.namespace, ref.name)
+        except errors.KubeNotFound:
+            return ref, None, f"fetch {where}: not found"
+        except Exception as exc:  # any adapter failure is this claim's error, never the server's
+            return ref, None, f"fetch {where}: {exc}"
+        actual_uid = (obj.get("metadata") or {}).get("uid", "")
+        if actual_uid != ref.uid:
+            return ref, None, f"{where}: UID mismatch: expected {ref.uid}, got {actual_uid or '<none>'}"
+        if not (obj.get("status") or {}).get("allocation"):
+            return ref, None, f"{where} ({ref.uid}) is not allocated"
+        return ref, obj, ""
+
+    def _prepare_fetched(
+        self, ready: Sequence[tuple[ClaimRef, JsonObject]], request_id: int
+    ) -> dict[str, PrepareResult]:
+        try:
+            with self.serializer.hold():
+                answered = self.driver.prepare_resource_claims([obj for _, obj in ready])
+        except Exception as exc:
+            _log.exception("[req %d] driver prepare failed", request_id)
+            message = f"prepare failed: {type(exc).__name__}: {exc}"
+            return {ref.uid: PrepareResult(error=message) for ref, _ in ready}
+        return {
+            ref.uid: answered.get(ref.uid)
+            or PrepareResult(error=f"driver returned no result for claim {ref}")
+            for ref, _ in ready
+        }
+
+    # -- unprepare -----------------------------------------------------------------------------
+
+    def unprepare(self, claims: Sequence[ClaimRef], *, request_id: int = 0) -> dict[str, str]:
+        """Unprepare ``claims``; returns one error message per claim UID ("" = success)."""
+        if not claims:
+            return {}
+        try:
+            with self.serializer.hold():
+                answered = self.driver.unprepare_resource_claims(list(claims))
+        except Exception as exc:
+            _log.exception("[req %d] driver unprepare failed", request_id)
+            return {c.uid: f"unprepare failed: {type(exc).__name__}: {exc}" for c in claims}
+        return {c.uid: _unprepare_answer(answered, c) for c in claims}
+
+
+def _unprepare_answer(answered: Mapping[str, str], claim: ClaimRef) -> str:
+    if claim.uid not in answered:
+        return f"driver returned no result for claim {claim}"
+    return answered[claim.uid]
+
+
+class DraServicer:
+    """Adapts a :class:`DraService` to one DRA proto version (the generated service's method names)."""
+
+    def __init__(self, service: DraService, api: _grpc.DraApi) -> None:
+        self.service = service
+        self.api = api
+
+    def NodePrepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """gRPC NodePrepareResources."""
+        claims = _grpc.claims_from_pb(request)
+        if not claims:
+            return self.api.pb2.NodePrepareResourcesResponse()
+        rid = self.service.next_request_id()
+        _log.debug("[req %d] %s NodePrepareResources request: %s", rid, self.api.name, _names(claims))
+        results = self.service.prepare(claims, request_id=rid)
+        failed = {uid: r.error for uid, r in results.items() if r.error}
+        if failed:
+            _log.warning("[req %d] NodePrepareResources failed claims: %s", rid, failed)
+        _log.debug("[req %d] NodePrepareResources response: %s", rid, results)
+        return _grpc.prepare_response_to_pb(self.api, results)
+
+    def NodeUnprepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """gRPC NodeUnprepareResources."""
+        claims = _grpc.claims_from_pb(request)
+        rid = self.service.next_request_id()
+        _log.debug("[req %d] %s NodeUnprepareResources request: %s", rid, self.api.name, _names(claims))
+        results = self.service.unprepare(claims, request_id=rid)
+        failed = {uid: e for uid, e in results.items() if e}
+        if failed:
+            _log.warning("[req %d] NodeUnprepareResources failed claims: %s", rid, failed)
+        _log.debug("[req %d] NodeUnprepareResources response: %s", rid, results)
+        return _grpc.unprepare_response_to_pb(self.api, results)
+
+
+def _names(claims: Iterable[ClaimRef]) -> list[str]:
+    return [str(c) for c in claims]
+
+
+def add_dra_servicers(server: grpc.Server, service: DraService, versions: Iterable[str]) -> None:
+    """Serve ``service`` on ``server`` for each DRA version name (``"v1"``, ``"v1beta1"``).
+
+    Raises:
+        ConfigError: an unknown version name.
+    """
+    for version in versions:
+        api = _grpc.DRA_APIS.get(version)
+        if api is None:
+            raise errors.ConfigError("api_versions", version, ", ".join(_grpc.DRA_APIS))
+        api.add_to_server(DraServicer(service, api), server)

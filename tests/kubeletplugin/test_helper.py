@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import stat
 
 import pytest
@@ -10,7 +12,7 @@ from nvdra.core import errors
 from nvdra.kubeletplugin import helper as helper_mod
 from nvdra.kubeletplugin.client import KubeletClient, PluginRpcError
 from nvdra.kubeletplugin.health import HealthReporter
-from nvdra.kubeletplugin.types import DriverResources, Pool, Slice
+from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, Slice
 from tests.kubeletplugin.conftest import DRIVER, ClaimStore, RecordingPublisher, TinyDriver
 
 RESOURCES = DriverResources(pools={"node-a": Pool(slices=(Slice(devices=({"name": "gpu-0"},)),))})
@@ -121,13 +123,27 @@ def test_publisher_failure_goes_to_handle_error(dirs):
 
 
 def test_rolling_update_uses_per_pod_names_and_flock(dirs):
-    """With a pod UID both sockets carry it, and prepares take serialize.lock in the plugin dir."""
+    """With a pod UID both sockets carry it, and driver calls run under serialize.lock's flock."""
     data, reg = dirs
-    with _start(dirs, rolling_update_uid="pod-1") as h:
+    lock = data / "serialize.lock"
+
+    class LockProbe(TinyDriver):
+        def unprepare_resource_claims(self, claims):
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.errors.append((RuntimeError("lock was free"), "probe"))
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
+            return super().unprepare_resource_claims(claims)
+
+    driver = LockProbe()
+    with _start(dirs, rolling_update_uid="pod-1", driver=driver) as h:
         assert h.dra_socket == data / "dra-pod-1.sock"
         assert h.registration_socket == reg / f"{DRIVER}-pod-1-reg.sock"
         with KubeletClient(reg) as kubelet:
-            plugin = kubelet.register(h.registration_socket)
-            plugin.unprepare([])
-            assert plugin.unprepare([]) == {}
-        assert h._service.serializer.lock_file == data / "serialize.lock"
+            claim = ClaimRef(namespace="default", name="a", uid="uid-a")
+            assert kubelet.register(h.registration_socket).unprepare([claim]) == {"uid-a": ""}
+    assert driver.unprepared == [["uid-a"]] and driver.errors == []

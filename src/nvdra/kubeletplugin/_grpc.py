@@ -12,7 +12,7 @@ reads passes through a function here that has a typed signature. Invariants owne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -173,8 +173,3 @@ def unprepare_response_to_pb(api: DraApi, results: Mapping[str, str]) -> Any:
 def unprepare_response_from_pb(response: Any) -> dict[str, str]:
     """Decode a NodeUnprepareResourcesResponse into error messages keyed by claim UID."""
     return {str(uid): str(entry.error) for uid, entry in response.claims.items()}
-
-
-def claim_uids(claims: Sequence[ClaimRef]) -> list[str]:
-    """The UIDs of ``claims``, in order (for log lines)."""
-    return [c.uid for c in claims]

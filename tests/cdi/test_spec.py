@@ -1,0 +1,211 @@
+"""The CDI spec model: exact JSON shape, Go-style omitempty, strict decoding, merging."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nvdra.cdi import (
+    ContainerEdits,
+    Device,
+    DeviceNode,
+    Hook,
+    IntelRdt,
+    Mount,
+    NetDevice,
+    Spec,
+)
+from nvdra.core.errors import CdiError
+
+words = st.text(alphabet="abcdefghij/._-=", min_size=1, max_size=8)
+positive = st.integers(min_value=1, max_value=2**31)
+nodes = st.builds(
+    DeviceNode,
+    path=words,
+    host_path=st.just("") | words,
+    type=st.sampled_from(["", "c", "b"]),
+    major=st.just(0) | positive,
+    minor=st.just(0) | positive,
+    file_mode=st.none() | st.integers(0, 0o7777),
+    permissions=st.sampled_from(["", "rwm", "r"]),
+    uid=st.none() | st.integers(0, 2**32 - 1),
+    gid=st.none() | st.integers(0, 2**32 - 1),
+)
+mounts = st.builds(
+    Mount, host_path=words, container_path=words, options=st.tuples(words), type=st.just("") | words
+)
+hooks = st.builds(
+    Hook,
+    hook_name=st.sampled_from(["createContainer", "poststop"]),
+    path=words,
+    args=st.lists(words, max_size=3).map(tuple),
+    env=st.lists(words, max_size=2).map(tuple),
+    timeout=st.none() | positive,
+)
+edits = st.builds(
+    ContainerEdits,
+    env=st.lists(words, max_size=3).map(tuple),
+    device_nodes=st.lists(nodes, max_size=3).map(tuple),
+    mounts=st.lists(mounts, max_size=2).map(tuple),
+    hooks=st.lists(hooks, max_size=2).map(tuple),
+    additional_gids=st.lists(st.integers(1, 2**32 - 1), max_size=2).map(tuple),
+    intel_rdt=st.none()
+    | st.builds(
+        IntelRdt,
+        clos_id=words,
+        schemata=st.lists(words, max_size=2).map(tuple),
+        enable_monitoring=st.booleans(),
+    ),
+    net_devices=st.lists(st.builds(NetDevice, host_interface_name=words, name=words), max_size=2).map(tuple),
+)
+annotations = st.dictionaries(words, words, max_size=2)
+specs = st.builds(
+    Spec,
+    cdi_version=st.sampled_from(["0.5.0", "1.1.0"]),
+    kind=words,
+    devices=st.lists(
+        st.builds(Device, name=words, container_edits=edits, annotations=annotations), max_size=3
+    ).map(tuple),
+    container_edits=edits,
+    annotations=annotations,
+)
+
+
+@settings(max_examples=75)
+@given(specs)
+def test_to_dict_from_dict_round_trips(spec: Spec) -> None:
+    """Decoding what to_dict produced gives back the same spec."""
+    assert Spec.from_dict(spec.to_dict()) == spec
+
+
+@settings(max_examples=75)
+@given(edits, edits, edits)
+def test_merge_is_associative_and_has_an_identity(
+    a: ContainerEdits, b: ContainerEdits, c: ContainerEdits
+) -> None:
+    """(a + b) + c == a + (b + c) and the empty edits change nothing."""
+    assert (a + b) + c == a + (b + c)
+    assert a + ContainerEdits() == a == ContainerEdits() + a
+
+
+def test_merge_appends_in_order_and_later_intel_rdt_wins() -> None:
+    """Lists concatenate left then right; a set intelRdt on the right replaces the left one."""
+    left = ContainerEdits(env=("A=1",), intel_rdt=IntelRdt(clos_id="x"))
+    right = ContainerEdits(
+        env=("B=2",), device_nodes=(DeviceNode(path="/dev/x"),), intel_rdt=IntelRdt(clos_id="y")
+    )
+    merged = left + right
+    assert merged.env == ("A=1", "B=2")
+    assert merged.device_nodes == (DeviceNode(path="/dev/x"),)
+    assert merged.intel_rdt == IntelRdt(clos_id="y")
+    assert (left + ContainerEdits()).intel_rdt == IntelRdt(clos_id="x")
+
+
+def test_to_dict_uses_cdi_field_names_and_order() -> None:
+    """Field names are the CDI camelCase ones, in Go struct order, with empty fields omitted."""
+    spec = Spec(
+        cdi_version="0.7.0",
+        kind="v.com/c",
+        annotations={"a": "b"},
+        devices=(
+            Device(
+                name="d",
+                container_edits=ContainerEdits(
+                    device_nodes=(DeviceNode(path="/dev/x", host_path="/h/dev/x", major=195, file_mode=438),),
+                ),
+            ),
+        ),
+        container_edits=ContainerEdits(
+            env=("A=1",),
+            hooks=(Hook(hook_name="createContainer", path="/bin/h", args=("h",), timeout=5),),
+            mounts=(Mount(host_path="/a", container_path="/b", options=("ro",), type="bind"),),
+            additional_gids=(44,),
+        ),
+    )
+    doc = spec.to_dict()
+    assert list(doc) == ["cdiVersion", "kind", "annotations", "devices", "containerEdits"]
+    assert doc["devices"] == [
+        {
+            "name": "d",
+            "containerEdits": {
+                "deviceNodes": [{"path": "/dev/x", "hostPath": "/h/dev/x", "major": 195, "fileMode": 438}]
+            },
+        }
+    ]
+    assert list(doc["containerEdits"]) == ["env", "hooks", "mounts", "additionalGids"]
+    assert doc["containerEdits"]["hooks"] == [
+        {"hookName": "createContainer", "path": "/bin/h", "args": ["h"], "timeout": 5}
+    ]
+    assert doc["containerEdits"]["mounts"] == [
+        {"hostPath": "/a", "containerPath": "/b", "options": ["ro"], "type": "bind"}
+    ]
+
+
+def test_zero_major_minor_are_omitted_like_go() -> None:
+    """major/minor 0 are left out (Go omitempty), an explicit fileMode 0 and uid 0 are kept."""
+    node = DeviceNode(path="/dev/nvidia-uvm", major=510, minor=0, file_mode=0, uid=0)
+    assert node.to_dict() == {"path": "/dev/nvidia-uvm", "major": 510, "fileMode": 0, "uid": 0}
+
+
+def test_device_edits_are_always_emitted_and_spec_edits_only_when_set() -> None:
+    """A device's containerEdits is required by the schema; an empty spec-level one is omitted."""
+    doc = Spec(cdi_version="0.3.0", kind="v.com/c", devices=(Device(name="d"),)).to_dict()
+    assert doc == {"cdiVersion": "0.3.0", "kind": "v.com/c", "devices": [{"name": "d", "containerEdits": {}}]}
+
+
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        ({"cdiVersion": "0.3.0", "kind": "v/c", "devices": [], "extra": 1}, "extra"),
+        ({"cdiVersion": "0.3.0", "kind": "v/c"}, "spec.devices"),
+        ({"kind": "v/c", "devices": []}, "spec.cdiVersion"),
+        (
+            {"cdiVersion": "0.3.0", "kind": "v/c", "devices": [{"name": "d"}]},
+            "spec.devices[0].containerEdits",
+        ),
+        (
+            {
+                "cdiVersion": "0.3.0",
+                "kind": "v/c",
+                "devices": [{"name": "d", "containerEdits": {"deviceNodes": [{"major": 1}]}}],
+            },
+            "spec.devices[0].containerEdits.deviceNodes[0].path",
+        ),
+        (
+            {
+                "cdiVersion": "0.3.0",
+                "kind": "v/c",
+                "devices": [],
+                "containerEdits": {"mounts": [{"hostPath": "/a", "containerPath": "/b", "options": [1]}]},
+            },
+            "spec.containerEdits.mounts[0].options[0]",
+        ),
+        (
+            {
+                "cdiVersion": "0.3.0",
+                "kind": "v/c",
+                "devices": [],
+                "containerEdits": {"additionalGids": [True]},
+            },
+            "additionalGids[0]",
+        ),
+        (
+            {
+                "cdiVersion": "0.3.0",
+                "kind": "v/c",
+                "devices": [],
+                "containerEdits": {"intelRdt": {"enableCMT": True}},
+            },
+            "enableCMT",
+        ),
+        ({"cdiVersion": "0.3.0", "kind": "v/c", "devices": [], "annotations": {"a": 1}}, "spec.annotations"),
+        ("not a mapping", "spec"),
+    ],
+)
+def test_from_dict_is_strict(doc: Any, where: str) -> None:
+    """Unknown fields, missing required fields and wrong types are refused with their JSON path."""
+    with pytest.raises(CdiError, match=where.replace("[", r"\[").replace("]", r"\]")):
+        Spec.from_dict(doc)

@@ -19,6 +19,7 @@ from nvdra.cdi import (
     common_edits,
     discover_driver,
     gpu_edits,
+    imex_channel_edits,
     mig_edits,
 )
 from nvdra.core.errors import CdiError
@@ -173,3 +174,30 @@ def test_claim_uid_cannot_escape_the_cdi_dir(uid: str, driver_tree: Path) -> Non
         claim_device_id(VENDOR, CLASS, uid, "gpu-0")
     with pytest.raises(CdiError):
         claim_spec(VENDOR, CLASS, uid, [("gpu-0", ContainerEdits())], ContainerEdits())
+
+
+def test_imex_channel_node(driver_tree: Path, cdi_schema: Schema) -> None:
+    """An IMEX channel is a char node with minor = channel and the imex-channels major."""
+    proc = driver_tree / "proc" / "devices"
+    proc.write_text(
+        proc.read_text().replace("510 nvidia-uvm\n", "510 nvidia-uvm\n507 nvidia-caps-imex-channels\n")
+    )
+    root = DriverRoot("/driver-root", str(driver_tree))
+    edits = imex_channel_edits(root.imex_channel(3))
+    assert [n.to_dict() for n in edits.device_nodes] == [
+        {
+            "path": "/dev/nvidia-caps-imex-channels/channel3",
+            "hostPath": "/driver-root/dev/nvidia-caps-imex-channels/channel3",
+            "type": "c",
+            "major": 507,
+            "minor": 3,
+            "fileMode": 438,
+        }
+    ]
+    spec = claim_spec("k8s.compute-domain.nvidia.com", "claim", UID, [("channel-0", edits)], ContainerEdits())
+    cdi_schema(spec.to_dict())
+    with pytest.raises(CdiError, match="must be >= 0"):
+        root.imex_channel(-1)
+    proc.write_text(proc.read_text().replace("507 nvidia-caps-imex-channels\n", ""))
+    with pytest.raises(CdiError, match="nvidia-caps-imex-channels"):
+        root.imex_channel(0)

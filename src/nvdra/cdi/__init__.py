@@ -44,7 +44,14 @@ from nvdra.cdi.names import (
     validate_device_name,
     validate_vendor_name,
 )
-from nvdra.cdi.nvidia import DEFAULT_HOOK_PATH, MOUNT_OPTIONS, common_edits, gpu_edits, mig_edits
+from nvdra.cdi.nvidia import (
+    DEFAULT_HOOK_PATH,
+    MOUNT_OPTIONS,
+    common_edits,
+    gpu_edits,
+    imex_channel_edits,
+    mig_edits,
+)
 from nvdra.cdi.spec import ContainerEdits, Device, DeviceNode, Hook, IntelRdt, Mount, NetDevice, Spec
 from nvdra.cdi.validate import (
     CURRENT_VERSION,
@@ -104,6 +111,7 @@ __all__ = [
     "encode_spec",
     "fsync_directory",
     "gpu_edits",
+    "imex_channel_edits",
     "kind",
     "mig_edits",
     "minimum_version",

@@ -384,3 +384,19 @@ class DriverRoot:
         reader = _reader(self.host_root, self.container_root, self._proc_root, self._proc_devices_path)
         base = f"/proc/driver/nvidia/capabilities/gpu{parent_minor}/mig/gi{gi}"
         return MigCapNodes(gi=reader.cap_node(f"{base}/access"), ci=reader.cap_node(f"{base}/ci{ci}/access"))
+
+    def imex_channel(self, channel: int) -> CharDevice:
+        """The IMEX channel node ``/dev/nvidia-caps-imex-channels/channel<channel>`` (minor = channel).
+
+        The node need not exist yet: its major is the ``nvidia-caps-imex-channels`` entry of
+        /proc/devices, so a spec can describe it fully.
+
+        Raises:
+            CdiError: the channel is negative or /proc/devices has no such entry.
+        """
+        if channel < 0:
+            raise CdiError(f"IMEX channel {channel}: must be >= 0")
+        reader = _reader(self.host_root, self.container_root, self._proc_root, self._proc_devices_path)
+        path = f"/dev/nvidia-caps-imex-channels/channel{channel}"
+        major = reader.major_of(("nvidia-caps-imex-channels",), path)
+        return CharDevice(path=path, host_path=_join(reader.dev_host_root, path), major=major, minor=channel)

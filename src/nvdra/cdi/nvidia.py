@@ -9,7 +9,8 @@ mode, paths rewritten to the host driver root):
   ``update-ldcache``, ``disable-device-node-modification``), read-only bind mounts of the binaries,
   GSP firmware and libraries (``ro,nosuid,nodev,rbind,rprivate``), sorted by path;
 * a full GPU: its ``/dev/nvidia<minor>`` node;
-* a MIG device: the parent's node plus the GI- and CI-access capability nodes (type ``c``).
+* a MIG device: the parent's node plus the GI- and CI-access capability nodes (type ``c``);
+* an IMEX channel: its ``/dev/nvidia-caps-imex-channels/channel<N>`` node (type ``c``, mode 0666).
 
 Device nodes carry ``fileMode`` 438 (0666, or the real node's mode) and ``permissions: rwm`` as upstream
 writes them. Everything is deterministic: equal inputs render equal edits.
@@ -25,6 +26,7 @@ __all__ = [
     "MOUNT_OPTIONS",
     "common_edits",
     "gpu_edits",
+    "imex_channel_edits",
     "mig_edits",
 ]
 
@@ -139,3 +141,8 @@ def mig_edits(driver: DriverInstallation, parent_minor: int, caps: MigCapNodes) 
     """
     parent = _node(driver.gpu_node(parent_minor))
     return ContainerEdits(device_nodes=(parent, _cap_node(caps.gi), _cap_node(caps.ci)))
+
+
+def imex_channel_edits(channel: CharDevice) -> ContainerEdits:
+    """The edits of one IMEX channel, from :meth:`~nvdra.cdi.driverroot.DriverRoot.imex_channel`."""
+    return ContainerEdits(device_nodes=(_cap_node(channel),))

@@ -1,0 +1,369 @@
+"""``FakeKube``: an in-memory, thread-safe ``KubeApi`` with the API server's semantics.
+
+It is the store behind :class:`~nvdra.kubeletplugin.testing_apiserver.ApiServer` too, so the rules here
+are the ones a driver meets over HTTP. Invariants:
+- objects are stored and returned in the v1 shape, as independent copies (callers cannot alias the store);
+- every write bumps one cluster-wide ``resourceVersion``; creates assign ``uid``, ``creationTimestamp``,
+  ``metadata.generation`` and, for ``generateName``, a random 5-character suffix (base cut to 58 chars,
+  as the API server's name generator does);
+- optimistic concurrency: a create of an existing name, an update with a stale ``resourceVersion`` or a
+  delete with a wrong UID precondition is a 409 (:class:`KubeConflict`); a missing object is a 404;
+- ResourceSlices are validated on create and update (:func:`validate_resource_slice`, 422) and their
+  ``spec.driver``, ``spec.pool.name`` and ``spec.nodeName`` are immutable;
+- injected faults (:meth:`FakeKube.fail_next`) fire before any state change; every call is logged.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import re
+import secrets
+import threading
+import uuid
+from typing import Any
+
+import attrs
+
+from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
+from nvdra.kubeletplugin._kube import error_for_status, pick_resource_version
+
+__all__ = ["FakeKube", "KubeCall", "validate_resource_slice"]
+
+JsonObject = dict[str, Any]
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's generateName alphabet (no vowels)
+_MAX_GENERATED_BASE = 58  # 63 - 5 random characters
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ATTRIBUTE_TYPES = frozenset({"int", "bool", "string", "version"})
+_ADVANCED_DEVICE_FIELDS = ("taints", "consumesCounters")
+_NODE_SELECTION = ("nodeName", "nodeSelector", "allNodes", "perDeviceNodeSelection")
+_IMMUTABLE = (("driver",), ("pool", "name"), ("nodeName",))
+
+
+@attrs.frozen(kw_only=True)
+class KubeCall:
+    """One call the fake served: verb (get/list/create/update/delete), resource, object name."""
+
+    verb: str
+    resource: str
+    name: str
+
+
+def _clone(obj: JsonObject) -> JsonObject:
+    # JSON round trip: the store holds only JSON values, and this is faster than deepcopy for them.
+    copied: JsonObject = json.loads(json.dumps(obj))
+    return copied
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _invalid(name: str, problems: list[str]) -> KubeApiError:
+    return KubeApiError(
+        f'ResourceSlice.resource.k8s.io "{name}" is invalid: ' + "; ".join(problems), status=422
+    )
+
+
+def _validate_device(path: str, device: Any, problems: list[str]) -> None:
+    name = device.get("name", "") if isinstance(device, dict) else ""
+    if not _DNS_LABEL.match(name):
+        problems.append(f"{path}.name: Invalid value: {name!r}: must be a DNS label")
+        return
+    attributes = device.get("attributes") or {}
+    capacity = device.get("capacity") or {}
+    if len(attributes) + len(capacity) > 32:
+        problems.append(
+            f"{path}: Too many: {len(attributes) + len(capacity)}: attributes+capacity must be <= 32"
+        )
+    for key, value in attributes.items():
+        kinds = set(value) & _ATTRIBUTE_TYPES if isinstance(value, dict) else set()
+        if len(kinds) != 1:
+            problems.append(
+                f"{path}.attributes[{key}]: Invalid value: exactly one of int, bool, string, version"
+            )
+        elif kinds & {"string", "version"} and len(str(value.get("string", value.get("version")))) > 64:
+            problems.append(f"{path}.attributes[{key}]: Too long: may not be more than 64 bytes")
+
+
+def validate_resource_slice(obj: JsonObject) -> None:
+    """Apply the API server's ResourceSlice rules that a driver can break (v1 shape).
+
+    Raises:
+        KubeApiError: status 422, every violated rule named with its field path.
+    """
+    spec = obj.get("spec") or {}
+    problems: list[str] = []
+    driver = spec.get("driver", "")
+    if not driver or len(driver) > 63 or not _DNS_SUBDOMAIN.match(driver):
+        problems.append(f"spec.driver: Invalid value: {driver!r}: must be a lower-case DNS subdomain <= 63")
+    pool = spec.get("pool") or {}
+    if not pool.get("name"):
+        problems.append("spec.pool.name: Required value")
+    if int(pool.get("resourceSliceCount", 0)) <= 0:
+        problems.append("spec.pool.resourceSliceCount: Invalid value: must be greater than zero")
+    if int(pool.get("generation", 0)) < 0:
+        problems.append("spec.pool.generation: Invalid value: must be >= 0")
+    chosen = [f for f in _NODE_SELECTION if spec.get(f) not in (None, False, "")]
+    if len(chosen) != 1:
+        problems.append(
+            f"spec: Invalid value: exactly one of {list(_NODE_SELECTION)} is required, got {chosen}"
+        )
+    devices = spec.get("devices") or []
+    if devices and spec.get("sharedCounters"):
+        problems.append("spec: Invalid value: only one of `sharedCounters` or `devices` is allowed")
+    advanced = any(d.get(f) for d in devices if isinstance(d, dict) for f in _ADVANCED_DEVICE_FIELDS)
+    limit = 64 if advanced else 128
+    if len(devices) > limit:
+        problems.append(f"spec.devices: Too many: {len(devices)}: must have at most {limit} items")
+    seen: set[str] = set()
+    for i, device in enumerate(devices):
+        _validate_device(f"spec.devices[{i}]", device, problems)
+        name = device.get("name") if isinstance(device, dict) else None
+        if name in seen:
+            problems.append(f"spec.devices[{i}].name: Duplicate value: {name!r}")
+        seen.add(str(name))
+    counters = spec.get("sharedCounters") or []
+    if len(counters) > 8:
+        problems.append(f"spec.sharedCounters: Too many: {len(counters)}: must have at most 8 items")
+    if problems:
+        raise _invalid(obj.get("metadata", {}).get("name", ""), problems)
+
+
+@attrs.define
+class _Fault:
+    verb: str
+    resource: str | None
+    status: int
+    remaining: int
+    message: str
+
+
+class FakeKube:
+    """In-memory ``KubeApi``: ResourceSlices, ResourceClaims and Nodes, with faults and a call log."""
+
+    def __init__(self, *, served_versions: tuple[str, ...] = ("v1", "v1beta2", "v1beta1")) -> None:
+        """Make an empty store.
+
+        Args:
+            served_versions: the ``resource.k8s.io`` versions this fake server serves (discovery).
+        """
+        self.served_versions = tuple(served_versions)
+        self._lock = threading.RLock()
+        self._rv = itertools.count(1)
+        self._slices: dict[str, JsonObject] = {}
+        self._claims: dict[tuple[str, str], JsonObject] = {}
+        self._nodes: dict[str, JsonObject] = {}
+        self._faults: list[_Fault] = []
+        self._calls: list[KubeCall] = []
+
+    # --- test helpers ----------------------------------------------------------------------------
+
+    def add_claim(self, claim: JsonObject) -> JsonObject:
+        """Store a ResourceClaim (v1 shape); fills uid and resourceVersion when missing. Returns a copy."""
+        with self._lock:
+            stored = _clone(claim)
+            meta = stored.setdefault("metadata", {})
+            meta.setdefault("namespace", "default")
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta["resourceVersion"] = str(next(self._rv))
+            stored.setdefault("apiVersion", "resource.k8s.io/v1")
+            stored.setdefault("kind", "ResourceClaim")
+            self._claims[(meta["namespace"], meta["name"])] = stored
+            return _clone(stored)
+
+    def add_node(
+        self, name: str, *, labels: dict[str, str] | None = None, uid: str | None = None
+    ) -> JsonObject:
+        """Store a Node with the given labels (and UID, random by default). Returns a copy."""
+        with self._lock:
+            node = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "uid": uid or str(uuid.uuid4()),
+                    "labels": dict(labels or {}),
+                    "resourceVersion": str(next(self._rv)),
+                    "creationTimestamp": _now(),
+                },
+            }
+            self._nodes[name] = node
+            return _clone(node)
+
+    def fail_next(
+        self, verb: str, *, times: int = 1, status: int = 500, resource: str | None = None, message: str = ""
+    ) -> None:
+        """Make the next ``times`` calls of ``verb`` (on ``resource``, or any) fail with HTTP ``status``."""
+        with self._lock:
+            self._faults.append(_Fault(verb, resource, status, times, message or f"injected HTTP {status}"))
+
+    def calls(self) -> tuple[KubeCall, ...]:
+        """Every call served so far, oldest first."""
+        with self._lock:
+            return tuple(self._calls)
+
+    def clear_calls(self) -> None:
+        """Forget the call log."""
+        with self._lock:
+            self._calls.clear()
+
+    def resource_slices(self) -> list[JsonObject]:
+        """Every stored ResourceSlice (copies), sorted by name; not logged, never faulted."""
+        with self._lock:
+            return [_clone(self._slices[n]) for n in sorted(self._slices)]
+
+    def _enter(self, verb: str, resource: str, name: str) -> None:
+        """Log the call and fire an injected fault if one matches. Caller holds the lock."""
+        self._calls.append(KubeCall(verb=verb, resource=resource, name=name))
+        for fault in self._faults:
+            if fault.verb == verb and fault.resource in (None, resource) and fault.remaining > 0:
+                fault.remaining -= 1
+                raise error_for_status(fault.status, fault.message)
+
+    # --- KubeApi ---------------------------------------------------------------------------------
+
+    def resource_api_version(self) -> str:
+        """The newest served version among v1, v1beta2, v1beta1."""
+        return pick_resource_version(self.served_versions)
+
+    def get_resource_claim(self, namespace: str, name: str) -> JsonObject:
+        """GET a stored ResourceClaim."""
+        with self._lock:
+            self._enter("get", "resourceclaims", f"{namespace}/{name}")
+            claim = self._claims.get((namespace, name))
+            if claim is None:
+                raise KubeNotFound(f'resourceclaims.resource.k8s.io "{name}" not found', status=404)
+            return _clone(claim)
+
+    def get_node(self, name: str) -> JsonObject:
+        """GET a stored Node."""
+        with self._lock:
+            self._enter("get", "nodes", name)
+            node = self._nodes.get(name)
+            if node is None:
+                raise KubeNotFound(f'nodes "{name}" not found', status=404)
+            return _clone(node)
+
+    def get_resource_slice(self, name: str) -> JsonObject:
+        """GET one ResourceSlice by name."""
+        with self._lock:
+            self._enter("get", "resourceslices", name)
+            stored = self._slices.get(name)
+            if stored is None:
+                raise KubeNotFound(f'resourceslices.resource.k8s.io "{name}" not found', status=404)
+            return _clone(stored)
+
+    def list_resource_slices(self, *, driver: str | None, node_name: str | None = None) -> list[JsonObject]:
+        """LIST ResourceSlices whose ``spec.driver`` and ``spec.nodeName`` are as given (None: any)."""
+        with self._lock:
+            self._enter("list", "resourceslices", "")
+            return [
+                _clone(s)
+                for n, s in sorted(self._slices.items())
+                if driver in (None, s["spec"].get("driver"))
+                and (node_name is None or s["spec"].get("nodeName") == node_name)
+            ]
+
+    def _generate_name(self, base: str) -> str:
+        base = base[:_MAX_GENERATED_BASE]
+        while True:
+            name = base + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+            if name not in self._slices:
+                return name
+
+    def create_resource_slice(self, body: JsonObject) -> JsonObject:
+        """CREATE a ResourceSlice (``generateName`` allowed); 409 if the name exists, 422 if invalid."""
+        with self._lock:
+            meta = body.get("metadata") or {}
+            self._enter("create", "resourceslices", meta.get("name") or meta.get("generateName", ""))
+            obj = _clone(body)
+            meta = obj.setdefault("metadata", {})
+            if meta.get("resourceVersion"):
+                raise KubeApiError("resourceVersion should not be set on objects to be created", status=400)
+            if not meta.get("name"):
+                if not meta.get("generateName"):
+                    raise _invalid("", ["metadata.name: Required value: name or generateName is required"])
+                meta["name"] = self._generate_name(meta["generateName"])
+            if meta["name"] in self._slices:
+                raise KubeConflict(
+                    f'resourceslices.resource.k8s.io "{meta["name"]}" already exists', status=409
+                )
+            obj["apiVersion"], obj["kind"] = "resource.k8s.io/v1", "ResourceSlice"
+            validate_resource_slice(obj)
+            meta.update(
+                uid=str(uuid.uuid4()),
+                resourceVersion=str(next(self._rv)),
+                generation=1,
+                creationTimestamp=_now(),
+            )
+            self._slices[meta["name"]] = obj
+            return _clone(obj)
+
+    def update_resource_slice(self, body: JsonObject) -> JsonObject:
+        """UPDATE a ResourceSlice; 404 if missing, 409 on a stale resourceVersion or UID, 422 if invalid."""
+        with self._lock:
+            name = (body.get("metadata") or {}).get("name", "")
+            self._enter("update", "resourceslices", name)
+            current = self._slices.get(name)
+            if current is None:
+                raise KubeNotFound(f'resourceslices.resource.k8s.io "{name}" not found', status=404)
+            obj = _clone(body)
+            meta, cur_meta = obj["metadata"], current["metadata"]
+            if meta.get("resourceVersion") not in (None, "", cur_meta["resourceVersion"]):
+                raise KubeConflict(
+                    f'Operation cannot be fulfilled on resourceslices.resource.k8s.io "{name}": the object '
+                    "has been modified; please apply your changes to the latest version and try again",
+                    status=409,
+                )
+            if meta.get("uid") not in (None, "", cur_meta["uid"]):
+                raise KubeConflict(f"Precondition failed: UID in object meta: {meta['uid']}", status=409)
+            obj["apiVersion"], obj["kind"] = "resource.k8s.io/v1", "ResourceSlice"
+            self._check_immutable(name, current["spec"], obj.get("spec") or {})
+            validate_resource_slice(obj)
+            changed = obj.get("spec") != current["spec"]
+            meta.update(
+                uid=cur_meta["uid"],
+                creationTimestamp=cur_meta["creationTimestamp"],
+                generation=cur_meta["generation"] + (1 if changed else 0),
+                resourceVersion=str(next(self._rv)),
+            )
+            self._slices[name] = obj
+            return _clone(obj)
+
+    @staticmethod
+    def _check_immutable(name: str, old: JsonObject, new: JsonObject) -> None:
+        for path in _IMMUTABLE:
+            before: Any = old
+            after: Any = new
+            for key in path:
+                before = before.get(key) if isinstance(before, dict) else None
+                after = after.get(key) if isinstance(after, dict) else None
+            if before != after:
+                raise _invalid(name, [f"spec.{'.'.join(path)}: Invalid value: {after!r}: field is immutable"])
+
+    def delete_resource_slice(self, name: str, *, uid: str | None = None) -> None:
+        """DELETE a ResourceSlice; 409 if ``uid`` does not match; a missing one is not an error."""
+        try:
+            self.pop_resource_slice(name, uid=uid)
+        except KubeNotFound:
+            return
+
+    def pop_resource_slice(self, name: str, *, uid: str | None = None) -> JsonObject:
+        """DELETE a ResourceSlice and return it (what the API server answers); 404 if missing, 409 on UID."""
+        with self._lock:
+            self._enter("delete", "resourceslices", name)
+            current = self._slices.get(name)
+            if current is None:
+                raise KubeNotFound(f'resourceslices.resource.k8s.io "{name}" not found', status=404)
+            if uid is not None and current["metadata"]["uid"] != uid:
+                raise KubeConflict(
+                    f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                    f"{current['metadata']['uid']}",
+                    status=409,
+                )
+            del self._slices[name]
+            next(self._rv)
+            return current

@@ -1,0 +1,250 @@
+"""The ``NvmlBackend`` Protocol: the narrow NVML surface nvdra uses, and the records it returns.
+
+Every backend (the real :class:`~nvdra.nvml.PynvmlBackend`, the :class:`~nvdra.nvml.SimulatedNvml`)
+implements this Protocol structurally; nothing has to inherit from it.
+
+Invariants owned here:
+- methods are keyed by GPU index (and GPU-instance / compute-instance ids), never by library
+  handles, and return these small frozen records or plain ints/strs, never pynvml structs;
+- strings are ``str`` (never bytes); PCI bus ids are in NVML's form ``00000000:1B:00.0``;
+- failures raise the :mod:`nvdra.core.errors` NVML classes with the code the real library returns
+  (``nvml_error_for_code``): NOT_FOUND for an unknown UUID, NOT_SUPPORTED for MIG calls on a GPU
+  without MIG, INVALID_ARGUMENT for a bad index or placement, INSUFFICIENT_RESOURCES when a GPU
+  instance does not fit, IN_USE when something still uses what is being destroyed, UNINITIALIZED
+  for any call before ``init`` or after the last ``shutdown``;
+- ``init``/``shutdown`` are reference counted like NVML itself; nothing is loaded before ``init``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from nvdra.core.devices import MigPlacement
+
+__all__ = [
+    "ComputeInstanceRef",
+    "DeviceIdentity",
+    "FabricInfoRecord",
+    "GpuInstanceProfileInfo",
+    "MigDeviceRecord",
+    "MigModeState",
+    "NvLinkRecord",
+    "NvmlBackend",
+    "PciInfo",
+]
+
+# nvmlComputeMode_t values.
+COMPUTE_MODE_DEFAULT = 0
+COMPUTE_MODE_EXCLUSIVE_THREAD = 1  # support removed from current drivers
+COMPUTE_MODE_PROHIBITED = 2
+COMPUTE_MODE_EXCLUSIVE_PROCESS = 3
+
+# nvmlIntNvLinkDeviceType_t values.
+NVLINK_REMOTE_GPU = 0
+NVLINK_REMOTE_IBMNPU = 1
+NVLINK_REMOTE_SWITCH = 2
+NVLINK_REMOTE_UNKNOWN = 0xFF
+
+# nvmlGpuFabricState_t values.
+FABRIC_STATE_NOT_SUPPORTED = 0
+FABRIC_STATE_NOT_STARTED = 1
+FABRIC_STATE_IN_PROGRESS = 2
+FABRIC_STATE_COMPLETED = 3
+
+# nvmlDeviceAddressingModeType_t values.
+ADDRESSING_MODES: dict[int, str] = {0: "None", 1: "HMM", 2: "ATS"}
+
+# GPU-instance profile enums whose go-nvlib name carries a suffix (nvml.h NVML_GPU_INSTANCE_PROFILE_*).
+PROFILE_ENUM_SUFFIX: dict[int, str] = {
+    0x7: "+me",  # 1_SLICE_REV1
+    0x8: "+me",  # 2_SLICE_REV1
+    0xA: "+gfx",  # 1_SLICE_GFX
+    0xB: "+gfx",  # 2_SLICE_GFX
+    0xC: "+gfx",  # 4_SLICE_GFX
+    0xD: "-me",  # 1_SLICE_NO_ME
+    0xE: "-me",  # 2_SLICE_NO_ME
+    0xF: "+me.all",  # 1_SLICE_ALL_ME
+    0x10: "+me.all",  # 2_SLICE_ALL_ME
+    0x11: "+gfx",  # 8_SLICE_GFX
+}
+PROFILE_ENUM_COUNT = 0x12
+
+
+@attrs.frozen(kw_only=True)
+class DeviceIdentity:
+    """Who a GPU is: the values that do not change while the driver is loaded."""
+
+    index: int
+    uuid: str  # "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+    name: str  # e.g. "NVIDIA H100 80GB HBM3"
+    minor: int  # /dev/nvidia<minor>
+    brand: int  # nvmlBrandType_t (14 = NVIDIA)
+    architecture: int  # nvmlDeviceArchitecture_t (7 Ampere, 9 Hopper, 10 Blackwell)
+    cuda_compute_capability: tuple[int, int]
+
+
+@attrs.frozen(kw_only=True)
+class PciInfo:
+    """The parts of ``nvmlPciInfo_t`` nvdra uses."""
+
+    bus_id: str  # NVML form, "00000000:1B:00.0"
+    device_id: int  # pciDeviceId: device << 16 | 0x10DE
+
+
+@attrs.frozen(kw_only=True)
+class MigModeState:
+    """MIG mode now and after the next GPU reset."""
+
+    current: bool
+    pending: bool
+
+
+@attrs.frozen(kw_only=True)
+class GpuInstanceProfileInfo:
+    """One GPU-instance profile as ``nvmlDeviceGetGpuInstanceProfileInfoV`` reports it, plus its placements.
+
+    ``profile_enum`` is the NVML enum it was queried with (it decides the ``+me``-style suffix);
+    ``id`` is the profile ID the create/placement calls take. ``placements`` are every possible
+    placement (``nvmlDeviceGetGpuInstancePossiblePlacements``), in the order NVML lists them.
+    """
+
+    profile_enum: int
+    id: int
+    name: str  # as NVML reports it, e.g. "MIG 1g.18gb"
+    slice_count: int  # compute slices
+    instance_count: int
+    multiprocessor_count: int
+    copy_engine_count: int
+    decoder_count: int
+    encoder_count: int
+    jpeg_count: int
+    ofa_count: int
+    memory_size_mb: int
+    is_p2p_supported: bool
+    placements: tuple[MigPlacement, ...]
+
+
+@attrs.frozen(kw_only=True)
+class MigDeviceRecord:
+    """An existing MIG device: a compute instance inside a GPU instance."""
+
+    uuid: str  # "MIG-…"
+    gi_id: int
+    ci_id: int
+    gi_profile_id: int
+    ci_profile_id: int
+    placement: MigPlacement
+
+
+@attrs.frozen(kw_only=True)
+class ComputeInstanceRef:
+    """What creating a compute instance returns: its id and the MIG device UUID it makes visible."""
+
+    gi_id: int
+    ci_id: int
+    uuid: str
+
+
+@attrs.frozen(kw_only=True)
+class NvLinkRecord:
+    """One NVLink of a GPU. Inactive links report version 0, remote type UNKNOWN and an empty bus id."""
+
+    link: int
+    active: bool
+    version: int  # nvmlNvlinkVersion_t: 4 = NVLink 3.0, 6 = 4.0, 7 = 5.0
+    remote_type: int  # NVLINK_REMOTE_*
+    remote_bus_id: str  # NVML form
+
+
+@attrs.frozen(kw_only=True)
+class FabricInfoRecord:
+    """``nvmlGpuFabricInfo_v3_t`` in nvdra terms; ``cluster_uuid`` is canonical UUID text."""
+
+    state: int  # FABRIC_STATE_*
+    status: int  # nvmlReturn_t, meaningful only when state is COMPLETED
+    cluster_uuid: str
+    clique_id: int
+    health_mask: int = 0
+    health_summary: int = 0  # 0 not supported, 1 healthy, 2 unhealthy, 3 limited capacity
+
+
+@runtime_checkable
+class NvmlBackend(Protocol):
+    """The NVML calls nvdra makes. See the module docstring for the error contract."""
+
+    def init(self) -> None:
+        """Initialise NVML with ``NVML_INIT_FLAG_NO_GPUS`` (reference counted)."""
+
+    def shutdown(self) -> None:
+        """Drop one reference; UNINITIALIZED if there is none."""
+
+    def driver_version(self) -> str:
+        """The kernel driver version, e.g. ``"580.105.08"``."""
+
+    def cuda_driver_version(self) -> int:
+        """The CUDA driver API version as NVML's integer, e.g. ``13000``."""
+
+    def device_count(self) -> int:
+        """Number of physical GPUs (MIG devices are not counted)."""
+
+    def index_by_uuid(self, uuid: str) -> int:
+        """The index of the GPU with this UUID; NOT_FOUND if none."""
+
+    def device_identity(self, index: int) -> DeviceIdentity:
+        """Identity of GPU ``index``; INVALID_ARGUMENT for a bad index, GPU_IS_LOST for a lost GPU."""
+
+    def pci_info(self, index: int) -> PciInfo:
+        """PCI bus id (NVML form) and PCI device id."""
+
+    def memory_total(self, index: int) -> int | None:
+        """Framebuffer size in bytes, or None where NVML answers NOT_SUPPORTED."""
+
+    def module_id(self, index: int) -> int:
+        """Baseboard module id (Fabric Manager physical id); 0 for PCIe products."""
+
+    def addressing_mode(self, index: int) -> int | None:
+        """``nvmlDeviceAddressingModeType_t``, or None where NVML answers NOT_SUPPORTED."""
+
+    def numa_node(self, index: int) -> int | None:
+        """The GPU's NUMA node, or None where NVML answers NOT_SUPPORTED."""
+
+    def mig_mode(self, index: int) -> MigModeState:
+        """Current and pending MIG mode; NOT_SUPPORTED on GPUs without MIG."""
+
+    def gpu_instance_profiles(self, index: int) -> tuple[GpuInstanceProfileInfo, ...]:
+        """Every GPU-instance profile this GPU offers now, with placements (empty when none is offered)."""
+
+    def gpu_instance_remaining_capacity(self, index: int, profile_id: int) -> int:
+        """How many more GPU instances of ``profile_id`` could be created now."""
+
+    def mig_devices(self, index: int) -> tuple[MigDeviceRecord, ...]:
+        """Existing MIG devices of GPU ``index`` (empty when MIG is off)."""
+
+    def nvlinks(self, index: int) -> tuple[NvLinkRecord, ...]:
+        """Every NVLink the GPU has, active or not; empty for GPUs without NVLink."""
+
+    def fabric_info(self, index: int) -> FabricInfoRecord:
+        """NVLink fabric registration; NOT_SUPPORTED before Hopper."""
+
+    def compute_mode(self, index: int) -> int:
+        """``nvmlComputeMode_t`` of the GPU."""
+
+    def set_compute_mode(self, index: int, mode: int) -> None:
+        """Change the compute mode (DEFAULT 0, PROHIBITED 2, EXCLUSIVE_PROCESS 3)."""
+
+    def set_mig_mode(self, index: int, enabled: bool) -> int:
+        """Request MIG mode; returns NVML's activation status (0 = took effect, 16 = reset required)."""
+
+    def create_gpu_instance(self, index: int, profile_id: int, placement_start: int) -> int:
+        """Create a GPU instance of ``profile_id`` at memory slice ``placement_start``; returns its GI id."""
+
+    def create_compute_instance(self, index: int, gi_id: int) -> ComputeInstanceRef:
+        """Create the full-size compute instance inside GPU instance ``gi_id``."""
+
+    def destroy_compute_instance(self, index: int, gi_id: int, ci_id: int) -> None:
+        """Destroy a compute instance; NOT_FOUND if it does not exist, IN_USE if processes use it."""
+
+    def destroy_gpu_instance(self, index: int, gi_id: int) -> None:
+        """Destroy a GPU instance; IN_USE while it still holds compute instances or processes."""

@@ -1,0 +1,447 @@
+"""``PynvmlBackend``: the :class:`~nvdra.nvml.NvmlBackend` over the real NVML (nvidia-ml-py's ``pynvml``).
+
+This is the only module of nvdra that imports ``pynvml``, and it does so lazily inside
+:meth:`PynvmlBackend.init`, so importing it works on a machine without a driver.
+
+Invariants owned here:
+- the library is loaded on ``init`` (never on import or construction); with a driver root it is
+  searched in the upstream directories under that root (symlinks resolved) and a miss raises
+  :class:`~nvdra.core.errors.NvmlLibraryNotFound` naming every path searched; without one the
+  system loader finds ``libnvidia-ml.so.1``;
+- NVML is initialised with ``NVML_INIT_FLAG_NO_GPUS`` and reference counted (NVML counts too);
+- every ``NVMLError`` becomes the nvdra error of the same code, chained as ``__cause__``;
+- bytes from struct fields become ``str``; versioned structs (fabric info v3, falling back to v2
+  and the deprecated v1 call on older drivers) are instantiated so their version word is set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import uuid as uuid_mod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from nvdra.core.devices import MigPlacement
+from nvdra.core.errors import NvmlError, NvmlLibraryNotFound, NvmlNotSupported, nvml_error_for_code
+from nvdra.nvml import _backend as b
+
+__all__ = ["LIBRARY_SEARCH_DIRS", "PynvmlBackend", "find_nvml_library"]
+
+LIBRARY_SEARCH_DIRS: tuple[str, ...] = (
+    "/",
+    "/usr/lib64",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib64",
+    "/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+)
+"""Where upstream looks for ``libnvidia-ml.so.1`` under the driver root (upstream-driver §1.1)."""
+
+_LIBRARY = "libnvidia-ml.so.1"
+_NOT_SUPPORTED = 3
+_NOT_FOUND = 6
+_INVALID_ARGUMENT = 2
+_FUNCTION_NOT_FOUND = 13
+_ARGUMENT_VERSION_MISMATCH = 25
+_FULL_CI_PROFILE = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}  # GI compute slices → CI profile enum
+
+
+def _resolve_in_root(root: Path, path: Path) -> Path:
+    """Follow symlinks of ``path`` as if ``root`` were ``/`` (absolute targets stay inside the root)."""
+    for _ in range(40):
+        if not path.is_symlink():
+            return path
+        target = path.readlink()
+        path = root / str(target).lstrip("/") if target.is_absolute() else path.parent / target
+    return path
+
+
+def find_nvml_library(driver_root: Path) -> Path:
+    """Find ``libnvidia-ml.so.1`` under a driver root.
+
+    Raises:
+        NvmlLibraryNotFound: naming every path searched.
+    """
+    searched = []
+    for d in LIBRARY_SEARCH_DIRS:
+        candidate = driver_root / d.lstrip("/") / _LIBRARY
+        searched.append(str(candidate))
+        resolved = _resolve_in_root(driver_root, candidate)
+        if resolved.is_file():
+            return resolved
+    raise NvmlLibraryNotFound(
+        f"{_LIBRARY} not found under driver root {driver_root}; searched: {', '.join(searched)}"
+    )
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class PynvmlBackend:
+    """The real NVML. ``driver_root`` None = let the system loader find the library."""
+
+    def __init__(self, driver_root: str | Path | None = None) -> None:
+        self.driver_root = None if driver_root is None else Path(driver_root)
+        self._lock = threading.Lock()
+        self._refs = 0
+        self._handles: dict[int, Any] = {}
+        self._n: Any = None  # the pynvml module, once init() ran
+
+    # -- plumbing --------------------------------------------------------------------------------
+    @contextmanager
+    def _nvml(self, what: str) -> Iterator[Any]:
+        if self._n is None:
+            raise nvml_error_for_code(1, f"{what}: NVML is not initialised")
+        try:
+            yield self._n
+        except self._n.NVMLError as exc:
+            raise nvml_error_for_code(int(exc.value), f"{what}: {exc}") from exc
+
+    def _h(self, index: int, what: str) -> Any:
+        handle = self._handles.get(index)
+        if handle is None:
+            with self._nvml(f"{what}(GPU {index})") as n:
+                handle = n.nvmlDeviceGetHandleByIndex(index)
+            self._handles[index] = handle
+        return handle
+
+    def _optional(self, what: str, index: int, fn: str, *args: Any) -> Any:
+        try:
+            with self._nvml(what) as n:
+                return getattr(n, fn)(self._h(index, what), *args)
+        except NvmlNotSupported:
+            return None
+        except NvmlError as exc:
+            if exc.code == _FUNCTION_NOT_FOUND:  # an older driver without the symbol
+                return None
+            raise
+
+    def _load_library(self, n: Any) -> None:
+        if self.driver_root is None or n.nvmlLib is not None:
+            return
+        path = find_nvml_library(self.driver_root)
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise NvmlLibraryNotFound(f"cannot load {path}: {exc}") from exc
+        with n.libLoadLock:
+            if n.nvmlLib is None:
+                n.nvmlLib = lib
+
+    # -- session and system ----------------------------------------------------------------------
+    def init(self) -> None:
+        """Load the library if needed and take one NVML reference with ``NVML_INIT_FLAG_NO_GPUS``."""
+        import pynvml
+
+        with self._lock:
+            self._load_library(pynvml)
+            try:
+                pynvml.nvmlInitWithFlags(pynvml.NVML_INIT_FLAG_NO_GPUS)
+            except pynvml.NVMLError as exc:
+                raise nvml_error_for_code(int(exc.value), f"nvmlInitWithFlags: {exc}") from exc
+            self._n = pynvml
+            self._refs += 1
+
+    def shutdown(self) -> None:
+        """Drop one NVML reference; UNINITIALIZED when this backend holds none."""
+        with self._lock:
+            if self._refs == 0:
+                raise nvml_error_for_code(1, "nvmlShutdown: NVML is not initialised")
+            with self._nvml("nvmlShutdown") as n:
+                n.nvmlShutdown()
+            self._refs -= 1
+            if self._refs == 0:
+                self._handles.clear()
+
+    def driver_version(self) -> str:
+        """``nvmlSystemGetDriverVersion``."""
+        with self._nvml("nvmlSystemGetDriverVersion") as n:
+            return _s(n.nvmlSystemGetDriverVersion())
+
+    def cuda_driver_version(self) -> int:
+        """``nvmlSystemGetCudaDriverVersion``."""
+        with self._nvml("nvmlSystemGetCudaDriverVersion") as n:
+            return int(n.nvmlSystemGetCudaDriverVersion())
+
+    def device_count(self) -> int:
+        """``nvmlDeviceGetCount``."""
+        with self._nvml("nvmlDeviceGetCount") as n:
+            return int(n.nvmlDeviceGetCount())
+
+    def index_by_uuid(self, uuid: str) -> int:
+        """``nvmlDeviceGetHandleByUUID`` (a MIG UUID resolves to its parent GPU)."""
+        with self._nvml(f"nvmlDeviceGetHandleByUUID({uuid})") as n:
+            handle = n.nvmlDeviceGetHandleByUUID(uuid)
+            if n.nvmlDeviceIsMigDeviceHandle(handle).value:
+                handle = n.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+            return int(n.nvmlDeviceGetIndex(handle))
+
+    # -- identity --------------------------------------------------------------------------------
+    def device_identity(self, index: int) -> b.DeviceIdentity:
+        """UUID, name, minor, brand, architecture and compute capability."""
+        h = self._h(index, "device_identity")
+        with self._nvml(f"device_identity(GPU {index})") as n:
+            major, minor = n.nvmlDeviceGetCudaComputeCapability(h)
+            return b.DeviceIdentity(
+                index=index,
+                uuid=_s(n.nvmlDeviceGetUUID(h)),
+                name=_s(n.nvmlDeviceGetName(h)),
+                minor=int(n.nvmlDeviceGetMinorNumber(h)),
+                brand=int(n.nvmlDeviceGetBrand(h)),
+                architecture=int(n.nvmlDeviceGetArchitecture(h)),
+                cuda_compute_capability=(int(major), int(minor)),
+            )
+
+    def pci_info(self, index: int) -> b.PciInfo:
+        """``nvmlDeviceGetPciInfo_v3``: bus id and device id."""
+        h = self._h(index, "pci_info")
+        with self._nvml(f"nvmlDeviceGetPciInfo(GPU {index})") as n:
+            info = n.nvmlDeviceGetPciInfo(h)
+            return b.PciInfo(bus_id=_s(info.busId), device_id=int(info.pciDeviceId))
+
+    def memory_total(self, index: int) -> int | None:
+        """``nvmlDeviceGetMemoryInfo().total``, None when NOT_SUPPORTED."""
+        info = self._optional("nvmlDeviceGetMemoryInfo", index, "nvmlDeviceGetMemoryInfo")
+        return None if info is None else int(info.total)
+
+    def module_id(self, index: int) -> int:
+        """``nvmlDeviceGetModuleId`` (passing our own c_uint: pynvml's default argument is shared)."""
+        h = self._h(index, "module_id")
+        with self._nvml(f"nvmlDeviceGetModuleId(GPU {index})") as n:
+            return int(n.nvmlDeviceGetModuleId(h, ctypes.c_uint()))
+
+    def addressing_mode(self, index: int) -> int | None:
+        """``nvmlDeviceGetAddressingMode``, None when NOT_SUPPORTED or missing."""
+        mode = self._optional("nvmlDeviceGetAddressingMode", index, "nvmlDeviceGetAddressingMode")
+        return None if mode is None else int(mode)
+
+    def numa_node(self, index: int) -> int | None:
+        """``nvmlDeviceGetNumaNodeId``, None when NOT_SUPPORTED or missing."""
+        node = self._optional("nvmlDeviceGetNumaNodeId", index, "nvmlDeviceGetNumaNodeId")
+        return None if node is None else int(node)
+
+    def compute_mode(self, index: int) -> int:
+        """``nvmlDeviceGetComputeMode``."""
+        h = self._h(index, "compute_mode")
+        with self._nvml(f"nvmlDeviceGetComputeMode(GPU {index})") as n:
+            return int(n.nvmlDeviceGetComputeMode(h))
+
+    def set_compute_mode(self, index: int, mode: int) -> None:
+        """``nvmlDeviceSetComputeMode`` (needs root)."""
+        h = self._h(index, "set_compute_mode")
+        with self._nvml(f"nvmlDeviceSetComputeMode(GPU {index}, {mode})") as n:
+            n.nvmlDeviceSetComputeMode(h, mode)
+
+    # -- MIG: queries ----------------------------------------------------------------------------
+    def mig_mode(self, index: int) -> b.MigModeState:
+        """``nvmlDeviceGetMigMode``."""
+        h = self._h(index, "mig_mode")
+        with self._nvml(f"nvmlDeviceGetMigMode(GPU {index})") as n:
+            current, pending = n.nvmlDeviceGetMigMode(h)
+            return b.MigModeState(current=bool(current), pending=bool(pending))
+
+    def _placements(self, h: Any, profile_id: int) -> tuple[MigPlacement, ...]:
+        with self._nvml(f"nvmlDeviceGetGpuInstancePossiblePlacements(profile {profile_id})") as n:
+            count = ctypes.c_uint(0)
+            n.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, None, ctypes.byref(count))
+            array = (n.c_nvmlGpuInstancePlacement_t * max(count.value, 1))()
+            n.nvmlDeviceGetGpuInstancePossiblePlacements(h, profile_id, array, ctypes.byref(count))
+            return tuple(MigPlacement(start=array[i].start, size=array[i].size) for i in range(count.value))
+
+    def gpu_instance_profiles(self, index: int) -> tuple[b.GpuInstanceProfileInfo, ...]:
+        """Probe every profile enum like upstream, skipping NOT_SUPPORTED and INVALID_ARGUMENT."""
+        h = self._h(index, "gpu_instance_profiles")
+        found = []
+        for enum in range(b.PROFILE_ENUM_COUNT):
+            try:
+                with self._nvml(f"nvmlDeviceGetGpuInstanceProfileInfoV(GPU {index}, enum {enum})") as n:
+                    info = n.nvmlDeviceGetGpuInstanceProfileInfo(h, enum, 2)
+            except NvmlError as exc:
+                if exc.code in (_NOT_SUPPORTED, _INVALID_ARGUMENT):
+                    continue
+                raise
+            found.append(
+                b.GpuInstanceProfileInfo(
+                    profile_enum=enum,
+                    id=int(info.id),
+                    name=_s(info.name),
+                    slice_count=int(info.sliceCount),
+                    instance_count=int(info.instanceCount),
+                    multiprocessor_count=int(info.multiprocessorCount),
+                    copy_engine_count=int(info.copyEngineCount),
+                    decoder_count=int(info.decoderCount),
+                    encoder_count=int(info.encoderCount),
+                    jpeg_count=int(info.jpegCount),
+                    ofa_count=int(info.ofaCount),
+                    memory_size_mb=int(info.memorySizeMB),
+                    is_p2p_supported=bool(info.isP2pSupported),
+                    placements=self._placements(h, int(info.id)),
+                )
+            )
+        return tuple(found)
+
+    def gpu_instance_remaining_capacity(self, index: int, profile_id: int) -> int:
+        """``nvmlDeviceGetGpuInstanceRemainingCapacity``."""
+        h = self._h(index, "gpu_instance_remaining_capacity")
+        with self._nvml(f"nvmlDeviceGetGpuInstanceRemainingCapacity(GPU {index}, {profile_id})") as n:
+            return int(n.nvmlDeviceGetGpuInstanceRemainingCapacity(h, profile_id))
+
+    def mig_devices(self, index: int) -> tuple[b.MigDeviceRecord, ...]:
+        """Walk the MIG device handles (empty slots answer NOT_FOUND or INVALID_ARGUMENT)."""
+        h = self._h(index, "mig_devices")
+        try:
+            with self._nvml(f"nvmlDeviceGetMaxMigDeviceCount(GPU {index})") as n:
+                slots = int(n.nvmlDeviceGetMaxMigDeviceCount(h))
+        except NvmlNotSupported:
+            return ()
+        records = []
+        for slot in range(slots):
+            try:
+                with self._nvml(f"nvmlDeviceGetMigDeviceHandleByIndex(GPU {index}, {slot})") as n:
+                    mh = n.nvmlDeviceGetMigDeviceHandleByIndex(h, slot)
+            except NvmlError as exc:
+                if exc.code in (_NOT_FOUND, _INVALID_ARGUMENT):
+                    continue
+                raise
+            with self._nvml(f"MIG device {slot} of GPU {index}") as n:
+                gi_id, ci_id = (
+                    int(n.nvmlDeviceGetGpuInstanceId(mh)),
+                    int(n.nvmlDeviceGetComputeInstanceId(mh)),
+                )
+                gi = n.nvmlDeviceGetGpuInstanceById(h, gi_id)
+                gi_info = n.nvmlGpuInstanceGetInfo(gi)
+                ci_info = n.nvmlComputeInstanceGetInfo(n.nvmlGpuInstanceGetComputeInstanceById(gi, ci_id))
+                records.append(
+                    b.MigDeviceRecord(
+                        uuid=_s(n.nvmlDeviceGetUUID(mh)),
+                        gi_id=gi_id,
+                        ci_id=ci_id,
+                        gi_profile_id=int(gi_info.profileId),
+                        ci_profile_id=int(ci_info.profileId),
+                        placement=MigPlacement(
+                            start=int(gi_info.placement.start), size=int(gi_info.placement.size)
+                        ),
+                    )
+                )
+        return tuple(sorted(records, key=lambda r: (r.gi_id, r.ci_id)))
+
+    # -- MIG: changes ----------------------------------------------------------------------------
+    def set_mig_mode(self, index: int, enabled: bool) -> int:
+        """``nvmlDeviceSetMigMode``; returns the activation status."""
+        h = self._h(index, "set_mig_mode")
+        with self._nvml(f"nvmlDeviceSetMigMode(GPU {index}, {enabled})") as n:
+            status = int(n.nvmlDeviceSetMigMode(h, 1 if enabled else 0))
+        self._handles.clear()  # the driver may reset the GPU; handles and minors must be re-read
+        return status
+
+    def create_gpu_instance(self, index: int, profile_id: int, placement_start: int) -> int:
+        """``nvmlDeviceCreateGpuInstanceWithPlacement``; returns the new GI id."""
+        h = self._h(index, "create_gpu_instance")
+        sizes = {p.size for p in self._placements(h, profile_id)}
+        with self._nvml(
+            f"nvmlDeviceCreateGpuInstanceWithPlacement(GPU {index}, {profile_id}@{placement_start})"
+        ) as n:
+            placement = n.c_nvmlGpuInstancePlacement_t()
+            placement.start, placement.size = placement_start, min(sizes, default=1)
+            gi = n.nvmlDeviceCreateGpuInstanceWithPlacement(h, profile_id, ctypes.byref(placement))
+            return int(n.nvmlGpuInstanceGetInfo(gi).id)
+
+    def create_compute_instance(self, index: int, gi_id: int) -> b.ComputeInstanceRef:
+        """Create the full-size CI of a GI (shared engine profile) and read its MIG UUID back."""
+        h = self._h(index, "create_compute_instance")
+        with self._nvml(f"create compute instance in GI {gi_id} of GPU {index}") as n:
+            gi = n.nvmlDeviceGetGpuInstanceById(h, gi_id)
+            gi_profile = n.nvmlDeviceGetGpuInstanceProfileInfoById(h, n.nvmlGpuInstanceGetInfo(gi).profileId)
+            ci_enum = _FULL_CI_PROFILE[int(gi_profile.sliceCount)]
+            ci_profile = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                gi, ci_enum, n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+            )
+            ci = n.nvmlGpuInstanceCreateComputeInstance(gi, ci_profile.id)
+            ci_id = int(n.nvmlComputeInstanceGetInfo(ci).id)
+        for rec in self.mig_devices(index):
+            if rec.gi_id == gi_id and rec.ci_id == ci_id:
+                return b.ComputeInstanceRef(gi_id=gi_id, ci_id=ci_id, uuid=rec.uuid)
+        raise nvml_error_for_code(
+            _NOT_FOUND, f"GPU {index}: new compute instance {gi_id}/{ci_id} has no MIG handle"
+        )
+
+    def destroy_compute_instance(self, index: int, gi_id: int, ci_id: int) -> None:
+        """``nvmlComputeInstanceDestroy``."""
+        h = self._h(index, "destroy_compute_instance")
+        with self._nvml(f"destroy compute instance {gi_id}/{ci_id} of GPU {index}") as n:
+            gi = n.nvmlDeviceGetGpuInstanceById(h, gi_id)
+            n.nvmlComputeInstanceDestroy(n.nvmlGpuInstanceGetComputeInstanceById(gi, ci_id))
+
+    def destroy_gpu_instance(self, index: int, gi_id: int) -> None:
+        """``nvmlGpuInstanceDestroy``."""
+        h = self._h(index, "destroy_gpu_instance")
+        with self._nvml(f"destroy GPU instance {gi_id} of GPU {index}") as n:
+            n.nvmlGpuInstanceDestroy(n.nvmlDeviceGetGpuInstanceById(h, gi_id))
+
+    # -- NVLink and fabric -----------------------------------------------------------------------
+    def nvlinks(self, index: int) -> tuple[b.NvLinkRecord, ...]:
+        """Walk links until INVALID_ARGUMENT; NOT_SUPPORTED on link 0 means no NVLink at all."""
+        h = self._h(index, "nvlinks")
+        records: list[b.NvLinkRecord] = []
+        for link in range(36):  # NVML_NVLINK_MAX_LINKS in current headers
+            try:
+                with self._nvml(f"nvmlDeviceGetNvLinkState(GPU {index}, link {link})") as n:
+                    active = bool(n.nvmlDeviceGetNvLinkState(h, link))
+            except NvmlError as exc:
+                if exc.code in (_NOT_SUPPORTED, _INVALID_ARGUMENT):
+                    break
+                raise
+            if not active:
+                records.append(
+                    b.NvLinkRecord(
+                        link=link,
+                        active=False,
+                        version=0,
+                        remote_type=b.NVLINK_REMOTE_UNKNOWN,
+                        remote_bus_id="",
+                    )
+                )
+                continue
+            with self._nvml(f"NVLink {link} of GPU {index}") as n:
+                records.append(
+                    b.NvLinkRecord(
+                        link=link,
+                        active=True,
+                        version=int(n.nvmlDeviceGetNvLinkVersion(h, link)),
+                        remote_type=int(n.nvmlDeviceGetNvLinkRemoteDeviceType(h, link)),
+                        remote_bus_id=_s(n.nvmlDeviceGetNvLinkRemotePciInfo(h, link).busId),
+                    )
+                )
+        return tuple(records)
+
+    def fabric_info(self, index: int) -> b.FabricInfoRecord:
+        """Fabric info v3, falling back to v2 and then to the deprecated unversioned call."""
+        h = self._h(index, "fabric_info")
+        attempts = (
+            ("c_nvmlGpuFabricInfo_v3_t", "nvmlDeviceGetGpuFabricInfoV"),
+            ("c_nvmlGpuFabricInfo_v2_t", "nvmlDeviceGetGpuFabricInfoV"),
+            ("c_nvmlGpuFabricInfo_t", "nvmlDeviceGetGpuFabricInfo"),
+        )
+        for i, (struct, fn) in enumerate(attempts):
+            try:
+                with self._nvml(f"{fn}(GPU {index})") as n:
+                    info = getattr(n, struct)()
+                    getattr(n, fn)(h, ctypes.byref(info))
+            except NvmlError as exc:
+                if exc.code in (_FUNCTION_NOT_FOUND, _ARGUMENT_VERSION_MISMATCH) and i + 1 < len(attempts):
+                    continue
+                raise
+            return b.FabricInfoRecord(
+                state=int(info.state),
+                status=int(info.status),
+                cluster_uuid=str(uuid_mod.UUID(bytes=bytes(bytearray(info.clusterUuid)))),
+                clique_id=int(info.cliqueId),
+                health_mask=int(getattr(info, "healthMask", 0)),
+                health_summary=int(getattr(info, "healthSummary", 0)),
+            )
+        raise AssertionError("unreachable: the last attempt either returns or raises")

@@ -1,1 +1,84 @@
-"""nvdra.kubeletplugin: the reusable DRA kubelet-plugin toolkit (Python's kubeletplugin helper)."""
+"""nvdra.kubeletplugin: the reusable DRA kubelet-plugin toolkit (Python's kubeletplugin helper).
+
+A driver implements :class:`DraDriver` and calls :func:`start`; the toolkit serves registration and
+the DRA v1/v1beta1 services on unix sockets, fetches claims, serializes calls, and publishes
+ResourceSlices through :class:`ResourceSlicePublisher` once the kubelet has confirmed registration.
+For tests: :class:`FakeKube` (in-memory API), :class:`ApiServer` (in-process HTTP API server) and
+:class:`KubeletClient` (registers and calls a plugin over its real sockets, as the kubelet does).
+
+Importing this package loads grpc but not the kubernetes client (that happens on first use of
+:class:`KubernetesKubeApi`).
+"""
+
+from nvdra.kubeletplugin._grpc import PluginRpcError
+from nvdra.kubeletplugin._kube import KubernetesKubeApi
+from nvdra.kubeletplugin.client import (
+    HealthWatch,
+    KubeletClient,
+    PluginInfo,
+    RegisteredPlugin,
+    RegistrationRejected,
+)
+from nvdra.kubeletplugin.fake import FakeKube, KubeCall
+from nvdra.kubeletplugin.health import DeviceHealth, HealthReporter, HealthStatus
+from nvdra.kubeletplugin.helper import Helper, SlicePublisher, start
+from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.kubeletplugin.publisher import (
+    DroppedFieldsError,
+    PublisherStatistics,
+    ResourceSlicePublisher,
+    RetryPolicy,
+)
+from nvdra.kubeletplugin.ratelimit import RateLimiterStatistics, TokenBucket
+from nvdra.kubeletplugin.registration import RegistrationStatus
+from nvdra.kubeletplugin.serialize import RequestSerializer
+from nvdra.kubeletplugin.sockets import SocketPaths, socket_paths
+from nvdra.kubeletplugin.testing_apiserver import ApiServer
+from nvdra.kubeletplugin.types import (
+    ClaimRef,
+    DraDriver,
+    DriverResources,
+    KubeApi,
+    Pool,
+    PreparedDevice,
+    PrepareResult,
+    Slice,
+)
+
+__all__ = [
+    "ApiServer",
+    "ClaimRef",
+    "DeviceHealth",
+    "DraDriver",
+    "DriverResources",
+    "DroppedFieldsError",
+    "FakeKube",
+    "HealthReporter",
+    "HealthStatus",
+    "HealthWatch",
+    "Helper",
+    "KubeApi",
+    "KubeCall",
+    "KubeletClient",
+    "KubernetesKubeApi",
+    "PluginInfo",
+    "PluginRpcError",
+    "Pool",
+    "PrepareResult",
+    "PreparedDevice",
+    "PublisherStatistics",
+    "RateLimiterStatistics",
+    "RegisteredPlugin",
+    "RegistrationRejected",
+    "RegistrationStatus",
+    "RequestSerializer",
+    "ResourceSlicePublisher",
+    "RetryPolicy",
+    "Slice",
+    "SlicePublisher",
+    "SocketPaths",
+    "TokenBucket",
+    "socket_paths",
+    "start",
+    "start_liveness_server",
+]

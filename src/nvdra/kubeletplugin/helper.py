@@ -223,6 +223,8 @@ def start(
     """
     data_dir, reg_dir = Path(plugin_data_dir), Path(registrar_dir)
     os.makedirs(data_dir, mode=0o750, exist_ok=True)
+    # The kubelet creates its registry dir, but a plugin started first (or in a test) must not fail.
+    os.makedirs(reg_dir, mode=0o750, exist_ok=True)
     paths = socket_paths(
         driver_name=driver_name,
         plugin_data_dir=data_dir,

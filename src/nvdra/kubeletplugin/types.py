@@ -106,7 +106,7 @@ class KubeApi(Protocol):
         ...
 
     def list_resource_slices(self, *, driver: str, node_name: str | None = None) -> list[JsonObject]:
-        """LIST ResourceSlices of a driver (and node), field-selected on the server, in the served version."""
+        """LIST ResourceSlices of a driver (and node), field-selected on the server, in the v1 shape."""
         ...
 
     def create_resource_slice(self, body: JsonObject) -> JsonObject:

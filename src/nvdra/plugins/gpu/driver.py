@@ -1,0 +1,313 @@
+"""The ``gpu.nvidia.com`` DRA driver: prepare and unprepare claims on one node.
+
+Flow of a prepare call (all claims of one kubelet call are handled together):
+
+1. *Plan* each claim, purely: pick this driver's allocation results, check every device is one this
+   node publishes and that no other prepared claim holds it, resolve and validate the opaque configs.
+   A claim that fails here is answered with its error and touches nothing.
+2. Checkpoint every planned claim as ``PrepareStarted`` (one durable write for the call).
+3. Apply each plan (write its CDI spec; later: sharing, MIG). A claim that fails here is rolled back.
+4. Checkpoint the survivors as ``PrepareCompleted`` and drop the failures (one durable write).
+
+Unprepare removes what the checkpoint says was made, in reverse, then the entry. Unknown claims
+succeed. Repeating a completed prepare returns the stored answer without touching anything.
+
+At start the checkpoint is loaded with repair (see :mod:`nvdra.plugins.state`), ``PrepareStarted``
+entries — prepares that died half-way and were never reported to the kubelet — are rolled back, and
+CDI specs that no checkpoint entry owns are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import attrs
+
+from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim
+from nvdra.core.config import AllocatedDevice, ConfigGroup, DeviceType, resolve_configs
+from nvdra.core.devices import Inventory
+from nvdra.core.errors import ClaimError, NvdraError, UserError
+from nvdra.core.featuregates import FeatureGates
+from nvdra.core.resourceslice import GPU_DRIVER_NAME, render_gpu_devices
+from nvdra.kubeletplugin.types import (
+    ClaimRef,
+    DriverResources,
+    Pool,
+    PreparedDevice,
+    PrepareResult,
+    Slice,
+)
+from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
+from nvdra.plugins.state import CheckpointStore, LoadReport
+
+__all__ = ["ClaimSpecs", "GpuDriver"]
+
+log = logging.getLogger(__name__)
+
+
+class ClaimSpecs(Protocol):
+    """Per-claim CDI specs (see :class:`nvdra.plugins.gpu.cdi.GpuClaimSpecs`)."""
+
+    def device_id(self, claim_uid: str, device_name: str) -> str:
+        """The qualified CDI device name returned to the kubelet."""
+        ...
+
+    def write(self, claim_uid: str, devices: Sequence[AllocatableDevice]) -> None:
+        """Write (atomically, durably) the claim's spec."""
+        ...
+
+    def remove(self, claim_uid: str) -> None:
+        """Remove the claim's spec; a missing spec is fine."""
+        ...
+
+    def claim_uids(self) -> set[str]:
+        """UIDs of the claims that have a spec on disk."""
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class _Plan:
+    ref: ClaimRef
+    devices: tuple[DeviceRecord, ...]
+    allocated: tuple[AllocatableDevice, ...]
+    groups: tuple[ConfigGroup, ...]
+
+
+def _claim_ref(claim: Mapping[str, Any]) -> ClaimRef:
+    meta = claim.get("metadata", {})
+    return ClaimRef(namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""))
+
+
+class GpuDriver:
+    """Implements :class:`nvdra.kubeletplugin.types.DraDriver` for NVIDIA GPUs."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        inventory: Inventory,
+        gates: FeatureGates,
+        store: CheckpointStore,
+        specs: ClaimSpecs,
+        driver_name: str = GPU_DRIVER_NAME,
+    ) -> None:
+        self.node_name = node_name
+        self.driver_name = driver_name
+        self.inventory = inventory
+        self.gates = gates
+        self._store = store
+        self._specs = specs
+        self._devices = allocatable_devices(inventory)
+        self._lock = threading.Lock()
+        self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
+        # Spec removal and the checkpoint write of an unprepare are independent: overlap them.
+        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nvdra-io")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> LoadReport:
+        """Load the checkpoint, roll back half-done prepares, remove orphaned CDI specs."""
+        with self._lock:
+            cp, report = self._store.load()
+            stale = [c for c in cp.claims.values() if c.state == "PrepareStarted"]
+            for claim in stale:
+                log.warning("rolling back prepare of %s that did not complete before a restart", claim)
+                self._specs.remove(claim.uid)
+            cp = cp.without(*(c.uid for c in stale))
+            self._store.save(cp)
+            self._checkpoint = cp
+            for uid in sorted(self._specs.claim_uids() - set(cp.claims)):
+                log.warning("removing CDI spec of claim %s that no checkpoint entry owns", uid)
+                self._specs.remove(uid)
+        return report
+
+    def close(self) -> None:
+        """Release the I/O threads."""
+        self._io.shutdown(wait=True)
+
+    def resources(self) -> DriverResources:
+        """What this node publishes: one pool named after the node, one slice of devices."""
+        devices = tuple(render_gpu_devices(self.inventory))
+        return DriverResources(pools={self.node_name: Pool(slices=(Slice(devices=devices),))})
+
+    def checkpoint(self) -> Checkpoint:
+        """The current checkpoint (a snapshot)."""
+        return self._checkpoint
+
+    def handle_error(self, error: BaseException, message: str) -> None:
+        """Background errors (slice publishing) are logged; the publisher retries on its own."""
+        log.error("%s: %s", message, error)
+
+    # -- prepare ---------------------------------------------------------------------------------
+
+    def prepare_resource_claims(self, claims: Sequence[Mapping[str, Any]]) -> dict[str, PrepareResult]:
+        """Prepare every claim; see the module docstring for the steps and guarantees."""
+        results: dict[str, PrepareResult] = {}
+        with self._lock:
+            plans: list[_Plan] = []
+            for claim in claims:
+                ref = _claim_ref(claim)
+                done = self._checkpoint.claims.get(ref.uid)
+                if done is not None and done.state == "PrepareCompleted":
+                    results[ref.uid] = PrepareResult(devices=_to_prepared(done.devices))
+                    continue
+                try:
+                    plans.append(self._plan(ref, claim, plans))
+                except UserError as exc:
+                    results[ref.uid] = PrepareResult(error=f"error preparing devices for claim {ref}: {exc}")
+            if plans:
+                results.update(self._apply(plans))
+        return results
+
+    def _plan(self, ref: ClaimRef, claim: Mapping[str, Any], planned: Sequence[_Plan]) -> _Plan:
+        allocation = (claim.get("status") or {}).get("allocation") or {}
+        all_results = (allocation.get("devices") or {}).get("results") or []
+        mine = [r for r in all_results if r.get("driver") == self.driver_name]
+        if not mine:
+            raise ClaimError(f"the allocation has no device of driver {self.driver_name}")
+        in_batch = {d.device_name: p.ref for p in planned for d in p.devices}
+        allocated: list[AllocatableDevice] = []
+        for r in mine:
+            allocated.append(self._check_result(ref, r, in_batch))
+        groups = resolve_configs(
+            (allocation.get("devices") or {}).get("config") or [],
+            [
+                AllocatedDevice(
+                    request=str(r.get("request", "")),
+                    device=dev.name,
+                    device_type=DeviceType(dev.type),
+                    pool=str(r.get("pool", "")),
+                )
+                for r, dev in zip(mine, allocated, strict=True)
+            ],
+            driver=self.driver_name,
+            gates=self.gates,
+        )
+        devices = tuple(
+            DeviceRecord(
+                requests=(_strip_subrequest(str(r.get("request", ""))),),
+                pool_name=str(r["pool"]),
+                device_name=dev.name,
+                cdi_device_ids=(self._specs.device_id(ref.uid, dev.name),),
+                share_id=r.get("shareID"),
+            )
+            for r, dev in zip(mine, allocated, strict=True)
+        )
+        return _Plan(ref=ref, devices=devices, allocated=tuple(allocated), groups=groups)
+
+    def _check_result(
+        self, ref: ClaimRef, result: Mapping[str, Any], in_batch: Mapping[str, ClaimRef]
+    ) -> AllocatableDevice:
+        name, pool = str(result.get("device", "")), str(result.get("pool", ""))
+        if pool != self.node_name:
+            raise ClaimError(
+                f"device {name!r} is from pool {pool!r}, but this node's pool is {self.node_name!r}"
+            )
+        device = self._devices.get(name)
+        if device is None:
+            known = ", ".join(sorted(self._devices)) or "none"
+            raise ClaimError(f"device {name!r} is not published by this node (known: {known})")
+        if result.get("adminAccess"):
+            return device
+        holder = self._checkpoint.holder_of(name)
+        if holder is not None and holder.uid != ref.uid:
+            raise ClaimError(f"device {name!r} is already prepared for claim {holder}")
+        other = in_batch.get(name)
+        if other is not None:
+            raise ClaimError(f"device {name!r} is also allocated to claim {other} in the same request")
+        return device
+
+    def _apply(self, plans: Sequence[_Plan]) -> dict[str, PrepareResult]:
+        started = self._checkpoint
+        for plan in plans:
+            started = started.with_claim(_entry(plan, "PrepareStarted"))
+        try:
+            self._store.save(started)
+        except (NvdraError, OSError) as exc:
+            return {
+                p.ref.uid: PrepareResult(error=f"cannot write checkpoint for claim {p.ref}: {exc}")
+                for p in plans
+            }
+        self._checkpoint = started
+        results: dict[str, PrepareResult] = {}
+        completed = started
+        for plan in plans:
+            try:
+                self._specs.write(plan.ref.uid, plan.allocated)
+            except (NvdraError, OSError) as exc:
+                self._specs.remove(plan.ref.uid)
+                completed = completed.without(plan.ref.uid)
+                results[plan.ref.uid] = PrepareResult(
+                    error=f"error preparing devices for claim {plan.ref}: {exc}"
+                )
+                continue
+            completed = completed.with_claim(_entry(plan, "PrepareCompleted"))
+            results[plan.ref.uid] = PrepareResult(devices=_to_prepared(plan.devices))
+        try:
+            self._store.save(completed)
+        except (NvdraError, OSError) as exc:
+            # The specs exist but are not recorded as complete: report failure; the PrepareStarted entries
+            # stay, so a retry or the next start rolls them back.
+            return {
+                p.ref.uid: PrepareResult(error=f"cannot write checkpoint for claim {p.ref}: {exc}")
+                for p in plans
+            }
+        self._checkpoint = completed
+        return results
+
+    # -- unprepare -------------------------------------------------------------------------------
+
+    def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> dict[str, str]:
+        """Undo prepares recorded in the checkpoint; unknown claims succeed."""
+        errors = {ref.uid: "" for ref in claims}
+        with self._lock:
+            known = [self._checkpoint.claims[r.uid] for r in claims if r.uid in self._checkpoint.claims]
+            if not known:
+                return errors
+            remaining = self._checkpoint.without(*(c.uid for c in known))
+            # Crash-safe in either order: a spec without an entry is swept at start; an entry without a
+            # spec is unprepared again by the kubelet's retry.
+            removals = [self._io.submit(self._specs.remove, c.uid) for c in known]
+            try:
+                self._store.save(remaining)
+            except (NvdraError, OSError) as exc:
+                for c in known:
+                    errors[c.uid] = f"cannot write checkpoint while unpreparing claim {c}: {exc}"
+                remaining = self._checkpoint
+            for claim, fut in zip(known, removals, strict=True):
+                exc2 = fut.exception()
+                if exc2 is not None and not errors[claim.uid]:
+                    errors[claim.uid] = f"cannot remove CDI spec of claim {claim}: {exc2}"
+            self._checkpoint = remaining
+        return errors
+
+
+def _entry(plan: _Plan, state: str) -> PreparedClaim:
+    return PreparedClaim(
+        uid=plan.ref.uid,
+        namespace=plan.ref.namespace,
+        name=plan.ref.name,
+        state="PrepareCompleted" if state == "PrepareCompleted" else "PrepareStarted",
+        devices=plan.devices,
+    )
+
+
+def _to_prepared(devices: Sequence[DeviceRecord]) -> tuple[PreparedDevice, ...]:
+    return tuple(
+        PreparedDevice(
+            requests=d.requests,
+            pool_name=d.pool_name,
+            device_name=d.device_name,
+            cdi_device_ids=d.cdi_device_ids,
+            share_id=d.share_id,
+        )
+        for d in devices
+    )
+
+
+def _strip_subrequest(request: str) -> str:
+    return request.split("/", 1)[0]

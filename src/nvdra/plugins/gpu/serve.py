@@ -1,0 +1,149 @@
+"""Wire the GPU driver into a running kubelet plugin: backend → inventory → driver → sockets → slices.
+
+:func:`serve` is the whole process minus signal handling, so that ``nvdra demo``, the benchmarks and
+the integration tests run exactly the code ``nvdra-gpu-plugin`` runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+
+from nvdra.core.devices import Inventory
+from nvdra.core.featuregates import FeatureGates, parse_feature_gates
+from nvdra.kubeletplugin import Helper, KubeApi, KubernetesKubeApi, ResourceSlicePublisher, start
+from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.nvml import (
+    NvmlBackend,
+    PynvmlBackend,
+    SimulatedNvml,
+    discover_inventory,
+    load_profile,
+    make_simulated_driver_root,
+)
+from nvdra.plugins.gpu.cdi import GpuClaimSpecs
+from nvdra.plugins.gpu.config import PluginConfig
+from nvdra.plugins.gpu.driver import GpuDriver
+from nvdra.plugins.state import CheckpointStore, read_boot_id
+
+__all__ = ["RunningPlugin", "serve", "serve_until_signalled"]
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class RunningPlugin:
+    """Handles to a plugin started by :func:`serve`."""
+
+    config: PluginConfig
+    gates: FeatureGates
+    backend: NvmlBackend
+    inventory: Inventory
+    driver: GpuDriver
+    helper: Helper
+    liveness_port: int | None
+
+
+def _backend(config: PluginConfig) -> tuple[NvmlBackend, Path, Path]:
+    """The NVML backend and the (host, container) driver roots to use."""
+    if config.simulate:
+        backend = SimulatedNvml(load_profile(config.simulate))
+        backend.init()
+        root = make_simulated_driver_root(backend, config.plugin_dir / "simulated-driver-root")
+        return backend, root, root
+    return (
+        PynvmlBackend(driver_root=config.container_driver_root),
+        config.nvidia_driver_root,
+        config.container_driver_root,
+    )
+
+
+@contextmanager
+def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[RunningPlugin]:
+    """Start the plugin; stop it cleanly when the context exits.
+
+    Args:
+        config: the parsed flags.
+        kube: an API client to use instead of one built from ``config.kubeconfig`` (tests, demo).
+    """
+    gates = parse_feature_gates(config.feature_gates, env=os.environ)
+    log.info("nvdra-gpu-plugin starting; flags: %s", config.describe())
+    log.info("feature gates: %s", _describe_gates(gates))
+    backend, host_root, container_root = _backend(config)
+    inventory = discover_inventory(backend)
+    log.info("discovered %d GPUs (driver %s)", len(inventory.gpus), inventory.driver_version)
+    config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    api = kube or KubernetesKubeApi.from_kubeconfig(
+        config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
+    )
+    specs = GpuClaimSpecs(
+        cdi_root=config.cdi_root,
+        host_driver_root=host_root,
+        container_driver_root=container_root,
+        driver_version=inventory.driver_version,
+        hook_path=config.nvidia_cdi_hook_path or "/usr/bin/nvidia-cdi-hook",
+    )
+    store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
+    driver = GpuDriver(node_name=config.node_name, inventory=inventory, gates=gates, store=store, specs=specs)
+    driver.start()
+    publisher = ResourceSlicePublisher(
+        api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
+    )
+    helper = start(
+        driver,
+        driver_name=config.driver_name,
+        kube=api,
+        node_name=config.node_name,
+        plugin_data_dir=config.plugin_dir,
+        registrar_dir=config.kubelet_registrar_directory_path,
+        rolling_update_uid=config.pod_uid or None,
+        publisher=publisher,
+    )
+    liveness = None
+    port: int | None = None
+    try:
+        helper.publish_resources(driver.resources())
+        if config.healthcheck_port >= 0:
+            liveness, port = start_liveness_server(
+                config.healthcheck_port, helper.registration_socket, helper.dra_socket
+            )
+        yield RunningPlugin(
+            config=config,
+            gates=gates,
+            backend=backend,
+            inventory=inventory,
+            driver=driver,
+            helper=helper,
+            liveness_port=port,
+        )
+    finally:
+        if liveness is not None:
+            liveness.stop(0)
+        helper.stop()
+        driver.close()
+        backend.shutdown()
+
+
+def _describe_gates(gates: FeatureGates) -> str:
+    """``Name=value (source)`` for every gate, one line."""
+    return ", ".join(
+        f"{name}={info['enabled']} ({info['source']})" for name, info in sorted(gates.describe().items())
+    )
+
+
+def serve_until_signalled(config: PluginConfig) -> None:
+    """Run :func:`serve` until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with serve(config):
+        log.info("nvdra-gpu-plugin running; waiting for the kubelet to register it")
+        stop.wait()
+        log.info("signal received; stopping")

@@ -131,8 +131,14 @@ class GpuDriver:
 
     def resources(self) -> DriverResources:
         """What this node publishes: one pool named after the node, one slice of devices."""
-        devices = tuple(render_gpu_devices(self.inventory))
-        return DriverResources(pools={self.node_name: Pool(slices=(Slice(devices=devices),))})
+        return self.resources_for(self.inventory, node_name=self.node_name, gates=self.gates)
+
+    @staticmethod
+    def resources_for(inventory: Inventory, *, node_name: str, gates: FeatureGates) -> DriverResources:
+        """The published resources of any inventory (the publisher splits slices over the limit)."""
+        del gates  # the DynamicMIG and fabric layouts will depend on them
+        devices = tuple(render_gpu_devices(inventory))
+        return DriverResources(pools={node_name: Pool(slices=(Slice(devices=devices),))})
 
     def checkpoint(self) -> Checkpoint:
         """The current checkpoint (a snapshot)."""

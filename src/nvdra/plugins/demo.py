@@ -51,6 +51,7 @@ def allocated_claim(
     devices: Sequence[str],
     request: str = "gpu",
     parameters: Mapping[str, Any] | None = None,
+    node: str = NODE,
 ) -> dict[str, Any]:
     """A ResourceClaim as the scheduler leaves it: spec, and ``status.allocation`` naming ``devices``."""
     config = []
@@ -77,14 +78,14 @@ def allocated_claim(
             "allocation": {
                 "devices": {
                     "results": [
-                        {"request": request, "driver": DRIVER_NAME, "pool": NODE, "device": d}
+                        {"request": request, "driver": DRIVER_NAME, "pool": node, "device": d}
                         for d in devices
                     ],
                     "config": config,
                 },
                 "nodeSelector": {
                     "nodeSelectorTerms": [
-                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [NODE]}]}
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
                     ]
                 },
             }

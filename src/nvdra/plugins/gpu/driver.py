@@ -104,8 +104,8 @@ class GpuDriver:
         self._devices = allocatable_devices(inventory)
         self._lock = threading.Lock()
         self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
-        # Spec removal and the checkpoint write of an unprepare are independent: overlap them.
-        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="nvdra-io")
+        # Spec writes/removals overlap with checkpoint writes (see _apply and unprepare for why).
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nvdra-io")
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -231,9 +231,15 @@ class GpuDriver:
         started = self._checkpoint
         for plan in plans:
             started = started.with_claim(_entry(plan, "PrepareStarted"))
+        # The PrepareStarted write and the CDI spec writes overlap: a spec is inert until the kubelet
+        # gets its id, and one left by a crash without an entry is swept at start.
+        specs = [(plan, self._io.submit(self._specs.write, plan.ref.uid, plan.allocated)) for plan in plans]
         try:
             self._store.save(started)
         except (NvdraError, OSError) as exc:
+            for plan, fut in specs:
+                fut.exception()
+                self._specs.remove(plan.ref.uid)
             return {
                 p.ref.uid: PrepareResult(error=f"cannot write checkpoint for claim {p.ref}: {exc}")
                 for p in plans
@@ -241,10 +247,9 @@ class GpuDriver:
         self._checkpoint = started
         results: dict[str, PrepareResult] = {}
         completed = started
-        for plan in plans:
-            try:
-                self._specs.write(plan.ref.uid, plan.allocated)
-            except (NvdraError, OSError) as exc:
+        for plan, fut in specs:
+            exc = fut.exception()
+            if exc is not None:
                 self._specs.remove(plan.ref.uid)
                 completed = completed.without(plan.ref.uid)
                 results[plan.ref.uid] = PrepareResult(

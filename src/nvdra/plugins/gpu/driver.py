@@ -248,12 +248,12 @@ class GpuDriver:
         results: dict[str, PrepareResult] = {}
         completed = started
         for plan, fut in specs:
-            exc = fut.exception()
-            if exc is not None:
+            failure = fut.exception()
+            if failure is not None:
                 self._specs.remove(plan.ref.uid)
                 completed = completed.without(plan.ref.uid)
                 results[plan.ref.uid] = PrepareResult(
-                    error=f"error preparing devices for claim {plan.ref}: {exc}"
+                    error=f"error preparing devices for claim {plan.ref}: {failure}"
                 )
                 continue
             completed = completed.with_claim(_entry(plan, "PrepareCompleted"))

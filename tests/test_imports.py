@@ -1,0 +1,44 @@
+"""Import footprint: the pure layers load no SDK, and nvdra.nvml imports without an NVIDIA driver."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("grpc", "kubernetes", "pynvml", "click")
+
+
+def _loaded_after(statement: str) -> set[str]:
+    code = f"import sys, json\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return set(json.loads(out))
+
+
+@pytest.mark.parametrize("module", ["nvdra", "nvdra.core", "nvdra.core.config", "nvdra.cdi", "nvdra.nvml"])
+def test_pure_layers_load_no_sdk(module: str) -> None:
+    """Importing a pure layer loads none of grpc, kubernetes, pynvml or click."""
+    loaded = _loaded_after(f"import {module}")
+    assert not {m for m in loaded if m.split(".")[0] in HEAVY}
+
+
+def test_toolkit_does_not_load_kubernetes_until_used() -> None:
+    """The toolkit loads grpc but defers the kubernetes client to first use."""
+    loaded = _loaded_after("import nvdra.kubeletplugin")
+    assert "grpc" in loaded
+    assert "kubernetes" not in loaded
+
+
+def test_nvml_backend_without_driver_says_where_it_looked(tmp_path: object) -> None:
+    """On a machine without libnvidia-ml the real backend fails with the paths it searched."""
+    code = (
+        "from nvdra.nvml import PynvmlBackend\n"
+        "from nvdra.core.errors import NvmlLibraryNotFound\n"
+        f"b = PynvmlBackend(driver_root={str(tmp_path)!r})\n"
+        "try:\n    b.init()\nexcept NvmlLibraryNotFound as e:\n    print('NOTFOUND', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.startswith("NOTFOUND")
+    assert str(tmp_path) in out

@@ -1,0 +1,234 @@
+"""Shared fixtures for the GPU kubelet plugin tests: a simulated dgx-h100, claim builders, the CDI schema.
+
+Everything here is real: the simulated NVML backend and its generated driver root, the official CDI
+JSON schema, and allocated ResourceClaims in the v1 JSON shape the API server returns.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped]
+import pytest
+import referencing
+import yaml
+from referencing.jsonschema import DRAFT7
+
+from nvdra.core.devices import Inventory
+from nvdra.core.featuregates import parse_feature_gates
+from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile, make_simulated_driver_root
+from nvdra.plugins.gpu.cdi import GpuClaimSpecs
+from nvdra.plugins.gpu.driver import GpuDriver
+from nvdra.plugins.state import CheckpointStore
+
+DRIVER = "gpu.nvidia.com"
+PROFILE = "dgx-h100"
+NODE = "n1"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "cdi-schema"
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "samples"
+SPEC_PREFIX = "k8s.gpu.nvidia.com-claim_"
+
+JsonObject = dict[str, Any]
+
+
+# -- claims --------------------------------------------------------------------------------------
+
+
+def result(
+    device: str, *, request: str = "gpu", pool: str = NODE, driver: str = DRIVER, admin: bool = False
+) -> JsonObject:
+    """One allocation result (``status.allocation.devices.results[]``)."""
+    out: JsonObject = {"request": request, "driver": driver, "pool": pool, "device": device}
+    if admin:
+        out["adminAccess"] = True
+    return out
+
+
+def opaque(
+    parameters: JsonObject, *, requests: Sequence[str] = (), source: str = "FromClaim", driver: str = DRIVER
+) -> JsonObject:
+    """One ``status.allocation.devices.config[]`` entry carrying opaque parameters."""
+    entry: JsonObject = {"source": source, "opaque": {"driver": driver, "parameters": parameters}}
+    if requests:
+        entry["requests"] = list(requests)
+    return entry
+
+
+def gpu_config(**fields: Any) -> JsonObject:
+    """A ``GpuConfig`` parameters object with the given top-level fields."""
+    return {"apiVersion": "resource.nvidia.com/v1beta1", "kind": "GpuConfig", **fields}
+
+
+def allocated_claim(
+    results: Sequence[JsonObject],
+    *,
+    uid: str | None = None,
+    name: str | None = None,
+    namespace: str = "default",
+    config: Sequence[JsonObject] = (),
+) -> JsonObject:
+    """An allocated ResourceClaim (v1 JSON) whose requests are the results' parent request names."""
+    uid = uid or str(uuid.uuid4())
+    requests = sorted({r["request"].split("/", 1)[0] for r in results})
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name or f"claim-{uid[:8]}", "namespace": namespace, "uid": uid},
+        "spec": {
+            "devices": {"requests": [{"name": r, "exactly": {"deviceClassName": DRIVER}} for r in requests]}
+        },
+        "status": {
+            "allocation": {"devices": {"results": [dict(r) for r in results], "config": list(config)}}
+        },
+    }
+
+
+def sample_claim() -> JsonObject:
+    """The real allocated claim of the shared samples (class + claim GpuConfig, pool ``sim-a``)."""
+    loaded: JsonObject = yaml.safe_load((SAMPLES_DIR / "resourceclaim-allocated.yaml").read_text())
+    return loaded
+
+
+def spec_files(cdi_root: Path) -> list[Path]:
+    """The GPU driver's claim specs in ``cdi_root`` (temp files and others excluded)."""
+    return sorted(p for p in cdi_root.glob(f"{SPEC_PREFIX}*.yaml"))
+
+
+# -- CDI schema ----------------------------------------------------------------------------------
+
+
+def _forbid_unknown(node: Any) -> Any:
+    """Copy of a schema where every object with declared properties refuses other keys."""
+    if isinstance(node, dict):
+        out = {k: _forbid_unknown(v) for k, v in node.items()}
+        if "properties" in out and out.get("type") == "object":
+            out["additionalProperties"] = False
+        return out
+    if isinstance(node, list):
+        return [_forbid_unknown(v) for v in node]
+    return node
+
+
+def _validator(strict: bool) -> jsonschema.Draft7Validator:
+    schema = json.loads((SCHEMA_DIR / "schema.json").read_text())
+    defs = json.loads((SCHEMA_DIR / "defs.json").read_text())
+    if strict:
+        # CDI's Go types carry deviceNodes[].fileMode, the JSON schema does not list it; runtimes
+        # accept it and upstream writes it, so the strict copy allows exactly that one extra field.
+        defs = copy.deepcopy(defs)
+        defs["definitions"]["DeviceNode"]["properties"]["fileMode"] = {"$ref": "#/definitions/uint32"}
+        schema, defs = _forbid_unknown(copy.deepcopy(schema)), _forbid_unknown(defs)
+    base = "file:///cdi-schema/"
+    registry: referencing.Registry[Any] = referencing.Registry().with_resources(
+        [
+            (base + "schema.json", DRAFT7.create_resource(schema)),
+            (base + "defs.json", DRAFT7.create_resource(defs)),
+        ]
+    )
+    return jsonschema.Draft7Validator({**schema, "$id": base + "schema.json"}, registry=registry)
+
+
+@pytest.fixture(scope="session")
+def cdi_schema() -> Callable[[Path], JsonObject]:
+    """Load a spec file and validate it against the official CDI schema (also refusing unknown keys)."""
+    official, strict = _validator(False), _validator(True)
+
+    def check(path: Path) -> JsonObject:
+        doc: JsonObject = yaml.safe_load(path.read_text())
+        official.validate(doc)
+        strict.validate(doc)
+        return doc
+
+    return check
+
+
+# -- a simulated node ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def inventory() -> Inventory:
+    """The discovered inventory of a simulated dgx-h100 (eight H100s, gpu-0 … gpu-7)."""
+    backend = SimulatedNvml(load_profile(PROFILE))
+    backend.init()
+    try:
+        return discover_inventory(backend)
+    finally:
+        backend.shutdown()
+
+
+@pytest.fixture(scope="session")
+def driver_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated host driver root of the simulated dgx-h100 (read-only use)."""
+    return make_simulated_driver_root(load_profile(PROFILE), tmp_path_factory.mktemp("driver-root"))
+
+
+class DriverNode:
+    """A node's state directories plus a factory for GpuDriver objects over them (restarts = new objects)."""
+
+    def __init__(self, base: Path, inventory: Inventory, driver_root: Path, *, node_name: str = NODE) -> None:
+        self.base = base
+        self.inventory = inventory
+        self.driver_root = driver_root
+        self.node_name = node_name
+        self.cdi_root = base / "cdi"
+        self.plugin_dir = base / "plugin"
+        self.plugin_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = self.plugin_dir / "checkpoint.json"
+        self._drivers: list[GpuDriver] = []
+
+    def specs(self) -> GpuClaimSpecs:
+        """A fresh claim-spec writer over this node's CDI root and the simulated driver root."""
+        return GpuClaimSpecs(
+            cdi_root=self.cdi_root,
+            host_driver_root=self.driver_root,
+            container_driver_root=self.driver_root,
+            driver_version=self.inventory.driver_version,
+        )
+
+    def store(self, boot_id: str = "boot-1") -> CheckpointStore:
+        """A checkpoint store over this node's checkpoint file."""
+        return CheckpointStore(self.checkpoint_path, boot_id=boot_id)
+
+    def driver(self, *, gates: str = "", boot_id: str = "boot-1", start: bool = True) -> GpuDriver:
+        """A new driver object (as after a process start), started unless ``start`` is False."""
+        driver = GpuDriver(
+            node_name=self.node_name,
+            inventory=self.inventory,
+            gates=parse_feature_gates(gates),
+            store=self.store(boot_id),
+            specs=self.specs(),
+        )
+        self._drivers.append(driver)
+        if start:
+            driver.start()
+        return driver
+
+    def spec_path(self, uid: str) -> Path:
+        """Where the spec of claim ``uid`` lives."""
+        return self.cdi_root / f"{SPEC_PREFIX}{uid}.yaml"
+
+    def close(self) -> None:
+        """Release every driver's I/O threads."""
+        for driver in self._drivers:
+            driver.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path, inventory: Inventory, driver_root: Path) -> Iterator[DriverNode]:
+    """A fresh simulated node with empty state (node name ``n1``)."""
+    made = DriverNode(tmp_path, inventory, driver_root)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    """A short directory for unix sockets (pytest's tmp_path can exceed the 107-byte path limit)."""
+    with tempfile.TemporaryDirectory(prefix="nvdra-") as tmp:
+        yield Path(tmp)

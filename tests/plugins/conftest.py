@@ -20,8 +20,10 @@ import referencing
 import yaml
 from referencing.jsonschema import DRAFT7
 
+from nvdra.core.checkpoint import Checkpoint
 from nvdra.core.devices import Inventory
 from nvdra.core.featuregates import parse_feature_gates
+from nvdra.kubeletplugin.types import ClaimRef, PrepareResult
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile, make_simulated_driver_root
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.driver import GpuDriver
@@ -33,6 +35,7 @@ NODE = "n1"
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "cdi-schema"
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "samples"
 SPEC_PREFIX = "k8s.gpu.nvidia.com-claim_"
+CDI_KIND = "k8s.gpu.nvidia.com/claim"
 
 JsonObject = dict[str, Any]
 
@@ -98,6 +101,42 @@ def sample_claim() -> JsonObject:
 def spec_files(cdi_root: Path) -> list[Path]:
     """The GPU driver's claim specs in ``cdi_root`` (temp files and others excluded)."""
     return sorted(p for p in cdi_root.glob(f"{SPEC_PREFIX}*.yaml"))
+
+
+# -- driver calls and what they leave on disk -----------------------------------------------------
+
+
+def ref_of(claim: JsonObject) -> ClaimRef:
+    """The kubelet's reference to ``claim``."""
+    meta = claim["metadata"]
+    return ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
+
+
+def uid_of(claim: JsonObject) -> str:
+    """The claim's UID."""
+    return str(claim["metadata"]["uid"])
+
+
+def prepare_one(driver: GpuDriver, claim: JsonObject) -> PrepareResult:
+    """Prepare a single claim and return its result."""
+    return driver.prepare_resource_claims([claim])[uid_of(claim)]
+
+
+def on_disk(node: DriverNode, boot_id: str = "boot-1") -> Checkpoint:
+    """The checkpoint as a restarted plugin (same boot unless told) would read it."""
+    checkpoint, _ = node.store(boot_id).load()
+    return checkpoint
+
+
+def cdi_id(uid: str, device: str) -> str:
+    """The CDI device id the driver must return for ``device`` of claim ``uid``."""
+    return f"{CDI_KIND}={uid}-{device}"
+
+
+def fingerprint(path: Path) -> tuple[int, int, int]:
+    """(inode, mtime ns, size): changes whenever the file is rewritten (atomic writes replace the inode)."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 # -- CDI schema ----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ devices = st.builds(
     device_name=names,
     cdi_device_ids=st.lists(names, max_size=2).map(tuple),
     share_id=st.none() | names,
+    admin_access=st.booleans(),
 )
 claims = st.builds(
     PreparedClaim,
@@ -88,15 +89,17 @@ def test_unknown_version_is_rejected() -> None:
         decode_checkpoint(json.dumps(doc).encode())
 
 
-def test_holder_of_only_counts_completed_claims() -> None:
-    """A device is held by a completed claim, not by a half-prepared one."""
+def test_holder_of_counts_half_done_claims_but_not_admin_access() -> None:
+    """A device is held by any claim that recorded it, half-done ones included, unless with admin access."""
     dev = (DeviceRecord(requests=(), pool_name="p", device_name="gpu-1"),)
+    admin = (DeviceRecord(requests=(), pool_name="p", device_name="gpu-1", admin_access=True),)
     cp = Checkpoint().with_claim(
-        PreparedClaim(uid="a", namespace="n", name="a", state="PrepareStarted", devices=dev)
+        PreparedClaim(uid="m", namespace="n", name="m", state="PrepareCompleted", devices=admin)
     )
     assert cp.holder_of("gpu-1") is None
-    cp = cp.with_claim(PreparedClaim(uid="b", namespace="n", name="b", state="PrepareCompleted", devices=dev))
+    cp = cp.with_claim(PreparedClaim(uid="a", namespace="n", name="a", state="PrepareStarted", devices=dev))
     holder = cp.holder_of("gpu-1")
     assert holder is not None
-    assert holder.uid == "b"
-    assert cp.without("b").holder_of("gpu-1") is None
+    assert holder.uid == "a"
+    assert cp.without("a").holder_of("gpu-1") is None
+    assert decode_checkpoint(encode_checkpoint(cp)) == cp

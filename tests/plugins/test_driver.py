@@ -280,16 +280,9 @@ def test_mig_device_prepares_with_its_capability_nodes(
         mig_node.close()
 
 
-# -- gaps against the architecture (strict xfail: they flip to failures once fixed) -----------------
+# -- admin access ---------------------------------------------------------------------------------
 
 
-ADMIN_REASON = (
-    "an adminAccess claim blocks regular claims of the same device: holder_of() and the in-batch check "
-    "count admin-access devices as held (driver.py _check_result/_plan; DeviceRecord has no admin flag)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=ADMIN_REASON)
 def test_regular_claim_may_follow_an_admin_access_claim(node: DriverNode) -> None:
     """A device prepared for an adminAccess claim can still be prepared for a regular claim afterwards."""
     driver = node.driver()
@@ -300,7 +293,6 @@ def test_regular_claim_may_follow_an_admin_access_claim(node: DriverNode) -> Non
     assert prepare_one(driver, regular).error == ""
 
 
-@pytest.mark.xfail(strict=True, reason=ADMIN_REASON)
 def test_admin_access_and_regular_claim_in_one_call_both_prepare(node: DriverNode) -> None:
     """In one call, an adminAccess claim listed first does not make a regular claim of the device fail."""
     driver = node.driver()

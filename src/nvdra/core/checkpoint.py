@@ -12,7 +12,8 @@ File format (JSON, one object)::
                                         "namespace": "...", "name": "...",
                                         "devices": [{"requests": [...], "poolName": "...",
                                                      "deviceName": "...", "cdiDeviceIDs": [...],
-                                                     "shareID": null}],
+                                                     "shareID": "..." (optional),
+                                                     "adminAccess": true (optional)}],
                                         "applied": [{...}, ...]}}}}
 
 Invariants owned here:
@@ -60,6 +61,7 @@ class DeviceRecord:
     device_name: str
     cdi_device_ids: tuple[str, ...] = ()
     share_id: str | None = None
+    admin_access: bool = False  # admin access does not hold the device against other claims
 
 
 @attrs.frozen(kw_only=True)
@@ -94,9 +96,13 @@ class Checkpoint:
         return attrs.evolve(self, claims={u: c for u, c in self.claims.items() if u not in drop})
 
     def holder_of(self, device_name: str) -> PreparedClaim | None:
-        """The completed claim that holds ``device_name``, if any."""
+        """The claim that holds ``device_name`` (without admin access), if any.
+
+        A half-done (``PrepareStarted``) claim holds its devices too: its CDI spec may exist, and until
+        it is retried or rolled back at start no other claim may get them.
+        """
         for claim in self.claims.values():
-            if claim.state == "PrepareCompleted" and any(d.device_name == device_name for d in claim.devices):
+            if any(d.device_name == device_name and not d.admin_access for d in claim.devices):
                 return claim
         return None
 
@@ -110,6 +116,8 @@ def _device_to_json(d: DeviceRecord) -> dict[str, Any]:
     }
     if d.share_id is not None:
         out["shareID"] = d.share_id
+    if d.admin_access:
+        out["adminAccess"] = True
     return out
 
 
@@ -155,6 +163,7 @@ def _device_from_json(obj: Any, where: str) -> DeviceRecord:
         device_name=_req(obj, "deviceName", str, where),
         cdi_device_ids=tuple(str(i) for i in _req(obj, "cdiDeviceIDs", list, where)),
         share_id=str(share) if share is not None else None,
+        admin_access=obj.get("adminAccess") is True,
     )
 
 

@@ -175,7 +175,7 @@ class GpuDriver:
         mine = [r for r in all_results if r.get("driver") == self.driver_name]
         if not mine:
             raise ClaimError(f"the allocation has no device of driver {self.driver_name}")
-        in_batch = {d.device_name: p.ref for p in planned for d in p.devices}
+        in_batch = {d.device_name: p.ref for p in planned for d in p.devices if not d.admin_access}
         allocated: list[AllocatableDevice] = []
         for r in mine:
             allocated.append(self._check_result(ref, r, in_batch))
@@ -200,6 +200,7 @@ class GpuDriver:
                 device_name=dev.name,
                 cdi_device_ids=(self._specs.device_id(ref.uid, dev.name),),
                 share_id=r.get("shareID"),
+                admin_access=r.get("adminAccess") is True,
             )
             for r, dev in zip(mine, allocated, strict=True)
         )

@@ -37,6 +37,7 @@ def _opt(*names: str, env: str | list[str], **kw: Any) -> Callable[[F], F]:
 )
 @_opt(
     "--nvidia-driver-root",
+    "--host_driver-root",
     "--host-driver-root",
     "nvidia_driver_root",
     env=["NVIDIA_DRIVER_ROOT", "HOST_DRIVER_ROOT"],

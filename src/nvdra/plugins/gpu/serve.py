@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import attrs
@@ -67,7 +67,7 @@ def _backend(config: PluginConfig) -> tuple[NvmlBackend, Path, Path]:
 
 @contextmanager
 def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[RunningPlugin]:
-    """Start the plugin; stop it cleanly when the context exits.
+    """Start the plugin; stop it cleanly when the context exits (or when starting fails half-way).
 
     Args:
         config: the parsed flags.
@@ -76,44 +76,37 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
     gates = parse_feature_gates(config.feature_gates, env=os.environ)
     log.info("nvdra-gpu-plugin starting; flags: %s", config.describe())
     log.info("feature gates: %s", _describe_gates(gates))
-    backend, host_root, container_root = _backend(config)
-    inventory = discover_inventory(backend)
-    log.info("discovered %d GPUs (driver %s)", len(inventory.gpus), inventory.driver_version)
-    config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    api = kube or KubernetesKubeApi.from_kubeconfig(
-        config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
-    )
-    specs = GpuClaimSpecs(
-        cdi_root=config.cdi_root,
-        host_driver_root=host_root,
-        container_driver_root=container_root,
-        driver_version=inventory.driver_version,
-        hook_path=config.nvidia_cdi_hook_path or "/usr/bin/nvidia-cdi-hook",
-    )
-    store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
-    driver = GpuDriver(node_name=config.node_name, inventory=inventory, gates=gates, store=store, specs=specs)
-    driver.start()
-    publisher = ResourceSlicePublisher(
-        api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
-    )
-    helper = start(
-        driver,
-        driver_name=config.driver_name,
-        kube=api,
-        node_name=config.node_name,
-        plugin_data_dir=config.plugin_dir,
-        registrar_dir=config.kubelet_registrar_directory_path,
-        rolling_update_uid=config.pod_uid or None,
-        publisher=publisher,
-    )
-    liveness = None
-    port: int | None = None
-    try:
+    with ExitStack() as stack:
+        backend, host_root, container_root = _backend(config)
+        stack.callback(backend.shutdown)
+        inventory = discover_inventory(backend)
+        log.info("discovered %d GPUs (driver %s)", len(inventory.gpus), inventory.driver_version)
+        config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        api = kube or KubernetesKubeApi.from_kubeconfig(
+            config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
+        )
+        specs = GpuClaimSpecs(
+            cdi_root=config.cdi_root,
+            host_driver_root=host_root,
+            container_driver_root=container_root,
+            driver_version=inventory.driver_version,
+            hook_path=config.nvidia_cdi_hook_path or "/usr/bin/nvidia-cdi-hook",
+        )
+        store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
+        driver = GpuDriver(
+            node_name=config.node_name, inventory=inventory, gates=gates, store=store, specs=specs
+        )
+        stack.callback(driver.close)
+        driver.start()
+        helper = _start_helper(config, driver, api)
+        stack.callback(helper.stop)
         helper.publish_resources(driver.resources())
+        port: int | None = None
         if config.healthcheck_port >= 0:
             liveness, port = start_liveness_server(
                 config.healthcheck_port, helper.registration_socket, helper.dra_socket
             )
+            stack.callback(liveness.stop, 0)
         yield RunningPlugin(
             config=config,
             gates=gates,
@@ -123,12 +116,23 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             helper=helper,
             liveness_port=port,
         )
-    finally:
-        if liveness is not None:
-            liveness.stop(0)
-        helper.stop()
-        driver.close()
-        backend.shutdown()
+
+
+def _start_helper(config: PluginConfig, driver: GpuDriver, api: KubeApi) -> Helper:
+    """Serve the sockets; the publisher starts once the kubelet confirms the registration."""
+    publisher = ResourceSlicePublisher(
+        api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
+    )
+    return start(
+        driver,
+        driver_name=config.driver_name,
+        kube=api,
+        node_name=config.node_name,
+        plugin_data_dir=config.plugin_dir,
+        registrar_dir=config.kubelet_registrar_directory_path,
+        rolling_update_uid=config.pod_uid or None,
+        publisher=publisher,
+    )
 
 
 def _describe_gates(gates: FeatureGates) -> str:

@@ -19,6 +19,8 @@ import attrs
 from nvdra.core.ids import DeviceName, GpuUuid, MigUuid, PciBusId
 
 __all__ = [
+    "ARCHITECTURES",
+    "BRANDS",
     "FabricInfo",
     "Gpu",
     "Inventory",
@@ -31,6 +33,7 @@ __all__ = [
     "gpu_device_name",
     "mig_device_name",
     "parse_mig_device_name",
+    "pci_bus_id_from_nvml",
     "semver_normalize",
 ]
 
@@ -138,6 +141,7 @@ class FabricInfo:
     cluster_uuid: str  # canonical UUID text; all zeros = not multi-node capable
     clique_id: int
     health_mask: int = 0
+    health_summary: int = 0  # 0 not supported, 1 healthy, 2 unhealthy, 3 limited capacity
 
 
 @attrs.frozen(kw_only=True)

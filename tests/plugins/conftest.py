@@ -27,6 +27,7 @@ from nvdra.kubeletplugin.types import ClaimRef, PrepareResult
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile, make_simulated_driver_root
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.driver import GpuDriver
+from nvdra.plugins.gpu.effects import Effects
 from nvdra.plugins.state import CheckpointStore
 
 DRIVER = "gpu.nvidia.com"
@@ -234,7 +235,9 @@ class DriverNode:
         """A checkpoint store over this node's checkpoint file."""
         return CheckpointStore(self.checkpoint_path, boot_id=boot_id)
 
-    def driver(self, *, gates: str = "", boot_id: str = "boot-1", start: bool = True) -> GpuDriver:
+    def driver(
+        self, *, gates: str = "", boot_id: str = "boot-1", start: bool = True, effects: Effects | None = None
+    ) -> GpuDriver:
         """A new driver object (as after a process start), started unless ``start`` is False."""
         driver = GpuDriver(
             node_name=self.node_name,
@@ -242,6 +245,7 @@ class DriverNode:
             gates=parse_feature_gates(gates),
             store=self.store(boot_id),
             specs=self.specs(),
+            effects=effects,
         )
         self._drivers.append(driver)
         if start:

@@ -25,6 +25,7 @@ from nvdra.cdi import (
     write_spec,
 )
 from nvdra.plugins.gpu.devices import AllocatableDevice
+from nvdra.plugins.gpu.effects import Applied
 
 __all__ = ["CDI_CLASS", "CDI_VENDOR", "GpuClaimSpecs"]
 
@@ -72,10 +73,25 @@ class GpuClaimSpecs:
         caps = self.driver_root.mig_caps(device.gpu.minor, device.mig.gi_id, device.mig.ci_id)
         return mig_edits(driver, device.gpu.minor, caps)
 
-    def write(self, claim_uid: str, devices: Sequence[AllocatableDevice]) -> None:
-        """Render and atomically write the claim's spec."""
+    def write(
+        self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
+    ) -> None:
+        """Render and atomically write the claim's spec, with what applied effects contribute.
+
+        An effect's per-device edits replace that device's default edits (e.g. a MIG device created at
+        prepare); its claim edits are added to the spec-level edits (e.g. an MPS pipe mount).
+        """
+        overrides: dict[str, ContainerEdits] = {}
+        common = self.common()
+        for a in applied:
+            overrides.update(a.device_edits)
+            common = common + a.claim_edits
         spec = claim_spec(
-            CDI_VENDOR, CDI_CLASS, claim_uid, [(d.name, self.edits(d)) for d in devices], self.common()
+            CDI_VENDOR,
+            CDI_CLASS,
+            claim_uid,
+            [(d.name, overrides[d.name] if d.name in overrides else self.edits(d)) for d in devices],
+            common,
         )
         write_spec(self.cdi_root, spec, claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid))
 

@@ -42,6 +42,7 @@ from nvdra.kubeletplugin.types import (
     Slice,
 )
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, Record
 from nvdra.plugins.state import CheckpointStore, LoadReport
 
 __all__ = ["ClaimSpecs", "GpuDriver"]
@@ -56,8 +57,10 @@ class ClaimSpecs(Protocol):
         """The qualified CDI device name returned to the kubelet."""
         ...
 
-    def write(self, claim_uid: str, devices: Sequence[AllocatableDevice]) -> None:
-        """Write (atomically, durably) the claim's spec."""
+    def write(
+        self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
+    ) -> None:
+        """Write (atomically, durably) the claim's spec, with the edits the applied effects contribute."""
         ...
 
     def remove(self, claim_uid: str) -> None:
@@ -75,6 +78,7 @@ class _Plan:
     devices: tuple[DeviceRecord, ...]
     allocated: tuple[AllocatableDevice, ...]
     groups: tuple[ConfigGroup, ...]
+    effects: tuple[Record, ...] = ()
 
 
 def _claim_ref(claim: Mapping[str, Any]) -> ClaimRef:
@@ -93,6 +97,7 @@ class GpuDriver:
         gates: FeatureGates,
         store: CheckpointStore,
         specs: ClaimSpecs,
+        effects: Effects | None = None,
         driver_name: str = GPU_DRIVER_NAME,
     ) -> None:
         self.node_name = node_name
@@ -101,6 +106,7 @@ class GpuDriver:
         self.gates = gates
         self._store = store
         self._specs = specs
+        self._effects = effects or Effects()
         self._devices = allocatable_devices(inventory)
         self._lock = threading.Lock()
         self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
@@ -114,10 +120,13 @@ class GpuDriver:
         with self._lock:
             cp, report = self._store.load()
             stale = [c for c in cp.claims.values() if c.state == "PrepareStarted"]
+            rolled_back = []
             for claim in stale:
                 log.warning("rolling back prepare of %s that did not complete before a restart", claim)
-                self._specs.remove(claim.uid)
-            cp = cp.without(*(c.uid for c in stale))
+                if self._undo(claim.applied, str(claim)):
+                    self._specs.remove(claim.uid)
+                    rolled_back.append(claim.uid)
+            cp = cp.without(*rolled_back)
             self._store.save(cp)
             self._checkpoint = cp
             for uid in sorted(self._specs.claim_uids() - set(cp.claims)):
@@ -155,16 +164,29 @@ class GpuDriver:
         results: dict[str, PrepareResult] = {}
         with self._lock:
             plans: list[_Plan] = []
+            dropped: list[str] = []  # half-done entries rolled back whose retry was refused
             for claim in claims:
                 ref = _claim_ref(claim)
                 done = self._checkpoint.claims.get(ref.uid)
                 if done is not None and done.state == "PrepareCompleted":
                     results[ref.uid] = PrepareResult(devices=_to_prepared(done.devices))
                     continue
+                if done is not None and not self._undo(done.applied, str(done)):
+                    # An earlier attempt died half-way and its effects cannot be rolled back yet.
+                    results[ref.uid] = _failed(ref, "an earlier attempt could not be rolled back; will retry")
+                    continue
                 try:
                     plans.append(self._plan(ref, claim, plans))
                 except UserError as exc:
-                    results[ref.uid] = PrepareResult(error=f"error preparing devices for claim {ref}: {exc}")
+                    results[ref.uid] = _failed(ref, str(exc))
+                    if done is not None:
+                        dropped.append(ref.uid)
+            if dropped:
+                for uid in dropped:
+                    self._specs.remove(uid)
+                self._checkpoint = self._checkpoint.without(*dropped)
+                if not plans:
+                    self._store.save(self._checkpoint)
             if plans:
                 results.update(self._apply(plans))
         return results
@@ -204,7 +226,14 @@ class GpuDriver:
             )
             for r, dev in zip(mine, allocated, strict=True)
         )
-        return _Plan(ref=ref, devices=devices, allocated=tuple(allocated), groups=groups)
+        ctx = ClaimContext(ref=ref, devices=tuple(allocated), groups=groups, results=tuple(mine))
+        return _Plan(
+            ref=ref,
+            devices=devices,
+            allocated=tuple(allocated),
+            groups=groups,
+            effects=self._effects.plan(ctx),
+        )
 
     def _check_result(
         self, ref: ClaimRef, result: Mapping[str, Any], in_batch: Mapping[str, ClaimRef]
@@ -232,30 +261,32 @@ class GpuDriver:
         started = self._checkpoint
         for plan in plans:
             started = started.with_claim(_entry(plan, "PrepareStarted"))
-        # The PrepareStarted write and the CDI spec writes overlap: a spec is inert until the kubelet
-        # gets its id, and one left by a crash without an entry is swept at start.
-        specs = [(plan, self._io.submit(self._specs.write, plan.ref.uid, plan.allocated)) for plan in plans]
+        # Without effects, a claim's spec write overlaps the PrepareStarted write: a spec is inert until the
+        # kubelet gets its id, and one left by a crash without an entry is swept at start. With effects the
+        # spec needs what they produced, and they may only start once their intent is durable.
+        early = {
+            p.ref.uid: self._io.submit(self._specs.write, p.ref.uid, p.allocated)
+            for p in plans
+            if not p.effects
+        }
         try:
             self._store.save(started)
         except (NvdraError, OSError) as exc:
-            for plan, fut in specs:
-                fut.exception()
-                self._specs.remove(plan.ref.uid)
-            return {
-                p.ref.uid: PrepareResult(error=f"cannot write checkpoint for claim {p.ref}: {exc}")
-                for p in plans
-            }
+            for plan in plans:
+                if plan.ref.uid in early:
+                    early[plan.ref.uid].exception()
+                    self._specs.remove(plan.ref.uid)
+            return {p.ref.uid: _failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
         self._checkpoint = started
         results: dict[str, PrepareResult] = {}
         completed = started
-        for plan, fut in specs:
-            failure = fut.exception()
+        for plan in plans:
+            failure = early[plan.ref.uid].exception() if plan.ref.uid in early else self._apply_effects(plan)
             if failure is not None:
                 self._specs.remove(plan.ref.uid)
-                completed = completed.without(plan.ref.uid)
-                results[plan.ref.uid] = PrepareResult(
-                    error=f"error preparing devices for claim {plan.ref}: {failure}"
-                )
+                if self._undo(plan.effects, str(plan.ref)):
+                    completed = completed.without(plan.ref.uid)
+                results[plan.ref.uid] = _failed(plan.ref, str(failure))
                 continue
             completed = completed.with_claim(_entry(plan, "PrepareCompleted"))
             results[plan.ref.uid] = PrepareResult(devices=_to_prepared(plan.devices))
@@ -264,36 +295,62 @@ class GpuDriver:
         except (NvdraError, OSError) as exc:
             # The specs exist but are not recorded as complete: report failure; the PrepareStarted entries
             # stay, so a retry or the next start rolls them back.
-            return {
-                p.ref.uid: PrepareResult(error=f"cannot write checkpoint for claim {p.ref}: {exc}")
-                for p in plans
-            }
+            return {p.ref.uid: _failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
         self._checkpoint = completed
         return results
+
+    def _apply_effects(self, plan: _Plan) -> BaseException | None:
+        """Apply a plan's effects in order, then write its spec; the first failure is returned."""
+        applied: list[Applied] = []
+        try:
+            for record in plan.effects:
+                applied.append(self._effects.apply(record))
+            self._specs.write(plan.ref.uid, plan.allocated, applied)
+        except (NvdraError, OSError) as exc:
+            return exc
+        return None
+
+    def _undo(self, records: Sequence[Record], owner: str) -> bool:
+        """Undo effect records in reverse; False (logged) if one could not be undone."""
+        for record in reversed(records):
+            try:
+                self._effects.undo(record)
+            except (NvdraError, OSError) as exc:
+                log.error("cannot undo %s of claim %s: %s", record.get("kind"), owner, exc)
+                return False
+        return True
 
     # -- unprepare -------------------------------------------------------------------------------
 
     def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> dict[str, str]:
-        """Undo prepares recorded in the checkpoint; unknown claims succeed."""
+        """Undo prepares recorded in the checkpoint, effects in reverse; unknown claims succeed."""
         errors = {ref.uid: "" for ref in claims}
         with self._lock:
             known = [self._checkpoint.claims[r.uid] for r in claims if r.uid in self._checkpoint.claims]
-            if not known:
+            done = []
+            for claim in known:
+                if self._undo(claim.applied, str(claim)):
+                    done.append(claim)
+                else:
+                    errors[claim.uid] = (
+                        f"cannot undo the prepare of claim {claim}; will retry (see the plugin log)"
+                    )
+            if not done:
                 return errors
-            remaining = self._checkpoint.without(*(c.uid for c in known))
+            remaining = self._checkpoint.without(*(c.uid for c in done))
             # Crash-safe in either order: a spec without an entry is swept at start; an entry without a
             # spec is unprepared again by the kubelet's retry.
-            removals = [self._io.submit(self._specs.remove, c.uid) for c in known]
+            removals = [self._io.submit(self._specs.remove, c.uid) for c in done]
             try:
                 self._store.save(remaining)
             except (NvdraError, OSError) as exc:
-                for c in known:
+                for c in done:
                     errors[c.uid] = f"cannot write checkpoint while unpreparing claim {c}: {exc}"
                 remaining = self._checkpoint
-            for claim, fut in zip(known, removals, strict=True):
-                exc2 = fut.exception()
-                if exc2 is not None and not errors[claim.uid]:
-                    errors[claim.uid] = f"cannot remove CDI spec of claim {claim}: {exc2}"
+            for claim, fut in zip(done, removals, strict=True):
+                failure = fut.exception()
+                if failure is not None and not errors[claim.uid]:
+                    errors[claim.uid] = f"cannot remove CDI spec of claim {claim}: {failure}"
             self._checkpoint = remaining
         return errors
 
@@ -305,7 +362,12 @@ def _entry(plan: _Plan, state: str) -> PreparedClaim:
         name=plan.ref.name,
         state="PrepareCompleted" if state == "PrepareCompleted" else "PrepareStarted",
         devices=plan.devices,
+        applied=plan.effects,
     )
+
+
+def _failed(ref: ClaimRef, why: str) -> PrepareResult:
+    return PrepareResult(error=f"error preparing devices for claim {ref}: {why}")
 
 
 def _to_prepared(devices: Sequence[DeviceRecord]) -> tuple[PreparedDevice, ...]:

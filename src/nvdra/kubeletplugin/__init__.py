@@ -23,6 +23,18 @@ from nvdra.kubeletplugin.fake import FakeKube, KubeCall
 from nvdra.kubeletplugin.health import DeviceHealth, HealthReporter, HealthStatus
 from nvdra.kubeletplugin.helper import Helper, SlicePublisher, start
 from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.kubeletplugin.objects import (
+    DAEMON_SETS,
+    DEPLOYMENTS,
+    LEASES,
+    NODES,
+    PODS,
+    RESOURCE_CLAIM_TEMPLATES,
+    RESOURCE_CLAIMS,
+    ObjectApi,
+    ObjectStore,
+    ResourceType,
+)
 from nvdra.kubeletplugin.publisher import (
     DroppedFieldsError,
     PublisherStatistics,
@@ -46,6 +58,13 @@ from nvdra.kubeletplugin.types import (
 )
 
 __all__ = [
+    "DAEMON_SETS",
+    "DEPLOYMENTS",
+    "LEASES",
+    "NODES",
+    "PODS",
+    "RESOURCE_CLAIMS",
+    "RESOURCE_CLAIM_TEMPLATES",
     "ApiServer",
     "ClaimRef",
     "DeviceHealth",
@@ -61,6 +80,8 @@ __all__ = [
     "KubeCall",
     "KubeletClient",
     "KubernetesKubeApi",
+    "ObjectApi",
+    "ObjectStore",
     "PluginInfo",
     "PluginRpcError",
     "Pool",
@@ -73,6 +94,7 @@ __all__ = [
     "RegistrationStatus",
     "RequestSerializer",
     "ResourceSlicePublisher",
+    "ResourceType",
     "RetryPolicy",
     "Slice",
     "SlicePublisher",

@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode
 
 from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeNotFound, KubeUnavailable
 from nvdra.core.resourceslice import to_v1beta1_device
+from nvdra.kubeletplugin.objects import ResourceType
 from nvdra.kubeletplugin.ratelimit import TokenBucket
 
 __all__ = [
@@ -261,14 +262,20 @@ class KubernetesKubeApi:
     # --- transport -------------------------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, *, query: dict[str, str] | None = None, body: JsonObject | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: JsonObject | None = None,
+        content_type: str = "application/json",
     ) -> tuple[int, bytes]:
         """One HTTP round trip; returns (status, body bytes). Only transport failures raise here."""
         from kubernetes.client.exceptions import ApiException
 
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         # param_serialize adds auth (refreshing tokens) and the host; the body is left for the REST
         # layer to json.dumps, which skips the client's model sanitizing walk.
         req = self._client.param_serialize(method, path, header_params=headers, auth_settings=["BearerToken"])
@@ -287,9 +294,15 @@ class KubernetesKubeApi:
         return int(response.status), data
 
     def _json(
-        self, method: str, path: str, *, query: dict[str, str] | None = None, body: JsonObject | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: JsonObject | None = None,
+        content_type: str = "application/json",
     ) -> JsonObject:
-        status, data = self._request(method, path, query=query, body=body)
+        status, data = self._request(method, path, query=query, body=body, content_type=content_type)
         if not 200 <= status < 300:
             raise error_for_status(status, _status_message(status, data, f"{method} {path}"))
         decoded: JsonObject = json.loads(data) if data else {}
@@ -348,6 +361,62 @@ class KubernetesKubeApi:
         self._limiter.acquire()
         try:
             self._json("DELETE", f"{self._base()}/resourceslices/{quote(name, safe='')}", body=options)
+        except KubeNotFound:
+            return
+
+    # --- ObjectApi (every call is background traffic: it goes through the limiter) ---------------
+
+    def get_object(self, rt: ResourceType, name: str, namespace: str | None = None) -> JsonObject:
+        """GET one object."""
+        self._limiter.acquire()
+        return self._json("GET", rt.path(namespace, quote(name, safe="")))
+
+    def list_objects(
+        self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = ""
+    ) -> list[JsonObject]:
+        """LIST objects (all namespaces when ``namespace`` is None), optionally label-selected."""
+        self._limiter.acquire()
+        query = {"labelSelector": label_selector} if label_selector else None
+        items: list[JsonObject] = self._json("GET", rt.path(namespace), query=query).get("items") or []
+        for item in items:  # list items come without apiVersion/kind
+            item.setdefault("apiVersion", rt.api_version)
+            item.setdefault("kind", rt.kind)
+        return items
+
+    def create_object(self, rt: ResourceType, body: JsonObject) -> JsonObject:
+        """POST an object."""
+        self._limiter.acquire()
+        return self._json("POST", rt.path(body.get("metadata", {}).get("namespace")), body=body)
+
+    def update_object(self, rt: ResourceType, body: JsonObject, *, status: bool = False) -> JsonObject:
+        """PUT an object (or its status subresource), guarded by its resourceVersion."""
+        meta = body["metadata"]
+        self._limiter.acquire()
+        path = rt.path(meta.get("namespace"), quote(meta["name"], safe=""), status=status)
+        return self._json("PUT", path, body=body)
+
+    def patch_object(
+        self, rt: ResourceType, name: str, patch: JsonObject, namespace: str | None = None
+    ) -> JsonObject:
+        """JSON merge patch of one object."""
+        self._limiter.acquire()
+        return self._json(
+            "PATCH",
+            rt.path(namespace, quote(name, safe="")),
+            body=patch,
+            content_type="application/merge-patch+json",
+        )
+
+    def delete_object(
+        self, rt: ResourceType, name: str, namespace: str | None = None, *, uid: str | None = None
+    ) -> None:
+        """DELETE one object (background propagation), UID-preconditioned when given; missing is fine."""
+        options: JsonObject = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
+        self._limiter.acquire()
+        try:
+            self._json("DELETE", rt.path(namespace, quote(name, safe="")), body=options)
         except KubeNotFound:
             return
 

@@ -28,6 +28,7 @@ import attrs
 
 from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 from nvdra.kubeletplugin._kube import error_for_status, pick_resource_version
+from nvdra.kubeletplugin.objects import NODES, RESOURCE_CLAIMS, ObjectStore, ResourceType
 
 __all__ = ["FakeKube", "KubeCall", "validate_resource_slice"]
 
@@ -154,44 +155,27 @@ class FakeKube:
         self._lock = threading.RLock()
         self._rv = itertools.count(1)
         self._slices: dict[str, JsonObject] = {}
-        self._claims: dict[tuple[str, str], JsonObject] = {}
-        self._nodes: dict[str, JsonObject] = {}
         self._faults: list[_Fault] = []
         self._calls: list[KubeCall] = []
+        self.objects = ObjectStore(on_call=self._logged)
+        """Every object but ResourceSlices (claims, nodes, and whatever ObjectApi callers create)."""
 
     # --- test helpers ----------------------------------------------------------------------------
 
+    def _logged(self, verb: str, resource: str, name: str) -> None:
+        with self._lock:
+            self._enter(verb, resource, name)
+
     def add_claim(self, claim: JsonObject) -> JsonObject:
         """Store a ResourceClaim (v1 shape); fills uid and resourceVersion when missing. Returns a copy."""
-        with self._lock:
-            stored = _clone(claim)
-            meta = stored.setdefault("metadata", {})
-            meta.setdefault("namespace", "default")
-            meta.setdefault("uid", str(uuid.uuid4()))
-            meta["resourceVersion"] = str(next(self._rv))
-            stored.setdefault("apiVersion", "resource.k8s.io/v1")
-            stored.setdefault("kind", "ResourceClaim")
-            self._claims[(meta["namespace"], meta["name"])] = stored
-            return _clone(stored)
+        return self.objects.put(RESOURCE_CLAIMS, claim)
 
     def add_node(
         self, name: str, *, labels: dict[str, str] | None = None, uid: str | None = None
     ) -> JsonObject:
         """Store a Node with the given labels (and UID, random by default). Returns a copy."""
-        with self._lock:
-            node = {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "uid": uid or str(uuid.uuid4()),
-                    "labels": dict(labels or {}),
-                    "resourceVersion": str(next(self._rv)),
-                    "creationTimestamp": _now(),
-                },
-            }
-            self._nodes[name] = node
-            return _clone(node)
+        node = {"metadata": {"name": name, "uid": uid or str(uuid.uuid4()), "labels": dict(labels or {})}}
+        return self.objects.put(NODES, node)
 
     def fail_next(
         self, verb: str, *, times: int = 1, status: int = 500, resource: str | None = None, message: str = ""
@@ -233,19 +217,12 @@ class FakeKube:
         """GET a stored ResourceClaim."""
         with self._lock:
             self._enter("get", "resourceclaims", f"{namespace}/{name}")
-            claim = self._claims.get((namespace, name))
-            if claim is None:
-                raise KubeNotFound(f'resourceclaims.resource.k8s.io "{name}" not found', status=404)
-            return _clone(claim)
+        # The store logs generic calls; this one is already logged with its namespace.
+        return self.objects.peek(RESOURCE_CLAIMS, name, namespace)
 
     def get_node(self, name: str) -> JsonObject:
         """GET a stored Node."""
-        with self._lock:
-            self._enter("get", "nodes", name)
-            node = self._nodes.get(name)
-            if node is None:
-                raise KubeNotFound(f'nodes "{name}" not found', status=404)
-            return _clone(node)
+        return self.objects.get_object(NODES, name)
 
     def get_resource_slice(self, name: str) -> JsonObject:
         """GET one ResourceSlice by name."""
@@ -367,3 +344,35 @@ class FakeKube:
             del self._slices[name]
             next(self._rv)
             return current
+
+    # --- ObjectApi (everything but ResourceSlices lives in ``self.objects``) ---------------------
+
+    def get_object(self, rt: ResourceType, name: str, namespace: str | None = None) -> JsonObject:
+        """GET one object."""
+        return self.objects.get_object(rt, name, namespace)
+
+    def list_objects(
+        self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = ""
+    ) -> list[JsonObject]:
+        """LIST objects, optionally label-selected."""
+        return self.objects.list_objects(rt, namespace, label_selector=label_selector)
+
+    def create_object(self, rt: ResourceType, body: JsonObject) -> JsonObject:
+        """CREATE an object."""
+        return self.objects.create_object(rt, body)
+
+    def update_object(self, rt: ResourceType, body: JsonObject, *, status: bool = False) -> JsonObject:
+        """UPDATE an object or its status."""
+        return self.objects.update_object(rt, body, status=status)
+
+    def patch_object(
+        self, rt: ResourceType, name: str, patch: JsonObject, namespace: str | None = None
+    ) -> JsonObject:
+        """Merge-patch an object."""
+        return self.objects.patch_object(rt, name, patch, namespace)
+
+    def delete_object(
+        self, rt: ResourceType, name: str, namespace: str | None = None, *, uid: str | None = None
+    ) -> None:
+        """DELETE an object (marked only while it has finalizers)."""
+        self.objects.delete_object(rt, name, namespace, uid=uid)

@@ -33,6 +33,16 @@ from nvdra.kubeletplugin._kube import (
     slice_to_version,
 )
 from nvdra.kubeletplugin.fake import FakeKube
+from nvdra.kubeletplugin.objects import (
+    DAEMON_SETS,
+    DEPLOYMENTS,
+    LEASES,
+    NODES,
+    PODS,
+    RESOURCE_CLAIM_TEMPLATES,
+    RESOURCE_CLAIMS,
+    ResourceType,
+)
 
 __all__ = ["ApiServer"]
 
@@ -53,7 +63,11 @@ _SLICES = re.compile(r"^/apis/resource\.k8s\.io/(?P<v>[^/]+)/resourceslices(?:/(
 _CLAIM = re.compile(
     r"^/apis/resource\.k8s\.io/(?P<v>[^/]+)/namespaces/(?P<ns>[^/]+)/resourceclaims/(?P<name>[^/]+)$"
 )
-_NODE = re.compile(r"^/api/v1/nodes/(?P<name>[^/]+)$")
+_GENERIC = re.compile(
+    r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"
+    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"
+)
+_BUILTIN_TYPES = (NODES, PODS, DEPLOYMENTS, DAEMON_SETS, LEASES, RESOURCE_CLAIMS, RESOURCE_CLAIM_TEMPLATES)
 
 
 def status_body(code: int, message: str) -> JsonObject:
@@ -124,7 +138,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         query: dict[str, str] = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
             self.server.api.authorize(self.headers.get("Authorization"))
-            body = self._body() if method in ("POST", "PUT", "DELETE") else {}
+            body = self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else {}
             code, answer = self.server.api.route(method, url.path, query, body)
         except KubeApiError as exc:
             code = exc.status or 500
@@ -144,6 +158,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -178,8 +195,15 @@ class ApiServer:
         self._routes: list[tuple[re.Pattern[str], Callable[..., tuple[int, JsonObject]]]] = [
             (_SLICES, self._slices),
             (_CLAIM, self._claim),
-            (_NODE, self._node),
+            (_GENERIC, self._generic),
         ]
+        self._types: dict[tuple[str, str, str], ResourceType] = {}
+        for rt in _BUILTIN_TYPES:
+            self.register(rt)
+
+    def register(self, rt: ResourceType) -> None:
+        """Serve a resource type through the generic routes (as installing a CRD does)."""
+        self._types[(rt.group, rt.version, rt.plural)] = rt
 
     @property
     def url(self) -> str:
@@ -326,7 +350,49 @@ class ApiServer:
             raise KubeApiError(f"method {method} is not allowed here", status=405)
         return 200, claim_to_version(self.store.get_resource_claim(ns, name), v)
 
-    def _node(self, method: str, query: dict[str, str], body: JsonObject, *, name: str) -> Any:
-        if method != "GET":
-            raise KubeApiError(f"method {method} is not allowed here", status=405)
-        return 200, self.store.get_node(name)
+    def _generic(
+        self,
+        method: str,
+        query: dict[str, str],
+        body: JsonObject,
+        *,
+        plural: str,
+        cv: str = "",
+        group: str = "",
+        gv: str = "",
+        ns: str | None = None,
+        name: str = "",
+        sub: str = "",
+    ) -> Any:
+        rt = self._types.get((group, gv or cv, plural))
+        if rt is None:
+            raise KubeNotFound("the server could not find the requested resource", status=404)
+        objects = self.store
+        if method == "GET" and not name:
+            items = objects.list_objects(rt, ns, label_selector=query.get("labelSelector", ""))
+            return 200, {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "items": items}
+        if method == "GET":
+            return 200, objects.get_object(rt, name, ns)
+        if method == "POST" and not name:
+            if rt.namespaced:
+                body.setdefault("metadata", {})["namespace"] = ns or "default"
+            return 201, objects.create_object(rt, body)
+        if method == "PUT" and name:
+            if (body.get("metadata") or {}).get("name") != name:
+                raise KubeApiError("the name of the object does not match the name on the URL", status=400)
+            if rt.namespaced:
+                body["metadata"]["namespace"] = ns or "default"
+            return 200, objects.update_object(rt, body, status=sub == "status")
+        if method == "PATCH" and name:
+            return 200, objects.patch_object(rt, name, body, ns)
+        if method == "DELETE" and name:
+            uid = (body.get("preconditions") or {}).get("uid")
+            objects.delete_object(rt, name, ns, uid=uid)
+            return 200, {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 200,
+            }
+        raise KubeApiError(f"method {method} is not allowed here", status=405)

@@ -31,6 +31,7 @@ from nvdra.nvml import (
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import GpuDriver
+from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 
 __all__ = ["RunningPlugin", "serve", "serve_until_signalled"]
@@ -116,6 +117,17 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             helper=helper,
             liveness_port=port,
         )
+
+
+def build_effects(config: PluginConfig, gates: FeatureGates, backend: NvmlBackend, api: KubeApi) -> Effects:
+    """The effect planners (in order) and executors of this node's enabled features.
+
+    Each feature (sharing, MIG, fabric, passthrough) adds its planner and executor here.
+    """
+    del config, gates, backend, api  # used as features register
+    planners: list[EffectPlanner] = []
+    executors: list[EffectExecutor] = []
+    return Effects(planners, executors)
 
 
 def _start_helper(config: PluginConfig, driver: GpuDriver, api: KubeApi) -> Helper:

@@ -63,11 +63,12 @@ def main() -> None:
         text=True,
     )
     assert api.stdout is not None and api.stdout.readline().strip() == "ready"
-    plugin_bin = Path(sys.executable).parent / "nvdra-gpu-plugin"
+    # NVDRA_PLUGIN_CMD lets a profiler wrap the plugin (e.g. "python /tmp/prof_plugin.py").
+    plugin_bin = os.environ.get("NVDRA_PLUGIN_CMD") or str(Path(sys.executable).parent / "nvdra-gpu-plugin")
     reg, plugins, cdi = tmp / "registry", tmp / "plugins", tmp / "cdi"
     plugin = subprocess.Popen(
         [
-            str(plugin_bin),
+            *plugin_bin.split(),
             "--simulate",
             "dgx-h100",
             "--node-name",

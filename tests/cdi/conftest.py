@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
-import referencing
-from referencing.jsonschema import DRAFT7
+
+from tests.cdi_schema import cdi_validator
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "cdi-schema"
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -31,42 +28,10 @@ Block devices:
 """
 
 
-def _forbid_unknown(node: Any) -> Any:
-    """Copy of a schema where every object with declared properties refuses other keys."""
-    if isinstance(node, dict):
-        out = {k: _forbid_unknown(v) for k, v in node.items()}
-        if "properties" in out and out.get("type") == "object":
-            out["additionalProperties"] = False
-        return out
-    if isinstance(node, list):
-        return [_forbid_unknown(v) for v in node]
-    return node
-
-
-def _validator(strict: bool) -> jsonschema.Draft7Validator:
-    schema = json.loads((SCHEMA_DIR / "schema.json").read_text())
-    defs = json.loads((SCHEMA_DIR / "defs.json").read_text())
-    if strict:
-        # The Go types (specs-go) carry deviceNodes[].fileMode, which the JSON schema does not list;
-        # runtimes accept it and upstream writes it, so the strict copy allows exactly that one.
-        defs = copy.deepcopy(defs)
-        defs["definitions"]["DeviceNode"]["properties"]["fileMode"] = {"$ref": "#/definitions/uint32"}
-        schema, defs = _forbid_unknown(copy.deepcopy(schema)), _forbid_unknown(defs)
-    base = "file:///cdi-schema/"
-    registry: referencing.Registry[Any] = referencing.Registry().with_resources(
-        [
-            (base + "schema.json", DRAFT7.create_resource(schema)),
-            (base + "defs.json", DRAFT7.create_resource(defs)),
-        ]
-    )
-    schema = {**schema, "$id": base + "schema.json"}
-    return jsonschema.Draft7Validator(schema, registry=registry)
-
-
 @pytest.fixture(scope="session")
 def cdi_schema() -> Callable[[dict[str, Any]], None]:
     """Validate a spec document against the official CDI schema, also refusing unknown fields."""
-    official, strict = _validator(False), _validator(True)
+    official, strict = cdi_validator(strict=False), cdi_validator(strict=True)
 
     def check(doc: dict[str, Any]) -> None:
         official.validate(doc)

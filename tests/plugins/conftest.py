@@ -6,19 +6,14 @@ JSON schema, and allocated ResourceClaims in the v1 JSON shape the API server re
 
 from __future__ import annotations
 
-import copy
-import json
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
 import pytest
-import referencing
 import yaml
-from referencing.jsonschema import DRAFT7
 
 from nvdra.core.checkpoint import Checkpoint
 from nvdra.core.devices import Inventory
@@ -29,6 +24,7 @@ from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import Effects
 from nvdra.plugins.state import CheckpointStore
+from tests.cdi_schema import cdi_validator
 
 DRIVER = "gpu.nvidia.com"
 PROFILE = "dgx-h100"
@@ -143,41 +139,10 @@ def fingerprint(path: Path) -> tuple[int, int, int]:
 # -- CDI schema ----------------------------------------------------------------------------------
 
 
-def _forbid_unknown(node: Any) -> Any:
-    """Copy of a schema where every object with declared properties refuses other keys."""
-    if isinstance(node, dict):
-        out = {k: _forbid_unknown(v) for k, v in node.items()}
-        if "properties" in out and out.get("type") == "object":
-            out["additionalProperties"] = False
-        return out
-    if isinstance(node, list):
-        return [_forbid_unknown(v) for v in node]
-    return node
-
-
-def _validator(strict: bool) -> jsonschema.Draft7Validator:
-    schema = json.loads((SCHEMA_DIR / "schema.json").read_text())
-    defs = json.loads((SCHEMA_DIR / "defs.json").read_text())
-    if strict:
-        # CDI's Go types carry deviceNodes[].fileMode, the JSON schema does not list it; runtimes
-        # accept it and upstream writes it, so the strict copy allows exactly that one extra field.
-        defs = copy.deepcopy(defs)
-        defs["definitions"]["DeviceNode"]["properties"]["fileMode"] = {"$ref": "#/definitions/uint32"}
-        schema, defs = _forbid_unknown(copy.deepcopy(schema)), _forbid_unknown(defs)
-    base = "file:///cdi-schema/"
-    registry: referencing.Registry[Any] = referencing.Registry().with_resources(
-        [
-            (base + "schema.json", DRAFT7.create_resource(schema)),
-            (base + "defs.json", DRAFT7.create_resource(defs)),
-        ]
-    )
-    return jsonschema.Draft7Validator({**schema, "$id": base + "schema.json"}, registry=registry)
-
-
 @pytest.fixture(scope="session")
 def cdi_schema() -> Callable[[Path], JsonObject]:
     """Load a spec file and validate it against the official CDI schema (also refusing unknown keys)."""
-    official, strict = _validator(False), _validator(True)
+    official, strict = cdi_validator(strict=False), cdi_validator(strict=True)
 
     def check(path: Path) -> JsonObject:
         doc: JsonObject = yaml.safe_load(path.read_text())

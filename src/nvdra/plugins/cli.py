@@ -46,16 +46,35 @@ def demo(profile: str) -> None:
 @click.option(
     "--simulate",
     "profile",
-    required=True,
+    default=None,
     help=f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path.",
 )
 @click.option("--feature-gates", default="", envvar="FEATURE_GATES", help="Comma list of Gate=true|false.")
 @click.option("--node-name", default="node", show_default=True, help="Node (and pool) name to render.")
 @click.option(
+    "--kubeconfig", default=None, help="Read a live cluster's ResourceSlices instead of --simulate."
+)
+@click.option("--node", default=None, help="With --kubeconfig: only this node's slices.")
+@click.option(
     "-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True
 )
-def devices(profile: str, feature_gates: str, node_name: str, output: str) -> None:
+def devices(  # noqa: PLR0917 - click passes every option as an argument
+    profile: str | None,
+    feature_gates: str,
+    node_name: str,
+    kubeconfig: str | None,
+    node: str | None,
+    output: str,
+) -> None:
     """Print what a node would publish (-o yaml: resource.k8s.io/v1 ResourceSlices as a YAML stream)."""
+    if kubeconfig is not None or profile is None:
+        from nvdra.plugins.explain import live_devices
+
+        try:
+            live_devices(kubeconfig, node, output, click.echo)
+        except NvdraError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return
     try:
         gates = parse_feature_gates(feature_gates)
         resources = driver_resources(simulated_inventory(profile), node_name, gates)
@@ -74,3 +93,76 @@ def devices(profile: str, feature_gates: str, node_name: str, output: str) -> No
         click.echo()
     else:
         click.echo(yaml.safe_dump_all(objects, sort_keys=False), nl=False)
+
+
+@main.command()
+@click.argument("claim_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--simulate",
+    "profile",
+    default=None,
+    help="Simulated node profile (default dgx-h100 without --kubeconfig).",
+)
+@click.option("--kubeconfig", default=None, help="Read the node's ResourceSlices from this cluster.")
+@click.option("--node", default=None, help="Node to allocate on (required with --kubeconfig).")
+@click.option(
+    "--class",
+    "--classes",
+    "class_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML file(s) with more DeviceClasses (repeatable).",
+)
+@click.option(
+    "--feature-gates", default="", envvar="FEATURE_GATES", help="Gates for the simulated node's slices."
+)
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "wide", "yaml", "json"]), default="table", show_default=True
+)
+def explain(  # noqa: PLR0917 - click passes every option as an argument
+    claim_files: tuple[str, ...],
+    profile: str | None,
+    kubeconfig: str | None,
+    node: str | None,
+    class_files: tuple[str, ...],
+    feature_gates: str,
+    output: str,
+) -> None:
+    """Allocate CLAIM_FILES as the scheduler would and say why (not); exit 1 when there is no allocation."""
+    from nvdra.plugins.explain import run_explain
+
+    try:
+        ok = run_explain(
+            claim_files,
+            profile=profile,
+            kubeconfig=kubeconfig,
+            node=node,
+            class_files=class_files,
+            gates=parse_feature_gates(feature_gates),
+            output=output,
+            echo=click.echo,
+        )
+    except NvdraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--feature-gates", default="", envvar="FEATURE_GATES", help="Gates the opaque configs are checked with."
+)
+def validate(files: tuple[str, ...], feature_gates: str) -> None:
+    """Check ResourceClaims, ResourceClaimTemplates and DeviceClasses offline; exit 1 on any problem."""
+    from nvdra.plugins.explain import load_documents
+    from nvdra.plugins.validate import validate_documents
+
+    try:
+        reports = validate_documents(load_documents(files), parse_feature_gates(feature_gates))
+    except NvdraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for label, problems in reports:
+        click.echo(f"{label}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
+        for p in problems:
+            click.echo("  " + p.replace("\n", "\n    "))
+    sys.exit(1 if any(p for _, p in reports) else 0)

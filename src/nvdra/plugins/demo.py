@@ -6,8 +6,8 @@ real ``kubernetes`` client adapter), on real unix sockets in a temporary directo
 :class:`~nvdra.kubeletplugin.KubeletClient` then does what the kubelet does: registers the plugin,
 and calls NodePrepareResources / NodeUnprepareResources for allocated claims.
 
-Allocation here is deliberately simple (the first free ``type == gpu`` device in slice order, which is
-what the scheduler prefers when every device matches); the CEL allocator is ``nvdra explain``'s job.
+Each claim is allocated by :mod:`nvdra.alloc` (the scheduler's rules, the chart's DeviceClasses)
+against the slices the plugin published and the claims allocated before it.
 """
 
 from __future__ import annotations
@@ -191,14 +191,19 @@ def _show_spec(path: Path, out: Out) -> None:
 
 
 def _prepare_all(
-    kubelet: RegisteredPlugin, store: FakeKube, free: list[str], tmp: Path, out: Out
+    kubelet: RegisteredPlugin, store: FakeKube, slices: list[dict[str, Any]], tmp: Path, out: Out
 ) -> list[ClaimRef]:
-    refs = []
+    from nvdra.plugins.explain import allocate_claim
+
+    refs: list[ClaimRef] = []
+    held: list[dict[str, Any]] = []
     for i, demo in enumerate(DEMO_CLAIMS, start=1):
-        devices = [free.pop(0) for _ in range(demo.count)]
-        claim = allocated_claim(
-            name=demo.name, namespace="default", devices=devices, parameters=demo.parameters
+        # allocated_claim() gives the spec; the allocator replaces its placeholder allocation.
+        draft = allocated_claim(
+            name=demo.name, namespace="default", devices=[""] * demo.count, parameters=demo.parameters
         )
+        claim = allocate_claim(draft, slices, node_name=NODE, allocated_claims=held)
+        devices = [r["device"] for r in claim["status"]["allocation"]["devices"]["results"]]
         store.add_claim(claim)
         ref = ClaimRef(namespace="default", name=demo.name, uid=claim["metadata"]["uid"])
         t0 = time.perf_counter()
@@ -210,9 +215,9 @@ def _prepare_all(
             out(f"  refused: {result.error}")
             left = sorted(p.name for p in (tmp / "cdi").glob(f"*{ref.uid}*"))
             out(f"  CDI files left for it: {left or 'none'}")
-            free[:0] = devices
             continue
         refs.append(ref)
+        held.append(claim)
         for ctr in demo.containers:
             ids = [i for d in result.devices for i in d.cdi_device_ids]
             out(f"  container {ctr} gets CDI devices {ids}")
@@ -245,8 +250,8 @@ def run_demo(out: Out, *, profile: str = "dgx-h100") -> None:
                 f"\n[2] the kubelet registered it ({registered.api_version}); slices published "
                 f"{(time.perf_counter() - t0) * 1000:.0f} ms later"
             )
-            free = _show_slices(slices, out)
-            refs = _prepare_all(registered, store, free, tmp, out)
+            _show_slices(slices, out)
+            refs = _prepare_all(registered, store, slices, tmp, out)
             t0 = time.perf_counter()
             errors = registered.unprepare(refs)
             left = sorted(p.name for p in (tmp / "cdi").iterdir())

@@ -1,0 +1,287 @@
+"""``nvdra explain``: allocate a claim offline as the scheduler would, and say why (not).
+
+Inputs: YAML files holding ResourceClaims or ResourceClaimTemplates (and optionally DeviceClasses,
+which join the class set); the node's ResourceSlices from a simulated profile (rendered with the GPU
+driver's own code, with the chart's DeviceClasses) or from a live cluster (``--kubeconfig``, the
+GPU and ComputeDomain drivers' slices of ``--node``). Output follows kubectl: a table (``-o wide``
+lists every candidate), or the claims with ``status.allocation`` filled as YAML/JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nvdra.alloc import Allocator, Diagnosis, builtin_device_classes, diagnose
+from nvdra.core.errors import UserError
+from nvdra.core.featuregates import FeatureGates
+from nvdra.plugins.devices import driver_resources, simulated_inventory, slice_objects
+from nvdra.plugins.gpu.config import DRIVER_NAME
+
+__all__ = [
+    "allocate_claim",
+    "cluster_slices",
+    "load_documents",
+    "render",
+    "simulated_slices",
+    "slice_rows",
+]
+
+CLAIM_KINDS = ("ResourceClaim", "ResourceClaimTemplate")
+CD_DRIVER = "compute-domain.nvidia.com"
+
+
+class InputFileError(UserError, ValueError):
+    """A file given on the command line is unreadable or holds no usable object."""
+
+
+def load_documents(paths: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:
+    """Every YAML document of every file, as (``file#index``, object); ``List`` kinds are expanded."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for path in paths:
+        try:
+            docs = list(yaml.safe_load_all(Path(path).read_text()))
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputFileError(f"{path}: cannot read YAML: {exc}") from exc
+        for i, doc in enumerate(d for d in docs if d is not None):
+            if not isinstance(doc, dict):
+                raise InputFileError(f"{path}: document {i} is a {type(doc).__name__}, not an object")
+            items = doc.get("items") if str(doc.get("kind", "")).endswith("List") else [doc]
+            out.extend((f"{path}#{i}", item) for item in items or [])
+    return out
+
+
+def simulated_slices(profile: str, gates: FeatureGates, node_name: str) -> list[dict[str, Any]]:
+    """The ResourceSlices a simulated node publishes (the GPU driver's own rendering)."""
+    resources = driver_resources(simulated_inventory(profile), node_name, gates)
+    return slice_objects(resources, driver=DRIVER_NAME, node_name=node_name)
+
+
+def cluster_slices(kubeconfig: str, node_name: str | None) -> list[dict[str, Any]]:
+    """The GPU and ComputeDomain drivers' ResourceSlices of a live cluster (of one node, if given)."""
+    from nvdra.kubeletplugin import KubernetesKubeApi
+
+    api = KubernetesKubeApi.from_kubeconfig(kubeconfig)
+    return [
+        s
+        for driver in (DRIVER_NAME, CD_DRIVER)
+        for s in api.list_resource_slices(driver=driver, node_name=node_name)
+    ]
+
+
+def slice_rows(slices: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One table row per device of the given slices (node, pool, device, type, product, memory)."""
+
+    def attr(d: Mapping[str, Any], key: str) -> str:
+        value = (d.get("attributes") or {}).get(key) or {}
+        return str(next(iter(value.values()), "")) if value else ""
+
+    rows = []
+    for sl in slices:
+        spec = sl["spec"]
+        for d in spec.get("devices") or []:
+            rows.append(
+                {
+                    "NODE": str(spec.get("nodeName") or ""),
+                    "DRIVER": str(spec["driver"]),
+                    "POOL": str(spec["pool"]["name"]),
+                    "DEVICE": str(d["name"]),
+                    "TYPE": attr(d, "type"),
+                    "PRODUCT": attr(d, "productName"),
+                    "PROFILE": attr(d, "profile"),
+                    "MEMORY": str(((d.get("capacity") or {}).get("memory") or {}).get("value", "")),
+                }
+            )
+    return rows
+
+
+def table(rows: Sequence[Mapping[str, str]]) -> list[str]:
+    """Left-aligned columns, empty columns dropped, kubectl style."""
+    if not rows:
+        return []
+    cols = [c for c in rows[0] if any(r[c] for r in rows)]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
+    return [
+        "   ".join(line[c].ljust(widths[c]) for c in cols).rstrip()
+        for line in [dict(zip(cols, cols, strict=True)), *rows]
+    ]
+
+
+def allocate_claim(
+    claim: Mapping[str, Any],
+    slices: Sequence[Mapping[str, Any]],
+    *,
+    node_name: str,
+    allocated_claims: Iterable[Mapping[str, Any]] = (),
+    classes: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The claim with ``status.allocation`` filled by the allocator (what the scheduler would write).
+
+    Raises:
+        UserError: no allocation exists; the message gives the first reason per request.
+    """
+    from nvdra.alloc import allocated_devices
+
+    alloc = Allocator(
+        slices,
+        classes or builtin_device_classes(),
+        node_name=node_name,
+        allocated=allocated_devices(allocated_claims),
+    )
+    outcome = alloc.allocate([claim])
+    if outcome.allocations is None:
+        raise AllocationFailed(outcome.error or "no allocation satisfies the claim")
+    return {**claim, "status": {**(claim.get("status") or {}), "allocation": outcome.allocations[0]}}
+
+
+class AllocationFailed(UserError):
+    """No allocation exists for a claim."""
+
+
+def _detail_lines(diag: Diagnosis, wide: bool) -> list[str]:
+    lines: list[str] = []
+    for req in diag.requests:
+        lines.append(
+            f"\nclaim {req.claim or '<unnamed>'}, request {req.request}: needs {req.needs}, "
+            f"{req.eligible} eligible of {len(req.verdicts)} devices"
+        )
+        if req.chosen:
+            lines.append(f"  allocated: {', '.join(d.rsplit('/', 1)[1] for d in req.chosen)}")
+        groups: dict[tuple[str, tuple[str, ...], str], list[str]] = {}
+        for v in req.verdicts:
+            if v.ok and not wide:
+                continue
+            # wide: one line per device; otherwise devices failing for the same reason share a line
+            key = (v.reason, v.details, v.device if wide else "")
+            groups.setdefault(key, []).append(v.device.rsplit("/", 1)[1])
+        for (reason, details, _), devices in groups.items():
+            shown = ", ".join(devices[:6]) + (f" (+{len(devices) - 6} more)" if len(devices) > 6 else "")
+            lines.append(f"  {shown}: {reason}")
+            lines.extend(f"      {d}" for d in details)
+    return lines
+
+
+def render(
+    diag: Diagnosis, claims: Sequence[Mapping[str, Any]], output: str, echo: Callable[[str], None]
+) -> None:
+    """Print a diagnosis: ``table``/``wide`` (reasons), or the allocated claims as ``yaml``/``json``.
+
+    Without an allocation there is no object to print, so ``yaml``/``json`` print the reasons too.
+    """
+    if output in ("yaml", "json") and diag.outcome.allocations is not None:
+        objs = [
+            {**c, "status": {**(c.get("status") or {}), "allocation": a}}
+            for c, a in zip(claims, diag.outcome.allocations, strict=True)
+        ]
+        if output == "json":
+            echo(json.dumps(objs[0] if len(objs) == 1 else objs, indent=2))
+        else:
+            echo(yaml.safe_dump_all(objs, sort_keys=False).rstrip())
+        return
+    _render_table(diag, output, echo)
+
+
+def _render_table(diag: Diagnosis, output: str, echo: Callable[[str], None]) -> None:
+    rows = []
+    for req in diag.requests:
+        for device in req.chosen:
+            driver, pool, name = device.split("/", 2)
+            rows.append(
+                {"CLAIM": req.claim, "REQUEST": req.request, "DRIVER": driver, "POOL": pool, "DEVICE": name}
+            )
+    if diag.outcome.ok:
+        for line in table(rows):
+            echo(line)
+    else:
+        echo("NO ALLOCATION" + (f": {diag.outcome.error}" if diag.outcome.error else ""))
+    if not diag.outcome.ok or output == "wide":
+        for line in _detail_lines(diag, wide=output == "wide"):
+            echo(line)
+        for f in diag.findings:
+            if f != diag.outcome.error:
+                echo(f"\n{f}")
+    echo(f"\n({diag.outcome.steps} search steps)")
+
+
+def explain_claims(
+    docs: Sequence[tuple[str, dict[str, Any]]],
+    slices: Sequence[Mapping[str, Any]],
+    *,
+    node_name: str,
+    extra_classes: Iterable[Mapping[str, Any]] = (),
+    builtin: bool = True,
+) -> tuple[Diagnosis, list[dict[str, Any]]]:
+    """Diagnose every claim in ``docs`` together (as for one pod); DeviceClasses in ``docs`` join in."""
+    classes: dict[str, Mapping[str, Any]] = dict(builtin_device_classes()) if builtin else {}
+    for c in extra_classes:
+        classes[str(c["metadata"]["name"])] = c
+    claims = []
+    for where, doc in docs:
+        if doc.get("kind") == "DeviceClass":
+            classes[str(doc["metadata"]["name"])] = doc
+        elif doc.get("kind") in CLAIM_KINDS or "spec" in doc:
+            claims.append(doc)
+        else:
+            raise InputFileError(f"{where}: kind {doc.get('kind')!r} is neither a claim nor a DeviceClass")
+    if not claims:
+        raise InputFileError("no ResourceClaim or ResourceClaimTemplate in the given files")
+    return diagnose(Allocator(slices, classes, node_name=node_name), claims), claims
+
+
+def _progress(message: str) -> None:
+    """A progress line on stderr (kept off stdout so -o yaml/json stay machine-readable)."""
+    import sys
+
+    if sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+
+
+def live_devices(kubeconfig: str | None, node: str | None, output: str, echo: Callable[[str], None]) -> None:
+    """``nvdra devices --kubeconfig``: a live cluster's GPU and ComputeDomain devices."""
+    if kubeconfig is None:
+        raise InputFileError("give --simulate PROFILE or --kubeconfig PATH")
+    _progress(f"listing ResourceSlices{f' of node {node}' if node else ''} …")
+    slices = cluster_slices(kubeconfig, node)
+    if output == "json":
+        echo(json.dumps(slices, indent=2))
+    elif output == "yaml":
+        echo(yaml.safe_dump_all(slices, sort_keys=False).rstrip())
+    else:
+        for line in table(slice_rows(slices)) or ["no devices published"]:
+            echo(line)
+
+
+def run_explain(
+    claim_files: Sequence[str],
+    *,
+    profile: str | None,
+    kubeconfig: str | None,
+    node: str | None,
+    class_files: Sequence[str],
+    gates: FeatureGates,
+    output: str,
+    echo: Callable[[str], None],
+) -> bool:
+    """``nvdra explain``: True when every claim got an allocation."""
+    if kubeconfig is not None and profile is not None:
+        raise InputFileError("give either --simulate or --kubeconfig, not both")
+    if kubeconfig is not None:
+        if not node:
+            raise InputFileError("--kubeconfig needs --node (the node to allocate on)")
+        _progress(f"listing ResourceSlices of node {node} …")
+        slices = cluster_slices(kubeconfig, node)
+        node_name = node
+    else:
+        node_name = node or "node"
+        slices = simulated_slices(profile or "dgx-h100", gates, node_name)
+    extra = [doc for _, doc in load_documents(class_files) if doc.get("kind") == "DeviceClass"]
+    _progress(f"allocating against {sum(len(s['spec'].get('devices') or []) for s in slices)} devices …")
+    diag, claims = explain_claims(
+        load_documents(claim_files), slices, node_name=node_name, extra_classes=extra
+    )
+    render(diag, claims, output, echo)
+    return diag.outcome.ok

@@ -1,0 +1,41 @@
+"""Time-slicing plans (gate ``TimeSlicingSettings``): which full GPUs get which time slice.
+
+Invariants owned here (upstream-driver §5.1):
+- only full GPUs are touched; MIG devices cannot set a time slice, so TimeSlicing on them is a no-op;
+- a group's plan sets compute mode DEFAULT, then the interval (Default/Short/Medium/Long → 0..3) on
+  each of its GPUs; undoing it puts every GPU back to DEFAULT and time slice 0;
+- nothing is planned while the gate is off (the GPU's own default time-slicing applies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from nvdra.core.config import GpuConfig, SharingStrategy
+from nvdra.core.config.api import Config
+from nvdra.core.featuregates import FeatureGates, Gate
+
+__all__ = ["TIMESLICE_KIND", "plan_time_slicing"]
+
+TIMESLICE_KIND = "timeslice"
+
+
+def plan_time_slicing(config: Config, gpu_uuids: Sequence[str], gates: FeatureGates) -> list[dict[str, Any]]:
+    """The time-slice record of one config group (empty when nothing is to be set).
+
+    Args:
+        config: the group's normalized, validated config.
+        gpu_uuids: UUIDs of the group's *full* GPUs (MIG devices excluded by the caller).
+        gates: the feature gates.
+
+    Returns:
+        ``[{"kind": "timeslice", "gpus": [...], "interval": 0..3}]`` or ``[]``.
+    """
+    if not gates.enabled(Gate.TIME_SLICING_SETTINGS) or not gpu_uuids or not isinstance(config, GpuConfig):
+        return []
+    sharing = config.sharing
+    if sharing is None or sharing.strategy is not SharingStrategy.TIME_SLICING:
+        return []
+    interval = sharing.get_time_slicing_config().effective_interval
+    return [{"kind": TIMESLICE_KIND, "gpus": sorted(gpu_uuids), "interval": interval.nvidia_smi_value}]

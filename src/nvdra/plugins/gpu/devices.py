@@ -6,7 +6,9 @@ from typing import Literal
 
 import attrs
 
-from nvdra.core.devices import Gpu, Inventory, MigDevice
+from nvdra.core.devices import Gpu, Inventory, MigDevice, MigPlacement, MigProfile
+from nvdra.core.featuregates import FeatureGates, Gate
+from nvdra.core.sharing import mig_candidates, qualifies_for_dynamic_mig, resetless_toggle
 
 __all__ = ["AllocatableDevice", "allocatable_devices"]
 
@@ -15,12 +17,15 @@ DeviceType = Literal["gpu", "mig"]
 
 @attrs.frozen(kw_only=True)
 class AllocatableDevice:
-    """A published device: a full GPU, or an existing (static) MIG device of ``gpu``."""
+    """A published device: a full GPU, an existing (static) MIG device of ``gpu``, or (DynamicMIG) a MIG
+    device that is created at prepare (``mig`` None, ``profile`` and ``placement`` set)."""
 
     name: str
     type: DeviceType
     gpu: Gpu
     mig: MigDevice | None = None
+    profile: MigProfile | None = None
+    placement: MigPlacement | None = None
 
     @property
     def uuid(self) -> str:
@@ -28,11 +33,21 @@ class AllocatableDevice:
         return self.mig.uuid if self.mig is not None else self.gpu.uuid
 
 
-def allocatable_devices(inventory: Inventory) -> dict[str, AllocatableDevice]:
-    """Every device the driver publishes, by name (the same set ``render_gpu_devices`` renders)."""
+def allocatable_devices(
+    inventory: Inventory, gates: FeatureGates | None = None
+) -> dict[str, AllocatableDevice]:
+    """Every device the driver publishes, by name (the same set ``GpuDriver.resources_for`` renders)."""
     out: dict[str, AllocatableDevice] = {}
+    dynamic = gates is not None and gates.enabled(Gate.DYNAMIC_MIG)
     for gpu in inventory.gpus:
-        if gpu.mig_enabled:
+        if dynamic and qualifies_for_dynamic_mig(gpu):
+            for c in mig_candidates(gpu):
+                out[c.name] = AllocatableDevice(
+                    name=c.name, type="mig", gpu=gpu, profile=c.profile, placement=c.placement
+                )
+            if resetless_toggle(gpu.architecture):
+                out[gpu.name] = AllocatableDevice(name=gpu.name, type="gpu", gpu=gpu)
+        elif gpu.mig_enabled:
             for mig in gpu.mig_devices:
                 out[mig.name] = AllocatableDevice(name=mig.name, type="mig", gpu=gpu, mig=mig)
         else:

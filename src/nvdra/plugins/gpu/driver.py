@@ -43,6 +43,7 @@ from nvdra.kubeletplugin.types import (
 )
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, Record
+from nvdra.plugins.gpu.mig import dynamic_mig_resources
 from nvdra.plugins.state import CheckpointStore, LoadReport
 
 __all__ = ["ClaimSpecs", "GpuDriver"]
@@ -107,7 +108,7 @@ class GpuDriver:
         self._store = store
         self._specs = specs
         self._effects = effects or Effects()
-        self._devices = allocatable_devices(inventory)
+        self._devices = allocatable_devices(inventory, gates)
         self._lock = threading.Lock()
         self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
         # Spec writes/removals overlap with checkpoint writes (see _apply and unprepare for why).
@@ -145,7 +146,9 @@ class GpuDriver:
     @staticmethod
     def resources_for(inventory: Inventory, *, node_name: str, gates: FeatureGates) -> DriverResources:
         """The published resources of any inventory (the publisher splits slices over the limit)."""
-        del gates  # the DynamicMIG and fabric layouts will depend on them
+        dynamic = dynamic_mig_resources(inventory, node_name=node_name, gates=gates)
+        if dynamic is not None:
+            return dynamic
         devices = tuple(render_gpu_devices(inventory))
         return DriverResources(pools={node_name: Pool(slices=(Slice(devices=devices),))})
 

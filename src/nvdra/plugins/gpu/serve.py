@@ -32,6 +32,8 @@ from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
+from nvdra.plugins.gpu.mig import sweep_unknown_mig
+from nvdra.plugins.gpu.sharing import sharing_effects
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 
 __all__ = ["RunningPlugin", "serve", "serve_until_signalled"]
@@ -95,10 +97,16 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
         )
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
         driver = GpuDriver(
-            node_name=config.node_name, inventory=inventory, gates=gates, store=store, specs=specs
+            node_name=config.node_name,
+            inventory=inventory,
+            gates=gates,
+            store=store,
+            specs=specs,
+            effects=build_effects(config, gates, backend, api),
         )
         stack.callback(driver.close)
         driver.start()
+        sweep_unknown_mig(backend, gates, driver.checkpoint())
         helper = _start_helper(config, driver, api)
         stack.callback(helper.stop)
         helper.publish_resources(driver.resources())
@@ -124,9 +132,11 @@ def build_effects(config: PluginConfig, gates: FeatureGates, backend: NvmlBacken
 
     Each feature (sharing, MIG, fabric, passthrough) adds its planner and executor here.
     """
-    del config, gates, backend, api  # used as features register
     planners: list[EffectPlanner] = []
     executors: list[EffectExecutor] = []
+    sharing_planners, sharing_executors = sharing_effects(config, gates, backend, api)
+    planners += sharing_planners
+    executors += sharing_executors
     return Effects(planners, executors)
 
 

@@ -1,0 +1,228 @@
+"""MPS in the GPU driver (gate ``MPSSupport``): one control-daemon Deployment per config group.
+
+Apply (upstream-driver §5.2): make ``<plugin dir>/mps/<id>/{pipe,shm,log}``, mount a tmpfs on ``shm``,
+set compute mode EXCLUSIVE_PROCESS on the group's full GPUs, create the Deployment
+``mps-control-daemon-<id>`` pinned to this node (an existing one is fine: a retried prepare), then wait
+with bounded retries until it reports a ready replica. The claim's containers get
+``CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps`` and bind mounts of the pipe and shm directories.
+
+Undo: delete the Deployment, unmount and remove the directories, compute mode back to DEFAULT. Every
+step tolerates a change that never happened, so a failed or half-done prepare is undone the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nvdra.cdi import ContainerEdits, Mount
+from nvdra.core.config import GpuConfig, MigDeviceConfig, SharingStrategy
+from nvdra.core.errors import HostError, KubeConflict, KubeNotFound
+from nvdra.core.featuregates import FeatureGates
+from nvdra.core.sharing import MPS_KIND, MpsDevice, plan_mps
+from nvdra.kubeletplugin.objects import DEPLOYMENTS, ObjectApi
+from nvdra.plugins.gpu.config import PluginConfig
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, Record
+from nvdra.plugins.gpu.hostcmd import HostCommandRunner, set_compute_mode
+
+__all__ = [
+    "CONTAINER_PIPE_DIR",
+    "DAEMON_LABEL",
+    "MpsExecutor",
+    "MpsPlanner",
+    "deployment_name",
+    "render_deployment",
+]
+
+CONTAINER_PIPE_DIR = "/tmp/nvidia-mps"
+DAEMON_LABEL = "resource.nvidia.com/mps-control-daemon"
+RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)  # 4 retries: 1 s, doubling, capped at 10 s (upstream)
+_BIND = ("rw", "nosuid", "nodev", "bind")
+
+
+def deployment_name(daemon_id: str) -> str:
+    """``mps-control-daemon-<id>``."""
+    return f"mps-control-daemon-{daemon_id}"
+
+
+class MpsPlanner:
+    """Plans one ``mps`` record per config group whose strategy is MPS."""
+
+    def plan(self, ctx: ClaimContext) -> list[dict[str, Any]]:
+        """Records in group order; limits are validated against each device's memory."""
+        records = []
+        for n, group in enumerate(ctx.groups):
+            config = group.config
+            if not isinstance(config, GpuConfig | MigDeviceConfig) or config.sharing is None:
+                continue
+            if config.sharing.strategy is not SharingStrategy.MPS:
+                continue
+            devices = [
+                MpsDevice(
+                    uuid=d.uuid,
+                    memory_bytes=d.mig.profile.memory_mb * 1024 * 1024 if d.mig else d.gpu.memory_bytes,
+                    full_gpu=d.type == "gpu",
+                )
+                for d in ctx.group_devices(group)
+            ]
+            path = f"$.status.allocation.devices.config[{group.index if group.index is not None else n}]"
+            records.append(plan_mps(ctx.ref.uid, config.sharing.get_mps_config(), devices, path=path))
+        return records
+
+
+def render_deployment(
+    record: Record, config: PluginConfig, gates: FeatureGates, root: Path
+) -> dict[str, Any]:
+    """The control-daemon Deployment of one ``mps`` record (upstream's template, as a dict)."""
+    daemon_id = str(record["id"])
+    labels = {DAEMON_LABEL: daemon_id}
+    limits = ",".join(f"{u}={v}" for u, v in sorted(record["pinnedMemoryLimits"].items()))
+    env = [
+        {"name": "CUDA_VISIBLE_DEVICES", "value": ",".join(record["uuids"])},
+        {"name": "FEATURE_GATES", "value": gates.to_spec()},
+        {"name": "NVIDIA_DRIVER_ROOT", "value": "/driver-root"},
+        {"name": "MPS_PINNED_MEMORY_LIMITS", "value": limits},
+    ]
+    if record.get("activeThreadPercentage") is not None:
+        env.append({"name": "MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(record["activeThreadPercentage"])})
+    mounts = [
+        ("driver-root", "/driver-root", str(config.nvidia_driver_root)),
+        ("mps-pipe", "/driver-root/tmp/nvidia-mps", str(root / "pipe")),
+        ("mps-log", "/driver-root/var/log/nvidia-mps", str(root / "log")),
+        ("mps-shm", "/driver-root/dev/shm", str(root / "shm")),
+    ]
+    container = {
+        "name": "mps-control-daemon",
+        "image": config.image_name or "nvdra:latest",
+        "command": ["nvdra-mps-daemon"],
+        "env": env,
+        "securityContext": {"privileged": True},
+        "startupProbe": {
+            "exec": {"command": ["cat", "/driver-root/var/log/nvidia-mps/startup.log"]},
+            "periodSeconds": 1,
+            "failureThreshold": 60,
+        },
+        "volumeMounts": [{"name": n, "mountPath": p} for n, p, _ in mounts],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment_name(daemon_id), "namespace": config.namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeName": config.node_name,
+                    "hostPID": True,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": n, "hostPath": {"path": h, "type": "Directory"}} for n, _, h in mounts
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _shm_size() -> str:
+    """Half of MemTotal, as upstream sizes the shared tmpfs (65536k if /proc/meminfo cannot be read)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) // 2}k"
+    except (OSError, ValueError, IndexError):
+        pass
+    return "65536k"
+
+
+class MpsExecutor:
+    """Starts and stops MPS control daemons."""
+
+    kinds = frozenset({MPS_KIND})
+
+    def __init__(
+        self,
+        *,
+        api: ObjectApi,
+        runner: HostCommandRunner,
+        config: PluginConfig,
+        gates: FeatureGates,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.api = api
+        self.runner = runner
+        self.config = config
+        self.gates = gates
+        self.retry_delays = tuple(retry_delays)
+        self.sleep = sleep
+
+    def root(self, daemon_id: str) -> Path:
+        """``<plugin dir>/mps/<id>``."""
+        return self.config.plugin_dir / "mps" / daemon_id
+
+    def apply(self, record: Record) -> Applied:
+        """Directories, tmpfs, compute mode, Deployment, readiness; then the claim's CDI edits."""
+        root = self.root(str(record["id"]))
+        for sub in ("pipe", "shm", "log"):
+            (root / sub).mkdir(parents=True, exist_ok=True, mode=0o755)
+        shm = str(root / "shm")
+        if not self._mounted(shm):
+            opts = f"rw,nosuid,nodev,noexec,relatime,size={_shm_size()}"
+            self.runner.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", shm])
+        for uuid in record["computeModeGpus"]:
+            set_compute_mode(self.runner, uuid, "EXCLUSIVE_PROCESS")
+        with contextlib.suppress(KubeConflict):  # a retried prepare: the daemon is already there
+            self.api.create_object(DEPLOYMENTS, render_deployment(record, self.config, self.gates, root))
+        self._wait_ready(deployment_name(str(record["id"])))
+        return Applied(
+            claim_edits=ContainerEdits(
+                env=(f"CUDA_MPS_PIPE_DIRECTORY={CONTAINER_PIPE_DIR}",),
+                mounts=(
+                    Mount(host_path=shm, container_path="/dev/shm", options=_BIND),
+                    Mount(host_path=str(root / "pipe"), container_path=CONTAINER_PIPE_DIR, options=_BIND),
+                ),
+            )
+        )
+
+    def _wait_ready(self, name: str) -> None:
+        for delay in (*self.retry_delays, None):
+            try:
+                deployment = self.api.get_object(DEPLOYMENTS, name, self.config.namespace)
+            except KubeNotFound:
+                deployment = {}
+            if int((deployment.get("status") or {}).get("readyReplicas") or 0) >= 1:
+                return
+            if delay is None:
+                break
+            self.sleep(delay)
+        raise HostError(
+            f"MPS control daemon Deployment {self.config.namespace}/{name} is not ready after "
+            f"{len(self.retry_delays) + 1} checks"
+        )
+
+    def _mounted(self, path: str) -> bool:
+        try:
+            return any(
+                line.split()[1] == path for line in Path("/proc/mounts").read_text().splitlines() if line
+            )
+        except (OSError, IndexError):
+            return False
+
+    def undo(self, record: Record) -> None:
+        """Delete the Deployment, unmount and remove the directories, compute mode DEFAULT."""
+        root = self.root(str(record["id"]))
+        self.api.delete_object(DEPLOYMENTS, deployment_name(str(record["id"])), self.config.namespace)
+        if root.exists():
+            shm = str(root / "shm")
+            if self._mounted(shm):
+                self.runner.run(["umount", shm])
+            shutil.rmtree(root)
+        for uuid in record["computeModeGpus"]:
+            set_compute_mode(self.runner, uuid, "DEFAULT")

@@ -1,0 +1,101 @@
+"""``nvdra-cd-controller``: reconcile ComputeDomains (leader-elected; flags as upstream's controller)."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from nvdra.core.errors import NvdraError
+from nvdra.imex import Settings
+from nvdra.kubeletplugin import KubernetesKubeApi
+from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
+from nvdra.plugins.gpu.main import _opt
+
+__all__ = ["main"]
+
+
+def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.ThreadingHTTPServer:
+    host, _, port = endpoint.rpartition(":")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = metrics.render().encode() if self.path == path else b"not found\n"
+            self.send_response(200 if self.path == path else 404)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+    server = http.server.ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@_opt("--pod-name", env="POD_NAME", required=True, help="Lease identity.")
+@_opt("--namespace", env="NAMESPACE", default="default", show_default=True, help="Driver namespace.")
+@_opt("--image-name", env="IMAGE_NAME", required=True, help="Image of the CD daemon pods.")
+@_opt("--cd-daemon-image-pull-secret-names", env="CD_DAEMON_IMAGE_PULL_SECRET_NAMES", default="")
+@_opt("--log-verbosity-cd-daemon", env="LOG_VERBOSITY_CD_DAEMON", default=0, type=int)
+@_opt("--max-nodes-per-imex-domain", env="MAX_NODES_PER_IMEX_DOMAIN", default=18, type=int, show_default=True)
+@_opt("--http-endpoint", env="HTTP_ENDPOINT", default="")
+@_opt("--metrics-path", env="METRICS_PATH", default="/metrics", show_default=True)
+@_opt("--additional-namespaces", env="ADDITIONAL_NAMESPACES", default="")
+@_opt("--leader-election-enabled", env="LEADER_ELECTION_ENABLED", default=False, type=bool)
+@_opt("--leader-election-lease-lock-namespace", env="LEADER_ELECTION_LEASE_LOCK_NAMESPACE", default="default")
+@_opt(
+    "--leader-election-lease-lock-name",
+    env="LEADER_ELECTION_LEASE_LOCK_NAME",
+    default="nvidia-compute-domain-controller",
+)
+@_opt("--leader-election-lease-duration", env="LEADER_ELECTION_LEASE_DURATION", default=15.0, type=float)
+@_opt("--reconcile-period", env="RECONCILE_PERIOD", default=1.0, type=float, show_default=True)
+@_opt("--kubeconfig", env="KUBECONFIG", default="")
+@_opt("--kube-api-qps", env="KUBE_API_QPS", default=5.0, type=float)
+@_opt("--kube-api-burst", env="KUBE_API_BURST", default=10, type=int)
+@_opt("--feature-gates", env="FEATURE_GATES", default="")
+@click.option("-v", "verbosity", count=True)
+def main(verbosity: int, **f: Any) -> None:
+    """Reconcile ComputeDomains: DaemonSets, claim templates, cliques, status."""
+    logging.basicConfig(level=logging.DEBUG if verbosity >= 2 else logging.INFO)
+    try:
+        kube = KubernetesKubeApi.from_kubeconfig(
+            f["kubeconfig"] or None, qps=f["kube_api_qps"], burst=f["kube_api_burst"]
+        )
+        settings = Settings(
+            namespace=f["namespace"],
+            image=f["image_name"],
+            max_nodes=f["max_nodes_per_imex_domain"],
+            feature_gates=f["feature_gates"],
+            log_verbosity=f["log_verbosity_cd_daemon"],
+            pull_secrets=tuple(s for s in f["cd_daemon_image_pull_secret_names"].split(",") if s),
+        )
+        elector = None
+        if f["leader_election_enabled"]:
+            elector = LeaseElector(
+                kube,
+                namespace=f["leader_election_lease_lock_namespace"],
+                name=f["leader_election_lease_lock_name"],
+                identity=f["pod_name"],
+                duration_s=f["leader_election_lease_duration"],
+            )
+        extra = tuple(n for n in f["additional_namespaces"].split(",") if n)
+        controller = ComputeDomainController(kube, settings, elector=elector, additional_namespaces=extra)
+        if f["http_endpoint"]:
+            _serve_metrics(f["http_endpoint"], f["metrics_path"], controller.metrics)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        controller.run(stop, f["reconcile_period"])
+    except NvdraError as exc:
+        click.echo(f"nvdra-cd-controller: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,403 @@
+"""The ``compute-domain.nvidia.com`` DRA driver: prepare daemon and channel claims on one node.
+
+Devices: ``daemon-0`` and ``channel-0`` in the node's pool. A claim holds exactly one of them.
+
+- **Daemon claim** (the domain's IMEX daemon pod): create ``<plugin dir>/domains/<cdUID>/`` with the
+  config template, and hand the container env ``CLIQUE_ID``, ``COMPUTE_DOMAIN_UUID``/``NAME``/``NAMESPACE``,
+  the ``/imexd`` bind mount and, in a clique, the ``fabric-imex-mgmt`` device. Unprepare removes the
+  directory once no daemon claim of the domain is left on the node.
+- **Channel claim** (a workload pod): the claim must be in the domain's namespace (permanent error
+  otherwise) and ``channel-0`` must not be held by another claim; the node gets the domain's label
+  (so the DaemonSet puts a daemon here), then the prepare waits — bounded by ``ready_timeout_s``,
+  retrying API errors with backoff — until this node's daemon is Ready in its clique (and, when
+  ``spec.numNodes`` > 0, until the whole domain is Ready); then the channel node(s) are injected with
+  the major from ``/proc/devices``. A node without a clique gets no device node (its daemon idles).
+  Unprepare removes the node label if it still names the domain.
+
+Crash safety as in the GPU driver: ``PrepareStarted`` is checkpointed before the node is labelled, so a
+restart or an unprepare can undo it; CDI specs without an entry are removed at start.
+Calls are not serialized by the toolkit: a channel prepare may wait for its daemon while the daemon's
+own claim is prepared; the driver's lock guards only the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim
+from nvdra.core.config import (
+    AllocatedDevice,
+    ComputeDomainChannelConfig,
+    ComputeDomainDaemonConfig,
+    DeviceType,
+    resolve_configs,
+)
+from nvdra.core.errors import ClaimError, KubeApiError, KubeNotFound, NvdraError, UserError
+from nvdra.core.featuregates import FeatureGates, Gate
+from nvdra.imex import CD_DRIVER_NAME, DOMAIN_LABEL, channel_ids, clique_object_name
+from nvdra.imex.config import TEMPLATE_VALUES
+from nvdra.kubeletplugin.objects import NODES
+from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, PreparedDevice, PrepareResult, Slice
+from nvdra.plugins.computedomain.cdi import CdClaimSpecs
+from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, CdKube
+from nvdra.plugins.state import CheckpointStore, LoadReport
+
+__all__ = ["ComputeDomainDriver", "NotReady", "cd_devices"]
+
+log = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+_TYPES = {"daemon-0": DeviceType.DAEMON, "channel-0": DeviceType.CHANNEL}
+
+
+class NotReady(Exception):
+    """The local daemon is not Ready yet (retryable: the kubelet calls again)."""
+
+
+def cd_devices() -> tuple[JsonObject, ...]:
+    """The published devices: ``daemon-0`` and ``channel-0`` (attributes ``type`` and ``id``)."""
+    return tuple(
+        {"name": name, "attributes": {"type": {"string": kind.value}, "id": {"int": 0}}}
+        for name, kind in _TYPES.items()
+    )
+
+
+class ComputeDomainDriver:
+    """Implements :class:`nvdra.kubeletplugin.types.DraDriver` for ComputeDomains."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        clique_id: str,
+        gates: FeatureGates,
+        store: CheckpointStore,
+        specs: CdClaimSpecs,
+        kube: CdKube,
+        namespace: str,
+        domains_dir: Path,
+        ready_timeout_s: float = 45.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.node_name = node_name
+        self.clique_id = clique_id
+        self.gates = gates
+        self.namespace = namespace
+        self.domains_dir = domains_dir
+        self.ready_timeout_s = ready_timeout_s
+        self._store = store
+        self._specs = specs
+        self._kube = kube
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
+        self._where: dict[str, tuple[str, str]] = {}  # domain UID -> (namespace, name); immutable
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> LoadReport:
+        """Load the checkpoint and remove CDI specs no entry owns."""
+        with self._lock:
+            cp, report = self._store.load()
+            self._store.save(cp)
+            self._checkpoint = cp
+            for uid in sorted(self._specs.claim_uids() - set(cp.claims)):
+                log.warning("removing CDI spec of claim %s that no checkpoint entry owns", uid)
+                self._specs.remove(uid)
+        return report
+
+    def resources(self) -> DriverResources:
+        """One pool named after the node with ``daemon-0`` and ``channel-0``."""
+        return DriverResources(pools={self.node_name: Pool(slices=(Slice(devices=cd_devices()),))})
+
+    def spec_path(self, claim_uid: str) -> Path:
+        """Where the CDI spec of ``claim_uid`` is (or would be) written."""
+        return self._specs.path(claim_uid)
+
+    def checkpoint(self) -> Checkpoint:
+        """The current checkpoint (a snapshot)."""
+        return self._checkpoint
+
+    def handle_error(self, error: BaseException, message: str) -> None:
+        """Background errors are logged; the publisher retries on its own."""
+        log.error("%s: %s", message, error)
+
+    # -- prepare ---------------------------------------------------------------------------------
+
+    def prepare_resource_claims(self, claims: Sequence[Mapping[str, Any]]) -> dict[str, PrepareResult]:
+        """Prepare each claim; a failure of one does not affect the others."""
+        results: dict[str, PrepareResult] = {}
+        for claim in claims:
+            meta = claim.get("metadata", {})
+            ref = ClaimRef(
+                namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", "")
+            )
+            try:
+                results[ref.uid] = self._prepare(ref, claim)
+            except UserError as exc:
+                results[ref.uid] = _failed(ref, f"permanent error: {exc}")
+            except NotReady as exc:
+                results[ref.uid] = _failed(ref, f"retryable error: {exc}")
+            except (NvdraError, OSError) as exc:
+                results[ref.uid] = _failed(ref, f"retryable error: {exc}")
+        return results
+
+    def _prepare(self, ref: ClaimRef, claim: Mapping[str, Any]) -> PrepareResult:
+        done = self._checkpoint.claims.get(ref.uid)
+        if done is not None and done.state == "PrepareCompleted":
+            return PrepareResult(devices=_to_prepared(done.devices))
+        allocation = (claim.get("status") or {}).get("allocation") or {}
+        mine = [
+            r
+            for r in (allocation.get("devices") or {}).get("results") or []
+            if r.get("driver") == CD_DRIVER_NAME
+        ]
+        if len(mine) != 1:
+            raise ClaimError(f"the allocation must hold exactly one {CD_DRIVER_NAME} device, got {len(mine)}")
+        result = mine[0]
+        name, pool = str(result.get("device", "")), str(result.get("pool", ""))
+        if pool != self.node_name or name not in _TYPES:
+            raise ClaimError(
+                f"device {pool}/{name} is not published by node {self.node_name} (daemon-0, channel-0)"
+            )
+        request = str(result.get("request", ""))
+        groups = resolve_configs(
+            (allocation.get("devices") or {}).get("config") or [],
+            [AllocatedDevice(request=request, device=name, device_type=_TYPES[name], pool=pool)],
+            driver=CD_DRIVER_NAME,
+            gates=self.gates,
+        )
+        config = groups[0].config
+        holder = self._checkpoint.holder_of(name)
+        if holder is not None and holder.uid != ref.uid:
+            raise ClaimError(f"device {name} is already prepared for claim {holder}")
+        record = DeviceRecord(
+            requests=(request.split("/", 1)[0],),
+            pool_name=pool,
+            device_name=name,
+            cdi_device_ids=(self._specs.device_id(ref.uid, name),),
+        )
+        if isinstance(config, ComputeDomainChannelConfig):
+            return self._prepare_channel(ref, config, record)
+        assert isinstance(config, ComputeDomainDaemonConfig)
+        return self._prepare_daemon(ref, config, record)
+
+    def _domain(self, uid: str) -> JsonObject:
+        """The ComputeDomain with this UID (looked up by listing once, then by name)."""
+        where = self._where.get(uid)
+        if where is not None:
+            try:
+                cd = self._kube.get_object(COMPUTE_DOMAINS, where[1], where[0])
+                if cd["metadata"]["uid"] == uid:
+                    return cd
+            except KubeNotFound:
+                pass
+        for cd in self._kube.list_objects(COMPUTE_DOMAINS):
+            if cd["metadata"]["uid"] == uid:
+                self._where[uid] = (cd["metadata"]["namespace"], cd["metadata"]["name"])
+                return cd
+        raise NotReady(f"ComputeDomain with UID {uid} not found")
+
+    def _save(self, entry: PreparedClaim) -> None:
+        with self._lock:
+            cp = self._checkpoint.with_claim(entry)
+            self._store.save(cp)
+            self._checkpoint = cp
+
+    def _prepare_daemon(
+        self, ref: ClaimRef, config: ComputeDomainDaemonConfig, record: DeviceRecord
+    ) -> PrepareResult:
+        cd = self._domain(config.domain_id)
+        domain_dir = self.domains_dir / config.domain_id
+        applied = ({"kind": "daemon-dir", "domain": config.domain_id},)
+        entry = PreparedClaim(
+            uid=ref.uid,
+            namespace=ref.namespace,
+            name=ref.name,
+            state="PrepareStarted",
+            devices=(record,),
+            applied=applied,
+        )
+        self._save(entry)
+        domain_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        template = "".join(f"{k}={v}\n" for k, v in sorted(TEMPLATE_VALUES.items()))
+        (domain_dir / "imexd.cfg.tmpl").write_text(template)
+        env = (
+            f"CLIQUE_ID={self.clique_id}",
+            f"COMPUTE_DOMAIN_UUID={config.domain_id}",
+            f"COMPUTE_DOMAIN_NAME={cd['metadata']['name']}",
+            f"COMPUTE_DOMAIN_NAMESPACE={cd['metadata']['namespace']}",
+        )
+        edits = self._specs.daemon_edits(env=env, domain_dir=domain_dir, fabric_mgmt=bool(self.clique_id))
+        self._specs.write(ref.uid, [(record.device_name, edits)])
+        self._save(
+            PreparedClaim(
+                uid=ref.uid,
+                namespace=ref.namespace,
+                name=ref.name,
+                state="PrepareCompleted",
+                devices=(record,),
+                applied=applied,
+            )
+        )
+        return PrepareResult(devices=_to_prepared((record,)))
+
+    def _prepare_channel(
+        self, ref: ClaimRef, config: ComputeDomainChannelConfig, record: DeviceRecord
+    ) -> PrepareResult:
+        cd = self._domain(config.domain_id)
+        if cd["metadata"]["namespace"] != ref.namespace:
+            raise ClaimError(
+                f"claim namespace {ref.namespace!r} differs from the ComputeDomain's namespace "
+                f"{cd['metadata']['namespace']!r}"
+            )
+        applied = ({"kind": "node-label", "domain": config.domain_id, "node": self.node_name},)
+        self._save(
+            PreparedClaim(
+                uid=ref.uid,
+                namespace=ref.namespace,
+                name=ref.name,
+                state="PrepareStarted",
+                devices=(record,),
+                applied=applied,
+            )
+        )
+        self._label_node(config.domain_id)
+        self._wait_ready(config.domain_id)
+        ids = channel_ids(config.allocation_mode)
+        if self.clique_id:
+            self._specs.write(ref.uid, [(record.device_name, self._specs.channel_edits(ids))])
+        else:
+            record = DeviceRecord(
+                requests=record.requests, pool_name=record.pool_name, device_name=record.device_name
+            )
+        self._save(
+            PreparedClaim(
+                uid=ref.uid,
+                namespace=ref.namespace,
+                name=ref.name,
+                state="PrepareCompleted",
+                devices=(record,),
+                applied=applied,
+            )
+        )
+        return PrepareResult(devices=_to_prepared((record,)))
+
+    def _label_node(self, uid: str) -> None:
+        node = self._kube.get_node(self.node_name)
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        current = labels.get(DOMAIN_LABEL)
+        if current == uid:
+            return
+        if current:
+            raise ClaimError(f"node {self.node_name} is already in ComputeDomain {current}")
+        patch = {
+            "metadata": {
+                "labels": {DOMAIN_LABEL: uid},
+                "resourceVersion": node["metadata"]["resourceVersion"],
+            }
+        }
+        self._kube.patch_object(NODES, self.node_name, patch)
+
+    def _ready_once(self, uid: str) -> str:
+        """ "" when this node's daemon (and, with numNodes, the domain) is Ready; else why not."""
+        cd = self._domain(uid)
+        if (
+            int((cd.get("spec") or {}).get("numNodes") or 0) > 0
+            and (cd.get("status") or {}).get("status") != "Ready"
+        ):
+            return f"ComputeDomain {cd['metadata']['namespace']}/{cd['metadata']['name']} is not Ready yet"
+        if self.clique_id and self.gates.enabled(Gate.COMPUTE_DOMAIN_CLIQUES):
+            try:
+                clique = self._kube.get_object(
+                    CLIQUES, clique_object_name(uid, self.clique_id), self.namespace
+                )
+            except KubeNotFound:
+                return "no daemon of this ComputeDomain registered in this node's clique yet"
+            entries = clique.get("daemons") or []
+        else:
+            entries = [dict(n, nodeName=n.get("name")) for n in (cd.get("status") or {}).get("nodes") or []]
+        mine = [e for e in entries if e.get("nodeName") == self.node_name]
+        if not mine or mine[0].get("status") != "Ready":
+            return f"the IMEX daemon on node {self.node_name} is not Ready yet"
+        return ""
+
+    def _wait_ready(self, uid: str) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        delay = 0.25
+        while True:
+            try:
+                why = self._ready_once(uid)
+            except (KubeApiError, NotReady) as exc:
+                why = str(exc)
+            if not why:
+                return
+            if time.monotonic() + delay > deadline:
+                raise NotReady(why)
+            self._sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+    # -- unprepare -------------------------------------------------------------------------------
+
+    def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> dict[str, str]:
+        """Undo prepares recorded in the checkpoint; unknown claims succeed."""
+        errors = {ref.uid: "" for ref in claims}
+        for ref in claims:
+            entry = self._checkpoint.claims.get(ref.uid)
+            if entry is None:
+                continue
+            try:
+                for record in entry.applied:
+                    self._undo(record, ref.uid)
+                self._specs.remove(ref.uid)
+                with self._lock:
+                    cp = self._checkpoint.without(ref.uid)
+                    self._store.save(cp)
+                    self._checkpoint = cp
+            except (NvdraError, OSError) as exc:
+                errors[ref.uid] = f"cannot unprepare claim {ref}: {exc}"
+        return errors
+
+    def _undo(self, record: Mapping[str, Any], claim_uid: str) -> None:
+        uid = str(record.get("domain", ""))
+        if record.get("kind") == "node-label":
+            node = self._kube.get_node(self.node_name)
+            if ((node.get("metadata") or {}).get("labels") or {}).get(DOMAIN_LABEL) == uid:
+                patch = {
+                    "metadata": {
+                        "labels": {DOMAIN_LABEL: None},
+                        "resourceVersion": node["metadata"]["resourceVersion"],
+                    }
+                }
+                self._kube.patch_object(NODES, self.node_name, patch)
+        elif record.get("kind") == "daemon-dir":
+            others = [
+                c
+                for c in self._checkpoint.claims.values()
+                if c.uid != claim_uid
+                and any(a.get("kind") == "daemon-dir" and a.get("domain") == uid for a in c.applied)
+            ]
+            if not others:
+                shutil.rmtree(self.domains_dir / uid, ignore_errors=True)
+
+
+def _failed(ref: ClaimRef, why: str) -> PrepareResult:
+    return PrepareResult(error=f"error preparing devices for claim {ref}: {why}")
+
+
+def _to_prepared(devices: Sequence[DeviceRecord]) -> tuple[PreparedDevice, ...]:
+    return tuple(
+        PreparedDevice(
+            requests=d.requests,
+            pool_name=d.pool_name,
+            device_name=d.device_name,
+            cdi_device_ids=d.cdi_device_ids,
+        )
+        for d in devices
+    )

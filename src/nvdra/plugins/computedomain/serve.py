@@ -1,0 +1,188 @@
+"""Wire the ComputeDomain driver into a running kubelet plugin (the whole ``nvdra-cd-plugin`` minus signals).
+
+Start order: NVML (or the simulated node) → clique id from fabric info (strict or legacy per
+``CrashOnNVLinkFabricErrors``) → checkpoint → sockets (not serialized: see the driver) → slices after
+the kubelet registered the plugin → liveness.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from nvdra.cdi import DriverRoot
+from nvdra.core.featuregates import FeatureGates, Gate, parse_feature_gates
+from nvdra.imex import CD_DRIVER_NAME, clique_id_of
+from nvdra.kubeletplugin import Helper, KubernetesKubeApi, ResourceSlicePublisher, start
+from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.nvml import (
+    NvmlBackend,
+    PynvmlBackend,
+    SimulatedNvml,
+    discover_inventory,
+    load_profile,
+    make_simulated_driver_root,
+)
+from nvdra.plugins.computedomain.cdi import FABRIC_MGMT_CAP, CdClaimSpecs
+from nvdra.plugins.computedomain.driver import ComputeDomainDriver
+from nvdra.plugins.computedomain.kube import CdKube
+from nvdra.plugins.state import CheckpointStore, read_boot_id
+
+__all__ = ["CdPluginConfig", "RunningCdPlugin", "serve", "serve_until_signalled"]
+
+log = logging.getLogger(__name__)
+
+# The capability file the driver creates for IMEX management; the simulated tree gets one like it.
+_SIM_FABRIC_MGMT = "DeviceFileMinor: 4095\nDeviceFileMode: 256\nDeviceFileModify: 1\n"
+
+
+@attrs.frozen(kw_only=True)
+class CdPluginConfig:
+    """``nvdra-cd-plugin`` flags (upstream's CD plugin set plus ``--simulate`` and ``--pod-uid``)."""
+
+    node_name: str
+    namespace: str = "default"
+    cdi_root: Path = Path("/etc/cdi")
+    nvidia_driver_root: Path = Path("/")
+    container_driver_root: Path = Path("/driver-root")
+    nvidia_cdi_hook_path: str = ""
+    kubelet_registrar_directory_path: Path = Path("/var/lib/kubelet/plugins_registry")
+    kubelet_plugins_directory_path: Path = Path("/var/lib/kubelet/plugins")
+    healthcheck_port: int = -1
+    http_endpoint: str = ""
+    metrics_path: str = "/metrics"
+    kubeconfig: str = ""
+    kube_api_qps: float = 5.0
+    kube_api_burst: int = 10
+    feature_gates: str = ""
+    simulate: str = ""
+    pod_uid: str = ""
+    driver_name: str = CD_DRIVER_NAME
+
+    @property
+    def plugin_dir(self) -> Path:
+        """``<kubelet plugins dir>/compute-domain.nvidia.com``."""
+        return self.kubelet_plugins_directory_path / self.driver_name
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as a string, for the startup log."""
+        return {f.name: str(getattr(self, f.name)) for f in attrs.fields(CdPluginConfig)}
+
+
+@attrs.frozen(kw_only=True)
+class RunningCdPlugin:
+    """Handles to a plugin started by :func:`serve`."""
+
+    config: CdPluginConfig
+    gates: FeatureGates
+    clique_id: str
+    driver: ComputeDomainDriver
+    helper: Helper | None
+    liveness_port: int | None
+
+
+def _backend(config: CdPluginConfig, overrides: Mapping[str, Any] | None) -> tuple[NvmlBackend, Path, Path]:
+    if config.simulate:
+        backend = SimulatedNvml(load_profile(config.simulate, overrides=overrides))
+        backend.init()
+        root = make_simulated_driver_root(backend, config.plugin_dir / "simulated-driver-root")
+        cap = root / FABRIC_MGMT_CAP.lstrip("/")
+        cap.parent.mkdir(parents=True, exist_ok=True)
+        cap.write_text(_SIM_FABRIC_MGMT)
+        return backend, root, root
+    backend_real = PynvmlBackend(driver_root=config.container_driver_root)
+    return backend_real, config.nvidia_driver_root, config.container_driver_root
+
+
+@contextmanager
+def serve(
+    config: CdPluginConfig,
+    *,
+    kube: CdKube | None = None,
+    profile_overrides: Mapping[str, Any] | None = None,
+    ready_timeout_s: float = 45.0,
+    sockets: bool = True,
+) -> Iterator[RunningCdPlugin]:
+    """Start the CD plugin; stop it when the context exits.
+
+    Args:
+        config: the parsed flags.
+        kube: an API client instead of one built from ``config.kubeconfig`` (tests, demo).
+        profile_overrides: deep-merged into the simulated profile (e.g. another clique id per node).
+        ready_timeout_s: how long one channel prepare waits for the local daemon (upstream: 45 s).
+        sockets: False builds the driver without serving it (benchmarks drive it directly).
+    """
+    gates = parse_feature_gates(config.feature_gates, env=os.environ)
+    log.info("nvdra-cd-plugin starting; flags: %s", config.describe())
+    with ExitStack() as stack:
+        backend, host_root, container_root = _backend(config, profile_overrides)
+        stack.callback(backend.shutdown)
+        inventory = discover_inventory(backend)
+        strict = gates.enabled(Gate.CRASH_ON_NVLINK_FABRIC_ERRORS)
+        clique = clique_id_of(((g.uuid, g.fabric) for g in inventory.gpus), strict=strict)
+        log.info(
+            "node %s: NVLink clique %r (%s mode)", config.node_name, clique, "strict" if strict else "legacy"
+        )
+        config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        api: CdKube = kube or KubernetesKubeApi.from_kubeconfig(
+            config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
+        )
+        root = DriverRoot(str(host_root), str(container_root), driver_version=inventory.driver_version)
+        specs = CdClaimSpecs(cdi_root=config.cdi_root, driver_root=root, proc_root=container_root)
+        store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
+        driver = ComputeDomainDriver(
+            node_name=config.node_name,
+            clique_id=clique,
+            gates=gates,
+            store=store,
+            specs=specs,
+            kube=api,
+            namespace=config.namespace,
+            domains_dir=config.plugin_dir / "domains",
+            ready_timeout_s=ready_timeout_s,
+        )
+        driver.start()
+        helper: Helper | None = None
+        port: int | None = None
+        if sockets:
+            publisher = ResourceSlicePublisher(
+                api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
+            )
+            helper = start(
+                driver,
+                driver_name=config.driver_name,
+                kube=api,
+                node_name=config.node_name,
+                plugin_data_dir=config.plugin_dir,
+                registrar_dir=config.kubelet_registrar_directory_path,
+                rolling_update_uid=config.pod_uid or None,
+                serialize=False,
+                publisher=publisher,
+            )
+            stack.callback(helper.stop)
+            helper.publish_resources(driver.resources())
+            if config.healthcheck_port >= 0:
+                liveness, port = start_liveness_server(
+                    config.healthcheck_port, helper.registration_socket, helper.dra_socket
+                )
+                stack.callback(liveness.stop, 0)
+        yield RunningCdPlugin(
+            config=config, gates=gates, clique_id=clique, driver=driver, helper=helper, liveness_port=port
+        )
+
+
+def serve_until_signalled(config: CdPluginConfig) -> None:
+    """Run :func:`serve` until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with serve(config):
+        stop.wait()

@@ -194,6 +194,27 @@ def test_gpu_plugin_container_parses_with_the_plugin_command(monkeypatch: pytest
     assert (probe["port"], probe["service"]) == (51516, "liveness")
 
 
+def _env_names(command: Any) -> set[str]:
+    return {e for p in command.params for e in ([p.envvar] if isinstance(p.envvar, str) else p.envvar or [])}
+
+
+def test_compute_domain_containers_parse_with_their_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CD plugin and controller containers' env and args parse with nvdra-cd-plugin/-controller."""
+    plugin_main = pytest.importorskip("nvdra.plugins.computedomain.plugin_main").main
+    controller_main = pytest.importorskip("nvdra.plugins.computedomain.controller_main").main
+    docs = rendered("gates, verbosity, pull secrets")
+    plugin = containers(docs, "DaemonSet", "-kubelet-plugin")["compute-domains"]
+    assert {e["name"] for e in plugin["env"]} - {"NVIDIA_VISIBLE_DEVICES"} <= _env_names(plugin_main)
+    params = _parse(plugin_main, plugin, monkeypatch)
+    assert (params["healthcheck_port"], params["verbosity"]) == (51515, 2)
+    controller = containers(docs, "Deployment", "-controller")["compute-domain"]
+    assert {e["name"] for e in controller["env"]} <= _env_names(controller_main)
+    params = _parse(controller_main, controller, monkeypatch)
+    assert params["leader_election_enabled"] is True
+    assert params["leader_election_lease_duration"] == 15.0
+    assert params["image_name"] == "nvdra:v0.1.0"
+
+
 def test_webhook_deployment_parses_with_the_webhook_command(monkeypatch: pytest.MonkeyPatch) -> None:
     """The webhook's args and FEATURE_GATES parse with nvdra-webhook; the port matches the Service."""
     from nvdra.plugins.webhook.main import main as webhook_main

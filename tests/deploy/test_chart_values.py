@@ -34,6 +34,13 @@ INVALID: list[tuple[str, dict[str, Any], tuple[str, ...], str, str]] = [
     ("resource API", {"resourceApiVersion": "resource.k8s.io/v1alpha3"}, (), "nvdra", "resourceApiVersion"),
     ("verbosity word", {"logVerbosity": "loud"}, (), "nvdra", 'logVerbosity "loud" is not a level'),
     ("verbosity 11", {"logVerbosity": 11}, (), "nvdra", "an integer from 0 to 10"),
+    (
+        "lease duration",
+        {"controller": {"leaderElection": {"leaseDuration": "1m"}}},
+        (),
+        "nvdra",
+        'leaseDuration "1m" is not a duration',
+    ),
     ("gates as a list", {"featureGates": ["MPSSupport"]}, (), "nvdra", "featureGates must be a map"),
     (
         "unknown gate",

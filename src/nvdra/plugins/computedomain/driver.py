@@ -258,16 +258,18 @@ class ComputeDomainDriver:
                 f"{cd['metadata']['namespace']!r}"
             )
         applied = ({"kind": "node-label", "domain": config.domain_id, "node": self.node_name},)
-        self._save(
-            PreparedClaim(
-                uid=ref.uid,
-                namespace=ref.namespace,
-                name=ref.name,
-                state="PrepareStarted",
-                devices=(record,),
-                applied=applied,
+        # A retry (the daemon was not Ready yet) finds its intent recorded: no second durable write.
+        if ref.uid not in self._checkpoint.claims:
+            self._save(
+                PreparedClaim(
+                    uid=ref.uid,
+                    namespace=ref.namespace,
+                    name=ref.name,
+                    state="PrepareStarted",
+                    devices=(record,),
+                    applied=applied,
+                )
             )
-        )
         self._label_node(config.domain_id)
         self._wait_ready(config.domain_id)
         ids = channel_ids(config.allocation_mode)

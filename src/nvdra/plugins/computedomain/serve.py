@@ -7,6 +7,8 @@ the kubelet registered the plugin → liveness.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import signal
@@ -24,6 +26,7 @@ from nvdra.imex import CD_DRIVER_NAME, clique_id_of
 from nvdra.kubeletplugin import Helper, KubernetesKubeApi, ResourceSlicePublisher, start
 from nvdra.kubeletplugin.liveness import start_liveness_server
 from nvdra.nvml import (
+    NodeProfile,
     NvmlBackend,
     PynvmlBackend,
     SimulatedNvml,
@@ -89,9 +92,15 @@ class RunningCdPlugin:
     liveness_port: int | None
 
 
+@functools.lru_cache(maxsize=64)
+def _profile(name: str, overrides_json: str) -> NodeProfile:
+    # Profiles are immutable; a simulated rack of many nodes parses each distinct one once.
+    return load_profile(name, overrides=json.loads(overrides_json) or None)
+
+
 def _backend(config: CdPluginConfig, overrides: Mapping[str, Any] | None) -> tuple[NvmlBackend, Path, Path]:
     if config.simulate:
-        backend = SimulatedNvml(load_profile(config.simulate, overrides=overrides))
+        backend = SimulatedNvml(_profile(config.simulate, json.dumps(overrides or {}, sort_keys=True)))
         backend.init()
         root = make_simulated_driver_root(backend, config.plugin_dir / "simulated-driver-root")
         cap = root / FABRIC_MGMT_CAP.lstrip("/")

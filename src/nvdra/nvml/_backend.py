@@ -26,6 +26,7 @@ from nvdra.core.devices import MigPlacement
 __all__ = [
     "ComputeInstanceRef",
     "DeviceIdentity",
+    "EventRecord",
     "FabricInfoRecord",
     "GpuInstanceProfileInfo",
     "MigDeviceRecord",
@@ -52,6 +53,16 @@ FABRIC_STATE_NOT_SUPPORTED = 0
 FABRIC_STATE_NOT_STARTED = 1
 FABRIC_STATE_IN_PROGRESS = 2
 FABRIC_STATE_COMPLETED = 3
+
+# nvmlEventType bits (nvidia-hardware §1.7); upstream registers XID | double- | single-bit ECC.
+EVENT_SINGLE_BIT_ECC = 0x1
+EVENT_DOUBLE_BIT_ECC = 0x2
+EVENT_PSTATE = 0x4
+EVENT_XID_CRITICAL = 0x8
+EVENT_CLOCK = 0x10
+HEALTH_EVENT_MASK = EVENT_XID_CRITICAL | EVENT_DOUBLE_BIT_ECC | EVENT_SINGLE_BIT_ECC
+NO_INSTANCE = 0xFFFFFFFF  # GI/CI id of an event on a whole GPU
+NVML_TIMEOUT = 10  # nvmlReturn_t of a wait with no event: normal, loop again
 
 # nvmlDeviceAddressingModeType_t values.
 ADDRESSING_MODES: dict[int, str] = {0: "None", 1: "HMM", 2: "ATS"}
@@ -170,6 +181,20 @@ class FabricInfoRecord:
     health_summary: int = 0  # 0 not supported, 1 healthy, 2 unhealthy, 3 limited capacity
 
 
+@attrs.frozen(kw_only=True)
+class EventRecord:
+    """One ``nvmlEventData_t``: ``data`` is the XID for XID events; ``gi_id``/``ci_id`` are
+    :data:`NO_INSTANCE` for a whole GPU. ``uuid`` is None when the event's device cannot be read
+    (upstream treats that as a lost GPU)."""
+
+    index: int | None
+    uuid: str | None
+    event_type: int
+    data: int
+    gi_id: int = NO_INSTANCE
+    ci_id: int = NO_INSTANCE
+
+
 @runtime_checkable
 class NvmlBackend(Protocol):
     """The NVML calls nvdra makes. See the module docstring for the error contract."""
@@ -248,3 +273,16 @@ class NvmlBackend(Protocol):
 
     def destroy_gpu_instance(self, index: int, gi_id: int) -> None:
         """Destroy a GPU instance; IN_USE while it still holds compute instances or processes."""
+
+    def supported_event_types(self, index: int) -> int:
+        """``nvmlDeviceGetSupportedEventTypes``: the event bits GPU ``index`` can report."""
+
+    def register_events(self, index: int, mask: int) -> None:
+        """Add GPU ``index`` to the backend's one event set for ``mask`` (NOT_SUPPORTED if it cannot)."""
+
+    def wait_event(self, timeout_ms: int) -> EventRecord:
+        """Next event of the event set; an NVML error with code 10 (TIMEOUT) when none arrived,
+        GPU_IS_LOST when a registered GPU fell off the bus."""
+
+    def free_events(self) -> None:
+        """Free the event set (idempotent); registrations are forgotten."""

@@ -91,6 +91,7 @@ class PynvmlBackend:
         self._refs = 0
         self._handles: dict[int, Any] = {}
         self._n: Any = None  # the pynvml module, once init() ran
+        self._event_set: Any = None  # created on the first register_events
 
     # -- plumbing --------------------------------------------------------------------------------
     @contextmanager
@@ -445,3 +446,49 @@ class PynvmlBackend:
                 health_summary=int(getattr(info, "healthSummary", 0)),
             )
         raise AssertionError("unreachable: the last attempt either returns or raises")
+
+    # -- events ----------------------------------------------------------------------------------
+    def supported_event_types(self, index: int) -> int:
+        """``nvmlDeviceGetSupportedEventTypes``."""
+        h = self._h(index, "supported_event_types")
+        with self._nvml(f"nvmlDeviceGetSupportedEventTypes(GPU {index})") as n:
+            return int(n.nvmlDeviceGetSupportedEventTypes(h))
+
+    def register_events(self, index: int, mask: int) -> None:
+        """``nvmlDeviceRegisterEvents`` on the backend's one event set (created on first use)."""
+        h = self._h(index, "register_events")
+        with self._nvml(f"nvmlDeviceRegisterEvents(GPU {index}, {mask:#x})") as n:
+            if self._event_set is None:
+                self._event_set = n.nvmlEventSetCreate()
+            n.nvmlDeviceRegisterEvents(h, mask, self._event_set)
+
+    def wait_event(self, timeout_ms: int) -> b.EventRecord:
+        """``nvmlEventSetWait_v2``; the event's device becomes an index and UUID (None if unreadable)."""
+        if self._event_set is None:
+            raise nvml_error_for_code(b.NVML_TIMEOUT, "nvmlEventSetWait: no GPU registered")
+        with self._nvml("nvmlEventSetWait") as n:
+            data = n.nvmlEventSetWait_v2(self._event_set, timeout_ms)
+        index: int | None = None
+        uuid: str | None = None
+        try:
+            with self._nvml("event device") as n:
+                uuid = _s(n.nvmlDeviceGetUUID(data.device))
+                index = int(n.nvmlDeviceGetIndex(data.device))
+        except NvmlError:
+            pass  # upstream: an event whose device cannot be read means the GPU is lost
+        return b.EventRecord(
+            index=index,
+            uuid=uuid,
+            event_type=int(data.eventType),
+            data=int(data.eventData),
+            gi_id=int(data.gpuInstanceId),
+            ci_id=int(data.computeInstanceId),
+        )
+
+    def free_events(self) -> None:
+        """``nvmlEventSetFree`` (idempotent)."""
+        if self._event_set is None:
+            return
+        event_set, self._event_set = self._event_set, None
+        with self._nvml("nvmlEventSetFree") as n:
+            n.nvmlEventSetFree(event_set)

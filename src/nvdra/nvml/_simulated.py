@@ -14,7 +14,10 @@ profiled hardware, including error codes, and changes state on the mutating call
 - on Ampere, NVLinks are trained off while MIG is on (they report inactive);
 - faults: :meth:`SimulatedNvml.inject_fault` makes a method raise an NVML code (on one GPU or all,
   a number of times or until cleared); :meth:`SimulatedNvml.mark_gpu_lost` makes every call on
-  that GPU raise GPU_IS_LOST until :meth:`SimulatedNvml.reset_gpu`.
+  that GPU raise GPU_IS_LOST until :meth:`SimulatedNvml.reset_gpu`;
+- events: one event set per backend, as NVML's; :meth:`SimulatedNvml.inject_event` /
+  :meth:`SimulatedNvml.inject_xid` queue an event only for a GPU registered for that type (NVML
+  drops the others); a lost GPU that was registered makes the next ``wait_event`` raise GPU_IS_LOST.
 
 One ``threading.RLock`` guards all state; every public method holds it for its whole duration.
 """
@@ -22,7 +25,7 @@ One ``threading.RLock`` guards all state; every public method holds it for its w
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -103,6 +106,9 @@ class SimulatedNvml:
         self._faults: dict[tuple[str, int | None], _Fault] = {}
         self._calls: Counter[str] = Counter()
         self._gpus = [self._build_gpu(spec) for spec in self.profile.gpus]
+        self._event_cond = threading.Condition(self._lock)
+        self._registered: dict[int, int] = {}  # GPU index -> registered event mask
+        self._events: deque[b.EventRecord | None] = deque()  # None = a registered GPU was lost
 
     def _build_gpu(self, spec: GpuSpec) -> _Gpu:
         gpu = _Gpu(
@@ -185,6 +191,9 @@ class SimulatedNvml:
         """The GPU falls off the bus (Xid 79): every call on it raises GPU_IS_LOST until reset."""
         with self._lock:
             self._gpus[index].lost = True
+            if index in self._registered:
+                self._events.append(None)
+                self._event_cond.notify_all()
 
     def reset_gpu(self, index: int) -> None:
         """A GPU reset: applies a pending MIG mode, drops all GPU/compute instances and processes."""
@@ -502,3 +511,73 @@ class SimulatedNvml:
                 health_mask=f.health_mask,
                 health_summary=f.health_summary,
             )
+
+    # -- NvmlBackend: events ---------------------------------------------------------------------
+    _SUPPORTED_EVENTS = (
+        b.EVENT_SINGLE_BIT_ECC
+        | b.EVENT_DOUBLE_BIT_ECC
+        | b.EVENT_PSTATE
+        | b.EVENT_XID_CRITICAL
+        | b.EVENT_CLOCK
+    )
+
+    def supported_event_types(self, index: int) -> int:
+        """XID, both ECC kinds, P-state and clock events (what datacenter GPUs report)."""
+        with self._call("supported_event_types", index):
+            return self._SUPPORTED_EVENTS
+
+    def register_events(self, index: int, mask: int) -> None:
+        """Register GPU ``index``; NOT_SUPPORTED for an event bit the GPU cannot report."""
+        with self._call("register_events", index):
+            if mask & ~self._SUPPORTED_EVENTS or mask == 0:
+                raise NvmlNotSupported(f"register_events: event mask {mask:#x} not supported on GPU {index}")
+            self._registered[index] = self._registered.get(index, 0) | mask
+
+    def wait_event(self, timeout_ms: int) -> b.EventRecord:
+        """Block up to ``timeout_ms`` for the next event (code 10 = TIMEOUT when none came)."""
+        with self._call("wait_event"):
+            if not self._events:
+                self._event_cond.wait_for(lambda: bool(self._events), timeout=max(0, timeout_ms) / 1000)
+            if not self._events:
+                raise nvml_error_for_code(b.NVML_TIMEOUT, "wait_event: no event before the timeout")
+            event = self._events.popleft()
+            if event is None:
+                raise NvmlGpuLost("wait_event: a registered GPU has fallen off the bus")
+            return event
+
+    def free_events(self) -> None:
+        """Forget every registration and queued event."""
+        with self._call("free_events"):
+            self._registered.clear()
+            self._events.clear()
+
+    def inject_event(
+        self,
+        index: int,
+        event_type: int,
+        data: int = 0,
+        *,
+        gi_id: int | None = None,
+        ci_id: int | None = None,
+    ) -> bool:
+        """The GPU reports an event; True if it was queued (the GPU is registered for that type)."""
+        with self._lock:
+            gpu = self._gpus[index]
+            if not self._registered.get(index, 0) & event_type:
+                return False
+            self._events.append(
+                b.EventRecord(
+                    index=index,
+                    uuid=gpu.spec.uuid,
+                    event_type=event_type,
+                    data=data,
+                    gi_id=b.NO_INSTANCE if gi_id is None else gi_id,
+                    ci_id=b.NO_INSTANCE if ci_id is None else ci_id,
+                )
+            )
+            self._event_cond.notify_all()
+            return True
+
+    def inject_xid(self, index: int, xid: int, *, gi_id: int | None = None, ci_id: int | None = None) -> bool:
+        """An XID critical error on GPU ``index`` (or one of its MIG devices)."""
+        return self.inject_event(index, b.EVENT_XID_CRITICAL, xid, gi_id=gi_id, ci_id=ci_id)

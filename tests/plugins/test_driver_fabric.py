@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from nvdra.core.featuregates import parse_feature_gates
+from nvdra.plugins.gpu.effects import Effects
+from nvdra.plugins.gpu.fabric import fabric_effects
 from tests.plugins.conftest import (
     DriverNode,
     allocated_claim,
@@ -98,17 +101,13 @@ def test_readme_fabric_example_is_refused_naming_the_missing_gate(
     assert on_disk(node).claims == {}
 
 
-# -- gaps against the architecture (strict xfail: they flip to failures once fixed) -----------------
+# -- prepare-time verification (ARCHITECTURE §4) ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GpuDriver does not verify fabricTopologyConfig at prepare (ARCHITECTURE §4: 'Prepare verifies "
-    "the allocated GPUs satisfy the config (or fails the claim with a precise reason)')",
-)
 def test_gpus_that_cannot_form_the_partition_size_are_refused(node: DriverNode) -> None:
     """Two GPUs allocated under partitionSize 4 cannot form the partition, so the claim must fail."""
-    driver = node.driver(gates=FABRIC_GATES)
+    planners, executors = fabric_effects(parse_feature_gates(FABRIC_GATES), node.inventory, fm=None)
+    driver = node.driver(gates=FABRIC_GATES, effects=Effects(planners, executors))
     claim = allocated_claim(
         [result("gpu-0", request="gpus"), result("gpu-5", request="gpus")],
         config=[opaque(README_PARAMETERS, requests=["gpus"])],

@@ -166,3 +166,26 @@ def validate(files: tuple[str, ...], feature_gates: str) -> None:
         for p in problems:
             click.echo("  " + p.replace("\n", "\n    "))
     sys.exit(1 if any(p for _, p in reports) else 0)
+
+
+@main.command()
+@click.option(
+    "--simulate",
+    "profile",
+    required=True,
+    help=f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path (FM mode: NVDRA_SIMULATE_FABRIC_MODE).",
+)
+def partitions(profile: str) -> None:
+    """Print every NVLink partition of a node: id, size, GPUs, bandwidth, free or active."""
+    import os
+
+    from nvdra.plugins.gpu.fabric import partition_rows, simulated_node_fabric
+
+    try:
+        rows = partition_rows(simulated_node_fabric(profile, os.environ))
+    except (NvdraError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    cols = list(rows[0]) if rows else []
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
+    for row in [dict(zip(cols, cols, strict=True)), *rows]:
+        click.echo("  ".join(row[c].ljust(widths[c]) for c in cols).rstrip())

@@ -31,7 +31,7 @@ from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim
 from nvdra.core.config import AllocatedDevice, ConfigGroup, DeviceType, resolve_configs
 from nvdra.core.devices import Inventory
 from nvdra.core.errors import ClaimError, NvdraError, UserError
-from nvdra.core.featuregates import FeatureGates
+from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.resourceslice import GPU_DRIVER_NAME, render_gpu_devices
 from nvdra.kubeletplugin.types import (
     ClaimRef,
@@ -43,6 +43,7 @@ from nvdra.kubeletplugin.types import (
 )
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, Record
+from nvdra.plugins.gpu.fabric import with_fabric_attributes
 from nvdra.plugins.gpu.mig import dynamic_mig_resources
 from nvdra.plugins.state import CheckpointStore, LoadReport
 
@@ -150,6 +151,8 @@ class GpuDriver:
         if dynamic is not None:
             return dynamic
         devices = tuple(render_gpu_devices(inventory))
+        if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
+            devices = with_fabric_attributes(devices, inventory)
         return DriverResources(pools={node_name: Pool(slices=(Slice(devices=devices),))})
 
     def checkpoint(self) -> Checkpoint:

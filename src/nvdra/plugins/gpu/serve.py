@@ -32,6 +32,7 @@ from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
+from nvdra.plugins.gpu.fabric import build_fabric_effects, fabric_gate_for_node
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
 from nvdra.plugins.gpu.sharing import sharing_effects
 from nvdra.plugins.state import CheckpointStore, read_boot_id
@@ -88,6 +89,7 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
         api = kube or KubernetesKubeApi.from_kubeconfig(
             config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
         )
+        gates = fabric_gate_for_node(gates, api, config.node_name)  # per-node rollout label
         specs = GpuClaimSpecs(
             cdi_root=config.cdi_root,
             host_driver_root=host_root,
@@ -137,6 +139,9 @@ def build_effects(config: PluginConfig, gates: FeatureGates, backend: NvmlBacken
     sharing_planners, sharing_executors = sharing_effects(config, gates, backend, api)
     planners += sharing_planners
     executors += sharing_executors
+    fabric_planners, fabric_executors = build_fabric_effects(config, gates, backend)
+    planners += fabric_planners
+    executors += fabric_executors
     return Effects(planners, executors)
 
 

@@ -1,0 +1,239 @@
+"""The fabric executor: activates and deactivates Fabric Manager partitions; wiring into the driver.
+
+Under SharedNVSwitch the driver acts as the service VM: :class:`FabricExecutor` activates the claim's FM
+partition (idempotently: skipped when FM already lists it active) and deactivates it when the last claim
+using it is unprepared. In every model it tells the workload its partition through CDI env. At start,
+a ``fabric-reassert`` record hands the executor (and a Fabric Manager restarted with ``--restart``,
+which answers nothing until told) the partitions the checkpoint holds; if FM restarts under a running
+plugin, the next call re-asserts the live list before retrying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nvdra.cdi import ContainerEdits
+from nvdra.core.checkpoint import Checkpoint, decode_checkpoint
+from nvdra.core.devices import Inventory
+from nvdra.core.errors import ClaimError, NvdraError
+from nvdra.core.featuregates import FeatureGates, Gate
+from nvdra.fabric import (
+    FabricManager,
+    FabricManagerError,
+    FabricMode,
+    FmNotConfigured,
+    FmUninitialized,
+    PartitionCatalog,
+    Topology,
+    describe_mode,
+)
+from nvdra.nvml import discover_inventory
+from nvdra.plugins.gpu.effects import Applied, Record
+from nvdra.plugins.gpu.fabric.node import NodeFabric, connect_fabric_manager
+from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPlanner
+from nvdra.plugins.state import read_boot_id
+
+__all__ = [
+    "REASSERT_KIND",
+    "FabricExecutor",
+    "build_fabric_effects",
+    "fabric_effects",
+    "live_owners",
+    "reassert_partitions",
+]
+
+log = logging.getLogger(__name__)
+
+REASSERT_KIND = "fabric-reassert"
+
+
+# -- executing ---------------------------------------------------------------------------------------
+
+
+def _env(record: Record) -> ContainerEdits:
+    return ContainerEdits(
+        env=(
+            f"NVDRA_FABRIC_PARTITION_ID={record['partitionId']}",
+            f"NVDRA_FABRIC_PARTITION_SIZE={record['size']}",
+            f"NVDRA_FABRIC_VIRTUALIZATION_MODEL={record['model']}",
+            f"NVDRA_FABRIC_NVLINK_BANDWIDTH_GBPS={record['bandwidthGBps']}",
+        )
+    )
+
+
+class FabricExecutor:
+    """Activates and deactivates Fabric Manager partitions for claims (see the module docstring)."""
+
+    kinds = frozenset({ACTIVATE_KIND, REASSERT_KIND})
+
+    def __init__(self, fm: FabricManager | None) -> None:
+        self.fm = fm
+        self._owners: dict[int, set[str]] = {}  # partition id -> claims using it
+        self._lock = threading.Lock()
+
+    def apply(self, record: Record) -> Applied:
+        """Activate (SharedNVSwitch) and return the workload's env; or re-assert the live list at start."""
+        if record.get("kind") == REASSERT_KIND:
+            self._reassert(record)
+            return Applied()
+        if record.get("activate"):
+            pid, claim = int(record["partitionId"]), str(record["claim"])
+            with self._lock:
+                fm = self._client()
+                if not self._is_active(fm, pid):
+                    self._with_list(fm, lambda: fm.activate(pid))
+                self._owners.setdefault(pid, set()).add(claim)
+            log.info("activated fabric partition %d for claim %s", pid, claim)
+        return Applied(claim_edits=_env(record))
+
+    def undo(self, record: Record) -> None:
+        """Deactivate when the last claim using the partition goes; fine if it never was active."""
+        if record.get("kind") != ACTIVATE_KIND or not record.get("activate"):
+            return
+        pid, claim = int(record["partitionId"]), str(record["claim"])
+        with self._lock:
+            owners = self._owners.get(pid, set())
+            owners.discard(claim)
+            if owners:
+                return
+            fm = self._client()
+            with contextlib.suppress(FmUninitialized):  # the SDK's "not active": nothing to undo
+                self._with_list(fm, lambda: fm.deactivate(pid))
+            self._owners.pop(pid, None)
+        log.info("deactivated fabric partition %d (claim %s was its last user)", pid, claim)
+
+    def _client(self) -> FabricManager:
+        if self.fm is None:
+            raise ClaimError("a Shared NVSwitch partition needs the Fabric Manager SDK, which is unavailable")
+        return self.fm
+
+    @staticmethod
+    def _is_active(fm: FabricManager, pid: int) -> bool:
+        try:
+            listed = fm.partitions()
+        except FmNotConfigured:
+            return False
+        return any(p.partition_id == pid and p.is_active for p in listed)
+
+    def _with_list(self, fm: FabricManager, call: Any) -> None:
+        """Run ``call``; if FM restarted and waits for the live list, hand it over and retry once."""
+        try:
+            call()
+        except FmNotConfigured:
+            live = sorted(pid for pid, owners in self._owners.items() if owners)
+            log.warning("Fabric Manager awaits its activated-partition list; re-asserting %s", live)
+            fm.set_activated(live)
+            call()
+
+    def _reassert(self, record: Record) -> None:
+        owners = {int(pid): set(claims) for pid, claims in (record.get("owners") or {}).items()}
+        with self._lock:
+            self._owners = {pid: claims for pid, claims in owners.items() if claims}
+            if self.fm is None or (not self._owners and self.fm.mode() is FabricMode.BARE_METAL):
+                return
+            fm = self.fm
+            live = sorted(self._owners)
+            try:
+                active = {p.partition_id for p in fm.partitions() if p.is_active}
+            except FmNotConfigured:
+                log.warning("Fabric Manager restarted; handing it the activated partitions %s", live)
+                fm.set_activated(live)
+                return
+            for pid in live:
+                if pid not in active:
+                    log.warning("partition %d is prepared but not active in Fabric Manager; activating", pid)
+                    fm.activate(pid)
+
+
+def live_owners(checkpoint: Checkpoint) -> dict[str, list[str]]:
+    """Partition id -> claims whose records activated it (completed or half-done: both may be live)."""
+    owners: dict[str, list[str]] = {}
+    for claim in checkpoint.claims.values():
+        for record in claim.applied:
+            if record.get("kind") == ACTIVATE_KIND and record.get("activate"):
+                owners.setdefault(str(record["partitionId"]), []).append(claim.uid)
+    return owners
+
+
+def reassert_partitions(executor: FabricExecutor, checkpoint: Checkpoint) -> None:
+    """Hand the executor (and a restarted Fabric Manager) the partitions the checkpoint holds."""
+    try:
+        executor.apply({"kind": REASSERT_KIND, "owners": live_owners(checkpoint)})
+    except NvdraError as exc:
+        log.error("cannot re-assert fabric partitions %s: %s", sorted(live_owners(checkpoint)), exc)
+
+
+def _stored_checkpoint(path: Path, boot_id: str) -> Checkpoint:
+    """The checkpoint as last saved, read without repairing anything (the driver's load repairs)."""
+    try:
+        checkpoint = decode_checkpoint(path.read_bytes())
+    except (OSError, NvdraError, ValueError):
+        return Checkpoint(node_boot_id=boot_id)
+    if boot_id and checkpoint.node_boot_id and checkpoint.node_boot_id != boot_id:
+        return Checkpoint(node_boot_id=boot_id)  # rebooted: no partition of the old boot is live
+    return checkpoint
+
+
+def fabric_effects(
+    gates: FeatureGates,
+    inventory: Inventory,
+    *,
+    fm: FabricManager | None,
+    fm_problem: str = "",
+    checkpoint: Checkpoint | None = None,
+) -> tuple[list[FabricPlanner], list[FabricExecutor]]:
+    """The fabric planner and executor when the gate is on (nothing otherwise).
+
+    ``checkpoint``: the stored claims; their partitions are re-asserted to Fabric Manager at once, before
+    the driver rolls back half-done prepares.
+    """
+    if not gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
+        return [], []
+    executor = FabricExecutor(fm)
+    if checkpoint is not None:
+        reassert_partitions(executor, checkpoint)  # first: a restarted FM answers nothing until then
+    try:
+        node = NodeFabric.build(inventory, fm, fm_problem=fm_problem)
+    except FabricManagerError as exc:
+        log.error("cannot read Fabric Manager's partitions (%s); using the board's default table", exc)
+        topology = Topology.from_inventory(inventory)
+        try:
+            mode = fm.mode() if fm is not None else None
+        except FabricManagerError:
+            mode = None
+        node = NodeFabric(
+            topology=topology,
+            catalog=PartitionCatalog.for_topology(topology),
+            mode=mode,
+            fm=fm,
+            fm_problem=str(exc),
+        )
+    log.info(
+        "fabric: %s, %d partitions (%s), sizes %s",
+        describe_mode(node.mode),
+        len(node.catalog.partitions),
+        node.catalog.source,
+        list(node.catalog.sizes),
+    )
+    return [FabricPlanner(node)], [executor]
+
+
+def build_fabric_effects(
+    config: Any, gates: FeatureGates, backend: Any, env: Mapping[str, str] | None = None
+) -> tuple[list[FabricPlanner], list[FabricExecutor]]:
+    """What ``serve.build_effects`` registers: discovery, the FM client, the stored checkpoint."""
+    if not gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
+        return [], []
+    inventory = discover_inventory(backend)
+    root = Path(config.container_driver_root)
+    fm, problem = connect_fabric_manager(
+        inventory, simulate=config.simulate, driver_root=root, env=os.environ if env is None else env
+    )
+    checkpoint = _stored_checkpoint(config.plugin_dir / "checkpoint.json", read_boot_id())
+    return fabric_effects(gates, inventory, fm=fm, fm_problem=problem, checkpoint=checkpoint)

@@ -1,0 +1,224 @@
+"""This node's fabric: topology, partitions, Fabric Manager client; published attributes; the node label.
+
+- :class:`NodeFabric` holds what the planner needs; :func:`connect_fabric_manager` finds the FM client
+  (simulated on a simulated node, libnvfm otherwise).
+- :func:`with_fabric_attributes`: every full GPU carries ``gpuModuleID``, ``partition1``/``2``/``4``/``8``
+  (upstream's names) and ``nvlinkBandwidth`` (GB/s), within the 32 attributes + capacities per device.
+- :func:`fabric_gate_for_node`: the label ``resource.nvidia.com/fabric-topology-support`` on this Node
+  overrides the gate for the node (gradual rollout); the log says which source decided.
+- :func:`partition_rows`: what ``nvdra partitions`` prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from nvdra.core.devices import Inventory
+from nvdra.core.errors import KubeApiError
+from nvdra.core.featuregates import FeatureGates, Gate, parse_bool
+from nvdra.fabric import (
+    FabricManager,
+    FabricManagerError,
+    FabricMode,
+    LibnvfmFabricManager,
+    PartitionCatalog,
+    SimulatedFabricManager,
+    Topology,
+    describe_mode,
+    detect_board,
+    simulated_fabric_mode,
+)
+from nvdra.fabric.libnvfm import read_fabric_mode
+from nvdra.kubeletplugin import KubeApi
+from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
+
+__all__ = [
+    "FABRIC_LABEL",
+    "NodeFabric",
+    "connect_fabric_manager",
+    "fabric_attributes",
+    "fabric_gate_for_node",
+    "partition_rows",
+    "simulated_node_fabric",
+    "with_fabric_attributes",
+]
+
+log = logging.getLogger(__name__)
+
+FABRIC_LABEL = "resource.nvidia.com/fabric-topology-support"
+MAX_ATTRIBUTES = 32  # attributes + capacities per device (resource.k8s.io v1)
+
+
+# -- the node ----------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class NodeFabric:
+    """What the planner knows of this node: its topology, partitions, Fabric Manager mode and client."""
+
+    topology: Topology
+    catalog: PartitionCatalog
+    mode: FabricMode | None
+    fm: FabricManager | None = None
+    fm_problem: str = ""  # why no client, when the mode needs one
+
+    @classmethod
+    def build(cls, inventory: Inventory, fm: FabricManager | None, *, fm_problem: str = "") -> NodeFabric:
+        """Read Fabric Manager's mode and (in a multitenancy mode) its partition listing."""
+        topology = Topology.from_inventory(inventory)
+        mode = fm.mode() if fm is not None else None
+        catalog = PartitionCatalog.for_topology(topology)
+        if fm is not None and mode is not FabricMode.BARE_METAL:
+            listed = fm.partitions()
+            catalog = PartitionCatalog.from_fabric_manager(
+                topology, ((p.partition_id, p.physical_ids, p.nvlinks_per_gpu) for p in listed)
+            )
+        return cls(topology=topology, catalog=catalog, mode=mode, fm=fm, fm_problem=fm_problem)
+
+    def index_of(self, device_name: str) -> int | None:
+        """The NVML index of a published full GPU."""
+        return next((g.index for g in self.topology.gpus if g.name == device_name), None)
+
+
+def connect_fabric_manager(
+    inventory: Inventory, *, simulate: str, driver_root: Path, env: Mapping[str, str]
+) -> tuple[FabricManager | None, str]:
+    """The node's Fabric Manager client (simulated for a simulated node), or None and why not."""
+    topology = Topology.from_inventory(inventory)
+    if detect_board(topology) is None:
+        return None, "this node has no NVSwitch baseboard that Fabric Manager manages"
+    if simulate:
+        mode = simulated_fabric_mode(Path(simulate).stem, env)
+        if mode is None:
+            return None, f"the simulated node {simulate!r} runs no Fabric Manager"
+        return SimulatedFabricManager.for_topology(topology, mode=mode), ""
+    try:
+        return LibnvfmFabricManager.connect(driver_root=driver_root, env=env), ""
+    except FabricManagerError as exc:
+        configured = read_fabric_mode(driver_root)
+        log.warning(
+            "Fabric Manager SDK unavailable (%s); configured mode: %s", exc, describe_mode(configured)
+        )
+        return None, str(exc)
+
+
+# -- publishing --------------------------------------------------------------------------------------
+
+
+def fabric_attributes(inventory: Inventory) -> dict[str, dict[str, dict[str, int]]]:
+    """Per published GPU name: ``gpuModuleID``, ``partition<N>`` and ``nvlinkBandwidth`` attributes."""
+    topology = Topology.from_inventory(inventory)
+    catalog = PartitionCatalog.for_topology(topology)
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for gpu in topology.gpus:
+        attributes = {"gpuModuleID": {"int": gpu.module_id}, "nvlinkBandwidth": {"int": gpu.bandwidth_gbps}}
+        for size in (1, 2, 4, 8):
+            partition = catalog.containing(gpu.index, size)
+            if partition is not None:
+                attributes[f"partition{size}"] = {"int": partition.id}
+        out[gpu.name] = attributes
+    return out
+
+
+def with_fabric_attributes(
+    devices: Iterable[dict[str, Any]], inventory: Inventory
+) -> tuple[dict[str, Any], ...]:
+    """Copies of the rendered devices with the fabric attributes added to each full GPU.
+
+    An attribute that would push a device over the 32 attributes + capacities limit is left out (logged).
+    """
+    extra = fabric_attributes(inventory)
+    out = []
+    for device in devices:
+        added = extra.get(device["name"])
+        if added is None:
+            out.append(device)
+            continue
+        attributes = dict(device.get("attributes", {}))
+        room = MAX_ATTRIBUTES - len(attributes) - len(device.get("capacity", {}))
+        for name, value in added.items():
+            if name in attributes:
+                continue
+            if room <= 0:
+                log.warning(
+                    "device %s: no room for attribute %s (limit %d)", device["name"], name, MAX_ATTRIBUTES
+                )
+                continue
+            attributes[name] = value
+            room -= 1
+        out.append({**device, "attributes": dict(sorted(attributes.items()))})
+    return tuple(out)
+
+
+# -- the gate, per node ------------------------------------------------------------------------------
+
+
+def fabric_gate_for_node(gates: FeatureGates, api: KubeApi, node_name: str) -> FeatureGates:
+    """Apply this node's ``resource.nvidia.com/fabric-topology-support`` label, if any, and log the decision.
+
+    A missing Node or an unreadable label keeps the cluster-wide value (a label typo must not stop the
+    plugin); the log says so.
+    """
+    value = ""
+    try:
+        labels = (api.get_node(node_name).get("metadata") or {}).get("labels") or {}
+        value = str(labels.get(FABRIC_LABEL, ""))
+    except KubeApiError as exc:
+        log.warning("cannot read node %s for label %s: %s", node_name, FABRIC_LABEL, exc)
+    if value:
+        try:
+            gates = gates.with_override(
+                Gate.FABRIC_TOPOLOGY_SUPPORT, parse_bool(value), detail=f"node label {FABRIC_LABEL}={value}"
+            )
+        except ValueError as exc:
+            log.error("ignoring node label %s=%r: %s", FABRIC_LABEL, value, exc)
+    state = gates.state(Gate.FABRIC_TOPOLOGY_SUPPORT)
+    log.info(
+        "%s=%s on node %s, decided by %s%s",
+        Gate.FABRIC_TOPOLOGY_SUPPORT,
+        state.enabled,
+        node_name,
+        state.source,
+        f" ({state.detail})" if state.detail else "",
+    )
+    return gates
+
+
+# -- `nvdra partitions` ------------------------------------------------------------------------------
+
+
+def partition_rows(node: NodeFabric) -> list[dict[str, str]]:
+    """One row per partition: id, size, GPUs (module ids), bandwidth, and free/active state."""
+    active: set[int] = set()
+    if node.fm is not None and node.mode is not FabricMode.BARE_METAL:
+        active = {p.partition_id for p in node.fm.partitions() if p.is_active}
+    rows = []
+    for p in node.catalog.partitions:
+        rows.append(
+            {
+                "ID": str(p.id),
+                "SIZE": str(p.size),
+                "GPUS": ",".join(node.topology.gpu(i).name for i in p.gpus),
+                "MODULES": ",".join(map(str, p.module_ids)),
+                "BANDWIDTH": f"{p.bandwidth_gbps} GB/s",
+                "STATE": "active" if p.id in active else "free",
+            }
+        )
+    return rows
+
+
+def simulated_node_fabric(profile: str, env: Mapping[str, str]) -> NodeFabric:
+    """The fabric of a simulated node profile, with its simulated Fabric Manager (fresh: nothing active)."""
+    backend = SimulatedNvml(load_profile(profile))
+    backend.init()
+    try:
+        inventory = discover_inventory(backend)
+    finally:
+        backend.shutdown()
+    fm, problem = connect_fabric_manager(inventory, simulate=profile, driver_root=Path("/"), env=env)
+    return NodeFabric.build(inventory, fm, fm_problem=problem)

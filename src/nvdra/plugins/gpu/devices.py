@@ -8,11 +8,12 @@ import attrs
 
 from nvdra.core.devices import Gpu, Inventory, MigDevice, MigPlacement, MigProfile
 from nvdra.core.featuregates import FeatureGates, Gate
+from nvdra.core.passthrough import VfioDevice
 from nvdra.core.sharing import mig_candidates, qualifies_for_dynamic_mig, resetless_toggle
 
 __all__ = ["AllocatableDevice", "allocatable_devices"]
 
-DeviceType = Literal["gpu", "mig"]
+DeviceType = Literal["gpu", "mig", "vfio"]
 
 
 @attrs.frozen(kw_only=True)
@@ -26,10 +27,13 @@ class AllocatableDevice:
     mig: MigDevice | None = None
     profile: MigProfile | None = None
     placement: MigPlacement | None = None
+    vfio: VfioDevice | None = None  # a GPU's passthrough view (``type`` vfio; see plugins.gpu.vfio)
 
     @property
     def uuid(self) -> str:
-        """The UUID a container sees (GPU-… or MIG-…)."""
+        """The UUID a container sees (GPU-…, MIG-…, or the VFIO device's)."""
+        if self.vfio is not None:
+            return self.vfio.uuid
         return self.mig.uuid if self.mig is not None else self.gpu.uuid
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -44,12 +44,30 @@ from nvdra.kubeletplugin.types import (
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, Record
 from nvdra.plugins.gpu.fabric import with_fabric_attributes
+from nvdra.plugins.gpu.metadata import with_metadata_ids
 from nvdra.plugins.gpu.mig import dynamic_mig_resources
 from nvdra.plugins.state import CheckpointStore, LoadReport
 
 __all__ = ["ClaimSpecs", "GpuDriver"]
 
 log = logging.getLogger(__name__)
+
+
+class DeviceView(Protocol):
+    """A feature that changes what is published beyond the inventory's devices (passthrough views,
+    health taints). ``held`` is every device name a checkpointed claim holds."""
+
+    def allocatable(self) -> Mapping[str, AllocatableDevice]:
+        """Extra devices a claim may get (e.g. ``gpu-vfio-<i>``)."""
+        ...
+
+    def decorate(self, resources: DriverResources, held: Collection[str]) -> DriverResources:
+        """The published resources with this feature's changes."""
+        ...
+
+    def refuse(self, name: str, held: Collection[str]) -> str | None:
+        """Why device ``name`` cannot be prepared now, or None."""
+        ...
 
 
 class ClaimSpecs(Protocol):
@@ -101,6 +119,7 @@ class GpuDriver:
         specs: ClaimSpecs,
         effects: Effects | None = None,
         driver_name: str = GPU_DRIVER_NAME,
+        views: Sequence[DeviceView] = (),
     ) -> None:
         self.node_name = node_name
         self.driver_name = driver_name
@@ -110,6 +129,13 @@ class GpuDriver:
         self._specs = specs
         self._effects = effects or Effects()
         self._devices = allocatable_devices(inventory, gates)
+        self.views = list(views)
+        for view in self.views:
+            self._devices.update(view.allocatable())
+        # Set by serve: receives the resources again whenever a view's output changes.
+        self.on_resources_changed: Callable[[DriverResources], None] | None = None
+        self._published: DriverResources | None = None
+        self._publish_lock = threading.Lock()
         self._lock = threading.Lock()
         self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
         # Spec writes/removals overlap with checkpoint writes (see _apply and unprepare for why).
@@ -142,7 +168,37 @@ class GpuDriver:
 
     def resources(self) -> DriverResources:
         """What this node publishes: one pool named after the node, one slice of devices."""
-        return self.resources_for(self.inventory, node_name=self.node_name, gates=self.gates)
+        resources = self.resources_for(self.inventory, node_name=self.node_name, gates=self.gates)
+        held = self._held()
+        for view in self.views:
+            resources = view.decorate(resources, held)
+        return resources
+
+    def prepared_device_counts(self) -> dict[str, int]:
+        """Devices held by checkpointed claims, per type (gpu, mig, vfio, unknown): the metrics gauge."""
+        counts: dict[str, int] = {}
+        for name in self._held():
+            device = self._devices.get(name)
+            kind = device.type if device is not None else "unknown"
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts
+
+    def _held(self) -> frozenset[str]:
+        return frozenset(
+            d.device_name for c in self._checkpoint.claims.values() for d in c.devices if not d.admin_access
+        )
+
+    def republish(self) -> None:
+        """Hand the resources to ``on_resources_changed`` when the views changed them."""
+        callback = self.on_resources_changed
+        if callback is None or not self.views:
+            return
+        with self._publish_lock:
+            resources = self.resources()
+            if resources == self._published:
+                return
+            self._published = resources
+            callback(resources)
 
     @staticmethod
     def resources_for(inventory: Inventory, *, node_name: str, gates: FeatureGates) -> DriverResources:
@@ -195,6 +251,7 @@ class GpuDriver:
                     self._store.save(self._checkpoint)
             if plans:
                 results.update(self._apply(plans))
+        self.republish()  # a view (passthrough) may hide or show devices now
         return results
 
     def _plan(self, ref: ClaimRef, claim: Mapping[str, Any], planned: Sequence[_Plan]) -> _Plan:
@@ -232,6 +289,8 @@ class GpuDriver:
             )
             for r, dev in zip(mine, allocated, strict=True)
         )
+        if self.gates.enabled(Gate.DEVICE_METADATA):
+            devices = with_metadata_ids(devices, ref.uid)  # KEP-5304: the request's metadata spec
         ctx = ClaimContext(ref=ref, devices=tuple(allocated), groups=groups, results=tuple(mine))
         return _Plan(
             ref=ref,
@@ -261,6 +320,10 @@ class GpuDriver:
         other = in_batch.get(name)
         if other is not None:
             raise ClaimError(f"device {name!r} is also allocated to claim {other} in the same request")
+        for view in self.views:
+            reason = view.refuse(name, self._held() | set(in_batch))
+            if reason is not None:
+                raise ClaimError(reason)
         return device
 
     def _apply(self, plans: Sequence[_Plan]) -> dict[str, PrepareResult]:
@@ -358,6 +421,7 @@ class GpuDriver:
                 if failure is not None and not errors[claim.uid]:
                     errors[claim.uid] = f"cannot remove CDI spec of claim {claim}: {failure}"
             self._checkpoint = remaining
+        self.republish()
         return errors
 
 

@@ -20,6 +20,7 @@ from nvdra.core.devices import Inventory
 from nvdra.core.featuregates import FeatureGates, parse_feature_gates
 from nvdra.kubeletplugin import Helper, KubeApi, KubernetesKubeApi, ResourceSlicePublisher, start
 from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.kubeletplugin.types import DraDriver
 from nvdra.nvml import (
     NvmlBackend,
     PynvmlBackend,
@@ -33,8 +34,11 @@ from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
 from nvdra.plugins.gpu.fabric import build_fabric_effects, fabric_gate_for_node
+from nvdra.plugins.gpu.health import HealthTracker, health_view, start_health_monitor
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
 from nvdra.plugins.gpu.sharing import sharing_effects
+from nvdra.plugins.gpu.vfio import passthrough_effects, passthrough_views
+from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 
 __all__ = ["RunningPlugin", "serve", "serve_until_signalled"]
@@ -53,6 +57,7 @@ class RunningPlugin:
     driver: GpuDriver
     helper: Helper
     liveness_port: int | None
+    metrics_port: int | None = None
 
 
 def _backend(config: PluginConfig) -> tuple[NvmlBackend, Path, Path]:
@@ -98,6 +103,7 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             hook_path=config.nvidia_cdi_hook_path or "/usr/bin/nvidia-cdi-hook",
         )
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
+        views = passthrough_views(config, gates, inventory)
         driver = GpuDriver(
             node_name=config.node_name,
             inventory=inventory,
@@ -105,13 +111,28 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             store=store,
             specs=specs,
             effects=build_effects(config, gates, backend, api),
+            views=views,
         )
         stack.callback(driver.close)
         driver.start()
         sweep_unknown_mig(backend, gates, driver.checkpoint())
-        helper = _start_helper(config, driver, api)
+        health = health_view(config, gates, driver)
+        metrics = PluginMetrics(
+            driver=config.driver_name, node=config.node_name, prepared_devices=driver.prepared_device_counts
+        )
+        helper = _start_helper(config, InstrumentedDriver(driver, metrics), api, health)
         stack.callback(helper.stop)
+        driver.on_resources_changed = helper.publish_resources
         helper.publish_resources(driver.resources())
+        if health is not None:
+            monitor = start_health_monitor(backend, inventory, health)
+            stack.callback(health.stop)
+            stack.callback(monitor.stop)
+        metrics_port: int | None = None
+        if config.http_endpoint:
+            server, metrics_port = start_metrics_server(config.http_endpoint, config.metrics_path, metrics)
+            stack.callback(server.server_close)
+            stack.callback(server.shutdown)
         port: int | None = None
         if config.healthcheck_port >= 0:
             liveness, port = start_liveness_server(
@@ -126,6 +147,7 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             driver=driver,
             helper=helper,
             liveness_port=port,
+            metrics_port=metrics_port,
         )
 
 
@@ -142,10 +164,15 @@ def build_effects(config: PluginConfig, gates: FeatureGates, backend: NvmlBacken
     fabric_planners, fabric_executors = build_fabric_effects(config, gates, backend)
     planners += fabric_planners
     executors += fabric_executors
+    passthrough_planners, passthrough_executors = passthrough_effects(config, gates)
+    planners += passthrough_planners
+    executors += passthrough_executors
     return Effects(planners, executors)
 
 
-def _start_helper(config: PluginConfig, driver: GpuDriver, api: KubeApi) -> Helper:
+def _start_helper(
+    config: PluginConfig, driver: DraDriver, api: KubeApi, health: HealthTracker | None = None
+) -> Helper:
     """Serve the sockets; the publisher starts once the kubelet confirms the registration."""
     publisher = ResourceSlicePublisher(
         api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
@@ -159,6 +186,7 @@ def _start_helper(config: PluginConfig, driver: GpuDriver, api: KubeApi) -> Help
         registrar_dir=config.kubelet_registrar_directory_path,
         rolling_update_uid=config.pod_uid or None,
         publisher=publisher,
+        health=health.reporter if health is not None else None,
     )
 
 

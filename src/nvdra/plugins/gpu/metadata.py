@@ -1,0 +1,166 @@
+"""KEP-5304 device metadata (gate ``DeviceMetadata``, needs ``PassthroughSupport``).
+
+Per request of a prepared claim (protocols §9 item 10): a JSON file under the plugin directory
+describing the request's devices (driver, pool, device, attributes — for a VFIO device its PCI address,
+which is what KubeVirt needs), and a CDI spec ``k8s.gpu.nvidia.com-metadata_<claimUID>_<request>``
+whose one device ``<claimUID>-<request>`` bind-mounts that file read-only at
+``/var/run/kubernetes.io/dra-device-attributes/<claim name>/<request>/metadata.json``. The CDI id is
+appended to the first device of each request. Both files are written as a ``device-metadata`` effect
+(logged before it is applied, undone on unprepare and rollback), so they never outlive the claim.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nvdra.cdi import (
+    ContainerEdits,
+    Mount,
+    claim_spec,
+    claim_spec_name,
+    qualified_name,
+    remove_spec,
+    write_spec,
+)
+from nvdra.cdi.writer import atomic_write, remove_durably
+from nvdra.core.checkpoint import DeviceRecord
+from nvdra.core.errors import CdiError
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, Record
+
+__all__ = [
+    "CONTAINER_DIR",
+    "METADATA_KIND",
+    "MetadataExecutor",
+    "MetadataPlanner",
+    "metadata_cdi_id",
+    "with_metadata_ids",
+]
+
+METADATA_KIND = "device-metadata"
+CONTAINER_DIR = "/var/run/kubernetes.io/dra-device-attributes"
+API_VERSION = "metadata.resource.k8s.io/v1alpha1"
+_VENDOR = "k8s.gpu.nvidia.com"
+_CLASS = "metadata"
+
+
+def metadata_cdi_id(claim_uid: str, request: str) -> str:
+    """``k8s.gpu.nvidia.com/metadata=<claimUID>-<request>``."""
+    return qualified_name(_VENDOR, _CLASS, f"{claim_uid}-{request}")
+
+
+def with_metadata_ids(devices: Sequence[DeviceRecord], claim_uid: str) -> tuple[DeviceRecord, ...]:
+    """The devices with the metadata CDI id appended to the first device of each request."""
+    seen: set[str] = set()
+    out = []
+    for device in devices:
+        d = device
+        request = d.requests[0] if d.requests else ""
+        if request and request not in seen:
+            seen.add(request)
+            d = DeviceRecord(
+                requests=d.requests,
+                pool_name=d.pool_name,
+                device_name=d.device_name,
+                cdi_device_ids=(*d.cdi_device_ids, metadata_cdi_id(claim_uid, request)),
+                share_id=d.share_id,
+                admin_access=d.admin_access,
+            )
+        out.append(d)
+    return tuple(out)
+
+
+class MetadataPlanner:
+    """One ``device-metadata`` record per request of the claim (pure)."""
+
+    def __init__(self, driver_name: str = "gpu.nvidia.com") -> None:
+        self.driver_name = driver_name
+
+    def plan(self, ctx: ClaimContext) -> Sequence[Record]:
+        """Records carrying everything the metadata file will say."""
+        by_request: dict[str, list[dict[str, Any]]] = {}
+        for device, result in zip(ctx.devices, ctx.results, strict=True):
+            request = str(result.get("request", "")).split("/", 1)[0]
+            attributes: dict[str, Any] = {
+                "type": device.type,
+                "uuid": device.uuid,
+                "productName": device.gpu.product_name,
+                "resource.kubernetes.io/pciBusID": (
+                    device.vfio.address if device.vfio is not None else device.gpu.pci_bus_id
+                ),
+            }
+            if device.vfio is not None and device.vfio.function.iommu_group is not None:
+                attributes["iommuGroup"] = device.vfio.function.iommu_group
+            by_request.setdefault(request, []).append(
+                {
+                    "driver": self.driver_name,
+                    "pool": str(result.get("pool", "")),
+                    "device": device.name,
+                    "attributes": attributes,
+                }
+            )
+        ref = ctx.ref
+        return [
+            {
+                "kind": METADATA_KIND,
+                "claim": {"uid": ref.uid, "namespace": ref.namespace, "name": ref.name},
+                "request": request,
+                "devices": devices,
+            }
+            for request, devices in by_request.items()
+        ]
+
+
+class MetadataExecutor:
+    """Writes and removes the metadata file and its CDI spec."""
+
+    kinds = frozenset({METADATA_KIND})
+
+    def __init__(self, *, plugin_dir: Path, cdi_root: Path) -> None:
+        self.plugin_dir = plugin_dir
+        self.cdi_root = cdi_root
+
+    def path(self, record: Record) -> Path:
+        """Where the record's metadata file lives on the host."""
+        claim = record["claim"]
+        return self.plugin_dir / "metadata" / str(claim["uid"]) / str(record["request"]) / "metadata.json"
+
+    def _spec_name(self, record: Record) -> str:
+        return claim_spec_name(_VENDOR, _CLASS, f"{record['claim']['uid']}_{record['request']}")
+
+    def apply(self, record: Record) -> Applied:
+        """Write the file, then the spec that mounts it (a spec never points at a missing file)."""
+        claim, request = record["claim"], str(record["request"])
+        doc = {
+            "apiVersion": API_VERSION,
+            "kind": "DeviceMetadata",
+            "claim": dict(claim),
+            "request": request,
+            "devices": list(record["devices"]),
+        }
+        path = self.path(record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(doc, indent=2, sort_keys=True).encode(), mode=0o644, error_cls=CdiError)
+        mount = Mount(
+            host_path=str(path),
+            container_path=f"{CONTAINER_DIR}/{claim['name']}/{request}/metadata.json",
+            options=("ro", "nosuid", "nodev", "bind"),
+        )
+        spec = claim_spec(
+            _VENDOR, _CLASS, str(claim["uid"]), [(request, ContainerEdits(mounts=(mount,)))], ContainerEdits()
+        )
+        write_spec(self.cdi_root, spec, self._spec_name(record))
+        return Applied()
+
+    def undo(self, record: Record) -> None:
+        """Remove the spec, then the file and its empty directories (missing ones are fine)."""
+        remove_spec(self.cdi_root, self._spec_name(record))
+        path = self.path(record)
+        remove_durably(path, error_cls=CdiError)
+        for d in (path.parent, path.parent.parent):
+            try:
+                d.rmdir()
+            except OSError:
+                break  # not empty (another request) or already gone

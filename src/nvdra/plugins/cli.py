@@ -24,7 +24,7 @@ def main() -> None:
     """nvdra: the NVIDIA GPU DRA driver, as a library and tools."""
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option(
     "--simulate",
     "profile",
@@ -32,12 +32,29 @@ def main() -> None:
     show_default=True,
     help=f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path.",
 )
-def demo(profile: str) -> None:
-    """Run the GPU plugin end to end on a simulated node (no cluster, no GPU needed)."""
+@click.pass_context
+def demo(ctx: click.Context, profile: str) -> None:
+    """Run the GPU plugin end to end on a simulated node (no cluster, no GPU needed).
+
+    `nvdra demo computedomain` runs the ComputeDomain side on a simulated GB200 NVL72 rack instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from nvdra.plugins.demo import run_demo
 
     try:
         run_demo(click.echo, profile=profile)
+    except NvdraError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@demo.command("computedomain")
+def demo_computedomain() -> None:
+    """ComputeDomains on a simulated NVL72 rack: controller, daemons, IMEX, channel claims."""
+    from nvdra.plugins.computedomain.demo import run_demo
+
+    try:
+        run_demo(click.echo)
     except NvdraError as exc:
         raise click.ClickException(str(exc)) from exc
 

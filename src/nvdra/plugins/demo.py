@@ -1,13 +1,14 @@
 """``nvdra demo``: the whole GPU flow on a simulated node, in a few seconds, with nothing to install.
 
-What runs is the production code: :func:`nvdra.plugins.gpu.serve.serve` starts the plugin exactly as
-``nvdra-gpu-plugin --simulate dgx-h100`` does, against an in-process Kubernetes API server (HTTP, the
-real ``kubernetes`` client adapter), on real unix sockets in a temporary directory. A
-:class:`~nvdra.kubeletplugin.KubeletClient` then does what the kubelet does: registers the plugin,
-and calls NodePrepareResources / NodeUnprepareResources for allocated claims.
+The scenarios are the upstream quickstart's: one GPU per pod (gpu-test1), one GPU shared by two
+containers (gpu-test2) and by two pods (gpu-test3), TimeSlicing and MPS (gpu-test5), a claim with a
+broken config, then a dynamic MIG slice pair. What runs is the production code (see
+:mod:`nvdra.plugins.demo_session`); what the demo shows after each call is read back from the
+simulated node itself — the simulated GPUs' compute mode, time slice and MIG instances, the MPS
+Deployment in the API, the CDI specs on disk, the checkpoint.
 
-Each claim is allocated by :mod:`nvdra.alloc` (the scheduler's rules, the chart's DeviceClasses)
-against the slices the plugin published and the claims allocated before it.
+MPSSupport and DynamicMIG exclude each other, so the plugin runs twice: first with
+``TimeSlicingSettings`` and ``MPSSupport``, then restarted with ``DynamicMIG``.
 """
 
 from __future__ import annotations
@@ -15,251 +16,319 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import attrs
-
-from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
-from nvdra.plugins.gpu.config import DRIVER_NAME, PluginConfig
-from nvdra.plugins.gpu.serve import RunningPlugin, serve
-
-__all__ = ["DemoClaim", "allocated_claim", "run_demo"]
-
-Out = Callable[[str], None]
-NODE = "demo-node"
-
-
-@attrs.frozen(kw_only=True)
-class DemoClaim:
-    """A claim of the demo: which containers use it, how many GPUs, which opaque config."""
-
-    name: str
-    title: str
-    containers: tuple[str, ...]
-    count: int = 1
-    parameters: Mapping[str, Any] | None = None
-
-
-def allocated_claim(
-    *,
-    name: str,
-    namespace: str,
-    devices: Sequence[str],
-    request: str = "gpu",
-    parameters: Mapping[str, Any] | None = None,
-    node: str = NODE,
-) -> dict[str, Any]:
-    """A ResourceClaim as the scheduler leaves it: spec, and ``status.allocation`` naming ``devices``."""
-    config = []
-    if parameters is not None:
-        config = [
-            {
-                "source": "FromClaim",
-                "requests": [request],
-                "opaque": {"driver": DRIVER_NAME, "parameters": dict(parameters)},
-            }
-        ]
-    exactly = {"deviceClassName": "gpu.nvidia.com", "allocationMode": "ExactCount", "count": len(devices)}
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())},
-        "spec": {
-            "devices": {
-                "requests": [{"name": request, "exactly": exactly}],
-                "config": [{"requests": c["requests"], "opaque": c["opaque"]} for c in config],
-            }
-        },
-        "status": {
-            "allocation": {
-                "devices": {
-                    "results": [
-                        {"request": request, "driver": DRIVER_NAME, "pool": node, "device": d}
-                        for d in devices
-                    ],
-                    "config": config,
-                },
-                "nodeSelector": {
-                    "nodeSelectorTerms": [
-                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-                    ]
-                },
-            }
-        },
-    }
-
-
-DEMO_CLAIMS = (
-    DemoClaim(name="single-gpu", title="one GPU for one container", containers=("ctr0",)),
-    DemoClaim(
-        name="shared-gpu",
-        title="one GPU shared by two containers of a pod (the user's gpu-test2 demo)",
-        containers=("ctr0", "ctr1"),
-    ),
-    DemoClaim(
-        name="bad-config",
-        title="a claim whose opaque config has a typo (rejected, nothing left behind)",
-        containers=("ctr0",),
-        parameters={
-            "apiVersion": "resource.nvidia.com/v1beta1",
-            "kind": "GpuConfig",
-            "sharing": {"strategy": "TimeSlicing", "timeSlicingConfg": {"interval": "Long"}},
-        },
-    ),
+from nvdra.core.sharing import TIMESLICE_KIND
+from nvdra.kubeletplugin.objects import DEPLOYMENTS
+from nvdra.nvml import SimulatedNvml
+from nvdra.plugins.demo_session import (
+    NAMESPACE,
+    DemoClaim,
+    DemoSession,
+    Out,
+    allocated_claim,
+    demo_cluster,
+    gpu_request,
+    table,
 )
+from nvdra.plugins.gpu.hostcmd import COMPUTE_MODES, SimulatedHostCommands
+from nvdra.plugins.gpu.sharing import TimeSlicingExecutor
+
+__all__ = ["DEMO_CLAIMS", "MIG_GATES", "SHARING_GATES", "allocated_claim", "run_demo"]
+
+SHARING_GATES = "TimeSlicingSettings=true,MPSSupport=true"
+MIG_GATES = "DynamicMIG=true"
+_MODE_NAMES = {v: k for k, v in COMPUTE_MODES.items()}
+_INTERVALS = {0: "Default", 1: "Short", 2: "Medium", 3: "Long"}
 
 
-@contextmanager
-def _demo_cluster(tmp: Path, profile: str) -> Iterator[tuple[FakeKube, RunningPlugin]]:
-    store = FakeKube()
-    store.add_node(NODE)
-    with ApiServer(store) as api:
-        config = PluginConfig(
-            node_name=NODE,
-            kubeconfig=str(api.write_kubeconfig(tmp / "kubeconfig")),
-            cdi_root=tmp / "cdi",
-            simulate=profile,
-            kubelet_registrar_directory_path=tmp / "plugins_registry",
-            kubelet_plugins_directory_path=tmp / "plugins",
-        )
-        with serve(config) as plugin:
-            yield store, plugin
+def _gpu_config(**sharing: Any) -> dict[str, Any]:
+    return {"apiVersion": "resource.nvidia.com/v1beta1", "kind": "GpuConfig", "sharing": sharing}
 
 
-def _wait_for_slices(store: FakeKube, timeout: float = 5.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        slices = store.resource_slices()
-        if slices:
-            return slices
-        time.sleep(0.01)
-    raise TimeoutError("no ResourceSlice was published within 5 s of registration")
+GPU_TEST1 = tuple(
+    DemoClaim(name=f"gpu-test1-{pod}", title="", pods=(pod,), containers=("ctr",)) for pod in ("pod0", "pod1")
+)
+GPU_TEST2 = DemoClaim(
+    name="gpu-test2",
+    title="gpu-test2: one GPU shared by two containers of a pod (the user's demo)",
+    containers=("ctr0", "ctr1"),
+)
+GPU_TEST3 = DemoClaim(
+    name="gpu-test3",
+    title="gpu-test3: one claim shared by two pods (reservedFor pod0 and pod1)",
+    pods=("pod0", "pod1"),
+    containers=("ctr",),
+)
+TIME_SLICING = DemoClaim(
+    name="gpu-test-timeslicing",
+    title="TimeSlicing with interval Long, two containers (gpu-test5)",
+    parameters=_gpu_config(strategy="TimeSlicing", timeSlicingConfig={"interval": "Long"}),
+    containers=("ctr0", "ctr1"),
+)
+MPS = DemoClaim(
+    name="gpu-test-mps",
+    title="MPS, 50 % of the SMs and 10Gi pinned memory per client (gpu-test5, gpu-test-mps)",
+    parameters=_gpu_config(
+        strategy="MPS",
+        mpsConfig={"defaultActiveThreadPercentage": 50, "defaultPinnedDeviceMemoryLimit": "10Gi"},
+    ),
+    containers=("ctr0", "ctr1"),
+)
+BAD_CONFIG = DemoClaim(
+    name="bad-config",
+    title="a claim whose opaque config has a typo (refused, nothing left behind)",
+    parameters=_gpu_config(strategy="TimeSlicing", timeSlicingConfg={"interval": "Long"}),
+)
+_PROFILE_CEL = "device.attributes['gpu.nvidia.com'].profile == '{}'"
+DYNAMIC_MIG = DemoClaim(
+    name="gpu-test-dynamic-mig",
+    title="a 1g.10gb and a 2g.20gb MIG slice of one GPU, cut at prepare (gpu-test-dynamic-mig)",
+    requests=(
+        gpu_request("small", device_class="mig.nvidia.com", cel=_PROFILE_CEL.format("1g.10gb")),
+        gpu_request("medium", device_class="mig.nvidia.com", cel=_PROFILE_CEL.format("2g.20gb")),
+    ),
+    constraints=({"requests": ["small", "medium"], "matchAttribute": "gpu.nvidia.com/parentUUID"},),
+    parameters={"apiVersion": "resource.nvidia.com/v1beta1", "kind": "MigDeviceConfig"},
+    containers=("ctr-small", "ctr-medium"),
+)
+DEMO_CLAIMS = (*GPU_TEST1, GPU_TEST2, GPU_TEST3, TIME_SLICING, MPS, BAD_CONFIG, DYNAMIC_MIG)
+"""Every claim the demo allocates, in order."""
 
 
-def _table(rows: Sequence[Mapping[str, str]], out: Out) -> None:
-    if not rows:
-        return
-    cols = [c for c in rows[0] if any(r[c] for r in rows)]
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
-    for line in [dict(zip(cols, cols, strict=True)), *rows]:
-        out("    " + "  ".join(line[c].ljust(widths[c]) for c in cols).rstrip())
+def _attr(device: dict[str, Any], key: str) -> str:
+    return str(next(iter(device["attributes"].get(key, {"": ""}).values())))
 
 
-def _show_slices(slices: list[dict[str, Any]], out: Out) -> list[str]:
-    devices = [d for s in slices for d in s["spec"].get("devices", [])]
-    s0 = slices[0]
-    pool = s0["spec"]["pool"]
-    out(
-        f"  ResourceSlice {s0['metadata']['name']} (driver {s0['spec']['driver']}, pool "
-        f"{pool['name']}, generation {pool['generation']}): {len(devices)} devices"
+def _show_slices(s: DemoSession) -> None:
+    devices = [d for sl in s.slices for d in sl["spec"].get("devices", [])]
+    pool = s.slices[0]["spec"]["pool"]
+    s.out(
+        f"  {len(s.slices)} ResourceSlice(s) of driver {s.slices[0]['spec']['driver']}, pool "
+        f"{pool['name']} (generation {pool['generation']}): {len(devices)} devices"
     )
-
-    def attr(d: dict[str, Any], key: str) -> str:
-        return str(next(iter(d["attributes"].get(key, {"": ""}).values())))
-
-    _table(
+    table(
         [
             {
                 "DEVICE": d["name"],
-                "TYPE": attr(d, "type"),
-                "PRODUCT": attr(d, "productName"),
+                "TYPE": _attr(d, "type"),
+                "PRODUCT": _attr(d, "productName"),
                 "MEMORY": d.get("capacity", {}).get("memory", {}).get("value", ""),
-                "UUID": attr(d, "uuid"),
-                "PCI": attr(d, "resource.kubernetes.io/pciBusID"),
+                "UUID": _attr(d, "uuid"),
+                "PCI": _attr(d, "resource.kubernetes.io/pciBusID"),
             }
             for d in devices
         ],
-        out,
+        s.out,
     )
-    return [d["name"] for d in devices if attr(d, "type") == "gpu"]
 
 
-def _show_spec(path: Path, out: Out) -> None:
+def _sim(s: DemoSession) -> SimulatedNvml:
+    backend = s.plugin.backend
+    if not isinstance(backend, SimulatedNvml):
+        raise TypeError("the demo reads state back from a simulated node only")
+    return backend
+
+
+def _gpu_state(s: DemoSession, uuid: str) -> str:
+    """Compute mode and time slice of one simulated GPU, as nvidia-smi would report them."""
+    sim = _sim(s)
+    mode = _MODE_NAMES.get(sim.compute_mode(sim.index_by_uuid(uuid)), "?")
+    executor = s.plugin.effects.executor(TIMESLICE_KIND) if s.plugin.effects else None
+    runner = executor.runner if isinstance(executor, TimeSlicingExecutor) else None
+    if not isinstance(runner, SimulatedHostCommands):
+        return f"compute mode {mode}"
+    value = runner.timeslice(uuid)
+    return f"compute mode {mode}, time slice {value} ({_INTERVALS.get(value, '?')})"
+
+
+def _prepare(s: DemoSession, demo: DemoClaim, title: str | None = None) -> dict[str, Any] | None:
+    """Allocate, prepare for the claim's first pod, print what each container gets; the claim or None."""
+    s.section(title or demo.title)
+    claim = s.allocate(demo)
+    results = claim["status"]["allocation"]["devices"]["results"]
+    _, result, ms = s.prepare(claim)
+    allocated = ", ".join(f"{r['device']} ({r['request']})" for r in results)
+    s.out(f"  allocated {allocated}; NodePrepareResources took {ms:.1f} ms")
+    if result.error:
+        s.out(f"  refused: {result.error}")
+        s.out(f"  CDI files left for it: {s.cdi_files(claim['metadata']['uid']) or 'none'}")
+        return None
+    ids = [i for d in result.devices for i in d.cdi_device_ids]
+    s.out(f"  {demo.pods[0]} (containers {', '.join(demo.containers)}) gets CDI devices:")
+    for i in ids:
+        s.out(f"    {i}")
+    return claim
+
+
+def _uuids(s: DemoSession, claim: dict[str, Any]) -> list[str]:
+    by_name = {d["name"]: _attr(d, "uuid") for sl in s.slices for d in sl["spec"].get("devices", [])}
+    return [by_name[r["device"]] for r in claim["status"]["allocation"]["devices"]["results"]]
+
+
+def _gpu_test1(s: DemoSession) -> None:
+    s.section("gpu-test1: two pods, each with its own GPU (one claim per pod from a template)")
+    for demo in GPU_TEST1:
+        claim = s.allocate(demo)
+        _, result, ms = s.prepare(claim)
+        device = claim["status"]["allocation"]["devices"]["results"][0]["device"]
+        ids = [i for d in result.devices for i in d.cdi_device_ids]
+        s.out(f"  {demo.pods[0]}: claim {demo.name} -> {device} ({ms:.1f} ms); CDI {ids or result.error}")
+
+
+def _gpu_test2(s: DemoSession) -> None:
+    claim = _prepare(s, GPU_TEST2)
+    if claim is None:
+        return
+    path = next(s.plugin.config.cdi_root.glob(f"*{claim['metadata']['uid']}.yaml"))
     text = path.read_text().splitlines()
-    out(f"  CDI spec {path.name} ({len(text)} lines; device section):")
+    s.out(f"  CDI spec {path.name} ({len(text)} lines; device section):")
     for line in text[: text.index("containerEdits:") if "containerEdits:" in text else 12][:16]:
-        out("    " + line)
-    out(
+        s.out("    " + line)
+    s.out(
         f"    containerEdits: {sum(1 for x in text if 'hostPath:' in x)} host paths "
         f"(device nodes, driver libraries, binaries), {sum(1 for x in text if 'hookName' in x)} "
         "nvidia-cdi-hook hooks"
     )
 
 
-def _prepare_all(
-    kubelet: RegisteredPlugin, store: FakeKube, slices: list[dict[str, Any]], tmp: Path, out: Out
-) -> list[ClaimRef]:
-    from nvdra.plugins.explain import allocate_claim
+def _gpu_test3(s: DemoSession) -> None:
+    claim = _prepare(s, GPU_TEST3)
+    if claim is None:
+        return
+    # The kubelet prepares a claim for every pod that uses it; the plugin answers from its checkpoint.
+    _, again, ms = s.prepare(claim)
+    ids = [i for d in again.devices for i in d.cdi_device_ids]
+    entries = sum(1 for uid in s.plugin.driver.checkpoint().claims if uid == claim["metadata"]["uid"])
+    s.out(f"  pod1 prepared the same claim ({ms:.1f} ms; checkpoint entries for it: {entries}):")
+    for i in ids or [again.error]:
+        s.out(f"    {i}")
 
-    refs: list[ClaimRef] = []
-    held: list[dict[str, Any]] = []
-    for i, demo in enumerate(DEMO_CLAIMS, start=1):
-        # allocated_claim() gives the spec; the allocator replaces its placeholder allocation.
-        draft = allocated_claim(
-            name=demo.name, namespace="default", devices=[""] * demo.count, parameters=demo.parameters
+
+def _time_slicing(s: DemoSession) -> list[str]:
+    claim = _prepare(s, TIME_SLICING)
+    uuids = _uuids(s, claim) if claim else []
+    for uuid in uuids:
+        s.out(f"  simulated GPU {uuid}: {_gpu_state(s, uuid)}")
+    return uuids
+
+
+def _mps(s: DemoSession) -> list[str]:
+    claim = _prepare(s, MPS)
+    if claim is None:
+        return []
+    uuids = _uuids(s, claim)
+    for dep in s.store.objects.list_objects(DEPLOYMENTS, NAMESPACE):
+        env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        s.out(
+            f"  Deployment {NAMESPACE}/{dep['metadata']['name']} on node "
+            f"{dep['spec']['template']['spec']['nodeName']}, readyReplicas "
+            f"{(dep.get('status') or {}).get('readyReplicas')} (the demo's stand-in kube controller)"
         )
-        claim = allocate_claim(draft, slices, node_name=NODE, allocated_claims=held)
-        devices = [r["device"] for r in claim["status"]["allocation"]["devices"]["results"]]
-        store.add_claim(claim)
-        ref = ClaimRef(namespace="default", name=demo.name, uid=claim["metadata"]["uid"])
-        t0 = time.perf_counter()
-        result = kubelet.prepare([ref])[ref.uid]
-        ms = (time.perf_counter() - t0) * 1000
-        out(f"\n[{i + 2}] claim {demo.name!r}: {demo.title}")
-        out(f"  allocated {', '.join(devices)}; NodePrepareResources took {ms:.1f} ms")
-        if result.error:
-            out(f"  refused: {result.error}")
-            left = sorted(p.name for p in (tmp / "cdi").glob(f"*{ref.uid}*"))
-            out(f"  CDI files left for it: {left or 'none'}")
-            continue
-        refs.append(ref)
-        held.append(claim)
-        for ctr in demo.containers:
-            ids = [i for d in result.devices for i in d.cdi_device_ids]
-            out(f"  container {ctr} gets CDI devices {ids}")
-        if demo.name == "shared-gpu":
-            _show_spec(next((tmp / "cdi").glob(f"*{ref.uid}.yaml")), out)
-    return refs
+        s.out(
+            f"    MPS_ACTIVE_THREAD_PERCENTAGE={env.get('MPS_ACTIVE_THREAD_PERCENTAGE')} "
+            f"MPS_PINNED_MEMORY_LIMITS={env.get('MPS_PINNED_MEMORY_LIMITS')}"
+        )
+    edits: dict[str, list[Any]] = s.claim_spec(claim["metadata"]["uid"]).get("containerEdits") or {}
+    mps_dir = str(s.plugin.config.plugin_dir / "mps")
+    mps_env = [e for e in edits.get("env") or [] if e.startswith("CUDA_MPS")]
+    mounts = [m["containerPath"] for m in edits.get("mounts") or [] if m["hostPath"].startswith(mps_dir)]
+    s.out(f"  the claim's CDI spec adds env {mps_env} and mounts the daemon's {mounts}")
+    for uuid in uuids:
+        s.out(f"  simulated GPU {uuid}: {_gpu_state(s, uuid)}")
+    return uuids
+
+
+def _unprepare_all(s: DemoSession, watched: list[str]) -> None:
+    s.section(f"NodeUnprepareResources for the {len(s.prepared)} prepared claims")
+    t0 = time.perf_counter()
+    errors = s.kubelet.unprepare(list(s.prepared))
+    ms = (time.perf_counter() - t0) * 1000
+    s.prepared.clear()
+    s.out(f"  {'ok' if not any(errors.values()) else errors} in {ms:.1f} ms")
+    for uuid in watched:
+        s.out(f"  simulated GPU {uuid}: {_gpu_state(s, uuid)}")
+    deployments = [d["metadata"]["name"] for d in s.store.objects.list_objects(DEPLOYMENTS, NAMESPACE)]
+    s.out(
+        f"  MPS Deployments left: {deployments or 'none'}; CDI specs left: {s.cdi_files() or 'none'}; "
+        f"checkpoint entries: {len(s.plugin.driver.checkpoint().claims)}"
+    )
+
+
+def _mig_rows(s: DemoSession) -> list[dict[str, str]]:
+    sim = _sim(s)
+    rows = []
+    for gpu in sim.snapshot().gpus:
+        names = {p.id: p.name.removeprefix("MIG ") for p in sim.gpu_instance_profiles(gpu.index)}
+        for mig in sim.mig_devices(gpu.index):
+            end = mig.placement.start + mig.placement.size - 1
+            rows.append(
+                {
+                    "GPU": str(gpu.index),
+                    "MIG MODE": "on" if gpu.mig_current else "off",
+                    "GI": str(mig.gi_id),
+                    "PROFILE": names.get(mig.gi_profile_id, str(mig.gi_profile_id)),
+                    "MEMORY SLICES": f"{mig.placement.start}..{end}",
+                    "CI": str(mig.ci_id),
+                    "MIG UUID": mig.uuid,
+                }
+            )
+    return rows
+
+
+def _dynamic_mig(s: DemoSession) -> None:
+    devices = [d for sl in s.slices for d in sl["spec"].get("devices", [])]
+    counter_sets = [c for sl in s.slices for c in sl["spec"].get("sharedCounters") or []]
+    migs = sum(1 for d in devices if _attr(d, "type") == "mig")
+    first = ", ".join(c["name"] for c in counter_sets[:2])
+    s.out(
+        f"  {len(s.slices)} ResourceSlices: {len(devices) - migs} full GPUs and {migs} MIG placements, "
+        f"all consuming {len(counter_sets)} counter sets ({first}, …)"
+    )
+    claim = _prepare(s, DYNAMIC_MIG)
+    if claim is None:
+        return
+    s.out("  MIG devices on the simulated GPUs now (NVML snapshot):")
+    table(_mig_rows(s), s.out)
+    s.section("NodeUnprepareResources for the MIG claim")
+    errors = s.kubelet.unprepare(list(s.prepared))
+    s.prepared.clear()
+    mig_on = [g.index for g in _sim(s).snapshot().gpus if g.mig_current]
+    s.out(
+        f"  {'ok' if not any(errors.values()) else errors}; MIG devices left: {len(_mig_rows(s))}; "
+        f"GPUs with MIG mode on: {mig_on or 'none'}; CDI specs left: {s.cdi_files() or 'none'}"
+    )
 
 
 def run_demo(out: Out, *, profile: str = "dgx-h100") -> None:
     """Run the demo, printing through ``out``. The plugin's own log goes quiet below errors: the demo
     reports refusals itself."""
-    logging.getLogger("nvdra").setLevel(logging.ERROR)
+    quiet = logging.getLogger("nvdra")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        _run(out, profile)
+    finally:
+        quiet.setLevel(level)
+
+
+def _run(out: Out, profile: str) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nvdra-demo-") as tmpdir:
         tmp = Path(tmpdir)
         out(f"nvdra demo: simulated node {profile!r}, in-process API server, unix sockets in {tmp}")
-        with (
-            _demo_cluster(tmp, profile) as (store, plugin),
-            KubeletClient(tmp / "plugins_registry") as kubelet,
-        ):
-            gpus = plugin.inventory.gpus
-            out(
-                f"\n[1] nvdra-gpu-plugin started: {len(gpus)} x {gpus[0].product_name}, driver "
-                f"{plugin.inventory.driver_version}; sockets: {', '.join(p.name for p in kubelet.discover())}"
-            )
-            t0 = time.perf_counter()
-            registered = kubelet.register(kubelet.discover()[0])
-            slices = _wait_for_slices(store)
-            out(
-                f"\n[2] the kubelet registered it ({registered.api_version}); slices published "
-                f"{(time.perf_counter() - t0) * 1000:.0f} ms later"
-            )
-            _show_slices(slices, out)
-            refs = _prepare_all(registered, store, slices, tmp, out)
-            t0 = time.perf_counter()
-            errors = registered.unprepare(refs)
-            left = sorted(p.name for p in (tmp / "cdi").iterdir())
-            ms = (time.perf_counter() - t0) * 1000
-            entries = len(plugin.driver.checkpoint().claims)
-            status = "ok" if not any(errors.values()) else str(errors)
-            out(
-                f"\n[{len(DEMO_CLAIMS) + 3}] NodeUnprepareResources for {len(refs)} claims: {status} in "
-                f"{ms:.1f} ms; CDI specs left: {left or 'none'}; checkpoint entries: {entries}"
-            )
+        with demo_cluster(tmp / "sharing", profile, SHARING_GATES, out, 0) as s:
+            _show_slices(s)
+            _gpu_test1(s)
+            _gpu_test2(s)
+            _gpu_test3(s)
+            watched = _time_slicing(s)
+            watched += _mps(s)
+            _prepare(s, BAD_CONFIG)
+            _unprepare_all(s, watched)
+            step = s.step
+        out("\n--- the plugin stops and starts again with DynamicMIG (it excludes MPSSupport) ---")
+        with demo_cluster(tmp / "mig", profile, MIG_GATES, out, step) as s:
+            _dynamic_mig(s)
     out(f"\ndone in {time.perf_counter() - started:.1f} s")

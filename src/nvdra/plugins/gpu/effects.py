@@ -117,6 +117,10 @@ class Effects:
         """Undo one record through its executor."""
         self._executor(record).undo(record)
 
+    def executor(self, kind: str) -> EffectExecutor:
+        """The executor registered for ``kind`` (ConfigError when none is): for tools that read state back."""
+        return self._executor({"kind": kind})
+
     def _executor(self, record: Record) -> EffectExecutor:
         kind = str(record.get("kind", ""))
         executor = self._executors.get(kind)

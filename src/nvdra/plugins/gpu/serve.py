@@ -58,6 +58,7 @@ class RunningPlugin:
     helper: Helper
     liveness_port: int | None
     metrics_port: int | None = None
+    effects: Effects | None = None
 
 
 def _backend(config: PluginConfig) -> tuple[NvmlBackend, Path, Path]:
@@ -104,13 +105,14 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
         )
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
         views = passthrough_views(config, gates, inventory)
+        effects = build_effects(config, gates, backend, api)
         driver = GpuDriver(
             node_name=config.node_name,
             inventory=inventory,
             gates=gates,
             store=store,
             specs=specs,
-            effects=build_effects(config, gates, backend, api),
+            effects=effects,
             views=views,
         )
         stack.callback(driver.close)
@@ -148,6 +150,7 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             helper=helper,
             liveness_port=port,
             metrics_port=metrics_port,
+            effects=effects,
         )
 
 

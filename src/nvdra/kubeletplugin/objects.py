@@ -33,6 +33,7 @@ from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 __all__ = [
     "DAEMON_SETS",
     "DEPLOYMENTS",
+    "DEVICE_CLASSES",
     "LEASES",
     "NODES",
     "PODS",
@@ -86,6 +87,14 @@ LEASES = ResourceType(
 )
 RESOURCE_CLAIMS = ResourceType(
     group="resource.k8s.io", version="v1", plural="resourceclaims", kind="ResourceClaim"
+)
+DEVICE_CLASSES = ResourceType(
+    group="resource.k8s.io",
+    version="v1",
+    plural="deviceclasses",
+    kind="DeviceClass",
+    namespaced=False,
+    status_subresource=False,
 )
 RESOURCE_CLAIM_TEMPLATES = ResourceType(
     group="resource.k8s.io",

@@ -3,7 +3,8 @@
 Inputs: YAML files holding ResourceClaims or ResourceClaimTemplates (and optionally DeviceClasses,
 which join the class set); the node's ResourceSlices from a simulated profile (rendered with the GPU
 driver's own code, with the chart's DeviceClasses) or from a live cluster (``--kubeconfig``, the
-GPU and ComputeDomain drivers' slices of ``--node``). Output follows kubectl: a table (``-o wide``
+GPU and ComputeDomain drivers' slices of ``--node``, the cluster's own DeviceClasses, and every claim
+the cluster has already allocated, whose devices are taken). Output follows kubectl: a table (``-o wide``
 lists every candidate), or the claims with ``status.allocation`` filled as YAML/JSON.
 """
 
@@ -14,17 +15,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 
-from nvdra.alloc import Allocator, Diagnosis, builtin_device_classes, diagnose
+from nvdra.alloc import Allocator, Diagnosis, allocated_devices, builtin_device_classes, diagnose
 from nvdra.core.errors import UserError
 from nvdra.core.featuregates import FeatureGates
 from nvdra.plugins.devices import driver_resources, simulated_inventory, slice_objects
 from nvdra.plugins.gpu.config import DRIVER_NAME
 
 __all__ = [
+    "ClusterView",
     "allocate_claim",
     "cluster_slices",
+    "cluster_view",
     "load_documents",
     "render",
     "simulated_slices",
@@ -71,6 +75,57 @@ def cluster_slices(kubeconfig: str, node_name: str | None) -> list[dict[str, Any
         for driver in (DRIVER_NAME, CD_DRIVER)
         for s in api.list_resource_slices(driver=driver, node_name=node_name)
     ]
+
+
+@attrs.frozen(kw_only=True)
+class ClusterView:
+    """What the scheduler sees of a live cluster for one node."""
+
+    slices: list[dict[str, Any]]
+    classes: list[dict[str, Any]]
+    """The cluster's DeviceClasses (they replace the chart's built-in copies)."""
+    allocated: list[dict[str, Any]]
+    """ResourceClaims that already hold an allocation (their devices are in use)."""
+    node_labels: dict[str, str]
+
+
+def cluster_view(kubeconfig: str, node_name: str) -> ClusterView:
+    """Read ``node_name``'s slices, the DeviceClasses and the allocated claims through the generic
+    ``ObjectApi``, at the ``resource.k8s.io`` version the cluster serves."""
+    from nvdra.core.errors import KubeNotFound
+    from nvdra.kubeletplugin import KubernetesKubeApi
+    from nvdra.kubeletplugin.objects import DEVICE_CLASSES, RESOURCE_CLAIMS
+
+    api = KubernetesKubeApi.from_kubeconfig(kubeconfig)
+    version = api.resource_api_version()
+    slices = [
+        s
+        for driver in (DRIVER_NAME, CD_DRIVER)
+        for s in api.list_resource_slices(driver=driver, node_name=node_name)
+    ]
+    classes = api.list_objects(attrs.evolve(DEVICE_CLASSES, version=version))
+    claims = api.list_objects(attrs.evolve(RESOURCE_CLAIMS, version=version))
+    try:
+        labels = (api.get_node(node_name).get("metadata") or {}).get("labels") or {}
+    except KubeNotFound as exc:
+        raise InputFileError(f"--node {node_name}: no such node in the cluster") from exc
+    return ClusterView(
+        slices=slices,
+        classes=classes,
+        allocated=[c for c in claims if (c.get("status") or {}).get("allocation")],
+        node_labels=dict(labels),
+    )
+
+
+def _same_claim(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two claim objects name the same claim (UID, else namespace and name)."""
+    ma, mb = a.get("metadata") or {}, b.get("metadata") or {}
+    if ma.get("uid") and ma.get("uid") == mb.get("uid"):
+        return True
+    return bool(ma.get("name")) and (ma.get("namespace") or "default", ma.get("name")) == (
+        mb.get("namespace") or "default",
+        mb.get("name"),
+    )
 
 
 def slice_rows(slices: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -214,8 +269,14 @@ def explain_claims(
     node_name: str,
     extra_classes: Iterable[Mapping[str, Any]] = (),
     builtin: bool = True,
+    allocated_claims: Sequence[Mapping[str, Any]] = (),
+    node_labels: Mapping[str, str] | None = None,
 ) -> tuple[Diagnosis, list[dict[str, Any]]]:
-    """Diagnose every claim in ``docs`` together (as for one pod); DeviceClasses in ``docs`` join in."""
+    """Diagnose every claim in ``docs`` together (as for one pod); DeviceClasses in ``docs`` join in.
+
+    ``allocated_claims`` hold their devices (a claim in ``docs`` that is among them is re-allocated:
+    its own allocation does not count against it).
+    """
     classes: dict[str, Mapping[str, Any]] = dict(builtin_device_classes()) if builtin else {}
     for c in extra_classes:
         classes[str(c["metadata"]["name"])] = c
@@ -229,7 +290,11 @@ def explain_claims(
             raise InputFileError(f"{where}: kind {doc.get('kind')!r} is neither a claim nor a DeviceClass")
     if not claims:
         raise InputFileError("no ResourceClaim or ResourceClaimTemplate in the given files")
-    return diagnose(Allocator(slices, classes, node_name=node_name), claims), claims
+    held = [c for c in allocated_claims if not any(_same_claim(c, mine) for mine in claims)]
+    alloc = Allocator(
+        slices, classes, node_name=node_name, node_labels=node_labels, allocated=allocated_devices(held)
+    )
+    return diagnose(alloc, claims), claims
 
 
 def _progress(message: str) -> None:
@@ -269,19 +334,27 @@ def run_explain(
     """``nvdra explain``: True when every claim got an allocation."""
     if kubeconfig is not None and profile is not None:
         raise InputFileError("give either --simulate or --kubeconfig, not both")
+    extra = [doc for _, doc in load_documents(class_files) if doc.get("kind") == "DeviceClass"]
+    view: ClusterView | None = None
     if kubeconfig is not None:
         if not node:
             raise InputFileError("--kubeconfig needs --node (the node to allocate on)")
-        _progress(f"listing ResourceSlices of node {node} …")
-        slices = cluster_slices(kubeconfig, node)
-        node_name = node
+        _progress(f"reading ResourceSlices of node {node}, DeviceClasses and allocated claims …")
+        view = cluster_view(kubeconfig, node)
+        slices, node_name = view.slices, node
+        _progress(f"{len(view.classes)} DeviceClasses, {len(view.allocated)} allocated claims in the cluster")
     else:
         node_name = node or "node"
         slices = simulated_slices(profile or "dgx-h100", gates, node_name)
-    extra = [doc for _, doc in load_documents(class_files) if doc.get("kind") == "DeviceClass"]
     _progress(f"allocating against {sum(len(s['spec'].get('devices') or []) for s in slices)} devices …")
     diag, claims = explain_claims(
-        load_documents(claim_files), slices, node_name=node_name, extra_classes=extra
+        load_documents(claim_files),
+        slices,
+        node_name=node_name,
+        extra_classes=[*(view.classes if view else []), *extra],
+        builtin=view is None,
+        allocated_claims=view.allocated if view else (),
+        node_labels=view.node_labels if view else None,
     )
     render(diag, claims, output, echo)
     return diag.outcome.ok

@@ -10,6 +10,8 @@ Layout (paths relative to the root; regular files stand in for character devices
     lib/firmware/nvidia/<driver version>/gsp_ga10x.bin, gsp_tu10x.bin
     proc/devices                                            (char majors: SIMULATED_CHAR_MAJORS)
     proc/driver/nvidia/capabilities/mig/{config,monitor}
+    proc/driver/nvidia/capabilities/fabric-imex-mgmt + dev/nvidia-caps/nvidia-cap<minor>
+                                                            (profiles whose GPUs report fabric info)
     proc/driver/nvidia/capabilities/gpu<minor>/mig/gi<GI>/access and …/gi<GI>/ci<CI>/access
     proc/driver/nvidia-caps/mig-minors
     proc/driver/nvidia-nvswitch/devices/<bus id>/          (NVSwitch profiles)
@@ -20,7 +22,9 @@ Invariants owned here:
   ``3 + 135·gpu + 9·gi``, CI access minor ``that + 1 + ci``; ``mig-minors`` lists all of them;
 - the function is idempotent; :func:`refresh_mig_capabilities` rewrites only the MIG capability
   files (and their ``/dev/nvidia-caps`` nodes) after MIG devices were created or destroyed;
-- the boot id is kept if present (a new one means a reboot).
+- the boot id is kept if present (a new one means a reboot);
+- the IMEX management capability takes the minor after the last MIG one, as hosts show it
+  (``FABRIC_IMEX_MGMT_MINOR``, mode 0400); refreshing MIG capabilities never removes it.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ import shutil
 import uuid as uuid_mod
 from pathlib import Path
 
+from nvdra.core.errors import NvmlNotSupported
 from nvdra.nvml import _backend as b
 from nvdra.nvml._profile import NodeProfile
 
 __all__ = [
+    "FABRIC_IMEX_MGMT_MINOR",
     "SIMULATED_CHAR_MAJORS",
     "ci_access_minor",
     "gi_access_minor",
@@ -77,7 +83,10 @@ _BINARIES = (
     "nvidia-debugdump",
 )
 _MODE_READ_ALL = 292  # 0444: every MIG access capability file says this
-_MODE_ROOT_ONLY = 256  # 0400: mig/config
+_MODE_ROOT_ONLY = 256  # 0400: mig/config, fabric-imex-mgmt
+FABRIC_IMEX_MGMT_MINOR = 4323
+"""``/dev/nvidia-caps`` minor of ``fabric-imex-mgmt``: one past gpu31/gi14/ci7/access (the driver's
+capability table lists the system entries after the MIG ones; a GB200 host reports 4323)."""
 
 
 def gi_access_minor(gpu_minor: int, gi_id: int) -> int:
@@ -184,8 +193,22 @@ def make_simulated_driver_root(
     boot = root / "proc/sys/kernel/random/boot_id"
     if boot_id is not None or not boot.exists():
         _write(boot, f"{boot_id or uuid_mod.uuid4()}\n", 0o444)
+    if _has_fabric(backend):
+        _write(caps / "fabric-imex-mgmt", _cap_file(FABRIC_IMEX_MGMT_MINOR, _MODE_ROOT_ONLY), 0o444)
+        _write(dev / f"nvidia-caps/nvidia-cap{FABRIC_IMEX_MGMT_MINOR}", "", 0o400)
     refresh_mig_capabilities(backend, root)
     return root
+
+
+def _has_fabric(backend: b.NvmlBackend) -> bool:
+    """Whether any GPU reports fabric info (Hopper and later on an NVLink fabric; not NOT_SUPPORTED)."""
+    for i in range(backend.device_count()):
+        try:
+            backend.fabric_info(i)
+        except NvmlNotSupported:
+            continue
+        return True
+    return False
 
 
 def _nvswitches(backend: b.NvmlBackend, root: Path) -> None:
@@ -214,7 +237,7 @@ def refresh_mig_capabilities(backend: b.NvmlBackend, root: Path) -> None:
     dev_caps = root / "dev/nvidia-caps"
     dev_caps.mkdir(parents=True, exist_ok=True)
     for stale in dev_caps.glob("nvidia-cap*"):
-        if stale.name not in ("nvidia-cap1", "nvidia-cap2"):
+        if stale.name not in ("nvidia-cap1", "nvidia-cap2", f"nvidia-cap{FABRIC_IMEX_MGMT_MINOR}"):
             stale.unlink()
     for i in range(backend.device_count()):
         minor = backend.device_identity(i).minor

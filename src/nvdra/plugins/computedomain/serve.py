@@ -2,7 +2,8 @@
 
 Start order: NVML (or the simulated node) → clique id from fabric info (strict or legacy per
 ``CrashOnNVLinkFabricErrors``) → checkpoint → sockets (not serialized: see the driver) → slices after
-the kubelet registered the plugin → liveness.
+the kubelet registered the plugin → liveness → metrics on ``--http-endpoint`` (the GPU plugin's
+``nvidia_dra`` series, ``device_type`` daemon|channel).
 """
 
 from __future__ import annotations
@@ -34,17 +35,15 @@ from nvdra.nvml import (
     load_profile,
     make_simulated_driver_root,
 )
-from nvdra.plugins.computedomain.cdi import FABRIC_MGMT_CAP, CdClaimSpecs
+from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.driver import ComputeDomainDriver
 from nvdra.plugins.computedomain.kube import CdKube
+from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 
-__all__ = ["CdPluginConfig", "RunningCdPlugin", "serve", "serve_until_signalled"]
+__all__ = ["CdPluginConfig", "RunningCdPlugin", "prepared_device_counts", "serve", "serve_until_signalled"]
 
 log = logging.getLogger(__name__)
-
-# The capability file the driver creates for IMEX management; the simulated tree gets one like it.
-_SIM_FABRIC_MGMT = "DeviceFileMinor: 4095\nDeviceFileMode: 256\nDeviceFileModify: 1\n"
 
 
 @attrs.frozen(kw_only=True)
@@ -90,6 +89,7 @@ class RunningCdPlugin:
     driver: ComputeDomainDriver
     helper: Helper | None
     liveness_port: int | None
+    metrics_port: int | None = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,10 +102,8 @@ def _backend(config: CdPluginConfig, overrides: Mapping[str, Any] | None) -> tup
     if config.simulate:
         backend = SimulatedNvml(_profile(config.simulate, json.dumps(overrides or {}, sort_keys=True)))
         backend.init()
+        # The simulated root has the fabric-imex-mgmt capability when the profile has a fabric.
         root = make_simulated_driver_root(backend, config.plugin_dir / "simulated-driver-root")
-        cap = root / FABRIC_MGMT_CAP.lstrip("/")
-        cap.parent.mkdir(parents=True, exist_ok=True)
-        cap.write_text(_SIM_FABRIC_MGMT)
         return backend, root, root
     backend_real = PynvmlBackend(driver_root=config.container_driver_root)
     return backend_real, config.nvidia_driver_root, config.container_driver_root
@@ -159,6 +157,12 @@ def serve(
             ready_timeout_s=ready_timeout_s,
         )
         driver.start()
+        metrics = PluginMetrics(
+            driver=config.driver_name,
+            node=config.node_name,
+            device_types=("daemon", "channel", "unknown"),
+            prepared_devices=functools.partial(prepared_device_counts, driver),
+        )
         helper: Helper | None = None
         port: int | None = None
         if sockets:
@@ -166,7 +170,7 @@ def serve(
                 api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
             )
             helper = start(
-                driver,
+                InstrumentedDriver(driver, metrics),
                 driver_name=config.driver_name,
                 kube=api,
                 node_name=config.node_name,
@@ -183,9 +187,31 @@ def serve(
                     config.healthcheck_port, helper.registration_socket, helper.dra_socket
                 )
                 stack.callback(liveness.stop, 0)
+        metrics_port: int | None = None
+        if config.http_endpoint:
+            server, metrics_port = start_metrics_server(config.http_endpoint, config.metrics_path, metrics)
+            stack.callback(server.server_close)
+            stack.callback(server.shutdown)
         yield RunningCdPlugin(
-            config=config, gates=gates, clique_id=clique, driver=driver, helper=helper, liveness_port=port
+            config=config,
+            gates=gates,
+            clique_id=clique,
+            driver=driver,
+            helper=helper,
+            liveness_port=port,
+            metrics_port=metrics_port,
         )
+
+
+def prepared_device_counts(driver: ComputeDomainDriver) -> dict[str, int]:
+    """Devices held by checkpointed claims, per type (``daemon-0`` → daemon): the metrics gauge."""
+    counts: dict[str, int] = {}
+    for claim in driver.checkpoint().claims.values():
+        for device in claim.devices:
+            kind = device.device_name.split("-", 1)[0]
+            kind = kind if kind in ("daemon", "channel") else "unknown"
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def serve_until_signalled(config: CdPluginConfig) -> None:

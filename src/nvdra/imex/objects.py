@@ -114,8 +114,13 @@ def daemon_set(
     feature_gates: str,
     log_verbosity: int = 0,
     pull_secrets: tuple[str, ...] = (),
+    simulate: str = "",
 ) -> JsonObject:
-    """The per-domain DaemonSet of ``nvdra-cd-daemon`` pods, on the nodes labelled with the domain's UID."""
+    """The per-domain DaemonSet of ``nvdra-cd-daemon`` pods, on the nodes labelled with the domain's UID.
+
+    ``simulate`` (a profile name) becomes the daemons' ``NVDRA_SIMULATE``; unset, the env is left out so
+    DaemonSets of a non-simulated cluster do not change.
+    """
     uid = domain_uid(cd)
     name = daemon_set_name(uid)
     env = [
@@ -123,6 +128,7 @@ def daemon_set(
         {"name": "FEATURE_GATES", "value": feature_gates},
         {"name": "LOG_VERBOSITY", "value": str(log_verbosity)},
         {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
+        *([{"name": "NVDRA_SIMULATE", "value": simulate}] if simulate else []),
     ] + [
         {"name": env_name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
         for env_name, path in (

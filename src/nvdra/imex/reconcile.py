@@ -67,6 +67,8 @@ class Settings:
     feature_gates: str = ""
     log_verbosity: int = 0
     pull_secrets: tuple[str, ...] = ()
+    simulate: str = ""
+    """A simulated node profile: handed to the daemons (``NVDRA_SIMULATE``) so they run the fake IMEX."""
 
 
 @attrs.frozen(kw_only=True)
@@ -337,6 +339,7 @@ def _plan_domain(
                 feature_gates=settings.feature_gates,
                 log_verbosity=settings.log_verbosity,
                 pull_secrets=settings.pull_secrets,
+                simulate=settings.simulate,
             ),
         ),
         ("ResourceClaimTemplate", daemon_claim_template(cd, settings.namespace)),

@@ -8,7 +8,10 @@ one that lost a race — converges without duplicates (creates of existing names
 never creates what it observed).
 
 Leader election uses a ``coordination.k8s.io/v1`` Lease (upstream's flags and defaults): the holder renews
-every pass; another instance takes over once ``renewTime + leaseDurationSeconds`` has passed.
+every pass; another instance takes over once ``renewTime + leaseDurationSeconds`` has passed. As in
+client-go, a leader whose renewal fails keeps leading only until ``renew_deadline_s`` after its last
+successful renewal (shorter than the lease, so nobody else can hold it meanwhile), and an instance that
+does not lead retries every ``retry_period_s``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
+from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeNotFound
 from nvdra.imex import DOMAIN_LABEL, Action, Observed, Settings, plan
 from nvdra.kubeletplugin.objects import DAEMON_SETS, LEASES, NODES, PODS, RESOURCE_CLAIM_TEMPLATES, ObjectApi
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, KIND_TYPES
@@ -86,16 +89,42 @@ class LeaseElector:
         name: str,
         identity: str,
         duration_s: float = 15.0,
+        renew_deadline_s: float = 10.0,
+        retry_period_s: float = 2.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        # client-go's rules: leaseDuration > renewDeadline > retryPeriod * 1.2 (its jitter factor).
+        if not duration_s > renew_deadline_s:
+            raise ConfigError(
+                "--leader-election-renew-deadline",
+                renew_deadline_s,
+                f"less than the lease duration {duration_s}",
+            )
+        if not renew_deadline_s > retry_period_s * 1.2 > 0:
+            raise ConfigError(
+                "--leader-election-retry-period",
+                retry_period_s,
+                f"more than 0 and less than the renew deadline {renew_deadline_s} / 1.2",
+            )
         self._kube = kube
         self.namespace, self.name, self.identity = namespace, name, identity
         self.duration_s = duration_s
+        self.renew_deadline_s = renew_deadline_s
+        self.retry_period_s = retry_period_s
         self._now = now
+        self._renewed: datetime | None = None  # last successful acquire/renew while leading
+        self.leading = False
 
     def acquire_or_renew(self) -> bool:
-        """True if this instance holds the lease after the call."""
+        """True if this instance holds the lease after the call (see the module docstring)."""
         now = self._now()
+        if self._try(now):
+            self._renewed, self.leading = now, True
+        elif self._renewed is None or now - self._renewed >= timedelta(seconds=self.renew_deadline_s):
+            self._renewed, self.leading = None, False
+        return self.leading
+
+    def _try(self, now: datetime) -> bool:
         stamp = now.strftime(_TIME)
         spec = {
             "holderIdentity": self.identity,
@@ -227,4 +256,6 @@ class ComputeDomainController:
                 self.reconcile_once()
             except KubeApiError as exc:
                 log.warning("reconcile pass failed: %s", exc)
-            stop.wait(max(0.0, period_s - (time.monotonic() - started)))
+            waiting = self.elector is not None and not self.elector.leading
+            period = self.elector.retry_period_s if waiting and self.elector else period_s
+            stop.wait(max(0.0, period - (time.monotonic() - started)))

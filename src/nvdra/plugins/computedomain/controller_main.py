@@ -1,4 +1,8 @@
-"""``nvdra-cd-controller``: reconcile ComputeDomains (leader-elected; flags as upstream's controller)."""
+"""``nvdra-cd-controller``: reconcile ComputeDomains (leader-elected; flags as upstream's controller).
+
+Leader-election durations take Go spellings (``15s``) or plain seconds (``15``); ``--simulate``
+(``NVDRA_SIMULATE``) is handed to the ComputeDomain daemons the controller starts.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from nvdra.core.errors import NvdraError
 from nvdra.imex import Settings
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
+from nvdra.plugins.computedomain.flags import DURATION
 from nvdra.plugins.gpu.main import _opt
 
 __all__ = ["main"]
@@ -57,12 +62,38 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
     env="LEADER_ELECTION_LEASE_LOCK_NAME",
     default="nvidia-compute-domain-controller",
 )
-@_opt("--leader-election-lease-duration", env="LEADER_ELECTION_LEASE_DURATION", default=15.0, type=float)
+@_opt(
+    "--leader-election-lease-duration",
+    env="LEADER_ELECTION_LEASE_DURATION",
+    default="15s",
+    type=DURATION,
+    show_default=True,
+)
+@_opt(
+    "--leader-election-renew-deadline",
+    env="LEADER_ELECTION_RENEW_DEADLINE",
+    default="10s",
+    type=DURATION,
+    show_default=True,
+)
+@_opt(
+    "--leader-election-retry-period",
+    env="LEADER_ELECTION_RETRY_PERIOD",
+    default="2s",
+    type=DURATION,
+    show_default=True,
+)
 @_opt("--reconcile-period", env="RECONCILE_PERIOD", default=1.0, type=float, show_default=True)
 @_opt("--kubeconfig", env="KUBECONFIG", default="")
 @_opt("--kube-api-qps", env="KUBE_API_QPS", default=5.0, type=float)
 @_opt("--kube-api-burst", env="KUBE_API_BURST", default=10, type=int)
 @_opt("--feature-gates", env="FEATURE_GATES", default="")
+@_opt(
+    "--simulate",
+    env="NVDRA_SIMULATE",
+    default="",
+    help="Simulated node profile of the cluster's plugins; the CD daemons get it too (fake IMEX).",
+)
 @click.option("-v", "verbosity", count=True)
 def main(verbosity: int, **f: Any) -> None:
     """Reconcile ComputeDomains: DaemonSets, claim templates, cliques, status."""
@@ -78,6 +109,7 @@ def main(verbosity: int, **f: Any) -> None:
             feature_gates=f["feature_gates"],
             log_verbosity=f["log_verbosity_cd_daemon"],
             pull_secrets=tuple(s for s in f["cd_daemon_image_pull_secret_names"].split(",") if s),
+            simulate=f["simulate"],
         )
         elector = None
         if f["leader_election_enabled"]:
@@ -87,6 +119,8 @@ def main(verbosity: int, **f: Any) -> None:
                 name=f["leader_election_lease_lock_name"],
                 identity=f["pod_name"],
                 duration_s=f["leader_election_lease_duration"],
+                renew_deadline_s=f["leader_election_renew_deadline"],
+                retry_period_s=f["leader_election_retry_period"],
             )
         extra = tuple(n for n in f["additional_namespaces"].split(",") if n)
         controller = ComputeDomainController(kube, settings, elector=elector, additional_namespaces=extra)

@@ -14,6 +14,7 @@ import click
 from nvdra.core.errors import NvdraError
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon, SubprocessRunner
+from nvdra.plugins.computedomain.flags import VERBOSITY
 from nvdra.plugins.gpu.main import _opt
 
 __all__ = ["main"]
@@ -56,7 +57,7 @@ def _flags(fn: Any) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "verbosity", default=0, type=int, help="Log verbosity.")
+@click.option("-v", "verbosity", default=0, type=VERBOSITY, help="Log verbosity (-v N, -v=N or -vv).")
 def main(verbosity: int) -> None:
     """The ComputeDomain IMEX daemon."""
     logging.basicConfig(level=logging.DEBUG if verbosity >= 2 else logging.INFO)

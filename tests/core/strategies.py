@@ -115,6 +115,7 @@ vfio_configs = st.builds(
         backend_policy=st.none() | st.sampled_from(IommuBackendPolicy),
         enable_api_device=st.none() | st.booleans(),
     ),
+    fabric_topology_config=st.none() | fabric_configs,
 )
 domain_ids = st.uuids().map(str)
 channel_configs = st.builds(

@@ -266,6 +266,44 @@ def test_vfio_normalize() -> None:
     assert normalized.iommu.enable_api_device is True
 
 
+def vfio(**fields: Any) -> dict[str, Any]:
+    return {"apiVersion": "resource.nvidia.com/v1beta1", "kind": "VfioDeviceConfig", **fields}
+
+
+def test_vfio_fabric_topology_decodes_and_normalizes_like_gpu_config() -> None:
+    """VfioDeviceConfig.fabricTopologyConfig is GpuConfig's model: same defaults, same id spellings."""
+    fabric = {"virtualizationModel": "SharedNVSwitch", "partitionIDs": ["partition-2"], "minBandwidth": 900}
+    config = load_config(vfio(fabricTopologyConfig=fabric), gates=GATES)
+    as_gpu = load_config(gpu(fabricTopologyConfig=fabric), gates=GATES)
+    assert isinstance(config, VfioDeviceConfig) and isinstance(as_gpu, GpuConfig)
+    assert config.effective_fabric_topology == as_gpu.effective_fabric_topology
+    assert config.fabric_topology_config == FabricTopologyConfig(
+        strategy=FabricStrategy.AUTO,
+        virtualization_model=VirtualizationModel.SHARED_NVSWITCH,
+        partition_ids=(2,),
+        min_bandwidth=900.0,
+        prefer_nvlink=True,
+    )
+
+
+def test_vfio_fabric_topology_rules_and_gate() -> None:
+    """VfioDeviceConfig's fabric field follows GpuConfig's rules, and needs FabricTopologySupport."""
+    with pytest.raises(ConfigErrors) as info:
+        load_config(vfio(fabricTopologyConfig={"strategy": "Manual", "partitionSize": 3}), gates=GATES)
+    assert _paths(info.value) == [
+        "$.fabricTopologyConfig.partitionSize",
+        "$.fabricTopologyConfig.partitionIDs",
+    ]
+    with pytest.raises(ConfigError, match="FabricTopologySupport") as gated:
+        decode_config(vfio(fabricTopologyConfig={}), gates=NO_GATES)
+    assert _paths(gated.value) == ["$.fabricTopologyConfig"]
+    built = VfioDeviceConfig(fabric_topology_config=FabricTopologyConfig())
+    with pytest.raises(ConfigError, match="FabricTopologySupport"):
+        built.validate(NO_GATES)  # configs built in code meet the same gate
+    with pytest.raises(ConfigError, match="fabricPartitionID"):
+        decode_config(vfio(fabricPartitionID="1"), gates=GATES)  # GpuConfig's legacy field only
+
+
 def test_compute_domain_ids_required() -> None:
     """ComputeDomain configs need a non-empty domainID (upstream: 'domainID cannot be empty')."""
     for config in (ComputeDomainChannelConfig(domain_id=""), ComputeDomainDaemonConfig(domain_id="")):

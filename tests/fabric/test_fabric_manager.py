@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nvdra.fabric import (
+    FABRIC_MODE_ENV,
     FM_RETURN_NAMES,
     FabricManagerError,
     FabricMode,
@@ -23,6 +24,7 @@ from nvdra.fabric import (
     SimulatedFabricManager,
     fm_address,
     fm_error_for_code,
+    simulated_fabric_mode,
 )
 from nvdra.fabric import libnvfm as sdk
 from nvdra.fabric.manager import FmBadParam, FmConnectionNotValid, FmVersionMismatch
@@ -135,6 +137,17 @@ def test_resilient_restart_waits_for_the_activated_list(fm: SimulatedFabricManag
     assert fm.active_ids() == {1}
     fm.restart(resilient=False)
     assert fm.active_ids() == frozenset()
+
+
+def test_simulated_mode_comes_from_the_profile_and_the_env_overrides_it() -> None:
+    """The profile's declared mode is used; NVDRA_SIMULATE_FABRIC_MODE overrides it (``none``: no FM)."""
+    assert simulated_fabric_mode(0, {}) is FabricMode.BARE_METAL
+    assert simulated_fabric_mode(None, {}) is None
+    assert simulated_fabric_mode(0, {FABRIC_MODE_ENV: "1"}) is FabricMode.SHARED_NVSWITCH
+    assert simulated_fabric_mode(None, {FABRIC_MODE_ENV: "2"}) is FabricMode.VGPU
+    assert simulated_fabric_mode(1, {FABRIC_MODE_ENV: "None"}) is None
+    with pytest.raises(ValueError, match="allowed 0, 1, 2 or none"):
+        simulated_fabric_mode(0, {FABRIC_MODE_ENV: "3"})
 
 
 def test_address_follows_upstreams_env_vars() -> None:

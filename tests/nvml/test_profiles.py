@@ -123,6 +123,9 @@ def test_user_profile_from_path(tmp_path: Path) -> None:
         (_MINIMAL.replace("H100-SXM5-80GB", "H900"), "gpus[0].model"),
         (_MINIMAL.replace("cuda_driver_version: 13000", "cuda_driver_version: x"), "cuda_driver_version"),
         (_MINIMAL + "fabric: {state: done}\n", "fabric.state"),
+        (_MINIMAL + "fabric_manager: {mode: 3}\n", "fabric_manager.mode"),
+        (_MINIMAL + "fabric_manager: {mode: 0, restart: true}\n", "fabric_manager.restart"),
+        (_MINIMAL + "fabric_manager: {mode: 0}\n", "$.fabric_manager"),  # no NVSwitch: no FM
         (
             _MINIMAL.replace(
                 '{bus_id: "00000000:1B:00.0"}',
@@ -147,6 +150,20 @@ def test_bad_profile_names_file_and_field(tmp_path: Path, text: str, field: str)
         SimulatedNvml(load_profile(path))
     assert str(path) in info.value.path
     assert field in info.value.path
+
+
+def test_profiles_declare_their_fabric_manager_mode() -> None:
+    """NVSwitch boards declare FABRIC_MODE (dgx-h100/dgx-a100/a100-mig 0, hgx-h200 1); others run none."""
+    modes = {name: load_profile(name).fabric_manager_mode for name in PROFILE_NAMES}
+    assert modes == {
+        "a100-mig": 0,
+        "dgx-a100": 0,
+        "dgx-h100": 0,
+        "gb200-nvl72-tray": None,
+        "hgx-h200": 1,
+        "pcie-a100-nvlink": None,
+        "pcie-l4": None,
+    }
 
 
 def test_unknown_profile_name() -> None:

@@ -32,16 +32,16 @@ from nvdra.fabric.manager import (
 )
 from nvdra.fabric.models import POLICIES, FabricMode, ModelPolicy, describe_mode, policy_for
 from nvdra.fabric.planner import PartitionChoice, PartitionRequest, objective, plan_partition
-from nvdra.fabric.simulated import SIMULATED_FABRIC_MODES, SimulatedFabricManager, simulated_fabric_mode
+from nvdra.fabric.simulated import FABRIC_MODE_ENV, SimulatedFabricManager, simulated_fabric_mode
 from nvdra.fabric.topology import LINK_RATES, PATH_LATENCY_MS, GpuLinks, LinkRate, PathClass, Topology
 
 __all__ = [
     "BOARD_TABLES",
+    "FABRIC_MODE_ENV",
     "FM_RETURN_NAMES",
     "LINK_RATES",
     "PATH_LATENCY_MS",
     "POLICIES",
-    "SIMULATED_FABRIC_MODES",
     "BoardTable",
     "FabricManager",
     "FabricManagerError",

@@ -13,6 +13,9 @@ Rules it keeps (Fabric Manager user guide, nv_fm_agent.h):
 - ``close`` ends this client's session; state lives in the "daemon", i.e. the object, so a new client
   (a restarted plugin) sees it.
 
+Which mode a simulated node runs is data: its profile's ``fabric_manager: {mode: N}`` (absent: no Fabric
+Manager), overridable with :data:`FABRIC_MODE_ENV`.
+
 The state is guarded by a lock: the plugin's gRPC threads may call concurrently.
 """
 
@@ -26,31 +29,36 @@ from nvdra.fabric.manager import FmGpuInfo, FmPartitionInfo, FmPciDevice, fm_err
 from nvdra.fabric.models import FabricMode
 from nvdra.fabric.topology import Topology
 
-__all__ = ["SIMULATED_FABRIC_MODES", "SimulatedFabricManager", "simulated_fabric_mode"]
-
-SIMULATED_FABRIC_MODES: Mapping[str, FabricMode] = {
-    "dgx-h100": FabricMode.BARE_METAL,
-    "dgx-a100": FabricMode.BARE_METAL,
-    "a100-mig": FabricMode.BARE_METAL,
-    "hgx-h200": FabricMode.SHARED_NVSWITCH,
-}
-"""FABRIC_MODE of the built-in simulated NVSwitch profiles (others run no Fabric Manager)."""
+__all__ = ["FABRIC_MODE_ENV", "SimulatedFabricManager", "simulated_fabric_mode"]
 
 FABRIC_MODE_ENV = "NVDRA_SIMULATE_FABRIC_MODE"
-"""Overrides a simulated node's FABRIC_MODE (0, 1 or 2), to try other models on the same board."""
+"""Overrides a simulated node's FABRIC_MODE: 0, 1 or 2, or ``none`` (no Fabric Manager on the host, as
+under FullPassthrough), to try other models on the same board."""
 
+_NO_FM = "none"
 _BAD_PARAM, _NOT_SUPPORTED, _UNINITIALIZED, _IN_USE, _NOT_CONFIGURED = -1, -3, -4, -7, -8
 
 
-def simulated_fabric_mode(profile: str, env: Mapping[str, str]) -> FabricMode | None:
-    """The FABRIC_MODE a simulated node runs (None: no Fabric Manager), honouring :data:`FABRIC_MODE_ENV`."""
+def simulated_fabric_mode(declared: int | None, env: Mapping[str, str]) -> FabricMode | None:
+    """The FABRIC_MODE a simulated node runs (None: no Fabric Manager).
+
+    Args:
+        declared: what the node profile declares (its ``fabric_manager.mode``; None when absent).
+        env: :data:`FABRIC_MODE_ENV`, when set, overrides the profile.
+
+    Raises:
+        ValueError: the override or the declared mode is not 0, 1, 2 (or ``none`` for the override).
+    """
     raw = env.get(FABRIC_MODE_ENV, "").strip()
-    if raw:
-        try:
+    if raw.lower() == _NO_FM:
+        return None
+    try:
+        if raw:
             return FabricMode(int(raw))
-        except ValueError as exc:
-            raise ValueError(f"{FABRIC_MODE_ENV}={raw!r}: allowed 0, 1 or 2") from exc
-    return SIMULATED_FABRIC_MODES.get(profile)
+        return None if declared is None else FabricMode(declared)
+    except ValueError as exc:
+        source = f"{FABRIC_MODE_ENV}={raw!r}" if raw else f"profile fabric_manager.mode={declared!r}"
+        raise ValueError(f"{source}: allowed 0, 1, 2 or {_NO_FM}") from exc
 
 
 class SimulatedFabricManager:

@@ -34,6 +34,8 @@ Node profile schema (every key is checked; unknown keys are rejected)::
     fabric: unsupported               # nvmlDeviceGetGpuFabricInfo answers NOT_SUPPORTED (pre-Hopper), or:
     fabric: {state: completed, status: 0, cluster_uuid: <uuid>, clique_id: 0,
              health_mask: 0, health_summary: 0}
+    fabric_manager: {mode: 0}         # optional: Fabric Manager runs, FABRIC_MODE 0 bare metal,
+                                      # 1 Shared NVSwitch, 2 vGPU; absent = no Fabric Manager
 
 A bad profile raises :class:`~nvdra.core.errors.ConfigError` whose path names the file and field.
 """
@@ -191,6 +193,7 @@ class NodeProfile:
     gpus: tuple[GpuSpec, ...]
     nvlink: NvLinkTopology = NvLinkTopology()
     fabric: FabricSpec = FabricSpec()
+    fabric_manager_mode: int | None = None  # FABRIC_MODE of the node's Fabric Manager; None = none runs
 
 
 class _Reader:
@@ -439,6 +442,19 @@ def _fabric(raw: Any, path: str) -> FabricSpec:
     return spec
 
 
+_FABRIC_MODES = (0, 1, 2)
+
+
+def _fabric_manager(raw: Any, path: str) -> int | None:
+    if raw is None:
+        return None
+    r = _Reader(raw, path)
+    mode = r.get("mode", int)
+    r.check("mode", mode, mode in _FABRIC_MODES, "0 (bare metal), 1 (Shared NVSwitch) or 2 (vGPU)")
+    r.done()
+    return int(mode)
+
+
 def parse_profile(data: Any, source: str, builtin_models: Mapping[str, GpuModel]) -> NodeProfile:
     """Validate a node profile mapping (already parsed from YAML) into a :class:`NodeProfile`."""
     r = _Reader(data, f"{source}:$")
@@ -468,6 +484,13 @@ def parse_profile(data: Any, source: str, builtin_models: Mapping[str, GpuModel]
         gpus=gpus,
         nvlink=_nvlink(r.get("nvlink", dict, {}), f"{r.path}.nvlink", gpus),
         fabric=_fabric(r.get("fabric", (str, dict), "unsupported"), f"{r.path}.fabric"),
+        fabric_manager_mode=_fabric_manager(r.get("fabric_manager", dict, None), f"{r.path}.fabric_manager"),
+    )
+    r.check(
+        "fabric_manager",
+        profile.fabric_manager_mode,
+        profile.fabric_manager_mode is None or profile.nvlink.topology == "nvswitch",
+        "no fabric_manager unless nvlink.topology is nvswitch (Fabric Manager manages NVSwitches)",
     )
     r.done()
     return profile

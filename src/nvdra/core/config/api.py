@@ -5,8 +5,9 @@ Invariants owned here:
   group the user's README example uses); encoding always writes the upstream one;
 - the ``kind`` picks the model; strict decoding rejects unknown fields and wrong types, and reports
   every problem of the document in one :class:`~nvdra.core.errors.ConfigError`;
-- strict decoding also rejects GpuConfig's fabric fields while FabricTopologySupport is off (the
-  same rule :meth:`GpuConfig.validate` applies), so the user learns it together with any typo;
+- strict decoding also rejects GpuConfig's (and VfioDeviceConfig's) fabric fields while
+  FabricTopologySupport is off (the rule their ``validate`` applies), so the user learns it together
+  with any typo;
   non-strict decoding (re-reading stored configs) ignores gates and drops unknown fields, so that a
   configuration written by another version or under other gates can still be read back;
 - ``decode_config(encode_config(c)) == c`` for every model value.
@@ -22,7 +23,7 @@ from nvdra.core.config._serde import structure, unstructure
 from nvdra.core.config.computedomain import ComputeDomainChannelConfig, ComputeDomainDaemonConfig
 from nvdra.core.config.gpu import FABRIC_FIELDS, GpuConfig, fabric_gate_problem
 from nvdra.core.config.mig import MigDeviceConfig
-from nvdra.core.config.vfio import VfioDeviceConfig
+from nvdra.core.config.vfio import VFIO_FABRIC_FIELDS, VfioDeviceConfig
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
 
@@ -113,8 +114,9 @@ def decode_config(
         raise_problems(problems)
         raise AssertionError("unreachable: a missing kind is a problem")  # pragma: no cover
     body = {k: v for k, v in obj.items() if k not in _TYPE_META}
-    if cls is GpuConfig and not gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT) and strict:
-        problems += [fabric_gate_problem(path, name) for name in FABRIC_FIELDS if name in body]
+    gated = {GpuConfig: FABRIC_FIELDS, VfioDeviceConfig: VFIO_FABRIC_FIELDS}.get(cls, ())
+    if gated and not gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT) and strict:
+        problems += [fabric_gate_problem(path, name) for name in gated if name in body]
     try:
         config = structure(body, cls, strict=strict, path=path)
     except ConfigError as err:

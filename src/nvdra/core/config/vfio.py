@@ -1,8 +1,12 @@
 """``VfioDeviceConfig``: the opaque config for GPUs handed to VMs through vfio-pci (PassthroughSupport).
 
-Invariants owned here: a missing ``iommu`` normalizes to ``{backendPolicy: LegacyOnly,
-enableAPIDevice: false}``, and each missing member to its default; the policy is one of two names
-(checked at decoding).
+Invariants owned here:
+- a missing ``iommu`` normalizes to ``{backendPolicy: LegacyOnly, enableAPIDevice: false}``, and each
+  missing member to its default; the policy is one of two names (checked at decoding);
+- ``fabricTopologyConfig`` is the same model with the same rules as in ``GpuConfig`` (for the VM models:
+  under FullPassthrough and SharedNVSwitch the partition's GPUs go to vfio-pci), and like there it needs
+  the FabricTopologySupport gate: with the gate off it is rejected, not ignored. The legacy
+  ``fabricPartitionID`` of GpuConfig is not accepted here (no older client ever wrote it on this kind).
 """
 
 from __future__ import annotations
@@ -12,11 +16,16 @@ from typing import ClassVar
 
 import attrs
 
-from nvdra.core.config._base import json_name, raise_problems
+from nvdra.core.config._base import child_path, json_name, raise_problems
+from nvdra.core.config.fabric import FabricTopologyConfig
+from nvdra.core.config.gpu import fabric_gate_problem
 from nvdra.core.errors import ConfigError
-from nvdra.core.featuregates import FeatureGates
+from nvdra.core.featuregates import FeatureGates, Gate
 
-__all__ = ["IommuBackendPolicy", "IommuConfig", "VfioDeviceConfig"]
+__all__ = ["VFIO_FABRIC_FIELDS", "IommuBackendPolicy", "IommuConfig", "VfioDeviceConfig"]
+
+VFIO_FABRIC_FIELDS = ("fabricTopologyConfig",)
+"""JSON fields of VfioDeviceConfig that belong to the FabricTopologySupport feature."""
 
 
 class IommuBackendPolicy(enum.StrEnum):
@@ -44,21 +53,35 @@ class VfioDeviceConfig:
     KIND: ClassVar[str] = "VfioDeviceConfig"
 
     iommu: IommuConfig | None = attrs.field(default=None, metadata=json_name("iommu"))
+    fabric_topology_config: FabricTopologyConfig | None = attrs.field(
+        default=None, metadata=json_name("fabricTopologyConfig")
+    )
 
     def normalize(self, gates: FeatureGates) -> VfioDeviceConfig:
-        """Fill the IOMMU defaults. Idempotent."""
+        """Fill the IOMMU defaults and the fabric defaults (as in GpuConfig). Idempotent."""
         iommu = self.iommu or IommuConfig()
+        fabric = self.fabric_topology_config
         return VfioDeviceConfig(
             iommu=IommuConfig(
                 backend_policy=iommu.backend_policy or IommuBackendPolicy.LEGACY_ONLY,
                 enable_api_device=bool(iommu.enable_api_device),
-            )
+            ),
+            fabric_topology_config=fabric and fabric.normalize(),
         )
 
     def problems(self, gates: FeatureGates, path: str = "$") -> list[ConfigError]:
-        """Nothing beyond what decoding checks (the policy's two names); kept for a uniform interface."""
-        return []
+        """The fabric field's problems: the gate, then the rules of :class:`FabricTopologyConfig`."""
+        if self.fabric_topology_config is None:
+            return []
+        if not gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
+            return [fabric_gate_problem(path, VFIO_FABRIC_FIELDS[0])]
+        return self.fabric_topology_config.problems(child_path(path, "fabricTopologyConfig"))
 
     def validate(self, gates: FeatureGates, path: str = "$") -> None:
-        """Raise one :class:`ConfigError` listing every problem (none today beyond decoding)."""
+        """Raise one :class:`ConfigError` (or :class:`ConfigErrors`) listing every problem."""
         raise_problems(self.problems(gates, path))
+
+    @property
+    def effective_fabric_topology(self) -> FabricTopologyConfig | None:
+        """The fabric requirements (the same accessor GpuConfig has, so planners treat both alike)."""
+        return self.fabric_topology_config

@@ -84,6 +84,11 @@ class NodeFabric:
         """The NVML index of a published full GPU."""
         return next((g.index for g in self.topology.gpus if g.name == device_name), None)
 
+    def index_at(self, pci_bus_id: str) -> int | None:
+        """The NVML index of the GPU at a PCI address (how a ``gpu-vfio-<i>`` device finds its GPU)."""
+        wanted = pci_bus_id.lower()
+        return next((g.index for g in self.topology.gpus if g.pci_bus_id.lower() == wanted), None)
+
 
 def connect_fabric_manager(
     inventory: Inventory, *, simulate: str, driver_root: Path, env: Mapping[str, str]
@@ -93,7 +98,8 @@ def connect_fabric_manager(
     if detect_board(topology) is None:
         return None, "this node has no NVSwitch baseboard that Fabric Manager manages"
     if simulate:
-        mode = simulated_fabric_mode(Path(simulate).stem, env)
+        # The profile declares its Fabric Manager (fabric_manager.mode); the env variable overrides it.
+        mode = simulated_fabric_mode(load_profile(simulate).fabric_manager_mode, env)
         if mode is None:
             return None, f"the simulated node {simulate!r} runs no Fabric Manager"
         return SimulatedFabricManager.for_topology(topology, mode=mode), ""

@@ -86,7 +86,8 @@ def test_gpu_and_vfio_views_are_both_published_until_one_is_prepared(pt: Passthr
 
 def test_passthrough_round_trip(pt: Passthrough, cdi_schema: Callable[[Path], JsonObject]) -> None:
     """Prepare binds gpu-vfio-2's board to vfio-pci (persistence off), hides gpu-2 and republishes, and
-    writes a CDI spec with NVIDIA_VISIBLE_DEVICES=void and /dev/vfio/<group>; unprepare restores it all."""
+    writes a CDI spec whose only spec-level edit is NVIDIA_VISIBLE_DEVICES=void (no driver mounts or
+    hooks) and whose device is /dev/vfio/<group>; unprepare restores it all."""
     driver = pt.driver()
     address = pt.address("gpu-2")
     claim = vfio_claim()
@@ -98,9 +99,10 @@ def test_passthrough_round_trip(pt: Passthrough, cdi_schema: Callable[[Path], Js
     assert "gpu-2" not in names(pt.published[-1]) and "gpu-vfio-2" in names(pt.published[-1])
     doc = cdi_schema(pt.node.spec_path(uid_of(claim)))
     (device,) = doc["devices"]
+    assert doc["containerEdits"] == {"env": ["NVIDIA_VISIBLE_DEVICES=void"]}
     edits = device["containerEdits"]
-    assert edits["env"] == ["NVIDIA_VISIBLE_DEVICES=void"]
     group = pt.host.iommu_group(address)
+    assert list(edits) == ["deviceNodes"]
     assert [n["path"] for n in edits["deviceNodes"]] == [f"/dev/vfio/{group}"]
     refused = prepare_one(driver, allocated_claim([result("gpu-2")]))
     assert "unavailable while 'gpu-vfio-2'" in refused.error

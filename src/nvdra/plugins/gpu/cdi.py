@@ -4,6 +4,14 @@ One spec per claim, ``<cdi root>/k8s.gpu.nvidia.com-claim_<claimUID>.yaml``, hol
 common edits once and one device per allocated device (``<claimUID>-<deviceName>``). Discovery of
 the driver installation is cached (it is read on every prepare); MIG capability nodes are read per
 prepare because MIG devices come and go.
+
+Passthrough: a device whose edits an effect replaced with ``NVIDIA_VISIBLE_DEVICES=void`` edits (the
+vfio-pci bind's: :data:`PASSTHROUGH_ENV`) is on vfio-pci, not on the NVIDIA driver. When every device of
+the claim is such a device, the spec carries no driver edits at all — as upstream, the common edits are
+replaced by ``NVIDIA_VISIBLE_DEVICES=void`` plus the IOMMU API device (``/dev/vfio/vfio`` or
+``/dev/iommu``) once, and each device keeps only its vfio node. The driver's libraries, hooks and
+``/dev/nvidiactl`` would be wrong there: no GPU of the claim is on ``nvidia``, and the hooks would run in
+a VM launcher that has no use for them.
 """
 
 from __future__ import annotations
@@ -11,8 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
+
 from nvdra.cdi import (
     ContainerEdits,
+    DeviceNode,
     DriverRoot,
     claim_device_id,
     claim_spec,
@@ -27,11 +38,44 @@ from nvdra.cdi import (
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import Applied
 
-__all__ = ["CDI_CLASS", "CDI_VENDOR", "GpuClaimSpecs"]
+__all__ = [
+    "CDI_CLASS",
+    "CDI_VENDOR",
+    "IOMMU_API_DEVICES",
+    "PASSTHROUGH_ENV",
+    "GpuClaimSpecs",
+    "is_passthrough",
+]
 
 CDI_VENDOR = "k8s.gpu.nvidia.com"
 CDI_CLASS = "claim"
 _PREFIX = f"{CDI_VENDOR}-{CDI_CLASS}_"
+
+PASSTHROUGH_ENV = "NVIDIA_VISIBLE_DEVICES=void"
+"""Upstream's env for a container that gets no GPU from the NVIDIA runtime (its devices are on vfio-pci)."""
+IOMMU_API_DEVICES = frozenset({"/dev/vfio/vfio", "/dev/iommu"})
+"""The IOMMU API devices a VM launcher may need once per container (``enableAPIDevice``)."""
+
+
+def is_passthrough(edits: ContainerEdits | None) -> bool:
+    """Whether a device's edits are a vfio-pci passthrough's (they carry :data:`PASSTHROUGH_ENV`)."""
+    return edits is not None and PASSTHROUGH_ENV in edits.env
+
+
+def _vm_spec_edits(
+    device_edits: Sequence[tuple[str, ContainerEdits]], claim_edits: ContainerEdits
+) -> tuple[list[tuple[str, ContainerEdits]], ContainerEdits]:
+    """An all-passthrough claim: the env and API devices hoisted to the spec (once), vfio nodes per device."""
+    api: dict[str, DeviceNode] = {}
+    devices = []
+    for name, edits in device_edits:
+        for node in edits.device_nodes:
+            if node.path in IOMMU_API_DEVICES:
+                api.setdefault(node.path, node)
+        own = tuple(n for n in edits.device_nodes if n.path not in IOMMU_API_DEVICES)
+        devices.append((name, attrs.evolve(edits, env=(), device_nodes=own)))
+    common = ContainerEdits(env=(PASSTHROUGH_ENV,), device_nodes=tuple(api.values()))
+    return devices, common + claim_edits
 
 
 class GpuClaimSpecs:
@@ -82,17 +126,30 @@ class GpuClaimSpecs:
         prepare); its claim edits are added to the spec-level edits (e.g. an MPS pipe mount).
         """
         overrides: dict[str, ContainerEdits] = {}
-        common = self.common()
+        claim_edits = ContainerEdits()
         for a in applied:
             overrides.update(a.device_edits)
-            common = common + a.claim_edits
-        spec = claim_spec(
-            CDI_VENDOR,
-            CDI_CLASS,
-            claim_uid,
-            [(d.name, overrides[d.name] if d.name in overrides else self.edits(d)) for d in devices],
-            common,
-        )
+            claim_edits = claim_edits + a.claim_edits
+        passthrough = {d.name for d in devices if is_passthrough(overrides.get(d.name))}
+        if devices and len(passthrough) == len(devices):
+            rendered, common = _vm_spec_edits([(d.name, overrides[d.name]) for d in devices], claim_edits)
+        else:
+            # A mixed claim (a container GPU beside a passed-through one) keeps the driver's common edits:
+            # its GPU device needs them, and they do not touch the vfio device. Its vfio devices keep their
+            # nodes but drop NVIDIA_VISIBLE_DEVICES=void, which the common edits already set once.
+            rendered = [
+                (
+                    d.name,
+                    attrs.evolve(overrides[d.name], env=_without_void(overrides[d.name].env))
+                    if d.name in passthrough
+                    else overrides[d.name]
+                    if d.name in overrides
+                    else self.edits(d),
+                )
+                for d in devices
+            ]
+            common = self.common() + claim_edits
+        spec = claim_spec(CDI_VENDOR, CDI_CLASS, claim_uid, rendered, common)
         write_spec(self.cdi_root, spec, claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid))
 
     def remove(self, claim_uid: str) -> None:
@@ -110,3 +167,7 @@ class GpuClaimSpecs:
     def path(self, claim_uid: str) -> Path:
         """Where the claim's spec lives."""
         return self.cdi_root / (claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid) + ".yaml")
+
+
+def _without_void(env: Sequence[str]) -> tuple[str, ...]:
+    return tuple(e for e in env if e != PASSTHROUGH_ENV)

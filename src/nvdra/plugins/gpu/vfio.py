@@ -37,6 +37,7 @@ from nvdra.core.passthrough import (
     render_vfio_device,
 )
 from nvdra.kubeletplugin.types import DriverResources, Pool, Slice
+from nvdra.plugins.gpu.cdi import PASSTHROUGH_ENV
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, EffectExecutor, EffectPlanner, Record
@@ -44,6 +45,7 @@ from nvdra.plugins.gpu.metadata import MetadataExecutor, MetadataPlanner
 from nvdra.plugins.gpu.vfio_host import PassthroughHost, SimulatedSysfs, SysfsHost, make_simulated_sysfs
 
 __all__ = [
+    "BOARD_ATTRIBUTES",
     "VFIO_KIND",
     "PassthroughView",
     "VfioExecutor",
@@ -131,9 +133,20 @@ class PassthroughView:
         return None
 
     def decorate(self, resources: DriverResources, held: Collection[str]) -> DriverResources:
-        """Add the VFIO devices to each pool's first device slice; drop the hidden views."""
+        """Add the VFIO devices to each pool's first device slice; drop the hidden views.
+
+        A VFIO device carries its GPU view's board attributes (``gpuModuleID``, ``partition<N>``,
+        ``nvlinkBandwidth``, published with FabricTopologySupport), as upstream does, so that
+        ``matchAttribute: gpu.nvidia.com/partition4`` selects a partition of VFIO devices too.
+        """
         hidden = self.hidden(held)
-        extra = tuple(render_vfio_device(self._with_names(d), iommufd=self.iommufd) for d in self.devices)
+        published = {d.get("name"): d for p in resources.pools.values() for s in p.slices for d in s.devices}
+        extra = tuple(
+            _with_board_attributes(
+                render_vfio_device(self._with_names(d), iommufd=self.iommufd), published.get(d.sibling)
+            )
+            for d in self.devices
+        )
         pools = {}
         for name, pool in resources.pools.items():
             slices = list(pool.slices)
@@ -149,6 +162,19 @@ class PassthroughView:
             pools[name] = Pool(slices=tuple(slices), generation=pool.generation)
             extra = ()  # one node pool in practice; never publish a device twice
         return DriverResources(pools=pools)
+
+
+BOARD_ATTRIBUTES = ("gpuModuleID", "nvlinkBandwidth", "partition1", "partition2", "partition4", "partition8")
+"""GPU-view attributes that describe the board, not the driver bound to it: a VFIO view shares them."""
+
+
+def _with_board_attributes(device: dict[str, Any], sibling: Mapping[str, Any] | None) -> dict[str, Any]:
+    if sibling is None:
+        return device
+    board = {k: v for k, v in (sibling.get("attributes") or {}).items() if k in BOARD_ATTRIBUTES}
+    if not board:
+        return device
+    return {**device, "attributes": dict(sorted({**device["attributes"], **board}.items()))}
 
 
 def vfio_bind_records(
@@ -184,13 +210,20 @@ def vfio_bind_records(
 
 
 class VfioPlanner:
-    """Plans a bind for every device of a ``VfioDeviceConfig`` group (pure)."""
+    """Plans a bind for every device of a ``VfioDeviceConfig`` group (pure).
+
+    A group whose ``fabricTopologyConfig`` is active is left to the fabric planner, which binds its
+    devices itself, ordered before the partition's activation (see ``plugins.gpu.fabric.planner``).
+    """
 
     def plan(self, ctx: ClaimContext) -> Sequence[Record]:
         """``vfio-pci`` records for the claim's VFIO devices."""
         records: list[Record] = []
         for group in ctx.groups:
             if isinstance(group.config, VfioDeviceConfig):
+                fabric = group.config.fabric_topology_config
+                if fabric is not None and fabric.active:
+                    continue
                 records.extend(vfio_bind_records(ctx.group_devices(group), group.config))
         return records
 
@@ -271,7 +304,7 @@ class VfioExecutor:
         if record.get("apiDevice"):
             nodes.append("/dev/iommu" if use_fd else "/dev/vfio/vfio")
         return ContainerEdits(
-            env=("NVIDIA_VISIBLE_DEVICES=void",),
+            env=(PASSTHROUGH_ENV,),  # marks the device as passthrough for the claim's spec (see cdi.py)
             device_nodes=tuple(
                 DeviceNode(path=n, host_path="" if str(dev) == "/dev" else str(dev) + n[len("/dev") :])
                 for n in nodes

@@ -221,7 +221,7 @@ def fabric_effects(
         node.catalog.source,
         list(node.catalog.sizes),
     )
-    return [FabricPlanner(node)], [executor]
+    return [FabricPlanner(node, passthrough=gates.enabled(Gate.PASSTHROUGH_SUPPORT))], [executor]
 
 
 def build_fabric_effects(

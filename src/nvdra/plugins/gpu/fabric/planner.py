@@ -3,25 +3,42 @@
 Auto: the allocated GPUs form one partition of ``partitionSize`` (within ``partitionIDs``, if given) meeting
 ``minBandwidth``/``maxLatency``; Manual: exactly one of the ids; Disabled and VGPU: no check. Refused, naming
 the field and the reason: a model the node's Fabric Manager mode does not run, a size the node does not
-offer, unknown ids, and FullPassthrough until GPUs can be handed to VMs (vfio). One ``fabric-partition``
-record per checked group; refusing changes nothing.
+offer, unknown ids, and a model that needs vfio-pci while PassthroughSupport is off. One
+``fabric-partition`` record per checked group; refusing changes nothing.
+
+The VM paths (``fabricTopologyConfig`` in a ``VfioDeviceConfig``, or FullPassthrough in a ``GpuConfig``)
+hand the partition's GPUs to vfio-pci: the group's ``vfio-pci`` records come first, then its
+``fabric-partition`` record. Under SharedNVSwitch that order is the service VM's: the GPUs leave the
+host driver before Fabric Manager activates (and resets) them; undone in reverse, the partition is
+deactivated before the GPUs go back to ``nvidia``. The activation is ``fmActivateFabricPartition``: its
+VF variant belongs to the vGPU mode, where fabric logic is off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nvdra.core.config import ConfigGroup, FabricStrategy, FabricTopologyConfig, GpuConfig
+from nvdra.core.config import (
+    ConfigGroup,
+    FabricStrategy,
+    FabricTopologyConfig,
+    GpuConfig,
+    VfioDeviceConfig,
+)
 from nvdra.core.errors import ClaimError, ConfigError
+from nvdra.core.featuregates import Gate
 from nvdra.fabric import (
+    ModelPolicy,
     Partition,
     describe_mode,
     policy_for,
 )
+from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import ClaimContext, Record
 from nvdra.plugins.gpu.fabric.node import NodeFabric
+from nvdra.plugins.gpu.vfio import vfio_bind_records
 
-__all__ = ["ACTIVATE_KIND", "FabricPlanner"]
+__all__ = ["ACTIVATE_KIND", "FabricPlanner", "fabric_config"]
 
 ACTIVATE_KIND = "fabric-partition"
 _CONFIG_PATH = "$.status.allocation.devices.config"
@@ -30,26 +47,41 @@ _CONFIG_PATH = "$.status.allocation.devices.config"
 # -- planning ----------------------------------------------------------------------------------------
 
 
-def _fabric_config(group: ConfigGroup) -> FabricTopologyConfig | None:
+def fabric_config(group: ConfigGroup) -> FabricTopologyConfig | None:
+    """The group's fabric requirements (GpuConfig, legacy id translated, or VfioDeviceConfig), if any."""
     config = group.config
-    return config.effective_fabric_topology if isinstance(config, GpuConfig) else None
+    if isinstance(config, GpuConfig | VfioDeviceConfig):
+        return config.effective_fabric_topology
+    return None
 
 
 class FabricPlanner:
     """Checks the allocated GPUs against each group's ``fabricTopologyConfig`` (pure)."""
 
-    def __init__(self, node: NodeFabric) -> None:
+    def __init__(self, node: NodeFabric, *, passthrough: bool = False) -> None:
+        """``passthrough``: whether GPUs can be bound to vfio-pci here (gate PassthroughSupport)."""
         self.node = node
+        self.passthrough = passthrough
 
     def plan(self, ctx: ClaimContext) -> list[Record]:
-        """One ``fabric-partition`` record per group with active fabric logic; refuses bad groups."""
+        """Per group with active fabric logic: its vfio-pci binds (VM paths), then its partition record."""
         records: list[Record] = []
         for group in ctx.groups:
-            fabric = _fabric_config(group)
+            fabric = fabric_config(group)
             if fabric is None or not fabric.active:
                 continue
-            records.append(self._plan_group(ctx, group, fabric))
+            partition = self._plan_group(ctx, group, fabric)
+            records.extend(self._binds(ctx, group, fabric))
+            records.append(partition)
         return records
+
+    def _binds(self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig) -> Sequence[Record]:
+        """The vfio-pci records of a VM path: a VfioDeviceConfig group, or FullPassthrough GPUs."""
+        if isinstance(group.config, VfioDeviceConfig):
+            return vfio_bind_records(ctx.group_devices(group), group.config)
+        if policy_for(fabric.effective_model).needs_vfio:
+            return vfio_bind_records(ctx.group_devices(group))
+        return ()
 
     def _plan_group(self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig) -> Record:
         node = self.node
@@ -60,34 +92,10 @@ class FabricPlanner:
         )
         model = fabric.effective_model
         policy = policy_for(model)
-        if not policy.allows(node.mode):
-            raise ConfigError(
-                f"{path}.virtualizationModel",
-                str(model),
-                f"a model this node's {describe_mode(node.mode)} runs",
-                reason=f"virtualizationModel does not match the node ({describe_mode(node.mode)}):",
-            )
-        if policy.needs_vfio:
-            raise ConfigError(
-                f"{path}.virtualizationModel",
-                str(model),
-                "BareMetal or SharedNVSwitch for now",
-                reason="FullPassthrough hands the GPUs and NVSwitches to a VM through vfio-pci, which this "
-                "driver cannot do yet (GPU passthrough is pending):",
-            )
-        if policy.activates and node.fm is None:
-            raise ClaimError(
-                f"virtualizationModel {model} needs the Fabric Manager SDK, which is unavailable: "
-                f"{node.fm_problem}"
-            )
+        self._check_model(path, policy, vm=isinstance(group.config, VfioDeviceConfig))
         devices = ctx.group_devices(group)
-        mig = [d.name for d in devices if d.type != "gpu"]
-        if mig:
-            raise ClaimError(
-                f"fabricTopologyConfig applies to full GPUs; {', '.join(mig)} have no NVLink P2P"
-            )
-        indices = [node.index_of(d.name) for d in devices]
-        gpus = tuple(sorted(i for i in indices if i is not None))
+        members = self._members(devices)
+        gpus = tuple(sorted(i for _, i in members))
         size = fabric.partition_size or len(gpus)
         if size not in node.catalog.sizes or size < 2:
             offered = [s for s in node.catalog.sizes if s >= 2]
@@ -109,7 +117,7 @@ class FabricPlanner:
                 reason="no such partition on this node:",
             )
         names = ", ".join(
-            f"{node.topology.gpu(i).name} (module {node.topology.gpu(i).module_id})" for i in gpus
+            f"{name} (module {node.topology.gpu(i).module_id})" for name, i in sorted(members, key=_by_index)
         )
         partition = node.catalog.exact(gpus)
         wanted = self._wanted(fabric, size)
@@ -136,11 +144,53 @@ class FabricPlanner:
             "partitionId": partition.id,
             "size": partition.size,
             "moduleIds": list(partition.module_ids),
-            "devices": [node.topology.gpu(i).name for i in gpus],
+            "devices": [name for name, _ in sorted(members, key=_by_index)],
             "model": str(model),
             "activate": policy.activates,
             "bandwidthGBps": bandwidth,
         }
+
+    def _check_model(self, path: str, policy: ModelPolicy, *, vm: bool) -> None:
+        """Refuse a model this node cannot run: wrong Fabric Manager mode, no SDK, no vfio-pci."""
+        node, model = self.node, policy.model
+        if not policy.allows(node.mode):
+            raise ConfigError(
+                f"{path}.virtualizationModel",
+                str(model),
+                f"a model this node's {describe_mode(node.mode)} runs",
+                reason=f"virtualizationModel does not match the node ({describe_mode(node.mode)}):",
+            )
+        if (policy.needs_vfio or vm) and not self.passthrough:
+            raise ConfigError(
+                f"{path}.virtualizationModel",
+                str(model),
+                f"a model without vfio-pci, or the {Gate.PASSTHROUGH_SUPPORT} feature gate enabled",
+                reason=f"{model} hands the partition's GPUs to a VM through vfio-pci, which needs the "
+                f"{Gate.PASSTHROUGH_SUPPORT} feature gate:",
+            )
+        if policy.activates and node.fm is None:
+            raise ClaimError(
+                f"virtualizationModel {model} needs the Fabric Manager SDK, which is unavailable: "
+                f"{node.fm_problem}"
+            )
+
+    def _members(self, devices: Sequence[AllocatableDevice]) -> list[tuple[str, int]]:
+        """(device name, NVML index) of each allocated full GPU or VFIO device; refuses anything else."""
+        mig = [d.name for d in devices if d.type == "mig"]
+        if mig:
+            raise ClaimError(
+                f"fabricTopologyConfig applies to full GPUs; {', '.join(mig)} have no NVLink P2P"
+            )
+        members = []
+        for d in devices:
+            index = self.node.index_at(d.vfio.address) if d.vfio is not None else self.node.index_of(d.name)
+            if index is None:
+                raise ClaimError(
+                    f"device {d.name!r} is a GPU NVML does not see (bound away from nvidia before the plugin "
+                    "started), so its NVLink partition cannot be checked"
+                )
+            members.append((d.name, index))
+        return members
 
     def _wanted(self, fabric: FabricTopologyConfig, size: int) -> tuple[Partition, ...]:
         candidates = self.node.catalog.of_size(size)
@@ -156,3 +206,7 @@ class FabricPlanner:
             f"{p.label} = {', '.join(self.node.topology.gpu(i).name for i in p.gpus)}" for p in wanted
         )
         return f"one partition of {wanted[0].size} GPUs ({how}), expected one of: {listed}"
+
+
+def _by_index(member: tuple[str, int]) -> int:
+    return member[1]

@@ -47,6 +47,7 @@ TWINS = frozenset(
         "KUBELET_PLUGINS_DIRECTORY_PATH",
         "HEALTHCHECK_PORT",
         "ADDITIONAL_XIDS_TO_IGNORE",
+        "HEALTH_QUIET_PERIOD",
         "HTTP_ENDPOINT",
         "METRICS_PATH",
         "KUBECONFIG",

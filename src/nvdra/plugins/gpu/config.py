@@ -26,6 +26,7 @@ class PluginConfig:
     kubelet_plugins_directory_path: Path = Path("/var/lib/kubelet/plugins")
     healthcheck_port: int = -1
     additional_xids_to_ignore: str = ""
+    health_quiet_period: float = 300.0  # seconds without a new XID before its taint clears; 0 = never
     http_endpoint: str = ""
     metrics_path: str = "/metrics"
     kubeconfig: str = ""

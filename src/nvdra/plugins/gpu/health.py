@@ -202,7 +202,10 @@ def health_view(config: PluginConfig, gates: FeatureGates, driver: GpuDriver) ->
     tracker = HealthTracker(
         allocatable_devices(driver.inventory, gates),
         pool_name=config.node_name,
-        policy=HealthPolicy.from_flags(config.additional_xids_to_ignore),
+        # 0 turns time-based recovery off (upstream's behaviour: a taint stays until the plugin restarts).
+        policy=HealthPolicy.from_flags(
+            config.additional_xids_to_ignore, quiet_period=config.health_quiet_period or None
+        ),
         reporter=HealthReporter(),
         on_change=driver.republish,
     )

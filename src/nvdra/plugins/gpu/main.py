@@ -75,6 +75,14 @@ def _opt(*names: str, env: str | list[str], **kw: Any) -> Callable[[F], F]:
     help="gRPC liveness port: >0 fixed, 0 random, <0 off.",
 )
 @_opt("--additional-xids-to-ignore", env="ADDITIONAL_XIDS_TO_IGNORE", default="")
+@_opt(
+    "--health-quiet-period",
+    env="HEALTH_QUIET_PERIOD",
+    default=300.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds without a new XID after which a GPU's xid taint clears (0: taints stay until restart).",
+)
 @_opt("--http-endpoint", env="HTTP_ENDPOINT", default="", help="Metrics listen address (off when empty).")
 @_opt("--metrics-path", env="METRICS_PATH", default="/metrics", show_default=True)
 @_opt("--kubeconfig", env="KUBECONFIG", default="", help="Kubeconfig path; in-cluster config when empty.")

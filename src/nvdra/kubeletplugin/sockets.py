@@ -11,7 +11,9 @@ Invariants owned here:
 * a stale *socket* file is removed before listening (a regular file in the way is an error, never
   deleted); on stop a server removes its socket only if the path still holds the socket it created
   (same inode), so an instance never deletes another instance's socket (grpc's own unlink-on-close
-  is pointed at a private name, see :meth:`UnixSocketServer.start`).
+  is pointed at a private name, see :meth:`UnixSocketServer.start`);
+* both sockets are mode :data:`SOCKET_MODE` (0660) whatever the process umask, set before the public
+  name appears.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ __all__ = ["MAX_SOCKET_PATH_BYTES", "SocketPaths", "UnixSocketServer", "remove_s
 
 MAX_SOCKET_PATH_BYTES = 107
 """Longest usable unix socket path: ``sun_path`` is 108 bytes including the terminating NUL."""
+
+SOCKET_MODE = 0o660
+"""Mode of both sockets, set explicitly (the kubelet connects as root; nobody else may)."""
 
 _log = logging.getLogger(__name__)
 
@@ -148,6 +153,8 @@ class UnixSocketServer:
             self.server.add_insecure_port(f"unix:{listen_at}")
         except RuntimeError as exc:
             raise errors.HostError(f"listen on {listen_at}: {exc}") from exc
+        # The socket's mode comes from the umask; whoever may connect may prepare and unprepare claims.
+        os.chmod(listen_at, SOCKET_MODE)
         self.server.start()
         if listen_at != self.path:
             os.rename(listen_at, self.path)

@@ -55,9 +55,13 @@ class CheckpointStore:
     def __init__(self, path: Path, *, boot_id: str) -> None:
         self.path = path
         self.boot_id = boot_id
+        # The bytes last read or written here. During a rolling update two plugin instances share the
+        # file (serialized by a flock); an instance must not act on its stale copy, see reload_if_changed.
+        self._known: bytes | None = None
 
     def load(self) -> tuple[Checkpoint, LoadReport]:
         """Read the checkpoint, repairing what cannot be used (see the module docstring)."""
+        self._known = None
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -79,11 +83,32 @@ class CheckpointStore:
             return Checkpoint(node_boot_id=self.boot_id), LoadReport(
                 existed=True, discarded_after_reboot=dropped
             )
+        self._known = raw
         return attrs.evolve(cp, node_boot_id=self.boot_id), LoadReport(existed=True)
+
+    def reload_if_changed(self) -> Checkpoint | None:
+        """The checkpoint as loaded again if the file differs from what this store last read or wrote.
+
+        None when it is unchanged (one small read). Call it under the lock that serializes writers, at
+        the start of each operation: another instance (rolling update) may have written in between.
+        """
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            raw = None
+        except OSError:
+            raw = b""  # unreadable: load() repairs and reports it
+        if raw == self._known:  # both None: still no file
+            return None
+        cp, _ = self.load()
+        return cp
 
     def save(self, cp: Checkpoint) -> None:
         """Write atomically and durably. Raises CdiError/OSError-derived errors from the writer."""
-        atomic_write(self.path, encode_checkpoint(cp), mode=0o600)
+        data = encode_checkpoint(cp)
+        self._known = None  # unknown until the write has succeeded
+        atomic_write(self.path, data, mode=0o600)
+        self._known = data
 
     def _set_aside(self, why: str) -> tuple[Checkpoint, LoadReport]:
         target: Path | None = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")

@@ -96,7 +96,7 @@ class GpuClaimSpecs:
             str(host_driver_root), str(container_driver_root), driver_version=driver_version
         )
         self._common: ContainerEdits | None = None
-        cdi_root.mkdir(parents=True, exist_ok=True)
+        cdi_root.mkdir(parents=True, exist_ok=True, mode=0o755)  # never world-writable, whatever the umask
         remove_stale_temp_files(cdi_root)
 
     def common(self) -> ContainerEdits:

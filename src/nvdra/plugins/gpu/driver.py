@@ -30,7 +30,7 @@ import attrs
 from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim
 from nvdra.core.config import AllocatedDevice, ConfigGroup, DeviceType, resolve_configs
 from nvdra.core.devices import Inventory
-from nvdra.core.errors import ClaimError, NvdraError, UserError
+from nvdra.core.errors import CdiError, ClaimError, NvdraError, UserError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.resourceslice import GPU_DRIVER_NAME, render_gpu_devices
 from nvdra.kubeletplugin.types import (
@@ -225,6 +225,7 @@ class GpuDriver:
         """Prepare every claim; see the module docstring for the steps and guarantees."""
         results: dict[str, PrepareResult] = {}
         with self._lock:
+            self._refresh()
             plans: list[_Plan] = []
             dropped: list[str] = []  # half-done entries rolled back whose retry was refused
             for claim in claims:
@@ -254,6 +255,14 @@ class GpuDriver:
         self.republish()  # a view (passthrough) may hide or show devices now
         return results
 
+    def _refresh(self) -> None:
+        # During a rolling update the other instance may have written the checkpoint since our last
+        # call (both hold the serialization flock around calls): never plan against a stale copy.
+        reloaded = self._store.reload_if_changed()
+        if reloaded is not None:
+            log.info("checkpoint changed on disk (another plugin instance); reloaded")
+            self._checkpoint = reloaded
+
     def _plan(self, ref: ClaimRef, claim: Mapping[str, Any], planned: Sequence[_Plan]) -> _Plan:
         allocation = (claim.get("status") or {}).get("allocation") or {}
         all_results = (allocation.get("devices") or {}).get("results") or []
@@ -278,12 +287,16 @@ class GpuDriver:
             driver=self.driver_name,
             gates=self.gates,
         )
+        try:
+            cdi_ids = {dev.name: self._specs.device_id(ref.uid, dev.name) for dev in allocated}
+        except CdiError as exc:  # a UID that cannot name a CDI device or file: this claim's error alone
+            raise ClaimError(f"claim UID cannot be used in CDI names: {exc}") from exc
         devices = tuple(
             DeviceRecord(
                 requests=(_strip_subrequest(str(r.get("request", ""))),),
                 pool_name=str(r["pool"]),
                 device_name=dev.name,
-                cdi_device_ids=(self._specs.device_id(ref.uid, dev.name),),
+                cdi_device_ids=(cdi_ids[dev.name],),
                 share_id=r.get("shareID"),
                 admin_access=r.get("adminAccess") is True,
             )
@@ -395,6 +408,7 @@ class GpuDriver:
         """Undo prepares recorded in the checkpoint, effects in reverse; unknown claims succeed."""
         errors = {ref.uid: "" for ref in claims}
         with self._lock:
+            self._refresh()
             known = [self._checkpoint.claims[r.uid] for r in claims if r.uid in self._checkpoint.claims]
             done = []
             for claim in known:

@@ -20,6 +20,7 @@ from nvdra.core.devices import Inventory
 from nvdra.core.featuregates import FeatureGates, parse_feature_gates
 from nvdra.kubeletplugin import Helper, KubeApi, KubernetesKubeApi, ResourceSlicePublisher, start
 from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.kubeletplugin.serialize import SERIALIZE_LOCK_NAME, RequestSerializer
 from nvdra.kubeletplugin.types import DraDriver
 from nvdra.nvml import (
     NvmlBackend,
@@ -87,15 +88,18 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
     log.info("nvdra-gpu-plugin starting; flags: %s", config.describe())
     log.info("feature gates: %s", _describe_gates(gates))
     with ExitStack() as stack:
+        # First, so the simulated driver root inside it cannot create it with the umask's mode.
+        config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         backend, host_root, container_root = _backend(config)
         stack.callback(backend.shutdown)
         inventory = discover_inventory(backend)
         log.info("discovered %d GPUs (driver %s)", len(inventory.gpus), inventory.driver_version)
-        config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         api = kube or KubernetesKubeApi.from_kubeconfig(
             config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
         )
         gates = fabric_gate_for_node(gates, api, config.node_name)  # per-node rollout label
+        startup = _startup_lock(config)
+        stack.callback(startup.close)
         specs = GpuClaimSpecs(
             cdi_root=config.cdi_root,
             host_driver_root=host_root,
@@ -118,6 +122,7 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
         stack.callback(driver.close)
         driver.start()
         sweep_unknown_mig(backend, gates, driver.checkpoint())
+        startup.close()
         health = health_view(config, gates, driver)
         metrics = PluginMetrics(
             driver=config.driver_name, node=config.node_name, prepared_devices=driver.prepared_device_counts
@@ -152,6 +157,21 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             metrics_port=metrics_port,
             effects=effects,
         )
+
+
+def _startup_lock(config: PluginConfig) -> ExitStack:
+    """The serialization flock, held while state is repaired when another instance may share the dir.
+
+    During a rolling update (a pod UID) the old instance may be in the middle of a call: the new one's
+    temp-file sweep, roll-back of ``PrepareStarted`` entries, orphaned-spec sweep and unknown-MIG sweep
+    would undo its work in progress. Close the returned stack to release the lock.
+    """
+    held = ExitStack()
+    if config.pod_uid:
+        serializer = RequestSerializer(lock_file=config.plugin_dir / SERIALIZE_LOCK_NAME)
+        held.callback(serializer.close)
+        held.enter_context(serializer.hold())
+    return held
 
 
 def build_effects(config: PluginConfig, gates: FeatureGates, backend: NvmlBackend, api: KubeApi) -> Effects:

@@ -152,7 +152,13 @@ def _request_problem(request: Mapping[str, Any]) -> str | None:
     if not isinstance(resource, Mapping):
         return "request.resource: missing"
     group, version, name = resource.get("group"), resource.get("version"), resource.get("resource")
-    if group != RESOURCE_GROUP or version not in RESOURCE_VERSIONS or name not in CONFIG_PATHS:
+    # ``name`` may be any JSON value (a list is unhashable): compare only strings with the table.
+    if (
+        group != RESOURCE_GROUP
+        or version not in RESOURCE_VERSIONS
+        or not isinstance(name, str)
+        or name not in CONFIG_PATHS
+    ):
         return (
             f"request.resource: unsupported resource {group}/{version}/{name}; allowed: "
             f"{RESOURCE_GROUP} {', '.join(RESOURCE_VERSIONS)} {' or '.join(CONFIG_PATHS)}"

@@ -26,6 +26,7 @@ from nvdra.cdi.claims import SPEC_EXTENSION
 from nvdra.cdi.names import check_path_component
 from nvdra.cdi.spec import ContainerEdits, Spec
 from nvdra.core.errors import CdiError, SystemError_
+from nvdra.core.faults import reach
 
 __all__ = [
     "atomic_write",
@@ -91,6 +92,7 @@ def atomic_write(
             os.fsync(fd)
         finally:
             os.close(fd)
+        reach("before-rename")
         os.replace(tmp, target)
     except BaseException as e:
         _unlink_quietly(tmp)

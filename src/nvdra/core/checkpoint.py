@@ -22,6 +22,13 @@ Invariants owned here:
   :class:`CheckpointError` — it is never half-read;
 - ``applied`` holds one JSON record per side effect performed for the claim, in the order performed,
   so that unprepare can undo them in reverse. Records are opaque here; their owners define them.
+
+Compatibility ("an older checkpoint"): within a version, fields are only ever *added*, and every added
+field has a default, so a file an older nvdra wrote decodes unchanged: an entry without ``applied``
+(written before effects were recorded) has no effects to undo; without ``shareID``/``adminAccess`` it
+has none. A change that old files cannot be read with bumps ``version``; a file of another version is
+refused (the store moves it aside), never half-read. The upstream Go plugin's layout is converted by
+:mod:`nvdra.plugins.gpu.upstream`.
 """
 
 from __future__ import annotations
@@ -174,7 +181,9 @@ def _claim_from_json(uid: str, obj: Any) -> PreparedClaim:
     state = _req(obj, "state", str, where)
     if state not in _STATES:
         raise CheckpointError(f"checkpoint {where}.state: unknown state {state!r}")
-    applied = _req(obj, "applied", list, where)
+    applied = obj.get("applied", [])  # absent in files written before effects were recorded
+    if not isinstance(applied, list):
+        raise CheckpointError(f"checkpoint {where}.applied: expected list, got {applied!r}")
     if not all(isinstance(a, dict) for a in applied):
         raise CheckpointError(f"checkpoint {where}.applied: every entry must be an object")
     return PreparedClaim(

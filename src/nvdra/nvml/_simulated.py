@@ -15,6 +15,10 @@ profiled hardware, including error codes, and changes state on the mutating call
 - faults: :meth:`SimulatedNvml.inject_fault` makes a method raise an NVML code (on one GPU or all,
   a number of times or until cleared); :meth:`SimulatedNvml.mark_gpu_lost` makes every call on
   that GPU raise GPU_IS_LOST until :meth:`SimulatedNvml.reset_gpu`;
+- persistence: given ``state_path``, the hardware state (MIG mode and geometry, compute mode, time
+  slice, lost GPUs, process counts) is restored from that file and rewritten atomically after every
+  change (:mod:`nvdra.nvml._simpersist`), so it outlives the process, as a GPU's state outlives a
+  killed plugin; :meth:`SimulatedNvml.reboot` resets it the way a node reboot does;
 - events: one event set per backend, as NVML's; :meth:`SimulatedNvml.inject_event` /
   :meth:`SimulatedNvml.inject_xid` queue an event only for a GPU registered for that type (NVML
   drops the others); a lost GPU that was registered makes the next ``wait_event`` raise GPU_IS_LOST.
@@ -46,6 +50,7 @@ from nvdra.core.errors import (
 )
 from nvdra.nvml import _backend as b
 from nvdra.nvml._profile import GpuSpec, NodeProfile, load_profile
+from nvdra.nvml._simpersist import dump_state, read_state, restore_gpu, write_state
 from nvdra.nvml._simstate import MigGeometry, SimulatedGpuInstance
 
 __all__ = ["SimulatedGpuState", "SimulatedNodeState", "SimulatedNvml"]
@@ -54,6 +59,16 @@ _MIB = 1024 * 1024
 _HOPPER = 9
 _RESET_REQUIRED = 16
 _IN_USE = 19
+_MUTATING = frozenset(
+    {
+        "set_compute_mode",
+        "set_mig_mode",
+        "create_gpu_instance",
+        "create_compute_instance",
+        "destroy_compute_instance",
+        "destroy_gpu_instance",
+    }
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -86,6 +101,7 @@ class _Gpu:
     mig_current: bool
     mig_pending: bool
     compute_mode: int = b.COMPUTE_MODE_DEFAULT
+    timeslice: int = 0  # nvidia-smi compute-policy --set-timeslice (NVML has no call for it)
     lost: bool = False
     processes: int = 0
 
@@ -99,8 +115,9 @@ class _Fault:
 class SimulatedNvml:
     """A simulated NVML node. Construct from a :class:`NodeProfile` or a profile name/path."""
 
-    def __init__(self, profile: NodeProfile | str | Path) -> None:
+    def __init__(self, profile: NodeProfile | str | Path, *, state_path: Path | None = None) -> None:
         self.profile = profile if isinstance(profile, NodeProfile) else load_profile(profile)
+        self.state_path = state_path
         self._lock = threading.RLock()
         self._refcount = 0
         self._faults: dict[tuple[str, int | None], _Fault] = {}
@@ -109,6 +126,8 @@ class SimulatedNvml:
         self._event_cond = threading.Condition(self._lock)
         self._registered: dict[int, int] = {}  # GPU index -> registered event mask
         self._events: deque[b.EventRecord | None] = deque()  # None = a registered GPU was lost
+        if state_path is not None:
+            self._restore(state_path)
 
     def _build_gpu(self, spec: GpuSpec) -> _Gpu:
         gpu = _Gpu(
@@ -148,6 +167,8 @@ class SimulatedNvml:
                 if gpu.lost:
                     raise NvmlGpuLost(f"{method}: GPU {index} has fallen off the bus")
             yield gpu
+            if method in _MUTATING:
+                self._persist()
 
     def _raise_fault(self, method: str, index: int | None) -> None:
         for key in ((method, index), (method, None)):
@@ -191,6 +212,7 @@ class SimulatedNvml:
         """The GPU falls off the bus (Xid 79): every call on it raises GPU_IS_LOST until reset."""
         with self._lock:
             self._gpus[index].lost = True
+            self._persist()
             if index in self._registered:
                 self._events.append(None)
                 self._event_cond.notify_all()
@@ -204,6 +226,54 @@ class SimulatedNvml:
             gpu.lost = False
             gpu.processes = 0
             gpu.compute_mode = b.COMPUTE_MODE_DEFAULT
+            gpu.timeslice = 0
+            self._persist()
+
+    def reboot(self) -> None:
+        """A node reboot: every GPU is reset (GI/CI gone, compute mode and time slice default, a pending
+        MIG mode applied), events and faults are gone. MIG mode itself persists, as on the hardware."""
+        with self._lock:
+            for index in range(len(self._gpus)):
+                self.reset_gpu(index)
+            self._registered.clear()
+            self._events.clear()
+            self._faults.clear()
+
+    def timeslice(self, uuid: str) -> int:
+        """GPU ``uuid``'s time slice (0 Default … 3 Long), as ``nvidia-smi compute-policy -l`` shows it."""
+        with self._lock:
+            return self._by_uuid(uuid).timeslice
+
+    def set_timeslice(self, uuid: str, value: int) -> None:
+        """What ``nvidia-smi compute-policy -i <uuid> --set-timeslice <value>`` does to the GPU."""
+        with self._lock:
+            if value not in (0, 1, 2, 3):
+                raise NvmlInvalidArgument(f"set_timeslice: time slice {value} is not 0..3")
+            self._by_uuid(uuid).timeslice = value
+            self._persist()
+
+    def _by_uuid(self, uuid: str) -> _Gpu:
+        gpu = next((g for g in self._gpus if g.spec.uuid == uuid), None)
+        if gpu is None:
+            raise NvmlNotFound(f"no GPU with UUID {uuid!r}")
+        return gpu
+
+    def _restore(self, path: Path) -> None:
+        entries = read_state(path)
+        if entries is None:
+            self._persist()  # the file now describes the fresh node
+            return
+        unknown = sorted(set(entries) - {g.spec.uuid for g in self._gpus})
+        if unknown:
+            raise ConfigError(f"{path}:$.gpus", ", ".join(unknown), f"GPUs of profile {self.profile.source}")
+        for gpu in self._gpus:
+            entry = entries.get(gpu.spec.uuid)
+            if entry is not None:
+                restore_gpu(gpu, entry, f"{path}:$.gpus[{gpu.spec.uuid}]")
+
+    def _persist(self) -> None:
+        if self.state_path is not None:
+            write_state(self.state_path, dump_state([(g.spec.uuid, g) for g in self._gpus]))
 
     def set_processes(self, index: int, count: int, *, gi_id: int | None = None, ci_id: int = 0) -> None:
         """Pretend ``count`` processes run on the GPU (or on one compute instance): drives IN_USE paths."""
@@ -213,6 +283,7 @@ class SimulatedNvml:
                 gpu.processes = count
             else:
                 gpu.geometry.set_processes(gi_id, ci_id, count)
+            self._persist()
 
     def snapshot(self) -> SimulatedNodeState:
         """The current state of every GPU, as frozen records."""

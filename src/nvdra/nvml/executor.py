@@ -26,6 +26,7 @@ from collections.abc import Iterable
 import attrs
 
 from nvdra.core.errors import NvmlError, NvmlInUse, NvmlNotFound, NvmlResetRequired
+from nvdra.core.faults import reach
 from nvdra.nvml._backend import MigDeviceRecord, NvmlBackend
 
 __all__ = ["MigExecutor", "MigKey"]
@@ -78,11 +79,13 @@ class MigExecutor:
             index = self.backend.index_by_uuid(key.parent_uuid)
             self._enable_mig(index)
             gi_id = self.backend.create_gpu_instance(index, key.profile_id, key.start)
+            reach("after-mig-gi-created")
             try:
                 self.backend.create_compute_instance(index, gi_id)
             except NvmlError:
                 self.backend.destroy_gpu_instance(index, gi_id)
                 raise
+            reach("after-mig-ci-created")
             record = next(r for r in self.backend.mig_devices(index) if r.gi_id == gi_id)
             log.info("created MIG device %s (GI %d, CI %d) on %s", record.uuid, gi_id, record.ci_id, key)
             return record
@@ -100,6 +103,7 @@ class MigExecutor:
             self.backend.set_mig_mode(index, False)  # drop the pending request: nothing changed
             error = NvmlResetRequired if status == _RESET_REQUIRED else NvmlInUse
             raise error(f"enabling MIG mode on GPU {index} did not take effect (activation status {status})")
+        reach("after-mig-mode-enabled")
 
     def destroy(self, key: MigKey) -> None:
         """Destroy the MIG device at ``key`` (CI, then GI); fine if it does not exist.
@@ -114,6 +118,7 @@ class MigExecutor:
             for rec in self.backend.mig_devices(index):
                 if rec.gi_profile_id == key.profile_id and rec.placement.start == key.start:
                     self._destroy_ci(index, rec.gi_id, rec.ci_id)
+                    reach("after-mig-ci-destroyed")
             self._destroy_bare_gi(index, key)
             self._maybe_disable(index)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 
 from nvdra.cdi import atomic_write
-from nvdra.core.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from nvdra.core.checkpoint import Checkpoint, PreparedClaim, decode_checkpoint, encode_checkpoint
 from nvdra.core.errors import CheckpointError
 
 __all__ = ["CheckpointStore", "LoadReport", "read_boot_id"]
@@ -47,6 +47,7 @@ class LoadReport:
     corrupt_moved_to: Path | None = None
     error: str = ""
     discarded_after_reboot: tuple[str, ...] = ()
+    discarded: tuple[PreparedClaim, ...] = ()  # the entries themselves: their effects may outlive a reboot
 
 
 class CheckpointStore:
@@ -81,7 +82,7 @@ class CheckpointStore:
                 len(dropped),
             )
             return Checkpoint(node_boot_id=self.boot_id), LoadReport(
-                existed=True, discarded_after_reboot=dropped
+                existed=True, discarded_after_reboot=dropped, discarded=tuple(cp.claims.values())
             )
         self._known = raw
         return attrs.evolve(cp, node_boot_id=self.boot_id), LoadReport(existed=True)

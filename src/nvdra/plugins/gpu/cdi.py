@@ -35,6 +35,7 @@ from nvdra.cdi import (
     remove_stale_temp_files,
     write_spec,
 )
+from nvdra.core.faults import reach
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import Applied
 
@@ -151,10 +152,12 @@ class GpuClaimSpecs:
             common = self.common() + claim_edits
         spec = claim_spec(CDI_VENDOR, CDI_CLASS, claim_uid, rendered, common)
         write_spec(self.cdi_root, spec, claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid))
+        reach("after-cdi-written")
 
     def remove(self, claim_uid: str) -> None:
         """Remove the claim's spec durably; a missing file is fine."""
-        remove_spec(self.cdi_root, claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid))
+        if remove_spec(self.cdi_root, claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid)):
+            reach("after-cdi-removed")
 
     def claim_uids(self) -> set[str]:
         """UIDs of the claims whose specs are in the CDI root."""

@@ -34,6 +34,7 @@ class PluginConfig:
     kube_api_burst: int = 10
     feature_gates: str = ""
     simulate: str = ""
+    simulate_state: str = ""  # with simulate: a directory where the simulated hardware's state lives
     pod_uid: str = ""
     driver_name: str = DRIVER_NAME
 

@@ -31,6 +31,7 @@ from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim
 from nvdra.core.config import AllocatedDevice, ConfigGroup, DeviceType, resolve_configs
 from nvdra.core.devices import Inventory
 from nvdra.core.errors import CdiError, ClaimError, NvdraError, UserError
+from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.resourceslice import GPU_DRIVER_NAME, render_gpu_devices
 from nvdra.kubeletplugin.types import (
@@ -147,6 +148,8 @@ class GpuDriver:
         """Load the checkpoint, roll back half-done prepares, remove orphaned CDI specs."""
         with self._lock:
             cp, report = self._store.load()
+            for gone in report.discarded:  # rebooted: undo what outlives a reboot (an MPS Deployment)
+                self._undo(gone.applied, str(gone))
             stale = [c for c in cp.claims.values() if c.state == "PrepareStarted"]
             rolled_back = []
             for claim in stale:
@@ -360,6 +363,7 @@ class GpuDriver:
                     self._specs.remove(plan.ref.uid)
             return {p.ref.uid: _failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
         self._checkpoint = started
+        reach("after-prepare-started")
         results: dict[str, PrepareResult] = {}
         completed = started
         for plan in plans:
@@ -379,6 +383,7 @@ class GpuDriver:
             # stay, so a retry or the next start rolls them back.
             return {p.ref.uid: _failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
         self._checkpoint = completed
+        reach("after-prepare-completed")
         return results
 
     def _apply_effects(self, plan: _Plan) -> BaseException | None:
@@ -397,6 +402,7 @@ class GpuDriver:
         for record in reversed(records):
             try:
                 self._effects.undo(record)
+                reach("after-undo")
             except (NvdraError, OSError) as exc:
                 log.error("cannot undo %s of claim %s: %s", record.get("kind"), owner, exc)
                 return False
@@ -426,6 +432,7 @@ class GpuDriver:
             removals = [self._io.submit(self._specs.remove, c.uid) for c in done]
             try:
                 self._store.save(remaining)
+                reach("after-unprepare-checkpoint")
             except (NvdraError, OSError) as exc:
                 for c in done:
                     errors[c.uid] = f"cannot write checkpoint while unpreparing claim {c}: {exc}"

@@ -7,8 +7,9 @@ One abstraction, two implementations:
   the library always match the running kernel driver whatever the container image holds;
 - :class:`SimulatedHostCommands` parses the same argv and applies it to a :class:`SimulatedNvml`:
   ``-i <uuid> -c <MODE>`` changes the simulated GPU's compute mode, ``compute-policy -i <uuid>
-  --set-timeslice <n>`` its time slice (kept here: NVML has no getter for it, only nvidia-smi
-  does); mounts are recorded. Every command is logged in :attr:`SimulatedHostCommands.commands`.
+  --set-timeslice <n>`` its time slice (held by the simulated GPU, so it persists with the rest of
+  its state: NVML has no call for it, only nvidia-smi does); mounts are recorded. Every command is
+  logged in :attr:`SimulatedHostCommands.commands`.
 
 Invariants: argv only (no shell); a failing command raises :class:`HostError` naming the command and
 its output; a command the simulator does not understand is an error, never silently accepted.
@@ -111,13 +112,11 @@ class SimulatedHostCommands:
     def __init__(self, backend: SimulatedNvml) -> None:
         self.backend = backend
         self.commands: list[tuple[str, ...]] = []
-        self._timeslices: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def timeslice(self, uuid: str) -> int:
         """GPU ``uuid``'s time slice as ``nvidia-smi compute-policy -l`` reports it (0 if never set)."""
-        with self._lock:
-            return self._timeslices.get(uuid, 0)
+        return self.backend.timeslice(uuid)
 
     def nvidia_smi(self, args: Sequence[str]) -> str:
         """Apply ``-i <uuid> -c <MODE>`` or ``compute-policy -i <uuid> --set-timeslice <n>``."""
@@ -142,7 +141,7 @@ class SimulatedHostCommands:
             if argv[4] not in ("0", "1", "2", "3"):
                 raise HostError(f"nvidia-smi compute-policy: invalid time slice {argv[4]!r} (allowed 0..3)")
             self.backend.index_by_uuid(argv[2])  # NOT_FOUND for an unknown GPU, as the real tool
-            self._timeslices[argv[2]] = int(argv[4])
+            self.backend.set_timeslice(argv[2], int(argv[4]))
             return f"Set timeslice to {argv[4]} for GPU {argv[2]}.\n"
         raise HostError(f"simulated nvidia-smi does not understand: nvidia-smi {' '.join(argv)}")
 

@@ -103,6 +103,13 @@ def _opt(*names: str, env: str | list[str], **kw: Any) -> Callable[[F], F]:
     help="Run on a simulated node: a built-in profile name (e.g. dgx-h100) or a YAML path.",
 )
 @_opt(
+    "--simulate-state",
+    env="NVDRA_SIMULATE_STATE",
+    default="",
+    help="With --simulate: a directory keeping the simulated hardware's state (MIG devices, compute "
+    "modes, Fabric Manager partitions, boot id) across plugin restarts.",
+)
+@_opt(
     "--pod-uid",
     env="POD_UID",
     default="",

@@ -22,6 +22,7 @@ from typing import Any
 from nvdra.cdi import ContainerEdits, Mount
 from nvdra.core.config import GpuConfig, MigDeviceConfig, SharingStrategy
 from nvdra.core.errors import HostError, KubeConflict, KubeNotFound
+from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates
 from nvdra.core.sharing import MPS_KIND, MpsDevice, plan_mps
 from nvdra.kubeletplugin.objects import DEPLOYMENTS, ObjectApi
@@ -180,6 +181,7 @@ class MpsExecutor:
             set_compute_mode(self.runner, uuid, "EXCLUSIVE_PROCESS")
         with contextlib.suppress(KubeConflict):  # a retried prepare: the daemon is already there
             self.api.create_object(DEPLOYMENTS, render_deployment(record, self.config, self.gates, root))
+        reach("after-mps-started")
         self._wait_ready(deployment_name(str(record["id"])))
         return Applied(
             claim_edits=ContainerEdits(

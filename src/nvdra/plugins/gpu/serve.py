@@ -38,9 +38,11 @@ from nvdra.plugins.gpu.fabric import build_fabric_effects, fabric_gate_for_node
 from nvdra.plugins.gpu.health import HealthTracker, health_view, start_health_monitor
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
 from nvdra.plugins.gpu.sharing import sharing_effects
+from nvdra.plugins.gpu.simnode import node_boot_id, simulated_nvml_state
+from nvdra.plugins.gpu.upstream import recover_plugin_dir
 from nvdra.plugins.gpu.vfio import passthrough_effects, passthrough_views
 from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
-from nvdra.plugins.state import CheckpointStore, read_boot_id
+from nvdra.plugins.state import CheckpointStore
 
 __all__ = ["RunningPlugin", "serve", "serve_until_signalled"]
 
@@ -65,7 +67,7 @@ class RunningPlugin:
 def _backend(config: PluginConfig) -> tuple[NvmlBackend, Path, Path]:
     """The NVML backend and the (host, container) driver roots to use."""
     if config.simulate:
-        backend = SimulatedNvml(load_profile(config.simulate))
+        backend = SimulatedNvml(load_profile(config.simulate), state_path=simulated_nvml_state(config))
         backend.init()
         root = make_simulated_driver_root(backend, config.plugin_dir / "simulated-driver-root")
         return backend, root, root
@@ -107,7 +109,8 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             driver_version=inventory.driver_version,
             hook_path=config.nvidia_cdi_hook_path or "/usr/bin/nvidia-cdi-hook",
         )
-        store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
+        recover_plugin_dir(config, inventory, gates)  # temp files a crash left; an upstream checkpoint
+        store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=node_boot_id(config))
         views = passthrough_views(config, gates, inventory)
         effects = build_effects(config, gates, backend, api)
         driver = GpuDriver(

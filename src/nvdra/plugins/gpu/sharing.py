@@ -16,6 +16,7 @@ from typing import Any, cast
 from nvdra.cdi import DriverRoot
 from nvdra.core.config import GpuConfig, MigDeviceConfig
 from nvdra.core.errors import ClaimError
+from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.sharing import TIMESLICE_KIND, plan_time_slicing
 from nvdra.kubeletplugin.objects import ObjectApi
@@ -65,6 +66,7 @@ class TimeSlicingExecutor:
         for uuid in record["gpus"]:
             set_compute_mode(self.runner, uuid, "DEFAULT")
             set_timeslice(self.runner, uuid, int(record["interval"]))
+            reach("after-timeslice-set")
         return Applied()
 
     def undo(self, record: Record) -> None:

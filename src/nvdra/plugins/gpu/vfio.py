@@ -26,6 +26,7 @@ from nvdra.cdi import ContainerEdits, DeviceNode
 from nvdra.core.config.vfio import IommuBackendPolicy, IommuConfig, VfioDeviceConfig
 from nvdra.core.devices import Gpu, Inventory
 from nvdra.core.errors import ClaimError, HostError
+from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.ids import GpuUuid, PciBusId
 from nvdra.core.passthrough import (
@@ -271,6 +272,7 @@ class VfioExecutor:
                 self._wait_until_free(f"/dev/nvidia{record['minor']}", name)
             log.info("binding %s (%s) to vfio-pci", name, address)
             self.host.bind(address, VFIO_DRIVER)
+            reach("after-vfio-bound")
         return Applied(device_edits={name: self._edits(record)})
 
     def _wait_until_free(self, path: str, name: str) -> None:

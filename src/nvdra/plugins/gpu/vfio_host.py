@@ -23,6 +23,7 @@ from typing import Protocol
 
 from nvdra.core.devices import Inventory
 from nvdra.core.errors import HostError
+from nvdra.core.faults import reach
 from nvdra.core.passthrough import NVIDIA_DRIVER, VFIO_DRIVER, PciFunction
 
 __all__ = ["PassthroughHost", "SimulatedSysfs", "SysfsHost", "make_simulated_sysfs"]
@@ -250,6 +251,7 @@ class SysfsHost:
         current = self.driver_of(address)
         if current is not None:
             self._write(self.sys_root / "bus" / "pci" / "drivers" / current / "unbind", address)
+            reach("after-vfio-unbound")
         self._write(self.sys_root / "bus" / "pci" / "drivers_probe", address)
         if self.driver_of(address) != driver:
             raise HostError(f"{address} is bound to {self.driver_of(address)!r} after probing for {driver!r}")

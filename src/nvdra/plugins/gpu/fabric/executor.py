@@ -22,6 +22,7 @@ from nvdra.cdi import ContainerEdits
 from nvdra.core.checkpoint import Checkpoint, decode_checkpoint
 from nvdra.core.devices import Inventory
 from nvdra.core.errors import ClaimError, NvdraError
+from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.fabric import (
     FabricManager,
@@ -37,7 +38,7 @@ from nvdra.nvml import discover_inventory
 from nvdra.plugins.gpu.effects import Applied, Record
 from nvdra.plugins.gpu.fabric.node import NodeFabric, connect_fabric_manager
 from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPlanner
-from nvdra.plugins.state import read_boot_id
+from nvdra.plugins.gpu.simnode import node_boot_id, persisted_fabric_manager
 
 __all__ = [
     "REASSERT_KIND",
@@ -88,6 +89,7 @@ class FabricExecutor:
                 fm = self._client()
                 if not self._is_active(fm, pid):
                     self._with_list(fm, lambda: fm.activate(pid))
+                    reach("after-fm-activated")
                 self._owners.setdefault(pid, set()).add(claim)
             log.info("activated fabric partition %d for claim %s", pid, claim)
         return Applied(claim_edits=_env(record))
@@ -235,5 +237,6 @@ def build_fabric_effects(
     fm, problem = connect_fabric_manager(
         inventory, simulate=config.simulate, driver_root=root, env=os.environ if env is None else env
     )
-    checkpoint = _stored_checkpoint(config.plugin_dir / "checkpoint.json", read_boot_id())
+    fm = persisted_fabric_manager(fm, config)  # a simulated FM keeps its state across plugin restarts
+    checkpoint = _stored_checkpoint(config.plugin_dir / "checkpoint.json", node_boot_id(config))
     return fabric_effects(gates, inventory, fm=fm, fm_problem=problem, checkpoint=checkpoint)

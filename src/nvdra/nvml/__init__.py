@@ -27,7 +27,8 @@ from nvdra.nvml._conformance import CheckResult, run_conformance
 from nvdra.nvml._driver_root import make_simulated_driver_root, refresh_mig_capabilities
 from nvdra.nvml._profile import PROFILE_NAMES, NodeProfile, load_profile
 from nvdra.nvml._pynvml import PynvmlBackend
-from nvdra.nvml._simulated import SimulatedGpuState, SimulatedNodeState, SimulatedNvml
+from nvdra.nvml._simstate import SimulatedGpuState, SimulatedNodeState
+from nvdra.nvml._simulated import SimulatedNvml
 from nvdra.nvml.discovery import discover_gpu, discover_inventory, mig_profile_name
 
 __all__ = [

@@ -30,7 +30,14 @@ from nvdra.core.errors import (
 )
 from nvdra.nvml._profile import GpuModel, MigProfileSpec
 
-__all__ = ["MigGeometry", "SimulatedComputeInstance", "SimulatedGpuInstance", "mig_uuid"]
+__all__ = [
+    "MigGeometry",
+    "SimulatedComputeInstance",
+    "SimulatedGpuInstance",
+    "SimulatedGpuState",
+    "SimulatedNodeState",
+    "mig_uuid",
+]
 
 _MIG_NAMESPACE = uuid_mod.UUID("6c0f5e1e-1d0b-4f7c-9d55-2a3f6b1c9e40")
 
@@ -197,3 +204,26 @@ class MigGeometry:
     def clear(self) -> None:
         """Drop every GI and CI (what a GPU reset does)."""
         self.instances.clear()
+
+
+@attrs.frozen(kw_only=True)
+class SimulatedGpuState:
+    """What one simulated GPU holds right now."""
+
+    index: int
+    uuid: str
+    mig_current: bool
+    mig_pending: bool
+    compute_mode: int
+    lost: bool
+    processes: int
+    gpu_instances: tuple[SimulatedGpuInstance, ...]
+
+
+@attrs.frozen(kw_only=True)
+class SimulatedNodeState:
+    """A snapshot of the whole simulated node, for tests and tools to read back."""
+
+    init_refcount: int
+    gpus: tuple[SimulatedGpuState, ...]
+    calls: tuple[tuple[str, int], ...]  # (method, number of calls), sorted

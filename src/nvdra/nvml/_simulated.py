@@ -29,7 +29,7 @@ One ``threading.RLock`` guards all state; every public method holds it for its w
 from __future__ import annotations
 
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,8 +50,9 @@ from nvdra.core.errors import (
 )
 from nvdra.nvml import _backend as b
 from nvdra.nvml._profile import GpuSpec, NodeProfile, load_profile
+from nvdra.nvml._simevents import SUPPORTED_EVENTS, EventQueue, link_remotes
 from nvdra.nvml._simpersist import dump_state, read_state, restore_gpu, write_state
-from nvdra.nvml._simstate import MigGeometry, SimulatedGpuInstance
+from nvdra.nvml._simstate import MigGeometry, SimulatedGpuState, SimulatedNodeState
 
 __all__ = ["SimulatedGpuState", "SimulatedNodeState", "SimulatedNvml"]
 
@@ -69,29 +70,6 @@ _MUTATING = frozenset(
         "destroy_gpu_instance",
     }
 )
-
-
-@attrs.frozen(kw_only=True)
-class SimulatedGpuState:
-    """What one simulated GPU holds right now."""
-
-    index: int
-    uuid: str
-    mig_current: bool
-    mig_pending: bool
-    compute_mode: int
-    lost: bool
-    processes: int
-    gpu_instances: tuple[SimulatedGpuInstance, ...]
-
-
-@attrs.frozen(kw_only=True)
-class SimulatedNodeState:
-    """A snapshot of the whole simulated node, for tests and tools to read back."""
-
-    init_refcount: int
-    gpus: tuple[SimulatedGpuState, ...]
-    calls: tuple[tuple[str, int], ...]  # (method, number of calls), sorted
 
 
 @attrs.define
@@ -123,9 +101,7 @@ class SimulatedNvml:
         self._faults: dict[tuple[str, int | None], _Fault] = {}
         self._calls: Counter[str] = Counter()
         self._gpus = [self._build_gpu(spec) for spec in self.profile.gpus]
-        self._event_cond = threading.Condition(self._lock)
-        self._registered: dict[int, int] = {}  # GPU index -> registered event mask
-        self._events: deque[b.EventRecord | None] = deque()  # None = a registered GPU was lost
+        self._events = EventQueue(self._lock)
         if state_path is not None:
             self._restore(state_path)
 
@@ -213,9 +189,7 @@ class SimulatedNvml:
         with self._lock:
             self._gpus[index].lost = True
             self._persist()
-            if index in self._registered:
-                self._events.append(None)
-                self._event_cond.notify_all()
+            self._events.gpu_lost(index)
 
     def reset_gpu(self, index: int) -> None:
         """A GPU reset: applies a pending MIG mode, drops all GPU/compute instances and processes."""
@@ -235,7 +209,6 @@ class SimulatedNvml:
         with self._lock:
             for index in range(len(self._gpus)):
                 self.reset_gpu(index)
-            self._registered.clear()
             self._events.clear()
             self._faults.clear()
 
@@ -525,7 +498,7 @@ class SimulatedNvml:
             assert gpu is not None
             model = gpu.spec.model
             trained_off = model.architecture < _HOPPER and gpu.mig_current
-            remotes = self._link_remotes(gpu.spec)
+            remotes = link_remotes(self.profile, gpu.spec)
             records = []
             for link in range(model.nvlink_links):
                 remote = None if trained_off else remotes.get(link)
@@ -551,23 +524,6 @@ class SimulatedNvml:
                     )
             return tuple(records)
 
-    def _link_remotes(self, spec: GpuSpec) -> dict[int, tuple[int, str]]:
-        topo = self.profile.nvlink
-        remotes: dict[int, tuple[int, str]] = {}
-        if topo.topology == "nvswitch":
-            link = 0
-            for bus_id, count in topo.switches:
-                for _ in range(count):
-                    remotes[link] = (b.NVLINK_REMOTE_SWITCH, bus_id)
-                    link += 1
-        elif topo.topology == "bridges":
-            for a, c in topo.pairs:
-                if spec.index in (a, c):
-                    peer = self.profile.gpus[c if spec.index == a else a]
-                    for link in range(topo.bridges_per_pair * topo.links_per_bridge):
-                        remotes[link] = (b.NVLINK_REMOTE_GPU, peer.bus_id)
-        return remotes
-
     def fabric_info(self, index: int) -> b.FabricInfoRecord:
         """Fabric registration from the profile; NOT_SUPPORTED where the profile says so (pre-Hopper)."""
         with self._call("fabric_info", index):
@@ -584,42 +540,24 @@ class SimulatedNvml:
             )
 
     # -- NvmlBackend: events ---------------------------------------------------------------------
-    _SUPPORTED_EVENTS = (
-        b.EVENT_SINGLE_BIT_ECC
-        | b.EVENT_DOUBLE_BIT_ECC
-        | b.EVENT_PSTATE
-        | b.EVENT_XID_CRITICAL
-        | b.EVENT_CLOCK
-    )
-
     def supported_event_types(self, index: int) -> int:
         """XID, both ECC kinds, P-state and clock events (what datacenter GPUs report)."""
         with self._call("supported_event_types", index):
-            return self._SUPPORTED_EVENTS
+            return SUPPORTED_EVENTS
 
     def register_events(self, index: int, mask: int) -> None:
         """Register GPU ``index``; NOT_SUPPORTED for an event bit the GPU cannot report."""
         with self._call("register_events", index):
-            if mask & ~self._SUPPORTED_EVENTS or mask == 0:
-                raise NvmlNotSupported(f"register_events: event mask {mask:#x} not supported on GPU {index}")
-            self._registered[index] = self._registered.get(index, 0) | mask
+            self._events.register(index, mask)
 
     def wait_event(self, timeout_ms: int) -> b.EventRecord:
         """Block up to ``timeout_ms`` for the next event (code 10 = TIMEOUT when none came)."""
         with self._call("wait_event"):
-            if not self._events:
-                self._event_cond.wait_for(lambda: bool(self._events), timeout=max(0, timeout_ms) / 1000)
-            if not self._events:
-                raise nvml_error_for_code(b.NVML_TIMEOUT, "wait_event: no event before the timeout")
-            event = self._events.popleft()
-            if event is None:
-                raise NvmlGpuLost("wait_event: a registered GPU has fallen off the bus")
-            return event
+            return self._events.wait(timeout_ms)
 
     def free_events(self) -> None:
         """Forget every registration and queued event."""
         with self._call("free_events"):
-            self._registered.clear()
             self._events.clear()
 
     def inject_event(
@@ -633,21 +571,15 @@ class SimulatedNvml:
     ) -> bool:
         """The GPU reports an event; True if it was queued (the GPU is registered for that type)."""
         with self._lock:
-            gpu = self._gpus[index]
-            if not self._registered.get(index, 0) & event_type:
-                return False
-            self._events.append(
-                b.EventRecord(
-                    index=index,
-                    uuid=gpu.spec.uuid,
-                    event_type=event_type,
-                    data=data,
-                    gi_id=b.NO_INSTANCE if gi_id is None else gi_id,
-                    ci_id=b.NO_INSTANCE if ci_id is None else ci_id,
-                )
+            record = b.EventRecord(
+                index=index,
+                uuid=self._gpus[index].spec.uuid,
+                event_type=event_type,
+                data=data,
+                gi_id=b.NO_INSTANCE if gi_id is None else gi_id,
+                ci_id=b.NO_INSTANCE if ci_id is None else ci_id,
             )
-            self._event_cond.notify_all()
-            return True
+            return self._events.inject(record)
 
     def inject_xid(self, index: int, xid: int, *, gi_id: int | None = None, ci_id: int | None = None) -> bool:
         """An XID critical error on GPU ``index`` (or one of its MIG devices)."""

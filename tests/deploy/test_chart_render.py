@@ -42,6 +42,10 @@ COMBOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         (),
     ),
     "simulate": ({**GPUS, "simulate": "dgx-h100"}, ()),
+    "fabric partitions": (
+        {**GPUS, "featureGates": {"FabricTopologySupport": True}, "publishFabricPartitions": True},
+        (),
+    ),
     "gates, verbosity, pull secrets": (
         {
             **GPUS,

@@ -2,7 +2,9 @@
 
 Same names and CEL selectors as the upstream Helm templates: ``gpu.nvidia.com`` (with
 ``extendedResourceName: nvidia.com/gpu``), ``mig.nvidia.com``, ``vfio.gpu.nvidia.com``,
-``compute-domain-daemon.nvidia.com`` and ``compute-domain-default-channel.nvidia.com``.
+``compute-domain-daemon.nvidia.com`` and ``compute-domain-default-channel.nvidia.com``; and
+``partition.gpu.nvidia.com``, which the chart renders with ``publishFabricPartitions`` (NVLink partitions
+published as devices; the class selects nothing on a cluster that publishes none).
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def builtin_device_classes() -> dict[str, dict[str, Any]]:
         _cls("mig.nvidia.com", f"device.driver == '{_GPU}' && device.attributes['{_GPU}'].type == 'mig'"),
         _cls(
             "vfio.gpu.nvidia.com", f"device.driver == '{_GPU}' && device.attributes['{_GPU}'].type == 'vfio'"
+        ),
+        _cls(
+            "partition.gpu.nvidia.com",
+            f"device.driver == '{_GPU}' && device.attributes['{_GPU}'].type == 'partition'",
         ),
         _cls(
             "compute-domain-daemon.nvidia.com",

@@ -75,6 +75,13 @@ def demo_computedomain() -> None:
 @click.option(
     "-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True
 )
+@click.option(
+    "--fabric-partitions",
+    is_flag=True,
+    default=False,
+    help="With --simulate and FabricTopologySupport: also NVLink partitions as devices, as the plugin's "
+    "--publish-fabric-partitions publishes them.",
+)
 def devices(  # noqa: PLR0917 - click passes every option as an argument
     profile: str | None,
     feature_gates: str,
@@ -82,6 +89,7 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
     kubeconfig: str | None,
     node: str | None,
     output: str,
+    fabric_partitions: bool,
 ) -> None:
     """Print what a node would publish (-o yaml: resource.k8s.io/v1 ResourceSlices as a YAML stream)."""
     if kubeconfig is not None or profile is None:
@@ -94,7 +102,9 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
         return
     try:
         gates = parse_feature_gates(feature_gates)
-        resources = driver_resources(simulated_inventory(profile), node_name, gates)
+        resources = driver_resources(
+            simulated_inventory(profile), node_name, gates, fabric_partitions=fabric_partitions
+        )
     except NvdraError as exc:
         raise click.ClickException(str(exc)) from exc
     if output == "table":

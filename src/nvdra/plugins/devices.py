@@ -14,6 +14,7 @@ from nvdra.kubeletplugin.publisher import PoolTarget, split_pool
 from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 from nvdra.plugins.gpu.driver import GpuDriver
+from nvdra.plugins.gpu.fabric.partitions import check_partition_flag
 
 __all__ = ["device_rows", "simulated_inventory", "slice_objects"]
 
@@ -28,9 +29,20 @@ def simulated_inventory(profile: str) -> Inventory:
         backend.shutdown()
 
 
-def driver_resources(inventory: Inventory, node_name: str, gates: FeatureGates) -> DriverResources:
-    """The GPU driver's desired ResourceSlices for this inventory (no I/O)."""
-    return GpuDriver.resources_for(inventory, node_name=node_name, gates=gates)
+def driver_resources(
+    inventory: Inventory, node_name: str, gates: FeatureGates, *, fabric_partitions: bool = False
+) -> DriverResources:
+    """The GPU driver's desired ResourceSlices for this inventory (no I/O).
+
+    ``fabric_partitions``: as ``--publish-fabric-partitions`` (NVLink partitions as devices).
+
+    Raises:
+        ConfigError: ``fabric_partitions`` together with DynamicMIG.
+    """
+    check_partition_flag(fabric_partitions, gates)
+    return GpuDriver.resources_for(
+        inventory, node_name=node_name, gates=gates, fabric_partitions=fabric_partitions
+    )
 
 
 def slice_objects(resources: DriverResources, *, driver: str, node_name: str) -> list[dict[str, Any]]:

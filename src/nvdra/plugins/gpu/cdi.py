@@ -113,6 +113,11 @@ class GpuClaimSpecs:
     def edits(self, device: AllocatableDevice) -> ContainerEdits:
         """The container edits of one allocated device."""
         driver = self.driver_root.installation()
+        if device.members:  # an NVLink partition device: every member GPU's node
+            edits = ContainerEdits()
+            for gpu in device.members:
+                edits = edits + gpu_edits(driver, gpu.minor)
+            return edits
         if device.mig is None:
             return gpu_edits(driver, device.gpu.minor)
         caps = self.driver_root.mig_caps(device.gpu.minor, device.mig.gi_id, device.mig.ci_id)

@@ -36,6 +36,7 @@ class PluginConfig:
     simulate: str = ""
     simulate_state: str = ""  # with simulate: a directory where the simulated hardware's state lives
     pod_uid: str = ""
+    publish_fabric_partitions: bool = False  # NVLink partitions as devices (needs FabricTopologySupport)
     driver_name: str = DRIVER_NAME
 
     @property

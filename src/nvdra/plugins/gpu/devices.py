@@ -1,4 +1,8 @@
-"""What the GPU driver can hand out on this node: the devices it publishes, keyed by name."""
+"""What the GPU driver can hand out on this node: the devices it publishes, keyed by name.
+
+A ``partition`` device (``--publish-fabric-partitions``) is an NVLink partition handed out whole: its
+``members`` are full GPUs that are also published on their own; ``gpu`` is its first member.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from nvdra.core.sharing import mig_candidates, qualifies_for_dynamic_mig, resetl
 
 __all__ = ["AllocatableDevice", "allocatable_devices"]
 
-DeviceType = Literal["gpu", "mig", "vfio"]
+DeviceType = Literal["gpu", "mig", "vfio", "partition"]
 
 
 @attrs.frozen(kw_only=True)
@@ -28,6 +32,18 @@ class AllocatableDevice:
     profile: MigProfile | None = None
     placement: MigPlacement | None = None
     vfio: VfioDevice | None = None  # a GPU's passthrough view (``type`` vfio; see plugins.gpu.vfio)
+    members: tuple[Gpu, ...] = ()  # a partition's GPUs (``type`` partition; see plugins.gpu.fabric)
+    partition_id: int | None = None  # a partition's Fabric Manager (or derived) id
+
+    @property
+    def gpus(self) -> tuple[Gpu, ...]:
+        """The physical GPUs this device occupies (a partition's members, else its one GPU)."""
+        return self.members or (self.gpu,)
+
+    @property
+    def config_type(self) -> str:
+        """The device type opaque configs are matched against: a partition takes ``GpuConfig``."""
+        return "gpu" if self.type == "partition" else self.type
 
     @property
     def uuid(self) -> str:

@@ -45,6 +45,12 @@ from nvdra.kubeletplugin.types import (
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, Record
 from nvdra.plugins.gpu.fabric import with_fabric_attributes
+from nvdra.plugins.gpu.fabric.partitions import (
+    partition_devices,
+    partitions_enabled,
+    render_partition_layout,
+    sharing_refusal,
+)
 from nvdra.plugins.gpu.metadata import with_metadata_ids
 from nvdra.plugins.gpu.mig import dynamic_mig_resources
 from nvdra.plugins.state import CheckpointStore, LoadReport
@@ -121,7 +127,9 @@ class GpuDriver:
         effects: Effects | None = None,
         driver_name: str = GPU_DRIVER_NAME,
         views: Sequence[DeviceView] = (),
+        fabric_partitions: bool = False,
     ) -> None:
+        """``fabric_partitions``: publish NVLink partitions as devices (``--publish-fabric-partitions``)."""
         self.node_name = node_name
         self.driver_name = driver_name
         self.inventory = inventory
@@ -130,6 +138,9 @@ class GpuDriver:
         self._specs = specs
         self._effects = effects or Effects()
         self._devices = allocatable_devices(inventory, gates)
+        self.fabric_partitions = partitions_enabled(fabric_partitions, gates)
+        if self.fabric_partitions:
+            self._devices.update(partition_devices(inventory))
         self.views = list(views)
         for view in self.views:
             self._devices.update(view.allocatable())
@@ -171,7 +182,12 @@ class GpuDriver:
 
     def resources(self) -> DriverResources:
         """What this node publishes: one pool named after the node, one slice of devices."""
-        resources = self.resources_for(self.inventory, node_name=self.node_name, gates=self.gates)
+        resources = self.resources_for(
+            self.inventory,
+            node_name=self.node_name,
+            gates=self.gates,
+            fabric_partitions=self.fabric_partitions,
+        )
         held = self._held()
         for view in self.views:
             resources = view.decorate(resources, held)
@@ -204,14 +220,24 @@ class GpuDriver:
             callback(resources)
 
     @staticmethod
-    def resources_for(inventory: Inventory, *, node_name: str, gates: FeatureGates) -> DriverResources:
-        """The published resources of any inventory (the publisher splits slices over the limit)."""
+    def resources_for(
+        inventory: Inventory, *, node_name: str, gates: FeatureGates, fabric_partitions: bool = False
+    ) -> DriverResources:
+        """The published resources of any inventory (the publisher splits slices over the limit).
+
+        ``fabric_partitions``: also publish NVLink partitions as devices, with their counter set in a
+        slice of its own (see :mod:`nvdra.plugins.gpu.fabric.partitions`).
+        """
         dynamic = dynamic_mig_resources(inventory, node_name=node_name, gates=gates)
         if dynamic is not None:
             return dynamic
         devices = tuple(render_gpu_devices(inventory))
         if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
             devices = with_fabric_attributes(devices, inventory)
+        if partitions_enabled(fabric_partitions, gates):
+            counters, devices = render_partition_layout(inventory, devices)
+            slices = (Slice(shared_counters=counters), Slice(devices=devices))
+            return DriverResources(pools={node_name: Pool(slices=slices)})
         return DriverResources(pools={node_name: Pool(slices=(Slice(devices=devices),))})
 
     def checkpoint(self) -> Checkpoint:
@@ -275,14 +301,14 @@ class GpuDriver:
         in_batch = {d.device_name: p.ref for p in planned for d in p.devices if not d.admin_access}
         allocated: list[AllocatableDevice] = []
         for r in mine:
-            allocated.append(self._check_result(ref, r, in_batch))
+            allocated.append(self._check_result(ref, r, in_batch, allocated))
         groups = resolve_configs(
             (allocation.get("devices") or {}).get("config") or [],
             [
                 AllocatedDevice(
                     request=str(r.get("request", "")),
                     device=dev.name,
-                    device_type=DeviceType(dev.type),
+                    device_type=DeviceType(dev.config_type),
                     pool=str(r.get("pool", "")),
                 )
                 for r, dev in zip(mine, allocated, strict=True)
@@ -317,7 +343,11 @@ class GpuDriver:
         )
 
     def _check_result(
-        self, ref: ClaimRef, result: Mapping[str, Any], in_batch: Mapping[str, ClaimRef]
+        self,
+        ref: ClaimRef,
+        result: Mapping[str, Any],
+        in_batch: Mapping[str, ClaimRef],
+        earlier: Sequence[AllocatableDevice] = (),
     ) -> AllocatableDevice:
         name, pool = str(result.get("device", "")), str(result.get("pool", ""))
         if pool != self.node_name:
@@ -340,7 +370,28 @@ class GpuDriver:
             reason = view.refuse(name, self._held() | set(in_batch))
             if reason is not None:
                 raise ClaimError(reason)
+        if self.fabric_partitions:
+            reason = sharing_refusal(device, self._occupants(ref, in_batch, earlier))
+            if reason is not None:
+                raise ClaimError(reason)
         return device
+
+    def _occupants(
+        self, ref: ClaimRef, in_batch: Mapping[str, ClaimRef], earlier: Sequence[AllocatableDevice]
+    ) -> list[tuple[AllocatableDevice, str]]:
+        """Devices occupying GPUs: other claims' (checkpoint, this call) and this claim's earlier ones."""
+        out = [
+            (self._devices[d.device_name], f"prepared for claim {c}")
+            for c in self._checkpoint.claims.values()
+            if c.uid != ref.uid
+            for d in c.devices
+            if not d.admin_access and d.device_name in self._devices
+        ]
+        out += [
+            (self._devices[n], f"allocated to claim {r} in the same request") for n, r in in_batch.items()
+        ]
+        out += [(d, "also allocated to this claim") for d in earlier]
+        return out
 
     def _apply(self, plans: Sequence[_Plan]) -> dict[str, PrepareResult]:
         started = self._checkpoint

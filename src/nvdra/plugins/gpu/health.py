@@ -31,6 +31,7 @@ from nvdra.nvml.health import HealthMonitor
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.driver import GpuDriver
+from nvdra.plugins.gpu.fabric.partitions import partition_devices
 
 __all__ = ["HealthTracker", "health_view", "start_health_monitor"]
 
@@ -84,7 +85,8 @@ class HealthTracker:
         """The device names an event concerns (see the module docstring)."""
         if event.gpu_uuid is None:
             return sorted(self.devices)
-        on_gpu = [d for d in self.devices.values() if d.gpu.uuid == event.gpu_uuid]
+        # A partition device (--publish-fabric-partitions) is concerned by an event on any member GPU.
+        on_gpu = [d for d in self.devices.values() if any(g.uuid == event.gpu_uuid for g in d.gpus)]
         if event.gi_id is not None:
             migs = [
                 d.name
@@ -199,8 +201,11 @@ def health_view(config: PluginConfig, gates: FeatureGates, driver: GpuDriver) ->
     _, malformed = parse_xids(config.additional_xids_to_ignore)
     if malformed:
         log.warning("--additional-xids-to-ignore: ignoring malformed entries %s", ", ".join(malformed))
+    devices = allocatable_devices(driver.inventory, gates)
+    if driver.fabric_partitions:
+        devices.update(partition_devices(driver.inventory))
     tracker = HealthTracker(
-        allocatable_devices(driver.inventory, gates),
+        devices,
         pool_name=config.node_name,
         # 0 turns time-based recovery off (upstream's behaviour: a taint stays until the plugin restarts).
         policy=HealthPolicy.from_flags(

@@ -115,6 +115,14 @@ def _opt(*names: str, env: str | list[str], **kw: Any) -> Callable[[F], F]:
     default="",
     help="Per-instance socket names for rolling updates (kubelet >= 1.33).",
 )
+@_opt(
+    "--publish-fabric-partitions",
+    env="NVDRA_PUBLISH_FABRIC_PARTITIONS",
+    is_flag=True,
+    default=False,
+    help="With FabricTopologySupport: also publish each NVLink partition as a device of its own "
+    "(type partition, consuming its GPUs' counters; needs DRAPartitionableDevices; not with DynamicMIG).",
+)
 @click.option("-v", "verbosity", count=True, help="More logging (-v info details, -vv debug).")
 def main(verbosity: int, **flags: Any) -> None:
     """Run the gpu.nvidia.com DRA kubelet plugin."""

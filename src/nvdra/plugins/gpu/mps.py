@@ -69,6 +69,14 @@ class MpsPlanner:
                     full_gpu=d.type == "gpu",
                 )
                 for d in ctx.group_devices(group)
+                if d.type != "partition"
+            ]
+            # An NVLink partition device shares each of its member GPUs under the one daemon.
+            devices += [
+                MpsDevice(uuid=g.uuid, memory_bytes=g.memory_bytes, full_gpu=True)
+                for d in ctx.group_devices(group)
+                if d.type == "partition"
+                for g in d.gpus
             ]
             path = f"$.status.allocation.devices.config[{group.index if group.index is not None else n}]"
             records.append(plan_mps(ctx.ref.uid, config.sharing.get_mps_config(), devices, path=path))

@@ -35,6 +35,7 @@ from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
 from nvdra.plugins.gpu.fabric import build_fabric_effects, fabric_gate_for_node
+from nvdra.plugins.gpu.fabric.partitions import check_partition_flag, partitions_enabled
 from nvdra.plugins.gpu.health import HealthTracker, health_view, start_health_monitor
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
 from nvdra.plugins.gpu.sharing import sharing_effects
@@ -100,6 +101,13 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
         )
         gates = fabric_gate_for_node(gates, api, config.node_name)  # per-node rollout label
+        check_partition_flag(config.publish_fabric_partitions, gates)
+        if config.publish_fabric_partitions:
+            published = partitions_enabled(True, gates)
+            log.info(
+                "--publish-fabric-partitions: partition devices %s",
+                "published" if published else "not published (FabricTopologySupport is off on this node)",
+            )
         startup = _startup_lock(config)
         stack.callback(startup.close)
         specs = GpuClaimSpecs(
@@ -121,6 +129,7 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             specs=specs,
             effects=effects,
             views=views,
+            fabric_partitions=config.publish_fabric_partitions,
         )
         stack.callback(driver.close)
         driver.start()

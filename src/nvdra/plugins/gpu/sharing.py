@@ -48,7 +48,9 @@ class TimeSlicingPlanner:
         """One ``timeslice`` record per group that has full GPUs."""
         records: list[dict[str, Any]] = []
         for group in ctx.groups:
-            gpus = [d.gpu.uuid for d in ctx.group_devices(group) if d.type == "gpu"]
+            # A partition device is time-sliced on each of its member GPUs.
+            devices = ctx.group_devices(group)
+            gpus = [g.uuid for d in devices if d.type in ("gpu", "partition") for g in d.gpus]
             records += plan_time_slicing(group.config, gpus, self.gates)
         return records
 

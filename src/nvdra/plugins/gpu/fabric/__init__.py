@@ -15,6 +15,9 @@
   unprepared; in every model it tells the workload its partition through CDI env. A ``fabric-reassert``
   record, applied once at start by :func:`reassert_partitions`, hands a restarted Fabric Manager the
   partitions the checkpoint says are live (``fmSetActivatedFabricPartitions``).
+- Opt-in (``--publish-fabric-partitions``, :mod:`nvdra.plugins.gpu.fabric.partitions`): every partition of
+  two or more GPUs is also a ``type: partition`` device consuming its GPUs' counters; at prepare it stands
+  for its member GPUs.
 - :func:`fabric_gate_for_node`: the node label ``resource.nvidia.com/fabric-topology-support`` overrides
   the gate for this node (gradual rollout); the log says which source decided.
 """

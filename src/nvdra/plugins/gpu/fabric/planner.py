@@ -12,6 +12,12 @@ hand the partition's GPUs to vfio-pci: the group's ``vfio-pci`` records come fir
 host driver before Fabric Manager activates (and resets) them; undone in reverse, the partition is
 deactivated before the GPUs go back to ``nvidia``. The activation is ``fmActivateFabricPartition``: its
 VF variant belongs to the vGPU mode, where fabric logic is off.
+
+A partition device (``--publish-fabric-partitions``) stands for its member GPUs: a group's check sees the
+members, and a partition device that no ``fabricTopologyConfig`` covers is checked on its own under the
+node's own model (SharedNVSwitch where Fabric Manager runs in that mode, so it is activated; else
+BareMetal): its record activates it where needed and tells the workload its partition. Partition devices
+serve containers: the VM paths (vfio-pci) take ``gpu-vfio-<i>`` devices and are refused for them.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ from nvdra.core.config import (
     FabricTopologyConfig,
     GpuConfig,
     VfioDeviceConfig,
+    VirtualizationModel,
 )
 from nvdra.core.errors import ClaimError, ConfigError
 from nvdra.core.featuregates import Gate
 from nvdra.fabric import (
+    FabricMode,
     ModelPolicy,
     Partition,
     describe_mode,
@@ -64,16 +72,31 @@ class FabricPlanner:
         self.passthrough = passthrough
 
     def plan(self, ctx: ClaimContext) -> list[Record]:
-        """Per group with active fabric logic: its vfio-pci binds (VM paths), then its partition record."""
+        """Per group with active fabric logic: its vfio-pci binds (VM paths), then its partition record;
+        then one record per partition device no such group covers."""
         records: list[Record] = []
+        covered: set[str] = set()
         for group in ctx.groups:
             fabric = fabric_config(group)
-            if fabric is None or not fabric.active:
+            if fabric is None:
+                continue
+            covered.update(d.name for d in ctx.group_devices(group))  # Disabled/VGPU: the user's choice
+            if not fabric.active:
                 continue
             partition = self._plan_group(ctx, group, fabric)
             records.extend(self._binds(ctx, group, fabric))
             records.append(partition)
+        implicit = self._implicit_config()
+        for device in ctx.devices:
+            if device.type == "partition" and device.name not in covered:
+                records.append(self._plan_devices(ctx, (device,), implicit, f"device {device.name}"))
         return records
+
+    def _implicit_config(self) -> FabricTopologyConfig:
+        """What a partition device without a fabricTopologyConfig gets: Auto under the node's model."""
+        shared = self.node.mode is FabricMode.SHARED_NVSWITCH
+        model = VirtualizationModel.SHARED_NVSWITCH if shared else VirtualizationModel.BARE_METAL
+        return FabricTopologyConfig(strategy=FabricStrategy.AUTO, virtualization_model=model)
 
     def _binds(self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig) -> Sequence[Record]:
         """The vfio-pci records of a VM path: a VfioDeviceConfig group, or FullPassthrough GPUs."""
@@ -84,16 +107,36 @@ class FabricPlanner:
         return ()
 
     def _plan_group(self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig) -> Record:
-        node = self.node
         path = (
             f"{_CONFIG_PATH}[{group.index}].opaque.parameters.fabricTopologyConfig"
             if group.index is not None
             else "fabricTopologyConfig"
         )
+        vm = isinstance(group.config, VfioDeviceConfig)
+        return self._plan_devices(ctx, ctx.group_devices(group), fabric, path, vm=vm)
+
+    def _plan_devices(
+        self,
+        ctx: ClaimContext,
+        devices: Sequence[AllocatableDevice],
+        fabric: FabricTopologyConfig,
+        path: str,
+        *,
+        vm: bool = False,
+    ) -> Record:
+        node = self.node
         model = fabric.effective_model
         policy = policy_for(model)
-        self._check_model(path, policy, vm=isinstance(group.config, VfioDeviceConfig))
-        devices = ctx.group_devices(group)
+        self._check_model(path, policy, vm=vm)
+        whole = [d.name for d in devices if d.type == "partition"]
+        if whole and (vm or policy.needs_vfio):
+            raise ConfigError(
+                f"{path}.virtualizationModel",
+                str(model),
+                "a container model (BareMetal, SharedNVSwitch) for partition devices",
+                reason=f"{', '.join(whole)} are partition devices, which serve containers; a VM gets its "
+                "GPUs as gpu-vfio-<i> devices (class vfio.gpu.nvidia.com):",
+            )
         members = self._members(devices)
         gpus = tuple(sorted(i for _, i in members))
         size = fabric.partition_size or len(gpus)
@@ -182,7 +225,7 @@ class FabricPlanner:
                 f"fabricTopologyConfig applies to full GPUs; {', '.join(mig)} have no NVLink P2P"
             )
         members = []
-        for d in devices:
+        for d in self._expanded(devices):
             index = self.node.index_at(d.vfio.address) if d.vfio is not None else self.node.index_of(d.name)
             if index is None:
                 raise ClaimError(
@@ -191,6 +234,17 @@ class FabricPlanner:
                 )
             members.append((d.name, index))
         return members
+
+    @staticmethod
+    def _expanded(devices: Sequence[AllocatableDevice]) -> list[AllocatableDevice]:
+        """A partition device stands for its member GPUs (as if each were allocated)."""
+        out: list[AllocatableDevice] = []
+        for d in devices:
+            if d.type == "partition":
+                out += [AllocatableDevice(name=g.name, type="gpu", gpu=g) for g in d.gpus]
+            else:
+                out.append(d)
+        return out
 
     def _wanted(self, fabric: FabricTopologyConfig, size: int) -> tuple[Partition, ...]:
         candidates = self.node.catalog.of_size(size)

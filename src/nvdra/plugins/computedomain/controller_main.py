@@ -20,7 +20,7 @@ from nvdra.imex import Settings
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
 from nvdra.plugins.computedomain.flags import DURATION
-from nvdra.plugins.gpu.main import _opt
+from nvdra.plugins.flags import option as _opt
 
 __all__ = ["main"]
 

@@ -15,7 +15,7 @@ from nvdra.core.errors import NvdraError
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon, SubprocessRunner
 from nvdra.plugins.computedomain.flags import VERBOSITY
-from nvdra.plugins.gpu.main import _opt
+from nvdra.plugins.flags import option as _opt
 
 __all__ = ["main"]
 

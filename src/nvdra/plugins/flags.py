@@ -1,0 +1,145 @@
+"""The flags both DRA kubelet plugins share, with upstream's names and environment twins.
+
+Upstream's binaries bridge every flag to an environment variable named like the flag (upper case,
+``-`` → ``_``), not by a prefix rule, so the Helm values of the Go driver map one to one. Each plugin's
+``main`` adds its own flags on top of :func:`kubelet_plugin_options`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+__all__ = ["PATH_FLAGS", "configure_logging", "flag_values", "kubelet_plugin_options", "option"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PATH_FLAGS = frozenset(
+    {
+        "cdi_root",
+        "nvidia_driver_root",
+        "container_driver_root",
+        "kubelet_registrar_directory_path",
+        "kubelet_plugins_directory_path",
+    }
+)
+"""Flags whose values are paths (converted to :class:`~pathlib.Path` for the plugin configs)."""
+
+
+def option(*names: str, env: str | list[str], **kw: Any) -> Callable[[F], F]:
+    """A click option whose environment twin is named like upstream's (not by a prefix rule)."""
+    return click.option(*names, envvar=env, show_envvar=True, **kw)
+
+
+def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
+    """Decorate a click command with the flags every nvdra kubelet plugin takes."""
+    decorators = [
+        option("--node-name", env="NODE_NAME", required=True, help="Name of the node this plugin runs on."),
+        option("--namespace", env="NAMESPACE", default="default", show_default=True, help=namespace_help),
+        option(
+            "--cdi-root", env="CDI_ROOT", default="/etc/cdi", show_default=True, help="Where CDI specs go."
+        ),
+        option(
+            "--nvidia-driver-root",
+            "--host_driver-root",
+            "--host-driver-root",
+            "nvidia_driver_root",
+            env=["NVIDIA_DRIVER_ROOT", "HOST_DRIVER_ROOT"],
+            default="/",
+            show_default=True,
+            help="Host path of the NVIDIA driver installation.",
+        ),
+        option(
+            "--container-driver-root",
+            env="DRIVER_ROOT_CTR_PATH",
+            default="/driver-root",
+            show_default=True,
+            help="Where the driver root is mounted inside this container.",
+        ),
+        option(
+            "--nvidia-cdi-hook-path",
+            env="NVIDIA_CDI_HOOK_PATH",
+            default="",
+            help="Host path of nvidia-cdi-hook.",
+        ),
+        option(
+            "--kubelet-registrar-directory-path",
+            env="KUBELET_REGISTRAR_DIRECTORY_PATH",
+            default="/var/lib/kubelet/plugins_registry",
+            show_default=True,
+        ),
+        option(
+            "--kubelet-plugins-directory-path",
+            env="KUBELET_PLUGINS_DIRECTORY_PATH",
+            default="/var/lib/kubelet/plugins",
+            show_default=True,
+        ),
+        option(
+            "--healthcheck-port",
+            env="HEALTHCHECK_PORT",
+            default=-1,
+            type=int,
+            show_default=True,
+            help="gRPC liveness port: >0 fixed, 0 random, <0 off.",
+        ),
+        option(
+            "--http-endpoint",
+            env="HTTP_ENDPOINT",
+            default="",
+            help="Metrics listen address (off when empty).",
+        ),
+        option("--metrics-path", env="METRICS_PATH", default="/metrics", show_default=True),
+        option(
+            "--kubeconfig",
+            env="KUBECONFIG",
+            default="",
+            help="Kubeconfig path; in-cluster config when empty.",
+        ),
+        option(
+            "--kube-api-qps",
+            env="KUBE_API_QPS",
+            default=5.0,
+            type=float,
+            show_default=True,
+            help="QPS for background API traffic (claim reads on the prepare path are not throttled).",
+        ),
+        option("--kube-api-burst", env="KUBE_API_BURST", default=10, type=int, show_default=True),
+        option("--feature-gates", env="FEATURE_GATES", default="", help="Comma list of Gate=true|false."),
+        option(
+            "--simulate",
+            env="NVDRA_SIMULATE",
+            default="",
+            help="Run on a simulated node: a built-in profile name (e.g. dgx-h100) or a YAML path.",
+        ),
+        option(
+            "--pod-uid",
+            env="POD_UID",
+            default="",
+            help="Per-instance socket names for rolling updates (kubelet >= 1.33).",
+        ),
+        click.option("-v", "verbosity", count=True, help="More logging (-v info details, -vv debug)."),
+    ]
+
+    def apply(func: F) -> F:
+        for decorate in reversed(decorators):
+            func = decorate(func)
+        return func
+
+    return apply
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr: INFO by default, DEBUG from ``-vv``."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity >= 2 else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def flag_values(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """Parsed flags as config keyword arguments (path flags as Paths)."""
+    return {k: Path(v) if k in PATH_FLAGS else v for k, v in flags.items()}

@@ -29,6 +29,7 @@ __all__ = [
     "EventRecord",
     "FabricInfoRecord",
     "GpuInstanceProfileInfo",
+    "GpuInstanceRecord",
     "MigDeviceRecord",
     "MigModeState",
     "NvLinkRecord",
@@ -138,6 +139,19 @@ class GpuInstanceProfileInfo:
 
 
 @attrs.frozen(kw_only=True)
+class GpuInstanceRecord:
+    """An existing GPU instance, whether or not it holds a compute instance (``nvmlGpuInstanceInfo_t``).
+
+    A GI without a compute instance has no MIG device handle, so :class:`MigDeviceRecord` cannot
+    show it; this record is how a half-made MIG device (GI created, CI not) is found again.
+    """
+
+    gi_id: int
+    profile_id: int
+    placement: MigPlacement
+
+
+@attrs.frozen(kw_only=True)
 class MigDeviceRecord:
     """An existing MIG device: a compute instance inside a GPU instance."""
 
@@ -243,6 +257,10 @@ class NvmlBackend(Protocol):
 
     def gpu_instance_remaining_capacity(self, index: int, profile_id: int) -> int:
         """How many more GPU instances of ``profile_id`` could be created now."""
+
+    def gpu_instances(self, index: int) -> tuple[GpuInstanceRecord, ...]:
+        """Every GPU instance of GPU ``index``, with or without compute instances, ordered by GI id
+        (empty when MIG is off or unsupported)."""
 
     def mig_devices(self, index: int) -> tuple[MigDeviceRecord, ...]:
         """Existing MIG devices of GPU ``index`` (empty when MIG is off)."""

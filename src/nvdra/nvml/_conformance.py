@@ -232,6 +232,36 @@ def check_mig_devices(backend: b.NvmlBackend) -> None:
         raise ConformanceSkipped("no MIG devices exist")
 
 
+def check_gpu_instances(backend: b.NvmlBackend) -> None:
+    """GPU instances: none while MIG is off; otherwise sorted unique ids, legal disjoint placements,
+    and every MIG device's GI among them."""
+    mig_on = set(_mig_gpus(backend, enabled=True))
+    for i in range(backend.device_count()):
+        gis = backend.gpu_instances(i)
+        if i not in mig_on:
+            _expect(gis == (), f"GPU {i} with MIG off or unsupported lists GPU instances {gis}")
+            continue
+        ids = [g.gi_id for g in gis]
+        _expect(ids == sorted(set(ids)), f"GPU {i}: GI ids {ids} not unique and ascending")
+        profiles = {p.id: p for p in backend.gpu_instance_profiles(i)}
+        used: set[int] = set()
+        for g in gis:
+            profile = profiles.get(g.profile_id)
+            _expect(
+                profile is not None and g.placement in profile.placements,
+                f"GPU {i}: GI {g.gi_id} of profile {g.profile_id} at {g.placement} is not a legal placement",
+            )
+            clash = used & set(g.placement.slices)
+            _expect(not clash, f"GPU {i}: GI {g.gi_id} overlaps slices {sorted(clash)}")
+            used |= set(g.placement.slices)
+        listed = {(g.gi_id, g.profile_id, g.placement) for g in gis}
+        for rec in backend.mig_devices(i):
+            _expect(
+                (rec.gi_id, rec.gi_profile_id, rec.placement) in listed,
+                f"GPU {i}: MIG device {rec.uuid} sits in GI {rec.gi_id}, which gpu_instances does not list",
+            )
+
+
 def check_remaining_capacity(backend: b.NvmlBackend) -> None:
     """Remaining capacity never exceeds the instance count, and on an empty GPU equals what fits."""
     checked = 0
@@ -344,6 +374,12 @@ def _round_trip(
 ) -> None:
     gi = backend.create_gpu_instance(i, p.id, start)
     try:
+        bare = [g for g in backend.gpu_instances(i) if g.gi_id == gi]
+        _expect(
+            len(bare) == 1 and bare[0].profile_id == p.id and bare[0].placement.start == start,
+            f"new GPU instance {gi} (no compute instance yet) not listed as created: {bare}",
+        )
+        _expect(all(r.gi_id != gi for r in backend.mig_devices(i)), f"bare GI {gi} listed as a MIG device")
         _expect_raises(
             NvmlInsufficientResources,
             "create on an occupied placement",
@@ -367,6 +403,7 @@ def _round_trip(
     finally:
         backend.destroy_gpu_instance(i, gi)
     _expect(backend.mig_devices(i) == before, "MIG devices differ after the round trip")
+    _expect(all(g.gi_id != gi for g in backend.gpu_instances(i)), f"destroyed GI {gi} still listed")
     _expect_raises(NvmlNotFound, "destroy a destroyed GI", lambda: backend.destroy_gpu_instance(i, gi))
 
 
@@ -391,6 +428,7 @@ READ_ONLY_CHECKS: tuple[Callable[[b.NvmlBackend], None], ...] = (
     check_mig_profiles,
     check_non_mig,
     check_mig_devices,
+    check_gpu_instances,
     check_remaining_capacity,
     check_nvlinks,
     check_fabric,

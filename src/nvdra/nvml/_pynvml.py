@@ -292,6 +292,31 @@ class PynvmlBackend:
         with self._nvml(f"nvmlDeviceGetGpuInstanceRemainingCapacity(GPU {index}, {profile_id})") as n:
             return int(n.nvmlDeviceGetGpuInstanceRemainingCapacity(h, profile_id))
 
+    def gpu_instances(self, index: int) -> tuple[b.GpuInstanceRecord, ...]:
+        """``nvmlDeviceGetGpuInstances`` for every GI profile the GPU offers, then ``nvmlGpuInstanceGetInfo``.
+
+        NVML answers NOT_SUPPORTED while MIG mode is off (Hopper lists profiles even then): no GIs.
+        """
+        h = self._h(index, "gpu_instances")
+        records: dict[int, b.GpuInstanceRecord] = {}
+        for profile in self.gpu_instance_profiles(index):
+            what = f"nvmlDeviceGetGpuInstances(GPU {index}, profile {profile.id})"
+            try:
+                with self._nvml(what) as n:
+                    count = ctypes.c_uint(0)
+                    # NVML fills at most the profile's instance count; the buffer must hold that many.
+                    array = (n.c_nvmlGpuInstance_t * max(profile.instance_count, 1))()
+                    n.nvmlDeviceGetGpuInstances(h, profile.id, array, ctypes.byref(count))
+                    infos = [n.nvmlGpuInstanceGetInfo(array[i]) for i in range(count.value)]
+            except NvmlNotSupported:
+                return ()
+            for info in infos:
+                placement = MigPlacement(start=int(info.placement.start), size=int(info.placement.size))
+                records[int(info.id)] = b.GpuInstanceRecord(
+                    gi_id=int(info.id), profile_id=int(info.profileId), placement=placement
+                )
+        return tuple(records[k] for k in sorted(records))
+
     def mig_devices(self, index: int) -> tuple[b.MigDeviceRecord, ...]:
         """Walk the MIG device handles (empty slots answer NOT_FOUND or INVALID_ARGUMENT)."""
         h = self._h(index, "mig_devices")

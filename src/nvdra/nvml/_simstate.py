@@ -28,6 +28,7 @@ from nvdra.core.errors import (
     NvmlInvalidArgument,
     NvmlNotFound,
 )
+from nvdra.nvml._backend import GpuInstanceRecord
 from nvdra.nvml._profile import GpuModel, MigProfileSpec
 
 __all__ = [
@@ -84,6 +85,13 @@ class MigGeometry:
     def profile(self, profile_id: int) -> MigProfileSpec | None:
         """The model's profile with this id."""
         return next((p for p in self.model.mig_profiles if p.id == profile_id), None)
+
+    def gpu_instance_records(self) -> tuple[GpuInstanceRecord, ...]:
+        """Every GI as the backend reports it, ordered by GI id (bare GIs included)."""
+        return tuple(
+            GpuInstanceRecord(gi_id=gi.gi_id, profile_id=gi.profile_id, placement=gi.placement)
+            for _, gi in sorted(self.instances.items())
+        )
 
     def used_memory_slices(self) -> set[int]:
         """Memory slices covered by existing GIs."""

@@ -428,6 +428,14 @@ class SimulatedNvml:
                 raise NvmlInvalidArgument(f"gpu_instance_remaining_capacity: unknown profile id {profile_id}")
             return gpu.geometry.remaining_capacity(profile)
 
+    def gpu_instances(self, index: int) -> tuple[b.GpuInstanceRecord, ...]:
+        """Every GPU instance, bare ones included, ordered by GI id (empty while MIG is off)."""
+        with self._call("gpu_instances", index) as gpu:
+            assert gpu is not None
+            if not gpu.spec.model.mig_capable or not gpu.mig_current:
+                return ()
+            return gpu.geometry.gpu_instance_records()
+
     def mig_devices(self, index: int) -> tuple[b.MigDeviceRecord, ...]:
         """Every compute instance of every GPU instance, ordered by GI id."""
         with self._call("mig_devices", index) as gpu:

@@ -10,10 +10,12 @@ Invariants owned here (upstream-driver §5.3, nvidia-hardware §1.4):
   at exactly the requested placement and its full-size CI. If the CI cannot be made, the GI just
   made is destroyed again, so a failed create leaves the GPU as it found it;
 - INSUFFICIENT_RESOURCES (occupied placement, instance count, compute slices) is surfaced unchanged;
-- destroy: CI first, then GI; a device that does not exist (never made, or half made) is fine; an
-  IN_USE error is surfaced. When the GPU then holds no GPU instance and toggling is reset-less, MIG
-  mode is switched off again;
-- sweep: destroys every live MIG device not in the keep set (used at start, DynamicMIG only).
+- destroy: the GI at the key is found with ``gpu_instances`` (which also lists a GI a crash left
+  without a CI); its CI first, then the GI; a device that does not exist (never made) or is half made
+  is fine; an IN_USE error is surfaced. When the GPU then holds no GPU instance and toggling is
+  reset-less, MIG mode is switched off again;
+- sweep: destroys every live GPU instance (MIG device or bare GI) not in the keep set (used at start,
+  DynamicMIG only).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import attrs
 
 from nvdra.core.errors import NvmlError, NvmlInUse, NvmlNotFound, NvmlResetRequired
 from nvdra.core.faults import reach
-from nvdra.nvml._backend import MigDeviceRecord, NvmlBackend
+from nvdra.nvml._backend import GpuInstanceRecord, MigDeviceRecord, NvmlBackend
 
 __all__ = ["MigExecutor", "MigKey"]
 
@@ -56,17 +58,26 @@ class MigExecutor:
     def _resetless(self, index: int) -> bool:
         return self.backend.device_identity(index).architecture >= _HOPPER
 
-    def find(self, key: MigKey) -> MigDeviceRecord | None:
-        """The live MIG device at ``key`` (None if there is none)."""
-        index = self.backend.index_by_uuid(key.parent_uuid)
+    def _gi_at(self, index: int, key: MigKey) -> GpuInstanceRecord | None:
+        # A GI made before a crash may hold no CI; gpu_instances() lists it all the same.
         return next(
             (
-                r
-                for r in self.backend.mig_devices(index)
-                if r.gi_profile_id == key.profile_id and r.placement.start == key.start
+                g
+                for g in self.backend.gpu_instances(index)
+                if g.profile_id == key.profile_id and g.placement.start == key.start
             ),
             None,
         )
+
+    def find(self, key: MigKey) -> MigDeviceRecord | None:
+        """The live MIG device at ``key`` (None if there is none, or only a bare GPU instance)."""
+        index = self.backend.index_by_uuid(key.parent_uuid)
+        if not self._mig_on(index):
+            return None
+        gi = self._gi_at(index, key)
+        if gi is None:
+            return None
+        return next((r for r in self.backend.mig_devices(index) if r.gi_id == gi.gi_id), None)
 
     def create(self, key: MigKey) -> MigDeviceRecord:
         """Create the MIG device at ``key`` (see the module docstring).
@@ -106,7 +117,7 @@ class MigExecutor:
         reach("after-mig-mode-enabled")
 
     def destroy(self, key: MigKey) -> None:
-        """Destroy the MIG device at ``key`` (CI, then GI); fine if it does not exist.
+        """Destroy the MIG device at ``key`` (CI, then GI); fine if it does not exist or is half made.
 
         Raises:
             NvmlError: IN_USE while processes use it, or any other NVML failure.
@@ -115,11 +126,14 @@ class MigExecutor:
             index = self.backend.index_by_uuid(key.parent_uuid)
             if not self._mig_on(index):
                 return
-            for rec in self.backend.mig_devices(index):
-                if rec.gi_profile_id == key.profile_id and rec.placement.start == key.start:
-                    self._destroy_ci(index, rec.gi_id, rec.ci_id)
-                    reach("after-mig-ci-destroyed")
-            self._destroy_bare_gi(index, key)
+            gi = self._gi_at(index, key)
+            if gi is not None:
+                for rec in self.backend.mig_devices(index):
+                    if rec.gi_id == gi.gi_id:
+                        self._destroy_ci(index, rec.gi_id, rec.ci_id)
+                        reach("after-mig-ci-destroyed")
+                with contextlib.suppress(NvmlNotFound):  # gone between the listing and now
+                    self.backend.destroy_gpu_instance(index, gi.gi_id)
             self._maybe_disable(index)
 
     def _mig_on(self, index: int) -> bool:
@@ -132,39 +146,8 @@ class MigExecutor:
         with contextlib.suppress(NvmlNotFound):  # already gone: a replayed destroy
             self.backend.destroy_compute_instance(index, gi_id, ci_id)
 
-    def _destroy_bare_gi(self, index: int, key: MigKey) -> None:
-        # A GI without a CI is invisible to mig_devices(); find it by trying the ids its placement can
-        # have. The backend answers NOT_FOUND for ids that do not exist, IN_USE for a GI that still
-        # has a CI (another device), which must not be touched.
-        for gi_id in self._gi_ids_at(index, key):
-            try:
-                self.backend.destroy_gpu_instance(index, gi_id)
-            except NvmlNotFound:
-                continue
-
-    def _gi_ids_at(self, index: int, key: MigKey) -> Iterable[int]:
-        live = {r.gi_id for r in self.backend.mig_devices(index)}
-        profiles = {p.id: p for p in self.backend.gpu_instance_profiles(index)}
-        profile = profiles.get(key.profile_id)
-        if profile is None:
-            return ()
-        size = min((p.size for p in profile.placements), default=0)
-        # Ids a GI of this size at this start may have (the driver's binary-tree numbering on 8-slice
-        # GPUs); any id not live and not matched is NOT_FOUND, so probing is safe.
-        if size == 8:
-            candidates = [0]
-        elif size == 4:
-            candidates = [1, 2]
-        elif size == 2:
-            candidates = [3 + key.start // 2]
-        elif size == 1:
-            candidates = [7 + key.start]
-        else:
-            candidates = list(range(15))
-        return [i for i in candidates if i not in live]
-
     def _maybe_disable(self, index: int) -> None:
-        if self.backend.mig_devices(index) or not self._resetless(index):
+        if self.backend.gpu_instances(index) or not self._resetless(index):
             return
         try:
             self.backend.set_mig_mode(index, False)
@@ -172,19 +155,18 @@ class MigExecutor:
             return  # a bare GI (or something else) still holds the GPU: leave MIG mode on
 
     def sweep(self, keep: Iterable[MigKey]) -> list[MigKey]:
-        """Destroy every live MIG device not in ``keep``; then disable MIG where safe. Returns what went."""
+        """Destroy every live GPU instance (with its MIG device, or bare) not in ``keep``; then disable
+        MIG where safe. Returns the keys of what went."""
         wanted = set(keep)
         gone: list[MigKey] = []
         for index in range(self.backend.device_count()):
             identity = self.backend.device_identity(index)
             if not self._mig_on(index):
                 continue
-            for rec in self.backend.mig_devices(index):
-                key = MigKey(
-                    parent_uuid=identity.uuid, profile_id=rec.gi_profile_id, start=rec.placement.start
-                )
+            for gi in self.backend.gpu_instances(index):
+                key = MigKey(parent_uuid=identity.uuid, profile_id=gi.profile_id, start=gi.placement.start)
                 if key not in wanted:
-                    log.warning("destroying MIG device %s (%s) that no prepared claim owns", rec.uuid, key)
+                    log.warning("destroying GPU instance %d (%s) that no prepared claim owns", gi.gi_id, key)
                     self.destroy(key)
                     gone.append(key)
             with self._lock:

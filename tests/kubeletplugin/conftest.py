@@ -140,7 +140,7 @@ class RecordingPublisher:
     def update(self, resources: DriverResources) -> None:
         self.events.append(("update", resources))
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         self.events.append(("stop", None))
 
 

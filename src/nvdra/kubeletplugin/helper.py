@@ -49,8 +49,8 @@ class SlicePublisher(Protocol):
         """Replace the desired state; must not block on the API server."""
         ...
 
-    def stop(self) -> None:
-        """Stop reconciling."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop reconciling, waiting at most ``timeout`` seconds (None: until stopped)."""
         ...
 
 
@@ -164,7 +164,8 @@ class Helper:
             if server is not None:
                 server.stop(grace)
         if publisher is not None and started:
-            publisher.stop()
+            # Bounded: a publisher inside a slow API call is a daemon thread the process may leave behind.
+            publisher.stop(timeout=5.0)
         self._service.close()
         _log.info("DRA plugin %s stopped", self.driver_name)
 

@@ -167,7 +167,12 @@ class UnixSocketServer:
         if self._stopped:
             return
         self._stopped = True
-        self.server.stop(grace).wait()
+        # grpc cancels what is still running once the grace period is over; the bound on the wait keeps a
+        # stuck completion queue from holding the process (the socket is removed either way).
+        if not self.server.stop(grace).wait((grace or 0) + 5.0):
+            _log.warning(
+                "%s: the gRPC server did not confirm its stop within %.0f s", self.path, (grace or 0) + 5
+            )
         self._remove_own_socket()
 
     def _remove_own_socket(self) -> None:

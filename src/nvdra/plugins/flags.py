@@ -7,14 +7,27 @@ Upstream's binaries bridge every flag to an environment variable named like the 
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
+import signal
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-__all__ = ["PATH_FLAGS", "configure_logging", "flag_values", "kubelet_plugin_options", "option"]
+__all__ = [
+    "PATH_FLAGS",
+    "SHUTDOWN_DEADLINE",
+    "configure_logging",
+    "flag_values",
+    "kubelet_plugin_options",
+    "option",
+    "wait_for_signal",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,3 +156,30 @@ def configure_logging(verbosity: int) -> None:
 def flag_values(flags: Mapping[str, Any]) -> dict[str, Any]:
     """Parsed flags as config keyword arguments (path flags as Paths)."""
     return {k: Path(v) if k in PATH_FLAGS else v for k, v in flags.items()}
+
+
+SHUTDOWN_DEADLINE = 20.0
+"""Seconds a plugin may take to stop after SIGTERM before it dumps its threads and exits anyway."""
+
+
+def wait_for_signal(name: str) -> None:
+    """Block until SIGTERM or SIGINT; then arm a deadline for the clean stop that follows.
+
+    The stop that follows (servers, publisher, threads) is expected to take well under a second. If it
+    ever hangs, the deadline writes every thread's stack to stderr — so the log says where — and exits
+    with status 1: a node agent must not linger after SIGTERM, and its state is crash-safe anyway.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    logging.getLogger(name).info("signal received; stopping")
+
+    def overdue() -> None:
+        logging.getLogger(name).error("stopping took over %.0f s; thread stacks follow", SHUTDOWN_DEADLINE)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(1)
+
+    timer = threading.Timer(SHUTDOWN_DEADLINE, overdue)
+    timer.daemon = True
+    timer.start()

@@ -12,8 +12,6 @@ import functools
 import json
 import logging
 import os
-import signal
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -38,6 +36,7 @@ from nvdra.nvml import (
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.driver import ComputeDomainDriver
 from nvdra.plugins.computedomain.kube import CdKube
+from nvdra.plugins.flags import wait_for_signal
 from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 
@@ -215,9 +214,6 @@ def prepared_device_counts(driver: ComputeDomainDriver) -> dict[str, int]:
 
 
 def serve_until_signalled(config: CdPluginConfig) -> None:
-    """Run :func:`serve` until SIGTERM or SIGINT."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    """Run :func:`serve` until SIGTERM or SIGINT (then stop cleanly, within a deadline)."""
     with serve(config):
-        stop.wait()
+        wait_for_signal(__name__)

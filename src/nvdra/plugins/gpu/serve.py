@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -30,6 +28,7 @@ from nvdra.nvml import (
     load_profile,
     make_simulated_driver_root,
 )
+from nvdra.plugins.flags import wait_for_signal
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import GpuDriver
@@ -233,11 +232,7 @@ def _describe_gates(gates: FeatureGates) -> str:
 
 
 def serve_until_signalled(config: PluginConfig) -> None:
-    """Run :func:`serve` until SIGTERM or SIGINT."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    """Run :func:`serve` until SIGTERM or SIGINT (then stop cleanly, within a deadline)."""
     with serve(config):
         log.info("nvdra-gpu-plugin running; waiting for the kubelet to register it")
-        stop.wait()
-        log.info("signal received; stopping")
+        wait_for_signal(__name__)

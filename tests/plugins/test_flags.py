@@ -10,8 +10,9 @@ SCRIPT = """
 import time
 import nvdra.plugins.flags as flags
 flags.SHUTDOWN_DEADLINE = {deadline}
+stop = flags.stop_on_signals()
 print("ready", flush=True)
-flags.wait_for_signal("test")
+flags.wait_for_signal(stop, "test")
 print("stopping", flush=True)
 time.sleep({stop_takes})
 print("stopped", flush=True)

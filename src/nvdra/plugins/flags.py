@@ -26,6 +26,7 @@ __all__ = [
     "flag_values",
     "kubelet_plugin_options",
     "option",
+    "stop_on_signals",
     "wait_for_signal",
 ]
 
@@ -162,16 +163,22 @@ SHUTDOWN_DEADLINE = 20.0
 """Seconds a plugin may take to stop after SIGTERM before it dumps its threads and exits anyway."""
 
 
-def wait_for_signal(name: str) -> None:
-    """Block until SIGTERM or SIGINT; then arm a deadline for the clean stop that follows.
+def stop_on_signals() -> threading.Event:
+    """An event that SIGTERM and SIGINT set. Call it before serving: a signal that arrives while the
+    plugin is still starting must stop it cleanly too, not kill it with the default action."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def wait_for_signal(stop: threading.Event, name: str) -> None:
+    """Block until ``stop`` (see :func:`stop_on_signals`) is set; then arm a deadline for the stop.
 
     The stop that follows (servers, publisher, threads) is expected to take well under a second. If it
     ever hangs, the deadline writes every thread's stack to stderr — so the log says where — and exits
     with status 1: a node agent must not linger after SIGTERM, and its state is crash-safe anyway.
     """
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     logging.getLogger(name).info("signal received; stopping")
 

@@ -36,7 +36,7 @@ from nvdra.nvml import (
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.driver import ComputeDomainDriver
 from nvdra.plugins.computedomain.kube import CdKube
-from nvdra.plugins.flags import wait_for_signal
+from nvdra.plugins.flags import stop_on_signals, wait_for_signal
 from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 
@@ -215,5 +215,6 @@ def prepared_device_counts(driver: ComputeDomainDriver) -> dict[str, int]:
 
 def serve_until_signalled(config: CdPluginConfig) -> None:
     """Run :func:`serve` until SIGTERM or SIGINT (then stop cleanly, within a deadline)."""
+    stop = stop_on_signals()
     with serve(config):
-        wait_for_signal(__name__)
+        wait_for_signal(stop, __name__)

@@ -28,7 +28,7 @@ from nvdra.nvml import (
     load_profile,
     make_simulated_driver_root,
 )
-from nvdra.plugins.flags import wait_for_signal
+from nvdra.plugins.flags import stop_on_signals, wait_for_signal
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import GpuDriver
@@ -233,6 +233,7 @@ def _describe_gates(gates: FeatureGates) -> str:
 
 def serve_until_signalled(config: PluginConfig) -> None:
     """Run :func:`serve` until SIGTERM or SIGINT (then stop cleanly, within a deadline)."""
+    stop = stop_on_signals()
     with serve(config):
         log.info("nvdra-gpu-plugin running; waiting for the kubelet to register it")
-        wait_for_signal(__name__)
+        wait_for_signal(stop, __name__)

@@ -50,7 +50,10 @@ def option(*names: str, env: str | list[str], **kw: Any) -> Callable[[F], F]:
 
 
 def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
-    """Decorate a click command with the flags every nvdra kubelet plugin takes."""
+    """Decorate a click command with the flags every nvdra kubelet plugin takes.
+
+    Long, but a table: one entry per upstream flag, in upstream's order.
+    """
     decorators = [
         option("--node-name", env="NODE_NAME", required=True, help="Name of the node this plugin runs on."),
         option("--namespace", env="NAMESPACE", default="default", show_default=True, help=namespace_help),

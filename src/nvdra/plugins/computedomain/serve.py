@@ -126,6 +126,8 @@ def serve(
         ready_timeout_s: how long one channel prepare waits for the local daemon (upstream: 45 s).
         sockets: False builds the driver without serving it (benchmarks drive it directly).
     """
+    # One linear start sequence on purpose, as in the GPU plugin: the step order is the design, and
+    # every step's undo sits on the ExitStack right after it.
     gates = parse_feature_gates(config.feature_gates, env=os.environ)
     log.info("nvdra-cd-plugin starting; flags: %s", config.describe())
     with ExitStack() as stack:

@@ -86,6 +86,9 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
         config: the parsed flags.
         kube: an API client to use instead of one built from ``config.kubeconfig`` (tests, demo).
     """
+    # One linear start sequence on purpose (long for this codebase): the order of the steps is the
+    # design — state repaired before serving, publishing only after registration — and every step's
+    # undo sits on the ExitStack right after it.
     gates = parse_feature_gates(config.feature_gates, env=os.environ)
     log.info("nvdra-gpu-plugin starting; flags: %s", config.describe())
     log.info("feature gates: %s", _describe_gates(gates))

@@ -46,3 +46,29 @@ def test_a_hanging_stop_dumps_threads_and_exits() -> None:
     assert done.returncode == 1
     assert "stopped" not in done.stdout
     assert "Thread 0x" in done.stderr or "Current thread" in done.stderr
+
+
+SIGNAL_TO_OTHER_THREAD = """
+import signal, threading, time
+import nvdra.plugins.flags as flags
+stop = flags.stop_on_signals()
+other = threading.Thread(target=lambda: time.sleep(60), daemon=True)
+other.start()
+# The kernel may deliver a process signal to any thread (grpc's C++ threads, say): simulate exactly that.
+threading.Timer(0.3, lambda: signal.pthread_kill(other.ident, signal.SIGTERM)).start()
+flags.wait_for_signal(stop, "test")
+print("stopped", flush=True)
+"""
+
+
+def test_a_signal_delivered_to_another_thread_still_stops_the_plugin() -> None:
+    """SIGTERM taken by a non-main thread is acted on (a bare Event.wait() in the main thread never wakes)."""
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_TO_OTHER_THREAD],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stopped"

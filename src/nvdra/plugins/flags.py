@@ -28,6 +28,7 @@ __all__ = [
     "option",
     "stop_on_signals",
     "wait_for_signal",
+    "wait_interruptibly",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -175,6 +176,17 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def wait_interruptibly(event: threading.Event) -> None:
+    """Wait for ``event`` in short slices, so the main thread runs the Python signal handlers.
+
+    A process signal may be delivered to any thread (grpc's C++ threads included). CPython then only
+    flags it, and runs the handler when the main thread next executes bytecode — which an ``Event.wait()``
+    without a timeout, parked in the kernel, may never do again: the plugin would ignore SIGTERM.
+    """
+    while not event.wait(0.2):
+        continue
+
+
 def wait_for_signal(stop: threading.Event, name: str) -> None:
     """Block until ``stop`` (see :func:`stop_on_signals`) is set; then arm a deadline for the stop.
 
@@ -182,7 +194,7 @@ def wait_for_signal(stop: threading.Event, name: str) -> None:
     ever hangs, the deadline writes every thread's stack to stderr — so the log says where — and exits
     with status 1: a node agent must not linger after SIGTERM, and its state is crash-safe anyway.
     """
-    stop.wait()
+    wait_interruptibly(stop)
     logging.getLogger(name).info("signal received; stopping")
 
     def overdue() -> None:

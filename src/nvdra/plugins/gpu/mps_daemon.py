@@ -26,6 +26,8 @@ from pathlib import Path
 import attrs
 import click
 
+from nvdra.plugins.flags import wait_interruptibly
+
 __all__ = ["ControlInvocation", "control_invocation", "main", "run_daemon"]
 
 _LIB_DIRS = ("usr/lib64", "usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "usr/lib")
@@ -93,7 +95,7 @@ def run_daemon(root: Path, env: Mapping[str, str], stop: threading.Event) -> Non
             _control(inv, stdin=f"set_default_device_pinned_mem_limit {uuid} {limit}\n")
         (inv.log_dir / "startup.log").write_text("startup complete\n")
         click.echo("MPS control daemon started", err=True)
-        stop.wait()
+        wait_interruptibly(stop)
     finally:
         _control(inv, stdin="quit\n")
         click.echo("MPS control daemon stopped", err=True)

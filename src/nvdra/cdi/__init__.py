@@ -47,6 +47,7 @@ from nvdra.cdi.names import (
 from nvdra.cdi.nvidia import (
     DEFAULT_HOOK_PATH,
     MOUNT_OPTIONS,
+    char_device_node,
     common_edits,
     gpu_edits,
     imex_channel_edits,
@@ -100,6 +101,7 @@ __all__ = [
     "NetDevice",
     "Spec",
     "atomic_write",
+    "char_device_node",
     "check_path_component",
     "claim_device_id",
     "claim_device_name",

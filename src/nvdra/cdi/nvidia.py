@@ -24,6 +24,7 @@ from nvdra.cdi.spec import ContainerEdits, DeviceNode, Hook, Mount
 __all__ = [
     "DEFAULT_HOOK_PATH",
     "MOUNT_OPTIONS",
+    "char_device_node",
     "common_edits",
     "gpu_edits",
     "imex_channel_edits",
@@ -51,9 +52,9 @@ def _node(device: CharDevice) -> DeviceNode:
     )
 
 
-def _cap_node(device: CharDevice) -> DeviceNode:
-    # Capability nodes may not exist on the host yet: the explicit type and numbers let the runtime
-    # create them without a stat (upstream writes them the same way).
+def char_device_node(device: CharDevice) -> DeviceNode:
+    """A node the host may not have yet (MIG caps, IMEX channels, fabric-imex-mgmt): the explicit type
+    and numbers let the runtime create it without a stat (upstream writes them the same way)."""
     return DeviceNode(
         path=device.path,
         host_path=device.host_path,
@@ -140,9 +141,9 @@ def mig_edits(driver: DriverInstallation, parent_minor: int, caps: MigCapNodes) 
         CdiError: the parent node was not found at discovery.
     """
     parent = _node(driver.gpu_node(parent_minor))
-    return ContainerEdits(device_nodes=(parent, _cap_node(caps.gi), _cap_node(caps.ci)))
+    return ContainerEdits(device_nodes=(parent, char_device_node(caps.gi), char_device_node(caps.ci)))
 
 
 def imex_channel_edits(channel: CharDevice) -> ContainerEdits:
     """The edits of one IMEX channel, from :meth:`~nvdra.cdi.driverroot.DriverRoot.imex_channel`."""
-    return ContainerEdits(device_nodes=(_cap_node(channel),))
+    return ContainerEdits(device_nodes=(char_device_node(channel),))

@@ -16,9 +16,9 @@ import attrs
 from nvdra.cdi import (
     CharDevice,
     ContainerEdits,
-    DeviceNode,
     DriverRoot,
     Mount,
+    char_device_node,
     claim_device_id,
     claim_spec,
     claim_spec_name,
@@ -62,7 +62,7 @@ class CdClaimSpecs:
                 host_path=first.host_path.rsplit("/", 1)[0] + f"/channel{ch}",
                 minor=ch,
             )
-            nodes.append(_node(dev))
+            nodes.append(char_device_node(dev))
         return ContainerEdits(device_nodes=tuple(nodes))
 
     def fabric_mgmt_node(self) -> CharDevice:
@@ -87,7 +87,7 @@ class CdClaimSpecs:
 
     def daemon_edits(self, *, env: Sequence[str], domain_dir: Path, fabric_mgmt: bool) -> ContainerEdits:
         """The daemon's env, ``/imexd`` mount and (in a clique) the IMEX management device."""
-        nodes = (_node(self.fabric_mgmt_node()),) if fabric_mgmt else ()
+        nodes = (char_device_node(self.fabric_mgmt_node()),) if fabric_mgmt else ()
         mount = Mount(
             host_path=str(domain_dir), container_path="/imexd", options=("rw", "nosuid", "nodev", "bind")
         )
@@ -109,14 +109,3 @@ class CdClaimSpecs:
     def path(self, claim_uid: str) -> Path:
         """Where the claim's spec lives."""
         return self.cdi_root / (claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid) + ".yaml")
-
-
-def _node(device: CharDevice) -> DeviceNode:
-    return DeviceNode(
-        path=device.path,
-        host_path=device.host_path,
-        type="c",
-        major=device.major,
-        minor=device.minor,
-        file_mode=device.file_mode,
-    )

@@ -38,6 +38,7 @@ from nvdra.plugins.computedomain.driver import ComputeDomainDriver
 from nvdra.plugins.computedomain.kube import CdKube
 from nvdra.plugins.flags import stop_on_signals, wait_for_signal
 from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
+from nvdra.plugins.pluginconfig import KubeletPluginConfig
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 
 __all__ = ["CdPluginConfig", "RunningCdPlugin", "prepared_device_counts", "serve", "serve_until_signalled"]
@@ -46,36 +47,10 @@ log = logging.getLogger(__name__)
 
 
 @attrs.frozen(kw_only=True)
-class CdPluginConfig:
+class CdPluginConfig(KubeletPluginConfig):
     """``nvdra-cd-plugin`` flags (upstream's CD plugin set plus ``--simulate`` and ``--pod-uid``)."""
 
-    node_name: str
-    namespace: str = "default"
-    cdi_root: Path = Path("/etc/cdi")
-    nvidia_driver_root: Path = Path("/")
-    container_driver_root: Path = Path("/driver-root")
-    nvidia_cdi_hook_path: str = ""
-    kubelet_registrar_directory_path: Path = Path("/var/lib/kubelet/plugins_registry")
-    kubelet_plugins_directory_path: Path = Path("/var/lib/kubelet/plugins")
-    healthcheck_port: int = -1
-    http_endpoint: str = ""
-    metrics_path: str = "/metrics"
-    kubeconfig: str = ""
-    kube_api_qps: float = 5.0
-    kube_api_burst: int = 10
-    feature_gates: str = ""
-    simulate: str = ""
-    pod_uid: str = ""
     driver_name: str = CD_DRIVER_NAME
-
-    @property
-    def plugin_dir(self) -> Path:
-        """``<kubelet plugins dir>/compute-domain.nvidia.com``."""
-        return self.kubelet_plugins_directory_path / self.driver_name
-
-    def describe(self) -> dict[str, str]:
-        """Every setting as a string, for the startup log."""
-        return {f.name: str(getattr(self, f.name)) for f in attrs.fields(CdPluginConfig)}
 
 
 @attrs.frozen(kw_only=True)

@@ -11,7 +11,7 @@ import sys
 import uuid
 
 from nvdra.kubeletplugin import ApiServer, FakeKube
-from nvdra.plugins.demo import allocated_claim
+from nvdra.tool.demo import allocated_claim
 
 
 def claim_uid(i: int) -> str:

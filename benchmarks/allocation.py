@@ -27,7 +27,7 @@ from nvdra.alloc import Allocator, DeviceInput, builtin_device_classes, compile_
 from nvdra.core.devices import Gpu
 from nvdra.core.quantity import format_bytes
 from nvdra.core.resourceslice import GPU_DRIVER_NAME, gpu_device
-from nvdra.plugins.devices import simulated_inventory
+from nvdra.tool.devices import simulated_inventory
 
 NODE = "bench-node"
 CLASS_SELECTOR = builtin_device_classes()["mig.nvidia.com"]["spec"]["selectors"][0]["cel"]["expression"]

@@ -21,7 +21,7 @@ from tests.sharing.conftest import SimNode
 
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.kubeletplugin.types import ClaimRef
-from nvdra.plugins.devices import driver_resources, simulated_inventory, slice_objects
+from nvdra.tool.devices import driver_resources, simulated_inventory, slice_objects
 
 
 def _render() -> None:

@@ -90,7 +90,7 @@ def claim_ref(group: int, i: int) -> ClaimRef:
 def serve_api(spec_path: str) -> None:
     """``--serve-api``: serve the claims described in ``spec_path``; print "ready"; run until stdin closes."""
     from nvdra.kubeletplugin import ApiServer, FakeKube
-    from nvdra.plugins.demo import allocated_claim
+    from nvdra.tool.demo import allocated_claim
 
     spec = json.loads(Path(spec_path).read_text())
     store = FakeKube()

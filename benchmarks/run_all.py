@@ -32,7 +32,7 @@ import plugin_bench  # noqa: E402
 
 from nvdra.core.featuregates import parse_feature_gates  # noqa: E402
 from nvdra.kubeletplugin import FakeKube  # noqa: E402
-from nvdra.plugins.devices import driver_resources, simulated_inventory, slice_objects  # noqa: E402
+from nvdra.tool.devices import driver_resources, simulated_inventory, slice_objects  # noqa: E402
 
 RENDER_CASES = [
     ("dgx-h100", "DynamicMIG=true"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from nvdra.plugins.cli import main
+from nvdra.tool.cli import main
 
 
 def write(tmp_path: Path, name: str, *docs: dict) -> str:
@@ -102,7 +102,7 @@ def test_devices_reads_a_live_cluster(tmp_path: Path) -> None:
     """devices --kubeconfig lists the slices an API server holds."""
     from nvdra.core.featuregates import parse_feature_gates
     from nvdra.kubeletplugin import ApiServer, FakeKube
-    from nvdra.plugins.explain import simulated_slices
+    from nvdra.tool.explain import simulated_slices
 
     store = FakeKube()
     for sl in simulated_slices("pcie-l4", parse_feature_gates(""), "n1"):

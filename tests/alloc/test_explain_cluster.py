@@ -19,8 +19,8 @@ from nvdra.alloc import builtin_device_classes
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.kubeletplugin import ApiServer, FakeKube
 from nvdra.kubeletplugin.objects import DEVICE_CLASSES
-from nvdra.plugins.cli import main
-from nvdra.plugins.explain import simulated_slices
+from nvdra.tool.cli import main
+from nvdra.tool.explain import simulated_slices
 
 NODE = "n1"
 

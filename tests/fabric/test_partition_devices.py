@@ -23,12 +23,12 @@ from nvdra.core.featuregates import parse_feature_gates
 from nvdra.fabric import FabricMode, SimulatedFabricManager, Topology
 from nvdra.kubeletplugin import FakeKube
 from nvdra.nvml import load_profile, make_simulated_driver_root
-from nvdra.plugins.cli import main as cli_main
-from nvdra.plugins.devices import driver_resources, slice_objects
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import Effects
 from nvdra.plugins.gpu.fabric import ACTIVATE_KIND, fabric_effects
 from nvdra.plugins.gpu.main import main as plugin_main
+from nvdra.tool.cli import main as cli_main
+from nvdra.tool.devices import driver_resources, slice_objects
 from tests.fabric.conftest import profile_inventory
 from tests.plugins.conftest import (
     DriverNode,

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from nvdra.core.featuregates import Gate, GateSource, parse_feature_gates
 from nvdra.kubeletplugin import FakeKube
 from nvdra.nvml import SimulatedNvml, load_profile
-from nvdra.plugins.cli import main
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.fabric import FABRIC_LABEL, build_fabric_effects, fabric_gate_for_node
+from nvdra.tool.cli import main
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from nvdra.plugins.cli import main
+from nvdra.tool.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.core.sharing import gpu_counters, qualifies_for_dynamic_mig, render_dynamic_mig
 from nvdra.kubeletplugin import FakeKube
-from nvdra.plugins.cli import main as cli_main
-from nvdra.plugins.devices import driver_resources, simulated_inventory, slice_objects
 from nvdra.plugins.gpu.devices import allocatable_devices
+from nvdra.tool.cli import main as cli_main
+from nvdra.tool.devices import driver_resources, simulated_inventory, slice_objects
 
 DYN = parse_feature_gates("DynamicMIG=true")
 

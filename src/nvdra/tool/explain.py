@@ -21,8 +21,8 @@ import yaml
 from nvdra.alloc import Allocator, Diagnosis, allocated_devices, builtin_device_classes, diagnose
 from nvdra.core.errors import UserError
 from nvdra.core.featuregates import FeatureGates
-from nvdra.plugins.devices import driver_resources, simulated_inventory, slice_objects
 from nvdra.plugins.gpu.config import DRIVER_NAME
+from nvdra.tool.devices import driver_resources, simulated_inventory, slice_objects
 
 __all__ = [
     "ClusterView",

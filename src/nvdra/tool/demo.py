@@ -3,7 +3,7 @@
 The scenarios are the upstream quickstart's: one GPU per pod (gpu-test1), one GPU shared by two
 containers (gpu-test2) and by two pods (gpu-test3), TimeSlicing and MPS (gpu-test5), a claim with a
 broken config, then a dynamic MIG slice pair. What runs is the production code (see
-:mod:`nvdra.plugins.demo_session`); what the demo shows after each call is read back from the
+:mod:`nvdra.tool.demo_session`); what the demo shows after each call is read back from the
 simulated node itself — the simulated GPUs' compute mode, time slice and MIG instances, the MPS
 Deployment in the API, the CDI specs on disk, the checkpoint.
 
@@ -22,7 +22,9 @@ from typing import Any
 from nvdra.core.sharing import TIMESLICE_KIND
 from nvdra.kubeletplugin.objects import DEPLOYMENTS
 from nvdra.nvml import SimulatedNvml
-from nvdra.plugins.demo_session import (
+from nvdra.plugins.gpu.hostcmd import COMPUTE_MODES, SimulatedHostCommands
+from nvdra.plugins.gpu.sharing import TimeSlicingExecutor
+from nvdra.tool.demo_session import (
     NAMESPACE,
     DemoClaim,
     DemoSession,
@@ -32,8 +34,6 @@ from nvdra.plugins.demo_session import (
     gpu_request,
     table,
 )
-from nvdra.plugins.gpu.hostcmd import COMPUTE_MODES, SimulatedHostCommands
-from nvdra.plugins.gpu.sharing import TimeSlicingExecutor
 
 __all__ = ["DEMO_CLAIMS", "MIG_GATES", "SHARING_GATES", "allocated_claim", "run_demo"]
 

@@ -195,7 +195,7 @@ class DemoSession:
 
     def allocate(self, demo: DemoClaim) -> JsonObject:
         """Allocate ``demo`` as the scheduler would, reserve it for its pods, and store it in the API."""
-        from nvdra.plugins.explain import allocate_claim
+        from nvdra.tool.explain import allocate_claim
 
         claim = allocate_claim(demo.draft(), self.slices, node_name=NODE, allocated_claims=self.held)
         claim["status"]["reservedFor"] = [

@@ -12,8 +12,8 @@ import yaml
 from nvdra.core.errors import NvdraError
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.nvml import PROFILE_NAMES
-from nvdra.plugins.devices import device_rows, driver_resources, simulated_inventory, slice_objects
 from nvdra.plugins.gpu.config import DRIVER_NAME
+from nvdra.tool.devices import device_rows, driver_resources, simulated_inventory, slice_objects
 
 __all__ = ["main"]
 
@@ -40,7 +40,7 @@ def demo(ctx: click.Context, profile: str) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from nvdra.plugins.demo import run_demo
+    from nvdra.tool.demo import run_demo
 
     try:
         run_demo(click.echo, profile=profile)
@@ -93,7 +93,7 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
 ) -> None:
     """Print what a node would publish (-o yaml: resource.k8s.io/v1 ResourceSlices as a YAML stream)."""
     if kubeconfig is not None or profile is None:
-        from nvdra.plugins.explain import live_devices
+        from nvdra.tool.explain import live_devices
 
         try:
             live_devices(kubeconfig, node, output, click.echo)
@@ -156,7 +156,7 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
     output: str,
 ) -> None:
     """Allocate CLAIM_FILES as the scheduler would and say why (not); exit 1 when there is no allocation."""
-    from nvdra.plugins.explain import run_explain
+    from nvdra.tool.explain import run_explain
 
     try:
         ok = run_explain(
@@ -181,8 +181,8 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
 )
 def validate(files: tuple[str, ...], feature_gates: str) -> None:
     """Check ResourceClaims, ResourceClaimTemplates and DeviceClasses offline; exit 1 on any problem."""
-    from nvdra.plugins.explain import load_documents
-    from nvdra.plugins.validate import validate_documents
+    from nvdra.tool.explain import load_documents
+    from nvdra.tool.validate import validate_documents
 
     try:
         reports = validate_documents(load_documents(files), parse_feature_gates(feature_gates))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -30,8 +31,9 @@ def presented_serial(port: int, ca: TestCA) -> int:
 
 
 def test_readyz_answers_ok_over_verified_tls(server: WebhookServer, https: Https) -> None:
-    """GET /readyz is 200 ``ok``, and the client verified the server against the test CA."""
+    """GET /readyz is 200 ``ok`` (a query string is ignored), and the client verified the server's CA."""
     assert https(server.port, "GET", "/readyz") == (200, b"ok")
+    assert https(server.port, "GET", "/readyz?verbose") == (200, b"ok")
 
 
 def test_review_allows_and_denies_over_https(server: WebhookServer, https: Https) -> None:
@@ -47,6 +49,44 @@ def test_review_allows_and_denies_over_https(server: WebhookServer, https: Https
     )
 
 
+def test_review_with_the_apiservers_timeout_query_is_answered(
+    server: WebhookServer, ca: TestCA, tls_files: tuple[Path, Path]
+) -> None:
+    """Exactly what the kube-apiserver sends: POST to the path with ``?timeout=10s``, JSON body and headers.
+
+    The answer follows the AdmissionReview v1 response rules: apiVersion/kind echoed, the request's uid,
+    ``allowed``, and on denial ``status.code`` and ``status.message``.
+    """
+    conn = http.client.HTTPSConnection("localhost", server.port, context=ca.client_context(), timeout=10)
+    answers = {}
+    try:
+        for uid, obj in (("705ab4f5-6393-11e8-b7cc-42010a800002", claim()), ("deny-1", claim(BAD))):
+            body = json.dumps(admission_review(obj, uid=uid)).encode()
+            conn.request(
+                "POST",
+                f"{VALIDATE_PATH}?timeout=10s",
+                body=body,
+                headers={"Content-Type": "application/json", "Accept": "application/json, */*"},
+            )
+            response = conn.getresponse()
+            assert response.status == 200
+            assert response.getheader("Content-Type") == "application/json"
+            answers[uid] = json.loads(response.read())
+    finally:
+        conn.close()
+    allowed = answers["705ab4f5-6393-11e8-b7cc-42010a800002"]
+    assert allowed == {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True},
+    }
+    denied = answers["deny-1"]
+    assert (denied["apiVersion"], denied["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
+    response = denied["response"]
+    assert (response["uid"], response["allowed"], response["status"]["code"]) == ("deny-1", False, 422)
+    assert response["status"]["message"].startswith("spec.devices.config[0].opaque.parameters.sharing")
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "content_type", "code"),
     [
@@ -55,6 +95,9 @@ def test_review_allows_and_denies_over_https(server: WebhookServer, https: Https
         ("GET", VALIDATE_PATH, None, "application/json", 405),
         ("GET", "/healthz", None, "application/json", 404),
         ("POST", "/mutate", b"{}", "application/json", 404),
+        ("POST", "/mutate?timeout=10s", b"{}", "application/json", 404),
+        ("POST", f"{VALIDATE_PATH}/extra?timeout=10s", b"{}", "application/json", 404),
+        ("GET", f"{VALIDATE_PATH}?timeout=10s", None, "application/json", 405),
     ],
 )
 def test_bad_requests_get_http_errors(

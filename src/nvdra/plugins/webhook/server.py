@@ -2,6 +2,8 @@
 
 Endpoints: ``POST /validate-resource-claim-parameters`` (AdmissionReview v1, ``Content-Type:
 application/json``) and ``GET /readyz`` (``ok``). Anything else is 404 (405 for a wrong method).
+Requests are routed on the URL path alone: the kube-apiserver appends a query string
+(``?timeout=10s``, the webhook's ``timeoutSeconds``), which is parsed off and ignored.
 
 Invariants owned here:
 - each accepted connection is wrapped with the *current* TLS context: :class:`CertificateStore` looks
@@ -25,6 +27,7 @@ import signal
 import socket
 import ssl
 import threading
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -130,17 +133,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _send_text(self, code: int, text: str) -> None:
         self._send(code, (text + "\n").encode(), "text/plain; charset=utf-8")
 
+    def _route(self) -> str:
+        """The request's URL path without its query string or fragment (the apiserver adds ``?timeout=``)."""
+        return urllib.parse.urlsplit(self.path).path
+
     def do_GET(self) -> None:
-        if self.path == READYZ_PATH:
+        path = self._route()
+        if path == READYZ_PATH:
             self._send(200, b"ok", "text/plain; charset=utf-8")
-        elif self.path == VALIDATE_PATH:
+        elif path == VALIDATE_PATH:
             self._send_text(405, f"{VALIDATE_PATH} takes POST")
         else:
-            self._send_text(404, f"no such path {self.path}")
+            self._send_text(404, f"no such path {path}")
 
     def do_POST(self) -> None:
-        if self.path != VALIDATE_PATH:
-            self._send_text(404, f"no such path {self.path}")
+        path = self._route()
+        if path != VALIDATE_PATH:
+            self._send_text(404, f"no such path {path}")
             return
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
         if content_type != "application/json":

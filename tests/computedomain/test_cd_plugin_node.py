@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from nvdra.kubeletplugin import FakeKube, KubeletClient
 from nvdra.kubeletplugin.types import ClaimRef
@@ -63,6 +64,18 @@ def scrape(port: int, path: str = "/metrics") -> str:
         return str(resp.read().decode())
 
 
+def value(text: str, name: str, label: str, label_value: str) -> float:
+    """The CD driver's sample ``name`` whose ``label`` is ``label_value``."""
+    return next(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+        and s.labels.get(label) == label_value
+        and s.labels.get("driver") == "compute-domain.nvidia.com"
+    )
+
+
 def test_cd_plugin_serves_metrics_and_counts_calls(tmp_path: Path, sock_dir: Path) -> None:
     """--http-endpoint serves the nvidia_dra series for the CD driver; a kubelet call is counted."""
     config = CdPluginConfig(
@@ -79,13 +92,14 @@ def test_cd_plugin_serves_metrics_and_counts_calls(tmp_path: Path, sock_dir: Pat
     with serve(config, kube=store) as plugin, KubeletClient(sock_dir / "reg") as kubelet:
         assert plugin.metrics_port and plugin.helper is not None
         before = scrape(plugin.metrics_port)
-        labels = 'driver="compute-domain.nvidia.com",operation="unprepare"'
-        assert f"nvidia_dra_requests_total{{{labels}}} 0" in before
-        assert 'device_type="daemon"} 0' in before and 'device_type="channel"} 0' in before
+        unprepares = ("nvidia_dra_requests_total", "operation", "unprepare")
+        assert value(before, *unprepares) == 0
+        assert value(before, "nvidia_dra_prepared_devices", "device_type", "daemon") == 0
+        assert value(before, "nvidia_dra_prepared_devices", "device_type", "channel") == 0
         registered = kubelet.register(plugin.helper.registration_socket)
         ref = ClaimRef(namespace="default", name="gone", uid="0b0e6d8e-4a4b-4b38-9a57-000000000001")
         assert registered.unprepare([ref]) == {ref.uid: ""}
-        assert f"nvidia_dra_requests_total{{{labels}}} 1" in scrape(plugin.metrics_port)
+        assert value(scrape(plugin.metrics_port), *unprepares) == 1
 
 
 def test_prepared_devices_gauge_counts_daemon_and_channel(tmp_path: Path, sock_dir: Path) -> None:

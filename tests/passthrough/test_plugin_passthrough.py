@@ -4,6 +4,7 @@ real sockets republishes the slice, gets its KEP-5304 metadata, and shows up in 
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient
 from nvdra.plugins.gpu.config import PluginConfig
@@ -61,13 +63,20 @@ def published(store: FakeKube) -> set[str]:
 
 def scrape(plugin: RunningPlugin, path: str = "/metrics") -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{plugin.metrics_port}{path}", timeout=10) as r:
-        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        assert r.headers["Content-Type"].startswith("text/plain; version=")
         return str(r.read().decode())
 
 
 def sample(text: str, series: str) -> float:
-    line = next(line for line in text.splitlines() if line.startswith(series + " "))
-    return float(line.rsplit(" ", 1)[1])
+    """The value of ``name{label="value",...}`` in an exposition, whatever order its labels are in."""
+    name, _, rest = series.partition("{")
+    wanted = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return next(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and s.labels == wanted
+    )
 
 
 def vfio_claim(store: FakeKube, device: str) -> ClaimRef:

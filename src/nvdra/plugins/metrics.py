@@ -1,8 +1,9 @@
 """Prometheus metrics of the kubelet plugins (upstream's ``nvidia_dra`` series, upstream-driver §4.10).
 
-Served as the text exposition format (version 0.0.4) by a stdlib HTTP server on ``--http-endpoint``
-at ``--metrics-path``. Series, all pre-initialised to zero so dashboards see them before the first
-request:
+Built on ``prometheus-client`` (the ecosystem's library: its exposition format, histogram maths and
+WSGI server), one :class:`~prometheus_client.CollectorRegistry` per plugin process, served on
+``--http-endpoint`` at ``--metrics-path`` only. Series, all present at zero before the first request so
+dashboards see them:
 
 - ``nvidia_dra_requests_total{driver,operation}`` (counter; operation prepare|unprepare);
 - ``nvidia_dra_request_duration_seconds{driver,operation}`` (histogram, buckets 0.05 s * 2^k, k=0..8);
@@ -11,17 +12,25 @@ request:
 - ``nvidia_dra_node_prepare_errors_total`` / ``nvidia_dra_node_unprepare_errors_total``
   ``{driver,error_type}`` (error_type lock_acquire|prepare_devices|unprepare_devices|publish_resources).
 
+Counters carry no ``_created`` series (upstream's Go client has none; the library's switch for it is
+process-wide and is turned off when the first :class:`PluginMetrics` is built).
+
 :class:`InstrumentedDriver` wraps any :class:`~nvdra.kubeletplugin.types.DraDriver` (GPU or
 ComputeDomain plugin) to count its calls; a call counts one request per claim batch, as upstream.
 """
 
 from __future__ import annotations
 
-import http.server
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import prometheus_client
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
 
 from nvdra.kubeletplugin.types import ClaimRef, DraDriver, PrepareResult
 
@@ -30,24 +39,36 @@ __all__ = ["BUCKETS", "ERROR_TYPES", "InstrumentedDriver", "PluginMetrics", "sta
 BUCKETS: tuple[float, ...] = tuple(0.05 * 2**k for k in range(9))
 ERROR_TYPES = ("lock_acquire", "prepare_devices", "unprepare_devices", "publish_resources")
 OPERATIONS = ("prepare", "unprepare")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NS = "nvidia_dra"
 
 
-def _labels(**labels: str) -> str:
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels.items()
-    )
-    return "{" + inner + "}"
+class _PreparedDevices(Collector):
+    """``prepared_devices``: read from the plugin (its checkpoint) at scrape time."""
 
+    def __init__(
+        self,
+        *,
+        node: str,
+        driver: str,
+        device_types: Sequence[str],
+        read: Callable[[], Mapping[str, int]] | None,
+    ) -> None:
+        self._node, self._driver, self._types, self._read = node, driver, tuple(device_types), read
 
-def _num(value: float) -> str:
-    return repr(float(value)) if value != int(value) else str(int(value))
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        counts = dict(self._read()) if self._read is not None else {}
+        family = GaugeMetricFamily(
+            f"{_NS}_prepared_devices",
+            "Devices prepared, from the checkpoint.",
+            labels=("node", "driver", "device_type"),
+        )
+        for device_type in sorted(set(self._types) | set(counts)):
+            family.add_metric((self._node, self._driver, device_type), counts.get(device_type, 0))
+        yield family
 
 
 class PluginMetrics:
-    """The series of one plugin process.
+    """The series of one plugin process, in a registry of its own (:attr:`registry`).
 
     Args:
         driver: DRA driver name (label ``driver``).
@@ -64,93 +85,61 @@ class PluginMetrics:
         device_types: Sequence[str] = ("gpu", "mig", "vfio", "unknown"),
         prepared_devices: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
         self.driver = driver
         self.node = node
-        self.device_types = tuple(device_types)
-        self.prepared_devices = prepared_devices
-        self._lock = threading.Lock()
-        self._requests = dict.fromkeys(OPERATIONS, 0)
-        self._inflight = dict.fromkeys(OPERATIONS, 0)
-        self._buckets = {op: [0] * len(BUCKETS) for op in OPERATIONS}
-        self._sum = dict.fromkeys(OPERATIONS, 0.0)
-        self._errors = {op: dict.fromkeys(ERROR_TYPES, 0) for op in OPERATIONS}
+        self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
+        labels = ("driver", "operation")
+        self._requests = prometheus_client.Counter(
+            f"{_NS}_requests", "Number of prepare/unprepare requests handled.", labels, registry=self.registry
+        )
+        self._duration = prometheus_client.Histogram(
+            f"{_NS}_request_duration_seconds",
+            "Duration of prepare/unprepare requests.",
+            labels,
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self._inflight = prometheus_client.Gauge(
+            f"{_NS}_requests_inflight", "Requests being handled now.", labels, registry=self.registry
+        )
+        self._errors = {
+            op: prometheus_client.Counter(
+                f"{_NS}_node_{op}_errors",
+                f"Errors while handling {op} requests.",
+                ("driver", "error_type"),
+                registry=self.registry,
+            )
+            for op in OPERATIONS
+        }
+        for op in OPERATIONS:  # children exist (at zero) before the first request
+            self._requests.labels(driver, op)
+            self._duration.labels(driver, op)
+            self._inflight.labels(driver, op)
+            for error_type in ERROR_TYPES:
+                self._errors[op].labels(driver, error_type)
+        self.registry.register(
+            _PreparedDevices(node=node, driver=driver, device_types=device_types, read=prepared_devices)
+        )
 
     def begin(self, operation: str) -> float:
         """A request starts; returns its start time for :meth:`end`."""
-        with self._lock:
-            self._inflight[operation] += 1
+        self._inflight.labels(self.driver, operation).inc()
         return time.perf_counter()
 
     def end(self, operation: str, started: float) -> None:
         """A request ended (successfully or not)."""
-        elapsed = time.perf_counter() - started
-        with self._lock:
-            self._inflight[operation] -= 1
-            self._requests[operation] += 1
-            self._sum[operation] += elapsed
-            for i, bound in enumerate(BUCKETS):
-                if elapsed <= bound:
-                    self._buckets[operation][i] += 1
+        self._inflight.labels(self.driver, operation).dec()
+        self._requests.labels(self.driver, operation).inc()
+        self._duration.labels(self.driver, operation).observe(time.perf_counter() - started)
 
     def error(self, operation: str, error_type: str, count: int = 1) -> None:
         """Count errors of a kind (``operation`` prepare|unprepare)."""
-        with self._lock:
-            self._errors[operation][error_type] += count
+        self._errors[operation].labels(self.driver, error_type).inc(count)
 
     def render(self) -> str:
-        """The exposition text."""
-        d = self.driver
-        with self._lock:
-            lines = [
-                f"# HELP {_NS}_requests_total Number of prepare/unprepare requests handled.",
-                f"# TYPE {_NS}_requests_total counter",
-            ]
-            lines += [
-                f"{_NS}_requests_total{_labels(driver=d, operation=op)} {self._requests[op]}"
-                for op in OPERATIONS
-            ]
-            lines += [
-                f"# HELP {_NS}_request_duration_seconds Duration of prepare/unprepare requests.",
-                f"# TYPE {_NS}_request_duration_seconds histogram",
-            ]
-            for op in OPERATIONS:
-                for bound, count in zip(BUCKETS, self._buckets[op], strict=True):
-                    lines.append(
-                        f"{_NS}_request_duration_seconds_bucket"
-                        f"{_labels(driver=d, operation=op, le=_num(bound))} {count}"
-                    )
-                lines.append(
-                    f"{_NS}_request_duration_seconds_bucket{_labels(driver=d, operation=op, le='+Inf')} "
-                    f"{self._requests[op]}"
-                )
-                lab = _labels(driver=d, operation=op)
-                lines.append(f"{_NS}_request_duration_seconds_sum{lab} {self._sum[op]!r}")
-                lines.append(f"{_NS}_request_duration_seconds_count{lab} {self._requests[op]}")
-            lines += [
-                f"# HELP {_NS}_requests_inflight Requests being handled now.",
-                f"# TYPE {_NS}_requests_inflight gauge",
-            ]
-            lines += [
-                f"{_NS}_requests_inflight{_labels(driver=d, operation=op)} {self._inflight[op]}"
-                for op in OPERATIONS
-            ]
-            for op in OPERATIONS:
-                name = f"{_NS}_node_{op}_errors_total"
-                lines += [f"# HELP {name} Errors while handling {op} requests.", f"# TYPE {name} counter"]
-                lines += [
-                    f"{name}{_labels(driver=d, error_type=t)} {self._errors[op][t]}" for t in ERROR_TYPES
-                ]
-        counts = dict(self.prepared_devices()) if self.prepared_devices is not None else {}
-        lines += [
-            f"# HELP {_NS}_prepared_devices Devices prepared, from the checkpoint.",
-            f"# TYPE {_NS}_prepared_devices gauge",
-        ]
-        for device_type in sorted(set(self.device_types) | set(counts)):
-            lines.append(
-                f"{_NS}_prepared_devices{_labels(node=self.node, driver=d, device_type=device_type)} "
-                f"{counts.get(device_type, 0)}"
-            )
-        return "\n".join(lines) + "\n"
+        """The text exposition of every series (what a scrape returns)."""
+        return prometheus_client.generate_latest(self.registry).decode()
 
 
 class InstrumentedDriver:
@@ -201,34 +190,29 @@ def _split_endpoint(endpoint: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0"), int(port or 0)
 
 
-def start_metrics_server(
-    endpoint: str, path: str, metrics: PluginMetrics
-) -> tuple[http.server.ThreadingHTTPServer, int]:
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: scrapes every few seconds would flood the plugin log."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+def start_metrics_server(endpoint: str, path: str, metrics: PluginMetrics) -> tuple[WSGIServer, int]:
     """Serve ``metrics`` at ``http://<endpoint><path>`` on a daemon thread; returns (server, port).
 
-    ``endpoint`` is ``[host]:port`` (``:8080`` = every address; port 0 = any free port).
+    ``endpoint`` is ``[host]:port`` (``:8080`` = every address; port 0 = any free port); any other path
+    answers 404 naming the metrics path.
     """
     route = path if path.startswith("/") else "/" + path
+    exposition = prometheus_client.make_wsgi_app(metrics.registry)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        disable_nagle_algorithm = True  # one response = two writes; avoid a delayed-ACK stall
-
-        def do_GET(self) -> None:
-            if self.path.split("?", 1)[0] != route:
-                self.send_error(404, f"metrics are at {route}")
-                return
-            body = metrics.render().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            del format, args  # scrapes every few seconds would flood the plugin log
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        if environ.get("PATH_INFO", "") != route:
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return iter([f"metrics are at {route}\n".encode()])
+        return iter(exposition(environ, start_response))
 
     host, port = _split_endpoint(endpoint)
-    server = http.server.ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="nvdra-metrics", daemon=True).start()
     return server, server.server_address[1]

@@ -32,11 +32,12 @@ def _start(dirs, **kwargs):
 
 
 def test_get_info_describes_the_plugin(dirs):
-    """GetInfo answers DRAPlugin, the driver name, the DRA socket and v1 before v1beta1."""
+    """GetInfo answers DRAPlugin, the driver name, the DRA socket, v1 before v1beta1, and the health
+    service, announced even without a health reporter (a 1.36 kubelet opens it regardless)."""
     with _start(dirs) as h, KubeletClient(dirs[1]) as kubelet:
         info = kubelet.get_info(h.registration_socket)
     assert (info.type, info.name, info.endpoint) == ("DRAPlugin", DRIVER, str(dirs[0] / "dra.sock"))
-    assert info.supported_versions == ("v1.DRAPlugin", "v1beta1.DRAPlugin")
+    assert info.supported_versions == ("v1.DRAPlugin", "v1beta1.DRAPlugin", "v1alpha1.DRAResourceHealth")
 
 
 def test_health_token_announced_when_health_offered(dirs):

@@ -1,8 +1,14 @@
 """Start a DRA kubelet plugin: the Python counterpart of Go's ``kubeletplugin.Start``.
 
-:func:`start` brings up, in this order, the DRA socket (v1 + v1beta1 DRA services and, when a
-:class:`HealthReporter` is given, the health stream) and then the registration socket, so the DRA
-service is ready before the kubelet can learn about it. Invariants owned here:
+:func:`start` brings up, in this order, the DRA socket (v1 + v1beta1 DRA services and the
+``v1alpha1.DRAResourceHealth`` stream) and then the registration socket, so the DRA service is ready
+before the kubelet can learn about it. Invariants owned here:
+
+* the health service is always served and announced. A 1.36 kubelet opens ``NodeWatchResources`` on
+  every DRA plugin whether or not it is announced (kubernetes/kubernetes#141855) and logs an error
+  every 5 s when it is not implemented. Without a :class:`HealthReporter` from the driver (device
+  health checks off) the stream stays open and sends nothing: the kubelet then knows no device
+  health, which is exactly the truth, and logs nothing;
 
 * ResourceSlices are published only after the kubelet called
   ``NotifyRegistrationStatus(plugin_registered=true)``: until then :meth:`Helper.publish_resources`
@@ -69,7 +75,7 @@ class Helper:
         paths: SocketPaths,
         service: DraService,
         publisher: SlicePublisher | None,
-        health: HealthReporter | None,
+        health: HealthReporter,
     ) -> None:
         self.driver = driver
         self.driver_name = driver_name
@@ -100,9 +106,8 @@ class Helper:
         dra = UnixSocketServer(self.paths.dra, max_workers=workers, name="dra")
         add_dra_servicers(dra.server, self._service, versions)
         tokens = [_grpc.DRA_APIS[v].token for v in versions]
-        if self._health is not None:
-            HealthServicer(self._health).add_to_server(dra.server)
-            tokens.append(HEALTH_TOKEN)
+        HealthServicer(self._health).add_to_server(dra.server)
+        tokens.append(HEALTH_TOKEN)
         self._dra_server = dra
         dra.start()
         self._registration = RegistrationServicer(
@@ -158,8 +163,7 @@ class Helper:
                 return
             self._stopped = True
             publisher, started = self._publisher, self._publisher_started
-        if self._health is not None:
-            self._health.close()
+        self._health.close()
         for server in (self._reg_server, self._dra_server):
             if server is not None:
                 server.stop(grace)
@@ -210,7 +214,8 @@ def start(
         flock_dir: directory of ``serialize.lock`` (default ``plugin_data_dir``); setting it turns the
             cross-process lock on even without rolling updates.
         publisher: ResourceSlice publisher, started after the kubelet registered the plugin.
-        health: device-health source; adds the ``v1alpha1.DRAResourceHealth`` service.
+        health: device-health source for the ``v1alpha1.DRAResourceHealth`` stream; None serves the
+            stream with no device reports (it is served either way, see the module docstring).
         api_versions: DRA versions to serve and announce, most preferred first.
         grpc_workers: handler threads of the DRA server (each health stream holds one).
         fetch_workers: threads for concurrent claim GETs within one call.
@@ -244,7 +249,7 @@ def start(
         paths=paths,
         service=service,
         publisher=publisher,
-        health=health,
+        health=health if health is not None else HealthReporter(),
     )
     try:
         helper._serve(api_versions, grpc_workers)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nvdra.core.faults import FAULT_ENV, FAULT_POINTS, armed, parse_fault, reach
+from nvdra.core.faults import FAULT_ENV, FAULT_POINTS, arm, armed, parse_fault, reach
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "nvdra"
 
@@ -35,15 +35,39 @@ def test_parse_fault(value: str, parsed: tuple[str, int] | None) -> None:
 
 def test_unarmed_reach_returns() -> None:
     """In the test process nothing is armed: reaching any point is a no-op."""
-    assert armed() is None or armed()[0] not in FAULT_POINTS
+    point = armed()
+    assert point is None or point[0] not in FAULT_POINTS
     for name in FAULT_POINTS:
         reach(name)
+
+
+def test_an_armed_point_calls_its_action_at_the_nth_reach_only() -> None:
+    """In-process: ``arm`` with an action of the test's own; other points and earlier reaches pass."""
+    calls: list[tuple[str, int]] = []
+    arm(("after-undo", 2), lambda name, seen: calls.append((name, seen)))
+    try:
+        reach("after-undo")
+        reach("after-cdi-written")
+        assert calls == []
+        reach("after-undo")
+        assert calls == [("after-undo", 2)]
+    finally:
+        arm(None, lambda name, seen: None)
+    reach("after-undo")
+    assert calls == [("after-undo", 2)] and armed() is None
+
+
+def test_core_reads_no_environment() -> None:
+    """Arming is the process edge's job: core/faults.py touches neither os.environ nor signals."""
+    text = (SRC / "core" / "faults.py").read_text()
+    assert "os.environ" not in text and "import os" not in text and "signal" not in text
 
 
 def run_reaching(armed_at: str, names: list[str]) -> subprocess.CompletedProcess[str]:
     """A child process with ``armed_at`` armed that reaches ``names`` in order, printing each first."""
     code = (
-        "import sys\nfrom nvdra.core.faults import reach\n"
+        "from nvdra.core.faults import reach\nfrom nvdra.plugins.faults import arm_from_environment\n"
+        "arm_from_environment()\n"
         f"for n in {names!r}:\n    print(n, flush=True)\n    reach(n)\nprint('done', flush=True)\n"
     )
     env = {**os.environ, FAULT_ENV: armed_at}

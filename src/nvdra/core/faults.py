@@ -2,28 +2,30 @@
 
 Crash consistency is only proven by crashing. Production code calls :func:`reach` with a name from
 :data:`FAULT_POINTS` at every step after which a crash leaves a distinct state on the node (a durable
-checkpoint write, one hardware change, a CDI spec write or removal). When the environment variable
-``NVDRA_FAULT_POINT`` names that point, the process sends itself SIGKILL there: no ``finally``, no
-atexit, no flush — exactly what the kernel's OOM killer or a node power cut leaves behind.
+checkpoint write, one hardware change, a CDI spec write or removal).
 
-``NVDRA_FAULT_POINT=<name>`` fires the first time the point is reached, ``<name>:<N>`` the N-th time
-(counted per process, across threads). Any other value arms nothing.
+This module only keeps the names and counts; it does no I/O of its own. A process edge arms one point
+with :func:`arm` and says what happens there (the plugins read ``NVDRA_FAULT_POINT`` and SIGKILL
+themselves: :mod:`nvdra.plugins.faults`). :func:`parse_fault` reads the variable's syntax: ``<name>``
+fires the first time the point is reached, ``<name>:<N>`` the N-th time (counted per process, across
+threads); any other value arms nothing.
 
-Cost when off: the variable is read once at import; :func:`reach` is then one ``is None`` test.
+Cost when nothing is armed: :func:`reach` is one ``is None`` test.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
-import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-__all__ = ["FAULT_ENV", "FAULT_POINTS", "armed", "parse_fault", "reach"]
+__all__ = ["FAULT_ENV", "FAULT_POINTS", "FaultAction", "arm", "armed", "parse_fault", "reach"]
 
 FAULT_ENV = "NVDRA_FAULT_POINT"
+"""The environment variable the process edge reads to arm a point (read there, never here)."""
+
+FaultAction = Callable[[str, int], None]
+"""What happens at the armed point: called with its name and how many times it was reached."""
 
 FAULT_POINTS: Mapping[str, str] = {
     "after-prepare-started": "the PrepareStarted checkpoint entries of a prepare call are durable",
@@ -60,25 +62,30 @@ def parse_fault(value: str) -> tuple[str, int] | None:
     return (name, n) if n >= 1 else None
 
 
-_ARMED = parse_fault(os.environ.get(FAULT_ENV, ""))
+_ARMED: tuple[str, int] | None = None
+_ACTION: FaultAction | None = None
 _seen = itertools.count(1)  # times the armed point was reached
 _lock = threading.Lock()
 
 
+def arm(point: tuple[str, int] | None, action: FaultAction) -> None:
+    """Arm ``point`` (from :func:`parse_fault`; None disarms) so that reaching it calls ``action``."""
+    global _ARMED, _ACTION, _seen
+    with _lock:
+        _ARMED, _ACTION, _seen = point, action, itertools.count(1)
+
+
 def armed() -> tuple[str, int] | None:
-    """The point (and occurrence) this process will die at, if any."""
+    """The point (and occurrence) this process will stop at, if any."""
     return _ARMED
 
 
 def reach(name: str) -> None:
-    """Mark that execution passed fault point ``name``; SIGKILL this process if it is the armed one."""
-    if _ARMED is None or _ARMED[0] != name:
+    """Mark that execution passed fault point ``name``; run the armed action if it is the armed one."""
+    point, action = _ARMED, _ACTION
+    if point is None or point[0] != name or action is None:
         return
     with _lock:
         seen = next(_seen)
-    if seen < _ARMED[1]:
-        return
-    # Say why the process died (the test reads it from the log), then die without any cleanup.
-    with contextlib.suppress(OSError):
-        os.write(2, f"nvdra: fault point {name!r} reached ({seen}): SIGKILL\n".encode())
-    os.kill(os.getpid(), signal.SIGKILL)
+    if seen >= point[1]:
+        action(name, seen)

@@ -13,6 +13,7 @@ import click
 
 from nvdra.core.errors import NvdraError
 from nvdra.plugins.computedomain.serve import CdPluginConfig, serve_until_signalled
+from nvdra.plugins.faults import arm_from_environment
 from nvdra.plugins.flags import configure_logging, flag_values, kubelet_plugin_options
 
 __all__ = ["main"]
@@ -23,6 +24,7 @@ __all__ = ["main"]
 def main(verbosity: int, **flags: Any) -> None:
     """Run the compute-domain.nvidia.com DRA kubelet plugin."""
     configure_logging(verbosity)
+    arm_from_environment()
     config = CdPluginConfig(**flag_values(flags))
     try:
         serve_until_signalled(config)

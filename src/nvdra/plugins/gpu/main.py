@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from nvdra.core.errors import NvdraError
+from nvdra.plugins.faults import arm_from_environment
 from nvdra.plugins.flags import configure_logging, flag_values, kubelet_plugin_options, option
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import serve_until_signalled
@@ -49,6 +50,7 @@ __all__ = ["main"]
 def main(verbosity: int, **flags: Any) -> None:
     """Run the gpu.nvidia.com DRA kubelet plugin."""
     configure_logging(verbosity)
+    arm_from_environment()
     values = flag_values(flags)
     config = PluginConfig(**values)
     try:

@@ -35,6 +35,7 @@ from nvdra.alloc.model import (
     gather_pools,
     parse_claim,
 )
+from nvdra.alloc.result import allocation_result
 
 __all__ = ["Allocator", "Outcome", "lookup_attribute", "taint_blocks"]
 
@@ -400,6 +401,11 @@ class _Search:
             state[1] -= 1
 
     def results(self, ci: int) -> dict[str, Any]:
-        from nvdra.alloc.result import allocation_result
-
-        return allocation_result(self.a, self.claims[ci], ci, self.chosen[ci], self.picked_sub)
+        return allocation_result(
+            self.claims[ci],
+            ci,
+            self.chosen[ci],
+            self.picked_sub,
+            class_of=self.a.class_of,
+            node_name=self.a.node_name,
+        )

@@ -13,13 +13,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from nvdra.alloc.model import Candidate, ClaimSpec, RequestSpec
 
-if TYPE_CHECKING:
-    from nvdra.alloc.allocator import Allocator
+ClassOf = Callable[[RequestSpec], Mapping[str, Any]]
+"""The DeviceClass object a request names (the allocator's lookup)."""
 
 __all__ = ["allocation_result"]
 
@@ -37,7 +37,7 @@ def _result(spec: RequestSpec, c: Candidate) -> dict[str, Any]:
 
 
 def _configs(
-    alloc: Allocator, claim: ClaimSpec, ci: int, picked_sub: Mapping[tuple[int, int], int]
+    class_of: ClassOf, claim: ClaimSpec, ci: int, picked_sub: Mapping[tuple[int, int], int]
 ) -> list[dict[str, Any]]:
     configs: list[dict[str, Any]] = []
     by_class: dict[str, list[dict[str, Any]]] = {}
@@ -55,7 +55,7 @@ def _configs(
                 "requests": [spec.name],
                 **{k: v for k, v in cfg.items() if k != "requests"},
             }
-            for cfg in (alloc.class_of(spec).get("spec") or {}).get("config") or []
+            for cfg in (class_of(spec).get("spec") or {}).get("config") or []
         ]
         by_class[spec.class_name] = entries
         configs.extend(entries)
@@ -97,20 +97,22 @@ def _node_selector(chosen: Sequence[tuple[RequestSpec, Candidate]], node_name: s
 
 
 def allocation_result(
-    alloc: Allocator,
     claim: ClaimSpec,
     ci: int,
     chosen: Sequence[tuple[RequestSpec, Candidate]],
     picked_sub: Mapping[tuple[int, int], int],
+    *,
+    class_of: ClassOf,
+    node_name: str,
 ) -> dict[str, Any]:
     """The ``status.allocation`` object for claim number ``ci`` of the search."""
     out: dict[str, Any] = {
         "devices": {
             "results": [_result(spec, c) for spec, c in chosen],
-            "config": _configs(alloc, claim, ci, picked_sub),
+            "config": _configs(class_of, claim, ci, picked_sub),
         }
     }
-    selector = _node_selector(chosen, alloc.node_name)
+    selector = _node_selector(chosen, node_name)
     if selector is not None:
         out["nodeSelector"] = selector
     return out

@@ -183,10 +183,6 @@ class Inventory:
     cuda_driver_version: int  # NVML integer, e.g. 13000
     gpus: tuple[Gpu, ...]
 
-    def gpu_by_uuid(self, uuid: str) -> Gpu | None:
-        """The GPU with this UUID, or None."""
-        return next((g for g in self.gpus if g.uuid == uuid), None)
-
 
 def gpu_device_name(minor: int) -> DeviceName:
     """``gpu-<minor>``: upstream names full GPUs by NVML minor number, not index."""

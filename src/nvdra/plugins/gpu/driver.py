@@ -6,7 +6,8 @@ Flow of a prepare call (all claims of one kubelet call are handled together):
    node publishes and that no other prepared claim holds it, resolve and validate the opaque configs.
    A claim that fails here is answered with its error and touches nothing.
 2. Checkpoint every planned claim as ``PrepareStarted`` (one durable write for the call).
-3. Apply each plan (write its CDI spec; later: sharing, MIG). A claim that fails here is rolled back.
+3. Apply each plan (its effects: time slices, MPS, MIG devices, fabric partitions, VFIO bindings; then
+   its CDI spec). A claim that fails here is rolled back.
 4. Checkpoint the survivors as ``PrepareCompleted`` and drop the failures (one durable write).
 
 Unprepare removes what the checkpoint says was made, in reverse, then the entry. Unknown claims
@@ -181,17 +182,18 @@ class GpuDriver:
         self._io.shutdown(wait=True)
 
     def resources(self) -> DriverResources:
-        """What this node publishes: one pool named after the node, one slice of devices."""
-        resources = self.resources_for(
+        """What this node publishes (:func:`nvdra.plugins.gpu.publication.node_resources`, which the
+        operator tool shows too): the inventory's devices, decorated by every view."""
+        from nvdra.plugins.gpu.publication import node_resources  # it builds on this module
+
+        return node_resources(
             self.inventory,
             node_name=self.node_name,
             gates=self.gates,
             fabric_partitions=self.fabric_partitions,
+            views=self.views,
+            held=self._held(),
         )
-        held = self._held()
-        for view in self.views:
-            resources = view.decorate(resources, held)
-        return resources
 
     def prepared_device_counts(self) -> dict[str, int]:
         """Devices held by checkpointed claims, per type (gpu, mig, vfio, unknown): the metrics gauge."""

@@ -28,7 +28,7 @@ import attrs
 
 from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 from nvdra.kubeletplugin._kube import error_for_status, pick_resource_version
-from nvdra.kubeletplugin.objects import NODES, RESOURCE_CLAIMS, ObjectStore, ResourceType
+from nvdra.kubeletplugin.objects import NODES, RESOURCE_CLAIMS, ObjectStore, ResourceType, WatchStream
 
 __all__ = ["FakeKube", "KubeCall", "validate_resource_slice"]
 
@@ -376,3 +376,38 @@ class FakeKube:
     ) -> None:
         """DELETE an object (marked only while it has finalizers)."""
         self.objects.delete_object(rt, name, namespace, uid=uid)
+
+    def list_versioned(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> tuple[list[JsonObject], str]:
+        """LIST with the list's resourceVersion."""
+        return self.objects.list_versioned(
+            rt, namespace, label_selector=label_selector, field_selector=field_selector
+        )
+
+    def watch_objects(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+        timeout_s: float = 300.0,
+        allow_bookmarks: bool = True,
+    ) -> WatchStream:
+        """WATCH objects (in memory; see :meth:`ObjectStore.watch_objects`)."""
+        return self.objects.watch_objects(
+            rt,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            timeout_s=timeout_s,
+            allow_bookmarks=allow_bookmarks,
+        )

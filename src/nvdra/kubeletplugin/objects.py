@@ -21,8 +21,10 @@ import copy
 import itertools
 import secrets
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,6 +44,9 @@ __all__ = [
     "ObjectApi",
     "ObjectStore",
     "ResourceType",
+    "WatchEvent",
+    "WatchStream",
+    "match_fields",
     "match_labels",
     "merge_patch",
 ]
@@ -105,6 +110,31 @@ RESOURCE_CLAIM_TEMPLATES = ResourceType(
 )
 
 
+@attrs.frozen(kw_only=True)
+class WatchEvent:
+    """One watch event as the API server streams it: ``{"type": …, "object": …}``.
+
+    ``type`` is ADDED, MODIFIED, DELETED, BOOKMARK (``object`` carries only
+    ``metadata.resourceVersion``) or ERROR (``object`` is a ``Status``; code 410 means the requested
+    resourceVersion is too old: list again).
+    """
+
+    type: str
+    object: JsonObject
+
+
+class WatchStream(Protocol):
+    """An open watch: iterate for events; :meth:`close` ends the iteration from any thread."""
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        """Events in resourceVersion order until the server ends the watch or :meth:`close`."""
+        ...
+
+    def close(self) -> None:
+        """End the watch (idempotent)."""
+        ...
+
+
 class ObjectApi(Protocol):
     """Generic object access, raw JSON. Errors: KubeNotFound (404), KubeConflict (409), KubeApiError."""
 
@@ -136,6 +166,34 @@ class ObjectApi(Protocol):
         self, rt: ResourceType, name: str, namespace: str | None = None, *, uid: str | None = None
     ) -> None:
         """DELETE (with a UID precondition when given); a missing object is not an error."""
+        ...
+
+    def list_versioned(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> tuple[list[JsonObject], str]:
+        """LIST, with the list's ``metadata.resourceVersion`` (where a watch of the same query resumes)."""
+        ...
+
+    def watch_objects(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+        timeout_s: float = 300.0,
+        allow_bookmarks: bool = True,
+    ) -> WatchStream:
+        """WATCH changes after ``resource_version`` (``""``: ADDED for every current object first).
+
+        The server ends the stream after ``timeout_s``; a too old version yields one ERROR event (410).
+        """
         ...
 
 
@@ -171,6 +229,24 @@ def match_labels(labels: dict[str, str], selector: str) -> bool:
     return True
 
 
+def match_fields(obj: JsonObject, selector: str) -> bool:
+    """Whether ``obj`` satisfies a field selector over ``metadata.name``/``metadata.namespace``.
+
+    Raises:
+        KubeApiError: another field (400, as the API server answers for a field it does not index).
+    """
+    meta = obj.get("metadata") or {}
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        negate = "!=" in term
+        key, _, value = term.replace("!=", "=").replace("==", "=").partition("=")
+        key, value = key.strip(), value.strip()
+        if key not in ("metadata.name", "metadata.namespace"):
+            raise KubeApiError(f'field label not supported: "{key}"', status=400)
+        if (meta.get(key.partition(".")[2], "") == value) == negate:
+            return False
+    return True
+
+
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -178,14 +254,244 @@ def _now() -> str:
 _Key = tuple[str, str, str, str]  # (group, plural, namespace, name)
 
 
-class ObjectStore:
-    """Thread-safe in-memory objects with the API server semantics listed in the module docstring."""
+@attrs.frozen
+class _Change:
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    key: _Key
+    obj: JsonObject
+    prev: JsonObject | None
 
-    def __init__(self, *, on_call: Callable[[str, str, str], None] | None = None) -> None:
+
+class _Recorded(dict[_Key, JsonObject]):
+    """The store's object map: every assignment and deletion is also a watch event (see ObjectStore)."""
+
+    def __init__(self, record: Callable[[_Key, JsonObject | None, JsonObject | None], None]) -> None:
+        super().__init__()
+        self._record = record
+
+    def __setitem__(self, key: _Key, value: JsonObject) -> None:
+        prev = self.get(key)
+        super().__setitem__(key, value)
+        self._record(key, prev, value)
+
+    def __delitem__(self, key: _Key) -> None:
+        prev = self[key]
+        super().__delitem__(key)
+        self._record(key, prev, None)
+
+
+class _MemoryWatch:
+    """A watch over an :class:`ObjectStore`'s change history (see :meth:`ObjectStore.watch_objects`)."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        rt: ResourceType,
+        namespace: str | None,
+        *,
+        label_selector: str,
+        field_selector: str,
+        resource_version: str,
+        timeout_s: float,
+        allow_bookmarks: bool,
+    ) -> None:
+        self._store, self._rt, self._namespace = store, rt, namespace
+        self._labels, self._fields = label_selector, field_selector
+        self._start = resource_version
+        self._deadline = time.monotonic() + timeout_s
+        self._bookmarks = allow_bookmarks
+        self._closed = False
+        with store._changed:  # the starting point is the request's moment, as with the API server
+            self._cursor, self._initial = self._begin()
+
+    def close(self) -> None:
+        """End the iteration (wakes a waiting iterator)."""
+        with self._store._changed:
+            self._closed = True
+            self._store._changed.notify_all()
+
+    def _matches(self, key: _Key, obj: JsonObject | None) -> bool:
+        if obj is None or (key[0], key[1]) != (self._rt.group, self._rt.plural):
+            return False
+        if self._namespace is not None and self._rt.namespaced and key[2] != self._namespace:
+            return False
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return match_labels(labels, self._labels) and match_fields(obj, self._fields)
+
+    def _translate(self, change: _Change) -> WatchEvent | None:
+        """The event this watcher sees: an object leaving (entering) the selection is DELETED (ADDED)."""
+        now = change.type != "DELETED" and self._matches(change.key, change.obj)
+        before = self._matches(change.key, change.prev)
+        if change.type == "DELETED":
+            return WatchEvent(type="DELETED", object=copy.deepcopy(change.obj)) if before else None
+        if now:
+            return WatchEvent(type="MODIFIED" if before else "ADDED", object=copy.deepcopy(change.obj))
+        return WatchEvent(type="DELETED", object=copy.deepcopy(change.obj)) if before else None
+
+    def _begin(self) -> tuple[int, list[WatchEvent]]:
+        """Where the watch starts and what it sends first (ADDED per object, or a 410 ERROR)."""
+        store = self._store
+        if self._start in ("", "0"):
+            initial = [
+                WatchEvent(type="ADDED", object=copy.deepcopy(obj))
+                for key, obj in sorted(store._objects.items())
+                if self._matches(key, obj)
+            ]
+            return store._last_rv, initial
+        try:
+            cursor = int(self._start)
+        except ValueError:
+            raise KubeApiError(
+                f"resourceVersion: Invalid value: {self._start!r}: must be an integer", status=400
+            ) from None
+        if cursor >= store._oldest_rv - 1:
+            return cursor, []
+        gone = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": f"too old resource version: {cursor} ({store._oldest_rv - 1})",
+            "reason": "Expired",
+            "code": 410,
+        }
+        self._closed = True
+        return cursor, [WatchEvent(type="ERROR", object=gone)]
+
+    def _next_batch(self, cursor: int, sent: int) -> tuple[list[_Change], int] | None:
+        """Changes after ``cursor`` (waiting for some); ``[]`` with the store's version means: bookmark.
+
+        None when the watch is over (closed or timed out).
+        """
+        store = self._store
+        with store._changed:
+            while not self._closed:
+                pending = [c for c in store._history if c.rv > cursor]
+                if pending:
+                    return pending, store._last_rv
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                store._changed.wait(min(left, 1.0))
+                if (
+                    self._bookmarks
+                    and store._last_rv > sent
+                    and not any(c.rv > cursor for c in store._history)
+                ):
+                    return [], store._last_rv
+        return None
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        cursor, initial = self._cursor, self._initial
+        yield from initial
+        sent = cursor
+        while not self._closed:
+            batch = self._next_batch(cursor, sent)
+            if batch is None:
+                return
+            pending, last = batch
+            if not pending:  # unrelated writes only: tell the client how far it is
+                sent = cursor = last
+                meta = {"resourceVersion": str(last)}
+                yield WatchEvent(
+                    type="BOOKMARK",
+                    object={"kind": self._rt.kind, "apiVersion": self._rt.api_version, "metadata": meta},
+                )
+                continue
+            for change in pending:
+                cursor = change.rv
+                event = self._translate(change)
+                if event is not None:
+                    sent = cursor
+                    yield event
+
+
+class ObjectStore:
+    """Thread-safe in-memory objects with the API server semantics listed in the module docstring.
+
+    Watch: every change to the object map (assignment or deletion, whatever method made it) is kept in
+    a bounded history (``history`` changes, the etcd compaction window's stand-in); a watch from an
+    older resourceVersion gets a 410 ERROR event, as from the API server. :meth:`compact` drops the
+    history (tests provoke the 410 with it).
+    """
+
+    def __init__(
+        self, *, on_call: Callable[[str, str, str], None] | None = None, history: int = 10_000
+    ) -> None:
         self._lock = threading.RLock()
-        self._objects: dict[_Key, JsonObject] = {}
+        self._changed = threading.Condition(self._lock)
+        self._history: deque[_Change] = deque(maxlen=history)
+        self._last_rv = 0
+        self._oldest_rv = 1
+        self._objects: dict[_Key, JsonObject] = _Recorded(self._record)
         self._rv = itertools.count(1)
         self._on_call = on_call or (lambda verb, resource, name: None)
+
+    def _record(self, key: _Key, prev: JsonObject | None, obj: JsonObject | None) -> None:
+        """Append one change to the history (called with the lock held, from the object map)."""
+        if obj is None:
+            assert prev is not None
+            # A deletion is a revision of its own; the DELETED event carries it.
+            obj = copy.deepcopy(prev)
+            obj.setdefault("metadata", {})["resourceVersion"] = str(next(self._rv))
+            kind = "DELETED"
+        else:
+            obj = copy.deepcopy(obj)
+            kind = "MODIFIED" if prev is not None else "ADDED"
+        rv = int(obj["metadata"]["resourceVersion"])
+        if len(self._history) == self._history.maxlen:
+            self._oldest_rv = self._history[0].rv + 1
+        self._history.append(_Change(rv, kind, key, obj, copy.deepcopy(prev) if prev is not None else None))
+        self._last_rv = max(self._last_rv, rv)
+        self._changed.notify_all()
+
+    def compact(self) -> None:
+        """Forget the change history (as etcd compaction does): older watches now get 410 Gone."""
+        with self._lock:
+            self._history.clear()
+            self._oldest_rv = self._last_rv + 1
+
+    def list_versioned(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> tuple[list[JsonObject], str]:
+        """LIST with the store's current resourceVersion (a watch from it misses nothing)."""
+        with self._lock:
+            items = [
+                obj
+                for obj in self.list_objects(rt, namespace, label_selector=label_selector)
+                if match_fields(obj, field_selector)
+            ]
+            return items, str(self._last_rv)
+
+    def watch_objects(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+        timeout_s: float = 300.0,
+        allow_bookmarks: bool = True,
+    ) -> WatchStream:
+        """WATCH (see :class:`ObjectApi`): the stream starts now; events are read while iterating."""
+        self._on_call("watch", rt.plural, "")
+        match_fields({}, field_selector)  # a bad selector is a 400 now, not in the iterating thread
+        return _MemoryWatch(
+            self,
+            rt,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            timeout_s=timeout_s,
+            allow_bookmarks=allow_bookmarks,
+        )
 
     def _key(self, rt: ResourceType, name: str, namespace: str | None) -> _Key:
         return (rt.group, rt.plural, (namespace or "default") if rt.namespaced else "", name)
@@ -356,8 +662,10 @@ class ObjectStore:
                 )
             if current["metadata"].get("finalizers"):
                 if not current["metadata"].get("deletionTimestamp"):
+                    current = copy.deepcopy(current)
                     current["metadata"]["deletionTimestamp"] = _now()
                     current["metadata"]["resourceVersion"] = str(next(self._rv))
+                    self._objects[key] = current  # a MODIFIED event for watchers
                 return copy.deepcopy(current)
             del self._objects[key]
             return current

@@ -1,0 +1,133 @@
+"""Run a DRA driver built on ``nvdra.kubeletplugin`` end to end, with no cluster.
+
+What a cluster would do around a kubelet plugin, in-process and over the plugin's real unix sockets:
+an in-memory API server (:class:`~nvdra.kubeletplugin.FakeKube`) the plugin publishes its
+ResourceSlices to, the scheduler's allocation rules (:class:`~nvdra.alloc.Allocator`) choosing devices
+for a claim, and a kubelet (:class:`~nvdra.kubeletplugin.KubeletClient`) that registers the plugin and
+calls ``NodePrepareResources`` / ``NodeUnprepareResources``. Both examples in this folder use it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from nvdra.alloc import Allocator
+from nvdra.kubeletplugin import (
+    ClaimRef,
+    DraDriver,
+    DriverResources,
+    FakeKube,
+    KubeletClient,
+    PrepareResult,
+    RegisteredPlugin,
+    ResourceSlicePublisher,
+    start,
+)
+
+__all__ = ["FakeCluster", "PublishingDriver", "fake_cluster"]
+
+NODE = "node-a"
+
+
+class PublishingDriver(DraDriver, Protocol):
+    """A DRA driver that also says what its node publishes."""
+
+    def resources(self) -> DriverResources:
+        """The node's pools, slices and devices."""
+        ...
+
+
+D = TypeVar("D", bound=PublishingDriver)
+
+
+class FakeCluster(Generic[D]):
+    """A node with one running plugin (:attr:`driver`), its kubelet, and the API server it publishes to."""
+
+    def __init__(
+        self, driver: D, kube: FakeKube, kubelet: RegisteredPlugin, driver_name: str, work: Path
+    ) -> None:
+        self.driver = driver
+        self.kube = kube
+        self.kubelet = kubelet
+        self.driver_name = driver_name
+        self.work = work
+
+    def slices(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The plugin's published ResourceSlices, once there are some."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [s for s in self.kube.resource_slices() if s["spec"]["driver"] == self.driver_name]
+            if found:
+                return found
+            time.sleep(0.02)
+        raise TimeoutError(f"{self.driver_name} published no ResourceSlice within {timeout} s")
+
+    def claim(self, name: str, selector: str, config: Mapping[str, Any] | None = None) -> ClaimRef:
+        """Create a one-device claim whose request selects with ``selector`` (CEL), allocated as the
+        scheduler would over the published slices."""
+        request = {
+            "name": "dev",
+            "exactly": {
+                "deviceClassName": self.driver_name,
+                "selectors": [{"cel": {"expression": selector}}],
+            },
+        }
+        spec: dict[str, Any] = {"devices": {"requests": [request]}}
+        if config is not None:
+            opaque = {"driver": self.driver_name, "parameters": dict(config)}
+            spec["devices"]["config"] = [{"requests": ["dev"], "opaque": opaque}]
+        claim: dict[str, Any] = {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4())},
+            "spec": spec,
+        }
+        device_class = {
+            "metadata": {"name": self.driver_name},
+            "spec": {"selectors": [{"cel": {"expression": f"device.driver == '{self.driver_name}'"}}]},
+        }
+        outcome = Allocator(self.slices(), [device_class], node_name=NODE).allocate([claim])
+        if outcome.allocations is None:
+            raise RuntimeError(f"claim {name}: no allocation ({outcome.error or 'no device fits'})")
+        claim["status"] = {"allocation": outcome.allocations[0]}
+        self.kube.add_claim(claim)
+        return ClaimRef(namespace="default", name=name, uid=claim["metadata"]["uid"])
+
+    def prepare(self, ref: ClaimRef) -> PrepareResult:
+        """``NodePrepareResources`` for one claim, over the plugin's socket."""
+        return self.kubelet.prepare([ref])[ref.uid]
+
+    def unprepare(self, ref: ClaimRef) -> str:
+        """``NodeUnprepareResources`` for one claim; the error text, empty on success."""
+        return self.kubelet.unprepare([ref])[ref.uid]
+
+
+@contextmanager
+def fake_cluster(make_driver: Callable[[Path], D], driver_name: str) -> Iterator[FakeCluster[D]]:
+    """Start the driver ``make_driver(work_dir)`` as a kubelet plugin on node ``node-a``, register it
+    with a kubelet, publish its ``resources()`` and yield the running cluster."""
+    with tempfile.TemporaryDirectory(prefix="nvdra-example-") as tmp:
+        work = Path(tmp)
+        driver = make_driver(work)
+        kube = FakeKube()
+        kube.add_node(NODE)
+        publisher = ResourceSlicePublisher(kube, driver_name=driver_name, node_name=NODE)
+        helper = start(
+            driver,
+            driver_name=driver_name,
+            kube=kube,
+            node_name=NODE,
+            plugin_data_dir=work / "plugins" / driver_name,
+            registrar_dir=work / "plugins_registry",
+            publisher=publisher,
+        )
+        with helper, KubeletClient(work / "plugins_registry") as kubelet:
+            helper.publish_resources(driver.resources())
+            registered = kubelet.register(helper.registration_socket)
+            yield FakeCluster(driver, kube, registered, driver_name, work)

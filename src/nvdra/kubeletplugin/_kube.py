@@ -5,25 +5,43 @@ What it owns:
   shape conversions and the error mapping, which the test API server shares) never loads it;
 - requests go out through the client's configured REST layer (TLS, auth, token refresh, proxies) and
   answers are read as raw JSON: no pydantic models are built or parsed (ARCHITECTURE.md §8);
-- the ``resource.k8s.io`` version is discovered once (v1, else v1beta2, else v1beta1) and ResourceSlice
-  and ResourceClaim bodies are converted at this boundary, so callers always send and see the v1 shape
-  (``apiVersion: resource.k8s.io/v1``) whatever the server speaks;
+- the ``resource.k8s.io`` version is discovered once (v1, else v1beta2, else v1beta1) and every object
+  of that group (ResourceSlices, ResourceClaims, ResourceClaimTemplates, DeviceClasses, also through the
+  generic ``ObjectApi`` calls) is sent to that version's path and converted at this boundary, so callers
+  always send and see the v1 shape (``apiVersion: resource.k8s.io/v1``) whatever the server speaks;
+- the server's Kubernetes version (``/version``) is read once too: it decides where shared counters
+  may sit in ResourceSlices (:func:`nvdra.kubeletplugin.publisher.counter_placement`);
 - every failure leaves as a :class:`~nvdra.core.errors.KubeApiError` subclass carrying the HTTP status;
 - background calls (ResourceSlice list/create/update/delete) take a token from a
-  :class:`~nvdra.kubeletplugin.ratelimit.TokenBucket`; claim and node GETs never wait on it.
+  :class:`~nvdra.kubeletplugin.ratelimit.TokenBucket`; claim and node GETs never wait on it; a watch
+  takes one token to open and none while it streams;
+- request bodies are serialized here, once, compactly (no spaces, keys sorted): the API server keeps a
+  RawExtension's bytes (a claim template's opaque ``parameters``) as sent and re-serializes them
+  compactly on any later patch, so spaced JSON would turn a metadata-only patch into an "immutable
+  spec" 422. The client's REST layer (which ``json.dumps`` with spaces) is bypassed for the send; its
+  pool, TLS and auth are used as configured;
+- every request carries the user agent ``nvdra-<component>/<version>`` (:func:`user_agent`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import re
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import attrs
+
+import nvdra
 from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeNotFound, KubeUnavailable
 from nvdra.core.resourceslice import to_v1beta1_device
-from nvdra.kubeletplugin.objects import ResourceType
+from nvdra.kubeletplugin.objects import ResourceType, WatchEvent, WatchStream
 from nvdra.kubeletplugin.ratelimit import TokenBucket
 
 __all__ = [
@@ -33,12 +51,20 @@ __all__ = [
     "claim_from_version",
     "claim_to_version",
     "error_for_status",
+    "parse_server_version",
     "pick_resource_version",
+    "resource_from_version",
+    "resource_to_version",
+    "shape_problems",
     "slice_from_version",
     "slice_to_version",
+    "template_from_version",
+    "template_to_version",
+    "user_agent",
 ]
 
 JsonObject = dict[str, Any]
+_log = logging.getLogger(__name__)
 RESOURCE_GROUP = "resource.k8s.io"
 SUPPORTED_VERSIONS = ("v1", "v1beta2", "v1beta1")  # preference order
 _V1 = f"{RESOURCE_GROUP}/v1"
@@ -52,6 +78,25 @@ _EXACT_FIELDS = (
     "tolerations",
     "capacity",
 )
+
+
+def user_agent(component: str | None = None) -> str:
+    """``nvdra-<component>/<version>``: the component given, else the console script's name.
+
+    ``nvdra-cd-controller`` (argv[0] of the console script) → ``nvdra-cd-controller/0.1.0``; a process
+    that is no nvdra console script (tests, embedding programs) says ``nvdra/<version>``.
+    """
+    if component is None:
+        script = os.path.basename(sys.argv[0] if sys.argv else "")
+        name = script if re.fullmatch(r"nvdra(-[a-z0-9-]+)?", script) else "nvdra"
+    else:
+        name = component if component.startswith("nvdra") else f"nvdra-{component}"
+    return f"{name}/{nvdra.__version__}"
+
+
+def dump_body(body: Any) -> bytes:
+    """The wire form of a request body: compact JSON, keys sorted (byte-stable through the apiserver)."""
+    return json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
 def error_for_status(status: int, message: str) -> KubeApiError:
@@ -138,6 +183,14 @@ def _map_requests(body: JsonObject, convert: Callable[[JsonObject], JsonObject])
     return {**body, "spec": {**spec, "devices": devices}}
 
 
+def _map_template_requests(body: JsonObject, convert: Callable[[JsonObject], JsonObject]) -> JsonObject:
+    """Convert the requests of a ResourceClaimTemplate (the claim spec sits at ``spec.spec``)."""
+    outer = body.get("spec")
+    if not isinstance(outer, dict) or not isinstance(outer.get("spec"), dict):
+        return body
+    return {**body, "spec": {**outer, "spec": _map_requests(outer, convert)["spec"]}}
+
+
 def _request_to_v1(request: JsonObject) -> JsonObject:
     if "firstAvailable" in request:
         return {"name": request["name"], "firstAvailable": request["firstAvailable"]}
@@ -169,6 +222,110 @@ def claim_to_version(body: JsonObject, version: str) -> JsonObject:
     return _map_requests(out, _request_to_v1beta1) if version == "v1beta1" else out
 
 
+def template_from_version(body: JsonObject) -> JsonObject:
+    """Convert a ResourceClaimTemplate of any supported version into the v1 shape."""
+    version = str(body.get("apiVersion", _V1)).rpartition("/")[2]
+    out = {**body, "apiVersion": _V1}
+    return _map_template_requests(out, _request_to_v1) if version == "v1beta1" else out
+
+
+def template_to_version(body: JsonObject, version: str) -> JsonObject:
+    """Convert a v1-shaped ResourceClaimTemplate into ``version``'s shape (a new dict)."""
+    out = {**body, "apiVersion": f"{RESOURCE_GROUP}/{version}"}
+    return _map_template_requests(out, _request_to_v1beta1) if version == "v1beta1" else out
+
+
+def resource_to_version(kind: str, body: JsonObject, version: str) -> JsonObject:
+    """Convert a v1-shaped ``resource.k8s.io`` object of ``kind`` into ``version``'s shape.
+
+    Kinds whose shape is the same in every version (DeviceClass, DeviceTaintRule) only change
+    ``apiVersion``.
+
+    Raises:
+        ConfigError: a ResourceSlice device carries a field v1beta1 has no place for.
+    """
+    if kind == "ResourceSlice":
+        return slice_to_version(body, version)
+    if kind == "ResourceClaim":
+        return claim_to_version(body, version)
+    if kind == "ResourceClaimTemplate":
+        return template_to_version(body, version)
+    return {**body, "apiVersion": f"{RESOURCE_GROUP}/{version}"}
+
+
+def resource_from_version(kind: str, body: JsonObject) -> JsonObject:
+    """Convert a ``resource.k8s.io`` object of ``kind`` in any supported version into the v1 shape."""
+    if kind == "ResourceSlice":
+        return slice_from_version(body)
+    if kind == "ResourceClaim":
+        return claim_from_version(body)
+    if kind == "ResourceClaimTemplate":
+        return template_from_version(body)
+    return {**body, "apiVersion": _V1}
+
+
+def _request_problems(path: str, requests: Any, version: str) -> list[str]:
+    problems: list[str] = []
+    for i, request in enumerate(requests if isinstance(requests, list) else []):
+        if not isinstance(request, dict):
+            continue
+        if version == "v1beta1":
+            unknown = ["exactly"] if "exactly" in request else []
+        else:
+            unknown = [k for k in _EXACT_FIELDS if k in request]
+        problems += [f'unknown field "{path}[{i}].{k}"' for k in unknown]
+    return problems
+
+
+def shape_problems(kind: str, body: JsonObject, version: str) -> list[str]:
+    """Fields of ``body`` that ``version`` of ``kind`` does not have (a strict decoder's complaints).
+
+    v1beta1 keeps a device's fields under ``basic`` and a request's fields flat on the request; v1 and
+    v1beta2 have no ``basic`` and nest a request's fields under ``exactly``. Only these differences are
+    checked: they are what a client speaking the wrong version gets wrong.
+    """
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        return []
+    if kind == "ResourceSlice":
+        problems = []
+        for i, device in enumerate(spec.get("devices") or []):
+            if not isinstance(device, dict):
+                continue
+            if version == "v1beta1":
+                unknown = sorted(k for k in device if k not in ("name", "basic"))
+            else:
+                unknown = ["basic"] if "basic" in device else []
+            problems += [f'unknown field "spec.devices[{i}].{k}"' for k in unknown]
+        return problems
+    if kind == "ResourceClaim":
+        devices = spec.get("devices")
+        if isinstance(devices, dict):
+            return _request_problems("spec.devices.requests", devices.get("requests"), version)
+    if kind == "ResourceClaimTemplate":
+        inner = spec.get("spec")
+        devices = inner.get("devices") if isinstance(inner, dict) else None
+        if isinstance(devices, dict):
+            return _request_problems("spec.spec.devices.requests", devices.get("requests"), version)
+    return []
+
+
+def parse_server_version(info: JsonObject) -> tuple[int, int]:
+    """``(major, minor)`` of a ``/version`` answer; tolerates managed-cluster minors such as ``"35+"``.
+
+    Raises:
+        ConfigError: neither ``gitVersion`` nor ``major``/``minor`` name a version.
+    """
+    git = re.match(r"^v?(\d+)\.(\d+)", str(info.get("gitVersion", "")))
+    if git:
+        return int(git.group(1)), int(git.group(2))
+    major = re.match(r"^(\d+)", str(info.get("major", "")))
+    minor = re.match(r"^(\d+)", str(info.get("minor", "")))
+    if major and minor:
+        return int(major.group(1)), int(minor.group(1))
+    raise ConfigError("/version", info, "a Kubernetes version (gitVersion vX.Y.Z, or major and minor)")
+
+
 def _status_message(status: int, data: bytes, what: str) -> str:
     """The ``message`` of a Kubernetes ``Status`` body, else a short excerpt of the body."""
     try:
@@ -194,6 +351,7 @@ class KubernetesKubeApi:
         *,
         limiter: TokenBucket | None = None,
         timeout: tuple[float, float] = (5.0, 30.0),
+        component: str | None = None,
     ) -> None:
         """Wrap a configured ``kubernetes.client.ApiClient``.
 
@@ -201,11 +359,14 @@ class KubernetesKubeApi:
             api_client: the client whose configuration (host, TLS, auth) and REST pool are used.
             limiter: the token bucket for background calls (default: 5 QPS, burst 10).
             timeout: (connect, read) seconds for every request.
+            component: the user agent's component (default: the console script, see :func:`user_agent`).
         """
         self._client = api_client
+        self._client.user_agent = user_agent(component)
         self._limiter = limiter if limiter is not None else TokenBucket(5.0, 10)
         self._timeout = timeout
         self._version: str | None = None
+        self._server_version: tuple[int, int] | None = None
         self._version_lock = threading.Lock()
 
     @classmethod
@@ -218,6 +379,7 @@ class KubernetesKubeApi:
         pool_size: int = 64,
         timeout: tuple[float, float] = (5.0, 30.0),
         limiter: TokenBucket | None = None,
+        component: str | None = None,
     ) -> KubernetesKubeApi:
         """Load a kubeconfig file, or the in-cluster service account when ``path`` is None.
 
@@ -228,6 +390,7 @@ class KubernetesKubeApi:
             pool_size: connections kept per host (claim GETs of one kubelet call run concurrently).
             timeout: (connect, read) seconds for every request.
             limiter: a ready-made token bucket, used instead of one built from ``qps``/``burst``.
+            component: the user agent's component (``cd-controller``; default: the console script).
 
         Raises:
             ConfigError: the kubeconfig or the in-cluster environment is unusable.
@@ -247,7 +410,10 @@ class KubernetesKubeApi:
             ) from exc
         configuration.connection_pool_maxsize = pool_size
         return cls(
-            client.ApiClient(configuration), limiter=limiter or TokenBucket(qps, burst), timeout=timeout
+            client.ApiClient(configuration),
+            limiter=limiter or TokenBucket(qps, burst),
+            timeout=timeout,
+            component=component,
         )
 
     @property
@@ -261,36 +427,53 @@ class KubernetesKubeApi:
 
     # --- transport -------------------------------------------------------------------------------
 
+    def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: tuple[float, float] | None = None,
+        stream: bool = False,
+    ) -> Any:
+        """Send one request through the client's pool; the urllib3 response (unread when ``stream``)."""
+        import urllib3
+
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        # param_serialize adds auth (refreshing tokens), the host and the default headers (user agent).
+        req = self._client.param_serialize(method, path, header_params=headers, auth_settings=["BearerToken"])
+        url = req[1] + ("?" + urlencode(query) if query else "")
+        connect, read = timeout or self._timeout
+        try:
+            return self._client.rest_client.pool_manager.request(
+                method,
+                url,
+                body=None if body is None else dump_body(body),
+                headers=req[2],
+                timeout=urllib3.Timeout(connect=connect, read=read),
+                preload_content=not stream,
+            )
+        except Exception as exc:  # urllib3 connect/read/protocol errors and socket errors
+            if not _is_transport_error(exc):
+                raise
+            raise KubeUnavailable(f"{method} {path}: {exc}", status=0) from exc
+
     def _request(
         self,
         method: str,
         path: str,
         *,
         query: dict[str, str] | None = None,
-        body: JsonObject | None = None,
+        body: Any = None,
         content_type: str = "application/json",
     ) -> tuple[int, bytes]:
         """One HTTP round trip; returns (status, body bytes). Only transport failures raise here."""
-        from kubernetes.client.exceptions import ApiException
-
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        # param_serialize adds auth (refreshing tokens) and the host; the body is left for the REST
-        # layer to json.dumps, which skips the client's model sanitizing walk.
-        req = self._client.param_serialize(method, path, header_params=headers, auth_settings=["BearerToken"])
-        url = req[1] + ("?" + urlencode(query) if query else "")
-        try:
-            response = self._client.call_api(
-                method, url, header_params=req[2], body=body, _request_timeout=self._timeout
-            )
-            data: bytes = response.read()
-        except ApiException as exc:
-            raise error_for_status(exc.status or 0, f"{method} {path}: {exc.reason}") from exc
-        except Exception as exc:  # urllib3 connect/read/protocol errors and socket errors
-            if not _is_transport_error(exc):
-                raise
-            raise KubeUnavailable(f"{method} {path}: {exc}", status=0) from exc
+        response = self._open(method, path, query=query, body=body, content_type=content_type)
+        data: bytes = response.data
         return int(response.status), data
 
     def _json(
@@ -318,7 +501,37 @@ class KubernetesKubeApi:
                     group = self._json("GET", f"/apis/{RESOURCE_GROUP}")
                     served = [v.get("version", "") for v in group.get("versions", [])]
                     self._version = pick_resource_version(served)
+                    _log.info("the API server serves %s %s; using %s", RESOURCE_GROUP, served, self._version)
         return self._version
+
+    def server_version(self) -> tuple[int, int]:
+        """The server's Kubernetes ``(major, minor)`` from ``/version`` (read on first use, then remembered)."""
+        if self._server_version is None:
+            with self._version_lock:
+                if self._server_version is None:
+                    info = self._json("GET", "/version")
+                    self._server_version = parse_server_version(info)
+                    _log.info(
+                        "the API server is Kubernetes %s", info.get("gitVersion") or self._server_version
+                    )
+        return self._server_version
+
+    def _wire_type(self, rt: ResourceType) -> ResourceType:
+        """``rt`` at the served version when it belongs to ``resource.k8s.io``, else ``rt`` itself."""
+        if rt.group != RESOURCE_GROUP:
+            return rt
+        return attrs.evolve(rt, version=self.resource_api_version())
+
+    def _to_wire(self, rt: ResourceType, body: JsonObject) -> JsonObject:
+        if rt.group != RESOURCE_GROUP:
+            return body
+        return resource_to_version(rt.kind, body, self.resource_api_version())
+
+    @staticmethod
+    def _from_wire(rt: ResourceType, body: JsonObject) -> JsonObject:
+        if rt.group != RESOURCE_GROUP or body.get("kind") == "Status":
+            return body
+        return resource_from_version(rt.kind, body)
 
     def _base(self) -> str:
         return f"/apis/{RESOURCE_GROUP}/{self.resource_api_version()}"
@@ -365,47 +578,115 @@ class KubernetesKubeApi:
             return
 
     # --- ObjectApi (every call is background traffic: it goes through the limiter) ---------------
+    # Objects of resource.k8s.io go to the served version's path and are converted from and to v1.
 
     def get_object(self, rt: ResourceType, name: str, namespace: str | None = None) -> JsonObject:
         """GET one object."""
+        wire = self._wire_type(rt)
         self._limiter.acquire()
-        return self._json("GET", rt.path(namespace, quote(name, safe="")))
+        return self._from_wire(rt, self._json("GET", wire.path(namespace, quote(name, safe=""))))
 
     def list_objects(
         self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = ""
     ) -> list[JsonObject]:
         """LIST objects (all namespaces when ``namespace`` is None), optionally label-selected."""
+        wire = self._wire_type(rt)
         self._limiter.acquire()
         query = {"labelSelector": label_selector} if label_selector else None
-        items: list[JsonObject] = self._json("GET", rt.path(namespace), query=query).get("items") or []
+        items: list[JsonObject] = self._json("GET", wire.path(namespace), query=query).get("items") or []
         for item in items:  # list items come without apiVersion/kind
-            item.setdefault("apiVersion", rt.api_version)
+            item.setdefault("apiVersion", wire.api_version)
             item.setdefault("kind", rt.kind)
-        return items
+        return [self._from_wire(rt, item) for item in items]
 
     def create_object(self, rt: ResourceType, body: JsonObject) -> JsonObject:
         """POST an object."""
+        wire = self._wire_type(rt)
+        sent = self._to_wire(rt, body)
         self._limiter.acquire()
-        return self._json("POST", rt.path(body.get("metadata", {}).get("namespace")), body=body)
+        path = wire.path(body.get("metadata", {}).get("namespace"))
+        return self._from_wire(rt, self._json("POST", path, body=sent))
 
     def update_object(self, rt: ResourceType, body: JsonObject, *, status: bool = False) -> JsonObject:
         """PUT an object (or its status subresource), guarded by its resourceVersion."""
         meta = body["metadata"]
+        wire = self._wire_type(rt)
+        sent = self._to_wire(rt, body)
         self._limiter.acquire()
-        path = rt.path(meta.get("namespace"), quote(meta["name"], safe=""), status=status)
-        return self._json("PUT", path, body=body)
+        path = wire.path(meta.get("namespace"), quote(meta["name"], safe=""), status=status)
+        return self._from_wire(rt, self._json("PUT", path, body=sent))
 
     def patch_object(
         self, rt: ResourceType, name: str, patch: JsonObject, namespace: str | None = None
     ) -> JsonObject:
-        """JSON merge patch of one object."""
+        """JSON merge patch of one object (the patch itself is sent as given: keep it version-neutral)."""
+        wire = self._wire_type(rt)
         self._limiter.acquire()
-        return self._json(
+        answer = self._json(
             "PATCH",
-            rt.path(namespace, quote(name, safe="")),
+            wire.path(namespace, quote(name, safe="")),
             body=patch,
             content_type="application/merge-patch+json",
         )
+        return self._from_wire(rt, answer)
+
+    def list_versioned(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> tuple[list[JsonObject], str]:
+        """LIST, with the list's ``metadata.resourceVersion``."""
+        wire = self._wire_type(rt)
+        self._limiter.acquire()
+        query = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
+        listed = self._json("GET", wire.path(namespace), query=query or None)
+        items: list[JsonObject] = listed.get("items") or []
+        for item in items:  # list items come without apiVersion/kind
+            item.setdefault("apiVersion", wire.api_version)
+            item.setdefault("kind", rt.kind)
+        version = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+        return [self._from_wire(rt, item) for item in items], version
+
+    def watch_objects(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+        timeout_s: float = 300.0,
+        allow_bookmarks: bool = True,
+    ) -> WatchStream:
+        """``GET …?watch=1``: newline-delimited JSON events, read as they arrive (one limiter token).
+
+        Objects of ``resource.k8s.io`` in the events are converted to the v1 shape.
+        """
+        query = {"watch": "1", "timeoutSeconds": str(max(1, int(timeout_s)))}
+        for key, value in (
+            ("labelSelector", label_selector),
+            ("fieldSelector", field_selector),
+            ("resourceVersion", resource_version),
+        ):
+            if value:
+                query[key] = value
+        if allow_bookmarks:
+            query["allowWatchBookmarks"] = "true"
+        wire = self._wire_type(rt)
+        path = wire.path(namespace)
+        self._limiter.acquire()
+        # The server ends the watch after timeoutSeconds; the read timeout only catches a dead peer.
+        response = self._open(
+            "GET", path, query=query, timeout=(self._timeout[0], timeout_s + 30.0), stream=True
+        )
+        if not 200 <= response.status < 300:
+            data = response.data
+            response.release_conn()
+            raise error_for_status(response.status, _status_message(response.status, data, f"WATCH {path}"))
+        return _ConvertingWatch(_HttpWatch(response, f"WATCH {path}"), lambda o: self._from_wire(rt, o))
 
     def delete_object(
         self, rt: ResourceType, name: str, namespace: str | None = None, *, uid: str | None = None
@@ -414,11 +695,78 @@ class KubernetesKubeApi:
         options: JsonObject = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if uid is not None:
             options["preconditions"] = {"uid": uid}
+        wire = self._wire_type(rt)
         self._limiter.acquire()
         try:
-            self._json("DELETE", rt.path(namespace, quote(name, safe="")), body=options)
+            self._json("DELETE", wire.path(namespace, quote(name, safe="")), body=options)
         except KubeNotFound:
             return
+
+
+class _HttpWatch:
+    """Iterates the JSON lines of a watch response; :meth:`close` (any thread) ends it."""
+
+    def __init__(self, response: Any, what: str) -> None:
+        self._response = response
+        self._what = what
+        self._closed = False
+
+    def close(self) -> None:
+        """Shut the connection: a read blocked in another thread returns at once."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._response.shutdown()  # urllib3 >= 2.3: unblocks a read blocked in another thread
+        self._response.release_conn()
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        pending = b""
+        try:
+            while not self._closed:
+                chunk = self._response.read1(65536)
+                if not chunk:
+                    break
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _decode_event(line, self._what)
+        except Exception as exc:
+            if self._closed:
+                return
+            if not _is_transport_error(exc):
+                raise
+            raise KubeUnavailable(f"{self._what}: {exc}", status=0) from exc
+        finally:
+            self.close()
+
+
+class _ConvertingWatch:
+    """A watch whose event objects pass through ``convert`` (wire version → v1 shape)."""
+
+    def __init__(self, inner: _HttpWatch, convert: Callable[[JsonObject], JsonObject]) -> None:
+        self._inner = inner
+        self._convert = convert
+
+    def close(self) -> None:
+        """Close the underlying watch."""
+        self._inner.close()
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        for event in self._inner:
+            if event.type in ("ADDED", "MODIFIED", "DELETED"):
+                yield WatchEvent(type=event.type, object=self._convert(event.object))
+            else:
+                yield event
+
+
+def _decode_event(line: bytes, what: str) -> WatchEvent:
+    try:
+        decoded = json.loads(line)
+        return WatchEvent(type=str(decoded["type"]), object=dict(decoded["object"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KubeApiError(f"{what}: not a watch event: {line[:200]!r}", status=0) from exc
 
 
 def _is_transport_error(exc: BaseException) -> bool:

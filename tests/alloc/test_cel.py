@@ -92,7 +92,7 @@ def test_quantity_and_string_do_not_mix() -> None:
     [
         ("device.driver ==", "<input>:1:17"),
         ("device.model == 'x'", "undefined field 'model'"),
-        ("device.attributes['a'].x.lowerAscii() == 'x'", "undeclared reference to 'lowerAscii'"),
+        ("device.attributes['a'].x.toLower() == 'x'", "undeclared reference to 'toLower'"),
         ("   ", "empty"),
         ("x" * (10 * 1024 + 1), "at most 10240"),
         (

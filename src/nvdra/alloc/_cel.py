@@ -22,7 +22,9 @@ which is how ``nvdra explain`` says by how much a capacity selector failed.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from functools import lru_cache
@@ -159,6 +161,7 @@ class _Recorder:
             return int(value)
 
         return {
+            **LIBRARY,
             "quantity": lambda text: _qval(Quantity.parse(text)),
             "isQuantity": is_quantity,
             "compareTo": lambda a, b: self.compare("compareTo", a, b),
@@ -176,6 +179,185 @@ class _Recorder:
             "minor": lambda v: _to_semver(v, "minor").minor,
             "patch": lambda v: _to_semver(v, "patch").patch,
         }
+
+
+# -- the Kubernetes CEL libraries the engine lacks (strings ext, lists, sets, regex) -----------------
+
+
+def _no_overload(function: str, *args: Any) -> TypeError:
+    kinds = ", ".join(_cel_type(a) for a in args)
+    return TypeError(f"no such overload: {function}({kinds})")
+
+
+def _cel_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, dict) and _Q in value:
+        return "Quantity"
+    if isinstance(value, dict) and _V in value:
+        return "Semver"
+    return {int: "int", float: "double", str: "string", list: "list", dict: "map", bytes: "bytes"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _text(value: Any, function: str) -> str:
+    if not isinstance(value, str):
+        raise _no_overload(function, value)
+    return value
+
+
+def _lower_ascii(s: Any) -> str:
+    return "".join(c.lower() if c.isascii() else c for c in _text(s, "lowerAscii"))
+
+
+def _upper_ascii(s: Any) -> str:
+    return "".join(c.upper() if c.isascii() else c for c in _text(s, "upperAscii"))
+
+
+def _char_at(s: Any, i: Any) -> str:
+    text = _text(s, "charAt")
+    if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i <= len(text):
+        raise IndexError(f"index out of range: {i}")
+    return text[i] if i < len(text) else ""
+
+
+def _index_of(target: Any, item: Any, start: Any = 0) -> int:
+    if isinstance(target, list):
+        return next((i for i, v in enumerate(target) if v == item), -1)
+    text, sub = _text(target, "indexOf"), _text(item, "indexOf")
+    if not isinstance(start, int) or not 0 <= start <= len(text):
+        raise IndexError(f"index out of range: {start}")
+    return text.find(sub, start)
+
+
+def _last_index_of(target: Any, item: Any, end: Any = None) -> int:
+    if isinstance(target, list):
+        return max((i for i, v in enumerate(target) if v == item), default=-1)
+    text, sub = _text(target, "lastIndexOf"), _text(item, "lastIndexOf")
+    if end is None:
+        return text.rfind(sub)
+    if not isinstance(end, int) or not 0 <= end < max(len(text), 1):
+        raise IndexError(f"index out of range: {end}")
+    return text.rfind(sub, 0, end + len(sub))
+
+
+def _replace(s: Any, old: Any, new: Any, n: Any = -1) -> str:
+    text = _text(s, "replace")
+    return text.replace(_text(old, "replace"), _text(new, "replace"), n if n >= 0 else -1)
+
+
+def _split_text(s: Any, sep: Any, n: Any = -1) -> list[str]:
+    text, by = _text(s, "split"), _text(sep, "split")
+    if n == 0:
+        return []
+    if by == "":
+        chars = list(text)
+        return chars if n < 0 or n >= len(chars) else [*chars[: n - 1], "".join(chars[n - 1 :])]
+    return text.split(by) if n < 0 else text.split(by, n - 1)
+
+
+def _substring(s: Any, start: Any, end: Any = None) -> str:
+    text = _text(s, "substring")
+    stop = len(text) if end is None else end
+    if not 0 <= start <= stop <= len(text):
+        raise IndexError(f"index out of range: [{start}:{stop}] of {len(text)} characters")
+    return text[start:stop]
+
+
+def _join(items: Any, sep: Any = "") -> str:
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise _no_overload("join", items)
+    return _text(sep, "join").join(items)
+
+
+def _quote(s: Any) -> str:
+    escapes = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\a": "\\a", "\b": "\\b"}
+    escapes |= {"\f": "\\f", "\v": "\\v"}
+    return '"' + "".join(escapes.get(c, c) for c in _text(s, "strings.quote")) + '"'
+
+
+def _numbers(items: Any, function: str) -> list[Any]:
+    if not isinstance(items, list):
+        raise _no_overload(function, items)
+    return items
+
+
+def _sum(items: Any) -> Any:
+    values = _numbers(items, "sum")
+    if not values:
+        return 0
+    total = values[0]
+    for v in values[1:]:
+        if type(v) is not type(total):
+            raise _no_overload("sum", values)
+        total += v
+    return total
+
+
+def _extreme(function: str, pick: Callable[[list[Any]], Any]) -> Callable[[Any], Any]:
+    def call(items: Any) -> Any:
+        values = _numbers(items, function)
+        if not values:
+            raise ValueError("the list is empty")
+        return pick(values)
+
+    return call
+
+
+def _is_sorted(items: Any) -> bool:
+    values = _numbers(items, "isSorted")
+    return all(a <= b for a, b in itertools.pairwise(values))
+
+
+def _list(value: Any, function: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _no_overload(function, value)
+    return value
+
+
+def _find(s: Any, pattern: Any) -> str:
+    match = re.search(_text(pattern, "find"), _text(s, "find"))
+    return match.group(0) if match else ""
+
+
+def _find_all(s: Any, pattern: Any, n: Any = -1) -> list[str]:
+    found = [m.group(0) for m in re.finditer(_text(pattern, "findAll"), _text(s, "findAll"))]
+    return found if n < 0 else found[:n]
+
+
+LIBRARY: dict[str, Callable[..., Any]] = {
+    # strings extension (cel-go ext.Strings, the version the Kubernetes base environment pins)
+    "charAt": _char_at,
+    "indexOf": _index_of,
+    "lastIndexOf": _last_index_of,
+    "lowerAscii": _lower_ascii,
+    "upperAscii": _upper_ascii,
+    "replace": _replace,
+    "split": _split_text,
+    "substring": _substring,
+    "trim": lambda s: _text(s, "trim").strip(),
+    "join": _join,
+    "strings_quote": _quote,
+    # Kubernetes list library (indexOf/lastIndexOf above take lists too)
+    "isSorted": _is_sorted,
+    "sum": _sum,
+    "min": _extreme("min", min),
+    "max": _extreme("max", max),
+    # cel-go ext.Sets
+    "sets_contains": lambda a, b: all(x in _list(a, "sets.contains") for x in _list(b, "sets.contains")),
+    "sets_equivalent": lambda a, b: (
+        all(x in _list(b, "sets.equivalent") for x in _list(a, "sets.equivalent")) and all(x in a for x in b)
+    ),
+    "sets_intersects": lambda a, b: any(
+        x in _list(a, "sets.intersects") for x in _list(b, "sets.intersects")
+    ),
+    # Kubernetes regex library
+    "find": _find,
+    "findAll": _find_all,
+}
+"""Functions of the Kubernetes CEL environment registered with the engine (namespaced ones such as
+``sets.contains`` are renamed by :func:`nvdra.alloc.celsyntax.rewrite` to ``sets_contains``)."""
 
 
 def _attribute_value(attr: Mapping[str, Any]) -> Any:
@@ -257,7 +439,10 @@ class DeviceInput:
 def _engine_message(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
         return f"no such key: {exc.args[0]!r}" if exc.args else "no such key"
-    return str(exc).split(". Check ")[0]
+    text = str(exc).split(". Check ")[0]
+    # "Function 'max' error: Python function call failed: ValueError: why" -> "max: why"
+    m = re.match(r"Function '(\w+)' error: Python function call failed: \w+: (.*)", text, re.S)
+    return f"{m.group(1)}: {m.group(2)}" if m else text
 
 
 @attrs.frozen(eq=False)
@@ -301,7 +486,7 @@ def compile_selector(expression: str) -> Selector:
         raise CelCompileError(
             expression, f"too complex: estimated worst-case cost {cost} exceeds the limit {COST_LIMIT}"
         )
-    program = cel.compile(celsyntax.rewrite_bind(expression))
+    program = cel.compile(celsyntax.rewrite(expression))
     return Selector(
         expression=expression, program=program, domains=celsyntax.index_literals(tokens), cost=cost
     )

@@ -30,6 +30,7 @@ __all__ = [
     "estimate_cost",
     "index_literals",
     "render_error",
+    "rewrite",
     "rewrite_bind",
     "static_problems",
     "tokenize",
@@ -52,9 +53,16 @@ KNOWN_FUNCTIONS = frozenset(
         "quantity", "isQuantity", "compareTo", "isGreaterThan", "isLessThan", "sign", "add", "sub",
         "isInteger", "asInteger", "asApproximateFloat",
         "semver", "isSemver", "major", "minor", "patch",
-        "bind",
+        # strings extension, Kubernetes lists and regex libraries (see nvdra.alloc._cel.LIBRARY)
+        "charAt", "indexOf", "lastIndexOf", "lowerAscii", "upperAscii", "replace", "split",
+        "substring", "trim", "join", "isSorted", "sum", "find", "findAll",
     }
 )  # fmt: skip
+
+NAMESPACED_FUNCTIONS = frozenset(
+    {"cel.bind", "sets.contains", "sets.equivalent", "sets.intersects", "strings.quote"}
+)
+"""Functions called as ``namespace.name(...)``; all but ``cel.bind`` are renamed ``namespace_name``."""
 
 _TOKEN = re.compile(
     r"""(?P<ws>\s+)
@@ -176,6 +184,37 @@ def rewrite_bind(expr: str) -> str:
     return expr
 
 
+def _namespaced_at(tokens: list[Token], i: int) -> str | None:
+    """``ns.name`` when ``tokens[i]`` starts a namespaced call ``ns.name(`` (not itself a member)."""
+    if (
+        tokens[i].kind == "ident"
+        and (i == 0 or tokens[i - 1].text != ".")
+        and i + 3 < len(tokens)
+        and tokens[i + 1].text == "."
+        and tokens[i + 2].kind == "ident"
+        and tokens[i + 3].text == "("
+        and tokens[i].text in ("cel", "sets", "strings")
+    ):
+        return f"{tokens[i].text}.{tokens[i + 2].text}"
+    return None
+
+
+def rewrite(expr: str) -> str:
+    """The expression the engine runs: namespaced library calls renamed (``sets.contains(`` →
+    ``sets_contains(``), then :func:`rewrite_bind`. Positions of errors refer to the original text."""
+    tokens = tokenize(expr)
+    out, last = [], 0
+    for i in range(len(tokens)):
+        name = _namespaced_at(tokens, i)
+        if name is None or name == "cel.bind" or name not in NAMESPACED_FUNCTIONS:
+            continue
+        out.append(expr[last : tokens[i].pos])
+        out.append(name.replace(".", "_"))
+        last = tokens[i + 2].pos + len(tokens[i + 2].text)
+    out.append(expr[last:])
+    return rewrite_bind("".join(out))
+
+
 def unquote(literal: str) -> str:
     """The value of a simple CEL string literal (escapes other than quotes kept as written)."""
     body = literal.lstrip("rRbB")
@@ -196,9 +235,16 @@ def index_literals(tokens: list[Token]) -> frozenset[str]:
 def static_problems(tokens: list[Token]) -> list[tuple[int, str]]:
     """Declaration errors the Kubernetes type checker reports: (position, message) pairs."""
     problems: list[tuple[int, str]] = []
+    member_of_namespace = set()
     for i, tok in enumerate(tokens):
         after_dot = i > 0 and tokens[i - 1].text == "."
-        if tok.kind != "ident":
+        if tok.kind != "ident" or i in member_of_namespace:
+            continue
+        namespaced = _namespaced_at(tokens, i)
+        if namespaced is not None:
+            member_of_namespace.add(i + 2)
+            if namespaced not in NAMESPACED_FUNCTIONS:
+                problems.append((tok.pos, f"undeclared reference to '{namespaced}'"))
             continue
         nxt = tokens[i + 1].text if i + 1 < len(tokens) else ""
         if tok.text == "device" and not after_dot and nxt == "." and i + 2 < len(tokens):

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any
 
 import click
-import yaml
 
-from nvdra.core.errors import NvdraError
+from nvdra.core.errors import FeatureGateError, NvdraError
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.nvml import PROFILE_NAMES
 from nvdra.plugins.gpu.config import DRIVER_NAME
-from nvdra.tool.devices import device_rows, driver_resources, simulated_inventory, slice_objects
+from nvdra.tool.devices import node_publication, slice_device_rows, slice_objects
+from nvdra.tool.output import output_options, print_objects
 
 __all__ = ["main"]
 
@@ -22,6 +20,17 @@ __all__ = ["main"]
 @click.version_option(package_name="nvdra")
 def main() -> None:
     """nvdra: the NVIDIA GPU DRA driver, as a library and tools."""
+
+
+def _check_profile(profile: str) -> None:
+    """A built-in profile name or an existing YAML file; otherwise a usage error (exit 2)."""
+    from pathlib import Path
+
+    if profile not in PROFILE_NAMES and not Path(profile).is_file():
+        raise click.BadParameter(
+            f"{profile}: not a built-in profile ({', '.join(PROFILE_NAMES)}) nor a YAML file",
+            param_hint="--simulate",
+        )
 
 
 @main.group(invoke_without_command=True)
@@ -59,6 +68,16 @@ def demo_computedomain() -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+def _labels(values: tuple[str, ...]) -> dict[str, str]:
+    labels = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item}: expected KEY=VALUE", param_hint="--node-label")
+        labels[key] = value
+    return labels
+
+
 @main.command()
 @click.option(
     "--simulate",
@@ -66,19 +85,32 @@ def demo_computedomain() -> None:
     default=None,
     help=f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path.",
 )
-@click.option("--feature-gates", default="", envvar="FEATURE_GATES", help="Comma list of Gate=true|false.")
+@click.option(
+    "--feature-gates",
+    default="",
+    envvar="FEATURE_GATES",
+    show_envvar=True,
+    help="The plugin's gates, Gate=true|false,... (FABRIC_TOPOLOGY_SUPPORT in the environment counts too).",
+)
 @click.option("--node-name", default="node", show_default=True, help="Node (and pool) name to render.")
+@click.option(
+    "--node-label",
+    "node_labels",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A label of the simulated Node, as the plugin reads it (resource.nvidia.com/fabric-topology-"
+    "support=true|false overrides the gate on this node). Repeatable.",
+)
 @click.option(
     "--kubeconfig", default=None, help="Read a live cluster's ResourceSlices instead of --simulate."
 )
 @click.option("--node", default=None, help="With --kubeconfig: only this node's slices.")
-@click.option(
-    "-o", "--output", type=click.Choice(["table", "yaml", "json"]), default="table", show_default=True
-)
+@output_options()
 @click.option(
     "--fabric-partitions",
     is_flag=True,
     default=False,
+    envvar="NVDRA_PUBLISH_FABRIC_PARTITIONS",
     help="With --simulate and FabricTopologySupport: also NVLink partitions as devices, as the plugin's "
     "--publish-fabric-partitions publishes them.",
 )
@@ -86,40 +118,53 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
     profile: str | None,
     feature_gates: str,
     node_name: str,
+    node_labels: tuple[str, ...],
     kubeconfig: str | None,
     node: str | None,
     output: str,
+    no_headers: bool,
     fabric_partitions: bool,
 ) -> None:
-    """Print what a node would publish (-o yaml: resource.k8s.io/v1 ResourceSlices as a YAML stream)."""
-    if kubeconfig is not None or profile is None:
-        from nvdra.tool.explain import live_devices
+    """Print what a node publishes: the plugin's own ResourceSlices (-o yaml: a kind: List of them).
 
+    With --simulate the slices are computed by the code the plugin publishes with (gates from flags
+    and environment, node labels, VFIO devices); with --kubeconfig they are read from the cluster.
+    """
+    if kubeconfig is not None and profile is not None:
+        raise click.UsageError("give either --simulate or --kubeconfig, not both")
+    if kubeconfig is not None or profile is None:
+        from nvdra.tool.explain import cluster_slices
+
+        if kubeconfig is None:
+            raise click.UsageError("give --simulate PROFILE or --kubeconfig PATH")
         try:
-            live_devices(kubeconfig, node, output, click.echo)
+            objects = cluster_slices(kubeconfig, node)
         except NvdraError as exc:
             raise click.ClickException(str(exc)) from exc
-        return
-    try:
-        gates = parse_feature_gates(feature_gates)
-        resources = driver_resources(
-            simulated_inventory(profile), node_name, gates, fabric_partitions=fabric_partitions
-        )
-    except NvdraError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if output == "table":
-        rows = device_rows(resources)
-        cols = [c for c in rows[0] if any(r[c] for r in rows)] if rows else []
-        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
-        for row in [dict(zip(cols, cols, strict=True)), *rows]:
-            click.echo("  ".join(row[c].ljust(widths[c]) for c in cols).rstrip())
-        return
-    objects: list[dict[str, Any]] = slice_objects(resources, driver=DRIVER_NAME, node_name=node_name)
-    if output == "json":
-        json.dump(objects if len(objects) != 1 else objects[0], sys.stdout, indent=2)
-        click.echo()
     else:
-        click.echo(yaml.safe_dump_all(objects, sort_keys=False), nl=False)
+        _check_profile(profile)
+        labels = _labels(node_labels)
+        try:
+            published = node_publication(
+                profile,
+                node_name=node_name,
+                feature_gates=feature_gates,
+                fabric_partitions=fabric_partitions,
+                node_labels=labels,
+            )
+        except FeatureGateError as exc:
+            raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc
+        except NvdraError as exc:
+            raise click.ClickException(str(exc)) from exc
+        objects = slice_objects(published.resources, driver=DRIVER_NAME, node_name=node_name)
+    print_objects(
+        objects,
+        output=output,
+        echo=click.echo,
+        rows=lambda wide: slice_device_rows(objects, wide),
+        no_headers=no_headers,
+        empty="no devices published",
+    )
 
 
 @main.command()

@@ -1,11 +1,16 @@
-"""What a node would publish, without a cluster: discovery → ResourceSlice objects, and a table.
+"""What a node would publish, without a cluster: the plugin's own publication → ResourceSlice objects.
 
-Used by ``nvdra devices`` and by the demo. Slice objects are rendered with the same pool splitting and
-naming the publisher uses (generation 1, one pool named after the node).
+Used by ``nvdra devices``, ``explain`` and ``demo``. The devices come from
+:func:`nvdra.plugins.gpu.publication.offline_publication` — the function the plugin's start-up uses,
+with gates from flags and environment, the node's labels and every device view (VFIO, health) — and
+the slice objects are rendered with the publisher's pool splitting and naming (generation 1, one pool
+named after the node).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nvdra.core.devices import Inventory
@@ -13,10 +18,38 @@ from nvdra.core.featuregates import FeatureGates
 from nvdra.kubeletplugin.publisher import PoolTarget, split_pool
 from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
-from nvdra.plugins.gpu.driver import GpuDriver
+from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.fabric.partitions import check_partition_flag
+from nvdra.plugins.gpu.publication import Publication, node_resources, offline_publication
 
-__all__ = ["device_rows", "simulated_inventory", "slice_objects"]
+__all__ = [
+    "device_rows",
+    "driver_resources",
+    "node_publication",
+    "simulated_inventory",
+    "slice_device_rows",
+    "slice_objects",
+]
+
+
+def node_publication(
+    profile: str,
+    *,
+    node_name: str = "node",
+    feature_gates: str = "",
+    fabric_partitions: bool = False,
+    node_labels: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Publication:
+    """What ``nvdra-gpu-plugin --simulate PROFILE`` with these flags publishes (``env``: the process
+    environment by default — ``FABRIC_TOPOLOGY_SUPPORT`` counts as it does for the plugin)."""
+    config = PluginConfig(
+        node_name=node_name,
+        simulate=profile,
+        feature_gates=feature_gates,
+        publish_fabric_partitions=fabric_partitions,
+    )
+    return offline_publication(config, env=os.environ if env is None else env, node_labels=node_labels)
 
 
 def simulated_inventory(profile: str) -> Inventory:
@@ -32,16 +65,17 @@ def simulated_inventory(profile: str) -> Inventory:
 def driver_resources(
     inventory: Inventory, node_name: str, gates: FeatureGates, *, fabric_partitions: bool = False
 ) -> DriverResources:
-    """The GPU driver's desired ResourceSlices for this inventory (no I/O).
+    """The inventory's own devices as the plugin publishes them, without device views (no I/O).
 
-    ``fabric_partitions``: as ``--publish-fabric-partitions`` (NVLink partitions as devices).
+    ``fabric_partitions``: as ``--publish-fabric-partitions`` (NVLink partitions as devices). For
+    everything a node publishes (VFIO devices, gates from the environment) use :func:`node_publication`.
 
     Raises:
         ConfigError: ``fabric_partitions`` together with DynamicMIG.
     """
     check_partition_flag(fabric_partitions, gates)
-    return GpuDriver.resources_for(
-        inventory, node_name=node_name, gates=gates, fabric_partitions=fabric_partitions
+    return node_resources(
+        inventory, node_name=node_name, gates=gates, fabric_partitions=fabric_partitions, views=()
     )
 
 
@@ -62,9 +96,45 @@ def slice_objects(resources: DriverResources, *, driver: str, node_name: str) ->
     return out
 
 
-def _attr(device: dict[str, Any], name: str) -> str:
-    value = device.get("attributes", {}).get(name, {})
+def _attr(device: Mapping[str, Any], name: str) -> str:
+    value = (device.get("attributes") or {}).get(name) or {}
     return str(next(iter(value.values()), "")) if value else ""
+
+
+def _taints(device: Mapping[str, Any]) -> str:
+    return ",".join(
+        f"{t.get('key', '')}={t.get('value', '')}:{t.get('effect', '')}" for t in device.get("taints") or []
+    )
+
+
+def slice_device_rows(slices: Sequence[Mapping[str, Any]], wide: bool = False) -> list[dict[str, str]]:
+    """One row per device of ``slices``: name, type, product, MIG profile, memory; ``wide`` adds the
+    node, pool, UUID, PCI bus id, counters consumed and taints."""
+    rows = []
+    for sl in slices:
+        spec = sl.get("spec") or {}
+        for d in spec.get("devices") or []:
+            row = {
+                "NODE": str(spec.get("nodeName") or ""),
+                "DEVICE": str(d.get("name", "")),
+                "TYPE": _attr(d, "type"),
+                "PRODUCT": _attr(d, "productName"),
+                "PROFILE": _attr(d, "profile"),
+                "MEMORY": str(((d.get("capacity") or {}).get("memory") or {}).get("value", "")),
+            }
+            if wide:
+                row |= {
+                    "DRIVER": str(spec.get("driver", "")),
+                    "POOL": str((spec.get("pool") or {}).get("name", "")),
+                    "UUID": _attr(d, "uuid"),
+                    "PCI": _attr(d, "resource.kubernetes.io/pciBusID"),
+                    "COUNTERS": ",".join(
+                        str(c.get("counterSet", "")) for c in d.get("consumesCounters") or []
+                    ),
+                    "TAINTS": _taints(d),
+                }
+            rows.append(row)
+    return rows
 
 
 def device_rows(resources: DriverResources) -> list[dict[str, str]]:

@@ -33,10 +33,11 @@ from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
-from nvdra.plugins.gpu.fabric import build_fabric_effects, fabric_gate_for_node
-from nvdra.plugins.gpu.fabric.partitions import check_partition_flag, partitions_enabled
+from nvdra.plugins.gpu.fabric import build_fabric_effects
+from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
 from nvdra.plugins.gpu.health import HealthTracker, health_view, start_health_monitor
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
+from nvdra.plugins.gpu.publication import node_gates
 from nvdra.plugins.gpu.sharing import sharing_effects
 from nvdra.plugins.gpu.simnode import node_boot_id, simulated_nvml_state
 from nvdra.plugins.gpu.upstream import recover_plugin_dir
@@ -102,8 +103,7 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
         api = kube or KubernetesKubeApi.from_kubeconfig(
             config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
         )
-        gates = fabric_gate_for_node(gates, api, config.node_name)  # per-node rollout label
-        check_partition_flag(config.publish_fabric_partitions, gates)
+        gates = node_gates(config, api, os.environ)  # with the per-node rollout label
         if config.publish_fabric_partitions:
             published = partitions_enabled(True, gates)
             log.info(

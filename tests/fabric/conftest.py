@@ -45,7 +45,7 @@ def switched_gpus(
     """``count`` GPUs, each with ``switches[k]`` links to switch k, module ids 1..count (when ``modules``)."""
     out = []
     for i in range(count):
-        links = []
+        links: list[NvLink] = []
         for s, n in enumerate(switches):
             links += [
                 NvLink(

@@ -6,6 +6,8 @@
   tables (:data:`BOARD_TABLES`), or partitions derived from the NVLink graph.
 - :func:`plan_partition` — the pure, optimal, deterministic planner.
 - :data:`POLICIES` — what each virtualization model means for partitions.
+- :mod:`nvdra.fabric.attributes` — the published attribute names; :mod:`nvdra.fabric.requirements` —
+  what a claim's selectors and constraints must say for its ``fabricTopologyConfig`` (and ``--fix``).
 - :class:`FabricManager` — the libnvfm surface; :class:`LibnvfmFabricManager` (ctypes) and
   :class:`SimulatedFabricManager` implement it.
 
@@ -20,6 +22,7 @@ from nvdra.fabric.manager import (
     FM_RETURN_NAMES,
     FabricManager,
     FabricManagerError,
+    FmBadParam,
     FmGpuInfo,
     FmInUse,
     FmLibraryNotFound,
@@ -46,6 +49,7 @@ __all__ = [
     "FabricManager",
     "FabricManagerError",
     "FabricMode",
+    "FmBadParam",
     "FmGpuInfo",
     "FmInUse",
     "FmLibraryNotFound",

@@ -29,6 +29,7 @@ __all__ = [
     "BoardTable",
     "Partition",
     "PartitionCatalog",
+    "cross_check",
     "derive_partitions",
     "detect_board",
 ]
@@ -164,6 +165,44 @@ def detect_board(topology: Topology) -> str | None:
     return None
 
 
+def _usable_links(topology: Topology, gpus: Sequence[int], listed: int) -> int:
+    """NVLinks per GPU a partition really has: what FM (or its table) lists, capped by what NVML reports
+    active on each member (a link that is down carries nothing, whatever the table says)."""
+    if len(gpus) < 2:
+        return listed
+    return min([listed, *(topology.gpu(i).links for i in gpus)])
+
+
+def cross_check(topology: Topology, listed: Iterable[tuple[int, Sequence[int], int, int]]) -> list[str]:
+    """Where Fabric Manager's partition info and NVML disagree, one line each (empty: they agree).
+
+    ``listed``: (partition id, physical ids, NVLinks available per GPU, NVLink line rate MB/s) as FM
+    reports them. Checked: every module exists, FM lists no more links than NVML sees active, and the
+    line rate is the one of the link generation NVML reports (:data:`~nvdra.fabric.topology.LINK_RATES`).
+    """
+    modules = topology.by_module()
+    out = []
+    for pid, mods, links, rate in listed:
+        missing = [m for m in mods if m not in modules]
+        if missing:
+            out.append(f"partition {pid}: modules {missing} are not GPUs NVML reports")
+            continue
+        for m in mods:
+            gpu = modules[m]
+            if len(mods) > 1 and links > gpu.links:
+                out.append(
+                    f"partition {pid}: Fabric Manager lists {links} NVLinks for module {m} ({gpu.name}), "
+                    f"NVML reports {gpu.links} active; bandwidth uses {gpu.links}"
+                )
+            expected = gpu.rate.line_rate_mbps if gpu.rate is not None else 0
+            if rate and expected and rate != expected:
+                out.append(
+                    f"partition {pid}: Fabric Manager's line rate for module {m} is {rate} MB/s, "
+                    f"NVML's NVLink version {gpu.version} runs at {expected} MB/s"
+                )
+    return out
+
+
 def _per_link(topology: Topology, gpus: Iterable[int]) -> int:
     rates = [topology.gpu(i).rate for i in gpus]
     known = [r.bidirectional_gbps for r in rates if r is not None]
@@ -214,14 +253,14 @@ class PartitionCatalog:
         for pid, mods, links in table.rows:
             if all(m in modules for m in mods):
                 gpus = tuple(sorted(modules[m].index for m in mods))
-                per_link = _per_link(topology, gpus)
+                usable = _usable_links(topology, gpus, links)
                 out.append(
                     Partition(
                         id=pid,
                         gpus=gpus,
                         module_ids=tuple(sorted(mods)),
-                        links_per_gpu=links,
-                        bandwidth_gbps=links * per_link if len(gpus) > 1 else 0,
+                        links_per_gpu=usable,
+                        bandwidth_gbps=usable * _per_link(topology, gpus) if len(gpus) > 1 else 0,
                         source=table.name,
                     )
                 )
@@ -241,13 +280,14 @@ class PartitionCatalog:
         for pid, mods, links in listed:
             if mods and all(m in modules for m in mods):
                 gpus = tuple(sorted(modules[m].index for m in mods))
+                usable = _usable_links(topology, gpus, links)
                 out.append(
                     Partition(
                         id=pid,
                         gpus=gpus,
                         module_ids=tuple(sorted(mods)),
-                        links_per_gpu=links,
-                        bandwidth_gbps=links * _per_link(topology, gpus) if len(gpus) > 1 else 0,
+                        links_per_gpu=usable,
+                        bandwidth_gbps=usable * _per_link(topology, gpus) if len(gpus) > 1 else 0,
                         source="fabric-manager",
                     )
                 )

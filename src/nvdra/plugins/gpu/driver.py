@@ -45,7 +45,7 @@ from nvdra.kubeletplugin.types import (
 )
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, Record
-from nvdra.plugins.gpu.fabric import with_fabric_attributes
+from nvdra.plugins.gpu.fabric import NodeFabric, planned_node_fabric, with_fabric_attributes
 from nvdra.plugins.gpu.fabric.partitions import (
     partition_devices,
     partitions_enabled,
@@ -193,6 +193,7 @@ class GpuDriver:
             fabric_partitions=self.fabric_partitions,
             views=self.views,
             held=self._held(),
+            fabric=planned_node_fabric(self._effects.planners),
         )
 
     def prepared_device_counts(self) -> dict[str, int]:
@@ -223,19 +224,25 @@ class GpuDriver:
 
     @staticmethod
     def resources_for(
-        inventory: Inventory, *, node_name: str, gates: FeatureGates, fabric_partitions: bool = False
+        inventory: Inventory,
+        *,
+        node_name: str,
+        gates: FeatureGates,
+        fabric_partitions: bool = False,
+        fabric: NodeFabric | None = None,
     ) -> DriverResources:
         """The published resources of any inventory (the publisher splits slices over the limit).
 
         ``fabric_partitions``: also publish NVLink partitions as devices, with their counter set in a
-        slice of its own (see :mod:`nvdra.plugins.gpu.fabric.partitions`).
+        slice of its own (see :mod:`nvdra.plugins.gpu.fabric.partitions`). ``fabric``: the running
+        plugin's fabric (Fabric Manager's live partition table and mode) for the fabric attributes.
         """
         dynamic = dynamic_mig_resources(inventory, node_name=node_name, gates=gates)
         if dynamic is not None:
             return dynamic
         devices = tuple(render_gpu_devices(inventory))
         if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
-            devices = with_fabric_attributes(devices, inventory)
+            devices = with_fabric_attributes(devices, inventory, fabric)
         if partitions_enabled(fabric_partitions, gates):
             counters, devices = render_partition_layout(inventory, devices)
             slices = (Slice(shared_counters=counters), Slice(devices=devices))

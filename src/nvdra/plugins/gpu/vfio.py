@@ -37,6 +37,7 @@ from nvdra.core.passthrough import (
     hidden_siblings,
     render_vfio_device,
 )
+from nvdra.fabric.attributes import is_board_attribute
 from nvdra.kubeletplugin.types import DriverResources, Pool, Slice
 from nvdra.plugins.gpu.cdi import PASSTHROUGH_ENV
 from nvdra.plugins.gpu.config import PluginConfig
@@ -172,7 +173,11 @@ BOARD_ATTRIBUTES = ("gpuModuleID", "nvlinkBandwidth", "partition1", "partition2"
 def _with_board_attributes(device: dict[str, Any], sibling: Mapping[str, Any] | None) -> dict[str, Any]:
     if sibling is None:
         return device
-    board = {k: v for k, v in (sibling.get("attributes") or {}).items() if k in BOARD_ATTRIBUTES}
+    board = {
+        k: v
+        for k, v in (sibling.get("attributes") or {}).items()
+        if k in BOARD_ATTRIBUTES or is_board_attribute(k)
+    }
     if not board:
         return device
     return {**device, "attributes": dict(sorted({**device["attributes"], **board}.items()))}

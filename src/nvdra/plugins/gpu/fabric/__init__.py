@@ -42,7 +42,7 @@ from nvdra.plugins.gpu.fabric.node import (
     simulated_node_fabric,
     with_fabric_attributes,
 )
-from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPlanner
+from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPlanner, planned_node_fabric
 
 __all__ = [
     "ACTIVATE_KIND",
@@ -58,6 +58,7 @@ __all__ = [
     "fabric_gate_for_node",
     "live_owners",
     "partition_rows",
+    "planned_node_fabric",
     "reassert_partitions",
     "simulated_node_fabric",
     "with_fabric_attributes",

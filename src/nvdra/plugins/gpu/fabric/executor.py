@@ -14,7 +14,8 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,16 @@ from nvdra.fabric import (
     FabricManager,
     FabricManagerError,
     FabricMode,
+    FmBadParam,
+    FmInUse,
     FmNotConfigured,
+    FmNotSupported,
     FmUninitialized,
     PartitionCatalog,
     Topology,
     describe_mode,
 )
+from nvdra.fabric.libnvfm import read_fabric_mode
 from nvdra.nvml import discover_inventory
 from nvdra.plugins.gpu.effects import Applied, Record
 from nvdra.plugins.gpu.fabric.node import NodeFabric, connect_fabric_manager
@@ -52,6 +57,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REASSERT_KIND = "fabric-reassert"
+ACTIVATE_ATTEMPTS = 4
+ACTIVATE_BACKOFF_S = 0.25
+"""Activation is tried 4 times, waiting 0.25, 0.5, 1 s between tries (transient errors: timeout, NVLink
+training, FM initialising); a partition in use, an unknown id or a wrong mode fails at once."""
+_PERMANENT = (FmInUse, FmBadParam, FmNotSupported)
 
 
 # -- executing ---------------------------------------------------------------------------------------
@@ -73,10 +83,20 @@ class FabricExecutor:
 
     kinds = frozenset({ACTIVATE_KIND, REASSERT_KIND})
 
-    def __init__(self, fm: FabricManager | None) -> None:
+    def __init__(
+        self,
+        fm: FabricManager | None,
+        *,
+        attempts: int = ACTIVATE_ATTEMPTS,
+        backoff_s: float = ACTIVATE_BACKOFF_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.fm = fm
         self._owners: dict[int, set[str]] = {}  # partition id -> claims using it
         self._lock = threading.Lock()
+        self._attempts = max(1, attempts)
+        self._backoff_s = backoff_s
+        self._sleep = sleep
 
     def apply(self, record: Record) -> Applied:
         """Activate (SharedNVSwitch) and return the workload's env; or re-assert the live list at start."""
@@ -88,7 +108,7 @@ class FabricExecutor:
             with self._lock:
                 fm = self._client()
                 if not self._is_active(fm, pid):
-                    self._with_list(fm, lambda: fm.activate(pid))
+                    self._activate(fm, pid)
                     reach("after-fm-activated")
                 self._owners.setdefault(pid, set()).add(claim)
             log.info("activated fabric partition %d for claim %s", pid, claim)
@@ -109,6 +129,41 @@ class FabricExecutor:
                 self._with_list(fm, lambda: fm.deactivate(pid))
             self._owners.pop(pid, None)
         log.info("deactivated fabric partition %d (claim %s was its last user)", pid, claim)
+
+    def _activate(self, fm: FabricManager, pid: int) -> None:
+        """Activate with retries on transient failures, doubling the wait; on giving up, make sure FM
+        does not keep the partition half-active (deactivate if it lists it active), then raise."""
+        delay = self._backoff_s
+        for attempt in range(1, self._attempts + 1):
+            try:
+                self._with_list(fm, lambda: fm.activate(pid))
+                return
+            except _PERMANENT:
+                self._leave_inactive(fm, pid)
+                raise
+            except FabricManagerError as exc:
+                self._leave_inactive(fm, pid)
+                if attempt == self._attempts:
+                    raise ClaimError(
+                        f"Fabric Manager did not activate partition {pid} after {attempt} attempts "
+                        f"(waited {self._backoff_s:g} s, doubling): {exc}"
+                    ) from exc
+                log.warning(
+                    "activating partition %d failed (attempt %d of %d): %s; retrying in %g s",
+                    pid,
+                    attempt,
+                    self._attempts,
+                    exc,
+                    delay,
+                )
+                self._sleep(delay)
+                delay *= 2
+
+    def _leave_inactive(self, fm: FabricManager, pid: int) -> None:
+        with contextlib.suppress(FabricManagerError):
+            if self._is_active(fm, pid):
+                fm.deactivate(pid)
+                log.warning("partition %d was left active by a failed activation; deactivated it", pid)
 
     def _client(self) -> FabricManager:
         if self.fm is None:
@@ -189,11 +244,13 @@ def fabric_effects(
     fm: FabricManager | None,
     fm_problem: str = "",
     checkpoint: Checkpoint | None = None,
+    configured_mode: FabricMode | None = None,
 ) -> tuple[list[FabricPlanner], list[FabricExecutor]]:
     """The fabric planner and executor when the gate is on (nothing otherwise).
 
     ``checkpoint``: the stored claims; their partitions are re-asserted to Fabric Manager at once, before
-    the driver rolls back half-done prepares.
+    the driver rolls back half-done prepares. ``configured_mode``: FABRIC_MODE from fabricmanager.cfg,
+    the node's mode while no client is connected.
     """
     if not gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
         return [], []
@@ -201,7 +258,7 @@ def fabric_effects(
     if checkpoint is not None:
         reassert_partitions(executor, checkpoint)  # first: a restarted FM answers nothing until then
     try:
-        node = NodeFabric.build(inventory, fm, fm_problem=fm_problem)
+        node = NodeFabric.build(inventory, fm, fm_problem=fm_problem, configured_mode=configured_mode)
     except FabricManagerError as exc:
         log.error("cannot read Fabric Manager's partitions (%s); using the board's default table", exc)
         topology = Topology.from_inventory(inventory)
@@ -239,4 +296,7 @@ def build_fabric_effects(
     )
     fm = persisted_fabric_manager(fm, config)  # a simulated FM keeps its state across plugin restarts
     checkpoint = _stored_checkpoint(config.plugin_dir / "checkpoint.json", node_boot_id(config))
-    return fabric_effects(gates, inventory, fm=fm, fm_problem=problem, checkpoint=checkpoint)
+    configured = None if config.simulate or fm is not None else read_fabric_mode(root)
+    return fabric_effects(
+        gates, inventory, fm=fm, fm_problem=problem, checkpoint=checkpoint, configured_mode=configured
+    )

@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from nvdra.core.config import VirtualizationModel
 from nvdra.core.devices import Inventory
 from nvdra.core.errors import KubeApiError
 from nvdra.core.featuregates import FeatureGates, Gate, parse_bool
@@ -33,7 +34,19 @@ from nvdra.fabric import (
     detect_board,
     simulated_fabric_mode,
 )
+from nvdra.fabric.attributes import (
+    MODE_ATTRIBUTE,
+    SOURCE_ATTRIBUTE,
+    bandwidth_attribute,
+    latency_attribute,
+    latency_ns,
+    mode_value,
+    partition_attribute,
+    passthrough_bandwidth_attribute,
+)
+from nvdra.fabric.catalog import cross_check
 from nvdra.fabric.libnvfm import read_fabric_mode
+from nvdra.fabric.models import POLICIES
 from nvdra.kubeletplugin import KubeApi
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 
@@ -68,17 +81,57 @@ class NodeFabric:
     fm_problem: str = ""  # why no client, when the mode needs one
 
     @classmethod
-    def build(cls, inventory: Inventory, fm: FabricManager | None, *, fm_problem: str = "") -> NodeFabric:
-        """Read Fabric Manager's mode and (in a multitenancy mode) its partition listing."""
+    def build(
+        cls,
+        inventory: Inventory,
+        fm: FabricManager | None,
+        *,
+        fm_problem: str = "",
+        configured_mode: FabricMode | None = None,
+    ) -> NodeFabric:
+        """Read Fabric Manager's mode and (in a multitenancy mode) its live partition listing.
+
+        The listing is the one table: prepare activates from it and the published attributes name it.
+        FM's per-GPU link counts and line rates are cross-checked against NVML (disagreements logged;
+        bandwidth uses the links NVML sees active). Without a client, ``configured_mode`` (FABRIC_MODE
+        from fabricmanager.cfg) is the node's mode and the board table stands in, which the
+        ``fabricPartitionSource`` attribute and a log line say.
+        """
         topology = Topology.from_inventory(inventory)
-        mode = fm.mode() if fm is not None else None
+        mode = fm.mode() if fm is not None else configured_mode
         catalog = PartitionCatalog.for_topology(topology)
         if fm is not None and mode is not FabricMode.BARE_METAL:
             listed = fm.partitions()
+            for line in cross_check(
+                topology,
+                (
+                    (
+                        p.partition_id,
+                        p.physical_ids,
+                        p.nvlinks_per_gpu,
+                        min((g.nvlink_line_rate_mbps for g in p.gpus), default=0),
+                    )
+                    for p in listed
+                ),
+            ):
+                log.warning("Fabric Manager and NVML disagree: %s", line)
             catalog = PartitionCatalog.from_fabric_manager(
                 topology, ((p.partition_id, p.physical_ids, p.nvlinks_per_gpu) for p in listed)
             )
+        elif fm is None and mode in (FabricMode.SHARED_NVSWITCH, FabricMode.VGPU):
+            log.warning(
+                "Fabric Manager (%s) cannot be reached (%s); publishing the %s partition table until it can",
+                describe_mode(mode),
+                fm_problem or "no client",
+                catalog.source,
+            )
         return cls(topology=topology, catalog=catalog, mode=mode, fm=fm, fm_problem=fm_problem)
+
+    @classmethod
+    def offline(cls, inventory: Inventory) -> NodeFabric:
+        """The fabric as far as NVML alone tells: the board's default table, no Fabric Manager."""
+        topology = Topology.from_inventory(inventory)
+        return cls(topology=topology, catalog=PartitionCatalog.for_topology(topology), mode=None)
 
     def index_of(self, device_name: str) -> int | None:
         """The NVML index of a published full GPU."""
@@ -116,29 +169,51 @@ def connect_fabric_manager(
 # -- publishing --------------------------------------------------------------------------------------
 
 
-def fabric_attributes(inventory: Inventory) -> dict[str, dict[str, dict[str, int]]]:
-    """Per published GPU name: ``gpuModuleID``, ``partition<N>`` and ``nvlinkBandwidth`` attributes."""
-    topology = Topology.from_inventory(inventory)
-    catalog = PartitionCatalog.for_topology(topology)
-    out: dict[str, dict[str, dict[str, int]]] = {}
+def fabric_attributes(
+    inventory: Inventory, node: NodeFabric | None = None
+) -> dict[str, dict[str, dict[str, int | str]]]:
+    """Per published GPU name: the attributes of :mod:`nvdra.fabric.attributes` and ``gpuModuleID``,
+    ``nvlinkBandwidth``, from ``node``'s partition table and mode (default: :meth:`NodeFabric.offline`)."""
+    node = node or NodeFabric.offline(inventory)
+    topology, catalog = node.topology, node.catalog
+    passthrough = POLICIES[VirtualizationModel.FULL_PASSTHROUGH]
+    serves_passthrough = passthrough.allows(node.mode)
+    out: dict[str, dict[str, dict[str, int | str]]] = {}
     for gpu in topology.gpus:
-        attributes = {"gpuModuleID": {"int": gpu.module_id}, "nvlinkBandwidth": {"int": gpu.bandwidth_gbps}}
+        attributes: dict[str, dict[str, int | str]] = {
+            "gpuModuleID": {"int": gpu.module_id},
+            "nvlinkBandwidth": {"int": gpu.bandwidth_gbps},
+            MODE_ATTRIBUTE: {"string": mode_value(node.mode)},
+            SOURCE_ATTRIBUTE: {"string": catalog.source},
+        }
         for size in (1, 2, 4, 8):
             partition = catalog.containing(gpu.index, size)
-            if partition is not None:
-                attributes[f"partition{size}"] = {"int": partition.id}
+            if partition is None:
+                continue
+            attributes[partition_attribute(size)] = {"int": partition.id}
+            if size < 2:
+                continue
+            attributes[bandwidth_attribute(size)] = {"int": partition.bandwidth_gbps}
+            attributes[latency_attribute(size)] = {
+                "int": latency_ns(topology.group_latency_ms(partition.gpus))
+            }
+            if serves_passthrough:
+                attributes[passthrough_bandwidth_attribute(size)] = {
+                    "int": passthrough.bandwidth_gbps(partition, topology)
+                }
         out[gpu.name] = attributes
     return out
 
 
 def with_fabric_attributes(
-    devices: Iterable[dict[str, Any]], inventory: Inventory
+    devices: Iterable[dict[str, Any]], inventory: Inventory, node: NodeFabric | None = None
 ) -> tuple[dict[str, Any], ...]:
     """Copies of the rendered devices with the fabric attributes added to each full GPU.
 
+    ``node``: the running plugin's fabric (FM's live table and mode); without it, NVML's view alone.
     An attribute that would push a device over the 32 attributes + capacities limit is left out (logged).
     """
-    extra = fabric_attributes(inventory)
+    extra = fabric_attributes(inventory, node)
     out = []
     for device in devices:
         added = extra.get(device["name"])

@@ -41,12 +41,14 @@ from nvdra.fabric import (
     describe_mode,
     policy_for,
 )
+from nvdra.fabric.attributes import DOMAIN, MODE_ATTRIBUTE, mode_value, partition_attribute
+from nvdra.fabric.requirements import group_selectors, selector
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import ClaimContext, Record
 from nvdra.plugins.gpu.fabric.node import NodeFabric
 from nvdra.plugins.gpu.vfio import vfio_bind_records
 
-__all__ = ["ACTIVATE_KIND", "FabricPlanner", "fabric_config"]
+__all__ = ["ACTIVATE_KIND", "FabricPlanner", "fabric_config", "planned_node_fabric"]
 
 ACTIVATE_KIND = "fabric-partition"
 _CONFIG_PATH = "$.status.allocation.devices.config"
@@ -165,21 +167,25 @@ class FabricPlanner:
         partition = node.catalog.exact(gpus)
         wanted = self._wanted(fabric, size)
         if partition is None or partition.size != size or partition.id not in {p.id for p in wanted}:
+            field = "partitionIDs" if partition is not None and partition.size == size else "partitionSize"
             raise ClaimError(
                 f"allocated GPUs {names} do not form {self._describe(wanted, fabric)}; NVLink bandwidth "
                 f"found between them: {node.topology.group_bandwidth(gpus)} GB/s"
+                + _say_it(fabric, size, field)
             )
         bandwidth = policy.bandwidth_gbps(partition, node.topology)
         if fabric.min_bandwidth is not None and bandwidth < fabric.min_bandwidth:
             raise ClaimError(
-                f"{partition.label} ({names}) gives {bandwidth} GB/s per GPU under {model}, "
-                f"below minBandwidth {fabric.min_bandwidth:g} GB/s"
+                f"{partition.label} ({names}) gives {bandwidth} GB/s per GPU under {model} "
+                f"({partition.links_per_gpu} NVLinks per GPU), below minBandwidth "
+                f"{fabric.min_bandwidth:g} GB/s" + _say_it(fabric, size, "minBandwidth")
             )
         latency = node.topology.group_latency_ms(gpus)
         if fabric.max_latency is not None and latency > fabric.max_latency:
             raise ClaimError(
-                f"{partition.label} ({names}) has a path latency of {latency:g} ms, above maxLatency "
-                f"{fabric.max_latency:g} ms"
+                f"{partition.label} ({names}) has a modelled path latency of {latency:g} ms "
+                f"({node.topology.path_class(gpus[0], gpus[-1])}), above maxLatency {fabric.max_latency:g} ms"
+                + _say_it(fabric, size, "maxLatency")
             )
         return {
             "kind": ACTIVATE_KIND,
@@ -197,11 +203,14 @@ class FabricPlanner:
         """Refuse a model this node cannot run: wrong Fabric Manager mode, no SDK, no vfio-pci."""
         node, model = self.node, policy.model
         if not policy.allows(node.mode):
+            expression = group_selectors(FabricTopologyConfig(virtualization_model=model), 2)[0][1]
             raise ConfigError(
                 f"{path}.virtualizationModel",
                 str(model),
-                f"a model this node's {describe_mode(node.mode)} runs",
-                reason=f"virtualizationModel does not match the node ({describe_mode(node.mode)}):",
+                f"a model this node's {describe_mode(node.mode)} runs; to keep such claims off this node, "
+                f"add the selector '{expression}' to the request",
+                reason=f"virtualizationModel does not match the node ({describe_mode(node.mode)}, "
+                f"{MODE_ATTRIBUTE}={mode_value(node.mode)}):",
             )
         if (policy.needs_vfio or vm) and not self.passthrough:
             raise ConfigError(
@@ -260,6 +269,27 @@ class FabricPlanner:
             f"{p.label} = {', '.join(self.node.topology.gpu(i).name for i in p.gpus)}" for p in wanted
         )
         return f"one partition of {wanted[0].size} GPUs ({how}), expected one of: {listed}"
+
+
+def _say_it(fabric: FabricTopologyConfig, size: int, field: str) -> str:
+    """The refusal's advice: what the claim must tell the scheduler so it is not allocated here again."""
+    if field == "partitionSize":
+        return (
+            f"; the scheduler was not told: give the request count {size} and the constraint matchAttribute "
+            f"{DOMAIN}/{partition_attribute(size)} (nvdra validate --fix adds it)"
+        )
+    expression = selector(fabric, size, field)
+    if expression is None:
+        return ""
+    return (
+        f"; the scheduler was not told: add the selector '{expression}' to the request "
+        "(nvdra validate --fix adds it)"
+    )
+
+
+def planned_node_fabric(planners: Sequence[object]) -> NodeFabric | None:
+    """The node fabric of the fabric planner among ``planners`` (what the publisher names), if any."""
+    return next((p.node for p in planners if isinstance(p, FabricPlanner)), None)
 
 
 def _by_index(member: tuple[str, int]) -> int:

@@ -80,6 +80,13 @@ _EXACT_FIELDS = (
 )
 
 
+_PATCH_TYPES = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+
+
 def user_agent(component: str | None = None) -> str:
     """``nvdra-<component>/<version>``: the component given, else the console script's name.
 
@@ -505,7 +512,7 @@ class KubernetesKubeApi:
         return self._version
 
     def server_version(self) -> tuple[int, int]:
-        """The server's Kubernetes ``(major, minor)`` from ``/version`` (read on first use, then remembered)."""
+        """The server's Kubernetes ``(major, minor)`` from ``/version`` (read once, on first use)."""
         if self._server_version is None:
             with self._version_lock:
                 if self._server_version is None:
@@ -525,7 +532,7 @@ class KubernetesKubeApi:
     def _to_wire(self, rt: ResourceType, body: JsonObject) -> JsonObject:
         if rt.group != RESOURCE_GROUP:
             return body
-        return resource_to_version(rt.kind, body, self.resource_api_version())
+        return resource_to_version(rt.kind, {"kind": rt.kind, **body}, self.resource_api_version())
 
     @staticmethod
     def _from_wire(rt: ResourceType, body: JsonObject) -> JsonObject:
@@ -617,16 +624,29 @@ class KubernetesKubeApi:
         return self._from_wire(rt, self._json("PUT", path, body=sent))
 
     def patch_object(
-        self, rt: ResourceType, name: str, patch: JsonObject, namespace: str | None = None
+        self,
+        rt: ResourceType,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        *,
+        patch_type: str = "merge",
+        status: bool = False,
     ) -> JsonObject:
-        """JSON merge patch of one object (the patch itself is sent as given: keep it version-neutral)."""
+        """PATCH one object (or its status): ``merge`` (RFC 7386), ``json`` (RFC 6902) or ``strategic``.
+
+        The patch itself is sent as given: keep it version-neutral.
+        """
+        content_type = _PATCH_TYPES.get(patch_type)
+        if content_type is None:
+            raise ValueError(f"patch_type {patch_type!r}: one of {sorted(_PATCH_TYPES)}")
         wire = self._wire_type(rt)
         self._limiter.acquire()
         answer = self._json(
             "PATCH",
-            wire.path(namespace, quote(name, safe="")),
+            wire.path(namespace, quote(name, safe=""), status=status),
             body=patch,
-            content_type="application/merge-patch+json",
+            content_type=content_type,
         )
         return self._from_wire(rt, answer)
 
@@ -638,7 +658,7 @@ class KubernetesKubeApi:
         label_selector: str = "",
         field_selector: str = "",
     ) -> tuple[list[JsonObject], str]:
-        """LIST, with the list's ``metadata.resourceVersion``."""
+        """LIST, with the list's ``metadata.resourceVersion`` (where a watch of the same query resumes)."""
         wire = self._wire_type(rt)
         self._limiter.acquire()
         query = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
@@ -661,11 +681,13 @@ class KubernetesKubeApi:
         timeout_s: float = 300.0,
         allow_bookmarks: bool = True,
     ) -> WatchStream:
-        """``GET …?watch=1``: newline-delimited JSON events, read as they arrive (one limiter token).
+        """``GET …?watch=1``: events read as they arrive (one limiter token to open the watch).
 
-        Objects of ``resource.k8s.io`` in the events are converted to the v1 shape.
+        The server ends the watch after ``timeout_s``; the stream's ``close()`` shuts the connection
+        at once, from any thread. Objects of ``resource.k8s.io`` in the events are converted to v1.
         """
-        query = {"watch": "1", "timeoutSeconds": str(max(1, int(timeout_s)))}
+        seconds = timeout_s
+        query = {"watch": "1", "timeoutSeconds": str(max(1, int(seconds)))}
         for key, value in (
             ("labelSelector", label_selector),
             ("fieldSelector", field_selector),
@@ -680,13 +702,13 @@ class KubernetesKubeApi:
         self._limiter.acquire()
         # The server ends the watch after timeoutSeconds; the read timeout only catches a dead peer.
         response = self._open(
-            "GET", path, query=query, timeout=(self._timeout[0], timeout_s + 30.0), stream=True
+            "GET", path, query=query, timeout=(self._timeout[0], seconds + 30.0), stream=True
         )
         if not 200 <= response.status < 300:
             data = response.data
             response.release_conn()
             raise error_for_status(response.status, _status_message(response.status, data, f"WATCH {path}"))
-        return _ConvertingWatch(_HttpWatch(response, f"WATCH {path}"), lambda o: self._from_wire(rt, o))
+        return _HttpWatch(response, f"WATCH {path}", lambda o: self._from_wire(rt, o))
 
     def delete_object(
         self, rt: ResourceType, name: str, namespace: str | None = None, *, uid: str | None = None
@@ -706,10 +728,12 @@ class KubernetesKubeApi:
 class _HttpWatch:
     """Iterates the JSON lines of a watch response; :meth:`close` (any thread) ends it."""
 
-    def __init__(self, response: Any, what: str) -> None:
+    def __init__(self, response: Any, what: str, convert: Callable[[JsonObject], JsonObject]) -> None:
         self._response = response
         self._what = what
+        self._convert = convert
         self._closed = False
+        self._events = self._read()
 
     def close(self) -> None:
         """Shut the connection: a read blocked in another thread returns at once."""
@@ -721,6 +745,12 @@ class _HttpWatch:
         self._response.release_conn()
 
     def __iter__(self) -> Iterator[WatchEvent]:
+        return self
+
+    def __next__(self) -> WatchEvent:
+        return next(self._events)
+
+    def _read(self) -> Iterator[WatchEvent]:
         pending = b""
         try:
             while not self._closed:
@@ -731,7 +761,7 @@ class _HttpWatch:
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        yield _decode_event(line, self._what)
+                        yield self._decode(line)
         except Exception as exc:
             if self._closed:
                 return
@@ -741,32 +771,15 @@ class _HttpWatch:
         finally:
             self.close()
 
-
-class _ConvertingWatch:
-    """A watch whose event objects pass through ``convert`` (wire version → v1 shape)."""
-
-    def __init__(self, inner: _HttpWatch, convert: Callable[[JsonObject], JsonObject]) -> None:
-        self._inner = inner
-        self._convert = convert
-
-    def close(self) -> None:
-        """Close the underlying watch."""
-        self._inner.close()
-
-    def __iter__(self) -> Iterator[WatchEvent]:
-        for event in self._inner:
-            if event.type in ("ADDED", "MODIFIED", "DELETED"):
-                yield WatchEvent(type=event.type, object=self._convert(event.object))
-            else:
-                yield event
-
-
-def _decode_event(line: bytes, what: str) -> WatchEvent:
-    try:
-        decoded = json.loads(line)
-        return WatchEvent(type=str(decoded["type"]), object=dict(decoded["object"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KubeApiError(f"{what}: not a watch event: {line[:200]!r}", status=0) from exc
+    def _decode(self, line: bytes) -> WatchEvent:
+        try:
+            decoded = json.loads(line)
+            kind, obj = str(decoded["type"]), dict(decoded["object"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise KubeApiError(f"{self._what}: not a watch event: {line[:200]!r}", status=0) from exc
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            obj = self._convert(obj)
+        return WatchEvent(type=kind, object=obj)
 
 
 def _is_transport_error(exc: BaseException) -> bool:

@@ -1,0 +1,164 @@
+"""The list+watch informer over FakeKube: cache, handlers, 410 re-list, back-off, resync, stop."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from nvdra.kubeletplugin import FakeKube
+from nvdra.kubeletplugin.informer import Backoff, Informer
+from nvdra.kubeletplugin.logrepeat import RepeatFilter
+from nvdra.kubeletplugin.objects import NODES, PODS
+
+FAST = Backoff(initial_s=0.01, max_s=0.05)
+
+
+def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+class _Log:
+    def __init__(self, informer: Informer) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        informer.add_handler(
+            on_add=lambda o: self._add("add", o),
+            on_update=lambda old, new: self._add("update" if old is not new else "resync", new),
+            on_delete=lambda o: self._add("delete", o),
+        )
+
+    def _add(self, kind: str, obj: dict[str, Any]) -> None:
+        with self.lock:
+            self.events.append((kind, obj["metadata"]["name"]))
+
+    def snapshot(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return list(self.events)
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+@pytest.fixture
+def informers() -> Iterator[list[Informer]]:
+    started: list[Informer] = []
+    yield started
+    for informer in started:
+        informer.stop()
+
+
+def test_list_then_watch_keeps_the_cache_and_calls_handlers(
+    kube: FakeKube, informers: list[Informer]
+) -> None:
+    kube.add_node("a", labels={"sel": "1"})
+    informer = Informer(kube, NODES, label_selector="sel", backoff=FAST)
+    seen = _Log(informer)
+    informers.append(informer.start())
+    assert informer.wait_synced(5)
+    kube.add_node("b", labels={"sel": "1"})
+    kube.patch_object(NODES, "a", {"metadata": {"labels": {"x": "y"}}})
+    kube.patch_object(NODES, "b", {"metadata": {"labels": {"sel": None}}})  # leaves the selection
+    _until(lambda: len(seen.snapshot()) == 4)
+    assert seen.snapshot() == [("add", "a"), ("add", "b"), ("update", "a"), ("delete", "b")]
+    assert [o["metadata"]["name"] for o in informer.list()] == ["a"]
+    assert informer.get("a") is not None and informer.get("a")["metadata"]["labels"]["x"] == "y"  # type: ignore[index]
+    assert (informer.stats.lists, informer.stats.errors) == (1, 0)
+
+
+def test_a_too_old_version_lists_again_and_delivers_the_difference(
+    kube: FakeKube, informers: list[Informer]
+) -> None:
+    kube.create_object(PODS, {"metadata": {"name": "gone", "namespace": "ns"}})
+    kube.create_object(PODS, {"metadata": {"name": "kept", "namespace": "ns"}})
+    informer = Informer(kube, PODS, namespace="ns", backoff=Backoff(initial_s=0.3, max_s=0.3, jitter=0))
+    seen = _Log(informer)
+    kube.fail_next("watch", status=503)  # the first watch fails: the informer backs off 0.3 s
+    informers.append(informer.start())
+    assert informer.wait_synced(5)
+    kube.delete_object(PODS, "gone", "ns")
+    kube.create_object(PODS, {"metadata": {"name": "new", "namespace": "ns"}})
+    kube.objects.compact()  # the version the informer resumes from is no longer in the history
+    _until(lambda: informer.stats.relists_gone == 1 and informer.stats.lists == 2)
+    _until(lambda: len(seen.snapshot()) == 4)
+    assert seen.snapshot() == [("add", "gone"), ("add", "kept"), ("add", "new"), ("delete", "gone")]
+    assert [o["metadata"]["name"] for o in informer.list()] == ["kept", "new"]
+
+
+def test_errors_back_off_and_recover(kube: FakeKube, informers: list[Informer]) -> None:
+    kube.add_node("a")
+    kube.fail_next("list", times=3, status=503)
+    informer = Informer(kube, NODES, backoff=FAST)
+    informers.append(informer.start())
+    assert informer.wait_synced(5)
+    assert informer.stats.errors == 3 and informer.stats.lists == 1
+
+
+def test_resync_redelivers_the_cache_without_requests(kube: FakeKube, informers: list[Informer]) -> None:
+    kube.add_node("a")
+    informer = Informer(kube, NODES, resync_s=0.2, backoff=FAST)
+    seen = _Log(informer)
+    informers.append(informer.start())
+    _until(lambda: ("resync", "a") in seen.snapshot())
+    assert informer.stats.lists == 1
+
+
+def test_stop_closes_an_idle_watch_at_once(kube: FakeKube) -> None:
+    informer = Informer(kube, NODES, watch_timeout_s=300).start()
+    assert informer.wait_synced(5)
+    _until(lambda: informer.stats.watches == 1)
+    started = time.monotonic()
+    informer.stop()
+    assert time.monotonic() - started < 2
+
+
+def test_apply_takes_a_newer_write_and_ignores_an_older_one(
+    kube: FakeKube, informers: list[Informer]
+) -> None:
+    kube.add_node("a")
+    informer = Informer(kube, NODES, backoff=FAST)
+    informers.append(informer.start())
+    assert informer.wait_synced(5)
+    written = kube.patch_object(NODES, "a", {"metadata": {"labels": {"k": "v"}}})
+    informer.apply(written)
+    assert informer.get("a") == written
+    stale = dict(written, metadata=dict(written["metadata"], resourceVersion="1"))
+    informer.apply(stale)
+    assert informer.get("a") == written
+
+
+def test_backoff_grows_to_its_cap_with_bounded_jitter() -> None:
+    backoff = Backoff(initial_s=1, factor=2, max_s=8, jitter=0.5)
+    rng = random.Random(7)
+    delays = [backoff.delay(n, rng) for n in range(1, 7)]
+    for n, d in enumerate(delays, start=1):
+        base = min(8, 2 ** (n - 1))
+        assert base <= d <= base * 1.5
+
+
+def test_repeat_filter_logs_once_then_with_a_count() -> None:
+    now = [0.0]
+    repeat = RepeatFilter(60, clock=lambda: now[0])
+    passed = []
+    for second in range(130):
+        now[0] = float(second)
+        r = logging.LogRecord("c", logging.WARNING, "f", 1, "pass failed: %s", ("409",), None)
+        if repeat.filter(r):
+            passed.append(r.getMessage())
+    assert passed == [
+        "pass failed: 409",
+        "pass failed: 409 (repeated 59 times in 60 s)",
+        "pass failed: 409 (repeated 59 times in 60 s)",
+    ]
+    other = logging.LogRecord("c", logging.WARNING, "f", 1, "another line", None, None)
+    assert repeat.filter(other)

@@ -71,3 +71,46 @@ def test_unloadable_library_is_library_not_found(tmp_path: Path) -> None:
         pytest.skip("a real NVML library is already loaded in this process")
     with pytest.raises(NvmlLibraryNotFound, match=r"libnvidia-ml\.so\.580\.105\.08"):
         PynvmlBackend(root).init()
+
+
+def test_one_list_of_library_directories() -> None:
+    """CDI discovery and the NVML loader search the same directories (nvdra.core.driverroot)."""
+    from nvdra.cdi import LIBRARY_DIRS
+    from nvdra.core.driverroot import LIBRARY_DIRS as CORE_DIRS
+
+    assert LIBRARY_DIRS is CORE_DIRS
+    assert tuple(LIBRARY_SEARCH_DIRS) == ("/", *CORE_DIRS)
+
+
+class _ShutdownFails(SimulatedNvml):
+    """A backend whose shutdown fails, to show the first cause is kept."""
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        raise NvmlUninitialized("nvmlShutdown: NVML is not initialised")
+
+
+def test_session_keeps_the_first_cause(caplog: pytest.LogCaptureFixture) -> None:
+    """An error inside the session surfaces; the shutdown error is only a note and a log line."""
+    from nvdra.nvml import nvml_session
+
+    with pytest.raises(KeyError) as info, nvml_session(_ShutdownFails("pcie-l4")):
+        raise KeyError("discovery failed")
+    assert info.value.__notes__ == [
+        "(while stopping, NVML shutdown also failed: nvmlShutdown: NVML is not initialised)"
+    ]
+    assert "shutdown after an error failed too" in caplog.text
+    with nvml_session(_ShutdownFails("pcie-l4")):
+        pass  # a clean end: logged, not raised
+    assert "NVML shutdown failed" in caplog.text
+
+
+def test_session_does_not_shut_down_what_never_started(tmp_path: Path) -> None:
+    """An init failure (no library under the root) is the error; no shutdown runs to replace it."""
+    from nvdra.nvml import nvml_session
+
+    with (
+        pytest.raises(NvmlLibraryNotFound, match="not found under driver root"),
+        nvml_session(PynvmlBackend(tmp_path)),
+    ):
+        raise AssertionError("unreachable: init fails")

@@ -27,6 +27,7 @@ import stat
 import threading
 
 from nvdra.cdi.installation import CharDevice, DriverFile, DriverInstallation, DriverLibrary, MigCapNodes
+from nvdra.core.driverroot import LIBRARY_DIRS
 from nvdra.core.errors import CdiError
 
 __all__ = [
@@ -38,16 +39,6 @@ __all__ = [
     "discover_driver",
     "read_proc_devices",
 ]
-
-LIBRARY_DIRS: tuple[str, ...] = (
-    "/usr/lib64",
-    "/usr/lib/x86_64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/lib64",
-    "/lib/x86_64-linux-gnu",
-    "/lib/aarch64-linux-gnu",
-)
-"""Where upstream looks for the driver libraries, relative to the driver root, in search order."""
 
 BINARY_DIRS: tuple[str, ...] = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 """Where upstream looks for the driver binaries (its default ``PATH``), relative to the driver root."""

@@ -6,6 +6,7 @@
 - :func:`discover_inventory` turns a backend into a :class:`nvdra.core.devices.Inventory`.
 - :func:`make_simulated_driver_root` lays out the host files of a simulated node.
 - :func:`run_conformance` checks any backend against NVML's behaviour.
+- :func:`nvml_session` is how every process opens a backend: init, use, shutdown, first cause kept.
 
 Importing this package loads neither pynvml nor the NVML library: that happens on ``init()``.
 """
@@ -28,6 +29,7 @@ from nvdra.nvml._conformance import CheckResult, run_conformance
 from nvdra.nvml._driver_root import make_simulated_driver_root, refresh_mig_capabilities
 from nvdra.nvml._profile import PROFILE_NAMES, NodeProfile, load_profile
 from nvdra.nvml._pynvml import PynvmlBackend
+from nvdra.nvml._session import nvml_session
 from nvdra.nvml._simstate import SimulatedGpuState, SimulatedNodeState
 from nvdra.nvml._simulated import SimulatedNvml
 from nvdra.nvml.discovery import discover_gpu, discover_inventory, mig_profile_name
@@ -55,6 +57,7 @@ __all__ = [
     "load_profile",
     "make_simulated_driver_root",
     "mig_profile_name",
+    "nvml_session",
     "refresh_mig_capabilities",
     "run_conformance",
 ]

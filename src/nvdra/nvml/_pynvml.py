@@ -25,26 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from nvdra.core.devices import MigPlacement
+from nvdra.core.driverroot import NVML_LIBRARY_DIRS
 from nvdra.core.errors import NvmlError, NvmlLibraryNotFound, NvmlNotSupported, nvml_error_for_code
 from nvdra.nvml import _backend as b
 
 __all__ = ["LIBRARY_SEARCH_DIRS", "PynvmlBackend", "find_nvml_library"]
 
-LIBRARY_SEARCH_DIRS: tuple[str, ...] = (
-    "/",
-    "/usr/lib64",
-    "/usr/lib/x86_64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-    "/lib64",
-    "/lib/x86_64-linux-gnu",
-    "/lib/aarch64-linux-gnu",
-)
-"""Where upstream looks for ``libnvidia-ml.so.1`` under the driver root (upstream-driver §1.1)."""
+LIBRARY_SEARCH_DIRS: tuple[str, ...] = NVML_LIBRARY_DIRS
+"""Where ``libnvidia-ml.so.1`` is looked for under the driver root (the one list in nvdra.core)."""
 
 _LIBRARY = "libnvidia-ml.so.1"
 _NOT_SUPPORTED = 3
 _NOT_FOUND = 6
 _INVALID_ARGUMENT = 2
+_LIBRARY_NOT_FOUND = 12
 _FUNCTION_NOT_FOUND = 13
 _ARGUMENT_VERSION_MISMATCH = 25
 _FULL_CI_PROFILE = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}  # GI compute slices → CI profile enum
@@ -122,29 +116,44 @@ class PynvmlBackend:
                 return None
             raise
 
-    def _load_library(self, n: Any) -> None:
-        if self.driver_root is None or n.nvmlLib is not None:
-            return
+    def _load_library(self, n: Any) -> str:
+        """Load ``libnvidia-ml.so.1`` into pynvml (once per process); returns where it came from."""
+        if n.nvmlLib is not None:
+            return str(getattr(n.nvmlLib, "_name", _LIBRARY))
+        if self.driver_root is None:
+            return f"{_LIBRARY} (system loader)"
         path = find_nvml_library(self.driver_root)
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:
-            raise NvmlLibraryNotFound(f"cannot load {path}: {exc}") from exc
+            raise NvmlLibraryNotFound(f"cannot load {path} (driver root {self.driver_root}): {exc}") from exc
         with n.libLoadLock:
             if n.nvmlLib is None:
                 n.nvmlLib = lib
+        return str(path)
 
     # -- session and system ----------------------------------------------------------------------
     def init(self) -> None:
-        """Load the library if needed and take one NVML reference with ``NVML_INIT_FLAG_NO_GPUS``."""
+        """Load the library if needed and take one NVML reference with ``NVML_INIT_FLAG_NO_GPUS``.
+
+        Raises:
+            NvmlLibraryNotFound: no loadable library (every path searched is named).
+            NvmlError: the library's own answer (e.g. "Driver Not Loaded"), naming the library.
+        """
         import pynvml
 
         with self._lock:
-            self._load_library(pynvml)
+            source = self._load_library(pynvml)
             try:
                 pynvml.nvmlInitWithFlags(pynvml.NVML_INIT_FLAG_NO_GPUS)
             except pynvml.NVMLError as exc:
-                raise nvml_error_for_code(int(exc.value), f"nvmlInitWithFlags: {exc}") from exc
+                code = int(exc.value)
+                if code == _LIBRARY_NOT_FOUND:
+                    raise NvmlLibraryNotFound(
+                        f"{_LIBRARY} not found by the system loader (no --nvidia-driver-root given; "
+                        "LD_LIBRARY_PATH and the ld.so cache were searched)"
+                    ) from exc
+                raise nvml_error_for_code(code, f"nvmlInitWithFlags ({source}): {exc}") from exc
             self._n = pynvml
             self._refs += 1
 

@@ -32,6 +32,7 @@ from nvdra.nvml import (
     discover_inventory,
     load_profile,
     make_simulated_driver_root,
+    nvml_session,
 )
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.driver import ComputeDomainDriver
@@ -72,15 +73,21 @@ def _profile(name: str, overrides_json: str) -> NodeProfile:
     return load_profile(name, overrides=json.loads(overrides_json) or None)
 
 
-def _backend(config: CdPluginConfig, overrides: Mapping[str, Any] | None) -> tuple[NvmlBackend, Path, Path]:
+def _backend(
+    config: CdPluginConfig, overrides: Mapping[str, Any] | None, stack: ExitStack
+) -> tuple[NvmlBackend, Path, Path]:
+    """The NVML backend, initialised like the GPU plugin's (its shutdown on ``stack``), and the roots."""
+    backend: NvmlBackend
     if config.simulate:
         backend = SimulatedNvml(_profile(config.simulate, json.dumps(overrides or {}, sort_keys=True)))
-        backend.init()
+    else:
+        backend = PynvmlBackend(driver_root=config.container_driver_root)
+    stack.enter_context(nvml_session(backend))
+    if config.simulate:
         # The simulated root has the fabric-imex-mgmt capability when the profile has a fabric.
         root = make_simulated_driver_root(backend, config.plugin_dir / "simulated-driver-root")
         return backend, root, root
-    backend_real = PynvmlBackend(driver_root=config.container_driver_root)
-    return backend_real, config.nvidia_driver_root, config.container_driver_root
+    return backend, config.nvidia_driver_root, config.container_driver_root
 
 
 @contextmanager
@@ -106,8 +113,7 @@ def serve(
     gates = parse_feature_gates(config.feature_gates, env=os.environ)
     log.info("nvdra-cd-plugin starting; flags: %s", config.describe())
     with ExitStack() as stack:
-        backend, host_root, container_root = _backend(config, profile_overrides)
-        stack.callback(backend.shutdown)
+        backend, host_root, container_root = _backend(config, profile_overrides, stack)
         inventory = discover_inventory(backend)
         strict = gates.enabled(Gate.CRASH_ON_NVLINK_FABRIC_ERRORS)
         clique = clique_id_of(((g.uuid, g.fabric) for g in inventory.gpus), strict=strict)

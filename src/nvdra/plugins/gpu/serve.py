@@ -27,6 +27,7 @@ from nvdra.nvml import (
     discover_inventory,
     load_profile,
     make_simulated_driver_root,
+    nvml_session,
 )
 from nvdra.plugins.flags import stop_on_signals, wait_for_signal
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
@@ -65,18 +66,22 @@ class RunningPlugin:
     effects: Effects | None = None
 
 
-def _backend(config: PluginConfig) -> tuple[NvmlBackend, Path, Path]:
-    """The NVML backend and the (host, container) driver roots to use."""
+def _backend(config: PluginConfig, stack: ExitStack) -> tuple[NvmlBackend, Path, Path]:
+    """The NVML backend, initialised (its shutdown on ``stack``), and the (host, container) driver roots.
+
+    The real library and a simulated node are opened the same way (:func:`nvml_session`), so an
+    init failure names its first cause: no ``libnvidia-ml.so.1`` under the root, or NVML's own error.
+    """
+    backend: NvmlBackend
     if config.simulate:
         backend = SimulatedNvml(load_profile(config.simulate), state_path=simulated_nvml_state(config))
-        backend.init()
+    else:
+        backend = PynvmlBackend(driver_root=config.container_driver_root)
+    stack.enter_context(nvml_session(backend))
+    if config.simulate:
         root = make_simulated_driver_root(backend, config.plugin_dir / "simulated-driver-root")
         return backend, root, root
-    return (
-        PynvmlBackend(driver_root=config.container_driver_root),
-        config.nvidia_driver_root,
-        config.container_driver_root,
-    )
+    return backend, config.nvidia_driver_root, config.container_driver_root
 
 
 @contextmanager
@@ -96,8 +101,7 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
     with ExitStack() as stack:
         # First, so the simulated driver root inside it cannot create it with the umask's mode.
         config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        backend, host_root, container_root = _backend(config)
-        stack.callback(backend.shutdown)
+        backend, host_root, container_root = _backend(config, stack)
         inventory = discover_inventory(backend)
         log.info("discovered %d GPUs (driver %s)", len(inventory.gpus), inventory.driver_version)
         api = kube or KubernetesKubeApi.from_kubeconfig(

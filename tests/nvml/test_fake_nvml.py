@@ -1,0 +1,241 @@
+"""PynvmlBackend over the fake libnvidia-ml.so.1 (C ABI, unchanged nvidia-ml-py), fed by each profile.
+
+The conformance suite, discovery, MIG changes, struct-version fallbacks, error codes and events of the
+real backend run here on every commit, without a GPU: the same answers the simulator gives must come
+back through ctypes structs, return codes and the library search under a driver root.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from nvdra.core.errors import NvmlError, NvmlGpuLost, NvmlUninitialized
+from nvdra.nvml import (
+    PROFILE_NAMES,
+    PynvmlBackend,
+    SimulatedNvml,
+    discover_inventory,
+    nvml_session,
+    run_conformance,
+)
+from nvdra.nvml import _backend as b
+from nvdra.nvml._fakelib import (
+    FAKE_NVML_STATE_FILE,
+    append_fake_nvml_event,
+    lose_fake_nvml_gpu,
+    render_fake_nvml_state,
+)
+from nvdra.nvml._simstate import mig_uuid
+from tests.fakenvml import fake_driver_root, fake_nvml_library, fresh_pynvml
+
+Real = Callable[..., PynvmlBackend]
+
+
+@pytest.fixture
+def real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Real:
+    """Factory: an uninitialised PynvmlBackend on a fresh driver root holding the fake library."""
+    fresh_pynvml(monkeypatch)
+    monkeypatch.delenv("NVDRA_FAKE_NVML_STATE", raising=False)
+
+    def make(node: SimulatedNvml | str, **kw: object) -> PynvmlBackend:
+        root = fake_driver_root(tmp_path / "root", node, **kw)  # type: ignore[arg-type]
+        return PynvmlBackend(root)
+
+    return make
+
+
+def _state(backend: PynvmlBackend) -> Path:
+    assert backend.driver_root is not None
+    return backend.driver_root / "usr/lib64" / FAKE_NVML_STATE_FILE
+
+
+def test_the_library_exports_real_entry_points() -> None:
+    """The build exports the versioned NVML symbols pynvml binds (not Python stand-ins)."""
+    symbols = subprocess.run(
+        ["nm", "-D", "--defined-only", str(fake_nvml_library())], capture_output=True, text=True, check=True
+    ).stdout
+    for name in (
+        "nvmlInitWithFlags",
+        "nvmlDeviceGetCount_v2",
+        "nvmlDeviceGetHandleByIndex_v2",
+        "nvmlDeviceGetPciInfo_v3",
+        "nvmlDeviceGetGpuInstancePossiblePlacements_v2",
+        "nvmlComputeInstanceGetInfo_v2",
+        "nvmlDeviceGetNvLinkRemotePciInfo_v2",
+        "nvmlDeviceGetGpuFabricInfoV",
+        "nvmlEventSetWait_v2",
+    ):
+        assert f" T {name}\n" in symbols, name
+    omitted = fake_nvml_library(("nvmlDeviceGetGpuFabricInfoV",))
+    older = subprocess.run(
+        ["nm", "-D", "--defined-only", str(omitted)], capture_output=True, text=True, check=True
+    ).stdout
+    assert " T nvmlDeviceGetGpuFabricInfoV\n" not in older
+    assert " T nvmlDeviceGetGpuFabricInfo\n" in older
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES)
+def test_real_backend_conforms_on_every_profile(name: str, real: Real) -> None:
+    """Every conformance check, mutating ones included, ends as it does on the simulator (none fails)."""
+    want = [(r.name, r.outcome) for r in run_conformance(SimulatedNvml(name), allow_mutation=True)]
+    results = run_conformance(real(name), allow_mutation=True)
+    assert [r for r in results if not r.ok] == []
+    assert [(r.name, r.outcome) for r in results] == want
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES)
+def test_real_backend_discovers_what_the_simulator_does(name: str, real: Real) -> None:
+    """Through ctypes and the C ABI, discovery builds the very inventory the simulator gives."""
+    sim = SimulatedNvml(name)
+    with nvml_session(sim), nvml_session(real(name)) as backend:
+        assert discover_inventory(backend) == discover_inventory(sim)
+
+
+def test_mig_round_trip_over_the_library_on_hopper(real: Real) -> None:
+    """MIG on (Hopper: at once), then GI/CI create, list and destroy, with the simulator's UUIDs and ids."""
+    backend = real("dgx-h100")
+    with nvml_session(backend):
+        assert backend.set_mig_mode(0, True) == 0
+        assert backend.mig_mode(0) == b.MigModeState(current=True, pending=True)
+        before = _state(backend).read_text()
+        results = {r.name: r.outcome for r in run_conformance(backend, allow_mutation=True)}
+        assert results["check_mig_round_trip"] == "passed"
+        assert _state(backend).read_text() == before  # restored, and written back as it changed
+        gi = backend.create_gpu_instance(0, 19, 3)
+        ci = backend.create_compute_instance(0, gi)
+        uuid = backend.device_identity(0).uuid
+        profile = next(p for p in backend.gpu_instance_profiles(0) if p.id == 19)
+        assert ci.uuid == mig_uuid(uuid, gi, 0, profile.placements[3])
+        assert gi == 7 + 3  # the 8-slice GI id tree: eighths are 7 + start
+        assert backend.index_by_uuid(ci.uuid) == 0
+
+
+def test_hardware_state_outlives_the_session(real: Real) -> None:
+    """A compute mode and a MIG device made in one session are there in the next (the state file)."""
+    backend = real("a100-mig")
+    with nvml_session(backend):
+        backend.set_compute_mode(0, b.COMPUTE_MODE_EXCLUSIVE_PROCESS)
+        free = next(p for p in backend.gpu_instance_profiles(2) if p.slice_count == 1)
+        gi = backend.create_gpu_instance(2, free.id, free.placements[0].start)
+        made = backend.create_compute_instance(2, gi)
+    assert "compute 0 3\n" in _state(backend).read_text()
+    with nvml_session(backend):
+        assert backend.compute_mode(0) == b.COMPUTE_MODE_EXCLUSIVE_PROCESS
+        assert made.uuid in {r.uuid for r in backend.mig_devices(2)}
+
+
+def test_ampere_mig_change_waits_for_a_reset(real: Real) -> None:
+    """On Ampere, enabling MIG answers RESET_REQUIRED and stays pending; profiles stay hidden till then."""
+    backend = real("dgx-a100")
+    with nvml_session(backend):
+        assert backend.set_mig_mode(0, True) == 16
+        assert backend.mig_mode(0) == b.MigModeState(current=False, pending=True)
+        assert backend.gpu_instance_profiles(0) == ()
+
+
+@pytest.mark.parametrize(
+    ("fabric_version", "omit"),
+    [(3, ()), (2, ()), (1, ()), (1, ("nvmlDeviceGetGpuFabricInfoV",))],
+    ids=["v3", "v2-driver", "v1-driver", "no-V-symbol"],
+)
+def test_fabric_info_falls_back_on_older_drivers(
+    real: Real, fabric_version: int, omit: tuple[str, ...]
+) -> None:
+    """v3 → v2 on ARGUMENT_VERSION_MISMATCH → the unversioned call on mismatch or FUNCTION_NOT_FOUND."""
+    sim = SimulatedNvml("gb200-nvl72-tray")
+    sim.init()
+    want = sim.fabric_info(0)
+    backend = real("gb200-nvl72-tray", fabric_version=fabric_version, omit=omit)
+    with nvml_session(backend):
+        got = backend.fabric_info(0)
+    assert (got.state, got.status, got.cluster_uuid, got.clique_id) == (
+        want.state,
+        want.status,
+        want.cluster_uuid,
+        want.clique_id,
+    )
+    assert got.health_summary == (want.health_summary if fabric_version == 3 else 0)
+    assert got.health_mask == (want.health_mask if fabric_version >= 2 else 0)
+
+
+def test_optional_calls_answer_none_on_an_older_driver(real: Real) -> None:
+    """A missing symbol (FUNCTION_NOT_FOUND) and NOT_SUPPORTED both read as 'not there'."""
+    backend = real(
+        "dgx-h100",
+        omit=("nvmlDeviceGetAddressingMode",),
+        faults=[("nvmlDeviceGetMemoryInfo", 3), ("nvmlDeviceGetNumaNodeId", 3)],
+    )
+    with nvml_session(backend):
+        assert backend.addressing_mode(0) is None
+        assert backend.memory_total(0) is None
+        assert backend.numa_node(0) is None
+
+
+def test_init_failure_names_the_library_and_nvml_error(real: Real) -> None:
+    """nvmlInitWithFlags's own code comes back as the nvdra error, naming the library it came from."""
+    backend = real("pcie-l4", faults=[("nvmlInitWithFlags", 9)])
+    with pytest.raises(NvmlError) as info:
+        backend.init()
+    assert info.value.code == 9
+    assert "Driver Not Loaded" in str(info.value)
+    assert "libnvidia-ml.so.580.105.08" in str(info.value)
+    with pytest.raises(NvmlUninitialized):
+        backend.device_count()
+
+
+def test_a_malformed_state_file_is_reported_by_line(real: Real, capfd: pytest.CaptureFixture[str]) -> None:
+    """The fake is strict about its input: a bad line fails nvmlInit, naming file and line."""
+    backend = real("pcie-l4")
+    state = _state(backend)
+    state.write_text(state.read_text() + "gpu 1 not-enough-fields\n")
+    with pytest.raises(NvmlError) as info:
+        backend.init()
+    assert info.value.code == 999
+    lines = state.read_text().count("\n")
+    assert f"{state}:{lines}: gpu: want <index>" in capfd.readouterr().err
+
+
+def test_events_arrive_and_a_lost_gpu_is_reported(real: Real) -> None:
+    """Registered XIDs come out of nvmlEventSetWait_v2; others time out (10); a lost GPU is GPU_IS_LOST."""
+    backend = real("dgx-h100")
+    state = _state(backend)
+    with nvml_session(backend):
+        backend.register_events(1, b.HEALTH_EVENT_MASK)
+        with pytest.raises(NvmlError) as timeout:
+            backend.wait_event(20)
+        assert timeout.value.code == b.NVML_TIMEOUT
+        append_fake_nvml_event(state, 0, b.EVENT_XID_CRITICAL, 79)  # GPU 0 is not registered
+        append_fake_nvml_event(state, 1, b.EVENT_XID_CRITICAL, 48, gi_id=3, ci_id=0)
+        event = backend.wait_event(1000)
+        assert (event.index, event.event_type, event.data, event.gi_id, event.ci_id) == (1, 8, 48, 3, 0)
+        assert event.uuid == backend.device_identity(1).uuid
+        lose_fake_nvml_gpu(state, 1)
+        with pytest.raises(NvmlGpuLost):
+            backend.wait_event(1000)
+        with pytest.raises(NvmlGpuLost):
+            backend.device_identity(1)
+        backend.free_events()
+
+
+def test_state_renders_the_simulator_now(tmp_path: Path) -> None:
+    """The state file carries the simulated node's current MIG devices, modes and lost GPUs."""
+    sim = SimulatedNvml("dgx-h100")
+    sim.init()
+    sim.set_mig_mode(2, True)
+    gi = sim.create_gpu_instance(2, 9, 4)
+    ci = sim.create_compute_instance(2, gi)
+    sim.set_compute_mode(1, b.COMPUTE_MODE_PROHIBITED)
+    sim.mark_gpu_lost(5)
+    text = render_fake_nvml_state(sim)
+    assert "migmode 2 1 1\n" in text
+    (record,) = sim.snapshot().gpus[2].gpu_instances
+    assert f"gi 2 {gi} 9 4 {record.placement.size} {record.compute_slices}\n" in text
+    assert f"ci 2 {gi} 0 {sim.mig_devices(2)[0].ci_profile_id} {ci.uuid}\n" in text
+    assert "compute 1 2\n" in text
+    assert "lost 5\n" in text
+    with pytest.raises(ValueError, match="fabric_version 4"):
+        render_fake_nvml_state(sim, fabric_version=4)

@@ -8,7 +8,9 @@ are the ones a driver meets over HTTP. Invariants:
   as the API server's name generator does);
 - optimistic concurrency: a create of an existing name, an update with a stale ``resourceVersion`` or a
   delete with a wrong UID precondition is a 409 (:class:`KubeConflict`); a missing object is a 404;
-- ResourceSlices are validated on create and update (:func:`validate_resource_slice`, 422) and their
+- ResourceSlices are validated on create and update (:func:`validate_resource_slice`, 422) by the rules
+  of the Kubernetes version the fake plays (``kubernetes_version``: no shared counters before 1.33,
+  counter sets beside their consumers on 1.33/1.34, apart from devices from 1.35) and their
   ``spec.driver``, ``spec.pool.name`` and ``spec.nodeName`` are immutable;
 - injected faults (:meth:`FakeKube.fail_next`) fire before any state change; every call is logged.
 """
@@ -41,6 +43,7 @@ _ATTRIBUTE_TYPES = frozenset({"int", "bool", "string", "version"})
 _ADVANCED_DEVICE_FIELDS = ("taints", "consumesCounters")
 _NODE_SELECTION = ("nodeName", "nodeSelector", "allNodes", "perDeviceNodeSelection")
 _IMMUTABLE = (("driver",), ("pool", "name"), ("nodeName",))
+_FIRST_RELEASE = {"v1beta1": (1, 32), "v1beta2": (1, 33), "v1": (1, 34)}
 
 
 @attrs.frozen(kw_only=True)
@@ -89,8 +92,84 @@ def _validate_device(path: str, device: Any, problems: list[str]) -> None:
             problems.append(f"{path}.attributes[{key}]: Too long: may not be more than 64 bytes")
 
 
-def validate_resource_slice(obj: JsonObject) -> None:
+def _counter_problems(spec: JsonObject, devices: list[Any], version: tuple[int, int]) -> list[str]:
+    """The shared-counter rules of Kubernetes ``version`` (KEP-4815 moved them in 1.35)."""
+    problems: list[str] = []
+    counters = spec.get("sharedCounters") or []
+    uses = [
+        (i, j, use)
+        for i, d in enumerate(devices)
+        if isinstance(d, dict)
+        for j, use in enumerate(d.get("consumesCounters") or [])
+    ]
+    if version < (1, 33):
+        if "sharedCounters" in spec:
+            problems.append(
+                'spec: unknown field "sharedCounters" (Kubernetes 1.32 has no partitionable devices)'
+            )
+        problems += [f'spec.devices[{i}]: unknown field "consumesCounters"' for i, j, _ in uses if j == 0]
+        return problems
+    for i, counter_set in enumerate(counters):
+        if not counter_set.get("counters"):
+            problems.append(f"spec.sharedCounters[{i}].counters: Required value")
+        elif len(counter_set["counters"]) > 32:
+            problems.append(f"spec.sharedCounters[{i}].counters: Too many: must have at most 32 items")
+    if version < (1, 35):
+        return problems + _slice_scoped_counter_problems(counters, uses)
+    if devices and counters:
+        problems.append("spec: Invalid value: only one of `sharedCounters` or `devices` is allowed")
+    if len(counters) > 8:
+        problems.append(f"spec.sharedCounters: Too many: {len(counters)}: must have at most 8 items")
+    for i, d in enumerate(devices):
+        if isinstance(d, dict) and len(d.get("consumesCounters") or []) > 2:
+            problems.append(f"spec.devices[{i}].consumesCounters: Too many: must have at most 2 items")
+    return problems
+
+
+def _slice_scoped_counter_problems(counters: list[Any], uses: list[tuple[int, int, Any]]) -> list[str]:
+    """Kubernetes 1.33 / 1.34: a counter set is scoped to its slice, and so are the references to it."""
+    problems: list[str] = []
+    sets = {str(c.get("name")): set(c.get("counters") or {}) for c in counters}
+    total = sum(len(c) for c in sets.values())
+    if total > 32:
+        problems.append(
+            f"spec.sharedCounters: Invalid value: {total}: "
+            "the total number of shared counters must not exceed 32"
+        )
+    for i, j, use in uses:
+        path = f"spec.devices[{i}].consumesCounters[{j}]"
+        known = sets.get(str(use.get("counterSet")))
+        if known is None:
+            problems.append(
+                f"{path}.counterSet: Invalid value: {use.get('counterSet')!r}: "
+                "must reference a counterSet defined in the ResourceSlice sharedCounters"
+            )
+        elif set(use.get("counters") or {}) - known:
+            problems.append(
+                f"{path}.counters: Invalid value: "
+                "must reference a counter defined in the ResourceSlice sharedCounters"
+            )
+    per_device: dict[int, int] = {}
+    for i, _, use in uses:
+        per_device[i] = per_device.get(i, 0) + len(use.get("counters") or {})
+    problems += [
+        f"spec.devices[{i}]: Invalid value: {n}: the total number of counters must not exceed 32"
+        for i, n in sorted(per_device.items())
+        if n > 32
+    ]
+    if sum(per_device.values()) > 1024:
+        problems.append(
+            f"spec.devices: Invalid value: {sum(per_device.values())}: "
+            "the total number of counters in devices must not exceed 1024"
+        )
+    return problems
+
+
+def validate_resource_slice(obj: JsonObject, *, kubernetes_version: tuple[int, int] = (1, 36)) -> None:
     """Apply the API server's ResourceSlice rules that a driver can break (v1 shape).
+
+    ``kubernetes_version`` picks the rules of that release where they differ (shared counters, the
+    64-device limit for devices with taints or counters, which came with 1.35).
 
     Raises:
         KubeApiError: status 422, every violated rule named with its field path.
@@ -113,10 +192,9 @@ def validate_resource_slice(obj: JsonObject) -> None:
             f"spec: Invalid value: exactly one of {list(_NODE_SELECTION)} is required, got {chosen}"
         )
     devices = spec.get("devices") or []
-    if devices and spec.get("sharedCounters"):
-        problems.append("spec: Invalid value: only one of `sharedCounters` or `devices` is allowed")
+    problems += _counter_problems(spec, devices, kubernetes_version)
     advanced = any(d.get(f) for d in devices if isinstance(d, dict) for f in _ADVANCED_DEVICE_FIELDS)
-    limit = 64 if advanced else 128
+    limit = 64 if advanced and kubernetes_version >= (1, 35) else 128
     if len(devices) > limit:
         problems.append(f"spec.devices: Too many: {len(devices)}: must have at most {limit} items")
     seen: set[str] = set()
@@ -126,9 +204,6 @@ def validate_resource_slice(obj: JsonObject) -> None:
         if name in seen:
             problems.append(f"spec.devices[{i}].name: Duplicate value: {name!r}")
         seen.add(str(name))
-    counters = spec.get("sharedCounters") or []
-    if len(counters) > 8:
-        problems.append(f"spec.sharedCounters: Too many: {len(counters)}: must have at most 8 items")
     if problems:
         raise _invalid(obj.get("metadata", {}).get("name", ""), problems)
 
@@ -145,13 +220,30 @@ class _Fault:
 class FakeKube:
     """In-memory ``KubeApi``: ResourceSlices, ResourceClaims and Nodes, with faults and a call log."""
 
-    def __init__(self, *, served_versions: tuple[str, ...] = ("v1", "v1beta2", "v1beta1")) -> None:
+    def __init__(
+        self,
+        *,
+        served_versions: tuple[str, ...] = ("v1", "v1beta2", "v1beta1"),
+        kubernetes_version: tuple[int, int] = (1, 36),
+    ) -> None:
         """Make an empty store.
 
         Args:
             served_versions: the ``resource.k8s.io`` versions this fake server serves (discovery).
+            kubernetes_version: the release the fake plays (``/version``, ResourceSlice rules).
+
+        Raises:
+            ValueError: ``served_versions`` names a version that release does not have.
         """
+        for version in served_versions:
+            first = _FIRST_RELEASE.get(version)
+            if first is not None and tuple(kubernetes_version) < first:
+                raise ValueError(
+                    f"Kubernetes {kubernetes_version[0]}.{kubernetes_version[1]} has no "
+                    f"resource.k8s.io/{version} (it came in {first[0]}.{first[1]})"
+                )
         self.served_versions = tuple(served_versions)
+        self.kubernetes_version = (int(kubernetes_version[0]), int(kubernetes_version[1]))
         self._lock = threading.RLock()
         self._rv = itertools.count(1)
         self._slices: dict[str, JsonObject] = {}
@@ -213,6 +305,10 @@ class FakeKube:
         """The newest served version among v1, v1beta2, v1beta1."""
         return pick_resource_version(self.served_versions)
 
+    def server_version(self) -> tuple[int, int]:
+        """The Kubernetes release this fake plays (its ResourceSlice rules, ``/version``)."""
+        return self.kubernetes_version
+
     def get_resource_claim(self, namespace: str, name: str) -> JsonObject:
         """GET a stored ResourceClaim."""
         with self._lock:
@@ -269,7 +365,7 @@ class FakeKube:
                     f'resourceslices.resource.k8s.io "{meta["name"]}" already exists', status=409
                 )
             obj["apiVersion"], obj["kind"] = "resource.k8s.io/v1", "ResourceSlice"
-            validate_resource_slice(obj)
+            validate_resource_slice(obj, kubernetes_version=self.kubernetes_version)
             meta.update(
                 uid=str(uuid.uuid4()),
                 resourceVersion=str(next(self._rv)),
@@ -299,7 +395,7 @@ class FakeKube:
                 raise KubeConflict(f"Precondition failed: UID in object meta: {meta['uid']}", status=409)
             obj["apiVersion"], obj["kind"] = "resource.k8s.io/v1", "ResourceSlice"
             self._check_immutable(name, current["spec"], obj.get("spec") or {})
-            validate_resource_slice(obj)
+            validate_resource_slice(obj, kubernetes_version=self.kubernetes_version)
             changed = obj.get("spec") != current["spec"]
             meta.update(
                 uid=cur_meta["uid"],

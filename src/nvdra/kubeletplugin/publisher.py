@@ -5,8 +5,13 @@ this driver's slices of this node and repairs the difference, on :meth:`~Resourc
 on a periodic resync (a slice wiped by the kubelet or deleted by hand comes back) and after errors.
 
 Invariants, per pool:
-- a slice never carries both devices and shared counters, nor more than 128 devices (64 when one of
-  them has taints or consumesCounters), nor more than 8 counter sets: desired slices are split;
+- the layout is the one the server's Kubernetes version accepts (:func:`counter_placement`, read once
+  from ``/version``): from 1.35 a slice never carries both devices and shared counters, nor more than 8
+  counter sets; on 1.33 and 1.34 each counter set sits in the one slice holding every device that
+  consumes it (within 32 shared counters and 1024 consumed counters per slice); before 1.33 a pool with
+  counters is refused with a ConfigError naming the server version. Never more than 128 devices per
+  slice (64 when one of them has taints or consumesCounters): desired slices are split;
+- every ``consumesCounters`` entry names a counter set of the pool and counters of that set;
 - slice *i* is named with generateName ``<%05x i>-<driver>-<node>-`` (1.36 naming, which also makes list
   order the allocation priority) and matched to existing slices by that index prefix;
 - slices of an older pool generation, and current ones no desired slice matches, are deleted (with a
@@ -20,6 +25,7 @@ Invariants, per pool:
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import re
@@ -38,12 +44,14 @@ from nvdra.core.quantity import parse_quantity
 from nvdra.kubeletplugin.types import DriverResources, KubeApi, Pool, Slice
 
 __all__ = [
+    "CounterPlacement",
     "DroppedFieldsError",
     "PoolPlan",
     "PoolTarget",
     "PublisherStatistics",
     "ResourceSlicePublisher",
     "RetryPolicy",
+    "counter_placement",
     "plan_pool",
     "split_pool",
 ]
@@ -53,6 +61,11 @@ _log = logging.getLogger(__name__)
 MAX_DEVICES = 128
 MAX_ADVANCED_DEVICES = 64  # when a device has taints or consumesCounters
 MAX_COUNTER_SETS = 8
+# Kubernetes 1.33 and 1.34, where counter sets sit beside their consumers: per slice, counters in all
+# sets and counters consumed by all devices; per device, counters consumed.
+MAX_SHARED_COUNTERS_WITH_DEVICES = 32
+MAX_DEVICE_COUNTERS_WITH_DEVICES = 1024
+MAX_COUNTERS_PER_DEVICE_WITH_DEVICES = 32
 _INDEX = re.compile(r"^([0-9a-f]{5})-")
 _QUANTITY_KEYS = frozenset({"value", "default", "min", "max", "step"})
 
@@ -98,6 +111,26 @@ class PoolPlan:
         return not (self.deletes or self.updates or self.creates)
 
 
+class CounterPlacement(enum.Enum):
+    """Where a server accepts shared counters (KEP-4815 partitionable devices)."""
+
+    UNSUPPORTED = "unsupported"
+    """Kubernetes 1.32: ResourceSlices have no ``sharedCounters`` nor ``consumesCounters``."""
+    WITH_DEVICES = "with-devices"
+    """1.33 and 1.34: a counter set is scoped to its slice; its consumers must sit in that slice."""
+    SEPARATE = "separate"
+    """1.35 on: counter sets in slices of their own, usable by every device of the pool."""
+
+
+def counter_placement(server: tuple[int, int]) -> CounterPlacement:
+    """The placement a Kubernetes ``(major, minor)`` server accepts."""
+    if server >= (1, 35):
+        return CounterPlacement.SEPARATE
+    if server >= (1, 33):
+        return CounterPlacement.WITH_DEVICES
+    return CounterPlacement.UNSUPPORTED
+
+
 def _advanced(device: JsonObject) -> bool:
     return bool(device.get("taints") or device.get("consumesCounters"))
 
@@ -119,11 +152,167 @@ def _split_devices(devices: Sequence[JsonObject]) -> list[Slice]:
     return chunks
 
 
-def split_pool(pool: Pool) -> list[Slice]:
-    """The slices to publish for a pool: counter sets apart from devices, every slice within limits.
+def _consumed(device: JsonObject) -> int:
+    """How many counters ``device`` consumes, over all its consumesCounters entries."""
+    return sum(len(c.get("counters") or {}) for c in device.get("consumesCounters") or [])
+
+
+def _check_counters(pool_name: str, pool: Pool) -> dict[str, JsonObject]:
+    """The pool's counter sets by name, after checking names are unique and every reference resolves.
+
+    Raises:
+        ConfigError: a duplicate counter set, or a consumesCounters entry naming an unknown set or counter.
+    """
+    sets: dict[str, JsonObject] = {}
+    for desired in pool.slices:
+        for counter_set in desired.shared_counters:
+            name = str(counter_set.get("name"))
+            if name in sets:
+                raise ConfigError(f"pools[{pool_name}]", name, "counter set names unique within the pool")
+            sets[name] = counter_set
+    for desired in pool.slices:
+        for device in desired.devices:
+            for i, use in enumerate(device.get("consumesCounters") or []):
+                path = f"pools[{pool_name}].devices[{device.get('name')}].consumesCounters[{i}]"
+                known = sets.get(str(use.get("counterSet")))
+                if known is None:
+                    raise ConfigError(f"{path}.counterSet", use.get("counterSet"), f"one of {sorted(sets)}")
+                missing = sorted(set(use.get("counters") or {}) - set(known.get("counters") or {}))
+                if missing:
+                    raise ConfigError(
+                        f"{path}.counters",
+                        missing,
+                        f"counters of set {known['name']}: {sorted(known['counters'])}",
+                    )
+    return sets
+
+
+def _counter_groups(devices: Sequence[JsonObject]) -> list[tuple[list[str], list[JsonObject]]]:
+    """Devices grouped so that every counter set's consumers share a group (in first-device order).
+
+    Returns ``(counter set names, devices)`` per group; a device consuming nothing is a group alone.
+    """
+    parent: dict[str, str] = {}
+
+    def root(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    for device in devices:
+        names = [str(c.get("counterSet")) for c in device.get("consumesCounters") or []]
+        for other in names[1:]:
+            parent[root(other)] = root(names[0])
+    groups: dict[str, tuple[list[str], list[JsonObject]]] = {}
+    order: list[tuple[list[str], list[JsonObject]]] = []
+    for device in devices:
+        names = [str(c.get("counterSet")) for c in device.get("consumesCounters") or []]
+        if not names:
+            order.append(([], [device]))
+            continue
+        key = root(names[0])
+        if key not in groups:
+            groups[key] = ([], [])
+            order.append(groups[key])
+        group_sets, group_devices = groups[key]
+        group_devices.append(device)
+        group_sets.extend(n for n in names if n not in group_sets)
+    return order
+
+
+def _split_with_devices(pool_name: str, pool: Pool, sets: Mapping[str, JsonObject]) -> list[Slice]:
+    """The Kubernetes 1.33/1.34 layout: each counter set in the slice of all devices consuming it.
+
+    Driver-given device slices stay apart; inside one, groups of devices sharing counter sets are packed
+    in order into as few slices as the per-slice limits allow. Counter sets no device consumes are left
+    out (they mean nothing outside the slice of their consumers).
+    """
+    order = {name: i for i, name in enumerate(sets)}
+    owner: dict[str, int] = {}
+    out: list[Slice] = []
+
+    def emit(devices: list[JsonObject], names: list[str]) -> None:
+        if devices:
+            chosen = tuple(sets[n] for n in sorted(names, key=order.__getitem__))
+            out.append(Slice(devices=tuple(devices), shared_counters=chosen))
+
+    for index, desired in enumerate(pool.slices):
+        devices: list[JsonObject] = []
+        names: list[str] = []
+        shared = consumed = 0
+        advanced = False
+        for group_sets, group_devices in _counter_groups(desired.devices):
+            for name in group_sets:
+                if owner.setdefault(name, index) != index:
+                    raise ConfigError(
+                        f"pools[{pool_name}].sharedCounters[{name}]",
+                        name,
+                        "a counter set consumed by devices of one driver slice only (before Kubernetes "
+                        "1.35 a counter set and all its consumers must share a ResourceSlice)",
+                    )
+            for device in group_devices:
+                if _consumed(device) > MAX_COUNTERS_PER_DEVICE_WITH_DEVICES:
+                    raise ConfigError(
+                        f"pools[{pool_name}].devices[{device.get('name')}].consumesCounters",
+                        _consumed(device),
+                        f"at most {MAX_COUNTERS_PER_DEVICE_WITH_DEVICES} counters per device "
+                        "before Kubernetes 1.35",
+                    )
+            g_shared = sum(len(sets[n].get("counters") or {}) for n in group_sets)
+            g_consumed = sum(_consumed(d) for d in group_devices)
+            g_advanced = any(_advanced(d) for d in group_devices)
+            g_limit = MAX_ADVANCED_DEVICES if g_advanced else MAX_DEVICES
+            if (
+                len(group_devices) > g_limit
+                or g_shared > MAX_SHARED_COUNTERS_WITH_DEVICES
+                or g_consumed > MAX_DEVICE_COUNTERS_WITH_DEVICES
+            ):
+                raise ConfigError(
+                    f"pools[{pool_name}].sharedCounters{group_sets}",
+                    f"{len(group_devices)} devices, {g_shared} shared, {g_consumed} consumed counters",
+                    f"one ResourceSlice before Kubernetes 1.35: at most {g_limit} devices, "
+                    f"{MAX_SHARED_COUNTERS_WITH_DEVICES} shared and {MAX_DEVICE_COUNTERS_WITH_DEVICES} "
+                    "consumed counters (a counter set and all its consumers must share a slice)",
+                )
+            limit = MAX_ADVANCED_DEVICES if advanced or g_advanced else MAX_DEVICES
+            if devices and (
+                len(devices) + len(group_devices) > limit
+                or shared + g_shared > MAX_SHARED_COUNTERS_WITH_DEVICES
+                or consumed + g_consumed > MAX_DEVICE_COUNTERS_WITH_DEVICES
+            ):
+                emit(devices, names)
+                devices, names, shared, consumed, advanced = [], [], 0, 0, False
+            devices.extend(group_devices)
+            names.extend(group_sets)
+            shared, consumed = shared + g_shared, consumed + g_consumed
+            advanced = advanced or g_advanced
+        emit(devices, names)
+    return out
+
+
+def split_pool(
+    pool: Pool, placement: CounterPlacement = CounterPlacement.SEPARATE, *, pool_name: str = ""
+) -> list[Slice]:
+    """The slices to publish for a pool, laid out for ``placement``, every slice within limits.
 
     A pool with nothing in it still gets one empty slice, so that consumers see the pool exists.
+
+    Raises:
+        ConfigError: a counter reference does not resolve, the server has no shared counters at all
+            (``UNSUPPORTED``), or a counter set with its consumers does not fit one slice before 1.35.
     """
+    sets = _check_counters(pool_name, pool)
+    consumers = any(d.get("consumesCounters") for s in pool.slices for d in s.devices)
+    if placement is CounterPlacement.UNSUPPORTED and (sets or consumers):
+        raise ConfigError(
+            f"pools[{pool_name}].sharedCounters",
+            sorted(sets),
+            "no shared counters: the API server is older than Kubernetes 1.33, and partitionable "
+            "devices (DynamicMIG, --publish-fabric-partitions) need 1.33+ with the "
+            "DRAPartitionableDevices feature gate",
+        )
+    if placement is CounterPlacement.WITH_DEVICES:
+        return _split_with_devices(pool_name, pool, sets) or [Slice()]
     out: list[Slice] = []
     for desired in pool.slices:
         counters = desired.shared_counters
@@ -275,6 +464,7 @@ class ResourceSlicePublisher:
         retry: RetryPolicy | None = None,
         resync_period: float = 30.0,
         on_error: Callable[[BaseException, str], None] | None = None,
+        placement: CounterPlacement | None = None,
     ) -> None:
         """Make a stopped publisher.
 
@@ -286,6 +476,7 @@ class ResourceSlicePublisher:
             retry: retry and back-off policy (tests pass ``wait=tenacity.wait_none()``).
             resync_period: seconds between drift checks when nothing changes.
             on_error: called with background errors (a ``DraDriver.handle_error``); default: logged.
+            placement: where shared counters go; None: from the server's version, read at the first sync.
         """
         self._kube = kube
         self._driver = driver_name
@@ -304,6 +495,7 @@ class ResourceSlicePublisher:
         self._adopted: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._stats = {"syncs": 0, "creates": 0, "updates": 0, "deletes": 0, "errors": 0}
         self._generations: dict[str, int] = {}
+        self._placement = placement
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -398,11 +590,24 @@ class ResourceSlicePublisher:
             "controller": True,
         }
 
+    def placement(self) -> CounterPlacement:
+        """Where shared counters go on this server (its ``/version`` is read once, on first use)."""
+        if self._placement is None:
+            server = self._kube.server_version()
+            self._placement = counter_placement(server)
+            _log.info(
+                "Kubernetes %d.%d: shared counters are published %s",
+                *server,
+                self._placement.value.replace("-", " "),
+            )
+        return self._placement
+
     def _sync_once(self) -> None:
         with self._cond:
             desired = self._desired
         if desired is None:
             return
+        placement = self.placement()
         owner = self._owner()
         by_pool: dict[str, list[JsonObject]] = {}
         for obj in self._kube.list_resource_slices(driver=self._driver, node_name=self._node):
@@ -413,7 +618,7 @@ class ResourceSlicePublisher:
             with self._stats_lock:
                 self._generations.pop(name, None)
         for name, pool in sorted(desired.pools.items()):
-            slices = split_pool(pool)
+            slices = split_pool(pool, placement, pool_name=name)
             _check_pool(name, slices)
             target = PoolTarget(driver=self._driver, node_name=self._node, pool_name=name, owner=owner)
             plan = plan_pool(

@@ -4,7 +4,11 @@ It serves the REST paths :class:`~nvdra.kubeletplugin._kube.KubernetesKubeApi` u
 ``/api``, ``/apis``, ``/apis/resource.k8s.io`` discovery, ResourceSlice list/get/create/update/delete,
 ResourceClaim and Node GETs — with Kubernetes-shaped ``Status`` error bodies. Invariants:
 - objects are stored in the v1 shape (by the ``FakeKube``) and converted to and from the version named
-  in the request path; a version the store does not serve is a 404, a body of another version a 400;
+  in the request path; a version the store does not serve is a 404, a body of another version a 400,
+  and so is a body with fields the path's version does not have (``basic`` outside v1beta1, ``exactly``
+  in v1beta1: a strict decoder's "unknown field"). This holds for every ``resource.k8s.io`` resource,
+  the generic ones (ResourceClaimTemplates, DeviceClasses) included;
+- ``/version`` names the store's ``kubernetes_version``;
 - the handler speaks HTTP/1.1 keep-alive with ``Content-Length`` and has Nagle's algorithm off: headers
   and body leave in two writes, and with Nagle plus delayed ACKs every answer would stall ~40 ms;
 - when built with a ``token``, every request must carry ``Authorization: Bearer <token>`` (else 401);
@@ -29,6 +33,9 @@ from nvdra.kubeletplugin._kube import (
     RESOURCE_GROUP,
     SUPPORTED_VERSIONS,
     claim_to_version,
+    resource_from_version,
+    resource_to_version,
+    shape_problems,
     slice_from_version,
     slice_to_version,
 )
@@ -36,6 +43,7 @@ from nvdra.kubeletplugin.fake import FakeKube
 from nvdra.kubeletplugin.objects import (
     DAEMON_SETS,
     DEPLOYMENTS,
+    DEVICE_CLASSES,
     LEASES,
     NODES,
     PODS,
@@ -67,7 +75,16 @@ _GENERIC = re.compile(
     r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"
 )
-_BUILTIN_TYPES = (NODES, PODS, DEPLOYMENTS, DAEMON_SETS, LEASES, RESOURCE_CLAIMS, RESOURCE_CLAIM_TEMPLATES)
+_BUILTIN_TYPES = (
+    NODES,
+    PODS,
+    DEPLOYMENTS,
+    DAEMON_SETS,
+    LEASES,
+    RESOURCE_CLAIMS,
+    RESOURCE_CLAIM_TEMPLATES,
+    DEVICE_CLASSES,
+)
 
 
 def status_body(code: int, message: str) -> JsonObject:
@@ -295,7 +312,13 @@ class ApiServer:
         if group_versions:
             group["preferredVersion"] = group_versions[0]
         if path == "/version":
-            return {"major": "1", "minor": "36", "gitVersion": "v1.36.0-nvdra", "platform": "linux/amd64"}
+            major, minor = self.store.kubernetes_version
+            return {
+                "major": str(major),
+                "minor": str(minor),
+                "gitVersion": f"v{major}.{minor}.0-nvdra",
+                "platform": "linux/amd64",
+            }
         if path == "/api":
             return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
         if path == "/apis":
@@ -332,15 +355,22 @@ class ApiServer:
         raise KubeApiError(f"method {method} is not allowed here", status=405)
 
     @staticmethod
-    def _incoming(body: JsonObject, version: str) -> JsonObject:
+    def _incoming(body: JsonObject, version: str, kind: str = "ResourceSlice") -> JsonObject:
         expected = f"{RESOURCE_GROUP}/{version}"
-        if body.get("apiVersion") != expected or body.get("kind") != "ResourceSlice":
+        if body.get("apiVersion") != expected or body.get("kind") != kind:
             raise KubeApiError(
                 f"the API version in the data ({body.get('apiVersion')}) does not match the expected "
-                f"API version ({expected}), or kind is not ResourceSlice",
+                f"API version ({expected}), or kind is not {kind}",
                 status=400,
             )
-        return slice_from_version(body)
+        unknown = shape_problems(kind, body, version)
+        if unknown:
+            raise KubeApiError(
+                f"{kind} in version {version} cannot be handled: strict decoding error: "
+                + ", ".join(unknown),
+                status=400,
+            )
+        return slice_from_version(body) if kind == "ResourceSlice" else resource_from_version(kind, body)
 
     def _claim(
         self, method: str, query: dict[str, str], body: JsonObject, *, v: str, ns: str, name: str
@@ -349,6 +379,17 @@ class ApiServer:
         if method != "GET":
             raise KubeApiError(f"method {method} is not allowed here", status=405)
         return 200, claim_to_version(self.store.get_resource_claim(ns, name), v)
+
+    def _generic_type(self, group: str, version: str, plural: str) -> ResourceType:
+        """The registered type a generic path names; resource.k8s.io types at every served version."""
+        if group == RESOURCE_GROUP:
+            # Stored once (v1 shape, by the v1 type), served at every version the store serves.
+            self._check_version(version)
+            version = "v1"
+        rt = self._types.get((group, version, plural))
+        if rt is None:
+            raise KubeNotFound("the server could not find the requested resource", status=404)
+        return rt
 
     def _generic(
         self,
@@ -364,27 +405,37 @@ class ApiServer:
         name: str = "",
         sub: str = "",
     ) -> Any:
-        rt = self._types.get((group, gv or cv, plural))
-        if rt is None:
-            raise KubeNotFound("the server could not find the requested resource", status=404)
+        version = gv or cv
+        rt = self._generic_type(group, version, plural)
         objects = self.store
+
+        def out(obj: JsonObject) -> JsonObject:
+            return resource_to_version(rt.kind, obj, version) if group == RESOURCE_GROUP else obj
+
+        if group == RESOURCE_GROUP and method in ("POST", "PUT"):
+            body = self._incoming(body, version, rt.kind)
         if method == "GET" and not name:
             items = objects.list_objects(rt, ns, label_selector=query.get("labelSelector", ""))
-            return 200, {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "items": items}
+            api_version = f"{group}/{version}" if group else version
+            return 200, {
+                "kind": f"{rt.kind}List",
+                "apiVersion": api_version,
+                "items": [out(i) for i in items],
+            }
         if method == "GET":
-            return 200, objects.get_object(rt, name, ns)
+            return 200, out(objects.get_object(rt, name, ns))
         if method == "POST" and not name:
             if rt.namespaced:
                 body.setdefault("metadata", {})["namespace"] = ns or "default"
-            return 201, objects.create_object(rt, body)
+            return 201, out(objects.create_object(rt, body))
         if method == "PUT" and name:
             if (body.get("metadata") or {}).get("name") != name:
                 raise KubeApiError("the name of the object does not match the name on the URL", status=400)
             if rt.namespaced:
                 body["metadata"]["namespace"] = ns or "default"
-            return 200, objects.update_object(rt, body, status=sub == "status")
+            return 200, out(objects.update_object(rt, body, status=sub == "status"))
         if method == "PATCH" and name:
-            return 200, objects.patch_object(rt, name, body, ns)
+            return 200, out(objects.patch_object(rt, name, body, ns))
         if method == "DELETE" and name:
             uid = (body.get("preconditions") or {}).get("uid")
             objects.delete_object(rt, name, ns, uid=uid)

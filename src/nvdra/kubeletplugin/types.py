@@ -97,6 +97,10 @@ class KubeApi(Protocol):
         """The newest ``resource.k8s.io`` version the server serves among v1, v1beta2, v1beta1."""
         ...
 
+    def server_version(self) -> tuple[int, int]:
+        """The server's Kubernetes ``(major, minor)``: what ResourceSlice layout it accepts depends on it."""
+        ...
+
     def get_resource_claim(self, namespace: str, name: str) -> JsonObject:
         """GET one ResourceClaim. Must not wait behind a client-side limiter meant for background work."""
         ...
@@ -126,7 +130,9 @@ class KubeApi(Protocol):
 class Slice:
     """Desired content of one ResourceSlice, devices in the v1 shape (``resource.k8s.io/v1``).
 
-    A slice carries devices or shared counters, never both (Kubernetes 1.35+ rejects the mix).
+    The publisher lays slices out as the server wants them: from Kubernetes 1.35 shared counters go in
+    slices of their own; on 1.33 and 1.34 each counter set goes into the slice of the devices that
+    consume it (:func:`nvdra.kubeletplugin.publisher.split_pool`).
     """
 
     devices: tuple[JsonObject, ...] = ()

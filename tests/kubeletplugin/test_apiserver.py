@@ -128,7 +128,8 @@ def test_put_get_delete_round_trip_with_conflicts(server):
     call = Http(server)
     _, created = call("POST", "/apis/resource.k8s.io/v1/resourceslices", v1_slice())
     path = f"/apis/resource.k8s.io/v1/resourceslices/{created['metadata']['name']}"
-    status, updated = call("PUT", path, created)
+    changed = {**created, "metadata": {**created["metadata"], "labels": {"changed": "yes"}}}
+    status, updated = call("PUT", path, changed)  # a write that changes nothing would keep the version
     assert status == 200
     status, body = call("PUT", path, created)
     assert (status, body["reason"]) == (409, "Conflict")

@@ -47,11 +47,26 @@ def test_generated_name_base_is_cut_to_58_characters():
     assert len(stored["metadata"]["name"]) == 63
 
 
+def _relabelled(obj):
+    """``obj`` with a new label: an update that changes nothing is no write (no new resourceVersion)."""
+    return {**obj, "metadata": {**obj["metadata"], "labels": {"changed": "yes"}}}
+
+
+def test_a_write_that_changes_nothing_keeps_the_resource_version():
+    """As the apiserver: an identical update is answered with the stored object, no new revision."""
+    kube = FakeKube()
+    first = kube.create_resource_slice(slice_body())
+    assert (
+        kube.update_resource_slice(first)["metadata"]["resourceVersion"]
+        == first["metadata"]["resourceVersion"]
+    )
+
+
 def test_resource_version_increases_on_every_write():
     """Each write gets a larger resourceVersion than the one before."""
     kube = FakeKube()
     first = kube.create_resource_slice(slice_body())
-    second = kube.update_resource_slice(first)
+    second = kube.update_resource_slice(_relabelled(first))
     assert int(second["metadata"]["resourceVersion"]) > int(first["metadata"]["resourceVersion"])
 
 
@@ -68,7 +83,7 @@ def test_stale_update_conflicts():
     """An update carrying an old resourceVersion is a 409; the current one succeeds."""
     kube = FakeKube()
     stored = kube.create_resource_slice(slice_body())
-    kube.update_resource_slice(stored)
+    kube.update_resource_slice(_relabelled(stored))
     with pytest.raises(errors.KubeConflict):
         kube.update_resource_slice(stored)
 

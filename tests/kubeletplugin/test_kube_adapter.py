@@ -135,7 +135,7 @@ def test_error_mapping(tmp_path):
         with pytest.raises(errors.KubeNotFound) as nf:
             api.get_resource_claim("ns", "missing")
         created = api.create_resource_slice(v1_slice())
-        api.update_resource_slice(created)
+        api.update_resource_slice({**created, "metadata": {**created["metadata"], "labels": {"a": "b"}}})
         with pytest.raises(errors.KubeConflict) as cf:
             api.update_resource_slice(created)
         srv.store.fail_next("list", status=500)

@@ -3,11 +3,13 @@
 It is the store behind :class:`~nvdra.kubeletplugin.testing_apiserver.ApiServer` too, so the rules here
 are the ones a driver meets over HTTP. Invariants:
 - objects are stored and returned in the v1 shape, as independent copies (callers cannot alias the store);
-- every write bumps one cluster-wide ``resourceVersion``; creates assign ``uid``, ``creationTimestamp``,
+- every object, ResourceSlices included, lives in one :class:`~nvdra.kubeletplugin.objects.ObjectStore`
+  and follows its rules (one cluster-wide ``resourceVersion``, optimistic concurrency, immutable
+  fields, the status subresource, finalizers, watch); creates assign ``uid``, ``creationTimestamp``,
   ``metadata.generation`` and, for ``generateName``, a random 5-character suffix (base cut to 58 chars,
   as the API server's name generator does);
-- optimistic concurrency: a create of an existing name, an update with a stale ``resourceVersion`` or a
-  delete with a wrong UID precondition is a 409 (:class:`KubeConflict`); a missing object is a 404;
+- a create of an existing name, an update with a stale ``resourceVersion`` or a delete with a wrong UID
+  precondition is a 409 (:class:`KubeConflict`); a missing object is a 404;
 - ResourceSlices are validated on create and update (:func:`validate_resource_slice`, 422) by the rules
   of the Kubernetes version the fake plays (``kubernetes_version``: no shared counters before 1.33,
   counter sets beside their consumers on 1.33/1.34, apart from devices from 1.35) and their
@@ -17,26 +19,27 @@ are the ones a driver meets over HTTP. Invariants:
 
 from __future__ import annotations
 
-import datetime
-import itertools
-import json
 import re
-import secrets
 import threading
 import uuid
 from typing import Any
 
 import attrs
 
-from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
+from nvdra.core.errors import KubeApiError, KubeNotFound
 from nvdra.kubeletplugin._kube import error_for_status, pick_resource_version
-from nvdra.kubeletplugin.objects import NODES, RESOURCE_CLAIMS, ObjectStore, ResourceType, WatchStream
+from nvdra.kubeletplugin.objects import (
+    NODES,
+    RESOURCE_CLAIMS,
+    RESOURCE_SLICES,
+    ObjectStore,
+    ResourceType,
+    WatchStream,
+)
 
 __all__ = ["FakeKube", "KubeCall", "validate_resource_slice"]
 
 JsonObject = dict[str, Any]
-_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the API server's generateName alphabet (no vowels)
-_MAX_GENERATED_BASE = 58  # 63 - 5 random characters
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ATTRIBUTE_TYPES = frozenset({"int", "bool", "string", "version"})
@@ -53,16 +56,6 @@ class KubeCall:
     verb: str
     resource: str
     name: str
-
-
-def _clone(obj: JsonObject) -> JsonObject:
-    # JSON round trip: the store holds only JSON values, and this is faster than deepcopy for them.
-    copied: JsonObject = json.loads(json.dumps(obj))
-    return copied
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _invalid(name: str, problems: list[str]) -> KubeApiError:
@@ -217,20 +210,39 @@ class _Fault:
     message: str
 
 
+def _check_slice(new: JsonObject, old: JsonObject | None, kubernetes_version: tuple[int, int]) -> None:
+    """The ResourceSlice validation of a create (``old`` None) or an update (immutable fields too)."""
+    if old is not None:
+        for path in _IMMUTABLE:
+            before: Any = old.get("spec") or {}
+            after: Any = new.get("spec") or {}
+            for key in path:
+                before = before.get(key) if isinstance(before, dict) else None
+                after = after.get(key) if isinstance(after, dict) else None
+            if before != after:
+                raise _invalid(
+                    new["metadata"].get("name", ""),
+                    [f"spec.{'.'.join(path)}: Invalid value: {after!r}: field is immutable"],
+                )
+    validate_resource_slice(new, kubernetes_version=kubernetes_version)
+
+
 class FakeKube:
-    """In-memory ``KubeApi``: ResourceSlices, ResourceClaims and Nodes, with faults and a call log."""
+    """In-memory ``KubeApi`` and ``ObjectApi`` over one :class:`ObjectStore`, with faults and a call log."""
 
     def __init__(
         self,
         *,
         served_versions: tuple[str, ...] = ("v1", "v1beta2", "v1beta1"),
         kubernetes_version: tuple[int, int] = (1, 36),
+        strict_namespaces: bool = False,
     ) -> None:
         """Make an empty store.
 
         Args:
             served_versions: the ``resource.k8s.io`` versions this fake server serves (discovery).
             kubernetes_version: the release the fake plays (``/version``, ResourceSlice rules).
+            strict_namespaces: refuse objects in namespaces that do not exist (see :class:`ObjectStore`).
 
         Raises:
             ValueError: ``served_versions`` names a version that release does not have.
@@ -245,12 +257,13 @@ class FakeKube:
         self.served_versions = tuple(served_versions)
         self.kubernetes_version = (int(kubernetes_version[0]), int(kubernetes_version[1]))
         self._lock = threading.RLock()
-        self._rv = itertools.count(1)
-        self._slices: dict[str, JsonObject] = {}
         self._faults: list[_Fault] = []
         self._calls: list[KubeCall] = []
-        self.objects = ObjectStore(on_call=self._logged)
-        """Every object but ResourceSlices (claims, nodes, and whatever ObjectApi callers create)."""
+        self.objects = ObjectStore(on_call=self._logged, strict_namespaces=strict_namespaces)
+        """Every object, ResourceSlices included: one revision counter, one watch history."""
+        self.objects.add_validator(
+            RESOURCE_SLICES, lambda new, old: _check_slice(new, old, self.kubernetes_version)
+        )
 
     # --- test helpers ----------------------------------------------------------------------------
 
@@ -288,8 +301,7 @@ class FakeKube:
 
     def resource_slices(self) -> list[JsonObject]:
         """Every stored ResourceSlice (copies), sorted by name; not logged, never faulted."""
-        with self._lock:
-            return [_clone(self._slices[n]) for n in sorted(self._slices)]
+        return self.objects.all_objects(RESOURCE_SLICES)
 
     def _enter(self, verb: str, resource: str, name: str) -> None:
         """Log the call and fire an injected fault if one matches. Caller holds the lock."""
@@ -322,136 +334,54 @@ class FakeKube:
 
     def get_resource_slice(self, name: str) -> JsonObject:
         """GET one ResourceSlice by name."""
-        with self._lock:
-            self._enter("get", "resourceslices", name)
-            stored = self._slices.get(name)
-            if stored is None:
-                raise KubeNotFound(f'resourceslices.resource.k8s.io "{name}" not found', status=404)
-            return _clone(stored)
+        return self.objects.get_object(RESOURCE_SLICES, name)
 
     def list_resource_slices(self, *, driver: str | None, node_name: str | None = None) -> list[JsonObject]:
         """LIST ResourceSlices whose ``spec.driver`` and ``spec.nodeName`` are as given (None: any)."""
-        with self._lock:
-            self._enter("list", "resourceslices", "")
-            return [
-                _clone(s)
-                for n, s in sorted(self._slices.items())
-                if driver in (None, s["spec"].get("driver"))
-                and (node_name is None or s["spec"].get("nodeName") == node_name)
-            ]
-
-    def _generate_name(self, base: str) -> str:
-        base = base[:_MAX_GENERATED_BASE]
-        while True:
-            name = base + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
-            if name not in self._slices:
-                return name
+        selector = ",".join(
+            f"{field}={value}"
+            for field, value in (("spec.driver", driver), ("spec.nodeName", node_name))
+            if value is not None
+        )
+        return self.objects.list_objects(RESOURCE_SLICES, field_selector=selector)
 
     def create_resource_slice(self, body: JsonObject) -> JsonObject:
         """CREATE a ResourceSlice (``generateName`` allowed); 409 if the name exists, 422 if invalid."""
-        with self._lock:
-            meta = body.get("metadata") or {}
-            self._enter("create", "resourceslices", meta.get("name") or meta.get("generateName", ""))
-            obj = _clone(body)
-            meta = obj.setdefault("metadata", {})
-            if meta.get("resourceVersion"):
-                raise KubeApiError("resourceVersion should not be set on objects to be created", status=400)
-            if not meta.get("name"):
-                if not meta.get("generateName"):
-                    raise _invalid("", ["metadata.name: Required value: name or generateName is required"])
-                meta["name"] = self._generate_name(meta["generateName"])
-            if meta["name"] in self._slices:
-                raise KubeConflict(
-                    f'resourceslices.resource.k8s.io "{meta["name"]}" already exists', status=409
-                )
-            obj["apiVersion"], obj["kind"] = "resource.k8s.io/v1", "ResourceSlice"
-            validate_resource_slice(obj, kubernetes_version=self.kubernetes_version)
-            meta.update(
-                uid=str(uuid.uuid4()),
-                resourceVersion=str(next(self._rv)),
-                generation=1,
-                creationTimestamp=_now(),
-            )
-            self._slices[meta["name"]] = obj
-            return _clone(obj)
+        return self.objects.create_object(RESOURCE_SLICES, body)
 
     def update_resource_slice(self, body: JsonObject) -> JsonObject:
         """UPDATE a ResourceSlice; 404 if missing, 409 on a stale resourceVersion or UID, 422 if invalid."""
-        with self._lock:
-            name = (body.get("metadata") or {}).get("name", "")
-            self._enter("update", "resourceslices", name)
-            current = self._slices.get(name)
-            if current is None:
-                raise KubeNotFound(f'resourceslices.resource.k8s.io "{name}" not found', status=404)
-            obj = _clone(body)
-            meta, cur_meta = obj["metadata"], current["metadata"]
-            if meta.get("resourceVersion") not in (None, "", cur_meta["resourceVersion"]):
-                raise KubeConflict(
-                    f'Operation cannot be fulfilled on resourceslices.resource.k8s.io "{name}": the object '
-                    "has been modified; please apply your changes to the latest version and try again",
-                    status=409,
-                )
-            if meta.get("uid") not in (None, "", cur_meta["uid"]):
-                raise KubeConflict(f"Precondition failed: UID in object meta: {meta['uid']}", status=409)
-            obj["apiVersion"], obj["kind"] = "resource.k8s.io/v1", "ResourceSlice"
-            self._check_immutable(name, current["spec"], obj.get("spec") or {})
-            validate_resource_slice(obj, kubernetes_version=self.kubernetes_version)
-            changed = obj.get("spec") != current["spec"]
-            meta.update(
-                uid=cur_meta["uid"],
-                creationTimestamp=cur_meta["creationTimestamp"],
-                generation=cur_meta["generation"] + (1 if changed else 0),
-                resourceVersion=str(next(self._rv)),
-            )
-            self._slices[name] = obj
-            return _clone(obj)
-
-    @staticmethod
-    def _check_immutable(name: str, old: JsonObject, new: JsonObject) -> None:
-        for path in _IMMUTABLE:
-            before: Any = old
-            after: Any = new
-            for key in path:
-                before = before.get(key) if isinstance(before, dict) else None
-                after = after.get(key) if isinstance(after, dict) else None
-            if before != after:
-                raise _invalid(name, [f"spec.{'.'.join(path)}: Invalid value: {after!r}: field is immutable"])
+        return self.objects.update_object(RESOURCE_SLICES, body)
 
     def delete_resource_slice(self, name: str, *, uid: str | None = None) -> None:
         """DELETE a ResourceSlice; 409 if ``uid`` does not match; a missing one is not an error."""
-        try:
-            self.pop_resource_slice(name, uid=uid)
-        except KubeNotFound:
-            return
+        self.objects.delete_object(RESOURCE_SLICES, name, uid=uid)
 
     def pop_resource_slice(self, name: str, *, uid: str | None = None) -> JsonObject:
         """DELETE a ResourceSlice and return it (what the API server answers); 404 if missing, 409 on UID."""
-        with self._lock:
-            self._enter("delete", "resourceslices", name)
-            current = self._slices.get(name)
-            if current is None:
-                raise KubeNotFound(f'resourceslices.resource.k8s.io "{name}" not found', status=404)
-            if uid is not None and current["metadata"]["uid"] != uid:
-                raise KubeConflict(
-                    f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
-                    f"{current['metadata']['uid']}",
-                    status=409,
-                )
-            del self._slices[name]
-            next(self._rv)
-            return current
+        removed = self.objects.delete_object(RESOURCE_SLICES, name, uid=uid, missing_ok=False)
+        if removed is None:  # missing_ok=False raised already
+            raise KubeNotFound(f'resourceslices.resource.k8s.io "{name}" not found', status=404)
+        return removed
 
-    # --- ObjectApi (everything but ResourceSlices lives in ``self.objects``) ---------------------
+    # --- ObjectApi (everything lives in ``self.objects``) ----------------------------------------
 
     def get_object(self, rt: ResourceType, name: str, namespace: str | None = None) -> JsonObject:
         """GET one object."""
         return self.objects.get_object(rt, name, namespace)
 
     def list_objects(
-        self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = ""
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
     ) -> list[JsonObject]:
-        """LIST objects, optionally label-selected."""
-        return self.objects.list_objects(rt, namespace, label_selector=label_selector)
+        """LIST objects, optionally label- and field-selected."""
+        return self.objects.list_objects(
+            rt, namespace, label_selector=label_selector, field_selector=field_selector
+        )
 
     def create_object(self, rt: ResourceType, body: JsonObject) -> JsonObject:
         """CREATE an object."""
@@ -462,15 +392,22 @@ class FakeKube:
         return self.objects.update_object(rt, body, status=status)
 
     def patch_object(
-        self, rt: ResourceType, name: str, patch: JsonObject, namespace: str | None = None
+        self,
+        rt: ResourceType,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        *,
+        patch_type: str = "merge",
+        status: bool = False,
     ) -> JsonObject:
-        """Merge-patch an object."""
-        return self.objects.patch_object(rt, name, patch, namespace)
+        """PATCH an object (``merge``, ``json`` or ``strategic``), or its status."""
+        return self.objects.patch_object(rt, name, patch, namespace, patch_type=patch_type, status=status)
 
     def delete_object(
         self, rt: ResourceType, name: str, namespace: str | None = None, *, uid: str | None = None
     ) -> None:
-        """DELETE an object (marked only while it has finalizers)."""
+        """DELETE an object (marked only while it has finalizers); a missing one is not an error."""
         self.objects.delete_object(rt, name, namespace, uid=uid)
 
     def list_versioned(

@@ -11,9 +11,13 @@ import yaml
 
 from nvdra.core.config import load_config
 from nvdra.core.featuregates import parse_feature_gates
+from nvdra.fabric.requirements import fix_claim
 from nvdra.plugins.webhook import admission_gates, config_problems
 from tests.deploy.helm import REPO, crds
-from tests.deploy.schemas import KUBE_VERSIONS, crd_schemas, problems
+from tests.deploy.schemas import KUBE_VERSIONS, RESOURCE_API, crd_schemas, problems
+
+V1_VERSIONS = [v for v in KUBE_VERSIONS if RESOURCE_API[v] == "resource.k8s.io/v1"]
+"""The specs are written in resource.k8s.io/v1, which 1.34 and later serve."""
 
 SPECS = REPO / "demo" / "specs" / "quickstart"
 FILES = sorted(SPECS.glob("*.yaml"))
@@ -104,7 +108,8 @@ def test_readme_fabric_example_is_kept_as_written() -> None:
     assert claim["apiVersion"] == "resource.k8s.io/v1"
     assert claim["metadata"]["name"] == "gpu-claim-with-fabric"
     (request,) = claim["spec"]["devices"]["requests"]
-    assert request["exactly"] == {"deviceClassName": "gpu.nvidia.com", "count": 4}
+    assert (request["exactly"]["deviceClassName"], request["exactly"]["count"]) == ("gpu.nvidia.com", 4)
+    assert fix_claim(claim) == (claim, [])  # every fabric field is said to the scheduler already
     (config,) = claim["spec"]["devices"]["config"]
     assert config["opaque"]["parameters"] == USER_README_GPU_CONFIG
     assert "v1alpha2" in (SPECS / "README.md").read_text()

@@ -8,6 +8,7 @@ import pytest
 
 from nvdra.core.config import KINDS
 from nvdra.core.featuregates import FeatureGates, Gate, parse_feature_gates
+from nvdra.fabric.requirements import fix_claim
 from nvdra.plugins.webhook import DRIVER_KINDS, RESOURCE_VERSIONS, admission_gates, config_problems, review
 from tests.webhook.conftest import admission_review, claim, opaque, template
 
@@ -205,7 +206,11 @@ def test_fabric_fields_pass_with_the_gate_off_because_nodes_may_enable_it() -> N
         },
     )
     readme["apiVersion"] = "nvidia.com/v1beta1"
-    assert review(admission_review(claim(opaque(readme))), admission_gates(cluster))["response"]["allowed"]
+    unsaid = claim(opaque(readme))
+    denied = review(admission_review(unsaid), admission_gates(cluster))["response"]
+    assert not denied["allowed"] and "add the selector" in denied["status"]["message"]
+    said, _ = fix_claim(unsaid)  # the selectors and constraint that tell the scheduler
+    assert review(admission_review(said), admission_gates(cluster))["response"]["allowed"]
     bad = opaque(gpu(fabricTopologyConfig={"partitionSize": 5}))
     assert not review(admission_review(claim(bad)), admission_gates(cluster))["response"]["allowed"]
 

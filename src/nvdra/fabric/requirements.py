@@ -62,6 +62,7 @@ __all__ = [
     "MAX_GPU_BANDWIDTH_GBPS",
     "MIN_PAIR_LATENCY_MS",
     "Demand",
+    "demand_findings",
     "demand_problems",
     "fabric_demands",
     "fix_claim",
@@ -98,6 +99,10 @@ class Demand:
 
     def problem(self) -> str:
         """The one line ``nvdra validate`` and the webhook print for an unmet demand."""
+        return f"{self.where}: {self.advice()}"
+
+    def advice(self) -> str:
+        """What is missing and what to add (the line without its path)."""
         if self.kind == "selector":
             add = f"add the selector {{cel: {{expression: '{self.text}'}}}}"
         elif self.kind == "constraint":
@@ -105,8 +110,8 @@ class Demand:
         else:
             add = self.detail
         return (
-            f"{self.where}: {self.config}.{self.field} is not said to the scheduler, which may then "
-            f"allocate GPUs that prepare refuses; {add}"
+            f"{self.config}.{self.field} is not said to the scheduler, which may then allocate GPUs that "
+            f"prepare refuses; {add}"
         )
 
 
@@ -193,9 +198,11 @@ class _Request:
     selectors: tuple[str, ...]
 
 
-def _devices(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+def _devices(obj: Mapping[str, Any], template: bool | None = None) -> tuple[Mapping[str, Any], str]:
     spec = obj.get("spec") or {}
-    if obj.get("kind") == "ResourceClaimTemplate":
+    if template is None:
+        template = obj.get("kind") == "ResourceClaimTemplate"
+    if template:
         return ((spec.get("spec") or {}).get("devices") or {}), "spec.spec.devices"
     return (spec.get("devices") or {}), "spec.devices"
 
@@ -314,9 +321,12 @@ def _constraint_covers(constraint: Mapping[str, Any], attribute: str, group: Seq
     return not names or set(group) <= {str(n).split("/")[0] for n in names}
 
 
-def fabric_demands(obj: Mapping[str, Any]) -> list[Demand]:
-    """Every demand the claim's fabric configs make of its requests and constraints, met or not."""
-    devices, base = _devices(obj)
+def fabric_demands(obj: Mapping[str, Any], *, template: bool | None = None) -> list[Demand]:
+    """Every demand the claim's fabric configs make of its requests and constraints, met or not.
+
+    ``template``: whether ``obj`` is a ResourceClaimTemplate (default: from its ``kind``).
+    """
+    devices, base = _devices(obj, template)
     requests = _requests(devices, base)
     constraints = [c for c in devices.get("constraints") or [] if isinstance(c, Mapping)]
     out: list[Demand] = []
@@ -379,16 +389,23 @@ def fabric_demands(obj: Mapping[str, Any]) -> list[Demand]:
     return out
 
 
-def demand_problems(obj: Mapping[str, Any]) -> list[str]:
-    """One line per unmet demand and per bound no partition can meet (empty: the claim says it all)."""
-    devices, base = _devices(obj)
-    problems = [
-        f"{base}.config[{index}].opaque.parameters.fabricTopologyConfig.{field}: {why}; no allocation "
-        "could ever be prepared"
+def demand_findings(obj: Mapping[str, Any], *, template: bool | None = None) -> list[tuple[str, str]]:
+    """(field path, message) per bound no partition can meet and per unmet demand."""
+    devices, base = _devices(obj, template)
+    found = [
+        (
+            f"{base}.config[{index}].opaque.parameters.fabricTopologyConfig.{field}",
+            f"{why}; no allocation could ever be prepared",
+        )
         for index, fabric, _ in _fabric_configs(devices, base)
         for field, why in unmeetable(fabric)
     ]
-    return problems + [d.problem() for d in fabric_demands(obj) if not d.present]
+    return found + [(d.where, d.advice()) for d in fabric_demands(obj, template=template) if not d.present]
+
+
+def demand_problems(obj: Mapping[str, Any], *, template: bool | None = None) -> list[str]:
+    """One ``path: message`` line per :func:`demand_findings` (empty: the claim says it all)."""
+    return [f"{path}: {message}" for path, message in demand_findings(obj, template=template)]
 
 
 def fix_claim(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

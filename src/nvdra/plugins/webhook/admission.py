@@ -32,6 +32,7 @@ from typing import Any
 from nvdra.core.config import ConfigErrors, load_config
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
+from nvdra.fabric.requirements import demand_problems
 
 __all__ = [
     "ADMISSION_API_VERSION",
@@ -132,7 +133,8 @@ def config_problems(obj: Mapping[str, Any], resource: str, gates: FeatureGates) 
     problems: list[str] = []
     for index, entry in enumerate(configs):
         problems += _entry_problems(entry, f"{base}[{index}]", gates)
-    return problems
+    # A fabricTopologyConfig the selectors do not express would be allocated where prepare refuses it.
+    return problems + demand_problems(obj, template=resource == "resourceclaimtemplates")
 
 
 def _response(uid: Any, problems: Sequence[str]) -> dict[str, Any]:

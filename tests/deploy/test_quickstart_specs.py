@@ -14,10 +14,7 @@ from nvdra.core.featuregates import parse_feature_gates
 from nvdra.fabric.requirements import fix_claim
 from nvdra.plugins.webhook import admission_gates, config_problems
 from tests.deploy.helm import REPO, crds
-from tests.deploy.schemas import KUBE_VERSIONS, RESOURCE_API, crd_schemas, problems
-
-V1_VERSIONS = [v for v in KUBE_VERSIONS if RESOURCE_API[v] == "resource.k8s.io/v1"]
-"""The specs are written in resource.k8s.io/v1, which 1.34 and later serve."""
+from tests.deploy.schemas import KUBE_VERSIONS, crd_schemas, problems
 
 SPECS = REPO / "demo" / "specs" / "quickstart"
 FILES = sorted(SPECS.glob("*.yaml"))

@@ -88,7 +88,7 @@ def test_controller_restarted_mid_reconcile_converges_without_duplicates(dirs: t
         first = plan(c.controller.observe(), c.controller.settings)
         assert len(first) >= 4
         for action in first[:2]:
-            assert c.controller._perform(action) is None
+            assert c.controller._perform(action)[0] is None
         c.controller = c.new_controller()
         c.schedule_workload(cd, c.nodes)
         c.run_until("ready", lambda: c.domain("job").get("status", {}).get("status") == "Ready")

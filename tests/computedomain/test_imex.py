@@ -27,6 +27,7 @@ from nvdra.imex import (
     parse_config,
     parse_hosts_block,
     plan,
+    refresh,
     render_config,
     update_hosts,
 )
@@ -215,7 +216,45 @@ def test_deleted_domain_is_torn_down_then_released() -> None:
     }
     final = plan(Observed(domains=[cd]), SETTINGS)
     assert [(a.verb, a.kind) for a in final] == [("patch", "ComputeDomain")]
-    assert final[0].body == {"metadata": {"finalizers": None}}
+    # metadata only, under the observed resourceVersion: never an unconditional write, never the spec
+    assert final[0].body == {"metadata": {"finalizers": None, "resourceVersion": "5"}}
+    assert final[0].intent == "remove-finalizer"
+
+
+def test_status_write_carries_the_resource_version_and_refresh_redoes_it() -> None:
+    """A custom resource's /status PUT needs metadata.resourceVersion (422 without); after a 409 the
+    write is redone on the re-read object only if the status still differs."""
+    pods = [pod("a", "", "10.0.0.1")]
+    status = next(a for a in plan(Observed(domains=[domain()], pods=pods), SETTINGS) if a.intent == "status")
+    assert status.body is not None and status.body["metadata"]["resourceVersion"] == "5"
+    fresh = dict(domain(), metadata=dict(domain()["metadata"], resourceVersion="9", labels={"x": "y"}))
+    again = refresh(status, fresh)
+    assert again is not None and again.body is not None
+    assert again.body["metadata"]["resourceVersion"] == "9" and again.body["metadata"]["labels"] == {"x": "y"}
+    assert again.body["status"] == status.body["status"]
+    assert refresh(status, dict(fresh, status=status.body["status"])) is None
+
+
+def test_refresh_of_finalizer_and_label_writes_follows_the_fresh_object() -> None:
+    """Finalizer add/remove and the node unlabel are recomputed from the re-read object, or dropped."""
+    add = next(a for a in plan(Observed(domains=[domain(finalizers=())]), SETTINGS) if a.intent)
+    assert add.intent == "add-finalizer"
+    fresh = dict(domain(finalizers=("other",)), metadata=dict(domain(finalizers=("other",))["metadata"]))
+    fresh["metadata"]["resourceVersion"] = "12"
+    redone = refresh(add, fresh)
+    assert redone is not None and redone.body == {
+        "metadata": {"finalizers": ["other", FINALIZER], "resourceVersion": "12"}
+    }
+    assert refresh(add, domain()) is None  # someone else added it meanwhile
+    node = {"metadata": {"name": "n1", "resourceVersion": "3", "labels": {DOMAIN_LABEL: "gone"}}}
+    unlabel = next(a for a in plan(Observed(domains=[], nodes=[node]), SETTINGS) if a.kind == "Node")
+    assert unlabel.body == {"metadata": {"labels": {DOMAIN_LABEL: None}, "resourceVersion": "3"}}
+    relabeled = {"metadata": {"name": "n1", "resourceVersion": "4", "labels": {DOMAIN_LABEL: "new"}}}
+    assert refresh(unlabel, relabeled) is None  # the node joined another domain: keep its label
+    moved = {"metadata": {"name": "n1", "resourceVersion": "4", "labels": {DOMAIN_LABEL: "gone", "a": "b"}}}
+    again = refresh(unlabel, moved)
+    assert again is not None and again.body is not None
+    assert again.body["metadata"]["resourceVersion"] == "4"
 
 
 def test_orphans_are_cleaned() -> None:

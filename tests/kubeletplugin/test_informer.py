@@ -125,8 +125,8 @@ def test_stop_closes_an_idle_watch_at_once(kube: FakeKube) -> None:
 def test_apply_takes_a_newer_write_and_ignores_an_older_one(
     kube: FakeKube, informers: list[Informer]
 ) -> None:
-    kube.add_node("a")
-    informer = Informer(kube, NODES, backoff=FAST)
+    kube.add_node("a", labels={"sel": "1"})
+    informer = Informer(kube, NODES, label_selector="sel", backoff=FAST)
     informers.append(informer.start())
     assert informer.wait_synced(5)
     written = kube.patch_object(NODES, "a", {"metadata": {"labels": {"k": "v"}}})
@@ -135,6 +135,15 @@ def test_apply_takes_a_newer_write_and_ignores_an_older_one(
     stale = dict(written, metadata=dict(written["metadata"], resourceVersion="1"))
     informer.apply(stale)
     assert informer.get("a") == written
+    created = kube.objects.put(NODES, {"metadata": {"name": "b", "labels": {"sel": "2"}}})
+    informer.apply(created)  # a create's answer is known before its watch event
+    assert informer.get("b") is not None
+    informer.apply(kube.objects.put(NODES, {"metadata": {"name": "c"}}))  # outside the selection
+    assert informer.get("c") is None
+    kube.delete_object(NODES, "b")
+    _until(lambda: informer.get("b") is None)
+    informer.apply(created)  # an answer older than the deletion does not bring it back
+    assert informer.get("b") is None
 
 
 def test_backoff_grows_to_its_cap_with_bounded_jitter() -> None:

@@ -40,7 +40,7 @@ from nvdra.imex.objects import (
     daemon_set_name,
     workload_claim_template,
 )
-from nvdra.imex.reconcile import Action, Observed, Settings, desired_status, plan, pod_ready
+from nvdra.imex.reconcile import Action, Observed, Settings, desired_status, plan, pod_ready, refresh
 
 __all__ = [
     "CD_DRIVER_NAME",
@@ -69,6 +69,7 @@ __all__ = [
     "parse_nodes_file",
     "plan",
     "pod_ready",
+    "refresh",
     "render_config",
     "render_nodes_file",
     "update_hosts",

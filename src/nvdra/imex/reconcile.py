@@ -1,8 +1,8 @@
 """ComputeDomain reconcile planning: observed objects in, the writes that converge them out (pure).
 
-The controller lists everything once per period, calls :func:`plan`, and performs the returned
-:class:`Action` s. Keeping the decisions here makes them testable without an API server and keeps the
-write count minimal by construction:
+The controller observes everything (from its informers' caches), calls :func:`plan`, and performs the
+returned :class:`Action` s. Keeping the decisions here makes them testable without an API server and
+keeps the write count minimal by construction:
 
 - the controller is the **only writer** of ComputeDomainClique objects and of ComputeDomain status.
   Daemons register by labelling their own pod (``resource.nvidia.com/computeDomain.cliqueID``), the
@@ -12,6 +12,13 @@ write count minimal by construction:
 - an object is written only when its rendered content differs from what was observed;
 - a domain spanning several cliques gets one clique object (one IMEX domain) per clique, each capped at
   ``max_nodes`` members.
+
+Every write is conditional, as a real kube-apiserver requires of custom resources: status updates carry
+the observed ``resourceVersion``, finalizer changes are merge patches of ``metadata`` only (never the
+spec: a claim template's opaque parameters must not be re-sent) with the observed ``resourceVersion``
+as precondition, and a node label is removed under the node's ``resourceVersion``. When one of these
+meets a 409 the caller re-reads the object and asks :func:`refresh` for the same intent against it
+(bounded retries): the write is redone only if it is still needed.
 
 Deletion: a domain being deleted has its templates, DaemonSet, cliques and node labels removed (their
 finalizers dropped); once nothing of it is observed any more, its own finalizer goes. Objects and node
@@ -39,10 +46,11 @@ from nvdra.imex.objects import (
     workload_claim_template,
 )
 
-__all__ = ["Action", "Observed", "Settings", "desired_status", "plan", "pod_ready"]
+__all__ = ["Action", "Observed", "Settings", "desired_status", "plan", "pod_ready", "refresh"]
 
 JsonObject = dict[str, Any]
 Verb = Literal["create", "update", "update-status", "patch", "delete"]
+Intent = Literal["", "add-finalizer", "remove-finalizer", "unlabel-node", "status"]
 
 
 @attrs.frozen(kw_only=True)
@@ -55,6 +63,10 @@ class Action:
     namespace: str | None = None
     body: JsonObject | None = None
     why: str = ""
+    intent: Intent = ""
+    """What a conditional write means, so that :func:`refresh` can redo it against a fresh object."""
+    domain: str = ""
+    """The ComputeDomain UID a node-label removal is about (refresh keeps another domain's label)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -229,40 +241,91 @@ def desired_status(cd: Mapping[str, Any], nodes: Sequence[JsonObject]) -> JsonOb
     return {"status": "Ready" if ready else "NotReady", "nodes": list(nodes)}
 
 
-def _drop_finalizer(kind: str, obj: Mapping[str, Any], why: str) -> list[Action]:
+def _finalizer_action(kind: str, obj: Mapping[str, Any], why: str, *, add: bool) -> list[Action]:
+    """A merge patch of ``metadata`` only: the finalizers and the observed resourceVersion (precondition)."""
     meta = _meta(obj)
     finalizers = list(meta.get("finalizers") or [])
-    if FINALIZER not in finalizers:
+    if (FINALIZER in finalizers) == add or (add and meta.get("deletionTimestamp")):
         return []
-    rest = [f for f in finalizers if f != FINALIZER]
-    # No resourceVersion precondition: the delete planned just before bumps it, and the controller is the
-    # only party managing this finalizer on objects it created (a 409 here would only cost a pass).
-    patch = {"metadata": {"finalizers": rest or None}}
+    rest = [*finalizers, FINALIZER] if add else [f for f in finalizers if f != FINALIZER]
+    patch = {"metadata": {"finalizers": rest or None, "resourceVersion": meta.get("resourceVersion")}}
     return [
         Action(
-            verb="patch", kind=kind, name=meta["name"], namespace=meta.get("namespace"), body=patch, why=why
+            verb="patch",
+            kind=kind,
+            name=meta["name"],
+            namespace=meta.get("namespace"),
+            body=patch,
+            why=why,
+            intent="add-finalizer" if add else "remove-finalizer",
         )
     ]
 
 
+def _drop_finalizer(kind: str, obj: Mapping[str, Any], why: str) -> list[Action]:
+    return _finalizer_action(kind, obj, why, add=False)
+
+
 def _remove(kind: str, obj: Mapping[str, Any], why: str) -> list[Action]:
+    """Drop the finalizer first (under the observed resourceVersion), then delete: the other order
+    bumps the version between the two writes and turns the finalizer patch into a 409."""
     meta = _meta(obj)
-    actions = []
+    actions = _drop_finalizer(kind, obj, why)
     if not meta.get("deletionTimestamp"):
         actions.append(
             Action(verb="delete", kind=kind, name=meta["name"], namespace=meta.get("namespace"), why=why)
         )
-    return actions + _drop_finalizer(kind, obj, why)
+    return actions
 
 
 def _unlabel(node: Mapping[str, Any], why: str) -> Action:
+    meta = _meta(node)
+    labels = {DOMAIN_LABEL: None}
     return Action(
         verb="patch",
         kind="Node",
-        name=_meta(node)["name"],
-        body={"metadata": {"labels": {DOMAIN_LABEL: None}}},
+        name=meta["name"],
+        body={"metadata": {"labels": labels, "resourceVersion": meta.get("resourceVersion")}},
         why=why,
+        intent="unlabel-node",
+        domain=_labels(node).get(DOMAIN_LABEL, ""),
     )
+
+
+def _status_action(cd: Mapping[str, Any], status: JsonObject, why: str) -> Action:
+    """A PUT of ``/status`` carrying the observed resourceVersion (custom resources require one)."""
+    meta = _meta(cd)
+    return Action(
+        verb="update-status",
+        kind="ComputeDomain",
+        name=meta["name"],
+        namespace=meta.get("namespace"),
+        body=dict(cd, status=status),
+        why=why,
+        intent="status",
+    )
+
+
+def refresh(action: Action, current: Mapping[str, Any]) -> Action | None:
+    """``action`` redone against ``current`` (re-read after a 409), or None when no longer needed.
+
+    Only conditional writes (those with an ``intent``) can be refreshed; others return None.
+    """
+    if action.intent == "status":
+        assert action.body is not None
+        status = action.body.get("status") or {}
+        if {k: (current.get("status") or {}).get(k) for k in status} == status:
+            return None
+        return _status_action(current, status, action.why)
+    if action.intent in ("add-finalizer", "remove-finalizer"):
+        found = _finalizer_action(action.kind, current, action.why, add=action.intent == "add-finalizer")
+        return found[0] if found else None
+    if action.intent == "unlabel-node":
+        uid = _labels(current).get(DOMAIN_LABEL)
+        if not uid or uid != action.domain:
+            return None
+        return _unlabel(current, action.why)
+    return None
 
 
 def _teardown(uid: str, owned: Mapping[str, list[tuple[str, JsonObject]]], why: str) -> list[Action]:
@@ -314,19 +377,7 @@ def _plan_domain(
             return _teardown(uid, owned, "ComputeDomain is being deleted")
         return _drop_finalizer("ComputeDomain", cd, "everything of the ComputeDomain is gone")
     actions: list[Action] = []
-    if FINALIZER not in (meta.get("finalizers") or []):
-        finalizers = [*(meta.get("finalizers") or []), FINALIZER]
-        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta.get("resourceVersion")}}
-        actions.append(
-            Action(
-                verb="patch",
-                kind="ComputeDomain",
-                name=meta["name"],
-                namespace=meta.get("namespace"),
-                body=patch,
-                why="add finalizer",
-            )
-        )
+    actions += _finalizer_action("ComputeDomain", cd, "add finalizer", add=True)
     names = {(k, _meta(o)["name"], _meta(o).get("namespace")) for k, o in mine}
     wanted = [
         (
@@ -363,17 +414,7 @@ def _plan_domain(
     status = desired_status(cd, nodes)
     current = cd.get("status") or {}
     if {"status": current.get("status"), "nodes": current.get("nodes") or []} != status:
-        # The controller is the status' only writer: no resourceVersion guard, so a finalizer patch in the
-        # same pass (or a user's label edit) cannot turn this write into a 409.
-        body = dict(cd, status=status, metadata={k: v for k, v in meta.items() if k != "resourceVersion"})
-        actions.append(
-            Action(
-                verb="update-status",
-                kind="ComputeDomain",
-                name=meta["name"],
-                namespace=meta.get("namespace"),
-                body=body,
-                why="status changed",
-            )
-        )
+        # Under the observed resourceVersion: a finalizer patch in the same pass bumps it, so this
+        # write meets a 409 then, and the controller redoes it on the re-read object (refresh).
+        actions.append(_status_action(cd, status, "status changed"))
     return actions

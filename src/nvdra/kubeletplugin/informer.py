@@ -17,7 +17,7 @@ client-go's reflector does, so a controller reacts to changes instead of listing
 
 The cache is keyed ``namespace/name`` (``name`` for cluster-scoped types). :meth:`Informer.apply` lets
 a writer put what the server answered into the cache at once (newer resourceVersion wins), so its next
-decision does not act on the state before its own write.
+decision does not act on the state before its own write (the watch event follows and is idempotent).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 
 from nvdra.core.errors import KubeApiError
-from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, WatchEvent, WatchStream
+from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, WatchEvent, WatchStream, match_labels
 
 __all__ = ["Backoff", "EventHandler", "Informer", "InformerStats", "object_key"]
 
@@ -133,6 +133,7 @@ class Informer:
         self.stats = InformerStats()
         self._lock = threading.Lock()
         self._cache: dict[str, JsonObject] = {}
+        self._deleted: dict[str, int] = {}  # key -> resourceVersion of its DELETED event (for apply)
         self._handlers: list[EventHandler] = []
         self._synced = threading.Event()
         self._stop = threading.Event()
@@ -178,21 +179,27 @@ class Informer:
         return self._synced.wait(timeout)
 
     def apply(self, obj: JsonObject) -> None:
-        """Take an object a write returned into the cache now, unless the cache already has a newer one.
+        """Take an object a write returned into the cache now (no handler runs), unless the cache
+        already holds a newer version or saw the object deleted at a newer version.
 
-        Objects outside this informer's selection are ignored (only the server evaluates selectors
-        exactly; an informer is told by a DELETED event when an object leaves its selection).
+        An object outside this informer's namespace or label selection is ignored, and with a field
+        selector only objects already cached are updated (the watch event follows in any case).
         """
         key = object_key(obj)
+        meta = obj.get("metadata") or {}
+        if self.namespace is not None and self.rt.namespaced and meta.get("namespace") != self.namespace:
+            return
+        if not match_labels(meta.get("labels") or {}, self.label_selector):
+            return
+        new_v = _version(obj)
         with self._lock:
-            if key not in self._cache:
+            old = self._cache.get(key)
+            if old is None and (self.field_selector or not self._synced.is_set()):
                 return
-            old = self._cache[key]
-            new_v, old_v = _version(obj), _version(old)
-            if new_v is not None and old_v is not None and new_v <= old_v:
+            seen = _version(old) if old is not None else self._deleted.get(key)
+            if new_v is not None and seen is not None and new_v <= seen:
                 return
             self._cache[key] = obj
-        self._dispatch("MODIFIED", obj, old)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -245,6 +252,7 @@ class Informer:
         with self._lock:
             old = self._cache
             self._cache = fresh
+            self._deleted.clear()
             self._version = version
         for key, obj in sorted(fresh.items()):
             if key not in old:
@@ -306,6 +314,9 @@ class Informer:
             old = self._cache.get(key)
             if kind == "DELETED":
                 self._cache.pop(key, None)
+                if len(self._deleted) > 10_000:
+                    self._deleted.clear()
+                self._deleted[key] = _version(obj) or 0
             else:
                 self._cache[key] = obj
         if kind == "DELETED":

@@ -1,17 +1,29 @@
-"""The ComputeDomain controller: list, plan (:func:`nvdra.imex.plan`), write — once per period.
+"""The ComputeDomain controller: observe, plan (:func:`nvdra.imex.plan`), write — on every change.
 
-No watches: every ``period_s`` the leader lists the labelled DaemonSets, ResourceClaimTemplates, cliques,
-daemon pods and nodes, then the ComputeDomains (last, see :mod:`nvdra.imex.reconcile`), and performs
-the planned writes. A failed write (a 409 after a concurrent change, a 404) is logged and counted, never
-retried in a loop: the next pass re-lists and re-plans from fresh state, so a restarted controller — or
-one that lost a race — converges without duplicates (creates of existing names are 409s, and the plan
-never creates what it observed).
+Observation is list+watch (:class:`~nvdra.kubeletplugin.informer.Informer`): one informer per query —
+the labelled DaemonSets, daemon pods and cliques of each driver namespace, the labelled
+ResourceClaimTemplates and Nodes, and the ComputeDomains (started last, once the others have synced,
+see :mod:`nvdra.imex.reconcile`). Any event wakes the loop, which waits a few milliseconds for the burst
+to settle, then plans from the caches and performs the writes; a full pass also runs every
+``resync_s`` (5 minutes) with no event at all. An idle cluster costs one watch per query per
+``watch_timeout_s``, not a list of everything every second. Before acting on orphans (objects naming
+a domain UID the cache does not know) the domains are listed afresh: a watch of another resource may
+have delivered a new domain's objects before the domain itself.
+
+Writes are conditional (see :mod:`nvdra.imex.reconcile`): a 409 on a status update, a finalizer patch or
+a node-label removal re-reads the object and redoes the same intent against it (:func:`nvdra.imex.refresh`,
+up to ``conflict_retries`` times); other failures (a 409 on a create, a 404) are logged and counted,
+and the next pass re-plans. What a write returns goes into the informer's cache at once, so the next
+pass does not plan the same write again before its watch event arrives.
+
+:meth:`ComputeDomainController.reconcile_once` without :meth:`~ComputeDomainController.start` lists
+instead (tests, simulations that step the controller by hand).
 
 Leader election uses a ``coordination.k8s.io/v1`` Lease (upstream's flags and defaults): the holder renews
-every pass; another instance takes over once ``renewTime + leaseDurationSeconds`` has passed. As in
-client-go, a leader whose renewal fails keeps leading only until ``renew_deadline_s`` after its last
-successful renewal (shorter than the lease, so nobody else can hold it meanwhile), and an instance that
-does not lead retries every ``retry_period_s``.
+every ``retry_period_s``; another instance takes over once ``renewTime + leaseDurationSeconds`` has
+passed. As in client-go, a leader whose renewal fails keeps leading only until ``renew_deadline_s``
+after its last successful renewal (shorter than the lease, so nobody else can hold it meanwhile), and an
+instance that does not lead retries every ``retry_period_s``.
 """
 
 from __future__ import annotations
@@ -24,9 +36,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
+
 from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeNotFound
-from nvdra.imex import DOMAIN_LABEL, Action, Observed, Settings, plan
-from nvdra.kubeletplugin.objects import DAEMON_SETS, LEASES, NODES, PODS, RESOURCE_CLAIM_TEMPLATES, ObjectApi
+from nvdra.imex import DOMAIN_LABEL, Action, Observed, Settings, plan, refresh
+from nvdra.kubeletplugin.informer import Backoff, Informer
+from nvdra.kubeletplugin.objects import (
+    DAEMON_SETS,
+    LEASES,
+    NODES,
+    PODS,
+    RESOURCE_CLAIM_TEMPLATES,
+    ObjectApi,
+    ResourceType,
+)
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, KIND_TYPES
 
 __all__ = ["ComputeDomainController", "LeaseElector", "Metrics"]
@@ -175,15 +198,85 @@ class ComputeDomainController:
         *,
         elector: LeaseElector | None = None,
         additional_namespaces: tuple[str, ...] = (),
+        resync_s: float = 300.0,
+        watch_timeout_s: float = 300.0,
+        conflict_retries: int = 3,
+        backoff: Backoff | None = None,
     ) -> None:
         self._kube = kube
         self.settings = settings
         self.elector = elector
         self.namespaces = (settings.namespace, *additional_namespaces)
         self.metrics = Metrics()
+        self.resync_s = resync_s
+        self.watch_timeout_s = watch_timeout_s
+        self.conflict_retries = conflict_retries
+        self._backoff = backoff
+        self._informers: dict[str, list[Informer]] = {}
+        self._wake = threading.Event()
+
+    # --- observation -----------------------------------------------------------------------------
+
+    def _informer(self, rt: ResourceType, namespace: str | None = None, selector: str = "") -> Informer:
+        informer = Informer(
+            self._kube,
+            rt,
+            namespace=namespace,
+            label_selector=selector,
+            resync_s=0,  # the controller's own resync pass covers it
+            watch_timeout_s=self.watch_timeout_s,
+            backoff=self._backoff,
+        )
+        informer.add_handler(
+            on_add=lambda _o: self._wake.set(),
+            on_update=lambda _a, _b: self._wake.set(),
+            on_delete=lambda _o: self._wake.set(),
+        )
+        return informer
+
+    def start(self, timeout: float = 60.0) -> bool:
+        """Start the informers (domains last, after the others synced); whether all synced in time."""
+        if self._informers:
+            return all(i.synced for group in self._informers.values() for i in group)
+        sel = DOMAIN_LABEL
+        groups: dict[str, list[Informer]] = {
+            "DaemonSet": [self._informer(DAEMON_SETS, ns, sel) for ns in self.namespaces],
+            "Pod": [self._informer(PODS, ns, sel) for ns in self.namespaces],
+            "ComputeDomainClique": [self._informer(CLIQUES, ns) for ns in self.namespaces],
+            "ResourceClaimTemplate": [self._informer(RESOURCE_CLAIM_TEMPLATES, None, sel)],
+            "Node": [self._informer(NODES, None, sel)],
+        }
+        self._informers = groups
+        deadline = time.monotonic() + timeout
+        for group in groups.values():
+            for informer in group:
+                informer.start()
+        synced = all(i.wait_synced(max(0.0, deadline - time.monotonic())) for g in groups.values() for i in g)
+        domains = self._informer(COMPUTE_DOMAINS)
+        groups["ComputeDomain"] = [domains.start()]
+        return domains.wait_synced(max(0.0, deadline - time.monotonic())) and synced
+
+    def stop(self) -> None:
+        """Stop the informers."""
+        for group in self._informers.values():
+            for informer in group:
+                informer.stop()
+        self._informers = {}
+
+    def _cached(self, kind: str) -> list[JsonObject]:
+        return [o for informer in self._informers.get(kind, []) for o in informer.list()]
 
     def observe(self) -> Observed:
-        """List everything the plan needs; the domains last."""
+        """Everything the plan needs: from the informers once started, else listed (the domains last)."""
+        if self._informers:
+            return Observed(
+                domains=self._cached("ComputeDomain"),
+                daemon_sets=self._cached("DaemonSet"),
+                templates=self._cached("ResourceClaimTemplate"),
+                cliques=self._cached("ComputeDomainClique"),
+                pods=self._cached("Pod"),
+                nodes=self._cached("Node"),
+            )
         sel = DOMAIN_LABEL
         daemon_sets: list[JsonObject] = []
         pods: list[JsonObject] = []
@@ -204,14 +297,30 @@ class ComputeDomainController:
             nodes=nodes,
         )
 
+    # --- one pass --------------------------------------------------------------------------------
+
     def reconcile_once(self) -> list[Action]:
         """One pass (if leading): observe, plan, write. Returns the actions attempted."""
         if self.elector is not None and not self.elector.acquire_or_renew():
             return []
         observed = self.observe()
         actions = plan(observed, self.settings)
+        if self._informers and any(a.why.startswith("orphan") for a in actions):
+            # The caches may have seen a new domain's objects before the domain: ask the server.
+            observed = attrs.evolve(observed, domains=self._kube.list_objects(COMPUTE_DOMAINS))
+            actions = plan(observed, self.settings)
+        written: dict[tuple[str, str | None, str], JsonObject] = {}
         for action in actions:
-            self.metrics.record(action, self._perform(action))
+            # A second conditional write to an object written in this pass (status after the
+            # finalizer) is based on what the first one returned, not on the version observed before.
+            done = written.get((action.kind, action.namespace, action.name))
+            current = refresh(action, done) if done is not None and action.intent else action
+            if current is None:
+                continue
+            error, result = self._perform(current)
+            self.metrics.record(current, error)
+            if result is not None:
+                written[(action.kind, action.namespace, action.name)] = result
         with self.metrics._lock:
             self.metrics.passes += 1
             self.metrics.domains = Counter(
@@ -219,43 +328,102 @@ class ComputeDomainController:
             )
         return actions
 
-    def _perform(self, action: Action) -> KubeApiError | None:
-        rt = KIND_TYPES[action.kind]
-        try:
-            if action.verb == "create":
-                assert action.body is not None
-                self._kube.create_object(rt, action.body)
-            elif action.verb in ("update", "update-status"):
-                assert action.body is not None
-                self._kube.update_object(rt, action.body, status=action.verb == "update-status")
-            elif action.verb == "patch":
-                assert action.body is not None
-                self._kube.patch_object(rt, action.name, action.body, action.namespace)
-            else:
-                self._kube.delete_object(rt, action.name, action.namespace)
-        except KubeApiError as exc:
-            log.info(
-                "%s %s %s/%s failed (%s); the next pass re-plans",
-                action.verb,
-                action.kind,
-                action.namespace or "",
-                action.name,
-                exc,
-            )
-            return exc
-        log.debug(
-            "%s %s %s/%s: %s", action.verb, action.kind, action.namespace or "", action.name, action.why
-        )
-        return None
-
-    def run(self, stop: threading.Event, period_s: float = 1.0) -> None:
-        """Reconcile every ``period_s`` until ``stop`` is set (errors of one pass are logged)."""
-        while not stop.is_set():
-            started = time.monotonic()
+    def _perform(self, action: Action) -> tuple[KubeApiError | None, JsonObject | None]:
+        """One write: (its error, what the server returned). A 409 on a conditional write is redone on
+        the re-read object (bounded)."""
+        attempt: Action | None = action
+        for _ in range(self.conflict_retries + 1):
+            assert attempt is not None
             try:
-                self.reconcile_once()
+                result = self._write(attempt)
+            except KubeConflict as exc:
+                if not attempt.intent:
+                    return self._failed(attempt, exc), None
+                try:
+                    current = self._kube.get_object(KIND_TYPES[attempt.kind], attempt.name, attempt.namespace)
+                except KubeNotFound:
+                    return None, None  # gone meanwhile: nothing left to write
+                except KubeApiError as again:
+                    return self._failed(attempt, again), None
+                attempt = refresh(attempt, current)
+                if attempt is None:
+                    return None, current
+                continue
             except KubeApiError as exc:
-                log.warning("reconcile pass failed: %s", exc)
-            waiting = self.elector is not None and not self.elector.leading
-            period = self.elector.retry_period_s if waiting and self.elector else period_s
-            stop.wait(max(0.0, period - (time.monotonic() - started)))
+                return self._failed(attempt, exc), None
+            log.debug(
+                "%s %s %s/%s: %s",
+                attempt.verb,
+                attempt.kind,
+                attempt.namespace or "",
+                attempt.name,
+                attempt.why,
+            )
+            return None, result
+        return self._failed(action, KubeConflict("still conflicting after re-reads", status=409)), None
+
+    def _write(self, action: Action) -> JsonObject | None:
+        rt = KIND_TYPES[action.kind]
+        result: JsonObject | None = None
+        if action.verb == "create":
+            assert action.body is not None
+            result = self._kube.create_object(rt, action.body)
+        elif action.verb in ("update", "update-status"):
+            assert action.body is not None
+            result = self._kube.update_object(rt, action.body, status=action.verb == "update-status")
+        elif action.verb == "patch":
+            assert action.body is not None
+            result = self._kube.patch_object(rt, action.name, action.body, action.namespace)
+        else:
+            self._kube.delete_object(rt, action.name, action.namespace)
+        if result is not None:
+            for informer in self._informers.get(action.kind, []):
+                informer.apply(result)
+        return result
+
+    def _failed(self, action: Action, exc: KubeApiError) -> KubeApiError:
+        log.info(
+            "%s %s %s/%s failed (%s); the next pass re-plans",
+            action.verb,
+            action.kind,
+            action.namespace or "",
+            action.name,
+            exc,
+        )
+        return exc
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, period_s: float | None = None, *, settle_s: float = 0.05) -> None:
+        """Reconcile on every change and every ``resync_s`` until ``stop`` is set.
+
+        Starts the informers first. ``period_s``, when given, replaces ``resync_s`` (tests). A leader
+        wakes every ``retry_period_s`` to renew its Lease; a pass that fails is logged (identical
+        failures once per minute, see :mod:`nvdra.kubeletplugin.logrepeat`) and retried at the next
+        wake-up.
+        """
+        resync = self.resync_s if period_s is None else period_s
+        if not self.start():
+            log.warning("not every informer listed its objects within 60 s; reconciling what is known")
+        try:
+            next_pass = 0.0
+            while not stop.is_set():
+                now = time.monotonic()
+                woken = self._wake.is_set()
+                if woken or now >= next_pass or self.elector is not None:
+                    if woken:
+                        stop.wait(settle_s)  # let a burst of events settle into one pass
+                    self._wake.clear()
+                    try:
+                        self.reconcile_once()
+                    except KubeApiError as exc:
+                        log.warning("reconcile pass failed: %s", exc)
+                    next_pass = time.monotonic() + resync
+                wait = max(0.0, next_pass - time.monotonic())
+                if self.elector is not None:
+                    wait = min(wait, self.elector.retry_period_s)
+                self._wake.wait(wait)
+                if stop.is_set():
+                    break
+        finally:
+            self.stop()

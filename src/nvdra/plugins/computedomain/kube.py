@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any, Protocol
 
 from nvdra.core.errors import KubeConflict
-from nvdra.kubeletplugin.objects import ObjectApi, ResourceType
+from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, WatchStream
 from nvdra.kubeletplugin.types import KubeApi
 
 __all__ = ["CLIQUES", "COMPUTE_DOMAINS", "KIND_TYPES", "CdKube", "CountingApi"]
@@ -124,3 +124,24 @@ class CountingApi:
     ) -> None:
         """Counted DELETE."""
         self._write("delete", rt.plural, self._inner.delete_object, rt, name, namespace, uid=uid)
+
+    def list_versioned(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> tuple[list[JsonObject], str]:
+        """Counted LIST (with the list's resourceVersion)."""
+        self._count("list", rt.plural)
+        result: tuple[list[JsonObject], str] = self._inner.list_versioned(
+            rt, namespace, label_selector=label_selector, field_selector=field_selector
+        )
+        return result
+
+    def watch_objects(self, rt: ResourceType, namespace: str | None = None, **kw: Any) -> WatchStream:
+        """Counted WATCH (one per watch request; the events it streams are not requests)."""
+        self._count("watch", rt.plural)
+        stream: WatchStream = self._inner.watch_objects(rt, namespace, **kw)
+        return stream

@@ -34,6 +34,7 @@ from nvdra.nvml import (
     make_simulated_driver_root,
     nvml_session,
 )
+from nvdra.plugins.cdihook import install_cdi_hook
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.driver import ComputeDomainDriver
 from nvdra.plugins.computedomain.kube import CdKube
@@ -125,7 +126,12 @@ def serve(
             config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
         )
         root = DriverRoot(str(host_root), str(container_root), driver_version=inventory.driver_version)
-        specs = CdClaimSpecs(cdi_root=config.cdi_root, driver_root=root, proc_root=container_root)
+        specs = CdClaimSpecs(
+            cdi_root=config.cdi_root,
+            driver_root=root,
+            proc_root=container_root,
+            hook_path=install_cdi_hook(config),  # the image's hook, copied into the plugin dir
+        )
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
         driver = ComputeDomainDriver(
             node_name=config.node_name,

@@ -29,6 +29,7 @@ from nvdra.nvml import (
     make_simulated_driver_root,
     nvml_session,
 )
+from nvdra.plugins.cdihook import install_cdi_hook
 from nvdra.plugins.flags import stop_on_signals, wait_for_signal
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
@@ -121,7 +122,7 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
             host_driver_root=host_root,
             container_driver_root=container_root,
             driver_version=inventory.driver_version,
-            hook_path=config.nvidia_cdi_hook_path or "/usr/bin/nvidia-cdi-hook",
+            hook_path=install_cdi_hook(config),  # the image's hook, copied into the plugin dir
         )
         recover_plugin_dir(config, inventory, gates)  # temp files a crash left; an upstream checkpoint
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=node_boot_id(config))

@@ -134,7 +134,11 @@ def sharing_effects(
     if gates.enabled(Gate.TIME_SLICING_SETTINGS):
         planners.append(TimeSlicingPlanner(gates))
     if hasattr(api, "create_object"):
-        executors.append(MpsExecutor(api=cast(ObjectApi, api), runner=runner, config=config, gates=gates))
+        executors.append(
+            MpsExecutor(
+                api=cast(ObjectApi, api), runner=runner, config=config, gates=gates, driver_root=host_root
+            )
+        )
         if gates.enabled(Gate.MPS_SUPPORT):
             planners.append(MpsPlanner())
     if gates.enabled(Gate.DYNAMIC_MIG):

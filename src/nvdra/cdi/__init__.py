@@ -23,6 +23,7 @@ from nvdra.cdi.driverroot import (
     LIBRARY_DIRS,
     DriverRoot,
     discover_driver,
+    find_binary,
     read_proc_devices,
 )
 from nvdra.cdi.installation import (
@@ -111,6 +112,7 @@ __all__ = [
     "common_edits",
     "discover_driver",
     "encode_spec",
+    "find_binary",
     "fsync_directory",
     "gpu_edits",
     "imex_channel_edits",

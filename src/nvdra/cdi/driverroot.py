@@ -37,6 +37,7 @@ __all__ = [
     "LIBRARY_DIRS",
     "DriverRoot",
     "discover_driver",
+    "find_binary",
     "read_proc_devices",
 ]
 
@@ -68,7 +69,12 @@ DRIVER_BINARIES: tuple[str, ...] = (
     "nvidia-persistenced",
     "nvidia-cuda-mps-control",
     "nvidia-cuda-mps-server",
+    "nvidia-imex",
+    "nvidia-imex-ctl",
 )
+"""The driver's utility binaries mounted into containers (the toolkit's list, IMEX's pair included: the
+ComputeDomain daemon runs the host's ``nvidia-imex`` and ``nvidia-imex-ctl`` from where these mounts
+put them)."""
 
 # Control nodes: container path -> (/proc/devices names to try, fixed minor); nvidiactl is required.
 _CONTROL_NODES: dict[str, tuple[tuple[str, ...], int]] = {
@@ -107,6 +113,19 @@ def read_proc_devices(path: str) -> dict[str, int]:
 
 def _join(root: str, path: str) -> str:
     return posixpath.normpath(posixpath.join(root, path.lstrip("/")))
+
+
+def find_binary(root: str, name: str) -> str | None:
+    """The first executable ``<root><dir>/<name>`` for ``dir`` in :data:`BINARY_DIRS`, or None.
+
+    The lookup discovery uses for the driver's binaries; a container given them by a CDI spec finds
+    them with ``root="/"``, where the spec's mounts put them.
+    """
+    for d in BINARY_DIRS:
+        path = _join(root, posixpath.join(d, name))
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 class _Reader:

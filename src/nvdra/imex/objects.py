@@ -160,6 +160,10 @@ def daemon_set(
                 "image": image,
                 "command": ["nvdra-cd-daemon", "-v", "$(LOG_VERBOSITY)", "run"],
                 "env": env,
+                # Root: the daemon rewrites /etc/hosts and /imexd, and nvidia-imex opens the root-only
+                # fabric-imex-mgmt device. The image's default user is 65532, and capabilities granted to
+                # a non-root user never become effective in Kubernetes (kubernetes/kubernetes#56374).
+                "securityContext": {"runAsUser": 0, "runAsGroup": 0},
                 "resources": {"claims": [{"name": _DAEMON_CLAIM}]},
                 "startupProbe": probe(1, 1200),
                 "livenessProbe": probe(60, 20),

@@ -5,7 +5,9 @@ Layout (paths relative to the root; regular files stand in for character devices
     dev/nvidia<minor>  dev/nvidiactl  dev/nvidia-uvm  dev/nvidia-uvm-tools  dev/nvidia-modeset
     dev/nvidia-caps/nvidia-cap1, nvidia-cap2, nvidia-cap<N> for every existing MIG GI/CI access
     dev/nvidia-nvswitchctl, dev/nvidia-nvswitch<N>  (NVSwitch profiles with PCI-visible switches)
-    usr/bin/nvidia-smi  nvidia-cuda-mps-control  nvidia-cuda-mps-server  nvidia-persistenced  nvidia-debugdump
+    usr/bin/nvidia-smi  nvidia-cuda-mps-server  nvidia-persistenced  nvidia-debugdump   (``exit 0`` stubs)
+    usr/bin/nvidia-cuda-mps-control                         (the fake control program, executable)
+    usr/bin/nvidia-imex  nvidia-imex-ctl                    (the fake IMEX pair; profiles with a fabric)
     usr/lib64/lib<name>.so.<driver version> + lib<name>.so.<soname> symlinks (libnvidia-ml, libcuda, …)
     lib/firmware/nvidia/<driver version>/gsp_ga10x.bin, gsp_tu10x.bin
     proc/devices                                            (char majors: SIMULATED_CHAR_MAJORS)
@@ -16,6 +18,11 @@ Layout (paths relative to the root; regular files stand in for character devices
     proc/driver/nvidia-caps/mig-minors
     proc/driver/nvidia-nvswitch/devices/<bus id>/          (NVSwitch profiles)
     proc/sys/kernel/random/boot_id
+
+The fake programs are Python scripts run by this interpreter (``sys.executable``) that call
+``nvdra.plugins.gpu.fake_mps_control`` and ``nvdra.plugins.computedomain.fakeimex``: a driver root is a
+directory of files, so this package names those modules in the scripts' text and never imports them.
+They are found and started exactly as the real binaries are (a path lookup in the driver root).
 
 Invariants owned here:
 - capability minors follow the driver's closed form (nvidia-hardware §2.6): GI access minor
@@ -30,6 +37,7 @@ Invariants owned here:
 from __future__ import annotations
 
 import shutil
+import sys
 import uuid as uuid_mod
 from pathlib import Path
 
@@ -77,7 +85,6 @@ _LIBS = (  # (library, soname suffix)
 )
 _BINARIES = (
     "nvidia-smi",
-    "nvidia-cuda-mps-control",
     "nvidia-cuda-mps-server",
     "nvidia-persistenced",
     "nvidia-debugdump",
@@ -146,8 +153,19 @@ def _driver_files(root: Path, version: str) -> None:
         _write(
             root / "usr/bin" / binary, f"#!/bin/sh\n# simulated {binary} (nvdra driver root)\nexit 0\n", 0o755
         )
+    _program(root / "usr/bin/nvidia-cuda-mps-control", "nvdra.plugins.gpu.fake_mps_control", "main")
     for fw in ("gsp_ga10x.bin", "gsp_tu10x.bin"):
         _write(root / "lib/firmware/nvidia" / version / fw, f"simulated {fw}\n")
+
+
+def _program(path: Path, module: str, function: str) -> None:
+    """An executable Python script running ``module.function()`` as its program (exit status = result)."""
+    _write(
+        path,
+        f"#!{sys.executable}\n# fake {path.name} (nvdra simulated driver root)\n"
+        f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n",
+        0o755,
+    )
 
 
 def make_simulated_driver_root(
@@ -196,6 +214,9 @@ def make_simulated_driver_root(
     if _has_fabric(backend):
         _write(caps / "fabric-imex-mgmt", _cap_file(FABRIC_IMEX_MGMT_MINOR, _MODE_ROOT_ONLY), 0o444)
         _write(dev / f"nvidia-caps/nvidia-cap{FABRIC_IMEX_MGMT_MINOR}", "", 0o400)
+        # Multi-node NVLink hosts carry the IMEX packages; the CD daemon runs them from here.
+        _program(root / "usr/bin/nvidia-imex", "nvdra.plugins.computedomain.fakeimex", "imex_main")
+        _program(root / "usr/bin/nvidia-imex-ctl", "nvdra.plugins.computedomain.fakeimex", "imex_ctl_main")
     refresh_mig_capabilities(backend, root)
     return root
 

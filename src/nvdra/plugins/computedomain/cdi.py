@@ -2,8 +2,14 @@
 
 A channel claim's device carries its IMEX channel node(s); a daemon claim's device carries the daemon's
 environment, the ``/imexd`` bind mount of its domain directory and, on a node in a clique, the
-``fabric-imex-mgmt`` capability node. The channel major comes from ``/proc/devices``
-(``nvidia-caps-imex-channels``), read once per spec; all 2048 channels of ``allocationMode: All`` share it.
+``fabric-imex-mgmt`` capability node together with the driver's common edits, as upstream hands every
+daemon its management-mode base spec: the driver libraries, control nodes and utility binaries of the
+host driver root (found by the same discovery as the GPU plugin's, :mod:`nvdra.cdi.driverroot`), so
+``nvidia-imex`` and ``nvidia-imex-ctl`` appear at their paths relative to the root
+(``/usr/bin/nvidia-imex``), with the ``nvidia-cdi-hook`` hooks that make the libraries loadable. A
+clique node whose driver root lacks either IMEX binary fails the daemon claim with a line naming the root.
+The channel major comes from ``/proc/devices`` (``nvidia-caps-imex-channels``), read once per spec; all
+2048 channels of ``allocationMode: All`` share it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from pathlib import Path
 import attrs
 
 from nvdra.cdi import (
+    BINARY_DIRS,
+    DEFAULT_HOOK_PATH,
     CharDevice,
     ContainerEdits,
     DriverRoot,
@@ -22,6 +30,7 @@ from nvdra.cdi import (
     claim_device_id,
     claim_spec,
     claim_spec_name,
+    common_edits,
     read_proc_devices,
     remove_spec,
     remove_stale_temp_files,
@@ -29,21 +38,25 @@ from nvdra.cdi import (
 )
 from nvdra.core.errors import CdiError
 
-__all__ = ["CDI_VENDOR", "FABRIC_MGMT_CAP", "CdClaimSpecs"]
+__all__ = ["CDI_VENDOR", "FABRIC_MGMT_CAP", "IMEX_BINARIES", "CdClaimSpecs"]
 
 CDI_VENDOR = "k8s.compute-domain.nvidia.com"
 CDI_CLASS = "claim"
 FABRIC_MGMT_CAP = "/proc/driver/nvidia/capabilities/fabric-imex-mgmt"
+IMEX_BINARIES = ("nvidia-imex", "nvidia-imex-ctl")
 _PREFIX = f"{CDI_VENDOR}-{CDI_CLASS}_"
 
 
 class CdClaimSpecs:
     """Writes and removes the CD driver's claim specs."""
 
-    def __init__(self, *, cdi_root: Path, driver_root: DriverRoot, proc_root: Path) -> None:
+    def __init__(
+        self, *, cdi_root: Path, driver_root: DriverRoot, proc_root: Path, hook_path: str = DEFAULT_HOOK_PATH
+    ) -> None:
         self.cdi_root = cdi_root
         self.driver_root = driver_root
         self.proc_root = proc_root
+        self.hook_path = hook_path
         cdi_root.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(cdi_root)
 
@@ -86,12 +99,29 @@ class CdClaimSpecs:
         return CharDevice(path=node, host_path=host, major=majors["nvidia-caps"], minor=minor, file_mode=mode)
 
     def daemon_edits(self, *, env: Sequence[str], domain_dir: Path, fabric_mgmt: bool) -> ContainerEdits:
-        """The daemon's env, ``/imexd`` mount and (in a clique) the IMEX management device."""
-        nodes = (char_device_node(self.fabric_mgmt_node()),) if fabric_mgmt else ()
+        """The daemon's env, ``/imexd`` mount and, in a clique, the IMEX management device and the driver.
+
+        Raises:
+            CdiError: in a clique, the driver root has no ``nvidia-imex`` or ``nvidia-imex-ctl``, or the
+                capability or driver discovery failed.
+        """
         mount = Mount(
             host_path=str(domain_dir), container_path="/imexd", options=("rw", "nosuid", "nodev", "bind")
         )
-        return ContainerEdits(env=tuple(env), mounts=(mount,), device_nodes=nodes)
+        own = ContainerEdits(env=tuple(env), mounts=(mount,))
+        if not fabric_mgmt:
+            return own
+        driver = self.driver_root.installation()
+        found = {Path(b.path).name for b in driver.binaries}
+        missing = [name for name in IMEX_BINARIES if name not in found]
+        if missing:
+            raise CdiError(
+                f"{' and '.join(missing)} not found in the driver root {self.driver_root.container_root} "
+                f"(host {self.driver_root.host_root}; searched {', '.join(BINARY_DIRS)}): install the "
+                "nvidia-imex package there, the ComputeDomain daemon runs the node's own IMEX"
+            )
+        nodes = (char_device_node(self.fabric_mgmt_node()),)
+        return common_edits(driver, hook_path=self.hook_path) + own + ContainerEdits(device_nodes=nodes)
 
     def write(self, claim_uid: str, devices: Sequence[tuple[str, ContainerEdits]]) -> None:
         """Render and atomically write the claim's spec."""

@@ -1,6 +1,22 @@
-"""A fake ``nvidia-imex`` / ``nvidia-imex-ctl`` pair for tests, demos and benchmarks (in-process).
+"""A fake ``nvidia-imex`` / ``nvidia-imex-ctl`` pair: in-process (fast tests, benchmarks) and as programs.
 
-It behaves like the real pair at the interfaces the daemon uses:
+The programs (:func:`imex_main`, :func:`imex_ctl_main`) are what a simulated driver root's
+``usr/bin/nvidia-imex`` and ``usr/bin/nvidia-imex-ctl`` run (``nvdra.nvml`` writes them as Python
+scripts), so the daemon starts them exactly as it starts the real pair: found in the driver root where
+the CDI spec mounts them, as OS processes, speaking over TCP:
+
+- ``nvidia-imex -c <cfg>`` reads the config (``DAEMONIZE=0`` only: a supervised daemon must not fork
+  away), the nodes file it names, resolves each entry (an IP, or a name in the container's
+  ``/etc/hosts``, i.e. ``$NVDRA_DAEMON_ROOT/etc/hosts``), needs its ``IMEX_CMD_BIND_INTERFACE_IP`` among
+  the resolved peers (else status 1, "no matching interface", upstream issue #289), listens on
+  ``<ip>:SERVER_PORT`` for peers and, with ``IMEX_CMD_ENABLED=1``, on ``<ip>:IMEX_CMD_PORT`` for
+  ``nvidia-imex-ctl``; it connects to every peer's ``SERVER_PORT`` every 200 ms. ``SIGUSR1`` re-reads the
+  nodes and hosts files; ``SIGTERM``/``SIGINT`` stop it (status 0). A port in use is status 1.
+- ``nvidia-imex-ctl -c <cfg> -q`` asks the daemon on the config's command address and prints ``READY``
+  when every resolved peer answered the last round, else ``NOT_READY``; with no daemon there it prints
+  an error on stderr, nothing on stdout, and exits 1.
+
+The in-process pair behaves the same at the interfaces the daemon uses:
 
 - ``nvidia-imex -c <cfg>`` reads the real config format (:func:`nvdra.imex.parse_config`), reads the nodes
   file it names, resolves each entry (an IP, or a name looked up in the container's hosts file), and
@@ -15,15 +31,18 @@ It behaves like the real pair at the interfaces the daemon uses:
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nvdra.core.errors import ConfigError, HostError
 from nvdra.imex.config import parse_config, parse_hosts_block, parse_nodes_file
 
-__all__ = ["FakeImex", "FakeImexProcess", "FakeImexRunner", "ImexFabric"]
+__all__ = ["FakeImex", "FakeImexProcess", "FakeImexRunner", "ImexFabric", "imex_ctl_main", "imex_main"]
 
 
 class ImexFabric:
@@ -179,3 +198,236 @@ class FakeImexRunner:
         if daemon is None:
             return 1, ""
         return 0, "READY\n" if daemon.ready() else "NOT_READY\n"
+
+
+# --- the programs ------------------------------------------------------------------------------------
+
+_PEER_PERIOD_S = 0.2
+_HELLO = b"IMEX-HELLO\n"
+_QUERY = b"QUERY\n"
+
+
+def _err(prog: str, text: str) -> None:
+    print(f"{prog}: {text}", file=sys.stderr, flush=True)
+
+
+def _config_arg(prog: str, argv: Sequence[str], actions: set[str]) -> tuple[Path, list[str]] | None:
+    """``-c <file>`` and the action flags; None (after a usage line) for anything else."""
+    args, config, flags = list(argv), None, []
+    while args:
+        arg = args.pop(0)
+        if arg == "-c" and args:
+            config = Path(args.pop(0))
+        elif arg in actions:
+            flags.append(arg)
+        else:
+            _err(prog, f"unrecognised argument {arg!r}; usage: {prog} -c <config file> {' '.join(actions)}")
+            return None
+    if config is None:
+        _err(prog, f"usage: {prog} -c <config file> {' '.join(actions)}")
+        return None
+    return config, flags
+
+
+def _read_config(prog: str, path: Path) -> dict[str, str] | None:
+    try:
+        return parse_config(path.read_text())
+    except OSError as exc:
+        _err(prog, f"cannot read config {path}: {exc.strerror}")
+    except ConfigError as exc:
+        _err(prog, f"{path}: {exc}")
+    return None
+
+
+def _hosts_file() -> Path:
+    return Path(os.environ.get("NVDRA_DAEMON_ROOT", "/")) / "etc/hosts"
+
+
+def _resolve(nodes_file: Path) -> tuple[str, ...]:
+    """Resolved peer IPs of the nodes file (names through the container's hosts file)."""
+    hosts_path = _hosts_file()
+    hosts = _all_hosts(hosts_path.read_text()) if hosts_path.exists() else {}
+    entries = parse_nodes_file(nodes_file.read_text())
+    return tuple(ip for ip in (hosts.get(e, e if _is_ip(e) else "") for e in entries) if ip)
+
+
+def _all_hosts(text: str) -> dict[str, str]:
+    """Name → first IP of every line of a hosts file (getaddrinfo's files lookup)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        for name in fields[1:]:
+            out.setdefault(name, fields[0])
+    return out
+
+
+class _ImexProgram:
+    """The state of one running fake ``nvidia-imex`` process."""
+
+    def __init__(self, config: dict[str, str]) -> None:
+        self.ip = config.get("IMEX_CMD_BIND_INTERFACE_IP", "")
+        self.port = int(config.get("SERVER_PORT", "50000"))
+        self.cmd_port = int(config.get("IMEX_CMD_PORT", "50005"))
+        self.cmd_enabled = config.get("IMEX_CMD_ENABLED", "0") == "1"
+        self.nodes_file = Path(config.get("IMEX_NODE_CONFIG_FILE", "/etc/nvidia-imex/nodes_config.cfg"))
+        self.peers: tuple[str, ...] = ()
+        self.connected: dict[str, bool] = {}
+        self.stop = threading.Event()
+        self.reresolve = threading.Event()
+        self.lock = threading.Lock()
+
+    def ready(self) -> bool:
+        with self.lock:
+            return bool(self.peers) and all(self.connected.get(ip, False) for ip in self.peers)
+
+    def probe_peers(self) -> None:
+        with self.lock:
+            peers = self.peers
+        state = {ip: ip == self.ip or _hello(ip, self.port) for ip in peers}
+        with self.lock:
+            self.connected = state
+
+
+def _hello(ip: str, port: int) -> bool:
+    try:
+        with socket.create_connection((ip, port), timeout=0.5) as conn:
+            conn.sendall(_HELLO)
+            return conn.recv(16) == b"OK\n"
+    except OSError:
+        return False
+
+
+def _listen(ip: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((ip, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(64)
+    sock.settimeout(0.2)
+    return sock
+
+
+def _serve(sock: socket.socket, prog: _ImexProgram, answer: Callable[[bytes], bytes]) -> None:
+    while not prog.stop.is_set():
+        try:
+            conn, _ = sock.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(1.0)
+            try:
+                conn.sendall(answer(conn.recv(64)))
+            except OSError:
+                continue
+
+
+def _start(prog_name: str, argv: Sequence[str]) -> _ImexProgram | None:
+    """Parse the command line and config, resolve the peers; None after an error line."""
+    parsed = _config_arg(prog_name, argv, set())
+    config = _read_config(prog_name, parsed[0]) if parsed is not None else None
+    if config is None:
+        return None
+    if config.get("DAEMONIZE", "1") != "0":
+        _err(prog_name, "this fake runs in the foreground only: set DAEMONIZE=0")
+        return None
+    prog = _ImexProgram(config)
+    try:
+        prog.peers = _resolve(prog.nodes_file)
+    except OSError as exc:
+        _err(prog_name, f"cannot read {exc.filename}: {exc.strerror}")
+        return None
+    if prog.ip not in prog.peers:
+        _err(prog_name, f"no matching interface for {prog.ip or '<none>'} in {prog.nodes_file}")
+        return None
+    return prog
+
+
+def _bind(prog_name: str, prog: _ImexProgram) -> list[tuple[socket.socket, Callable[[bytes], bytes]]] | None:
+    """The peer listener and (with the command service on) the command listener; None if one is taken."""
+
+    def command(data: bytes) -> bytes:
+        if data != _QUERY:
+            return b"UNKNOWN_COMMAND\n"
+        return b"READY\n" if prog.ready() else b"NOT_READY\n"
+
+    wanted: list[tuple[int, Callable[[bytes], bytes]]] = [
+        (prog.port, lambda data: b"OK\n" if data == _HELLO else b"?\n")
+    ]
+    if prog.cmd_enabled:
+        wanted.append((prog.cmd_port, command))
+    bound: list[tuple[socket.socket, Callable[[bytes], bytes]]] = []
+    for port, answer in wanted:
+        try:
+            bound.append((_listen(prog.ip, port), answer))
+        except OSError as exc:
+            _err(prog_name, f"cannot bind {prog.ip}:{port}: {exc.strerror}")
+            for sock, _ in bound:
+                sock.close()
+            return None
+    return bound
+
+
+def imex_main(argv: Sequence[str] | None = None) -> int:
+    """The fake ``nvidia-imex`` program (see the module docstring); its exit status."""
+    prog_name = "nvidia-imex"
+    prog = _start(prog_name, sys.argv[1:] if argv is None else argv)
+    bound = _bind(prog_name, prog) if prog is not None else None
+    if prog is None or bound is None:
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: prog.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: prog.stop.set())
+    signal.signal(signal.SIGUSR1, lambda *_: prog.reresolve.set())
+    threads = [threading.Thread(target=_serve, args=(s, prog, a), daemon=True) for s, a in bound]
+    for t in threads:
+        t.start()
+    _err(prog_name, f"listening on {prog.ip}:{prog.port}; peers {', '.join(prog.peers)}")
+    while not prog.stop.is_set():
+        if prog.reresolve.is_set():
+            prog.reresolve.clear()
+            try:
+                peers = _resolve(prog.nodes_file)
+            except OSError as exc:
+                _err(prog_name, f"cannot re-read {exc.filename}: {exc.strerror}")
+            else:
+                with prog.lock:
+                    prog.peers = peers
+                _err(prog_name, f"SIGUSR1: peers now {', '.join(peers)}")
+        prog.probe_peers()
+        prog.stop.wait(_PEER_PERIOD_S)
+    for sock, _ in bound:
+        sock.close()
+    for t in threads:
+        t.join(2)
+    return 0
+
+
+def imex_ctl_main(argv: Sequence[str] | None = None) -> int:
+    """The fake ``nvidia-imex-ctl -c <cfg> -q`` program; its exit status."""
+    prog_name = "nvidia-imex-ctl"
+    parsed = _config_arg(prog_name, sys.argv[1:] if argv is None else argv, {"-q"})
+    if parsed is None:
+        return 1
+    if parsed[1] != ["-q"]:
+        _err(prog_name, "this fake answers -q only")
+        return 1
+    config = _read_config(prog_name, parsed[0])
+    if config is None:
+        return 1
+    ip, port = config.get("IMEX_CMD_BIND_INTERFACE_IP", ""), int(config.get("IMEX_CMD_PORT", "50005"))
+    try:
+        with socket.create_connection((ip, port), timeout=2.0) as conn:
+            conn.sendall(_QUERY)
+            answer = conn.recv(64).decode("ascii", "replace")
+    except OSError as exc:
+        _err(prog_name, f"cannot connect to the IMEX daemon at {ip}:{port}: {exc.strerror or exc}")
+        return 1
+    if answer not in ("READY\n", "NOT_READY\n"):
+        _err(prog_name, f"unexpected answer {answer!r} from {ip}:{port}")
+        return 1
+    sys.stdout.write(answer)
+    return 0

@@ -16,20 +16,25 @@ goes through :class:`~nvdra.plugins.computedomain.kube.CountingApi` so writes an
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
-from nvdra.cdi import read_spec
+from nvdra.cdi import ContainerEdits, read_spec
 from nvdra.core.errors import KubeNotFound
 from nvdra.imex import CD_DRIVER_NAME, DOMAIN_LABEL, Settings, daemon_set_name, pod_ready
-from nvdra.kubeletplugin import ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
+from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
 from nvdra.kubeletplugin.objects import (
     DAEMON_SETS,
     NODES,
@@ -41,10 +46,10 @@ from nvdra.kubeletplugin.objects import (
 from nvdra.plugins.computedomain.controller import ComputeDomainController
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon
 from nvdra.plugins.computedomain.fakeimex import FakeImexRunner, ImexFabric
-from nvdra.plugins.computedomain.kube import COMPUTE_DOMAINS, CountingApi
+from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, CountingApi
 from nvdra.plugins.computedomain.serve import CdPluginConfig, RunningCdPlugin, serve
 
-__all__ = ["CLUSTER_UUID", "SimCluster", "SimNode", "rack_clique"]
+__all__ = ["CLUSTER_UUID", "ProcessDaemon", "SimCluster", "SimNode", "rack_clique"]
 
 JsonObject = dict[str, Any]
 CLUSTER_UUID = "8c1f3e52-6a0d-4b7e-9f24-3d95a1c7e0b6"
@@ -55,11 +60,90 @@ def rack_clique(index: int, per_clique: int = 18) -> int:
     return index // per_clique + 1
 
 
+class _DaemonHandle(Protocol):
+    """A running daemon container as the kubelet stand-in drives it."""
+
+    def step(self) -> None: ...
+
+    def check(self) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+
 @attrs.define
 class _Pod:
     name: str
     claim: ClaimRef
-    daemon: ImexDaemon
+    daemon: _DaemonHandle
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion of a command word (``$$`` escapes, unknown names stay)."""
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+        lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
+        text,
+    )
+
+
+class ProcessDaemon:
+    """A daemon container run as an OS process, from the pod the DaemonSet controller made.
+
+    The container is what a runtime would build from the pod spec and the claim's CDI spec: the
+    command, ``$(VAR)``-expanded, with the pod's env (values and downward-API fields) plus the CDI
+    env; the CDI mounts as symlinks under a directory standing in for the container's root
+    (``NVDRA_DAEMON_ROOT``), next to the kubelet-managed ``etc/hosts``; ``PATH`` is this
+    interpreter's bin directory and ``/usr/bin:/bin``, so the IMEX binaries are found only where the
+    spec mounts them. The probe is the pod's readiness ``exec`` command in the same environment.
+    Device nodes are not made (a simulated tree's nodes are regular files).
+    """
+
+    def __init__(self, pod: JsonObject, edits: ContainerEdits, root: Path, env: Mapping[str, str]) -> None:
+        container = pod["spec"]["containers"][0]
+        self.user = (container.get("securityContext") or {}).get("runAsUser")
+        self.root = root
+        for mount in edits.mounts:
+            target = root / mount.container_path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.is_symlink():
+                target.symlink_to(mount.host_path)
+        values: dict[str, str] = {}
+        fields = {
+            "spec.nodeName": pod["spec"]["nodeName"],
+            "status.podIP": (pod.get("status") or {}).get("podIP", ""),
+            "metadata.uid": pod["metadata"].get("uid", ""),
+            "metadata.name": pod["metadata"]["name"],
+            "metadata.namespace": pod["metadata"]["namespace"],
+        }
+        for item in container.get("env") or []:
+            ref = (item.get("valueFrom") or {}).get("fieldRef")
+            values[item["name"]] = fields[ref["fieldPath"]] if ref else _expand(item.get("value", ""), values)
+        values.update(e.partition("=")[::2] for e in edits.env)
+        self.env = {**values, **env, "NVDRA_DAEMON_ROOT": str(root)}
+        self.command = [_expand(word, self.env) for word in container["command"]]
+        self.probe = [_expand(w, self.env) for w in container["readinessProbe"]["exec"]["command"]]
+        self.log_path = root.parent / "daemon.log"
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=self._log, stderr=self._log)
+
+    def step(self) -> None:
+        """Nothing: the process runs its own loop."""
+
+    def check(self) -> bool:
+        """The readiness probe: exit status 0."""
+        done = subprocess.run(self.probe, env=self.env, capture_output=True, check=False, timeout=30)
+        return done.returncode == 0
+
+    def shutdown(self) -> None:
+        """SIGTERM, as the kubelet stops a container, then wait (SIGKILL after 30 s)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
 
 
 class SimNode:
@@ -68,10 +152,8 @@ class SimNode:
     def __init__(self, cluster: SimCluster, index: int, clique: int) -> None:
         self.cluster = cluster
         self.name = f"node-{index:04d}"
-        self.ip = (
-            f"10.{index // 65536 % 256}.{index // 256 % 256}.{index % 256 + 1 if index % 256 < 255 else 1}"
-        )
-        self.ip = f"10.{((index + 1) >> 16) & 255}.{((index + 1) >> 8) & 255}.{(index + 1) & 255}"
+        first = cluster.ip_base
+        self.ip = f"{first}.{((index + 1) >> 16) & 255}.{((index + 1) >> 8) & 255}.{(index + 1) & 255}"
         self.clique = clique
         self.base = cluster.base / self.name
         self.plugin: RunningCdPlugin | None = None
@@ -140,12 +222,13 @@ class SimNode:
         # The container runtime applies the CDI spec: env and the /imexd mount come from it.
         spec = read_spec(self.plugin.driver.spec_path(ref.uid)) if self.plugin else None
         assert spec is not None and ids
-        edits = spec.devices[0].container_edits
+        edits = spec.container_edits + spec.devices[0].container_edits
         env = dict(e.split("=", 1) for e in edits.env)
         imexd = Path(next(m.host_path for m in edits.mounts if m.container_path == "/imexd"))
         pod_dir = self.base / "pods" / name
-        pod_dir.mkdir(parents=True, exist_ok=True)
-        hosts = pod_dir / "hosts"
+        # The kubelet-managed hosts file, where a process container's root has its etc/hosts.
+        hosts = pod_dir / "root/etc/hosts" if self.cluster.kubeconfig is not None else pod_dir / "hosts"
+        hosts.parent.mkdir(parents=True, exist_ok=True)
         hosts.write_text(f"127.0.0.1\tlocalhost\n{self.ip}\t{name}\n")
         settings = DaemonSettings(
             clique_id=env["CLIQUE_ID"],
@@ -164,6 +247,15 @@ class SimNode:
         self.cluster.kubelet_write(
             PODS, name, pod["metadata"]["namespace"], {"status": {"phase": "Running", "podIP": self.ip}}
         )
+        if self.cluster.kubeconfig is not None:
+            pod = self.cluster.store.objects.peek(PODS, name, pod["metadata"]["namespace"])
+            env = {
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+                "KUBECONFIG": str(self.cluster.kubeconfig),
+            }
+            process = ProcessDaemon(pod, edits, pod_dir / "root", env)
+            self.pods[name] = _Pod(name=name, claim=ref, daemon=process)
+            return
         daemon = ImexDaemon(settings, self.cluster.api("daemon"), FakeImexRunner(self.cluster.fabric, hosts))
         daemon.register()
         self.pods[name] = _Pod(name=name, claim=ref, daemon=daemon)
@@ -223,13 +315,24 @@ class SimCluster:
         namespace: str = "nvdra",
         max_nodes: int = 18,
         feature_gates: str = "",
+        process_daemons: bool = False,
     ) -> None:
+        """``process_daemons``: run each daemon pod as an ``nvdra-cd-daemon`` process (see
+        :class:`ProcessDaemon`) against an HTTP API server over the store, on loopback pod IPs
+        ``127.<random>.<random>.<n>`` (unique per cluster), instead of in-process over the fake IMEX."""
         self.base, self.sock_base = base, sock_base
+        self.ip_base = f"127.{random.randrange(1, 255)}" if process_daemons else "10"
+        self.kubeconfig: Path | None = None
+        self._api_server: ApiServer | None = None
         self.namespace = namespace
         self.max_nodes = max_nodes
         self.feature_gates = feature_gates
         self.sockets = sockets
         self.store = FakeKube()
+        if process_daemons:
+            self._api_server = ApiServer(self.store)
+            for rt in (CLIQUES, COMPUTE_DOMAINS):
+                self._api_server.register(rt)
         self.counter: Counter[tuple[str, str, str]] = Counter()
         self._count_lock = threading.Lock()
         self.fabric = ImexFabric()
@@ -251,6 +354,9 @@ class SimCluster:
         return ComputeDomainController(self.api("controller"), settings)
 
     def __enter__(self) -> SimCluster:
+        if self._api_server is not None:
+            self._stack.enter_context(self._api_server)
+            self.kubeconfig = self._api_server.write_kubeconfig(self.base / "kubeconfig")
         kubelet = None
         if self.sockets:
             kubelet = self._stack.enter_context(KubeletClient(self.sock_base / "kubelet"))
@@ -272,8 +378,8 @@ class SimCluster:
 
     def kubelet_write(self, rt: Any, name: str, namespace: str, patch: JsonObject) -> None:
         """A write the kubelet makes (not counted as a driver write)."""
-        try:
-            self.store.objects.patch_object(rt, name, patch, namespace)
+        try:  # the kubelet writes pod status through the status subresource
+            self.store.objects.patch_object(rt, name, patch, namespace, status="status" in patch)
         except KubeNotFound:
             return
 
@@ -283,22 +389,23 @@ class SimCluster:
         spec = rct["spec"]["spec"]
         request = spec["devices"]["requests"][0]["name"]
         config = [dict(c, source="FromClaim") for c in spec["devices"].get("config") or []]
-        claim = {
-            "metadata": {"generateName": f"{template[:40]}-", "namespace": namespace},
-            "spec": spec,
-            "status": {
-                "allocation": {
-                    "devices": {
-                        "results": [
-                            {"request": request, "driver": CD_DRIVER_NAME, "pool": node, "device": device}
-                        ],
-                        "config": config,
-                    }
-                }
-            },
-        }
+        claim = {"metadata": {"generateName": f"{template[:40]}-", "namespace": namespace}, "spec": spec}
         made = self.store.objects.create_object(RESOURCE_CLAIMS, claim)
         meta = made["metadata"]
+        allocation = {
+            "devices": {
+                "results": [{"request": request, "driver": CD_DRIVER_NAME, "pool": node, "device": device}],
+                "config": config,
+            }
+        }
+        # A create drops status; the scheduler writes the allocation through the status subresource.
+        self.store.objects.patch_object(
+            RESOURCE_CLAIMS,
+            meta["name"],
+            {"status": {"allocation": allocation}},
+            meta["namespace"],
+            status=True,
+        )
         return ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
 
     def daemon_set_step(self) -> None:
@@ -427,8 +534,6 @@ class SimCluster:
             f"node label {n['metadata']['name']}"
             for n in store.list_objects(NODES, label_selector=f"{DOMAIN_LABEL}={uid}")
         ]
-        from nvdra.plugins.computedomain.kube import CLIQUES
-
         out += [
             f"clique {c['metadata']['name']}"
             for c in store.list_objects(CLIQUES, None)

@@ -13,6 +13,7 @@ step tolerates a change that never happened, so a failed or half-done prepare is
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -33,9 +34,11 @@ from nvdra.plugins.gpu.hostcmd import HostCommandRunner, set_compute_mode
 __all__ = [
     "CONTAINER_PIPE_DIR",
     "DAEMON_LABEL",
+    "MPS_DIR_MODES",
     "MpsExecutor",
     "MpsPlanner",
     "deployment_name",
+    "make_mps_dirs",
     "render_deployment",
 ]
 
@@ -86,9 +89,13 @@ class MpsPlanner:
 
 
 def render_deployment(
-    record: Record, config: PluginConfig, gates: FeatureGates, root: Path
+    record: Record, config: PluginConfig, gates: FeatureGates, root: Path, driver_root: Path | None = None
 ) -> dict[str, Any]:
-    """The control-daemon Deployment of one ``mps`` record (upstream's template, as a dict)."""
+    """The control-daemon Deployment of one ``mps`` record (upstream's template, as a dict).
+
+    ``driver_root``: the host path mounted at ``/driver-root`` (default ``--nvidia-driver-root``; a
+    simulated node passes its generated root, which carries the fake control program).
+    """
     daemon_id = str(record["id"])
     labels = {DAEMON_LABEL: daemon_id}
     limits = ",".join(f"{u}={v}" for u, v in sorted(record["pinnedMemoryLimits"].items()))
@@ -101,7 +108,7 @@ def render_deployment(
     if record.get("activeThreadPercentage") is not None:
         env.append({"name": "MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(record["activeThreadPercentage"])})
     mounts = [
-        ("driver-root", "/driver-root", str(config.nvidia_driver_root)),
+        ("driver-root", "/driver-root", str(driver_root or config.nvidia_driver_root)),
         ("mps-pipe", "/driver-root/tmp/nvidia-mps", str(root / "pipe")),
         ("mps-log", "/driver-root/var/log/nvidia-mps", str(root / "log")),
         ("mps-shm", "/driver-root/dev/shm", str(root / "shm")),
@@ -111,7 +118,10 @@ def render_deployment(
         "image": config.image_name or "nvdra:latest",
         "command": ["nvdra-mps-daemon"],
         "env": env,
-        "securityContext": {"privileged": True},
+        # Root, not only privileged: chroot needs CAP_SYS_CHROOT and the control daemon writes the
+        # root-owned pipe and log directories, and capabilities granted to a non-root user never become
+        # effective in Kubernetes (kubernetes/kubernetes#56374); the image's default user is 65532.
+        "securityContext": {"privileged": True, "runAsUser": 0, "runAsGroup": 0},
         "startupProbe": {
             "exec": {"command": ["cat", "/driver-root/var/log/nvidia-mps/startup.log"]},
             "periodSeconds": 1,
@@ -141,6 +151,36 @@ def render_deployment(
     }
 
 
+MPS_DIR_MODES: tuple[tuple[str, int], ...] = (("", 0o755), ("pipe", 0o755), ("log", 0o755), ("shm", 0o1777))
+"""Each MPS directory (relative to ``mps/<id>``) and its mode; all owned by root.
+
+The control daemon (root in its pod) creates its socket in ``pipe`` and ``control.log`` in ``log``; the
+servers it forks run as each client's user and must reach ``pipe`` (so every level is traversable,
+0755), and the clients' ``/dev/shm`` is world-writable and sticky like the host's (the tmpfs mounted
+on ``shm`` gets the same mode).
+"""
+
+
+def make_mps_dirs(root: Path) -> None:
+    """Create ``root`` and its ``pipe``, ``log`` and ``shm`` with :data:`MPS_DIR_MODES`, owned by root.
+
+    Modes are set explicitly (``mkdir``'s mode is cut by the umask, and a directory left by an earlier
+    try keeps whatever it had); ownership is set when this process may (the plugin runs as root).
+
+    Raises:
+        HostError: a directory cannot be created or given its mode or owner.
+    """
+    for sub, mode in MPS_DIR_MODES:
+        path = root / sub if sub else root
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(path, 0, 0)
+            path.chmod(mode)
+        except OSError as exc:
+            raise HostError(f"cannot prepare MPS directory {path} (mode {mode:o}): {exc.strerror}") from exc
+
+
 def _shm_size() -> str:
     """Half of MemTotal, as upstream sizes the shared tmpfs (65536k if /proc/meminfo cannot be read)."""
     try:
@@ -166,7 +206,9 @@ class MpsExecutor:
         gates: FeatureGates,
         retry_delays: Sequence[float] = RETRY_DELAYS,
         sleep: Callable[[float], None] = time.sleep,
+        driver_root: Path | None = None,
     ) -> None:
+        self.driver_root = driver_root
         self.api = api
         self.runner = runner
         self.config = config
@@ -181,16 +223,17 @@ class MpsExecutor:
     def apply(self, record: Record) -> Applied:
         """Directories, tmpfs, compute mode, Deployment, readiness; then the claim's CDI edits."""
         root = self.root(str(record["id"]))
-        for sub in ("pipe", "shm", "log"):
-            (root / sub).mkdir(parents=True, exist_ok=True, mode=0o755)
+        make_mps_dirs(root)
         shm = str(root / "shm")
         if not self._mounted(shm):
-            opts = f"rw,nosuid,nodev,noexec,relatime,size={_shm_size()}"
+            opts = f"rw,nosuid,nodev,noexec,relatime,mode=1777,size={_shm_size()}"
             self.runner.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", shm])
         for uuid in record["computeModeGpus"]:
             set_compute_mode(self.runner, uuid, "EXCLUSIVE_PROCESS")
         with contextlib.suppress(KubeConflict):  # a retried prepare: the daemon is already there
-            self.api.create_object(DEPLOYMENTS, render_deployment(record, self.config, self.gates, root))
+            self.api.create_object(
+                DEPLOYMENTS, render_deployment(record, self.config, self.gates, root, self.driver_root)
+            )
         reach("after-mps-started")
         self._wait_ready(deployment_name(str(record["id"])))
         return Applied(

@@ -84,7 +84,8 @@ def _control(inv: ControlInvocation, *args: str, stdin: str | None = None) -> st
 def run_daemon(root: Path, env: Mapping[str, str], stop: threading.Event) -> None:
     """Start the control daemon, apply the limits, write startup.log, wait for ``stop``, then quit."""
     inv = control_invocation(root, env)
-    inv.log_dir.mkdir(parents=True, exist_ok=True)
+    # The pipe and log directories are the Deployment's mounts; creating them here would hide a missing
+    # mount (the daemon would then log into the container's own file system, where no client looks).
     _control(inv, "-d")
     try:
         pct = env.get("MPS_ACTIVE_THREAD_PERCENTAGE", "")

@@ -18,6 +18,7 @@ import click
 from nvdra.core.errors import NvdraError
 from nvdra.imex import Settings
 from nvdra.kubeletplugin import KubernetesKubeApi
+from nvdra.kubeletplugin.logrepeat import install_repeat_filter
 from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
 from nvdra.plugins.computedomain.flags import DURATION
 from nvdra.plugins.flags import option as _opt
@@ -83,7 +84,14 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
     type=DURATION,
     show_default=True,
 )
-@_opt("--reconcile-period", env="RECONCILE_PERIOD", default=1.0, type=float, show_default=True)
+@_opt(
+    "--resync-period",
+    env="RESYNC_PERIOD",
+    default="5m",
+    type=DURATION,
+    show_default=True,
+    help="A full reconcile pass this often even without any change (changes are watched).",
+)
 @_opt("--kubeconfig", env="KUBECONFIG", default="")
 @_opt("--kube-api-qps", env="KUBE_API_QPS", default=5.0, type=float)
 @_opt("--kube-api-burst", env="KUBE_API_BURST", default=10, type=int)
@@ -98,9 +106,13 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
 def main(verbosity: int, **f: Any) -> None:
     """Reconcile ComputeDomains: DaemonSets, claim templates, cliques, status."""
     logging.basicConfig(level=logging.DEBUG if verbosity >= 2 else logging.INFO)
+    install_repeat_filter()
     try:
         kube = KubernetesKubeApi.from_kubeconfig(
-            f["kubeconfig"] or None, qps=f["kube_api_qps"], burst=f["kube_api_burst"]
+            f["kubeconfig"] or None,
+            qps=f["kube_api_qps"],
+            burst=f["kube_api_burst"],
+            component="cd-controller",
         )
         settings = Settings(
             namespace=f["namespace"],
@@ -123,13 +135,15 @@ def main(verbosity: int, **f: Any) -> None:
                 retry_period_s=f["leader_election_retry_period"],
             )
         extra = tuple(n for n in f["additional_namespaces"].split(",") if n)
-        controller = ComputeDomainController(kube, settings, elector=elector, additional_namespaces=extra)
+        controller = ComputeDomainController(
+            kube, settings, elector=elector, additional_namespaces=extra, resync_s=f["resync_period"]
+        )
         if f["http_endpoint"]:
             _serve_metrics(f["http_endpoint"], f["metrics_path"], controller.metrics)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        controller.run(stop, f["reconcile_period"])
+        controller.run(stop)
     except NvdraError as exc:
         click.echo(f"nvdra-cd-controller: {exc}", err=True)
         sys.exit(1)

@@ -1,8 +1,9 @@
 """The nvdra chart, rendered by Helm's engine for the main value combinations and schema-checked.
 
-Every rendered object is validated (strict: unknown fields are errors) against the Kubernetes OpenAPI
-schemas of 1.34 and 1.35; the objects' wiring is checked against the code they run: env vars and
-arguments parse with the real click commands, and the commands are console scripts of this package.
+Every rendered object of every documented option is validated (strict: unknown fields are errors)
+against the Kubernetes OpenAPI schemas of 1.32 to 1.36; the objects' wiring is checked against the code
+they run: env vars and arguments parse with the real click commands, and the commands are console
+scripts of this package.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.plugins.webhook import RESOURCE_VERSIONS, VALIDATE_PATH
 from tests.deploy.helm import REPO, crds, find, render
-from tests.deploy.schemas import KUBE_VERSIONS, crd_schemas, problems
+from tests.deploy.schemas import KUBE_VERSIONS, RESOURCE_API, crd_schemas, problems
 
 CERT_MANAGER = ("cert-manager.io/v1",)
 GPUS = {"resources": {"gpus": {"enabled": True}}}
@@ -46,6 +47,35 @@ COMBOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         {**GPUS, "featureGates": {"FabricTopologySupport": True}, "publishFabricPartitions": True},
         (),
     ),
+    "namespace override": (
+        {**GPUS, "namespaceOverride": "gpu-system", "webhook": {"enabled": True}},
+        CERT_MANAGER,
+    ),
+    "real node: GPU Operator driver root, passthrough, Fabric Manager socket": (
+        {
+            **GPUS,
+            "nvidiaDriverRoot": "/run/nvidia/driver",
+            "featureGates": {"PassthroughSupport": True, "FabricTopologySupport": True},
+            "kubeletPlugin": {"containers": {"gpus": {"fabricManager": {"access": "socket"}}}},
+        },
+        (),
+    ),
+    "real node: Fabric Manager over TCP (host network)": (
+        {
+            **GPUS,
+            "featureGates": {"FabricManagerPartitioning": True},
+            "kubeletPlugin": {
+                "containers": {
+                    "gpus": {"fabricManager": {"access": "tcp", "libraryPath": "/opt/libnvfm.so.1"}}
+                }
+            },
+        },
+        (),
+    ),
+    "simulate with passthrough": (
+        {**GPUS, "simulate": "dgx-h100", "featureGates": {"PassthroughSupport": True}},
+        (),
+    ),
     "gates, verbosity, pull secrets": (
         {
             **GPUS,
@@ -60,7 +90,9 @@ COMBOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
 
 
 def rendered(name: str, kube: str = "1.34.0") -> list[dict[str, Any]]:
+    """One combination as ``helm template`` renders it for a cluster of version ``kube``."""
     values, apis = COMBOS[name]
+    values = {"resourceApiVersion": RESOURCE_API[kube], **values}
     return render(values, kube_version=f"v{kube}", api_versions=apis)
 
 
@@ -146,12 +178,14 @@ def test_policy_restricts_the_account_the_plugin_pods_really_use() -> None:
     account = ds["spec"]["template"]["spec"]["serviceAccountName"]
     assert account == "custom-kubeletplugin"
     assert find(docs, "ServiceAccount", account)
-    (policy,) = find(docs, "ValidatingAdmissionPolicy")
+    (policy,) = find(docs, "ValidatingAdmissionPolicy", "resourceslices-policy-nvdra")
     (condition,) = policy["spec"]["matchConditions"]
     assert condition["expression"] == f'request.userInfo.username == "system:serviceaccount:nvdra:{account}"'
-    (binding,) = find(docs, "ValidatingAdmissionPolicyBinding")
+    (binding,) = find(docs, "ValidatingAdmissionPolicyBinding", policy["metadata"]["name"])
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
+    (nodes,) = find(docs, "ValidatingAdmissionPolicy", "nodes-policy-nvdra")
+    assert f'"system:serviceaccount:nvdra:{account}"' in nodes["spec"]["matchConditions"][0]["expression"]
 
 
 @pytest.mark.parametrize("name", COMBOS)

@@ -147,7 +147,7 @@ resource.k8s.io/v1beta1
 {{- list "a100-mig" "dgx-a100" "dgx-h100" "gb200-nvl72-tray" "hgx-h200" "pcie-a100-nvlink" "pcie-l4" | toJson -}}
 {{- end -}}
 
-{{/* Mounts of the kubelet plugin containers: registration, plugin dirs, CDI specs, driver root. */}}
+{{/* Mounts of both kubelet plugin containers: registration, plugin dirs, CDI specs, driver root. */}}
 {{- define "nvdra.pluginMounts" -}}
 - name: plugins-registry
   mountPath: {{ .Values.kubeletPlugin.kubeletRegistrarDirectoryPath }}
@@ -157,10 +157,13 @@ resource.k8s.io/v1beta1
   mountPropagation: Bidirectional
 - name: cdi
   mountPath: /var/run/cdi
+{{- if not .Values.simulate }}
+# The driver root (nvidiaDriverRoot); a simulated node has its own, in the plugin directory.
 - name: driver-root
   mountPath: /driver-root
   readOnly: true
   mountPropagation: HostToContainer
+{{- end }}
 {{- end -}}
 
 {{/* imagePullSecrets ([{name: a}, {name: b}]) → "a,b". */}}

@@ -15,13 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nvdra.kubeletplugin import ApiServer, FakeKube, KubeletClient
+from nvdra.nvml import _backend as b
+from nvdra.nvml._fakelib import FAKE_NVML_STATE_FILE, append_fake_nvml_event
 from tests.fakenvml import fake_driver_root
 
 BIN = Path(sys.executable).parent
@@ -74,8 +77,48 @@ def _flags(base: Path, kubeconfig: Path) -> list[str]:
     ]
 
 
-def _published(script: str, base: Path, node_args: list[str]) -> list[dict[str, Any]]:
-    """Start ``script`` against a fresh API server, wait for its slices, stop it; the slices' specs."""
+def _complete(slices: list[dict[str, Any]]) -> bool:
+    """Whether every pool has all the slices its ``resourceSliceCount`` announces."""
+    counts: dict[str, int] = {}
+    for item in slices:
+        counts[item["spec"]["pool"]["name"]] = counts.get(item["spec"]["pool"]["name"], 0) + 1
+    return bool(slices) and all(
+        counts[item["spec"]["pool"]["name"]] == item["spec"]["pool"]["resourceSliceCount"] for item in slices
+    )
+
+
+class _Plugin:
+    """A plugin process registered with a kubelet and publishing to an in-process API server."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], store: FakeKube, log: Path) -> None:
+        self.proc = proc
+        self.store = store
+        self.log = log
+
+    def wait_for(self, what: str, probe: Callable[[], Any], deadline_s: float = 30.0) -> Any:
+        """Poll ``probe`` until truthy; fail with the plugin's log if it exits or the deadline passes."""
+        end = time.monotonic() + deadline_s
+        while not (value := probe()):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"no {what} (exit {self.proc.poll()}):\n{self.log.read_text()}")
+            time.sleep(0.05)
+        return value
+
+    def specs(self) -> list[dict[str, Any]]:
+        """The published slices' specs, once every pool is complete, in a stable order."""
+        slices = self.wait_for(
+            "complete ResourceSlice pools", lambda: _complete(self.store.resource_slices())
+        )
+        assert slices
+        return sorted(
+            (s["spec"] for s in self.store.resource_slices()),
+            key=lambda spec: (spec["pool"]["name"], repr(spec)),
+        )
+
+
+@contextmanager
+def _running(script: str, base: Path, node_args: list[str]) -> Iterator[_Plugin]:
+    """Start ``script`` against a fresh API server and register it; SIGTERM must end it with 0."""
     store = FakeKube()
     store.add_node(NODE)
     base.mkdir(parents=True, exist_ok=True)
@@ -85,29 +128,23 @@ def _published(script: str, base: Path, node_args: list[str]) -> list[dict[str, 
         proc = subprocess.Popen(
             [str(BIN / script), *_flags(base, kubeconfig), *node_args], env=_env(), stdout=out, stderr=out
         )
+        plugin = _Plugin(proc, store, log)
         try:
-            deadline = time.monotonic() + 30
-
-            def waiting(what: str) -> None:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"{script}: no {what} (exit {proc.poll()}):\n{log.read_text()}")
-                time.sleep(0.05)
-
             with KubeletClient(base / "reg") as kubelet:
-                while not kubelet.discover():
-                    waiting("registration socket")
-                kubelet.register(kubelet.discover()[0])  # slices are published once registered
-                while not store.resource_slices():
-                    waiting("ResourceSlice")
-                time.sleep(0.3)  # let a multi-slice pool finish
-                slices = store.resource_slices()
+                sockets = plugin.wait_for("registration socket", kubelet.discover)
+                kubelet.register(sockets[0])  # slices are published once the kubelet registered it
+                yield plugin
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0, log.read_text()
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return sorted((s["spec"] for s in slices), key=lambda spec: (spec["pool"]["name"], repr(spec)))
+
+
+def _published(script: str, base: Path, node_args: list[str]) -> list[dict[str, Any]]:
+    with _running(script, base, node_args) as plugin:
+        return plugin.specs()
 
 
 @pytest.mark.slow
@@ -163,3 +200,22 @@ def test_a_driver_root_without_nvml_names_the_cause(base: Path, script: str) -> 
     assert f"{root}/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1" in done.stderr
     assert "nvmlShutdown" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_an_xid_from_the_library_taints_the_device(base: Path) -> None:
+    """An XID the library reports (nvmlEventSetWait_v2) reaches the published slice as a taint."""
+    root = fake_driver_root(base / "root", "dgx-h100")
+    args = ["--nvidia-driver-root", str(root), "--container-driver-root", str(root)]
+    with _running(
+        "nvdra-gpu-plugin", base / "real", [*args, "--feature-gates", "NVMLDeviceHealthCheck=true"]
+    ) as p:
+        p.specs()
+        append_fake_nvml_event(root / "usr/lib64" / FAKE_NVML_STATE_FILE, 3, b.EVENT_XID_CRITICAL, 79)
+
+        def taints() -> dict[str, Any]:
+            devices = (d for s in p.store.resource_slices() for d in s["spec"]["devices"])
+            return {d["name"]: d["taints"] for d in devices if d.get("taints")}
+
+        tainted = p.wait_for("the XID taint", taints)
+        assert tainted == {"gpu-3": [{"key": "gpu.nvidia.com/xid", "value": "79", "effect": "NoSchedule"}]}

@@ -38,7 +38,7 @@ from nvdra.core.config import (
     DeviceType,
     resolve_configs,
 )
-from nvdra.core.errors import ClaimError, KubeApiError, KubeNotFound, NvdraError, UserError
+from nvdra.core.errors import ClaimError, KubeApiError, KubeConflict, KubeNotFound, NvdraError, UserError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.imex import CD_DRIVER_NAME, DOMAIN_LABEL, channel_ids, clique_object_name
 from nvdra.imex.config import TEMPLATE_VALUES
@@ -291,21 +291,35 @@ class ComputeDomainDriver:
         )
         return PrepareResult(devices=_to_prepared((record,)))
 
-    def _label_node(self, uid: str) -> None:
-        node = self._kube.get_node(self.node_name)
-        labels = (node.get("metadata") or {}).get("labels") or {}
-        current = labels.get(DOMAIN_LABEL)
-        if current == uid:
-            return
-        if current:
-            raise ClaimError(f"node {self.node_name} is already in ComputeDomain {current}")
-        patch = {
-            "metadata": {
-                "labels": {DOMAIN_LABEL: uid},
-                "resourceVersion": node["metadata"]["resourceVersion"],
+    def _set_node_label(self, uid: str, *, add: bool) -> None:
+        """Add (or remove, if it still names ``uid``) this node's domain label.
+
+        A merge patch of ``metadata.labels`` alone — the only change the chart's admission policy lets
+        a plugin make to its own Node — under the node's resourceVersion, so a concurrent relabel is
+        never overwritten; a 409 (the kubelet updated the node) re-reads it, up to three times.
+        """
+        for attempt in range(3):
+            node = self._kube.get_node(self.node_name)
+            current = ((node.get("metadata") or {}).get("labels") or {}).get(DOMAIN_LABEL)
+            if (current == uid) == add:  # already labelled, or no longer ours to remove
+                return
+            if add and current:
+                raise ClaimError(f"node {self.node_name} is already in ComputeDomain {current}")
+            patch = {
+                "metadata": {
+                    "labels": {DOMAIN_LABEL: uid if add else None},
+                    "resourceVersion": node["metadata"]["resourceVersion"],
+                }
             }
-        }
-        self._kube.patch_object(NODES, self.node_name, patch)
+            try:
+                self._kube.patch_object(NODES, self.node_name, patch)
+                return
+            except KubeConflict:
+                if attempt == 2:
+                    raise
+
+    def _label_node(self, uid: str) -> None:
+        self._set_node_label(uid, add=True)
 
     def _ready_once(self, uid: str) -> str:
         """ "" when this node's daemon (and, with numNodes, the domain) is Ready; else why not."""
@@ -369,15 +383,7 @@ class ComputeDomainDriver:
     def _undo(self, record: Mapping[str, Any], claim_uid: str) -> None:
         uid = str(record.get("domain", ""))
         if record.get("kind") == "node-label":
-            node = self._kube.get_node(self.node_name)
-            if ((node.get("metadata") or {}).get("labels") or {}).get(DOMAIN_LABEL) == uid:
-                patch = {
-                    "metadata": {
-                        "labels": {DOMAIN_LABEL: None},
-                        "resourceVersion": node["metadata"]["resourceVersion"],
-                    }
-                }
-                self._kube.patch_object(NODES, self.node_name, patch)
+            self._set_node_label(uid, add=False)
         elif record.get("kind") == "daemon-dir":
             others = [
                 c

@@ -1,0 +1,27 @@
+"""Test tiers: ``pytest -m "not slow"`` is the inner loop (under a minute on 2 cores); CI runs everything.
+
+Whole areas are slow by nature and are marked here, so no test in them can be forgotten: the crash,
+restart, fuzz and state-machine suites (tests/reliability) and the end-to-end runs of the real console
+scripts as subprocesses. Single slow tests elsewhere carry ``@pytest.mark.slow`` themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+SLOW = (
+    TESTS / "reliability",
+    TESTS / "plugins" / "test_console_script.py",
+    TESTS / "computedomain" / "test_e2e.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under a slow area ``slow``."""
+    for item in items:
+        path = Path(str(item.path))
+        if any(path == area or area in path.parents for area in SLOW):
+            item.add_marker(pytest.mark.slow)

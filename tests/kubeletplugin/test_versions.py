@@ -6,6 +6,7 @@ versions; the publisher reads ``/version`` once and lays shared counters out as 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -289,10 +290,13 @@ class Recorder:
 
     def __init__(self, server: ApiServer) -> None:
         self.requests: list[tuple[str, str]] = []
+        self.writes: list[JsonObject] = []
         inner = server.route
 
         def route(method: str, path: str, query: dict[str, str], body: JsonObject) -> tuple[int, JsonObject]:
             self.requests.append((method, path))
+            if method in ("POST", "PUT"):
+                self.writes.append(json.loads(json.dumps(body)))
             return inner(method, path, query, body)
 
         server.route = route  # type: ignore[method-assign]
@@ -349,3 +353,35 @@ def test_server_refuses_a_body_in_another_versions_shape(tmp_path: Path) -> None
         assert missing.value.code == 404
         with urllib.request.urlopen(f"{server.url}/version", timeout=5) as answer:
             assert json.loads(answer.read())["minor"] == "32"
+
+
+SCHEMA_MODES = [
+    pytest.param((1, 32), "v1beta1", "", id="1.32-v1beta1"),
+    pytest.param((1, 33), "v1beta2", "DynamicMIG=true", id="1.33-v1beta2-dynamic-mig"),
+    pytest.param((1, 34), "v1beta1", "DynamicMIG=true", id="1.34-v1beta1-dynamic-mig"),
+    pytest.param((1, 34), "v1", "DynamicMIG=true", id="1.34-v1-dynamic-mig"),
+    pytest.param((1, 35), "v1beta2", "DynamicMIG=true", id="1.35-v1beta2-dynamic-mig"),
+    pytest.param((1, 36), "v1", "DynamicMIG=true", id="1.36-v1-dynamic-mig"),
+]
+
+
+@pytest.mark.parametrize(("release", "version", "gates"), SCHEMA_MODES)
+def test_written_bodies_match_the_releases_openapi_schema(
+    release: tuple[int, int], version: str, gates: str, tmp_path: Path
+) -> None:
+    """What goes on the wire (slices, a template) validates against that release's strict OpenAPI schema."""
+    kv = pytest.importorskip("kubernetes_validate")
+    store = FakeKube(served_versions=(version,), kubernetes_version=release)
+    store.add_node(NODE)
+    with ApiServer(store) as server:
+        seen = Recorder(server)
+        api = KubernetesKubeApi.from_kubeconfig(str(server.write_kubeconfig(tmp_path / "kc")), qps=0)
+        pub = ResourceSlicePublisher(api, driver_name=DRIVER, node_name=NODE, retry=FAST)
+        pub.update(driver_resources(simulated_inventory("dgx-h100"), NODE, parse_feature_gates(gates)))
+        pub.sync_now()
+        api.create_object(RESOURCE_CLAIM_TEMPLATES, template())
+        api.close()
+    assert len(seen.writes) >= 2
+    for body in seen.writes:
+        assert body["apiVersion"] == f"resource.k8s.io/{version}"
+        kv.validate(body, f"{release[0]}.{release[1]}.0", strict=True)

@@ -29,7 +29,7 @@ from nvdra.fabric.manager import FmGpuInfo, FmPartitionInfo, FmPciDevice, fm_err
 from nvdra.fabric.models import FabricMode
 from nvdra.fabric.topology import Topology
 
-__all__ = ["FABRIC_MODE_ENV", "SimulatedFabricManager", "simulated_fabric_mode"]
+__all__ = ["FABRIC_MODE_ENV", "SimulatedFabricManager", "board_partitions", "simulated_fabric_mode"]
 
 FABRIC_MODE_ENV = "NVDRA_SIMULATE_FABRIC_MODE"
 """Overrides a simulated node's FABRIC_MODE: 0, 1 or 2, or ``none`` (no Fabric Manager on the host, as
@@ -61,6 +61,35 @@ def simulated_fabric_mode(declared: int | None, env: Mapping[str, str]) -> Fabri
         raise ValueError(f"{source}: allowed 0, 1, 2 or {_NO_FM}") from exc
 
 
+def board_partitions(topology: Topology) -> tuple[FmPartitionInfo, ...]:
+    """What FM lists on the board ``topology`` is: its default table's partitions, none active.
+
+    Raises:
+        ValueError: the topology is not a baseboard with a Fabric Manager table.
+    """
+    board = detect_board(topology)
+    if board is None:
+        raise ValueError("no Fabric Manager runs here: the node is not an NVSwitch baseboard it knows")
+    modules = topology.by_module()
+    parts = []
+    for pid, mods, links in BOARD_TABLES[board].rows:
+        if not all(m in modules for m in mods):
+            continue
+        gpus = []
+        for m in mods:
+            rate = modules[m].rate
+            gpus.append(
+                FmGpuInfo(
+                    physical_id=m,
+                    num_nvlinks_available=links,
+                    max_num_nvlinks=modules[m].links,
+                    nvlink_line_rate_mbps=rate.line_rate_mbps if rate else 0,
+                )
+            )
+        parts.append(FmPartitionInfo(partition_id=pid, is_active=False, gpus=tuple(gpus)))
+    return tuple(parts)
+
+
 class SimulatedFabricManager:
     """Fabric Manager on a simulated HGX/DGX baseboard (see the module docstring for its rules)."""
 
@@ -79,27 +108,7 @@ class SimulatedFabricManager:
         Raises:
             ValueError: the topology is not a baseboard with a Fabric Manager table.
         """
-        board = detect_board(topology)
-        if board is None:
-            raise ValueError("no Fabric Manager runs here: the node is not an NVSwitch baseboard it knows")
-        modules = topology.by_module()
-        parts = []
-        for pid, mods, links in BOARD_TABLES[board].rows:
-            if not all(m in modules for m in mods):
-                continue
-            gpus = []
-            for m in mods:
-                rate = modules[m].rate
-                gpus.append(
-                    FmGpuInfo(
-                        physical_id=m,
-                        num_nvlinks_available=links,
-                        max_num_nvlinks=modules[m].links,
-                        nvlink_line_rate_mbps=rate.line_rate_mbps if rate else 0,
-                    )
-                )
-            parts.append(FmPartitionInfo(partition_id=pid, is_active=False, gpus=tuple(gpus)))
-        return cls(parts, mode=mode)
+        return cls(board_partitions(topology), mode=mode)
 
     # -- the SDK surface ---------------------------------------------------------------------------
 

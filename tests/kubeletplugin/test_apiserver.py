@@ -120,7 +120,7 @@ def test_field_selector_filters_lists(server):
     status, listed = call("GET", path)
     assert status == 200 and listed["kind"] == "ResourceSliceList"
     assert [i["spec"]["nodeName"] for i in listed["items"]] == ["node-b"]
-    assert call("GET", "/apis/resource.k8s.io/v1/resourceslices?fieldSelector=metadata.name%3Dx")[0] == 400
+    assert call("GET", "/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.foo%3Dx")[0] == 400
 
 
 def test_put_get_delete_round_trip_with_conflicts(server):

@@ -17,16 +17,23 @@ ResourceClaim and Node GETs — with Kubernetes-shaped ``Status`` error bodies. 
 
 from __future__ import annotations
 
+import functools
 import http.server
+import importlib.util
 import json
+import json.decoder
+import json.scanner
 import re
+import secrets
 import socket
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
 
 from nvdra.core.errors import ConfigError, KubeApiError, KubeNotFound
 from nvdra.kubeletplugin._kube import (
@@ -45,12 +52,18 @@ from nvdra.kubeletplugin.objects import (
     DEPLOYMENTS,
     DEVICE_CLASSES,
     LEASES,
+    NAMESPACES,
     NODES,
     PODS,
     RESOURCE_CLAIM_TEMPLATES,
     RESOURCE_CLAIMS,
+    RESOURCE_SLICES,
     ResourceType,
+    WatchStream,
+    raw_extensions,
+    unknown_fields,
 )
+from nvdra.kubeletplugin.testing_rbac import Attributes, Rbac, forbidden_message, service_account_user
 
 __all__ = ["ApiServer"]
 
@@ -58,9 +71,12 @@ JsonObject = dict[str, Any]
 _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
     409: "Conflict",
+    410: "Gone",
+    415: "UnsupportedMediaType",
     422: "Invalid",
     429: "TooManyRequests",
     500: "InternalError",
@@ -84,6 +100,8 @@ _BUILTIN_TYPES = (
     RESOURCE_CLAIMS,
     RESOURCE_CLAIM_TEMPLATES,
     DEVICE_CLASSES,
+    RESOURCE_SLICES,
+    NAMESPACES,
 )
 
 
@@ -100,15 +118,126 @@ def status_body(code: int, message: str) -> JsonObject:
     }
 
 
-def _parse_field_selector(text: str) -> dict[str, str]:
-    """``spec.driver=a,spec.nodeName=b`` → ``{"spec.driver": "a", ...}``; only those two fields exist."""
-    fields: dict[str, str] = {}
-    for term in filter(None, text.split(",")):
-        key, sep, value = term.replace("==", "=").partition("=")
-        if not sep or key not in ("spec.driver", "spec.nodeName"):
-            raise KubeApiError(f'field label not supported: "{key}"', status=400)
-        fields[key] = value
-    return fields
+_OBJECT_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED"})
+_ADMIN = "system:admin"
+_PATCH_TYPES = {
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/json-patch+json": "json",
+}
+_RAW_KINDS = re.compile(r"/(resourceclaims|resourceclaimtemplates|deviceclasses)(/|$)")
+_FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+
+
+@attrs.frozen
+class _Answer:
+    code: int
+    body: JsonObject
+    warnings: list[str]
+
+
+@attrs.frozen
+class _WatchAnswer:
+    stream: WatchStream
+    convert: Callable[[JsonObject], JsonObject]
+
+
+def _decode_with_spans(text: str) -> tuple[Any, dict[int, tuple[int, int]]]:
+    """Decode JSON and remember where each object and array was in ``text`` (by ``id`` of the value).
+
+    The apiserver keeps a RawExtension's bytes as the request carried them; this recovers them.
+    """
+    spans: dict[int, tuple[int, int]] = {}
+    decoder = json.JSONDecoder()
+    # The pure-Python scanner takes its parsers from the decoder: wrap them to note each span.
+    base_object: Any = getattr(json.decoder, "JSONObject")  # noqa: B009 - untyped in typeshed
+    base_array: Any = getattr(json.decoder, "JSONArray")  # noqa: B009
+
+    def parse_object(s_and_end: tuple[str, int], *args: Any) -> tuple[Any, int]:
+        value, end = base_object(s_and_end, *args)
+        spans[id(value)] = (s_and_end[1] - 1, end)
+        return value, end
+
+    def parse_array(s_and_end: tuple[str, int], scan_once: Any) -> tuple[Any, int]:
+        value, end = base_array(s_and_end, scan_once)
+        spans[id(value)] = (s_and_end[1] - 1, end)
+        return value, end
+
+    decoder.parse_object = parse_object  # type: ignore[attr-defined]
+    decoder.parse_array = parse_array  # type: ignore[attr-defined]
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
+    return decoder.decode(text), spans
+
+
+def request_attributes(user: str, method: str, path: str, query: Mapping[str, str]) -> Attributes:
+    """The authorizer's view of a request: verb, group, resource, subresource, namespace, name."""
+    match = _GENERIC.match(path)
+    if match is None or (match["cv"] is None and match["group"] is None):
+        return Attributes(user=user, verb=method.lower() if method != "GET" else "get", path=path)
+    name = unquote(match["name"] or "")
+    watching = query.get("watch") in ("1", "true", "True")
+    verbs = {
+        "GET": "get" if name else ("watch" if watching else "list"),
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if name else "deletecollection",
+    }
+    return Attributes(
+        user=user,
+        verb=verbs.get(method, method.lower()),
+        api_group=match["group"] or "",
+        resource=match["plural"],
+        subresource=match["sub"] or "",
+        namespace=unquote(match["ns"] or ""),
+        name=name,
+        path=path,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_definitions(version: tuple[int, int]) -> dict[str, Any] | None:
+    """Kubernetes ``version``'s strict OpenAPI definitions, from ``kubernetes-validate`` (None: absent)."""
+    spec = importlib.util.find_spec("kubernetes_validate")
+    if spec is None or spec.origin is None:
+        return None
+    root = Path(spec.origin).parent / "kubernetes-json-schema"
+    available = sorted(
+        (tuple(int(p) for p in d.name[1:].split("-")[0].split(".")[:2]), d)
+        for d in root.glob("v*-local-strict")
+        if (d / "_definitions.json").is_file()
+    )
+    chosen = [d for v, d in available if v <= version] or [d for _, d in available]
+    if not chosen:
+        return None
+    loaded: dict[str, Any] = json.loads((chosen[-1] / "_definitions.json").read_text())
+    return loaded.get("$defs") or loaded.get("definitions") or {}
+
+
+def _builtin_unknown_fields(
+    rt: ResourceType, version: str, kind: str, obj: Any, release: tuple[int, int]
+) -> list[str] | None:
+    defs = _builtin_definitions(release)
+    if defs is None:
+        return None
+    package = "core" if not rt.group else rt.group.split(".")[0]
+    schema = defs.get(f"io.k8s.api.{package}.{version}.{kind}")
+    if schema is None:
+        return None
+    return unknown_fields(schema, obj, defs=defs)
+
+
+def _without_directives(patch: Any) -> Any:
+    """A merge patch as an object: ``null`` (delete) and ``$``-directives left out."""
+    if isinstance(patch, dict):
+        return {
+            k: _without_directives(v)
+            for k, v in patch.items()
+            if v is not None and not str(k).startswith("$")
+        }
+    if isinstance(patch, list):
+        return [_without_directives(v) for v in patch]
+    return patch
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -130,39 +259,65 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.api.track(self.connection, open_=False)
         super().finish()
 
-    def _send(self, code: int, body: JsonObject) -> None:
+    def _send(self, code: int, body: JsonObject, warnings: list[str] | None = None) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
+        for warning in warnings or []:
+            self.send_header("Warning", f"299 - {json.dumps(warning)}")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> JsonObject:
-        length = int(self.headers.get("Content-Length") or 0)
-        if not length:
-            return {}
+    def _stream(self, watch: _WatchAnswer) -> None:
+        """A watch: newline-delimited JSON events in chunks, until the watch ends or the client goes."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        api = self.server.api
+        api.track_watch(watch.stream, open_=True)
         try:
-            decoded = json.loads(self.rfile.read(length))
-        except ValueError as exc:
-            raise KubeApiError(f"invalid JSON body: {exc}", status=400) from exc
-        if not isinstance(decoded, dict):
-            raise KubeApiError("request body must be a JSON object", status=400)
-        return decoded
+            for event in watch.stream:
+                obj = watch.convert(event.object) if event.type in _OBJECT_EVENTS else event.object
+                data = (
+                    json.dumps({"type": event.type, "object": obj}, separators=(",", ":")) + "\n"
+                ).encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True  # the client went away
+        finally:
+            watch.stream.close()
+            api.track_watch(watch.stream, open_=False)
+
+    def _read(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         query: dict[str, str] = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        api = self.server.api
         try:
-            self.server.api.authorize(self.headers.get("Authorization"))
-            body = self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else {}
-            code, answer = self.server.api.route(method, url.path, query, body)
+            data = self._read() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+            user = api.authenticate(self.headers.get("Authorization"))
+            api.authorize_request(user, method, url.path, query)
+            content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+            answer = api.handle(method, url.path, query, data, content_type)
         except KubeApiError as exc:
             code = exc.status or 500
-            answer = status_body(code, str(exc))
+            self._send(code, status_body(code, str(exc)))
+            return
         except ConfigError as exc:  # a v1 body that v1beta1 cannot express
-            code, answer = 422, status_body(422, str(exc))
-        self._send(code, answer)
+            self._send(422, status_body(422, str(exc)))
+            return
+        if isinstance(answer, _WatchAnswer):
+            self._stream(answer)
+        else:
+            self._send(answer.code, answer.body, answer.warnings)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -194,16 +349,30 @@ class ApiServer:
             server.write_kubeconfig(tmp_path / "kubeconfig")
     """
 
-    def __init__(self, store: FakeKube | None = None, *, token: str | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        store: FakeKube | None = None,
+        *,
+        token: str | None = None,
+        port: int = 0,
+        rbac: Rbac | None = None,
+    ) -> None:
         """Bind (not yet serve) on 127.0.0.1.
 
         Args:
             store: the objects to serve (a new empty ``FakeKube`` by default).
-            token: when set, the bearer token every request must carry.
+            token: when set, the bearer token of an administrator (``system:masters``: no RBAC check).
             port: the TCP port; 0 picks a free one.
+            rbac: when set, requests of the users :meth:`add_user` made are authorized by it (403 if not).
         """
         self.store = store if store is not None else FakeKube()
         self._token = token
+        self.rbac = rbac
+        self._users: dict[str, str] = {}  # bearer token -> user name
+        self._audit: list[Attributes] = []
+        self._audit_lock = threading.Lock()
+        self._ctx = threading.local()
+        self._watches: set[WatchStream] = set()
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.api = self
         self._thread: threading.Thread | None = None
@@ -222,6 +391,28 @@ class ApiServer:
         """Serve a resource type through the generic routes (as installing a CRD does)."""
         self._types[(rt.group, rt.version, rt.plural)] = rt
 
+    def install_crd(self, crd: JsonObject) -> ResourceType:
+        """Install a CustomResourceDefinition: serve it, prune and check fields by its schema, enforce
+        its ``self == oldSelf`` rules and its status subresource (see :meth:`ObjectStore.install_crd`)."""
+        rt = self.store.objects.install_crd(crd)
+        self.register(rt)
+        return rt
+
+    def add_user(self, user: str, token: str | None = None) -> str:
+        """Accept a bearer token (a new random one by default) for ``user``. Returns the token."""
+        token = token or secrets.token_hex(16)
+        self._users[token] = user
+        return token
+
+    def add_service_account(self, namespace: str, name: str) -> str:
+        """A token of the ServiceAccount ``namespace/name`` (``system:serviceaccount:<ns>:<name>``)."""
+        return self.add_user(service_account_user(namespace, name))
+
+    def audit(self, user: str | None = None) -> list[Attributes]:
+        """Every authorized request so far (of ``user`` only, if given), oldest first."""
+        with self._audit_lock:
+            return [a for a in self._audit if user is None or a.user == user]
+
     @property
     def url(self) -> str:
         """``http://127.0.0.1:<port>``."""
@@ -238,7 +429,11 @@ class ApiServer:
         return self
 
     def close(self) -> None:
-        """Stop serving, close open keep-alive connections and the listening socket."""
+        """Stop serving, end open watches, close keep-alive connections and the listening socket."""
+        with self._conns_lock:
+            watches = list(self._watches)
+        for stream in watches:
+            stream.close()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
@@ -259,9 +454,11 @@ class ApiServer:
     ) -> None:
         self.close()
 
-    def write_kubeconfig(self, path: str | Path) -> Path:
-        """Write a kubeconfig (plain http; the bearer token when set) that points at this server."""
-        user: JsonObject = {"token": self._token} if self._token else {}
+    def write_kubeconfig(self, path: str | Path, *, token: str | None = None) -> Path:
+        """Write a kubeconfig (plain http) that points at this server, with ``token`` (else the admin
+        token, when set)."""
+        token = token or self._token
+        user: JsonObject = {"token": token} if token else {}
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -284,15 +481,71 @@ class ApiServer:
             else:
                 self._conns.discard(conn)
 
-    def authorize(self, header: str | None) -> None:
-        """Raise a 401 unless the request carries the configured bearer token."""
-        if self._token is not None and header != f"Bearer {self._token}":
-            raise KubeApiError("Unauthorized", status=401)
+    def track_watch(self, stream: WatchStream, *, open_: bool) -> None:
+        """Remember open watches so :meth:`close` can end them."""
+        with self._conns_lock:
+            if open_:
+                self._watches.add(stream)
+            else:
+                self._watches.discard(stream)
 
-    def route(
-        self, method: str, path: str, query: dict[str, str], body: JsonObject
-    ) -> tuple[int, JsonObject]:
-        """Answer one request: (HTTP status, JSON body). Errors leave as :class:`KubeApiError`."""
+    def authenticate(self, header: str | None) -> str | None:
+        """The user a request's bearer token names (None: no authentication configured); else a 401."""
+        if self._token is None and not self._users:
+            return None
+        token = header[len("Bearer ") :] if header and header.startswith("Bearer ") else None
+        if token is not None and token == self._token:
+            return _ADMIN
+        if token is not None and token in self._users:
+            return self._users[token]
+        raise KubeApiError("Unauthorized", status=401)
+
+    def authorize_request(self, user: str | None, method: str, path: str, query: Mapping[str, str]) -> None:
+        """Authorize (RBAC, for users other than the administrator) and audit one request; 403 if denied."""
+        request = request_attributes(user or _ADMIN, method, path, query)
+        if user not in (None, _ADMIN) and self.rbac is not None and not self.rbac.allows(request):
+            raise KubeApiError(forbidden_message(request), status=403)
+        with self._audit_lock:
+            self._audit.append(request)
+
+    def handle(
+        self, method: str, path: str, query: dict[str, str], data: bytes, content_type: str
+    ) -> _Answer | _WatchAnswer:
+        """Answer one authorized request whose body is ``data`` (JSON, or a patch of ``content_type``)."""
+        ctx = self._ctx
+        ctx.warnings, ctx.content_type, ctx.spans, ctx.text = [], content_type, {}, ""
+        body: Any = {}
+        if data:
+            if method == "PATCH" and content_type not in _PATCH_TYPES:
+                raise KubeApiError(
+                    "the body of the request was in an unknown format - accepted media types include: "
+                    "application/json-patch+json, application/merge-patch+json, "
+                    "application/apply-patch+yaml, application/strategic-merge-patch+json",
+                    status=415,
+                )
+            if method != "PATCH" and content_type not in ("application/json", ""):
+                raise KubeApiError(f"unsupported media type {content_type!r}", status=415)
+            try:
+                ctx.text = data.decode()
+                if method in ("POST", "PUT") and _RAW_KINDS.search(path):
+                    body, ctx.spans = _decode_with_spans(ctx.text)
+                else:
+                    body = json.loads(ctx.text)
+            except ValueError as exc:
+                raise KubeApiError(f"invalid JSON body: {exc}", status=400) from exc
+            wants_list = method == "PATCH" and _PATCH_TYPES[content_type] == "json"
+            if not isinstance(body, list if wants_list else dict):
+                shape = "a JSON array of operations" if wants_list else "a JSON object"
+                raise KubeApiError(f"request body must be {shape}", status=400)
+        code, answer = self.route(method, path, query, body)
+        if isinstance(answer, _WatchAnswer):
+            return answer
+        return _Answer(code, answer, list(ctx.warnings))
+
+    def route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        """Answer one request: (HTTP status, JSON body or a watch). Errors leave as :class:`KubeApiError`."""
+        if not hasattr(self._ctx, "warnings"):
+            self._ctx.warnings, self._ctx.content_type, self._ctx.spans, self._ctx.text = [], "", {}, ""
         if method == "GET":
             found = self._discovery(path)
             if found is not None:
@@ -304,6 +557,105 @@ class ApiServer:
                     method, query, body, **{k: unquote(v) for k, v in match.groupdict().items() if v}
                 )
         raise KubeNotFound("the server could not find the requested resource", status=404)
+
+    # --- helpers of the generic routes -----------------------------------------------------------
+
+    def _raw_texts(self, rt: ResourceType, wire: JsonObject) -> dict[str, str] | None:
+        """The RawExtension texts of the request body, as sent (None: not a request from the wire)."""
+        spans = getattr(self._ctx, "spans", {})
+        if not spans:
+            return None
+        text = self._ctx.text
+        out: dict[str, str] = {}
+        for path, value in raw_extensions(rt, wire).items():
+            span = spans.get(id(value))
+            out[path] = text[span[0] : span[1]] if span else json.dumps(value, separators=(",", ":"))
+        return out
+
+    def _check_fields(self, rt: ResourceType, version: str, obj: Any, query: Mapping[str, str]) -> None:
+        """``fieldValidation``: Strict refuses unknown fields (400), Warn (default) sends warnings."""
+        mode = query.get("fieldValidation") or "Warn"
+        if mode not in _FIELD_VALIDATION:
+            raise KubeApiError(
+                f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", "Strict", "Warn"',
+                status=400,
+            )
+        if mode == "Ignore" or not isinstance(obj, dict):
+            return
+        if rt.custom:
+            unknown = self.store.objects.unknown_fields(rt, obj)
+        else:
+            kind = obj.get("kind") or rt.kind
+            unknown = _builtin_unknown_fields(rt, version, kind, obj, self.store.kubernetes_version)
+            if unknown is None and mode == "Strict":
+                raise KubeApiError(
+                    f"fieldValidation=Strict for {rt.qualified}: the kubernetes-validate package (the "
+                    "built-in kinds' schemas) is not installed here",
+                    status=500,
+                )
+        unknown = [u for u in unknown or [] if u.split(".")[0] not in ("apiVersion", "kind")]
+        if unknown and mode == "Strict":
+            raise KubeApiError(
+                "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown), status=400
+            )
+        self._ctx.warnings.extend(f'unknown field "{u}"' for u in unknown)
+
+    def _watch(
+        self,
+        rt: ResourceType,
+        ns: str | None,
+        query: Mapping[str, str],
+        convert: Callable[[JsonObject], JsonObject],
+    ) -> _WatchAnswer:
+        try:
+            timeout = float(query.get("timeoutSeconds") or 1800)
+        except ValueError:
+            raise KubeApiError(
+                f"timeoutSeconds: invalid value {query['timeoutSeconds']!r}", status=400
+            ) from None
+        stream = self.store.objects.watch_objects(
+            rt,
+            ns,
+            label_selector=query.get("labelSelector", ""),
+            field_selector=query.get("fieldSelector", ""),
+            resource_version=query.get("resourceVersion", ""),
+            timeout_s=timeout,
+            allow_bookmarks=query.get("allowWatchBookmarks") in ("1", "true", "True"),
+        )
+        return _WatchAnswer(stream, convert)
+
+    def _list(
+        self,
+        rt: ResourceType,
+        ns: str | None,
+        query: Mapping[str, str],
+        api_version: str,
+        convert: Callable[[JsonObject], JsonObject],
+    ) -> tuple[int, Any]:
+        """LIST (``limit``/``continue`` answered with the whole list, which the apiserver may do) or WATCH."""
+        if query.get("watch") in ("1", "true", "True"):
+            return 200, self._watch(rt, ns, query, convert)
+        items, revision = self.store.objects.list_versioned(
+            rt,
+            ns,
+            label_selector=query.get("labelSelector", ""),
+            field_selector=query.get("fieldSelector", ""),
+        )
+        return 200, {
+            "kind": f"{rt.kind}List",
+            "apiVersion": api_version,
+            "metadata": {"resourceVersion": revision},
+            "items": [convert(i) for i in items],
+        }
+
+    @staticmethod
+    def _check_namespace(body: JsonObject, ns: str | None) -> None:
+        given = (body.get("metadata") or {}).get("namespace")
+        if given and ns is not None and given != ns:
+            raise KubeApiError(
+                "the namespace of the provided object does not match the namespace sent on the request",
+                status=400,
+            )
 
     def _discovery(self, path: str) -> JsonObject | None:
         served = [v for v in SUPPORTED_VERSIONS if v in self.store.served_versions]
@@ -331,27 +683,15 @@ class ApiServer:
         if version not in self.store.served_versions or version not in SUPPORTED_VERSIONS:
             raise KubeNotFound("the server could not find the requested resource", status=404)
 
-    def _slices(self, method: str, query: dict[str, str], body: JsonObject, *, v: str, name: str = "") -> Any:
+    def _slices(self, method: str, query: dict[str, str], body: Any, *, v: str, name: str = "") -> Any:
         self._check_version(v)
         if method == "GET" and not name:
-            fields = _parse_field_selector(query.get("fieldSelector", ""))
-            items = self.store.list_resource_slices(
-                driver=fields.get("spec.driver"), node_name=fields.get("spec.nodeName")
+            api_version = f"{RESOURCE_GROUP}/{v}"
+            return self._list(RESOURCE_SLICES, None, query, api_version, lambda s: slice_to_version(s, v))
+        if method in ("GET", "POST", "PUT", "DELETE"):
+            return self._generic(
+                method, query, body, plural="resourceslices", group=RESOURCE_GROUP, gv=v, name=name
             )
-            listed = [slice_to_version(item, v) for item in items]
-            return 200, {"kind": "ResourceSliceList", "apiVersion": f"{RESOURCE_GROUP}/{v}", "items": listed}
-        if method == "GET":
-            return 200, slice_to_version(self.store.get_resource_slice(name), v)
-        if method == "DELETE" and name:
-            uid = (body.get("preconditions") or {}).get("uid")
-            return 200, slice_to_version(self.store.pop_resource_slice(name, uid=uid), v)
-        if method in ("POST", "PUT") and bool(name) == (method == "PUT"):
-            obj = self._incoming(body, v)
-            if method == "POST":
-                return 201, slice_to_version(self.store.create_resource_slice(obj), v)
-            if (obj.get("metadata") or {}).get("name") != name:
-                raise KubeApiError("the name of the object does not match the name on the URL", status=400)
-            return 200, slice_to_version(self.store.update_resource_slice(obj), v)
         raise KubeApiError(f"method {method} is not allowed here", status=405)
 
     @staticmethod
@@ -372,12 +712,12 @@ class ApiServer:
             )
         return slice_from_version(body) if kind == "ResourceSlice" else resource_from_version(kind, body)
 
-    def _claim(
-        self, method: str, query: dict[str, str], body: JsonObject, *, v: str, ns: str, name: str
-    ) -> Any:
+    def _claim(self, method: str, query: dict[str, str], body: Any, *, v: str, ns: str, name: str) -> Any:
         self._check_version(v)
         if method != "GET":
-            raise KubeApiError(f"method {method} is not allowed here", status=405)
+            return self._generic(
+                method, query, body, plural="resourceclaims", group=RESOURCE_GROUP, gv=v, ns=ns, name=name
+            )
         return 200, claim_to_version(self.store.get_resource_claim(ns, name), v)
 
     def _generic_type(self, group: str, version: str, plural: str) -> ResourceType:
@@ -391,11 +731,11 @@ class ApiServer:
             raise KubeNotFound("the server could not find the requested resource", status=404)
         return rt
 
-    def _generic(
+    def _generic(  # noqa: PLR0912 - one branch per verb, as the apiserver's REST handlers
         self,
         method: str,
         query: dict[str, str],
-        body: JsonObject,
+        body: Any,
         *,
         plural: str,
         cv: str = "",
@@ -407,43 +747,53 @@ class ApiServer:
     ) -> Any:
         version = gv or cv
         rt = self._generic_type(group, version, plural)
-        objects = self.store
+        objects = self.store.objects
+        if (method == "POST" and name) or (method in ("PUT", "PATCH", "DELETE") and not name):
+            raise KubeApiError(f"method {method} is not allowed here", status=405)
+        if sub and not rt.status_subresource:
+            raise KubeNotFound("the server could not find the requested resource", status=404)
+        if rt.namespaced and name and ns is None:
+            raise KubeNotFound("the server could not find the requested resource", status=404)
 
         def out(obj: JsonObject) -> JsonObject:
             return resource_to_version(rt.kind, obj, version) if group == RESOURCE_GROUP else obj
 
-        if group == RESOURCE_GROUP and method in ("POST", "PUT"):
-            body = self._incoming(body, version, rt.kind)
+        raw = None
+        if method in ("POST", "PUT"):
+            self._check_namespace(body, ns)
+            self._check_fields(rt, version, body, query)
+            raw = self._raw_texts(rt, body)
+            if group == RESOURCE_GROUP:
+                body = self._incoming(body, version, rt.kind)
         if method == "GET" and not name:
-            items = objects.list_objects(rt, ns, label_selector=query.get("labelSelector", ""))
-            api_version = f"{group}/{version}" if group else version
-            return 200, {
-                "kind": f"{rt.kind}List",
-                "apiVersion": api_version,
-                "items": [out(i) for i in items],
-            }
+            return self._list(rt, ns, query, f"{group}/{version}" if group else version, out)
         if method == "GET":
             return 200, out(objects.get_object(rt, name, ns))
         if method == "POST" and not name:
             if rt.namespaced:
                 body.setdefault("metadata", {})["namespace"] = ns or "default"
-            return 201, out(objects.create_object(rt, body))
+            return 201, out(objects.create_object(rt, body, raw=raw))
         if method == "PUT" and name:
             if (body.get("metadata") or {}).get("name") != name:
                 raise KubeApiError("the name of the object does not match the name on the URL", status=400)
             if rt.namespaced:
                 body["metadata"]["namespace"] = ns or "default"
-            return 200, out(objects.update_object(rt, body, status=sub == "status"))
+            return 200, out(objects.update_object(rt, body, status=sub == "status", raw=raw))
         if method == "PATCH" and name:
-            return 200, out(objects.patch_object(rt, name, body, ns))
+            patch_type = _PATCH_TYPES.get(self._ctx.content_type, "merge")
+            if patch_type != "json":
+                self._check_fields(rt, version, {"kind": rt.kind, **_without_directives(body)}, query)
+            patched = objects.patch_object(rt, name, body, ns, patch_type=patch_type, status=sub == "status")
+            return 200, out(patched)
         if method == "DELETE" and name:
-            uid = (body.get("preconditions") or {}).get("uid")
-            objects.delete_object(rt, name, ns, uid=uid)
-            return 200, {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "code": 200,
-            }
+            preconditions = (body.get("preconditions") or {}) if isinstance(body, dict) else {}
+            deleted = objects.delete_object(
+                rt,
+                name,
+                ns,
+                uid=preconditions.get("uid"),
+                resource_version=preconditions.get("resourceVersion"),
+                missing_ok=False,
+            )
+            return 200, out(deleted or {})
         raise KubeApiError(f"method {method} is not allowed here", status=405)

@@ -186,6 +186,21 @@ def test_dynamic_mig_from_1_35_publishes_counters_in_a_slice_of_their_own() -> N
     assert shapes == [(0, 26)] * 8 + [(8, 0)]
 
 
+@pytest.mark.parametrize("release", [(1, 33), (1, 34), (1, 35)])
+def test_fabric_partitions_publish_on_every_release_with_counters(release: tuple[int, int]) -> None:
+    """--publish-fabric-partitions: GPUs and partitions share the nvlink-gpus set in a valid layout."""
+    store = FakeKube(served_versions=("v1beta2",), kubernetes_version=release)
+    gates = parse_feature_gates("FabricTopologySupport=true")
+    inventory = simulated_inventory("dgx-h100")
+    _, reported = publish(store, driver_resources(inventory, NODE, gates, fabric_partitions=True))
+    assert reported == []
+    shapes = [
+        (len(s["spec"].get("devices") or []), len(s["spec"].get("sharedCounters") or []))
+        for s in store.resource_slices()
+    ]
+    assert sorted(shapes) == ([(0, 1), (15, 0)] if release >= (1, 35) else [(15, 1)])
+
+
 def test_counters_on_a_1_32_server_are_refused_before_any_write() -> None:
     """DynamicMIG on 1.32: a ConfigError naming the release and the gate; nothing is written."""
     store = FakeKube(served_versions=("v1beta1",), kubernetes_version=(1, 32))

@@ -201,6 +201,21 @@ def test_fabric_partitions_publish_on_every_release_with_counters(release: tuple
     assert sorted(shapes) == ([(0, 1), (15, 0)] if release >= (1, 35) else [(15, 1)])
 
 
+def test_a_server_upgraded_to_1_35_gets_the_new_layout_from_a_restarted_plugin() -> None:
+    """1.34 slices (counters beside devices) are replaced by the 1.35 layout at a new generation."""
+    store = FakeKube(kubernetes_version=(1, 34))
+    wanted = driver_resources(simulated_inventory("dgx-h100"), NODE, DYN)
+    publish(store, wanted)
+    assert len(store.resource_slices()) == 8
+    store.kubernetes_version = (1, 35)  # the control plane is upgraded; the plugin restarts
+    again = ResourceSlicePublisher(store, driver_name=DRIVER, node_name=NODE, retry=FAST)
+    again.update(wanted)
+    again.sync_now()
+    slices = store.resource_slices()
+    assert {s["spec"]["pool"]["generation"] for s in slices} == {2}
+    assert sorted(len(s["spec"].get("sharedCounters") or []) for s in slices) == [0] * 8 + [8]
+
+
 def test_counters_on_a_1_32_server_are_refused_before_any_write() -> None:
     """DynamicMIG on 1.32: a ConfigError naming the release and the gate; nothing is written."""
     store = FakeKube(served_versions=("v1beta1",), kubernetes_version=(1, 32))

@@ -95,7 +95,7 @@ def test_validate_reports_cel_position_and_config_errors(tmp_path: Path) -> None
     assert result.exit_code == 1
     assert "<input>:1:" in result.output and "timeSlicingConfg" in result.output
     good = CliRunner().invoke(main, ["validate", write(tmp_path, "good.yaml", gpu_claim("good", BIG))])
-    assert good.exit_code == 0 and ": ok" in good.output
+    assert good.exit_code == 0 and ": valid" in good.output
 
 
 def test_devices_reads_a_live_cluster(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from nvdra.alloc.model import (
 )
 from nvdra.alloc.result import allocation_result
 
-__all__ = ["Allocator", "Outcome", "lookup_attribute", "taint_blocks"]
+__all__ = ["Allocator", "Outcome", "capacity_refusal", "lookup_attribute", "taint_blocks"]
 
 DEFAULT_MAX_STEPS = 200_000  # the scheduler bounds a filter by time (10 s); this bounds it by work
 
@@ -81,6 +81,22 @@ def _tolerates(tol: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
     if op == "Exists":
         return True
     return op == "Equal" and (tol.get("value") or "") == (taint.get("value") or "")
+
+
+def capacity_refusal(device: Mapping[str, Any], spec: RequestSpec) -> str | None:
+    """Why ``device`` cannot grant the request's consumable capacity, or None (no capacity asked).
+
+    A capacity request takes a share of a device that allows multiple allocations; a device without
+    ``allowMultipleAllocations`` has no shares to hand out.
+    """
+    if not spec.capacity:
+        return None
+    asked = ", ".join(f"{k}={v}" for k, v in sorted(spec.capacity.items()))
+    if not device.get("allowMultipleAllocations"):
+        return (
+            f"the request asks for capacity shares ({asked}); the device does not allow multiple allocations"
+        )
+    return None
 
 
 def taint_blocks(
@@ -351,6 +367,8 @@ class _Search:
             if (cs, name) in available and used.get((cs, name), Decimal(0)) + value > available[cs, name]:
                 return None
         if taint_blocks(c.device, spec.tolerations) is not None:
+            return None
+        if capacity_refusal(c.device, spec) is not None:
             return None
         added: list[int] = []
         for k, con in enumerate(self.claims[ci].constraints):

@@ -21,7 +21,14 @@ import attrs
 
 from nvdra.alloc import celsyntax
 from nvdra.alloc._cel import CelError, Comparison, Selector
-from nvdra.alloc.allocator import Allocator, Outcome, _consumption, lookup_attribute, taint_blocks
+from nvdra.alloc.allocator import (
+    Allocator,
+    Outcome,
+    _consumption,
+    capacity_refusal,
+    lookup_attribute,
+    taint_blocks,
+)
 from nvdra.alloc.model import Candidate, ClaimSpec, RequestSpec, parse_claim
 from nvdra.alloc.values import Quantity, readable_quantity
 
@@ -124,6 +131,9 @@ def _verdict(alloc: Allocator, spec: RequestSpec, c: Candidate) -> CandidateVerd
     if taint is not None:
         shown = f"={taint['value']}" if taint.get("value") else ""
         return bad(f"taint {taint.get('key')}{shown}:{taint.get('effect')} is not tolerated")
+    refusal = capacity_refusal(c.device, spec)
+    if refusal is not None:
+        return bad(f"capacity: {refusal}")
     available = alloc._available[id(c.pool)]
     for cs, counter, value in _consumption(c.device):
         left = available.get((cs, counter))

@@ -197,6 +197,9 @@ class RequestSpec:
     count: int
     admin_access: bool
     tolerations: tuple[Mapping[str, Any], ...]
+    capacity: Mapping[str, Any] = attrs.field(factory=dict)
+    """``capacity.requests``: consumable capacity the request asks of each device (valid Kubernetes;
+    only a device with ``allowMultipleAllocations`` can grant it, see ``capacity_refusal``)."""
 
 
 @attrs.frozen
@@ -241,8 +244,6 @@ def _spec(raw: Mapping[str, Any], name: str, base: str, path: str, *, sub: bool)
     count = int(raw.get("count", 1) if mode == "ExactCount" else 0)
     if mode == "ExactCount" and count <= 0:
         raise AllocationInputError(f"{path}.count: {count} must be greater than zero")
-    if raw.get("capacity"):
-        raise AllocationInputError(f"{path}.capacity: consumable capacity requests are not supported")
     selectors = []
     for i, sel in enumerate(raw.get("selectors") or []):
         expression = (sel.get("cel") or {}).get("expression")
@@ -258,6 +259,7 @@ def _spec(raw: Mapping[str, Any], name: str, base: str, path: str, *, sub: bool)
         count=count,
         admin_access=bool(raw.get("adminAccess")) and not sub,
         tolerations=tuple(raw.get("tolerations") or ()),
+        capacity=dict((raw.get("capacity") or {}).get("requests") or {}),
     )
 
 
@@ -266,7 +268,7 @@ def parse_claim(claim: Mapping[str, Any]) -> ClaimSpec:
 
     Raises:
         AllocationInputError: a request is malformed (missing class, bad mode or count, a selector
-            without CEL, capacity requests, neither or both of exactly/firstAvailable).
+            without CEL, neither or both of exactly/firstAvailable).
     """
     meta = claim.get("metadata") or {}
     spec = claim.get("spec") or {}
@@ -283,9 +285,10 @@ def parse_claim(claim: Mapping[str, Any]) -> ClaimSpec:
         if (exactly is None) == (not first):
             raise AllocationInputError(f"{path}: exactly one of exactly or firstAvailable must be set")
         if exactly is not None:
+            where = f"{path}.exactly" if "exactly" in raw else path
             requests.append(
                 Request(
-                    name=name, specs=(_spec(exactly, name, name, path, sub=False),), first_available=False
+                    name=name, specs=(_spec(exactly, name, name, where, sub=False),), first_available=False
                 )
             )
         else:

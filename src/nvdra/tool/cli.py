@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
@@ -12,6 +13,7 @@ from nvdra.nvml import PROFILE_NAMES
 from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.devices import node_publication, slice_device_rows, slice_objects
 from nvdra.tool.output import output_options, print_objects
+from nvdra.tool.schemas import DEFAULT_KUBERNETES_VERSION
 
 __all__ = ["main"]
 
@@ -220,24 +222,57 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("files", nargs=-1, required=True, metavar="FILE|DIR|-...")
 @click.option(
-    "--feature-gates", default="", envvar="FEATURE_GATES", help="Gates the opaque configs are checked with."
+    "--feature-gates",
+    default=None,
+    envvar="FEATURE_GATES",
+    show_envvar=True,
+    help="The cluster's plugin gates (Gate=true|false,...): a config whose gate is off is an error. "
+    "Without it, such a config is valid with a note naming the gate.",
 )
-def validate(files: tuple[str, ...], feature_gates: str) -> None:
-    """Check ResourceClaims, ResourceClaimTemplates and DeviceClasses offline; exit 1 on any problem."""
-    from nvdra.tool.explain import load_documents
-    from nvdra.tool.validate import validate_documents
+@click.option(
+    "--kubernetes-version",
+    default=DEFAULT_KUBERNETES_VERSION,
+    show_default=True,
+    metavar="MAJOR.MINOR",
+    help="The Kubernetes version whose API schemas objects are checked against.",
+)
+@click.option(
+    "--fix",
+    is_flag=True,
+    default=False,
+    help="Rewrite removed resource.k8s.io/v1alpha2 objects as their v1 equivalent, in place (stdin: "
+    "the fixed stream on stdout).",
+)
+@click.option("-q", "--quiet", is_flag=True, default=False, help="Print only problems and the summary.")
+def validate(
+    files: tuple[str, ...], feature_gates: str | None, kubernetes_version: str, fix: bool, quiet: bool
+) -> None:
+    """Check manifests offline: DRA objects, opaque configs, Pods' claims, other kinds' schemas.
 
+    FILE|DIR|- are files, directories (searched recursively for *.yaml, *.yml, *.json) or - for
+    standard input. Exit status: 0 valid, 1 a problem was found, 2 a usage error.
+    """
+    from nvdra.tool.validate_cli import run_validate
+
+    if not re.fullmatch(r"v?\d+\.\d+(\.\d+)?", kubernetes_version):
+        raise click.BadParameter(
+            f"{kubernetes_version}: expected MAJOR.MINOR, e.g. 1.35", param_hint="--kubernetes-version"
+        )
     try:
-        reports = validate_documents(load_documents(files), parse_feature_gates(feature_gates))
-    except NvdraError as exc:
-        raise click.ClickException(str(exc)) from exc
-    for label, problems in reports:
-        click.echo(f"{label}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
-        for p in problems:
-            click.echo("  " + p.replace("\n", "\n    "))
-    sys.exit(1 if any(p for _, p in reports) else 0)
+        gates = parse_feature_gates(feature_gates) if feature_gates is not None else None
+    except FeatureGateError as exc:
+        raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc
+    ok = run_validate(
+        files,
+        gates=gates,
+        kubernetes_version=kubernetes_version.removeprefix("v"),
+        fix=fix,
+        quiet=quiet,
+        echo=click.echo,
+    )
+    sys.exit(0 if ok else 1)
 
 
 @main.command()

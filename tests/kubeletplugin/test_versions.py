@@ -7,6 +7,7 @@ versions; the publisher reads ``/version`` once and lays shared counters out as 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,30 @@ def test_counters_on_a_1_32_server_are_refused_before_any_write() -> None:
     assert "older than Kubernetes 1.33" in str(error) and "DRAPartitionableDevices" in str(error)
     assert store.resource_slices() == []
     assert [c.verb for c in store.calls() if c.resource == "resourceslices"] == ["list"]
+
+
+def test_a_refused_pool_is_reported_once_until_the_driver_changes_it() -> None:
+    """In the background a ConfigError waits for update() (or the resync), not the short error retry."""
+    store = FakeKube(served_versions=("v1beta1",), kubernetes_version=(1, 32))
+    store.add_node(NODE)
+    reported: list[BaseException] = []
+    pub = ResourceSlicePublisher(
+        store, driver_name=DRIVER, node_name=NODE, retry=FAST, on_error=lambda e, m: reported.append(e)
+    )
+    pub.start()
+    try:
+        pub.update(driver_resources(simulated_inventory("dgx-h100"), NODE, DYN))
+        deadline = time.monotonic() + 5
+        while not reported and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # 30 retries' worth of FAST.after_error
+        assert len(reported) == 1 and isinstance(reported[0], errors.ConfigError)
+        pub.update(driver_resources(simulated_inventory("dgx-h100"), NODE, parse_feature_gates("")))
+        while not store.resource_slices() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(store.resource_slices()) == 1
+    finally:
+        pub.stop()
 
 
 def test_classic_devices_publish_on_every_release() -> None:

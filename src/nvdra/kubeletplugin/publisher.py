@@ -555,7 +555,10 @@ class ResourceSlicePublisher:
                 if self._stopping.is_set():
                     return  # the retry was cut short by stop(): not an error worth reporting
                 self._on_error(exc, f"publishing ResourceSlices of {self._driver} on {self._node}")
-                deadline = time.monotonic() + self._retry.after_error
+                # A pool the server cannot take (ConfigError) stays so until the driver changes it: wait
+                # for an update() or the resync instead of repeating the same error every few seconds.
+                wait = self._resync if isinstance(exc, ConfigError) else self._retry.after_error
+                deadline = time.monotonic() + wait
 
     def _sync_with_retry(self) -> None:
         retrying = tenacity.Retrying(

@@ -7,14 +7,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from nvdra.kubeletplugin import FakeKube
 from nvdra.kubeletplugin.informer import Backoff, Informer
 from nvdra.kubeletplugin.logrepeat import RepeatFilter
-from nvdra.kubeletplugin.objects import NODES, PODS
+from nvdra.kubeletplugin.objects import NODES, PODS, WatchEvent
 
 FAST = Backoff(initial_s=0.01, max_s=0.05)
 
@@ -76,23 +76,61 @@ def test_list_then_watch_keeps_the_cache_and_calls_handlers(
     assert (informer.stats.lists, informer.stats.errors) == (1, 0)
 
 
+class _ExpiringOnce:
+    """FakeKube whose first watch answers 410 Gone (after the test changed things), as an apiserver
+    whose history no longer reaches the informer's version."""
+
+    def __init__(self, kube: FakeKube, before_gone: Callable[[], None]) -> None:
+        self.kube = kube
+        self.before_gone = before_gone
+        self.watches = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kube, name)
+
+    def watch_objects(self, *args: Any, **kw: Any) -> Any:
+        self.watches += 1
+        if self.watches > 1:
+            return self.kube.watch_objects(*args, **kw)
+        self.before_gone()
+        gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old resource version"}
+        return _Listed([WatchEvent(type="ERROR", object=gone)])
+
+
+class _Listed(list[WatchEvent]):
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 def test_a_too_old_version_lists_again_and_delivers_the_difference(
     kube: FakeKube, informers: list[Informer]
 ) -> None:
     kube.create_object(PODS, {"metadata": {"name": "gone", "namespace": "ns"}})
     kube.create_object(PODS, {"metadata": {"name": "kept", "namespace": "ns"}})
-    informer = Informer(kube, PODS, namespace="ns", backoff=Backoff(initial_s=0.3, max_s=0.3, jitter=0))
+
+    def change() -> None:
+        kube.delete_object(PODS, "gone", "ns")
+        kube.create_object(PODS, {"metadata": {"name": "new", "namespace": "ns"}})
+
+    informer = Informer(cast(Any, _ExpiringOnce(kube, change)), PODS, namespace="ns", backoff=FAST)
     seen = _Log(informer)
-    kube.fail_next("watch", status=503)  # the first watch fails: the informer backs off 0.3 s
     informers.append(informer.start())
-    assert informer.wait_synced(5)
-    kube.delete_object(PODS, "gone", "ns")
-    kube.create_object(PODS, {"metadata": {"name": "new", "namespace": "ns"}})
-    kube.objects.compact()  # the version the informer resumes from is no longer in the history
     _until(lambda: informer.stats.relists_gone == 1 and informer.stats.lists == 2)
     _until(lambda: len(seen.snapshot()) == 4)
     assert seen.snapshot() == [("add", "gone"), ("add", "kept"), ("add", "new"), ("delete", "gone")]
     assert [o["metadata"]["name"] for o in informer.list()] == ["kept", "new"]
+    assert informer.stats.errors == 0
+
+
+def test_a_failed_watch_backs_off_then_lists_again(kube: FakeKube, informers: list[Informer]) -> None:
+    kube.create_object(PODS, {"metadata": {"name": "a", "namespace": "ns"}})
+    kube.fail_next("watch", status=503)
+    informer = Informer(kube, PODS, namespace="ns", backoff=FAST)
+    informers.append(informer.start())
+    _until(lambda: informer.stats.lists == 2 and informer.stats.watches == 1)
+    kube.create_object(PODS, {"metadata": {"name": "b", "namespace": "ns"}})
+    _until(lambda: informer.get("b", "ns") is not None)
+    assert informer.stats.errors == 1
 
 
 def test_errors_back_off_and_recover(kube: FakeKube, informers: list[Informer]) -> None:

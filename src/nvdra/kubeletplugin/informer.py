@@ -8,8 +8,8 @@ client-go's reflector does, so a controller reacts to changes instead of listing
   version seen, without a list;
 - **410 Gone** (the version left the server's history) → list again; the cache is replaced and the
   difference is delivered as add/update/delete events, so nothing is missed or duplicated;
-- **errors** (connection refused, 5xx, 403) → bounded exponential back-off with jitter
-  (:class:`Backoff`), then watch again from the last version (or list, if never listed);
+- **errors** (connection refused, 5xx, 403, a garbled stream) → bounded exponential back-off with
+  jitter (:class:`Backoff`), then list and watch again;
 - **periodic resync**: every ``resync_s`` each cached object is delivered again as an update
   (old is new), so a handler whose earlier work failed gets another chance without any request;
 - **one thread**, handlers run on it in event order, outside the cache lock; a handler error is
@@ -235,7 +235,9 @@ class Informer:
             except KubeApiError as exc:
                 failures += 1
                 self.stats.errors += 1
-                need_list = need_list or exc.status == 410
+                # As client-go's reflector: after a failed watch, list again (a server that cannot
+                # watch this query still gets the cache refreshed, at the back-off's pace).
+                need_list = True
                 delay = self.backoff.delay(failures, self._rng)
                 log.warning("informer %s: %s; retrying in %.1f s", self.name, exc, delay)
                 self._stop.wait(delay)

@@ -406,11 +406,11 @@ class ComputeDomainController:
         if not self.start():
             log.warning("not every informer listed its objects within 60 s; reconciling what is known")
         try:
-            next_pass = 0.0
+            next_pass = next_renew = 0.0
             while not stop.is_set():
-                now = time.monotonic()
                 woken = self._wake.is_set()
-                if woken or now >= next_pass or self.elector is not None:
+                renew = self.elector is not None and time.monotonic() >= next_renew
+                if woken or renew or time.monotonic() >= next_pass:
                     if woken:
                         stop.wait(settle_s)  # let a burst of events settle into one pass
                     self._wake.clear()
@@ -419,11 +419,10 @@ class ComputeDomainController:
                     except KubeApiError as exc:
                         log.warning("reconcile pass failed: %s", exc)
                     next_pass = time.monotonic() + resync
-                wait = max(0.0, next_pass - time.monotonic())
-                if self.elector is not None:
-                    wait = min(wait, self.elector.retry_period_s)
-                self._wake.wait(wait)
-                if stop.is_set():
-                    break
+                    if self.elector is not None:
+                        next_renew = time.monotonic() + self.elector.retry_period_s
+                due = min(next_pass, next_renew) if self.elector is not None else next_pass
+                # short slices: a stop (SIGTERM) is noticed within half a second; no request is made
+                self._wake.wait(min(max(0.0, due - time.monotonic()), 0.5))
         finally:
             self.stop()

@@ -13,9 +13,11 @@ controller — and converges the local state to it:
 
 Registration is one merge patch of the daemon's own pod (label ``…computeDomain.cliqueID``), so daemons
 never write a shared object; readiness is the pod's Ready condition, fed by ``check``
-(``nvidia-imex-ctl -q`` printing ``READY``). On shutdown the child gets ``SIGTERM`` and the label is
-removed, which takes the node out of its clique at the controller's next pass. A daemon without a
-clique only registers and idles; its ``check`` always succeeds.
+(``nvidia-imex-ctl -q`` printing ``READY``). Run with ``watch=True`` (the console script does), the daemon
+reads its clique and its domain from list+watch informers (field-selected by name): an idle daemon makes
+no API request between watch renewals, and a change of its clique is acted on at once. On shutdown the
+child gets ``SIGTERM`` and the label is removed, which takes the node out of its clique at the
+controller's next pass. A daemon without a clique only registers and idles; its ``check`` always succeeds.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from nvdra.imex import (
     render_nodes_file,
     update_hosts,
 )
+from nvdra.kubeletplugin.informer import EventHandler, Informer
 from nvdra.kubeletplugin.objects import PODS, ObjectApi
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS
 
@@ -147,6 +150,43 @@ class ImexDaemon:
         self.signals_sent = 0
         self._peers: dict[str, str] = {}
         self._stopping = False
+        self._clique_cache: Informer | None = None
+        self._domain_cache: Informer | None = None
+        self._wake = threading.Event()
+
+    def watch(self) -> None:
+        """Follow the clique object and the domain with informers instead of GETs (see the docstring)."""
+        s = self.settings
+        wake = EventHandler(
+            on_add=lambda _o: self._wake.set(),
+            on_update=lambda _a, _b: self._wake.set(),
+            on_delete=lambda _o: self._wake.set(),
+        )
+        caches: list[Informer] = []
+        if s.clique_id:
+            name = clique_object_name(s.domain_uid, s.clique_id)
+            self._clique_cache = Informer(
+                self._kube, CLIQUES, namespace=s.pod_namespace, field_selector=f"metadata.name={name}"
+            )
+            caches.append(self._clique_cache)
+            if not self.dns_mode and s.domain_name:
+                self._domain_cache = Informer(
+                    self._kube,
+                    COMPUTE_DOMAINS,
+                    namespace=s.domain_namespace,
+                    field_selector=f"metadata.name={s.domain_name}",
+                )
+                caches.append(self._domain_cache)
+        for cache in caches:
+            cache.add_handler(wake.on_add, wake.on_update, wake.on_delete)
+            cache.start()
+        for cache in caches:
+            cache.wait_synced(30.0)
+
+    def _stop_watching(self) -> None:
+        for cache in (self._clique_cache, self._domain_cache):
+            if cache is not None:
+                cache.stop()
 
     @property
     def dns_mode(self) -> bool:
@@ -168,12 +208,17 @@ class ImexDaemon:
     def _members(self) -> dict[int, str] | None:
         """Index → IP of this clique's members, or None when this node has no entry yet."""
         s = self.settings
-        try:
-            clique = self._kube.get_object(
-                CLIQUES, clique_object_name(s.domain_uid, s.clique_id), s.pod_namespace
-            )
-        except KubeNotFound:
-            return None
+        name = clique_object_name(s.domain_uid, s.clique_id)
+        if self._clique_cache is not None:
+            cached = self._clique_cache.get(name, s.pod_namespace)
+            if cached is None:
+                return None
+            clique = cached
+        else:
+            try:
+                clique = self._kube.get_object(CLIQUES, name, s.pod_namespace)
+            except KubeNotFound:
+                return None
         entries = clique.get("daemons") or []
         if not any(e.get("nodeName") == s.node_name for e in entries):
             return None
@@ -232,6 +277,8 @@ class ImexDaemon:
 
     def _domain(self) -> dict[str, Any]:
         s = self.settings
+        if self._domain_cache is not None:
+            return self._domain_cache.get(s.domain_name, s.domain_namespace) or {}
         try:
             return self._kube.get_object(COMPUTE_DOMAINS, s.domain_name, s.domain_namespace)
         except KubeApiError:
@@ -261,12 +308,17 @@ class ImexDaemon:
                 PODS, s.pod_name, {"metadata": {"labels": {CLIQUE_LABEL: None}}}, s.pod_namespace
             )
 
-    def run(self, stop: threading.Event, period_s: float = 1.0) -> None:
-        """Register, then :meth:`step` every ``period_s`` until ``stop`` is set; then :meth:`shutdown`."""
+    def run(self, stop: threading.Event, period_s: float = 1.0, *, watch: bool = False) -> None:
+        """Register, then :meth:`step` every ``period_s`` (the watchdog; with ``watch``, also at once on
+        a change of the clique or domain) until ``stop`` is set; then :meth:`shutdown`."""
         self.register()
         try:
+            if watch:
+                self.watch()
             while not stop.is_set():
+                self._wake.clear()
                 self.step()
-                stop.wait(period_s)
+                self._wake.wait(period_s)
         finally:
+            self._stop_watching()
             self.shutdown()

@@ -32,6 +32,7 @@ import click
 from nvdra.cdi import BINARY_DIRS, find_binary
 from nvdra.core.errors import HostError, NvdraError
 from nvdra.kubeletplugin import KubernetesKubeApi
+from nvdra.kubeletplugin.logrepeat import install_repeat_filter
 from nvdra.nvml import load_profile, make_simulated_driver_root
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon, SubprocessRunner
 from nvdra.plugins.computedomain.flags import VERBOSITY
@@ -140,6 +141,7 @@ def _flags(fn: Any) -> Any:
 def main(verbosity: int) -> None:
     """The ComputeDomain IMEX daemon."""
     logging.basicConfig(level=logging.DEBUG if verbosity >= 2 else logging.INFO)
+    install_repeat_filter()
 
 
 @main.command()
@@ -149,7 +151,7 @@ def run(**f: Any) -> None:
     try:
         settings = _settings(f, create=True)
         _check_writable(settings)
-        kube = KubernetesKubeApi.from_kubeconfig(f["kubeconfig"] or None)
+        kube = KubernetesKubeApi.from_kubeconfig(f["kubeconfig"] or None, component="cd-daemon")
         daemon = ImexDaemon(settings, kube, SubprocessRunner())
     except NvdraError as exc:
         click.echo(f"nvdra-cd-daemon: {exc}", err=True)
@@ -161,7 +163,7 @@ def run(**f: Any) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    daemon.run(stop)
+    daemon.run(stop, watch=True)
 
 
 @main.command()

@@ -3,7 +3,8 @@
 Each mode is an in-memory API server playing a release and serving a single ``resource.k8s.io``
 version (v1-only, v1beta2-only, v1beta1-only); the plugin discovers it, publishes its slices at that
 version's path in that version's shape and the release's counter layout, and prepares a claim it reads
-at that version. DynamicMIG runs where partitionable devices exist (1.33 on).
+at that version over the DRA gRPC API of that release's kubelet (v1beta1 before 1.34, v1 after).
+DynamicMIG runs where partitionable devices exist (1.33 on).
 """
 
 from __future__ import annotations
@@ -79,7 +80,12 @@ def run_plugin(
             feature_gates=gates,
         )
         with serve(config) as _plugin, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
-            registered = kubelet.register(config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock")
+            # Kubelets before 1.34 speak the v1beta1 DRA gRPC API only.
+            api = "v1" if release >= (1, 34) else "v1beta1"
+            registered = kubelet.register(
+                config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock", api=api
+            )
+            assert registered.api_version == api
             yield store, wire, registered, config
 
 

@@ -26,6 +26,7 @@ from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient
 from nvdra.nvml import load_profile, make_simulated_driver_root
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.devices import allocatable_devices
+from nvdra.plugins.pluginconfig import simulated_profile_dir
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result, spec_files
 
@@ -340,7 +341,9 @@ def seed_half_done_prepare(node: Node, inventory: Inventory, completed_uid: str,
     root the plugin will generate, so they are exactly what the plugin itself would have written.
     """
     node.plugin_dir.mkdir(parents=True)
-    root = make_simulated_driver_root(load_profile(PROFILE), node.plugin_dir / "simulated-driver-root")
+    root = make_simulated_driver_root(
+        load_profile(PROFILE), simulated_profile_dir(node.plugin_dir / "simulated", PROFILE) / "driver-root"
+    )
     specs = GpuClaimSpecs(
         cdi_root=node.cdi_root,
         host_driver_root=root,

@@ -28,6 +28,7 @@ import attrs
 from nvdra.core.checkpoint import decode_checkpoint
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, PluginRpcError, PrepareResult
 from nvdra.kubeletplugin.objects import DEPLOYMENTS
+from nvdra.plugins.pluginconfig import simulated_profile_dir
 
 SCRIPT = Path(sys.executable).parent / "nvdra-gpu-plugin"
 DRIVER = "gpu.nvidia.com"
@@ -164,7 +165,8 @@ class FaultNode:
         self.registrar = base / "reg"
         self.plugins = base / "plugins"
         self.plugin_dir = self.plugins / DRIVER
-        self.state = base / "hw"
+        self.state = base / "hw"  # --simulate-state; this node's files are in hw/<profile> (self.hw)
+        self.hw = simulated_profile_dir(self.state, scenario.profile)
         self.registration_socket = self.registrar / f"{DRIVER}-reg.sock"
         self.dra_socket = self.plugin_dir / "dra.sock"
         self.log = base / "plugin.log"
@@ -242,18 +244,18 @@ class FaultNode:
 
     def hardware(self) -> JsonObject:
         """The simulated GPUs as their state file holds them (GI/CI ids included)."""
-        path = self.state / "nvml.json"
+        path = self.hw / "nvml.json"
         doc = json.loads(path.read_text()) if path.exists() else {"gpus": []}
         return {g["uuid"]: {k: v for k, v in g.items() if k != "uuid"} for g in doc["gpus"]}
 
     def fabric_active(self) -> list[int]:
         """Fabric Manager's active partitions."""
-        path = self.state / "fabric-manager.json"
+        path = self.hw / "fabric-manager.json"
         return sorted(json.loads(path.read_text())["active"]) if path.exists() else []
 
     def vfio(self) -> JsonObject:
         """Driver bound to each GPU function, and persistence mode, in the simulated sysfs."""
-        root = self.plugin_dir / "simulated-host"
+        root = self.hw / "sysfs"
         devices = root / "sys" / "bus" / "pci" / "devices"
         if not devices.is_dir():
             return {}

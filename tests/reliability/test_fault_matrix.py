@@ -190,7 +190,7 @@ def run_reboot_case(name: str, point: str, ref: Reference) -> None:
             assert answers is not None and all(a.error == "" for a in answers.values()), answers
         first.proc.kill()  # the power goes: no clean stop
         first.proc.wait()
-        reboot_simulated_node(node.state, scenario.profile, node.plugin_dir)
+        reboot_simulated_node(node.state, scenario.profile)
 
         second = node.start()
         with second.wait_registered() as kubelet:

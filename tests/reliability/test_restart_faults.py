@@ -202,6 +202,6 @@ def test_boot_id_of_a_simulated_node_is_kept_in_its_state(gpu_node: FaultNode) -
         plugin = node.start()
         plugin.wait_registered().close()
         plugin.stop()
-    boot = (node.state / BOOT_ID_FILE).read_text().strip()
+    boot = (node.hw / BOOT_ID_FILE).read_text().strip()
     assert boot and "node rebooted" not in node.log.read_text()
-    assert Path(node.state / "nvml.json").is_file()
+    assert Path(node.hw / "nvml.json").is_file()

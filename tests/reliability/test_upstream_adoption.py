@@ -43,9 +43,9 @@ ADOPTING = Scenario(
 
 def leave_upstream_state(node: FaultNode, *, boot_id: str = BOOT_ID) -> bytes:
     """What upstream leaves on the node; returns the checkpoint bytes."""
-    node.state.mkdir(parents=True)
-    (node.state / BOOT_ID_FILE).write_text(boot_id + "\n")
-    gpu = SimulatedNvml("dgx-h100", state_path=node.state / NVML_STATE_FILE)
+    node.hw.mkdir(parents=True)
+    (node.hw / BOOT_ID_FILE).write_text(boot_id + "\n")
+    gpu = SimulatedNvml("dgx-h100", state_path=node.hw / NVML_STATE_FILE)
     gpu.init()
     uuids = [gpu.device_identity(i).uuid for i in range(8)]
     gpu.set_mig_mode(3, True)
@@ -124,7 +124,7 @@ def test_upstream_checkpoint_from_an_earlier_boot_is_discarded(node: FaultNode) 
     """Upstream's nodeBootID differs from the node's: the node rebooted since, so nothing is adopted
     (what outlives a reboot, the MPS Deployment, is still cleaned up); the original is kept."""
     leave_upstream_state(node, boot_id="00000000-0000-0000-0000-00000000b007")
-    (node.state / BOOT_ID_FILE).write_text("11111111-2222-3333-4444-555555555555\n")
+    (node.hw / BOOT_ID_FILE).write_text("11111111-2222-3333-4444-555555555555\n")
     plugin = node.start()
     with plugin.wait_registered():
         after = node.observe()

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import attrs
 
-__all__ = ["KubeletPluginConfig"]
+__all__ = ["KubeletPluginConfig", "simulated_profile_dir"]
+
+
+def simulated_profile_dir(base: Path, simulate: str) -> Path:
+    """``base/<profile key>``: the directory of one simulated node profile's host state.
+
+    A built-in profile's key is its name; a profile file's key is its stem and a hash of its absolute
+    path (two files named alike stay apart). Every simulated host tree (sysfs, driver root) lives
+    under this directory, so state one profile left behind is never seen by another.
+    """
+    if "/" not in simulate and not simulate.endswith((".yaml", ".yml")):
+        return base / simulate
+    path = Path(simulate).absolute()
+    return base / f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
 
 
 @attrs.frozen(kw_only=True)
@@ -34,8 +48,39 @@ class KubeletPluginConfig:
 
     @property
     def plugin_dir(self) -> Path:
-        """``<kubelet plugins dir>/<driver>``: checkpoint, DRA socket, simulated driver root."""
+        """``<kubelet plugins dir>/<driver>``: checkpoint, DRA socket, simulated node trees."""
         return self.kubelet_plugins_directory_path / self.driver_name
+
+    @property
+    def simulated_host_dir(self) -> Path:
+        """With ``--simulate``: ``<plugin dir>/simulated/<profile>``, the simulated host's trees.
+
+        Holds ``sysfs`` (sysfs and ``/dev`` for VFIO passthrough) and ``driver-root``. Keyed by
+        profile: a node simulated as another profile in the same plugin directory starts clean.
+        """
+        return simulated_profile_dir(self.plugin_dir / "simulated", self.simulate)
+
+    def make_simulated_host_dir(self) -> Path:
+        """Create :attr:`simulated_host_dir` and every missing directory above it, each mode 0750
+        (``mkdir(parents=True)`` would give the parents the umask's mode); returns it."""
+        missing = []
+        path = self.simulated_host_dir
+        while not path.exists():
+            missing.append(path)
+            path = path.parent
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o750, exist_ok=True)
+        return self.simulated_host_dir
+
+    @property
+    def simulated_driver_root(self) -> Path:
+        """With ``--simulate``: the simulated host's driver root (device nodes, libraries, binaries)."""
+        return self.simulated_host_dir / "driver-root"
+
+    @property
+    def simulated_sysfs_root(self) -> Path:
+        """With ``--simulate``: the simulated host's ``sys`` and ``dev`` trees (VFIO passthrough)."""
+        return self.simulated_host_dir / "sysfs"
 
     def describe(self) -> dict[str, str]:
         """Every setting as a string, for the startup log."""

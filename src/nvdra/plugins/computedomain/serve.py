@@ -86,7 +86,7 @@ def _backend(
     stack.enter_context(nvml_session(backend))
     if config.simulate:
         # The simulated root has the fabric-imex-mgmt capability when the profile has a fabric.
-        root = make_simulated_driver_root(backend, config.plugin_dir / "simulated-driver-root")
+        root = make_simulated_driver_root(backend, config.make_simulated_host_dir() / "driver-root")
         return backend, root, root
     return backend, config.nvidia_driver_root, config.container_driver_root
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import attrs
 
-from nvdra.plugins.pluginconfig import KubeletPluginConfig
+from nvdra.plugins.pluginconfig import KubeletPluginConfig, simulated_profile_dir
 
 __all__ = ["DRIVER_NAME", "PluginConfig"]
 
@@ -21,3 +23,11 @@ class PluginConfig(KubeletPluginConfig):
     health_quiet_period: float = 300.0  # seconds without a new XID before its taint clears; 0 = never
     simulate_state: str = ""  # with simulate: a directory where the simulated hardware's state lives
     publish_fabric_partitions: bool = False  # NVLink partitions as devices (needs FabricTopologySupport)
+
+    @property
+    def simulated_host_dir(self) -> Path:
+        """``<--simulate-state>/<profile>`` when the flag is set (the host outlives the plugin there),
+        else the plugin directory's (see :class:`KubeletPluginConfig`)."""
+        if self.simulate_state:
+            return simulated_profile_dir(Path(self.simulate_state), self.simulate)
+        return super().simulated_host_dir

@@ -37,7 +37,8 @@ __all__ = ["main"]
     env="NVDRA_SIMULATE_STATE",
     default="",
     help="With --simulate: a directory keeping the simulated hardware's state (MIG devices, compute "
-    "modes, Fabric Manager partitions, boot id) across plugin restarts.",
+    "modes, Fabric Manager partitions, boot id, sysfs, driver root) across plugin restarts, in a "
+    "subdirectory per profile.",
 )
 @option(
     "--publish-fabric-partitions",

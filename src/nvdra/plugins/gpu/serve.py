@@ -80,7 +80,7 @@ def _backend(config: PluginConfig, stack: ExitStack) -> tuple[NvmlBackend, Path,
         backend = PynvmlBackend(driver_root=config.container_driver_root)
     stack.enter_context(nvml_session(backend))
     if config.simulate:
-        root = make_simulated_driver_root(backend, config.plugin_dir / "simulated-driver-root")
+        root = make_simulated_driver_root(backend, config.make_simulated_host_dir() / "driver-root")
         return backend, root, root
     return backend, config.nvidia_driver_root, config.container_driver_root
 

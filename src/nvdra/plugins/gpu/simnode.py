@@ -4,15 +4,17 @@ On a real node a killed plugin leaves the GPUs as they were: MIG devices stay, c
 slices stay, Fabric Manager (its own daemon) keeps its partitions, and the kernel's boot id does not
 change. With ``--simulate`` alone all of that lives in the plugin's memory and dies with it, which would
 make every crash-recovery test vacuous. ``--simulate-state DIR`` (env ``NVDRA_SIMULATE_STATE``) keeps it
-in files instead:
+in files instead, all of them in ``DIR/<profile>/`` (``PluginConfig.simulated_host_dir``), so a node
+simulated as another profile in the same directories never sees what the first one left:
 
-- ``DIR/nvml.json``: the simulated GPUs (:class:`nvdra.nvml.SimulatedNvml` ``state_path``);
-- ``DIR/fabric-manager.json``: the simulated Fabric Manager's active partitions
+- ``nvml.json``: the simulated GPUs (:class:`nvdra.nvml.SimulatedNvml` ``state_path``);
+- ``fabric-manager.json``: the simulated Fabric Manager's active partitions
   (:class:`PersistentFabricManager`, restored when the plugin connects again);
-- ``DIR/boot_id``: the simulated kernel's boot id (made on first use).
+- ``boot_id``: the simulated kernel's boot id (made on first use);
+- ``sysfs`` and ``driver-root``: the simulated host's trees (VFIO bindings live in the sysfs tree).
+  Without the flag these two live in ``<plugin dir>/simulated/<profile>``, keyed the same way.
 
-VFIO bindings need nothing here: the simulated sysfs is already a directory tree in the plugin
-directory. :func:`reboot_simulated_node` does to these files what a reboot does to the hardware.
+:func:`reboot_simulated_node` does to these files what a reboot does to the hardware.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from nvdra.fabric import FabricManager, FabricMode, FmPartitionInfo, FmPciDevice, SimulatedFabricManager
 from nvdra.nvml import SimulatedNvml
 from nvdra.plugins.gpu.config import PluginConfig
+from nvdra.plugins.pluginconfig import simulated_profile_dir
 from nvdra.plugins.state import read_boot_id
 
 __all__ = [
@@ -60,7 +63,7 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _state_dir(config: PluginConfig) -> Path | None:
-    return Path(config.simulate_state) if config.simulate and config.simulate_state else None
+    return config.simulated_host_dir if config.simulate and config.simulate_state else None
 
 
 def simulated_nvml_state(config: PluginConfig) -> Path | None:
@@ -140,18 +143,21 @@ def persisted_fabric_manager(fm: FabricManager | None, config: PluginConfig) -> 
     return PersistentFabricManager(fm, state / FM_STATE_FILE)
 
 
-def reboot_simulated_node(state_dir: Path, profile: str, plugin_dir: Path) -> str:
+def reboot_simulated_node(state_root: Path, profile: str) -> str:
     """Reboot a simulated node (the plugin must not be running); returns the new boot id.
+
+    ``state_root`` is the ``--simulate-state`` directory; the node's files are in its ``<profile>/``.
 
     What survives a reboot survives here: MIG mode, files on disk (the checkpoint, CDI specs in a
     persistent CDI root, MPS directories), API objects. What does not is reset: MIG devices, compute
     modes and time slices, Fabric Manager partitions, vfio-pci bindings (the simulated sysfs is laid out
     again, every GPU on ``nvidia``).
     """
+    state_dir = simulated_profile_dir(state_root, profile)
     backend = SimulatedNvml(profile, state_path=state_dir / NVML_STATE_FILE)
     backend.reboot()
     (state_dir / FM_STATE_FILE).unlink(missing_ok=True)
-    shutil.rmtree(plugin_dir / "simulated-host", ignore_errors=True)
+    shutil.rmtree(state_dir / "sysfs", ignore_errors=True)
     boot_id = str(uuid.uuid4())
     _write(state_dir / BOOT_ID_FILE, boot_id.encode() + b"\n")
     log.info("simulated node rebooted: boot id %s", boot_id)

@@ -334,10 +334,11 @@ class VfioExecutor:
 
 
 def passthrough_host(config: PluginConfig, inventory: Inventory | None = None) -> PassthroughHost:
-    """The host of this plugin: the real sysfs, or with ``--simulate`` a simulated tree in the plugin
-    directory (laid out from ``inventory`` when given, else opened as it is)."""
+    """The host of this plugin: the real sysfs, or with ``--simulate`` the simulated profile's own tree
+    (``config.simulated_sysfs_root``; laid out from ``inventory`` when given, else opened as it is)."""
     if config.simulate:
-        root = config.plugin_dir / "simulated-host"
+        config.make_simulated_host_dir()
+        root = config.simulated_sysfs_root
         return make_simulated_sysfs(root, inventory) if inventory is not None else SimulatedSysfs(root)
     return SysfsHost(driver_root=config.container_driver_root)
 

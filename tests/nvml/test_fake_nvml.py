@@ -239,3 +239,50 @@ def test_state_renders_the_simulator_now(tmp_path: Path) -> None:
     assert "lost 5\n" in text
     with pytest.raises(ValueError, match="fabric_version 4"):
         render_fake_nvml_state(sim, fabric_version=4)
+
+
+def _caps_tree(root: Path) -> dict[str, str]:
+    caps = root / "proc/driver/nvidia/capabilities"
+    files = {str(p.relative_to(root)): p.read_text() for p in caps.rglob("access")}
+    nodes = {str(p.relative_to(root)): "" for p in (root / "dev/nvidia-caps").iterdir()}
+    return files | nodes
+
+
+def test_the_library_keeps_mig_capability_files_like_the_kernel_driver(real: Real, tmp_path: Path) -> None:
+    """GI/CI create and destroy through the library leave the capability files the simulated root has."""
+    from nvdra.nvml import make_simulated_driver_root, refresh_mig_capabilities
+
+    backend = real("dgx-h100")
+    assert backend.driver_root is not None
+    sim = SimulatedNvml("dgx-h100")
+    sim_root = tmp_path / "sim-root"
+    with nvml_session(backend), nvml_session(sim):
+        make_simulated_driver_root(sim, sim_root)
+        for node in (backend, sim):
+            node.set_mig_mode(1, True)
+            node.create_compute_instance(1, node.create_gpu_instance(1, 14, 2))
+            node.create_compute_instance(1, node.create_gpu_instance(1, 19, 6))
+        refresh_mig_capabilities(sim, sim_root)
+        assert _caps_tree(backend.driver_root) == _caps_tree(sim_root)
+        assert (
+            backend.driver_root / "proc/driver/nvidia/capabilities/gpu1/mig/gi4/ci0/access"
+        ).is_file()  # 3 + 2 // 2
+        for node in (backend, sim):
+            for rec in node.mig_devices(1):
+                node.destroy_compute_instance(1, rec.gi_id, rec.ci_id)
+                node.destroy_gpu_instance(1, rec.gi_id)
+        refresh_mig_capabilities(sim, sim_root)
+        assert _caps_tree(backend.driver_root) == _caps_tree(sim_root)
+
+
+def test_the_fake_never_answers_for_the_system_library(real: Real) -> None:
+    """Loaded by path, the fake does not shadow ``libnvidia-ml.so.1`` for the rest of the process."""
+    import ctypes
+
+    with nvml_session(real("pcie-l4")):
+        pass
+    try:
+        system = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return  # no NVIDIA driver on this machine, and the loaded fake did not step in
+    assert not hasattr(system, "nvdraFakeNvml"), "the system loader found the fake library"

@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from nvdra.kubeletplugin import ApiServer, FakeKube, KubeletClient
+from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient
+from nvdra.kubeletplugin.client import RegisteredPlugin
 from nvdra.nvml import _backend as b
 from nvdra.nvml._fakelib import FAKE_NVML_STATE_FILE, append_fake_nvml_event
 from tests.fakenvml import fake_driver_root
+from tests.plugins.conftest import allocated_claim, result
 
 BIN = Path(sys.executable).parent
 NODE = "n1"
@@ -94,6 +97,7 @@ class _Plugin:
         self.proc = proc
         self.store = store
         self.log = log
+        self.kubelet: RegisteredPlugin | None = None
 
     def wait_for(self, what: str, probe: Callable[[], Any], deadline_s: float = 30.0) -> Any:
         """Poll ``probe`` until truthy; fail with the plugin's log if it exits or the deadline passes."""
@@ -132,7 +136,7 @@ def _running(script: str, base: Path, node_args: list[str]) -> Iterator[_Plugin]
         try:
             with KubeletClient(base / "reg") as kubelet:
                 sockets = plugin.wait_for("registration socket", kubelet.discover)
-                kubelet.register(sockets[0])  # slices are published once the kubelet registered it
+                plugin.kubelet = kubelet.register(sockets[0])  # slices are published once registered
                 yield plugin
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0, log.read_text()
@@ -149,21 +153,25 @@ def _published(script: str, base: Path, node_args: list[str]) -> list[dict[str, 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("script", "profile"),
+    ("script", "profile", "gates"),
     [
-        ("nvdra-gpu-plugin", "dgx-h100"),
-        ("nvdra-gpu-plugin", "a100-mig"),
-        ("nvdra-cd-plugin", "gb200-nvl72-tray"),
+        ("nvdra-gpu-plugin", "dgx-h100", ""),
+        ("nvdra-gpu-plugin", "dgx-h100", "DynamicMIG=true"),
+        ("nvdra-gpu-plugin", "a100-mig", ""),
+        ("nvdra-cd-plugin", "gb200-nvl72-tray", ""),
     ],
 )
-def test_real_backend_publishes_what_the_simulated_node_does(base: Path, script: str, profile: str) -> None:
+def test_real_backend_publishes_what_the_simulated_node_does(
+    base: Path, script: str, profile: str, gates: str
+) -> None:
     """The same devices, attributes, capacities and counters from the fake library as from --simulate."""
-    simulated = _published(script, base / "sim", ["--simulate", profile])
+    gate_args = ["--feature-gates", gates] if gates else []
+    simulated = _published(script, base / "sim", ["--simulate", profile, *gate_args])
     root = fake_driver_root(base / "root", profile)
-    on_root = ["--nvidia-driver-root", str(root), "--container-driver-root", str(root)]
+    on_root = ["--nvidia-driver-root", str(root), "--container-driver-root", str(root), *gate_args]
     real = _published(script, base / "real", on_root)
-    assert [d["name"] for s in real for d in s["devices"]] == [
-        d["name"] for s in simulated for d in s["devices"]
+    assert [d["name"] for s in real for d in s.get("devices", [])] == [
+        d["name"] for s in simulated for d in s.get("devices", [])
     ]
     assert real == simulated
 
@@ -214,8 +222,35 @@ def test_an_xid_from_the_library_taints_the_device(base: Path) -> None:
         append_fake_nvml_event(root / "usr/lib64" / FAKE_NVML_STATE_FILE, 3, b.EVENT_XID_CRITICAL, 79)
 
         def taints() -> dict[str, Any]:
-            devices = (d for s in p.store.resource_slices() for d in s["spec"]["devices"])
+            devices = (d for s in p.store.resource_slices() for d in s["spec"].get("devices", []))
             return {d["name"]: d["taints"] for d in devices if d.get("taints")}
 
         tainted = p.wait_for("the XID taint", taints)
         assert tainted == {"gpu-3": [{"key": "gpu.nvidia.com/xid", "value": "79", "effect": "NoSchedule"}]}
+
+
+@pytest.mark.slow
+def test_dynamic_mig_creates_and_destroys_through_the_library(base: Path) -> None:
+    """Prepare creates the GI and CI through the C ABI at the allocated placement (the library's kernel
+    part adds the capability nodes the CDI spec names); unprepare destroys both and turns MIG off."""
+    root = fake_driver_root(base / "root", "dgx-h100")
+    state = root / "usr/lib64" / FAKE_NVML_STATE_FILE
+    args = ["--nvidia-driver-root", str(root), "--container-driver-root", str(root)]
+    with _running("nvdra-gpu-plugin", base / "real", [*args, "--feature-gates", "DynamicMIG=true"]) as p:
+        p.specs()
+        claim = allocated_claim([result("gpu-0-mig-2g20gb-14-2", request="mig", pool=NODE)])
+        meta = p.store.add_claim(claim)["metadata"]
+        ref = ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
+        assert p.kubelet is not None
+        answer = p.kubelet.prepare([ref])[ref.uid]
+        assert answer.error == "", p.log.read_text()
+        assert "migmode 0 1 1\n" in state.read_text()
+        assert "gi 0 4 14 2 2 2\n" in state.read_text()  # GI id 3 + start // 2, as on an 8-slice GPU
+        spec = yaml.safe_load((base / "real/cdi" / f"k8s.gpu.nvidia.com-claim_{ref.uid}.yaml").read_text())
+        nodes = [n["path"] for n in spec["devices"][0]["containerEdits"]["deviceNodes"]]
+        caps = [f"/dev/nvidia-caps/nvidia-cap{m}" for m in (3 + 9 * 4, 3 + 9 * 4 + 1)]
+        assert nodes[0] == "/dev/nvidia0"
+        assert [n for n in nodes if n.startswith("/dev/nvidia-caps/")] == caps
+        assert p.kubelet.unprepare([ref]) == {ref.uid: ""}
+        assert "\ngi 0 " not in state.read_text()
+        assert "migmode 0 0 0\n" in state.read_text()  # an empty Hopper GPU: MIG off again

@@ -17,6 +17,10 @@ State file (one record a line; ``-`` = NVML answers NOT_SUPPORTED)::
                                     answer ARGUMENT_VERSION_MISMATCH, as an older driver does)
     mig_uuid_namespace <uuid>       MIG UUIDs are uuid5(namespace, "<gpu uuid>/gi<g>/ci<c>/<start>+<size>")
     fail <function> <code> [count]  that entry point answers <code> (count times, default always)
+    capabilities <root>             the kernel driver's part: the MIG capability files
+                                    ``proc/driver/nvidia/capabilities/gpu<minor>/mig/gi<g>[/ci<c>]/access``
+                                    and ``dev/nvidia-caps/nvidia-cap<minor>`` under <root> come and go
+                                    with GIs and CIs
     fabric <state> <status> <cluster uuid> <clique id> <health mask> <health summary>
     gpu <index> <uuid> <minor> <bus id> <pci device id, hex> <brand> <arch> <cc major> <cc minor>
         <memory bytes> <module id> <numa|-> <addressing mode|-> <name…>
@@ -49,6 +53,7 @@ from nvdra.nvml._simstate import _MIG_NAMESPACE
 from nvdra.nvml._simulated import SimulatedNvml
 
 __all__ = [
+    "FAKE_NVML_SONAME",
     "FAKE_NVML_STATE_ENV",
     "FAKE_NVML_STATE_FILE",
     "append_fake_nvml_event",
@@ -63,6 +68,8 @@ FAKE_NVML_STATE_ENV = "NVDRA_FAKE_NVML_STATE"
 """Environment variable naming the state file (overrides the file beside the library)."""
 FAKE_NVML_STATE_FILE = "nvdra-fake-nvml.state"
 """The state file's name beside the library."""
+FAKE_NVML_SONAME = "libnvidia-ml-nvdra-fake.so.1"
+"""The fake's soname (never ``libnvidia-ml.so.1``: see :func:`build_fake_nvml`)."""
 _MIB = 1024 * 1024
 
 
@@ -86,7 +93,9 @@ def build_fake_nvml(out_dir: Path, *, omit: Sequence[str] = (), cc: str = "gcc")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "libnvidia-ml.so.1"
     cmd = [cc, "-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread"]
-    cmd += ["-Wl,-soname,libnvidia-ml.so.1", "-o", str(target), str(fake_nvml_source())]
+    # Its own soname: once loaded by path, a library is also found by its soname, and a process's later
+    # dlopen("libnvidia-ml.so.1") (pynvml without a driver root, a GPU test) must reach the real one.
+    cmd += [f"-Wl,-soname,{FAKE_NVML_SONAME}", "-o", str(target), str(fake_nvml_source())]
     if omit:
         script = out_dir / "exports.map"
         script.write_text("{ global: *; local: " + " ".join(f"{name};" for name in omit) + " };\n")
@@ -108,6 +117,7 @@ def render_fake_nvml_state(
     *,
     fabric_version: int = 3,
     faults: Iterable[tuple[str, int]] = (),
+    capabilities: Path | None = None,
 ) -> str:
     """The state file of a simulated node as it is now (MIG devices, modes and lost GPUs included).
 
@@ -115,6 +125,7 @@ def render_fake_nvml_state(
         node: a simulated backend (its current state is used), a profile, or a profile name/path.
         fabric_version: newest ``nvmlGpuFabricInfo`` version the fake driver knows (1-3).
         faults: ``(entry point, NVML code)`` pairs the library answers with, always.
+        capabilities: the driver root whose MIG capability files the library keeps up to date.
     """
     if fabric_version not in (1, 2, 3):
         raise ValueError(f"fabric_version {fabric_version}: must be 1, 2 or 3")
@@ -130,6 +141,8 @@ def render_fake_nvml_state(
         f"mig_uuid_namespace {_MIG_NAMESPACE}",
     ]
     lines += [f"fail {name} {code}" for name, code in faults]
+    if capabilities is not None:
+        lines.append(f"capabilities {capabilities}")
     f = profile.fabric
     if f.supported:
         lines.append(
@@ -187,7 +200,8 @@ def install_fake_nvml(
     """Put the fake library and its state into a driver root made by ``make_simulated_driver_root``.
 
     The library replaces the placeholder ``usr/lib64/libnvidia-ml.so.<driver version>`` (a copy, so
-    each root loads as its own library); the state file goes beside it. Returns the library's path.
+    each root loads as its own library); the state file goes beside it, and the library keeps the
+    root's MIG capability files as the kernel driver does. Returns the library's path.
     """
     backend = _as_backend(node)
     target = root / "usr/lib64" / f"libnvidia-ml.so.{backend.profile.driver_version}"
@@ -199,7 +213,7 @@ def install_fake_nvml(
     soname = target.parent / "libnvidia-ml.so.1"
     if not soname.is_symlink() and not soname.exists():
         soname.symlink_to(target.name)
-    state = render_fake_nvml_state(backend, fabric_version=fabric_version, faults=faults)
+    state = render_fake_nvml_state(backend, fabric_version=fabric_version, faults=faults, capabilities=root)
     (target.parent / FAKE_NVML_STATE_FILE).write_text(state)
     return target
 

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -121,11 +122,15 @@ struct gpu {
 struct fault { char fn[80]; int code, remaining; };
 struct evset { struct hdr h; int used; unsigned long long mask[MAX_GPUS]; long offset; };
 
+/* A marker no real libnvidia-ml exports: tests tell the fake from the system's library by it. */
+const int nvdraFakeNvml = 1;
+
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_refs;
 static char g_path[4096];
 static char *g_static_text; /* the state file minus its mutable lines, written back verbatim */
 static char g_driver[80];
+static char g_caps_root[4096]; /* where the "kernel driver" keeps MIG capability files; empty = nowhere */
 static int g_cuda, g_fabric_version = 3, g_fabric_supported, g_ngpus, g_nfaults;
 static unsigned long long g_events_supported = 0x1f;
 static struct { unsigned int state, status, clique, health_mask, health_summary; unsigned char uuid[16]; } g_fabric;
@@ -238,6 +243,8 @@ static int parse_line(const char *path, int ln, char *line) {
     if (!strcmp(kw, "fabric_version"))
         return sscanf(rest, "%d", &g_fabric_version) == 1 && g_fabric_version >= 1 && g_fabric_version <= 3
                    ? 0 : bad(path, ln, "fabric_version: want 1, 2 or 3");
+    if (!strcmp(kw, "capabilities"))
+        return sscanf(rest, "%4095s", g_caps_root) == 1 ? 0 : bad(path, ln, "capabilities: want a directory");
     if (!strcmp(kw, "events")) return sscanf(rest, "%llx", &g_events_supported) == 1 ? 0 : bad(path, ln, "events: want a hex mask");
     if (!strcmp(kw, "mig_uuid_namespace"))
         return parse_uuid_bytes(rest, g_mig_ns) == 0 ? 0 : bad(path, ln, "mig_uuid_namespace: want a UUID");
@@ -358,6 +365,7 @@ static int load_state(void) {
     }
     memset(g_gpus, 0, sizeof g_gpus);
     g_ngpus = g_nfaults = g_fabric_supported = 0;
+    g_caps_root[0] = 0;
     g_fabric_version = 3;
     free(g_static_text);
     size_t cap = 1 << 16, used = 0;
@@ -407,6 +415,51 @@ static void save_state(void) {
         }
     }
     if (fclose(f) == 0) rename(tmp, g_path); else unlink(tmp);
+}
+
+/* ---- MIG capabilities: what the kernel driver shows for each GI and CI ------------------------ */
+/* Minors follow the driver's closed form: GI access 3 + 135*gpu + 9*gi, CI access that + 1 + ci. */
+static int mkdirs(const char *path) {
+    char buf[4200];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') { *p = 0; if (mkdir(buf, 0755) && errno != EEXIST) return -1; *p = '/'; }
+    return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+static void write_cap(const char *dir, int minor) {
+    char path[4300];
+    if (mkdirs(dir)) return;
+    snprintf(path, sizeof path, "%s/access", dir);
+    FILE *f = fopen(path, "w");
+    if (f) { fprintf(f, "DeviceFileMinor: %d\nDeviceFileMode: 292\nDeviceFileModify: 1\n", minor); fclose(f); }
+    snprintf(path, sizeof path, "%s/dev/nvidia-caps", g_caps_root);
+    if (mkdirs(path)) return;
+    snprintf(path, sizeof path, "%s/dev/nvidia-caps/nvidia-cap%d", g_caps_root, minor);
+    f = fopen(path, "w");
+    if (f) { fclose(f); chmod(path, 0444); }
+}
+
+static void remove_cap(const char *dir, int minor) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/access", dir);
+    unlink(path);
+    rmdir(dir);
+    snprintf(path, sizeof path, "%s/dev/nvidia-caps/nvidia-cap%d", g_caps_root, minor);
+    unlink(path);
+}
+
+static void gi_caps(const struct gpu *g, int gi, int ci, int present) {
+    if (!g_caps_root[0]) return;
+    char dir[4200];
+    int gi_minor = 3 + 135 * g->minor + 9 * gi;
+    if (ci >= 0) {
+        snprintf(dir, sizeof dir, "%s/proc/driver/nvidia/capabilities/gpu%d/mig/gi%d/ci%d", g_caps_root, g->minor, gi, ci);
+        if (present) write_cap(dir, gi_minor + 1 + ci); else remove_cap(dir, gi_minor + 1 + ci);
+        return;
+    }
+    snprintf(dir, sizeof dir, "%s/proc/driver/nvidia/capabilities/gpu%d/mig/gi%d", g_caps_root, g->minor, gi);
+    if (present) write_cap(dir, gi_minor); else remove_cap(dir, gi_minor);
 }
 
 /* ---- plumbing ------------------------------------------------------------------------------ */
@@ -914,6 +967,7 @@ nvmlReturn_t nvmlDeviceCreateGpuInstanceWithPlacement(void *device_, unsigned in
     x->used = 1; x->profile_id = p->id; x->start = (int)placement->start; x->size = p->size; x->slices = p->slices;
     for (int c = 0; c < MAX_CI; c++) x->cis[c].used = 0;
     *gpuInstance = &x->h;
+    gi_caps(g, id, -1, 1);
     save_state();
     LEAVE(NVML_SUCCESS);
 }
@@ -961,6 +1015,7 @@ nvmlReturn_t nvmlGpuInstanceDestroy(void *gpuInstance) {
     if (!x) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
     for (int c = 0; c < MAX_CI; c++) if (x->cis[c].used) LEAVE(NVML_ERROR_IN_USE);
     x->used = 0;
+    gi_caps(g, x->h.gi, -1, 0);
     save_state();
     LEAVE(NVML_SUCCESS);
 }
@@ -1003,6 +1058,7 @@ nvmlReturn_t nvmlGpuInstanceCreateComputeInstance(void *gpuInstance, unsigned in
     c->profile_id = (int)profileId;
     mig_uuid(g, x->h.gi, 0, x->start, x->size, c->uuid, sizeof c->uuid);
     *computeInstance = &c->h;
+    gi_caps(g, x->h.gi, 0, 1);
     save_state();
     LEAVE(NVML_SUCCESS);
 }
@@ -1039,6 +1095,7 @@ nvmlReturn_t nvmlComputeInstanceDestroy(void *computeInstance) {
     struct ci *c = ci_of(computeInstance, &g, &x);
     if (!c) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
     c->used = 0;
+    gi_caps(g, x->h.gi, c->h.ci, 0);
     save_state();
     LEAVE(NVML_SUCCESS);
 }

@@ -71,6 +71,8 @@ def _opaque(kind: str, fields: JsonObject) -> JsonObject:
 
 
 def _template(meta: JsonObject, request: str, device_class: str, config: JsonObject) -> JsonObject:
+    # Rendered in the v1 shape: the API adapter sends it at the resource.k8s.io version the server
+    # serves (v1beta1 flattens the request's `exactly`), see nvdra.kubeletplugin._kube.
     config = dict(config, requests=[request])
     return {
         "apiVersion": "resource.k8s.io/v1",

@@ -124,6 +124,11 @@ def allocate(claim: Mapping[str, Any], published: list[dict[str, Any]], taken: s
 
 def prepare_check(profile: str, node: NodeFabric, claim: Mapping[str, Any], devices: list[str]) -> None:
     """What prepare's fabric planner does with this allocation (raises its refusal)."""
+    FabricPlanner(node, passthrough=True).plan(claim_context(profile, claim, devices))
+
+
+def claim_context(profile: str, claim: Mapping[str, Any], devices: list[str]) -> ClaimContext:
+    """What a planner sees of ``claim`` allocated ``devices`` (all from request ``gpus``)."""
     known = allocatable_devices(profile_inventory(profile), GATES)
     allocated = tuple(known[name] for name in devices)
     config = [{"source": "FromClaim", **c} for c in claim["spec"]["devices"]["config"]]
@@ -137,13 +142,8 @@ def prepare_check(profile: str, node: NodeFabric, claim: Mapping[str, Any], devi
         gates=GATES,
     )
     results = tuple({"request": "gpus", "driver": DRIVER, "pool": NODE, "device": d} for d in devices)
-    ctx = ClaimContext(
-        ref=ClaimRef(uid="uid-1", namespace="default", name="c"),
-        devices=allocated,
-        groups=groups,
-        results=results,
-    )
-    FabricPlanner(node, passthrough=True).plan(ctx)
+    ref = ClaimRef(uid="uid-1", namespace="default", name="c")
+    return ClaimContext(ref=ref, devices=allocated, groups=groups, results=results)
 
 
 def choices(node: NodeFabric, model: VirtualizationModel) -> Iterator[tuple[int, dict[str, Any]]]:

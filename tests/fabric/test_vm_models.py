@@ -16,16 +16,18 @@ from typing import Any
 import pytest
 
 from nvdra.core.featuregates import parse_feature_gates
-from nvdra.fabric import FabricMode, SimulatedFabricManager, Topology
+from nvdra.fabric import FabricMode, SimulatedFabricManager, Topology, nvswitch_functions
 from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import load_profile, make_simulated_driver_root
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import Applied, EffectExecutor, Effects, Record
 from nvdra.plugins.gpu.fabric import ACTIVATE_KIND, fabric_effects
+from nvdra.plugins.gpu.metadata import MetadataPlanner
 from nvdra.plugins.gpu.vfio import VFIO_KIND, PassthroughView, VfioExecutor, VfioPlanner, ensure_vfio_ready
 from nvdra.plugins.gpu.vfio_host import SimulatedSysfs, make_simulated_sysfs
 from tests.fabric.conftest import profile_inventory
+from tests.fabric.test_scheduler_agrees import claim_context, readme_claim
 from tests.plugins.conftest import (
     DriverNode,
     allocated_claim,
@@ -126,9 +128,14 @@ class VmNode:
         driver.start()
         return driver
 
+    def switch_drivers(self) -> list[str | None]:
+        """The driver each of the board's four NVSwitch functions is bound to now."""
+        return [self.host.driver_of(a) for a in nvswitch_functions(self.node.inventory.gpus)]
+
     def untouched(self) -> None:
-        """Every GPU on nvidia, no spec, no checkpoint entry."""
+        """Every GPU and NVSwitch on nvidia, no spec, no checkpoint entry."""
         assert self.drivers() == [NVIDIA] * 8
+        assert self.switch_drivers() == [NVIDIA] * 4
         assert spec_files(self.node.cdi_root) == []
         assert on_disk(self.node).claims == {}
 
@@ -244,16 +251,20 @@ def test_devices_that_are_no_partition_are_refused_unbound(vm: VmNode) -> None:
 
 def test_full_passthrough_vfio_binds_the_whole_board(vm: VmNode) -> None:
     """With no FM on the host (it runs in the guest), an 8-GPU FullPassthrough VM binds all eight GPUs
-    and activates nothing; the spec tells the VM its partition and model."""
+    and the board's four NVSwitch functions and activates nothing; the spec tells the VM its partition
+    and model and carries the NVSwitches' VFIO nodes; unprepare returns all twelve to nvidia."""
     driver = vm.driver(None)
     claim = vfio_claim(range(8), virtualizationModel="FullPassthrough", minBandwidth=900)
     assert prepare_one(driver, claim).error == ""
-    assert vm.drivers() == [VFIO] * 8
+    assert vm.drivers() == [VFIO] * 8 and vm.switch_drivers() == [VFIO] * 4
     records = on_disk(vm.node).claims[uid_of(claim)].applied
-    assert [r["kind"] for r in records] == [VFIO_KIND] * 8 + [ACTIVATE_KIND]
+    assert [r["kind"] for r in records] == [VFIO_KIND] * 12 + [ACTIVATE_KIND]
+    assert [r["address"] for r in records if r.get("nvswitch")] == [f"0000:0{b}:00.0" for b in "789a"]
     assert (records[-1]["partitionId"], records[-1]["activate"]) == (0, False)
     spec = vm.node.spec_path(uid_of(claim)).read_text()
     assert "NVDRA_FABRIC_VIRTUALIZATION_MODEL=FullPassthrough" in spec and "nvidia-cdi-hook" not in spec
+    for address in nvswitch_functions(vm.node.inventory.gpus):
+        assert f"/dev/vfio/{vm.host.iommu_group(address)}" in spec
     assert driver.unprepare_resource_claims([ref_of(claim)]) == {uid_of(claim): ""}
     vm.untouched()
 
@@ -395,3 +406,15 @@ def test_completed_claim_survives_plugin_and_fm_restarts(vm: VmNode) -> None:
     assert restarted.unprepare_resource_claims([ref_of(claim)]) == {uid_of(claim): ""}
     assert fm.active_ids() == frozenset()
     vm.untouched()
+
+
+def test_full_passthrough_metadata_lists_the_nvswitches() -> None:
+    """KEP-5304 device metadata of a FullPassthrough claim names the NVSwitch functions beside each GPU."""
+    claim = readme_claim(8, partitionSize=8, virtualizationModel="FullPassthrough")
+    ctx = claim_context("dgx-h100", claim, [f"gpu-{i}" for i in range(8)])
+    (record,) = MetadataPlanner().plan(ctx)
+    switches = ",".join(f"0000:0{b}:00.0" for b in "789a")
+    assert all(d["attributes"]["nvswitchPciBusIDs"] == switches for d in record["devices"])
+    plain = claim_context("dgx-h100", readme_claim(8, partitionSize=8), [f"gpu-{i}" for i in range(8)])
+    (record,) = MetadataPlanner().plan(plain)
+    assert not any("nvswitchPciBusIDs" in d["attributes"] for d in record["devices"])

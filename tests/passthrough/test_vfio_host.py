@@ -9,6 +9,7 @@ import pytest
 from nvdra.core.devices import Inventory
 from nvdra.core.errors import HostError
 from nvdra.core.passthrough import VFIO_DRIVER, enumerate_vfio_devices, render_vfio_device, vfio_uuid
+from nvdra.fabric import nvswitch_functions
 from nvdra.plugins.gpu.vfio import ensure_vfio_ready
 from nvdra.plugins.gpu.vfio_host import SimulatedSysfs, make_simulated_sysfs
 
@@ -20,9 +21,12 @@ def host(tmp_path: Path, inventory: Inventory) -> SimulatedSysfs:
 
 def test_enumeration_reads_the_tree_like_sysfs(host: SimulatedSysfs, inventory: Inventory) -> None:
     """Every GPU is an NVIDIA 3D controller on nvidia with an IOMMU group, NUMA node and a BAR1 ≥ its memory;
-    the NIC is listed but is no GPU."""
+    the NIC and the four NVSwitches (bridges on nvidia) are listed but are no GPUs."""
     functions = {f.address: f for f in host.pci_functions()}
-    assert len(functions) == len(inventory.gpus) + 1
+    switches = nvswitch_functions(inventory.gpus)
+    assert len(functions) == len(inventory.gpus) + len(switches) + 1 and len(switches) == 4
+    for address in switches:
+        assert functions[address].driver == "nvidia" and not functions[address].is_nvidia_gpu
     for gpu in inventory.gpus:
         f = functions[gpu.pci_bus_id]
         assert f.is_nvidia_gpu and f.driver == "nvidia" and f.device_id == gpu.pci_device_id >> 16

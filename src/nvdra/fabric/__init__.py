@@ -36,7 +36,15 @@ from nvdra.fabric.manager import (
 from nvdra.fabric.models import POLICIES, FabricMode, ModelPolicy, describe_mode, policy_for
 from nvdra.fabric.planner import PartitionChoice, PartitionRequest, objective, plan_partition
 from nvdra.fabric.simulated import FABRIC_MODE_ENV, SimulatedFabricManager, simulated_fabric_mode
-from nvdra.fabric.topology import LINK_RATES, PATH_LATENCY_MS, GpuLinks, LinkRate, PathClass, Topology
+from nvdra.fabric.topology import (
+    LINK_RATES,
+    PATH_LATENCY_MS,
+    GpuLinks,
+    LinkRate,
+    PathClass,
+    Topology,
+    nvswitch_functions,
+)
 
 __all__ = [
     "BOARD_TABLES",
@@ -73,6 +81,7 @@ __all__ = [
     "detect_board",
     "fm_address",
     "fm_error_for_code",
+    "nvswitch_functions",
     "objective",
     "plan_partition",
     "policy_for",

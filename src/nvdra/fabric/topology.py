@@ -37,6 +37,7 @@ __all__ = [
     "LinkRate",
     "PathClass",
     "Topology",
+    "nvswitch_functions",
 ]
 
 
@@ -224,3 +225,21 @@ class Topology:
     def nvlink_connected(self, a: int, b: int) -> bool:
         """Whether two distinct GPUs share an NVLink path."""
         return a != b and self.pair_bandwidth(a, b) > 0
+
+
+_NO_PCI_FUNCTION = "0000:00:00.0"
+
+
+def nvswitch_functions(gpus: Iterable[Gpu]) -> tuple[str, ...]:
+    """PCI addresses (sysfs form) of the NVSwitches these GPUs' NVLinks reach, on this node, sorted.
+
+    NVML names a link's far end by PCI address; switches in separate trays (GB200 NVL72) are no PCI
+    function of the node and are reported zeroed, so they are left out.
+    """
+    found = {
+        str(link.remote_pci_bus_id).lower()
+        for gpu in gpus
+        for link in gpu.nvlinks
+        if link.remote_type == "switch" and str(link.remote_pci_bus_id).lower() != _NO_PCI_FUNCTION
+    }
+    return tuple(sorted(found))

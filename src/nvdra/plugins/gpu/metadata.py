@@ -27,7 +27,9 @@ from nvdra.cdi import (
 )
 from nvdra.cdi.writer import atomic_write, remove_durably
 from nvdra.core.checkpoint import DeviceRecord
+from nvdra.core.config import GpuConfig, VfioDeviceConfig, VirtualizationModel
 from nvdra.core.errors import CdiError
+from nvdra.fabric.topology import nvswitch_functions
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Record
 
 __all__ = [
@@ -81,6 +83,7 @@ class MetadataPlanner:
     def plan(self, ctx: ClaimContext) -> Sequence[Record]:
         """Records carrying everything the metadata file will say."""
         by_request: dict[str, list[dict[str, Any]]] = {}
+        passthrough = _full_passthrough_devices(ctx)
         for device, result in zip(ctx.devices, ctx.results, strict=True):
             request = str(result.get("request", "")).split("/", 1)[0]
             attributes: dict[str, Any] = {
@@ -93,6 +96,8 @@ class MetadataPlanner:
             }
             if device.vfio is not None and device.vfio.function.iommu_group is not None:
                 attributes["iommuGroup"] = device.vfio.function.iommu_group
+            if device.name in passthrough:  # FullPassthrough hands the guest the NVSwitches too
+                attributes["nvswitchPciBusIDs"] = ",".join(nvswitch_functions(device.gpus))
             by_request.setdefault(request, []).append(
                 {
                     "driver": self.driver_name,
@@ -111,6 +116,23 @@ class MetadataPlanner:
             }
             for request, devices in by_request.items()
         ]
+
+
+def _full_passthrough_devices(ctx: ClaimContext) -> set[str]:
+    """Devices of config groups whose fabricTopologyConfig is FullPassthrough (their NVSwitches go along)."""
+    out: set[str] = set()
+    for group in ctx.groups:
+        config = group.config
+        fabric = (
+            config.effective_fabric_topology if isinstance(config, GpuConfig | VfioDeviceConfig) else None
+        )
+        if (
+            fabric is not None
+            and fabric.active
+            and fabric.effective_model is VirtualizationModel.FULL_PASSTHROUGH
+        ):
+            out.update(d.name for d in ctx.group_devices(group))
+    return out
 
 
 class MetadataExecutor:

@@ -53,6 +53,7 @@ __all__ = [
     "VfioExecutor",
     "VfioPlanner",
     "ensure_vfio_ready",
+    "nvswitch_bind_records",
     "passthrough_effects",
     "passthrough_host",
     "passthrough_views",
@@ -215,6 +216,28 @@ def vfio_bind_records(
     return tuple(records)
 
 
+def nvswitch_bind_records(
+    addresses: Sequence[str], owner: str, config: VfioDeviceConfig | None = None
+) -> tuple[Record, ...]:
+    """``vfio-pci`` records binding a partition's NVSwitch functions (FullPassthrough: a guest that runs
+    its own Fabric Manager needs them). ``owner``: the claim's device they travel with (for logs); their
+    VFIO nodes go into the claim's common CDI edits."""
+    iommu = (config.iommu if config is not None else None) or IommuConfig()
+    policy = iommu.backend_policy or IommuBackendPolicy.LEGACY_ONLY
+    return tuple(
+        {
+            "kind": VFIO_KIND,
+            "device": owner,
+            "address": address,
+            "minor": None,
+            "nvswitch": True,
+            "backendPolicy": str(policy),
+            "apiDevice": False,
+        }
+        for address in addresses
+    )
+
+
 class VfioPlanner:
     """Plans a bind for every device of a ``VfioDeviceConfig`` group (pure).
 
@@ -262,22 +285,24 @@ class VfioExecutor:
     def apply(self, record: Record) -> Applied:
         """Bind the record's GPU to vfio-pci (see the module docstring) and return its CDI edits."""
         address, name = str(record["address"]), str(record["device"])
+        switch = bool(record.get("nvswitch"))
+        what = f"NVSwitch {address} (with {name})" if switch else f"{name} ({address})"
         current = self.host.driver_of(address)
         if current != VFIO_DRIVER:
             if current != NVIDIA_DRIVER:
-                raise HostError(
-                    f"{name} ({address}) is bound to {current!r}; only a GPU on nvidia can be bound"
-                )
+                raise HostError(f"{what} is bound to {current!r}; only a function on nvidia can be bound")
             vfs = self.host.sriov_vfs(address)
             if vfs:
-                raise HostError(f"{name} ({address}) has {vfs} SR-IOV virtual functions; refusing to bind")
-            if self.host.persistenced_running():
+                raise HostError(f"{what} has {vfs} SR-IOV virtual functions; refusing to bind")
+            if not switch and self.host.persistenced_running():
                 self.host.set_persistence(address, False)
             if record.get("minor") is not None:
                 self._wait_until_free(f"/dev/nvidia{record['minor']}", name)
-            log.info("binding %s (%s) to vfio-pci", name, address)
+            log.info("binding %s to vfio-pci", what)
             self.host.bind(address, VFIO_DRIVER)
             reach("after-vfio-bound")
+        if switch:  # no device of the claim: its VFIO node joins the claim's common edits
+            return Applied(claim_edits=attrs.evolve(self._edits(record), env=()))
         return Applied(device_edits={name: self._edits(record)})
 
     def _wait_until_free(self, path: str, name: str) -> None:
@@ -329,7 +354,7 @@ class VfioExecutor:
             return
         log.info("binding %s (%s) back to nvidia", record["device"], address)
         self.host.bind(address, NVIDIA_DRIVER)
-        if self.host.persistenced_running():
+        if not record.get("nvswitch") and self.host.persistenced_running():
             self.host.set_persistence(address, True)
 
 

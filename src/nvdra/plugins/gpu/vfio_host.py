@@ -25,6 +25,7 @@ from nvdra.core.devices import Inventory
 from nvdra.core.errors import HostError
 from nvdra.core.faults import reach
 from nvdra.core.passthrough import NVIDIA_DRIVER, VFIO_DRIVER, PciFunction
+from nvdra.fabric.topology import nvswitch_functions
 
 __all__ = ["PassthroughHost", "SimulatedSysfs", "SysfsHost", "make_simulated_sysfs"]
 
@@ -364,6 +365,9 @@ class SimulatedSysfs(SysfsHost):
         return dict(self.state()["persistence"])
 
 
+NVSWITCH_CLASS = "0x068000"  # PCI bridge, other: how an NVSwitch enumerates
+
+
 def make_simulated_sysfs(
     root: Path,
     inventory: Inventory,
@@ -398,6 +402,12 @@ def make_simulated_sysfs(
                 g.memory_bytes,
             )
             for g in inventory.gpus
+        ]
+        # The NVSwitches the GPUs' NVLinks reach (a bridge-class NVIDIA function on nvidia, passed through
+        # with the GPUs under FullPassthrough); 0x22a3 is the H100-generation NVSwitch's device id.
+        functions += [
+            (address, "pci0000:00", "0x22a3", NVSWITCH_CLASS, None, None)
+            for address in nvswitch_functions(inventory.gpus)
         ]
         functions.append(("0000:00:1f.0", "pci0000:00", "0x1234", "0x020000", None, None))  # a NIC
         for group, (address, pcie_root, device, cls, numa, memory) in enumerate(functions, start=20):

@@ -39,6 +39,7 @@ from nvdra.fabric import (
     ModelPolicy,
     Partition,
     describe_mode,
+    nvswitch_functions,
     policy_for,
 )
 from nvdra.fabric.attributes import DOMAIN, MODE_ATTRIBUTE, mode_value, partition_attribute
@@ -46,7 +47,7 @@ from nvdra.fabric.requirements import group_selectors, selector
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import ClaimContext, Record
 from nvdra.plugins.gpu.fabric.node import NodeFabric
-from nvdra.plugins.gpu.vfio import vfio_bind_records
+from nvdra.plugins.gpu.vfio import nvswitch_bind_records, vfio_bind_records
 
 __all__ = ["ACTIVATE_KIND", "FabricPlanner", "fabric_config", "planned_node_fabric"]
 
@@ -102,11 +103,16 @@ class FabricPlanner:
 
     def _binds(self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig) -> Sequence[Record]:
         """The vfio-pci records of a VM path: a VfioDeviceConfig group, or FullPassthrough GPUs."""
-        if isinstance(group.config, VfioDeviceConfig):
-            return vfio_bind_records(ctx.group_devices(group), group.config)
-        if policy_for(fabric.effective_model).needs_vfio:
-            return vfio_bind_records(ctx.group_devices(group))
-        return ()
+        devices = ctx.group_devices(group)
+        config = group.config if isinstance(group.config, VfioDeviceConfig) else None
+        if config is None and not policy_for(fabric.effective_model).needs_vfio:
+            return ()
+        records = vfio_bind_records(devices, config)
+        if fabric.effective_model is VirtualizationModel.FULL_PASSTHROUGH and devices:
+            # The guest runs its own Fabric Manager: it needs the partition's NVSwitches too.
+            switches = nvswitch_functions(g for d in self._expanded(devices) for g in d.gpus)
+            records += nvswitch_bind_records(switches, devices[0].name, config)
+        return records
 
     def _plan_group(self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig) -> Record:
         path = (

@@ -105,6 +105,8 @@ def test_no_account_may_update_nodes_or_use_wildcards() -> None:
             if "nodes" in rule["resources"]:
                 assert "update" not in rule["verbs"], role["metadata"]["name"]
     assert grants(docs, "nvdra-webhook") == ({}, {})
+    (webhook,) = find(docs, "Deployment", "nvdra-webhook")
+    assert webhook["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
 # -- the Node policy, evaluated -----------------------------------------------------------------------

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import cast
 
 import attrs
 
 from nvdra.core.devices import Inventory
-from nvdra.core.featuregates import FeatureGates, parse_feature_gates
+from nvdra.core.featuregates import FeatureGates, Gate, parse_feature_gates
 from nvdra.kubeletplugin import Helper, KubeApi, KubernetesKubeApi, ResourceSlicePublisher, start
 from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.kubeletplugin.objects import ObjectApi
 from nvdra.kubeletplugin.serialize import SERIALIZE_LOCK_NAME, RequestSerializer
 from nvdra.kubeletplugin.types import DraDriver
 from nvdra.nvml import (
@@ -39,6 +42,7 @@ from nvdra.plugins.gpu.fabric import build_fabric_effects
 from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
 from nvdra.plugins.gpu.health import HealthTracker, health_view, start_health_monitor
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
+from nvdra.plugins.gpu.nodewatch import FabricLabelWatch
 from nvdra.plugins.gpu.publication import node_gates
 from nvdra.plugins.gpu.sharing import sharing_effects
 from nvdra.plugins.gpu.simnode import node_boot_id, simulated_nvml_state
@@ -47,7 +51,7 @@ from nvdra.plugins.gpu.vfio import passthrough_effects, passthrough_views
 from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
 from nvdra.plugins.state import CheckpointStore
 
-__all__ = ["RunningPlugin", "serve", "serve_until_signalled"]
+__all__ = ["RunningPlugin", "serve", "serve_until_signalled", "serve_while"]
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +90,16 @@ def _backend(config: PluginConfig, stack: ExitStack) -> tuple[NvmlBackend, Path,
 
 
 @contextmanager
-def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[RunningPlugin]:
+def serve(
+    config: PluginConfig, *, kube: KubeApi | None = None, on_node_change: Callable[[], None] | None = None
+) -> Iterator[RunningPlugin]:
     """Start the plugin; stop it cleanly when the context exits (or when starting fails half-way).
 
     Args:
         config: the parsed flags.
         kube: an API client to use instead of one built from ``config.kubeconfig`` (tests, demo).
+        on_node_change: when given, this node's FabricTopologySupport label is watched while serving and
+            this is called once the label changes the gate (:mod:`nvdra.plugins.gpu.nodewatch`).
     """
     # One linear start sequence on purpose (long for this codebase): the order of the steps is the
     # design — state repaired before serving, publishing only after registration — and every step's
@@ -165,6 +173,15 @@ def serve(config: PluginConfig, *, kube: KubeApi | None = None) -> Iterator[Runn
                 config.healthcheck_port, helper.registration_socket, helper.dra_socket
             )
             stack.callback(liveness.stop, 0)
+        if on_node_change is not None and hasattr(api, "watch_objects"):
+            label_watch = FabricLabelWatch(
+                cast(ObjectApi, api),
+                config.node_name,
+                base=parse_feature_gates(config.feature_gates, env=os.environ),
+                current=gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT),
+                on_change=on_node_change,
+            )
+            stack.callback(label_watch.start().stop)
         yield RunningPlugin(
             config=config,
             gates=gates,
@@ -240,8 +257,32 @@ def _describe_gates(gates: FeatureGates) -> str:
 
 
 def serve_until_signalled(config: PluginConfig) -> None:
-    """Run :func:`serve` until SIGTERM or SIGINT (then stop cleanly, within a deadline)."""
+    """Run :func:`serve_while` until SIGTERM or SIGINT (then stop cleanly, within a deadline)."""
     stop = stop_on_signals()
-    with serve(config):
-        log.info("nvdra-gpu-plugin running; waiting for the kubelet to register it")
-        wait_for_signal(stop, __name__)
+    serve_while(config, stop, on_stopping=lambda: wait_for_signal(stop, __name__))
+
+
+def serve_while(
+    config: PluginConfig,
+    stop: threading.Event,
+    *,
+    kube: KubeApi | None = None,
+    on_stopping: Callable[[], None] | None = None,
+) -> None:
+    """Serve until ``stop`` is set (``on_stopping`` runs then, before the plugin stops).
+
+    When this node's label changes FabricTopologySupport, the plugin stops serving and serves again
+    with the new gates — a fresh start republishes the slices and builds or drops the fabric effects —
+    without leaving the process.
+    """
+    while True:
+        relabeled = threading.Event()
+        with serve(config, kube=kube, on_node_change=relabeled.set):
+            log.info("nvdra-gpu-plugin running; waiting for the kubelet to register it")
+            while not stop.wait(0.2) and not relabeled.is_set():
+                continue  # short slices, so the main thread runs the signal handlers
+            if stop.is_set():
+                if on_stopping is not None:
+                    on_stopping()
+                return
+        log.info("serving again with this node's new FabricTopologySupport")

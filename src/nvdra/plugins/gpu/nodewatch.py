@@ -1,0 +1,94 @@
+"""Roll FabricTopologySupport out at run time: watch this node's ``fabric-topology-support`` label.
+
+The label (see :func:`nvdra.plugins.gpu.fabric.fabric_gate_for_node`) decides the gate per node, and the
+gate decides what the node publishes (fabric attributes, partition devices) and which effects exist. A
+:class:`FabricLabelWatch` follows this node's Node object (an informer field-selected by
+``metadata.name``: one watch, no polling) and, when the label changes the gate's *effective* value,
+logs which source decides now and calls ``on_change``; the plugin then stops serving and serves again
+with the new gates, which republishes its ResourceSlices (see ``serve_until_signalled``). A label change
+that leaves the gate as it was (``false`` under a gate that is off anyway) changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from nvdra.core.featuregates import FeatureGates, Gate, parse_bool
+from nvdra.kubeletplugin.informer import Informer
+from nvdra.kubeletplugin.objects import NODES, ObjectApi
+from nvdra.plugins.gpu.fabric.node import FABRIC_LABEL
+
+__all__ = ["FabricLabelWatch", "effective_fabric_gate"]
+
+log = logging.getLogger(__name__)
+
+JsonObject = dict[str, Any]
+
+
+def effective_fabric_gate(base: FeatureGates, labels: dict[str, str]) -> tuple[bool, str]:
+    """FabricTopologySupport under ``labels``: (enabled, what decided it). A bad label value is ignored."""
+    value = str(labels.get(FABRIC_LABEL, ""))
+    if value:
+        try:
+            return parse_bool(value), f"node label {FABRIC_LABEL}={value}"
+        except ValueError:
+            log.error("ignoring node label %s=%r: not a boolean", FABRIC_LABEL, value)
+    state = base.state(Gate.FABRIC_TOPOLOGY_SUPPORT)
+    return state.enabled, f"{state.source}{f' ({state.detail})' if state.detail else ''}"
+
+
+class FabricLabelWatch:
+    """Calls ``on_change`` once the node's label changes the FabricTopologySupport gate (see module).
+
+    Args:
+        api: where to watch (the plugin's API client).
+        node_name: this node.
+        base: the gates from flags and environment, before the label.
+        current: the gate's value the plugin serves with now.
+        on_change: called (on the watch thread, once) when the effective value differs from ``current``.
+    """
+
+    def __init__(
+        self,
+        api: ObjectApi,
+        node_name: str,
+        *,
+        base: FeatureGates,
+        current: bool,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.node_name = node_name
+        self._base = base
+        self._current = current
+        self._on_change = on_change
+        self.changed = False
+        self._informer = Informer(
+            api, NODES, field_selector=f"metadata.name={node_name}", name=f"node {node_name}"
+        )
+        self._informer.add_handler(on_add=self._check, on_update=lambda _old, new: self._check(new))
+
+    def start(self) -> FabricLabelWatch:
+        """Start watching. Returns self."""
+        self._informer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching."""
+        self._informer.stop()
+
+    def _check(self, node: JsonObject) -> None:
+        labels = (node.get("metadata") or {}).get("labels") or {}
+        enabled, source = effective_fabric_gate(self._base, labels)
+        if enabled == self._current or self.changed:
+            return
+        self.changed = True
+        log.info(
+            "%s=%s on node %s, now decided by %s: serving again to republish",
+            Gate.FABRIC_TOPOLOGY_SUPPORT,
+            enabled,
+            self.node_name,
+            source,
+        )
+        self._on_change()

@@ -1,0 +1,109 @@
+"""FabricTopologySupport rolled out at run time: the plugin watches its Node's label and republishes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nvdra.core.featuregates import parse_feature_gates
+from nvdra.kubeletplugin import ApiServer, FakeKube, KubeletClient
+from nvdra.kubeletplugin.objects import NODES
+from nvdra.plugins.gpu.config import PluginConfig
+from nvdra.plugins.gpu.fabric.node import FABRIC_LABEL
+from nvdra.plugins.gpu.nodewatch import FabricLabelWatch, effective_fabric_gate
+from nvdra.plugins.gpu.serve import serve_while
+from tests.plugins.conftest import DRIVER, NODE, PROFILE
+
+
+def _until(what: str, probe: Callable[[], Any], deadline_s: float = 30.0) -> Any:
+    end = time.monotonic() + deadline_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_effective_gate_follows_the_label_over_the_flags() -> None:
+    off = parse_feature_gates("")
+    assert effective_fabric_gate(off, {}) == (False, "default")
+    assert effective_fabric_gate(off, {FABRIC_LABEL: "true"}) == (True, f"node label {FABRIC_LABEL}=true")
+    on = parse_feature_gates("FabricTopologySupport=true")
+    assert effective_fabric_gate(on, {FABRIC_LABEL: "bogus"})[0] is True  # a typo keeps the flag's value
+
+
+def test_label_watch_fires_once_on_an_effective_change_only() -> None:
+    kube = FakeKube()
+    kube.add_node(NODE)
+    kube.add_node("other")
+    fired: list[int] = []
+    watch = FabricLabelWatch(
+        kube, NODE, base=parse_feature_gates(""), current=False, on_change=lambda: fired.append(1)
+    ).start()
+    try:
+        kube.patch_object(NODES, "other", {"metadata": {"labels": {FABRIC_LABEL: "true"}}})  # not this node
+        kube.patch_object(NODES, NODE, {"metadata": {"labels": {FABRIC_LABEL: "false"}}})  # same value
+        time.sleep(0.3)
+        assert fired == []
+        kube.patch_object(NODES, NODE, {"metadata": {"labels": {FABRIC_LABEL: "true"}}})
+        _until("the change", lambda: fired)
+        kube.patch_object(NODES, NODE, {"metadata": {"labels": {FABRIC_LABEL: "1"}}})
+        time.sleep(0.3)
+        assert fired == [1]
+    finally:
+        watch.stop()
+
+
+def _fabric_attributes(store: FakeKube) -> set[str]:
+    names: set[str] = set()
+    for item in store.resource_slices():
+        for device in item["spec"].get("devices") or []:
+            names |= {a for a in device.get("attributes") or {} if a.startswith("fabric")}
+    return names
+
+
+@pytest.mark.slow
+def test_plugin_republishes_when_its_node_label_turns_the_gate_on(
+    sockdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FABRIC_TOPOLOGY_SUPPORT", raising=False)
+    store = FakeKube()
+    store.add_node(NODE)
+    with ApiServer(store) as server:
+        config = PluginConfig(
+            node_name=NODE,
+            kubeconfig=str(server.write_kubeconfig(sockdir / "kubeconfig")),
+            cdi_root=sockdir / "cdi",
+            simulate=PROFILE,
+            kubelet_registrar_directory_path=sockdir / "reg",
+            kubelet_plugins_directory_path=sockdir / "plugins",
+            healthcheck_port=-1,
+        )
+        stop = threading.Event()
+        runner = threading.Thread(target=serve_while, args=(config, stop), daemon=True)
+        runner.start()
+        socket = config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock"
+        try:
+            with KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
+                _until("the registration socket", socket.exists)
+                kubelet.register(socket)
+                _until("the first slice", store.resource_slices)
+                assert _fabric_attributes(store) == set()
+                store.patch_object(NODES, NODE, {"metadata": {"labels": {FABRIC_LABEL: "true"}}})
+                # the plugin serves again: a new registration socket, then the slice with fabric attributes
+                _until("serving again", lambda: not socket.exists())
+                _until("the new registration socket", socket.exists)
+            with KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
+                kubelet.register(socket)
+                _until("the fabric attributes", lambda: _fabric_attributes(store))
+                assert "fabricManagerMode" in _fabric_attributes(store)
+        finally:
+            stop.set()
+            runner.join(30)
+        assert not runner.is_alive()

@@ -1,0 +1,158 @@
+"""Each process runs under the ServiceAccount the chart gives it; what it used must be what it is granted.
+
+The API server authorizes every request with the chart's rendered RBAC (a missing verb is a 403 the
+process meets, and its flow fails here), and records what each account did. The last test compares,
+account by account, every (verb, API group, resource) used with every one granted: nothing missing,
+nothing unused.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nvdra.kubeletplugin import ClaimRef, KubeletClient, KubernetesKubeApi
+from nvdra.kubeletplugin.objects import DAEMON_SETS, RESOURCE_CLAIM_TEMPLATES
+from nvdra.plugins.computedomain.controller import ComputeDomainController, Settings
+from nvdra.plugins.computedomain.kube import COMPUTE_DOMAINS
+from nvdra.plugins.gpu.config import PluginConfig
+from nvdra.plugins.gpu.serve import serve
+from tests.deploy.chart_identities import ChartCluster, chart_cluster
+from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result
+
+KUBELET_PLUGIN = "nvdra-kubeletplugin"
+CONTROLLER = "nvdra-controller"
+
+# Which processes of the suite run under which account, and so must be exercised before comparing.
+USED_BY: dict[str, list[str]] = {}
+
+
+def wait_for(what: str, probe: Callable[[], Any], deadline_s: float = 20.0) -> Any:
+    end = time.monotonic() + deadline_s
+    while not (value := probe()):
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def stale_slice() -> dict[str, Any]:
+    return {
+        "metadata": {"generateName": f"{NODE}-{DRIVER}-"},
+        "spec": {
+            "driver": DRIVER,
+            "nodeName": NODE,
+            "pool": {"name": NODE, "generation": 1, "resourceSliceCount": 2},
+            "devices": [{"name": "gpu-0"}],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[ChartCluster]:
+    with tempfile.TemporaryDirectory(prefix="rbac-") as directory, chart_cluster(Path(directory)) as cluster:
+        cluster.store.add_node(NODE)
+        yield cluster
+
+
+def test_gpu_plugin_publishes_and_prepares_under_its_chart_identity(chart: ChartCluster) -> None:
+    with tempfile.TemporaryDirectory(prefix="gpu-") as directory:
+        base = Path(directory)
+        config = PluginConfig(
+            node_name=NODE,
+            kubeconfig=str(chart.kubeconfig(KUBELET_PLUGIN)),
+            cdi_root=base / "cdi",
+            simulate=PROFILE,
+            kubelet_registrar_directory_path=base / "reg",
+            kubelet_plugins_directory_path=base / "plugins",
+            healthcheck_port=0,
+        )
+        # Two slices of an older publication: the plugin updates one and deletes the other.
+        for _ in range(2):
+            chart.store.create_resource_slice(stale_slice())
+        with serve(config) as plugin, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
+            registered = kubelet.register(config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock")
+            wait_for("the plugin's one slice", lambda: len(chart.store.resource_slices()) == 1)
+            meta = chart.store.add_claim(allocated_claim([result("gpu-1")]))["metadata"]
+            ref = ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
+            assert registered.prepare([ref])[ref.uid].error == ""
+            assert registered.unprepare([ref]) == {ref.uid: ""}
+            assert plugin is not None
+    USED_BY.setdefault(KUBELET_PLUGIN, []).append("gpu plugin")
+
+
+def test_controller_reconciles_a_domain_under_its_chart_identity(chart: ChartCluster) -> None:
+    """The controller as its console script builds it (informers, its loop), from create to delete."""
+    api = KubernetesKubeApi.from_kubeconfig(
+        str(chart.kubeconfig(CONTROLLER)), qps=0, component="cd-controller"
+    )
+    controller = ComputeDomainController(api, Settings(namespace=chart.namespace), resync_s=1.0)
+    stop = threading.Event()
+    loop = threading.Thread(target=controller.run, args=(stop,), daemon=True)
+    loop.start()
+    objects = chart.store.objects
+    try:
+        objects.create_object(
+            COMPUTE_DOMAINS,
+            {
+                "metadata": {"name": "job", "namespace": "team"},
+                "spec": {"numNodes": 0, "channel": {"resourceClaimTemplate": {"name": "job-channel"}}},
+            },
+        )
+        wait_for(
+            "the domain's DaemonSet and templates",
+            lambda: (
+                objects.all_objects(DAEMON_SETS) and len(objects.all_objects(RESOURCE_CLAIM_TEMPLATES)) >= 2
+            ),
+        )
+        objects.delete_object(COMPUTE_DOMAINS, "job", "team")
+        wait_for(
+            "everything of the domain gone",
+            lambda: (
+                not objects.all_objects(DAEMON_SETS)
+                and not objects.all_objects(RESOURCE_CLAIM_TEMPLATES)
+                and not objects.all_objects(COMPUTE_DOMAINS)
+            ),
+        )
+    finally:
+        stop.set()
+        loop.join(10)
+        api.close()
+    USED_BY.setdefault(CONTROLLER, []).append("controller")
+
+
+def _covered(used: tuple[str, str, str], granted: set[tuple[str, str, str]]) -> bool:
+    verb, group, resource = used
+    return any(
+        v in ("*", verb) and g in ("*", group) and r in ("*", resource, f"*/{resource.partition('/')[2]}")
+        for v, g, r in granted
+    )
+
+
+PENDING = pytest.mark.xfail(
+    strict=True,
+    reason="the flows here do not yet cover the CD plugin, the CD daemons and the controller's cliques and "
+    "Lease (engineer B's ComputeDomain lifecycle under chart identities), and the chart grants verbs no "
+    "process uses (engineer C): see the assertion message for the exact lists",
+)
+
+
+@pytest.mark.parametrize(
+    "account", [pytest.param(KUBELET_PLUGIN, marks=PENDING), pytest.param(CONTROLLER, marks=PENDING)]
+)
+def test_what_each_account_used_is_what_the_chart_grants(chart: ChartCluster, account: str) -> None:
+    if account not in USED_BY:
+        pytest.skip(f"no flow of {account} ran (run the whole module)")
+    used, granted = chart.used(account), chart.granted(account)
+    missing = sorted(u for u in used if not _covered(u, granted))
+    unused = sorted(g for g in granted if not any(_covered(u, {g}) for u in used))
+    assert not missing and not unused, (
+        f"{account}, as used by {', '.join(USED_BY[account])}:\n  used but not granted: {missing}\n"
+        f"  granted but not used: {unused}"
+    )

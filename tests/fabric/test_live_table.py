@@ -23,6 +23,7 @@ from nvdra.fabric import (
 from nvdra.fabric.catalog import cross_check
 from nvdra.fabric.manager import FmNvlinkError, FmTimeout
 from nvdra.plugins.gpu.fabric import FabricExecutor, NodeFabric, fabric_attributes
+from nvdra.plugins.gpu.fabric.partitions import partition_devices
 from tests.fabric.conftest import profile_inventory, profile_topology
 
 H100 = "dgx-h100"
@@ -158,3 +159,10 @@ def test_a_partition_in_use_is_not_retried() -> None:
     with pytest.raises(FmInUse):
         executor.apply({**RECORD, "activate": True, "bandwidthGBps": 900})
     assert waits == [] and fm.attempts == 1
+
+
+def test_partition_devices_follow_the_live_listing() -> None:
+    """--publish-fabric-partitions devices are FM's partitions too (ids 40, 41, 50), not the board's."""
+    node = NodeFabric.build(profile_inventory(H100), custom_fm())
+    names = sorted(partition_devices(profile_inventory(H100), node.catalog))
+    assert names == ["partition-2-50", "partition-4-40", "partition-4-41"]

@@ -170,7 +170,9 @@ def test_nvdra_devices_lists_partitions_when_asked() -> None:
         cli_main, ["devices", "--simulate", "dgx-h100", "--feature-gates", GATES, "--fabric-partitions"]
     )
     assert out.exit_code == 0, out.output
-    names = [line.split()[0] for line in out.output.splitlines()[1:]]
+    header, *rows = out.output.splitlines()
+    column = header.split().index("DEVICE")
+    names = [line.split()[column] for line in rows if line.strip()]
     assert names[:8] == [f"gpu-{i}" for i in range(8)] and len(names) == 15
     assert "partition-4-2" in names
 

@@ -141,7 +141,8 @@ class GpuDriver:
         self._devices = allocatable_devices(inventory, gates)
         self.fabric_partitions = partitions_enabled(fabric_partitions, gates)
         if self.fabric_partitions:
-            self._devices.update(partition_devices(inventory))
+            fabric = planned_node_fabric(self._effects.planners)
+            self._devices.update(partition_devices(inventory, fabric.catalog if fabric else None))
         self.views = list(views)
         for view in self.views:
             self._devices.update(view.allocatable())
@@ -244,7 +245,8 @@ class GpuDriver:
         if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
             devices = with_fabric_attributes(devices, inventory, fabric)
         if partitions_enabled(fabric_partitions, gates):
-            counters, devices = render_partition_layout(inventory, devices)
+            catalog = fabric.catalog if fabric else None  # FM's live listing where it answers
+            counters, devices = render_partition_layout(inventory, devices, catalog)
             slices = (Slice(shared_counters=counters), Slice(devices=devices))
             return DriverResources(pools={node_name: Pool(slices=slices)})
         return DriverResources(pools={node_name: Pool(slices=(Slice(devices=devices),))})

@@ -106,11 +106,17 @@ def _full_gpus(inventory: Inventory) -> list[Gpu]:
     return [g for g in inventory.gpus if not g.mig_enabled]
 
 
-def _offered(inventory: Inventory) -> list[tuple[Partition, tuple[Gpu, ...]]]:
-    """Catalog partitions of >= 2 GPUs whose members are all full GPUs within the consumption limit."""
+def _offered(
+    inventory: Inventory, catalog: PartitionCatalog | None = None
+) -> list[tuple[Partition, tuple[Gpu, ...]]]:
+    """Catalog partitions of >= 2 GPUs whose members are all full GPUs within the consumption limit.
+
+    ``catalog``: the plugin's partition table (Fabric Manager's live listing where it answers); by
+    default NVML's view alone (the board table or derived partitions).
+    """
     full = {g.index: g for g in _full_gpus(inventory)}
     sets = _counter_sets(list(full.values()))
-    catalog = PartitionCatalog.for_topology(Topology.from_inventory(inventory))
+    catalog = catalog or PartitionCatalog.for_topology(Topology.from_inventory(inventory))
     out = []
     for p in catalog.partitions:
         if p.size < 2 or not all(i in full for i in p.gpus):
@@ -122,7 +128,9 @@ def _offered(inventory: Inventory) -> list[tuple[Partition, tuple[Gpu, ...]]]:
     return out
 
 
-def partition_devices(inventory: Inventory) -> dict[str, AllocatableDevice]:
+def partition_devices(
+    inventory: Inventory, catalog: PartitionCatalog | None = None
+) -> dict[str, AllocatableDevice]:
     """The partition devices of this node, by name (what a claim may get besides GPUs and MIG devices)."""
     return {
         partition_device_name(p): AllocatableDevice(
@@ -132,7 +140,7 @@ def partition_devices(inventory: Inventory) -> dict[str, AllocatableDevice]:
             members=members,
             partition_id=p.id,
         )
-        for p, members in _offered(inventory)
+        for p, members in _offered(inventory, catalog)
     }
 
 
@@ -168,7 +176,7 @@ def _partition_device(
 
 
 def render_partition_layout(
-    inventory: Inventory, devices: Sequence[dict[str, Any]]
+    inventory: Inventory, devices: Sequence[dict[str, Any]], catalog: PartitionCatalog | None = None
 ) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
     """``(counter sets, devices)``: ``devices`` with each full GPU consuming its counter, then the partitions.
 
@@ -184,7 +192,7 @@ def render_partition_layout(
             out.append(device)
             continue
         out.append({**device, "consumesCounters": _consumes((gpu,), sets)})
-    out += [_partition_device(p, members, inventory, sets) for p, members in _offered(inventory)]
+    out += [_partition_device(p, members, inventory, sets) for p, members in _offered(inventory, catalog)]
     counters: dict[str, dict[str, Any]] = {}
     for g in sorted(full, key=lambda g: g.index):
         counters.setdefault(sets[g.index], {})[f"gpu-{g.minor}"] = {"value": "1"}

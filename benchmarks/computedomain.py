@@ -12,6 +12,16 @@ NVLink clique. Printed beside the measured writes is the floor the design needs:
 Time to Ready is wall time from creating the domain until every channel claim is prepared; the
 controller's poll period is one simulation round here, so rounds are reported too.
 Usage: python benchmarks/computedomain.py [sizes...]
+
+``python benchmarks/computedomain.py idle [nodes] [window_s]`` measures the API requests per minute of an
+idle ComputeDomain (default 100 nodes, all Ready, nothing changing): the controller and every daemon as
+they run now (list+watch informers, resync every 5 min) against the same converged state served the
+old way (the controller listing six queries every second, each daemon GETting its clique every
+second). Both are counted at the API (every list, get, watch request and write). The watch side is
+measured over ``window_s`` of wall time with the production settings; a watch request the server ends
+after its timeout (5 min) is renewed without a list, so renewals add ``informers / 5`` per minute,
+printed apart (they do not fall into a short window). With ``--leader-election-enabled`` the controller
+also renews its Lease every 2 s (GET + PUT: 60 requests/min), with either model.
 """
 
 from __future__ import annotations
@@ -20,10 +30,20 @@ import logging
 import math
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from nvdra.plugins.computedomain.simcluster import SimCluster
+from nvdra.imex import CLIQUE_LABEL, DOMAIN_LABEL, Settings
+from nvdra.kubeletplugin import FakeKube
+from nvdra.kubeletplugin.objects import PODS
+from nvdra.plugins.computedomain.controller import ComputeDomainController
+from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon
+from nvdra.plugins.computedomain.fakeimex import FakeImexRunner, ImexFabric
+from nvdra.plugins.computedomain.kube import COMPUTE_DOMAINS
+from nvdra.plugins.computedomain.simcluster import CLUSTER_UUID, SimCluster
 
 
 def run(n: int) -> dict[str, float]:
@@ -52,8 +72,125 @@ def run(n: int) -> dict[str, float]:
             }
 
 
+def _converged(n: int, base: Path) -> tuple[FakeKube, Settings, list[ImexDaemon]]:
+    """A Ready n-node domain (pods registered and Ready, cliques and status written) and its daemons."""
+    kube = FakeKube()
+    settings = Settings(namespace="nvdra", max_nodes=18)
+    cd = kube.create_object(
+        COMPUTE_DOMAINS,
+        {
+            "apiVersion": "resource.nvidia.com/v1beta1",
+            "kind": "ComputeDomain",
+            "metadata": {"name": "idle", "namespace": "default"},
+            "spec": {"numNodes": n, "channel": {"resourceClaimTemplate": {"name": "idle-channel"}}},
+        },
+    )
+    uid = cd["metadata"]["uid"]
+    fabric = ImexFabric()
+    daemons = []
+    for i in range(n):
+        node, clique, ip = f"node-{i:04d}", f"{CLUSTER_UUID}.{i // 18 + 1}", f"10.{i // 250}.{i % 250}.1"
+        kube.add_node(node, labels={DOMAIN_LABEL: uid})
+        pod: dict[str, Any] = {
+            "metadata": {
+                "name": f"daemon-{i:04d}",
+                "namespace": "nvdra",
+                "labels": {DOMAIN_LABEL: uid, CLIQUE_LABEL: clique},
+            },
+            "spec": {"nodeName": node},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]},
+        }
+        kube.objects.put(PODS, pod)
+        hosts = base / node / "hosts"
+        hosts.parent.mkdir(parents=True)
+        daemon_settings = DaemonSettings(
+            clique_id=clique,
+            domain_uid=uid,
+            domain_name="idle",
+            domain_namespace="default",
+            node_name=node,
+            pod_ip=ip,
+            pod_name=pod["metadata"]["name"],
+            pod_namespace="nvdra",
+            imexd_dir=base / node / "imexd",
+            hosts_path=hosts,
+        )
+        daemons.append(ImexDaemon(daemon_settings, kube, FakeImexRunner(fabric, hosts)))
+    lister = ComputeDomainController(kube, settings)
+    for _ in range(10):
+        if not lister.reconcile_once():
+            break
+    status = kube.get_object(COMPUTE_DOMAINS, "idle", "default").get("status") or {}
+    assert status.get("status") == "Ready", status.get("status")
+    return kube, settings, daemons
+
+
+def _count(kube: FakeKube) -> Counter[str]:
+    return Counter(c.verb for c in kube.calls())
+
+
+def idle(n: int = 100, window_s: float = 20.0) -> dict[str, Any]:
+    """Requests per minute of an idle n-node domain, polled (before) and watched (now)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        kube, settings, daemons = _converged(n, Path(tmp))
+        # Before: one second of the old loops (a listing pass, a clique GET per daemon), times 60.
+        lister = ComputeDomainController(kube, settings)
+        for daemon in daemons:
+            daemon.register()  # the label it carries already; writes its config
+            daemon.step()  # starts nvidia-imex: later steps only read
+        kube.clear_calls()
+        lister.reconcile_once()
+        for daemon in daemons:
+            daemon.step()
+        polled = _count(kube)
+        # Now: the controller and the daemons as they run, watched over a wall-clock window.
+        stop = threading.Event()
+        controller = ComputeDomainController(kube, settings)
+        threads = [threading.Thread(target=controller.run, args=(stop,), daemon=True)]
+        threads += [
+            threading.Thread(target=d.run, args=(stop, 1.0), kwargs={"watch": True}, daemon=True)
+            for d in daemons
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while sum(c.verb == "watch" for c in kube.calls()) < 6 + n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2.0)  # let the first passes settle
+        kube.clear_calls()
+        time.sleep(window_s)
+        watched = _count(kube)
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        informers = 6 + n  # the controller's six queries, one clique watch per daemon
+    return {
+        "nodes": n,
+        "window_s": window_s,
+        "polled_per_min": 60 * sum(polled.values()),
+        "polled_by_verb": dict(polled),
+        "watched_per_min": sum(watched.values()) * 60 / window_s,
+        "watched_by_verb": dict(watched),
+        "watch_renewals_per_min": informers / 5,
+    }
+
+
 def main() -> None:
     logging.disable(logging.ERROR)
+    if sys.argv[1:2] == ["idle"]:
+        nodes = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+        window = float(sys.argv[3]) if len(sys.argv) > 3 else 20.0
+        row = idle(nodes, window)
+        print(f"idle {row['nodes']}-node ComputeDomain, API requests per minute (controller + daemons):")
+        polled = row["polled_per_min"]
+        print(f"  before (poll every 1 s):   {polled:>8.0f}   each second: {row['polled_by_verb']}")
+        print(
+            f"  now (list+watch):          {row['watched_per_min']:>8.1f}   "
+            f"in a {row['window_s']:.0f} s window: {row['watched_by_verb'] or 'no request'}"
+        )
+        renewals = row["watch_renewals_per_min"]
+        print(f"  + watch renewals (5 min):  {renewals:>8.1f}   ({6 + nodes} informers / 5 min)")
+        return
     sizes = [int(a) for a in sys.argv[1:]] or [2, 18, 72, 1000]
     cols = [
         "nodes",

@@ -140,6 +140,7 @@ def main() -> None:
         script("allocation.py"),
         script("dynamic_mig.py"),
         script("computedomain.py", *(["2", "18", "72"] if args.quick else [])),
+        script("computedomain.py", "idle", "100", "10" if args.quick else "30"),
     ]
     Path(args.out).write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "scripts"}, indent=1))

@@ -100,6 +100,16 @@ def test_unparseable_server_version_is_a_config_error() -> None:
         parse_server_version({"platform": "linux/amd64"})
 
 
+def test_a_server_without_dra_is_named_as_such(tmp_path: Path) -> None:
+    """No resource.k8s.io group at all (DRA off): the error says which gate and API to enable."""
+    with ApiServer(FakeKube(served_versions=(), kubernetes_version=(1, 32))) as server:
+        api = KubernetesKubeApi.from_kubeconfig(str(server.write_kubeconfig(tmp_path / "kc")), qps=0)
+        with pytest.raises(errors.KubeNotFound, match="DynamicResourceAllocation feature gate") as info:
+            api.resource_api_version()
+        api.close()
+    assert "does not serve resource.k8s.io" in str(info.value)
+
+
 def test_fake_refuses_a_version_its_release_does_not_serve() -> None:
     """v1 came in 1.34 and v1beta2 in 1.33: a 1.33 server with v1 is no real server."""
     with pytest.raises(ValueError, match=r"1\.33 has no resource\.k8s\.io/v1 "):

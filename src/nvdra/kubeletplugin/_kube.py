@@ -120,6 +120,12 @@ def error_for_status(status: int, message: str) -> KubeApiError:
     return KubeApiError(message, status=status)
 
 
+_DRA_OFF = (
+    "Dynamic Resource Allocation is off or the cluster is older than 1.32 (on 1.32 and 1.33 enable the "
+    "DynamicResourceAllocation feature gate and --runtime-config=resource.k8s.io/v1beta1=true)"
+)
+
+
 def pick_resource_version(served: list[str] | tuple[str, ...]) -> str:
     """The newest version nvdra speaks among those served (v1 > v1beta2 > v1beta1).
 
@@ -130,7 +136,8 @@ def pick_resource_version(served: list[str] | tuple[str, ...]) -> str:
         if version in served:
             return version
     raise KubeNotFound(
-        f"API group {RESOURCE_GROUP} serves {list(served)}; nvdra needs one of {list(SUPPORTED_VERSIONS)}",
+        f"API group {RESOURCE_GROUP} serves {list(served)}; nvdra needs one of {list(SUPPORTED_VERSIONS)}: "
+        f"{_DRA_OFF}",
         status=404,
     )
 
@@ -505,7 +512,12 @@ class KubernetesKubeApi:
         if self._version is None:
             with self._version_lock:
                 if self._version is None:
-                    group = self._json("GET", f"/apis/{RESOURCE_GROUP}")
+                    try:
+                        group = self._json("GET", f"/apis/{RESOURCE_GROUP}")
+                    except KubeNotFound as exc:
+                        raise KubeNotFound(
+                            f"the API server does not serve {RESOURCE_GROUP}: {_DRA_OFF}", status=404
+                        ) from exc
                     served = [v.get("version", "") for v in group.get("versions", [])]
                     self._version = pick_resource_version(served)
                     _log.info("the API server serves %s %s; using %s", RESOURCE_GROUP, served, self._version)

@@ -12,7 +12,8 @@ are the ones a driver meets over HTTP. Invariants:
   precondition is a 409 (:class:`KubeConflict`); a missing object is a 404;
 - ResourceSlices are validated on create and update (:func:`validate_resource_slice`, 422) by the rules
   of the Kubernetes version the fake plays (``kubernetes_version``: no shared counters before 1.33,
-  counter sets beside their consumers on 1.33/1.34, apart from devices from 1.35) and their
+  counter sets beside their consumers on 1.33/1.34, apart from devices from 1.35; a release's alpha DRA
+  gates such as DRAPartitionableDevices count as on, as in the real-cluster scripts) and their
   ``spec.driver``, ``spec.pool.name`` and ``spec.nodeName`` are immutable;
 - injected faults (:meth:`FakeKube.fail_next`) fire before any state change; every call is logged.
 """

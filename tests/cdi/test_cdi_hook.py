@@ -94,11 +94,25 @@ def test_a_changed_image_hook_replaces_the_copy_atomically(short_dir: Path) -> N
     assert Path(path).read_bytes() == new.read_bytes() and os.stat(path).st_ino != first
 
 
-def test_without_a_hook_on_path_the_host_default_is_named_with_a_warning(
-    short_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_without_a_hook_on_path_the_host_default_is_named_with_a_warning(short_dir: Path) -> None:
     """Outside the image (no hook on PATH) a real node's specs name /usr/bin/nvidia-cdi-hook, saying so."""
     config = _config(short_dir, simulate="")
-    with caplog.at_level(logging.WARNING, logger="nvdra.plugins.cdihook"):
+    logger = logging.getLogger("nvdra.plugins.cdihook")
+    records = _Records()  # on the logger itself: whatever other tests did to the root's handlers
+    logger.addHandler(records)
+    try:
         assert install_cdi_hook(config, search_path=str(short_dir / "empty")) == DEFAULT_HOOK_PATH
-    assert "nvidia-cdi-hook is not on PATH" in caplog.text and "--nvidia-cdi-hook-path" in caplog.text
+    finally:
+        logger.removeHandler(records)
+    (warning,) = [r for r in records.records if r.levelno == logging.WARNING]
+    assert "nvidia-cdi-hook is not on PATH" in warning.getMessage()
+    assert "--nvidia-cdi-hook-path" in warning.getMessage()

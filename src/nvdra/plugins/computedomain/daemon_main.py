@@ -163,7 +163,11 @@ def run(**f: Any) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    daemon.run(stop, watch=True)
+    try:
+        daemon.run(stop, watch=True)
+    except NvdraError as exc:  # e.g. a POD_IP that is not an address, an unwritable /imexd
+        click.echo(f"nvdra-cd-daemon: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -152,8 +152,8 @@ class SimNode:
     def __init__(self, cluster: SimCluster, index: int, clique: int) -> None:
         self.cluster = cluster
         self.name = f"node-{index:04d}"
-        first = cluster.ip_base
-        self.ip = f"{first}.{((index + 1) >> 16) & 255}.{((index + 1) >> 8) & 255}.{(index + 1) & 255}"
+        n = index + 1
+        self.ip = f"{cluster.ip_base}.{(n >> 8) & 255}.{n & 255}"
         self.clique = clique
         self.base = cluster.base / self.name
         self.plugin: RunningCdPlugin | None = None
@@ -319,9 +319,16 @@ class SimCluster:
     ) -> None:
         """``process_daemons``: run each daemon pod as an ``nvdra-cd-daemon`` process (see
         :class:`ProcessDaemon`) against an HTTP API server over the store, on loopback pod IPs
-        ``127.<random>.<random>.<n>`` (unique per cluster), instead of in-process over the fake IMEX."""
+        ``127.<random>.<random>.<n>`` (unique per cluster), instead of in-process over the fake IMEX.
+
+        ``store``: the objects (default: a new FakeKube). ``apis``: the API client each role
+        ("controller", "plugin", "daemon") uses instead of the store itself — e.g. HTTP clients under
+        the chart's ServiceAccounts; with them the daemons also watch, as the console script's do.
+        ``background_controller``: the controller runs its own loop (informers, as in production) in a
+        thread while rounds step only the Kubernetes stand-ins."""
         self.base, self.sock_base = base, sock_base
-        self.ip_base = f"127.{random.randrange(1, 255)}" if process_daemons else "10"
+        # The first two octets of the pod IPs (the node index fills the other two).
+        self.ip_base = f"127.{random.randrange(1, 255)}" if process_daemons else "10.0"
         self.kubeconfig: Path | None = None
         self._api_server: ApiServer | None = None
         self.namespace = namespace
@@ -356,6 +363,7 @@ class SimCluster:
     def __enter__(self) -> SimCluster:
         if self._api_server is not None:
             self._stack.enter_context(self._api_server)
+            self.base.mkdir(parents=True, exist_ok=True)
             self.kubeconfig = self._api_server.write_kubeconfig(self.base / "kubeconfig")
         kubelet = None
         if self.sockets:

@@ -50,7 +50,9 @@ def test_explain_success_prints_table_and_yaml(tmp_path: Path) -> None:
     table = CliRunner().invoke(main, ["explain", path, "--simulate", "dgx-h100"])
     assert table.exit_code == 0 and "gpu-0" in table.output and "gpu-1" in table.output
     out = CliRunner().invoke(main, ["explain", path, "--simulate", "dgx-h100", "-o", "yaml"])
-    doc = yaml.safe_load(out.output)
+    listed = yaml.safe_load(out.output)
+    assert listed["kind"] == "List"
+    doc = listed["items"][0]
     assert [r["device"] for r in doc["status"]["allocation"]["devices"]["results"]] == ["gpu-0", "gpu-1"]
 
 
@@ -62,7 +64,14 @@ def test_explain_uses_extra_classes(tmp_path: Path) -> None:
         "metadata": {"name": "h100"},
         "spec": {
             "selectors": [
-                {"cel": {"expression": "device.attributes['gpu.nvidia.com'].productName.contains('H100')"}}
+                # the driver test first: on a node that also runs the ComputeDomain plugin, its devices
+                # have no productName, and a selector error aborts the allocation (as in the scheduler)
+                {
+                    "cel": {
+                        "expression": "device.driver == 'gpu.nvidia.com' && "
+                        "device.attributes['gpu.nvidia.com'].productName.contains('H100')"
+                    }
+                }
             ]
         },
     }

@@ -105,7 +105,12 @@ def test_the_clusters_own_classes_are_used(cluster: Cluster) -> None:
         "metadata": {"name": "h100"},
         "spec": {
             "selectors": [
-                {"cel": {"expression": "device.attributes['gpu.nvidia.com'].productName.contains('H100')"}}
+                {
+                    "cel": {  # driver first: the ComputeDomain plugin's devices have no productName
+                        "expression": "device.driver == 'gpu.nvidia.com' && "
+                        "device.attributes['gpu.nvidia.com'].productName.contains('H100')"
+                    }
+                }
             ]
         },
     }

@@ -170,12 +170,13 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
 
 
 @main.command()
-@click.argument("claim_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, metavar="FILE|DIR|-...")
 @click.option(
     "--simulate",
     "profile",
     default=None,
-    help="Simulated node profile (default dgx-h100 without --kubeconfig).",
+    help=f"Simulated node ({', '.join(PROFILE_NAMES)}, or a YAML path); default dgx-h100 without "
+    "--kubeconfig. The GPU and ComputeDomain plugins' devices, as nvdra devices shows them.",
 )
 @click.option("--kubeconfig", default=None, help="Read the node's ResourceSlices from this cluster.")
 @click.option("--node", default=None, help="Node to allocate on (required with --kubeconfig).")
@@ -188,33 +189,51 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
     help="YAML file(s) with more DeviceClasses (repeatable).",
 )
 @click.option(
-    "--feature-gates", default="", envvar="FEATURE_GATES", help="Gates for the simulated node's slices."
+    "--feature-gates",
+    default="",
+    envvar="FEATURE_GATES",
+    show_envvar=True,
+    help="The simulated node's plugin gates (Gate=true|false,...).",
 )
-@click.option(
-    "-o", "--output", type=click.Choice(["table", "wide", "yaml", "json"]), default="table", show_default=True
-)
+@output_options(("table", "wide", "yaml", "json"))
 def explain(  # noqa: PLR0917 - click passes every option as an argument
-    claim_files: tuple[str, ...],
+    inputs: tuple[str, ...],
     profile: str | None,
     kubeconfig: str | None,
     node: str | None,
     class_files: tuple[str, ...],
     feature_gates: str,
     output: str,
+    no_headers: bool,
 ) -> None:
-    """Allocate CLAIM_FILES as the scheduler would and say why (not); exit 1 when there is no allocation."""
+    """Allocate claims as the scheduler would, and say why (not); exit 1 when one gets no devices.
+
+    FILE|DIR|- hold ResourceClaims, ResourceClaimTemplates, DeviceClasses, and Pods or workloads
+    (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) that use claims: each pod's claims
+    are allocated together (a template becomes the pod's own claim), pod after pod. -o wide lists the
+    verdict on every candidate device; -o yaml/json print the claims with status.allocation.
+    """
     from nvdra.tool.explain import run_explain
 
+    if kubeconfig is not None and profile is not None:
+        raise click.UsageError("give either --simulate or --kubeconfig, not both")
+    if profile is not None:
+        _check_profile(profile)
+    try:
+        gates = parse_feature_gates(feature_gates)
+    except FeatureGateError as exc:
+        raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc
     try:
         ok = run_explain(
-            claim_files,
+            inputs,
             profile=profile,
             kubeconfig=kubeconfig,
             node=node,
             class_files=class_files,
-            gates=parse_feature_gates(feature_gates),
+            gates=gates,
             output=output,
             echo=click.echo,
+            no_headers=no_headers,
         )
     except NvdraError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -22,7 +22,8 @@ from nvdra.alloc import Allocator, Diagnosis, allocated_devices, builtin_device_
 from nvdra.core.errors import UserError
 from nvdra.core.featuregates import FeatureGates
 from nvdra.plugins.gpu.config import DRIVER_NAME
-from nvdra.tool.devices import driver_resources, simulated_inventory, slice_objects
+from nvdra.tool.devices import node_publication, slice_objects
+from nvdra.tool.output import format_table
 
 __all__ = [
     "ClusterView",
@@ -44,25 +45,153 @@ class InputFileError(UserError, ValueError):
 
 
 def load_documents(paths: Iterable[str | Path]) -> list[tuple[str, dict[str, Any]]]:
-    """Every YAML document of every file, as (``file#index``, object); ``List`` kinds are expanded."""
-    out: list[tuple[str, dict[str, Any]]] = []
-    for path in paths:
+    """Every object of every input (files, directories, ``-`` for stdin) as (``file:line``, object);
+    ``List`` kinds are expanded (:mod:`nvdra.tool.inputs`).
+
+    Raises:
+        InputFileError: an input is unreadable (one line per input that is).
+    """
+    from nvdra.tool.inputs import load_sources, read_sources
+
+    sources, problems = read_sources([str(p) for p in paths])
+    docs, parse_problems = load_sources(sources)
+    problems += parse_problems
+    if problems:
+        raise InputFileError("\n".join(str(p) for p in problems))
+    return [(f"{d.source.label}:{d.line}", d.obj) for d in docs]
+
+
+@attrs.frozen
+class ClaimGroup:
+    """Claims allocated together: those of one pod (its templates instantiated), or the claims and
+    templates no pod of the input uses."""
+
+    title: str
+    claims: list[dict[str, Any]]
+
+
+_POD_SPECS = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or "default"), str(meta.get("name") or "")
+
+
+def _pod_claims(
+    entries: Sequence[Mapping[str, Any]],
+    *,
+    namespace: str,
+    name: str,
+    title: str,
+    claims: Mapping[tuple[str, str], Mapping[str, Any]],
+    templates: Mapping[tuple[str, str], Mapping[str, Any]],
+    used: set[tuple[str, str, str]],
+    notes: list[str],
+) -> list[dict[str, Any]]:
+    """The claims one pod's ``resourceClaims`` entries stand for (templates turned into claims)."""
+    mine: list[dict[str, Any]] = []
+    for entry in entries:
+        by_name, by_template = entry.get("resourceClaimName"), entry.get("resourceClaimTemplateName")
+        if by_name:
+            found = claims.get((namespace, str(by_name)))
+            used.add(("ResourceClaim", namespace, str(by_name)))
+            if found is None:
+                notes.append(f"{title}: ResourceClaim {namespace}/{by_name} is not in the input")
+            else:
+                mine.append(dict(found))
+        elif by_template:
+            template = templates.get((namespace, str(by_template)))
+            used.add(("ResourceClaimTemplate", namespace, str(by_template)))
+            if template is None:
+                notes.append(f"{title}: ResourceClaimTemplate {namespace}/{by_template} is not in the input")
+                continue
+            mine.append(
+                {
+                    "apiVersion": template.get("apiVersion", "resource.k8s.io/v1"),
+                    "kind": "ResourceClaim",
+                    "metadata": {"name": f"{name}-{entry.get('name')}", "namespace": namespace},
+                    "spec": dict((template.get("spec") or {}).get("spec") or {}),
+                }
+            )
+    return mine
+
+
+def claim_groups(objects: Sequence[Mapping[str, Any]]) -> tuple[list[ClaimGroup], list[str]]:
+    """Follow Pods and workloads to the claims and claim templates they name.
+
+    Each pod (a workload: one replica of its template) is a group of the claims it uses, a template
+    turned into the claim the ResourceClaim controller would make (``<pod>-<entry>``). Claims and
+    templates no pod uses form a last group. Returns the groups and notes (claims the input lacks).
+    """
+    from nvdra.imex.objects import workload_claim_template
+
+    claims = {_key(o): o for o in objects if o.get("kind") == "ResourceClaim"}
+    templates = {_key(o): o for o in objects if o.get("kind") == "ResourceClaimTemplate"}
+    for cd in (o for o in objects if o.get("kind") == "ComputeDomain"):
+        # the channel template the ComputeDomain controller creates for the domain's workloads
+        meta = {"uid": "assigned-by-the-api-server", **(cd.get("metadata") or {})}
         try:
-            docs = list(yaml.safe_load_all(Path(path).read_text()))
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputFileError(f"{path}: cannot read YAML: {exc}") from exc
-        for i, doc in enumerate(d for d in docs if d is not None):
-            if not isinstance(doc, dict):
-                raise InputFileError(f"{path}: document {i} is a {type(doc).__name__}, not an object")
-            items = doc.get("items") if str(doc.get("kind", "")).endswith("List") else [doc]
-            out.extend((f"{path}#{i}", item) for item in items or [])
-    return out
+            made = workload_claim_template({**cd, "metadata": meta})
+        except (KeyError, TypeError, AttributeError):
+            continue
+        templates.setdefault(_key(made), made)
+    used: set[tuple[str, str, str]] = set()
+    groups: list[ClaimGroup] = []
+    notes: list[str] = []
+    for obj in objects:
+        where = _POD_SPECS.get(str(obj.get("kind")))
+        if where is None:
+            continue
+        spec: Any = obj
+        for part in where:
+            spec = spec.get(part) if isinstance(spec, Mapping) else None
+        entries = spec.get("resourceClaims") if isinstance(spec, Mapping) else None
+        if not entries:
+            continue
+        namespace, name = _key(obj)
+        title = f"{obj.get('kind')} {namespace}/{name}"
+        mine = _pod_claims(
+            entries,
+            namespace=namespace,
+            name=name,
+            title=title,
+            claims=claims,
+            templates=templates,
+            used=used,
+            notes=notes,
+        )
+        if mine:
+            groups.append(ClaimGroup(title=title, claims=mine))
+    rest = [
+        dict(o)
+        for o in objects
+        if o.get("kind") in CLAIM_KINDS and (str(o.get("kind")), *_key(o)) not in used
+    ]
+    if rest:
+        groups.append(ClaimGroup(title="claims no pod of the input uses" if groups else "", claims=rest))
+    return groups, notes
 
 
 def simulated_slices(profile: str, gates: FeatureGates, node_name: str) -> list[dict[str, Any]]:
-    """The ResourceSlices a simulated node publishes (the GPU driver's own rendering)."""
-    resources = driver_resources(simulated_inventory(profile), node_name, gates)
-    return slice_objects(resources, driver=DRIVER_NAME, node_name=node_name)
+    """The ResourceSlices a simulated node publishes: what ``nvdra devices --simulate`` shows, the
+    plugin's own publication (gates from ``gates`` and the environment, VFIO devices, ...)."""
+    from nvdra.kubeletplugin.types import DriverResources, Pool, Slice
+    from nvdra.plugins.computedomain.driver import cd_devices
+
+    published = node_publication(profile, node_name=node_name, feature_gates=gates.to_spec())
+    gpu = slice_objects(published.resources, driver=DRIVER_NAME, node_name=node_name)
+    # The chart runs the ComputeDomain plugin beside it on every GPU node: its daemon and channel.
+    cd = DriverResources(pools={node_name: Pool(slices=(Slice(devices=cd_devices()),))})
+    return gpu + slice_objects(cd, driver=CD_DRIVER, node_name=node_name)
 
 
 def cluster_slices(kubeconfig: str, node_name: str | None) -> list[dict[str, Any]]:
@@ -221,26 +350,36 @@ def _detail_lines(diag: Diagnosis, wide: bool) -> list[str]:
 
 
 def render(
-    diag: Diagnosis, claims: Sequence[Mapping[str, Any]], output: str, echo: Callable[[str], None]
+    diag: Diagnosis,
+    claims: Sequence[Mapping[str, Any]],
+    output: str,
+    echo: Callable[[str], None],
+    *,
+    no_headers: bool = False,
 ) -> None:
-    """Print a diagnosis: ``table``/``wide`` (reasons), or the allocated claims as ``yaml``/``json``.
-
-    Without an allocation there is no object to print, so ``yaml``/``json`` print the reasons too.
-    """
+    """Print a diagnosis: ``table``/``wide`` (reasons), or the allocated claims as a ``List`` in
+    ``yaml``/``json``. Without an allocation there is no object to print: the reasons are printed."""
     if output in ("yaml", "json") and diag.outcome.allocations is not None:
-        objs = [
-            {**c, "status": {**(c.get("status") or {}), "allocation": a}}
-            for c, a in zip(claims, diag.outcome.allocations, strict=True)
-        ]
-        if output == "json":
-            echo(json.dumps(objs[0] if len(objs) == 1 else objs, indent=2))
-        else:
-            echo(yaml.safe_dump_all(objs, sort_keys=False).rstrip())
+        from nvdra.tool.output import as_list
+
+        listed = as_list(
+            [
+                {**c, "status": {**(c.get("status") or {}), "allocation": a}}
+                for c, a in zip(claims, diag.outcome.allocations, strict=True)
+            ]
+        )
+        echo(
+            json.dumps(listed, indent=2)
+            if output == "json"
+            else yaml.safe_dump(listed, sort_keys=False).rstrip()
+        )
         return
-    _render_table(diag, output, echo)
+    _render_table(diag, output, echo, no_headers=no_headers)
 
 
-def _render_table(diag: Diagnosis, output: str, echo: Callable[[str], None]) -> None:
+def _render_table(
+    diag: Diagnosis, output: str, echo: Callable[[str], None], *, no_headers: bool = False
+) -> None:
     rows = []
     for req in diag.requests:
         for device in req.chosen:
@@ -249,7 +388,7 @@ def _render_table(diag: Diagnosis, output: str, echo: Callable[[str], None]) -> 
                 {"CLAIM": req.claim, "REQUEST": req.request, "DRIVER": driver, "POOL": pool, "DEVICE": name}
             )
     if diag.outcome.ok:
-        for line in table(rows):
+        for line in format_table(rows, no_headers=no_headers):
             echo(line)
     else:
         echo("NO ALLOCATION" + (f": {diag.outcome.error}" if diag.outcome.error else ""))
@@ -281,13 +420,11 @@ def explain_claims(
     for c in extra_classes:
         classes[str(c["metadata"]["name"])] = c
     claims = []
-    for where, doc in docs:
+    for _, doc in docs:
         if doc.get("kind") == "DeviceClass":
             classes[str(doc["metadata"]["name"])] = doc
-        elif doc.get("kind") in CLAIM_KINDS or "spec" in doc:
+        elif doc.get("kind") in CLAIM_KINDS:
             claims.append(doc)
-        else:
-            raise InputFileError(f"{where}: kind {doc.get('kind')!r} is neither a claim nor a DeviceClass")
     if not claims:
         raise InputFileError("no ResourceClaim or ResourceClaimTemplate in the given files")
     held = [c for c in allocated_claims if not any(_same_claim(c, mine) for mine in claims)]
@@ -330,6 +467,7 @@ def run_explain(
     gates: FeatureGates,
     output: str,
     echo: Callable[[str], None],
+    no_headers: bool = False,
 ) -> bool:
     """``nvdra explain``: True when every claim got an allocation."""
     if kubeconfig is not None and profile is not None:
@@ -347,14 +485,77 @@ def run_explain(
         node_name = node or "node"
         slices = simulated_slices(profile or "dgx-h100", gates, node_name)
     _progress(f"allocating against {sum(len(s['spec'].get('devices') or []) for s in slices)} devices …")
-    diag, claims = explain_claims(
-        load_documents(claim_files),
+    objects = [doc for _, doc in load_documents(claim_files)]
+    groups, notes = claim_groups(objects)
+    if not groups:
+        raise InputFileError(
+            "no ResourceClaim, ResourceClaimTemplate, or Pod or workload using one in the input"
+        )
+    classes = [*(view.classes if view else []), *extra]
+    classes += [o for o in objects if o.get("kind") == "DeviceClass"]
+    for note in notes:
+        echo(f"note: {note}")
+    ok, allocated = _allocate_groups(
+        groups,
         slices,
         node_name=node_name,
-        extra_classes=[*(view.classes if view else []), *extra],
-        builtin=view is None,
-        allocated_claims=view.allocated if view else (),
-        node_labels=view.node_labels if view else None,
+        classes=classes,
+        view=view,
+        output=output,
+        echo=echo,
+        no_headers=no_headers,
     )
-    render(diag, claims, output, echo)
-    return diag.outcome.ok
+    if output in ("yaml", "json"):
+        from nvdra.tool.output import as_list
+
+        listed = as_list(allocated)
+        echo(
+            json.dumps(listed, indent=2)
+            if output == "json"
+            else yaml.safe_dump(listed, sort_keys=False).rstrip()
+        )
+    return ok
+
+
+def _allocate_groups(
+    groups: Sequence[ClaimGroup],
+    slices: Sequence[Mapping[str, Any]],
+    *,
+    node_name: str,
+    classes: Sequence[Mapping[str, Any]],
+    view: ClusterView | None,
+    output: str,
+    echo: Callable[[str], None],
+    no_headers: bool = False,
+) -> tuple[bool, list[dict[str, Any]]]:
+    """Allocate group after group, each against what the earlier ones took; a claim shared by two
+    pods is allocated once. Returns whether all got devices, and the allocated claims."""
+    held: list[Mapping[str, Any]] = list(view.allocated if view else ())
+    done: set[tuple[str, str]] = set()
+    allocated: list[dict[str, Any]] = []
+    ok = True
+    for group in groups:
+        todo = [c for c in group.claims if _key(c) not in done]
+        if group.title and output not in ("yaml", "json"):
+            shared = [f"{ns}/{n}" for ns, n in (_key(c) for c in group.claims) if (ns, n) in done]
+            echo(f"== {group.title}" + (f" (shares {', '.join(shared)}, allocated above)" if shared else ""))
+        if not todo:
+            continue
+        diag, claims = explain_claims(
+            [("", c) for c in todo],
+            slices,
+            node_name=node_name,
+            extra_classes=classes,
+            builtin=view is None,
+            allocated_claims=held,
+            node_labels=view.node_labels if view else None,
+        )
+        if output not in ("yaml", "json") or diag.outcome.allocations is None:
+            render(diag, claims, "wide" if output == "wide" else "table", echo, no_headers=no_headers)
+        ok = ok and diag.outcome.ok
+        for claim, allocation in zip(claims, diag.outcome.allocations or [], strict=False):
+            filled = {**claim, "status": {**(claim.get("status") or {}), "allocation": allocation}}
+            done.add(_key(claim))
+            allocated.append(filled)
+            held.append(filled)
+    return ok, allocated

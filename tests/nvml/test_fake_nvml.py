@@ -7,7 +7,9 @@ back through ctypes structs, return codes and the library search under a driver 
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -286,3 +288,33 @@ def test_the_fake_never_answers_for_the_system_library(real: Real) -> None:
     except OSError:
         return  # no NVIDIA driver on this machine, and the loaded fake did not step in
     assert not hasattr(system, "nvdraFakeNvml"), "the system loader found the fake library"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["a100-mig", "dgx-h100", "pcie-l4"])
+def test_the_gpu_checks_pass_on_the_fake(name: str, tmp_path: Path) -> None:
+    """scripts/gpu-check.sh's tests (``-m gpu``) run here over the fake, so they are known to work
+    before a GPU sees them: MIG on Ampere, Hopper, and a GPU without MIG."""
+    root = fake_driver_root(tmp_path / "root", name)
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "gpu",
+            "tests/nvml/test_hardware.py",
+        ],
+        cwd=repo,
+        env={**os.environ, "NVDRA_GPU_TEST_DRIVER_ROOT": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 passed" in done.stdout, done.stdout

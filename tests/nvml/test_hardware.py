@@ -5,7 +5,11 @@ Nothing here changes GPU state: no MIG mode, MIG instance or compute-mode change
 
 from __future__ import annotations
 
+import os
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +22,9 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture
 def real() -> Iterator[PynvmlBackend]:
-    backend = PynvmlBackend()
+    """The real backend: the system's NVML, or the one under ``NVDRA_GPU_TEST_DRIVER_ROOT`` (a driver
+    root; a generated root with the fake library checks these tests themselves without a GPU)."""
+    backend = PynvmlBackend(os.environ.get("NVDRA_GPU_TEST_DRIVER_ROOT") or None)
     try:
         backend.init()
     except NvmlError as exc:
@@ -55,6 +61,10 @@ def _sim_twin(real: PynvmlBackend, index: int) -> SimulatedNvml | None:
         "gpu_model": model.key,
         "gpus": [{"bus_id": real.pci_info(index).bus_id}],
     }
+    if model.mig_capable:  # the same MIG mode: Ampere lists its profiles only while MIG is on
+        data["gpus"] = [
+            {"bus_id": real.pci_info(index).bus_id, "mig": {"enabled": real.mig_mode(index).current}}
+        ]
     sim = SimulatedNvml(parse_profile(data, "twin", builtin_models()))
     sim.init()
     return sim
@@ -69,10 +79,45 @@ def test_simulated_model_matches_hardware(real: PynvmlBackend) -> None:
             continue
         assert sim.pci_info(0).device_id == real.pci_info(i).device_id
         assert sim.memory_total(0) == real.memory_total(i)
-        if real.mig_mode(i).current or real.device_identity(i).architecture >= 9:
+        mig_capable = bool(sim.profile.gpus[0].model.mig_capable)  # mig_mode is NOT_SUPPORTED otherwise
+        if mig_capable and (real.mig_mode(i).current or real.device_identity(i).architecture >= 9):
             real_profiles = {p.id: p for p in real.gpu_instance_profiles(i)}
             sim_profiles = {p.id: p for p in sim.gpu_instance_profiles(0)}
             assert real_profiles == sim_profiles
         compared += 1
     if not compared:
         pytest.skip("no GPU of a modelled product")
+
+
+def test_gpu_plugin_starts_on_the_real_driver(real: PynvmlBackend) -> None:
+    """The GPU plugin's start on this driver (upstream flags, no --simulate): registered with a kubelet,
+    it publishes every GPU (or its MIG devices while MIG is on) under its NVML UUID. Writes only to a
+    temporary directory; changes no GPU setting."""
+    pytest.importorskip("grpc", reason="the plugin check needs the plugin's dependencies (pip install .)")
+    from nvdra.kubeletplugin import FakeKube, KubeletClient
+    from nvdra.plugins.gpu.config import PluginConfig
+    from nvdra.plugins.gpu.serve import serve
+
+    inventory = discover_inventory(real)
+    want: set[str] = {m.uuid for g in inventory.gpus for m in g.mig_devices}
+    want |= {g.uuid for g in inventory.gpus if not g.mig_enabled}
+    root = Path(os.environ.get("NVDRA_GPU_TEST_DRIVER_ROOT") or "/")
+    store = FakeKube()
+    store.add_node("n1")
+    with tempfile.TemporaryDirectory(prefix="nvdra-gpu-") as tmp:
+        base = Path(tmp)
+        config = PluginConfig(
+            node_name="n1",
+            cdi_root=base / "cdi",
+            nvidia_driver_root=root,
+            container_driver_root=root,
+            kubelet_registrar_directory_path=base / "reg",
+            kubelet_plugins_directory_path=base / "plugins",
+        )
+        with serve(config, kube=store), KubeletClient(base / "reg") as kubelet:
+            kubelet.register(base / "reg" / "gpu.nvidia.com-reg.sock")
+            deadline = time.monotonic() + 30
+            while not store.resource_slices() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            devices = [d for s in store.resource_slices() for d in s["spec"].get("devices", [])]
+    assert {d["attributes"]["uuid"]["string"] for d in devices} == want

@@ -74,20 +74,23 @@ def test_controller_and_daemon_accounts() -> None:
     docs = render({})
     cluster, local = grants(docs, "nvdra-controller")
     assert cluster == {
-        ("resource.nvidia.com", "computedomains"): {"list", "watch", "patch"},
+        ("resource.nvidia.com", "computedomains"): {"get", "list", "watch", "patch"},
         ("resource.nvidia.com", "computedomains/status"): {"update"},
-        ("resource.k8s.io", "resourceclaimtemplates"): {"list", "watch", "create", "patch", "delete"},
-        ("", "nodes"): {"list", "watch", "patch"},
+        ("resource.k8s.io", "resourceclaimtemplates"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("", "nodes"): {"get", "list", "watch", "patch"},
     }
     assert local == {
-        ("apps", "daemonsets"): {"list", "watch", "create", "patch", "delete"},
+        ("apps", "daemonsets"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "pods"): {"list", "watch"},
         ("resource.nvidia.com", "computedomaincliques"): {"list", "watch", "create", "update", "delete"},
         ("coordination.k8s.io", "leases"): {"get", "create", "update"},
     }
     cluster, local = grants(docs, "compute-domain-daemon-service-account")
-    assert cluster == {("resource.nvidia.com", "computedomains"): {"get"}}
-    assert local == {("resource.nvidia.com", "computedomaincliques"): {"get"}, ("", "pods"): {"patch"}}
+    assert cluster == {("resource.nvidia.com", "computedomains"): {"get", "list", "watch"}}
+    assert local == {
+        ("resource.nvidia.com", "computedomaincliques"): {"get", "list", "watch"},
+        ("", "pods"): {"patch"},
+    }
 
 
 def test_no_account_may_update_nodes_or_use_wildcards() -> None:

@@ -1,0 +1,83 @@
+"""The CD kubelet plugin runs under the chart's own identity: the in-process API server authorizes its
+requests with the Roles and bindings the chart renders, as a real kube-apiserver with RBAC does (the
+GPU plugin and the controller: tests/deploy/test_rbac_usage.py).
+
+A verb the code uses and the chart does not grant makes a step fail here (403), and the audit of what
+the plugin did must lie within the chart's grants.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nvdra.kubeletplugin import ApiServer, FakeKube, KubeletClient
+from nvdra.kubeletplugin.testing_rbac import Rbac, service_account_user
+from nvdra.plugins.computedomain.serve import CdPluginConfig
+from nvdra.plugins.computedomain.serve import serve as serve_cd
+from tests.deploy.helm import NAMESPACE, render
+
+PLUGIN_ACCOUNT = "nvdra-kubeletplugin"
+USER = service_account_user(NAMESPACE, PLUGIN_ACCOUNT)
+
+
+def wait_for(what: str, probe: Callable[[], Any], deadline_s: float = 15.0) -> Any:
+    """Poll until ``probe`` is truthy (generous deadline; not a timing assertion)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    """A short directory for unix sockets."""
+    with tempfile.TemporaryDirectory(prefix="nvdra-id-") as d:
+        yield Path(d)
+
+
+def used(server: ApiServer) -> set[tuple[str, str, str]]:
+    """(verb, group, resource[/subresource]) of every request the plugin's account made."""
+    out = set()
+    for request in server.audit(USER):
+        if request.resource:
+            resource = (
+                f"{request.resource}/{request.subresource}" if request.subresource else request.resource
+            )
+            out.add((request.verb, request.api_group, resource))
+    return out
+
+
+def test_cd_plugin_starts_and_publishes_under_its_chart_identity(sockdir: Path) -> None:
+    """The CD plugin's start, registration and channel slice publishing pass the rendered RBAC."""
+    rbac = Rbac(render({}))
+    store = FakeKube()
+    store.add_node("n1")
+    with ApiServer(store, rbac=rbac) as server:
+        token = server.add_service_account(NAMESPACE, PLUGIN_ACCOUNT)
+        config = CdPluginConfig(
+            node_name="n1",
+            namespace=NAMESPACE,
+            kubeconfig=str(server.write_kubeconfig(sockdir / "kubeconfig", token=token)),
+            cdi_root=sockdir / "cdi",
+            simulate="gb200-nvl72-tray",
+            kubelet_registrar_directory_path=sockdir / "reg",
+            kubelet_plugins_directory_path=sockdir / "plugins",
+        )
+        with serve_cd(config) as running, KubeletClient(sockdir / "reg") as kubelet:
+            assert running.helper is not None
+            kubelet.register(running.helper.registration_socket)
+            wait_for("the ResourceSlice", store.resource_slices)
+        calls = used(server)
+    granted = {(g.verb, g.api_group, g.resource) for g in rbac.grants(USER)}
+    assert calls <= granted
+    assert ("create", "resource.k8s.io", "resourceslices") in calls

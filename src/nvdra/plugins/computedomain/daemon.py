@@ -298,8 +298,9 @@ class ImexDaemon:
         return rc == 0 and out == "READY\n"
 
     def shutdown(self) -> None:
-        """Stop the child (SIGTERM) and leave the clique (remove the registration label)."""
+        """Stop watching, stop the child (SIGTERM) and leave the clique (remove the registration label)."""
         self._stopping = True
+        self._stop_watching()
         self._stop_child()
         s = self.settings
         # A pod that is already gone took its registration with it.

@@ -258,6 +258,8 @@ class SimNode:
             return
         daemon = ImexDaemon(settings, self.cluster.api("daemon"), FakeImexRunner(self.cluster.fabric, hosts))
         daemon.register()
+        if "daemon" in self.cluster.apis:
+            daemon.watch()
         self.pods[name] = _Pod(name=name, claim=ref, daemon=daemon)
 
     def _stop_pod(self, pod: _Pod) -> None:
@@ -316,6 +318,9 @@ class SimCluster:
         max_nodes: int = 18,
         feature_gates: str = "",
         process_daemons: bool = False,
+        store: FakeKube | None = None,
+        apis: Mapping[str, Any] | None = None,
+        background_controller: bool = False,
     ) -> None:
         """``process_daemons``: run each daemon pod as an ``nvdra-cd-daemon`` process (see
         :class:`ProcessDaemon`) against an HTTP API server over the store, on loopback pod IPs
@@ -335,7 +340,11 @@ class SimCluster:
         self.max_nodes = max_nodes
         self.feature_gates = feature_gates
         self.sockets = sockets
-        self.store = FakeKube()
+        self.store = store if store is not None else FakeKube()
+        self.apis = dict(apis or {})
+        self.background_controller = background_controller
+        self._controller_stop = threading.Event()
+        self._controller_thread: threading.Thread | None = None
         if process_daemons:
             self._api_server = ApiServer(self.store)
             for rt in (CLIQUES, COMPUTE_DOMAINS):
@@ -350,8 +359,8 @@ class SimCluster:
         self._stack = ExitStack()
 
     def api(self, role: str) -> Any:
-        """The shared store, counted under ``role``."""
-        return CountingApi(self.store, role, self.counter, self._count_lock)
+        """The shared store (or the role's own client from ``apis``), counted under ``role``."""
+        return CountingApi(self.apis.get(role, self.store), role, self.counter, self._count_lock)
 
     def new_controller(self) -> ComputeDomainController:
         """A fresh controller (as after a restart) over the shared store."""
@@ -374,9 +383,17 @@ class SimCluster:
         except BaseException:
             self._stack.close()
             raise
+        if self.background_controller:
+            self._controller_thread = threading.Thread(
+                target=self.controller.run, args=(self._controller_stop,), name="controller", daemon=True
+            )
+            self._controller_thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._controller_stop.set()
+        if self._controller_thread is not None:
+            self._controller_thread.join(10)
         for node in self.nodes:
             for pod in list(node.pods.values()):
                 pod.daemon.shutdown()
@@ -459,7 +476,10 @@ class SimCluster:
 
     def step(self) -> None:
         """One round: controller pass, DaemonSet controller, every node's kubelet."""
-        self.controller.reconcile_once()
+        if self.background_controller:
+            time.sleep(0.02)  # the controller acts on its watch events in its own thread
+        else:
+            self.controller.reconcile_once()
         self.daemon_set_step()
         pods = self.daemon_pods()
         for node in self.nodes:

@@ -72,6 +72,10 @@ COMBOS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         },
         (),
     ),
+    "existing namespace, own account names": (
+        {"namespaceOverride": "gpu-system", "createNamespace": False, "serviceAccount": {"name": "dra"}},
+        (),
+    ),
     "simulate with passthrough": (
         {**GPUS, "simulate": "dgx-h100", "featureGates": {"PassthroughSupport": True}},
         (),

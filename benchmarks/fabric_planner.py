@@ -1,4 +1,5 @@
-"""Partition planner: time per decision (8, 16, 72 GPUs) and fragmentation against naive first-fit.
+"""Partition planner and slice rendering: time per decision (8, 16, 72 GPUs), fragmentation against
+naive first-fit, and the fabric slice render for a GB200 NVL72 rack.
 
 Boards: the simulated dgx-h100 (8 GPUs, Fabric Manager's table), two HGX A100 baseboards (16 GPUs, FM's
 35-partition table) and a GB200 NVL72 NVLink domain seen as one graph (72 GPUs, derived partitions).
@@ -10,6 +11,11 @@ Boards: the simulated dgx-h100 (8 GPUs, Fabric Manager's table), two HGX A100 ba
    weights 4:3:2:1, exponential holding times), replayed identically against the planner and a naive
    first-fit (the lowest-id free partition of the requested size). Reported: tenants refused, and of
    those the ones refused although enough GPUs were free (refusals caused by fragmentation).
+3. Slice render for an NVL72 rack: (a) the rack as 18 compute-tray nodes (4 GPUs each, the simulated
+   gb200-nvl72-tray profile): one node's ResourceSlice content with every fabric attribute
+   (``GpuDriver.resources_for`` with the plugin's node fabric), times 18; (b) the rack's 72 GPUs as one
+   NVLink domain: the fabric attributes of all 72 (``fabric_attributes``). Beside each, the floor: building
+   the same number of attribute dicts with no computation (what any renderer must at least do).
 
 Usage: python benchmarks/fabric_planner.py [--decisions 3000] [--arrivals 20000] [--seed 1]
 """
@@ -24,13 +30,18 @@ import time
 from collections.abc import Callable
 
 from nvdra.core.config.fabric import VirtualizationModel
-from nvdra.core.devices import Gpu, NvLink
+from nvdra.core.devices import Gpu, Inventory, NvLink
+from nvdra.core.featuregates import parse_feature_gates
 from nvdra.core.ids import GpuUuid, PciBusId
 from nvdra.fabric import Partition, PartitionCatalog, PartitionRequest, Topology, plan_partition
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 
 
 def _switched(count: int, arch: str, product: str, version: int, switches: int, links: int) -> Topology:
+    return Topology.from_gpus(_switched_gpus(count, arch, product, version, switches, links))
+
+
+def _switched_gpus(count: int, arch: str, product: str, version: int, switches: int, links: int) -> list[Gpu]:
     gpus = []
     for i in range(count):
         nvlinks = tuple(
@@ -59,7 +70,7 @@ def _switched(count: int, arch: str, product: str, version: int, switches: int, 
                 nvlinks=nvlinks,
             )
         )
-    return Topology.from_gpus(gpus)
+    return gpus
 
 
 def boards() -> dict[str, Topology]:
@@ -150,12 +161,71 @@ def fragmentation(topology: Topology, catalog: PartitionCatalog, arrivals: int, 
         )
 
 
+def _median_us(call: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
+def _floor(devices: int, attributes: int) -> Callable[[], object]:
+    """Build ``devices`` dicts of ``attributes`` typed values each: the least a renderer does."""
+    return lambda: [{f"a{i}": {"int": i} for i in range(attributes)} for _ in range(devices)]
+
+
+def slice_render(runs: int) -> None:
+    """Print the NVL72 rack's fabric slice render times beside their floors (see the module docstring)."""
+    from nvdra.kubeletplugin.types import DriverResources
+    from nvdra.plugins.gpu.driver import GpuDriver
+    from nvdra.plugins.gpu.fabric import NodeFabric, fabric_attributes
+
+    gates = parse_feature_gates("FabricTopologySupport=true")
+    backend = SimulatedNvml(load_profile("gb200-nvl72-tray"))
+    backend.init()
+    try:
+        tray = discover_inventory(backend)
+    finally:
+        backend.shutdown()
+    node = NodeFabric.build(tray, None)
+
+    def one_tray() -> DriverResources:
+        return GpuDriver.resources_for(tray, node_name="tray", gates=gates, fabric=node)
+
+    rendered = one_tray()
+    devices = [d for pool in rendered.pools.values() for s in pool.slices for d in s.devices]
+    per_device = max(len(d["attributes"]) for d in devices)
+    tray_us = _median_us(one_tray, runs)
+    floor_us = _median_us(_floor(len(devices), per_device), runs)
+    print(
+        f"  18 tray nodes x {len(devices)} GPUs ({per_device} attributes each): "
+        f"{18 * tray_us / 1000:6.2f} ms for the rack ({tray_us:6.1f} us a node) "
+        f"| floor {18 * floor_us / 1000:6.2f} ms"
+    )
+    domain = Inventory(
+        driver_version="580.105.08",
+        cuda_driver_version=13000,
+        gpus=tuple(_switched_gpus(72, "Blackwell", "NVIDIA GB200", 7, 9, 2)),
+    )
+    domain_node = NodeFabric.build(domain, None)
+    attributes = fabric_attributes(domain, domain_node)
+    width = max(len(a) for a in attributes.values())
+    domain_us = _median_us(lambda: fabric_attributes(domain, domain_node), runs)
+    floor_us = _median_us(_floor(72, width), runs)
+    print(
+        f"  one 72-GPU NVLink domain ({len(domain_node.catalog.partitions)} partitions, {width} fabric "
+        f"attributes a GPU): {domain_us / 1000:6.2f} ms | floor {floor_us / 1000:6.2f} ms"
+    )
+
+
 def main() -> None:
     """Run both measurements on every board."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=3000)
     parser.add_argument("--arrivals", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--renders", type=int, default=200)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     for name, topology in boards().items():
@@ -163,6 +233,8 @@ def main() -> None:
         print(f"{name} GPUs, catalog {catalog.source}")
         time_decisions(topology, catalog, args.decisions, rng)
         fragmentation(topology, catalog, args.arrivals, args.seed)
+    print("NVL72 rack, fabric slice render")
+    slice_render(args.renders)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_without_fm_the_board_table_stands_in_and_says_so(caplog: pytest.LogCapt
     assert attributes["fabricPartitionSource"] == {"string": "hgx-h100"}
     assert attributes["fabricManagerMode"] == {"string": "shared-nvswitch"}
     assert (
-        "cannot be reached (FM_ST_CONNECTION_NOT_VALID); publishing the hgx-h100 partition table"
+        "cannot be reached (FM_ST_CONNECTION_NOT_VALID); publishing the board's hgx-h100 partition table"
         in caplog.text
     )
 

@@ -44,7 +44,7 @@ from nvdra.fabric.attributes import (
     partition_attribute,
     passthrough_bandwidth_attribute,
 )
-from nvdra.fabric.catalog import cross_check
+from nvdra.fabric.catalog import Partition, cross_check
 from nvdra.fabric.libnvfm import read_fabric_mode
 from nvdra.fabric.models import POLICIES
 from nvdra.kubeletplugin import KubeApi
@@ -120,9 +120,11 @@ class NodeFabric:
             )
         elif fm is None and mode in (FabricMode.SHARED_NVSWITCH, FabricMode.VGPU):
             log.warning(
-                "Fabric Manager (%s) cannot be reached (%s); publishing the %s partition table until it can",
+                "%s is configured but cannot be reached (%s); publishing the board's %s partition table "
+                "(fabricPartitionSource=%s) until the plugin restarts with Fabric Manager answering",
                 describe_mode(mode),
                 fm_problem or "no client",
+                catalog.source,
                 catalog.source,
             )
         return cls(topology=topology, catalog=catalog, mode=mode, fm=fm, fm_problem=fm_problem)
@@ -178,29 +180,38 @@ def fabric_attributes(
     topology, catalog = node.topology, node.catalog
     passthrough = POLICIES[VirtualizationModel.FULL_PASSTHROUGH]
     serves_passthrough = passthrough.allows(node.mode)
+    # Per partition once (not per member): its latency and passthrough bandwidth; per GPU and size, the
+    # first partition in catalog order holding it (what PartitionCatalog.containing answers).
+    holding: dict[tuple[int, int], Partition] = {}
+    for partition in catalog.partitions:
+        for index in partition.gpus:
+            holding.setdefault((index, partition.size), partition)
+    figures: dict[int, dict[str, dict[str, int | str]]] = {}
+    for partition in {p.id: p for p in holding.values()}.values():
+        size = partition.size
+        extra: dict[str, dict[str, int | str]] = {partition_attribute(size): {"int": partition.id}}
+        if size >= 2:
+            extra[bandwidth_attribute(size)] = {"int": partition.bandwidth_gbps}
+            extra[latency_attribute(size)] = {"int": latency_ns(topology.group_latency_ms(partition.gpus))}
+            if serves_passthrough:
+                extra[passthrough_bandwidth_attribute(size)] = {
+                    "int": passthrough.bandwidth_gbps(partition, topology)
+                }
+        figures[partition.id] = extra
+    mode: dict[str, int | str] = {"string": mode_value(node.mode)}
+    source: dict[str, int | str] = {"string": catalog.source}
     out: dict[str, dict[str, dict[str, int | str]]] = {}
     for gpu in topology.gpus:
         attributes: dict[str, dict[str, int | str]] = {
             "gpuModuleID": {"int": gpu.module_id},
             "nvlinkBandwidth": {"int": gpu.bandwidth_gbps},
-            MODE_ATTRIBUTE: {"string": mode_value(node.mode)},
-            SOURCE_ATTRIBUTE: {"string": catalog.source},
+            MODE_ATTRIBUTE: mode,
+            SOURCE_ATTRIBUTE: source,
         }
         for size in (1, 2, 4, 8):
-            partition = catalog.containing(gpu.index, size)
-            if partition is None:
-                continue
-            attributes[partition_attribute(size)] = {"int": partition.id}
-            if size < 2:
-                continue
-            attributes[bandwidth_attribute(size)] = {"int": partition.bandwidth_gbps}
-            attributes[latency_attribute(size)] = {
-                "int": latency_ns(topology.group_latency_ms(partition.gpus))
-            }
-            if serves_passthrough:
-                attributes[passthrough_bandwidth_attribute(size)] = {
-                    "int": passthrough.bandwidth_gbps(partition, topology)
-                }
+            found = holding.get((gpu.index, size))
+            if found is not None:
+                attributes.update(figures[found.id])
         out[gpu.name] = attributes
     return out
 

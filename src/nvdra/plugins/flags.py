@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import click
 
+from nvdra.kubeletplugin.logrepeat import install_repeat_filter
+
 __all__ = [
     "PATH_FLAGS",
     "SHUTDOWN_DEADLINE",
@@ -151,11 +153,12 @@ def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
 
 
 def configure_logging(verbosity: int) -> None:
-    """Log to stderr: INFO by default, DEBUG from ``-vv``."""
+    """Log to stderr: INFO by default, DEBUG from ``-vv``; an identical line once a minute with a count."""
     logging.basicConfig(
         level=logging.DEBUG if verbosity >= 2 else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_repeat_filter()
 
 
 def flag_values(flags: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ NVML must stop the plugin with the first cause, not with the cleanup's error.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -254,3 +255,27 @@ def test_dynamic_mig_creates_and_destroys_through_the_library(base: Path) -> Non
         assert p.kubelet.unprepare([ref]) == {ref.uid: ""}
         assert "\ngi 0 " not in state.read_text()
         assert "migmode 0 0 0\n" in state.read_text()  # an empty Hopper GPU: MIG off again
+
+
+def test_cd_plugin_reads_proc_from_the_kernel_on_a_real_driver_root(
+    base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real driver root has no proc/: the IMEX capability and nvidia-caps major come from /proc."""
+    from nvdra.plugins.computedomain.serve import CdPluginConfig, serve
+    from tests.fakenvml import fresh_pynvml
+
+    fresh_pynvml(monkeypatch)
+    root = fake_driver_root(base / "root", "gb200-nvl72-tray")
+    shutil.rmtree(root / "proc")  # as on a node: the driver's files, not the kernel's
+    store = FakeKube()
+    store.add_node(NODE)
+    config = CdPluginConfig(
+        node_name=NODE,
+        cdi_root=base / "cdi",
+        nvidia_driver_root=root,
+        container_driver_root=root,
+        kubelet_registrar_directory_path=base / "reg",
+        kubelet_plugins_directory_path=base / "plugins",
+    )
+    with serve(config, kube=store, sockets=False) as running:
+        assert running.driver._specs.proc_root == Path("/")  # the spec writer reads the kernel's /proc

@@ -129,7 +129,8 @@ def serve(
         specs = CdClaimSpecs(
             cdi_root=config.cdi_root,
             driver_root=root,
-            proc_root=container_root,
+            # A generated root carries its own proc/; a real driver root does not: the kernel's /proc.
+            proc_root=container_root if (container_root / "proc/devices").exists() else Path("/"),
             hook_path=install_cdi_hook(config),  # the image's hook, copied into the plugin dir
         )
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())

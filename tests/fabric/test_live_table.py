@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import attrs
 import pytest
+import yaml
 
 from nvdra.core.errors import ClaimError
 from nvdra.fabric import (
@@ -166,3 +167,11 @@ def test_partition_devices_follow_the_live_listing() -> None:
     node = NodeFabric.build(profile_inventory(H100), custom_fm())
     names = sorted(partition_devices(profile_inventory(H100), node.catalog))
     assert names == ["partition-2-50", "partition-4-40", "partition-4-41"]
+
+
+def test_devices_share_no_attribute_values() -> None:
+    """Each device gets its own value dicts: YAML output has no anchors, and editing one edits no other."""
+    attributes = fabric_attributes(profile_inventory(H100), NodeFabric.build(profile_inventory(H100), None))
+    assert "&id" not in yaml.safe_dump(attributes)
+    attributes["gpu-0"]["partition8"]["int"] = -1
+    assert attributes["gpu-1"]["partition8"] == {"int": 0}

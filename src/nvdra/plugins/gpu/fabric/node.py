@@ -198,20 +198,18 @@ def fabric_attributes(
                     "int": passthrough.bandwidth_gbps(partition, topology)
                 }
         figures[partition.id] = extra
-    mode: dict[str, int | str] = {"string": mode_value(node.mode)}
-    source: dict[str, int | str] = {"string": catalog.source}
     out: dict[str, dict[str, dict[str, int | str]]] = {}
     for gpu in topology.gpus:
         attributes: dict[str, dict[str, int | str]] = {
             "gpuModuleID": {"int": gpu.module_id},
             "nvlinkBandwidth": {"int": gpu.bandwidth_gbps},
-            MODE_ATTRIBUTE: mode,
-            SOURCE_ATTRIBUTE: source,
+            MODE_ATTRIBUTE: {"string": mode_value(node.mode)},
+            SOURCE_ATTRIBUTE: {"string": catalog.source},
         }
         for size in (1, 2, 4, 8):
             found = holding.get((gpu.index, size))
-            if found is not None:
-                attributes.update(figures[found.id])
+            if found is not None:  # fresh value dicts per device: nothing is shared between devices
+                attributes.update({name: dict(value) for name, value in figures[found.id].items()})
         out[gpu.name] = attributes
     return out
 

@@ -27,7 +27,7 @@ from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import DeviceView, GpuDriver
-from nvdra.plugins.gpu.fabric import fabric_gate_for_node
+from nvdra.plugins.gpu.fabric import NodeFabric, fabric_gate_for_node
 from nvdra.plugins.gpu.fabric.partitions import check_partition_flag
 from nvdra.plugins.gpu.simnode import simulated_nvml_state
 
@@ -55,13 +55,16 @@ def node_resources(
     fabric_partitions: bool,
     views: Sequence[DeviceView],
     held: Collection[str] = (),
+    fabric: NodeFabric | None = None,
 ) -> DriverResources:
     """Everything the node publishes: the inventory's devices, then each view's decoration in order.
 
     ``held``: devices that prepared claims hold (a VFIO view hides the other face of a held GPU).
+    ``fabric``: the plugin's node fabric (Fabric Manager's mode and live partition table); without it the
+    fabric attributes come from NVML alone (board table, no Fabric Manager).
     """
     resources = GpuDriver.resources_for(
-        inventory, node_name=node_name, gates=gates, fabric_partitions=fabric_partitions
+        inventory, node_name=node_name, gates=gates, fabric_partitions=fabric_partitions, fabric=fabric
     )
     for view in views:
         resources = view.decorate(resources, held)
@@ -92,6 +95,7 @@ def offline_publication(
         UserError: ``config.simulate`` is empty.
     """
     from nvdra.core.errors import UserError
+    from nvdra.plugins.gpu.fabric import build_fabric_effects, planned_node_fabric
     from nvdra.plugins.gpu.vfio import passthrough_views
 
     if not config.simulate:
@@ -105,6 +109,8 @@ def offline_publication(
         backend.init()
         try:
             inventory = discover_inventory(backend)
+            # The fabric planner the plugin builds: Fabric Manager's mode and partitions name attributes.
+            planners, _ = build_fabric_effects(config, gates, backend, env)
         finally:
             backend.shutdown()
         views: list[DeviceView] = list(passthrough_views(config, gates, inventory))
@@ -114,5 +120,6 @@ def offline_publication(
             gates=gates,
             fabric_partitions=config.publish_fabric_partitions,
             views=views,
+            fabric=planned_node_fabric(planners),
         )
     return Publication(inventory=inventory, gates=gates, resources=resources)

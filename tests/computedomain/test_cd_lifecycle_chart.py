@@ -40,14 +40,15 @@ def chart() -> Iterator[ChartCluster]:
         yield cluster
 
 
-@pytest.mark.slow
-def test_compute_domain_lifecycle_under_chart_identities(chart: ChartCluster) -> None:
+def compute_domain_lifecycle(chart: ChartCluster, namespace: str = "team") -> None:
+    """The whole lifecycle in ``chart``'s cluster, a domain in a new ``namespace`` (reusable: the
+    RBAC usage test runs it in its own cluster to see what each account used)."""
     apis = {
         role: KubernetesKubeApi.from_kubeconfig(str(chart.kubeconfig(account)), qps=0, component=component)
         for role, (account, component) in ACCOUNTS.items()
     }
     objects = chart.store.objects
-    objects.create_object(NAMESPACES, {"metadata": {"name": "team"}})
+    objects.create_object(NAMESPACES, {"metadata": {"name": namespace}})
     try:
         with (
             tempfile.TemporaryDirectory(prefix="cd-life-") as base,
@@ -62,7 +63,7 @@ def test_compute_domain_lifecycle_under_chart_identities(chart: ChartCluster) ->
                 background_controller=True,
             ) as c,
         ):
-            cd = c.create_domain("job", "team", num_nodes=2)
+            cd = c.create_domain("job", namespace, num_nodes=2)
             uid = cd["metadata"]["uid"]
             refs = c.schedule_workload(cd, c.nodes)  # waits for the workload template
             assert objects.all_objects(DAEMON_SETS)[0]["metadata"]["name"] == daemon_set_name(uid)
@@ -70,7 +71,7 @@ def test_compute_domain_lifecycle_under_chart_identities(chart: ChartCluster) ->
             c.run_until(
                 "the domain Ready and both channel claims prepared",
                 lambda: (
-                    (c.domain("job", "team").get("status") or {}).get("status") == "Ready"
+                    (c.domain("job", namespace).get("status") or {}).get("status") == "Ready"
                     and all(not n.pending for n in c.nodes)
                 ),
                 max_rounds=1500,
@@ -78,7 +79,7 @@ def test_compute_domain_lifecycle_under_chart_identities(chart: ChartCluster) ->
             assert [len(n.prepared) for n in c.nodes] == [1, 1]
             assert all(n.errors == [] for n in c.nodes), [n.errors for n in c.nodes]
             c.release_workload(refs, c.nodes)
-            c.delete_domain("job", "team")
+            c.delete_domain("job", namespace)
             c.run_until(
                 "everything of the domain gone",
                 lambda: not objects.all_objects(COMPUTE_DOMAINS) and not c.leftovers(uid),
@@ -89,7 +90,12 @@ def test_compute_domain_lifecycle_under_chart_identities(chart: ChartCluster) ->
     finally:
         for api in apis.values():
             api.close()
-    objects.delete_object(NAMESPACES, "team")  # stays Terminating while anything in it has a finalizer
-    assert [n["metadata"]["name"] for n in objects.all_objects(NAMESPACES)].count("team") == 0
+    objects.delete_object(NAMESPACES, namespace)  # stays Terminating while anything in it has a finalizer
+    assert [n["metadata"]["name"] for n in objects.all_objects(NAMESPACES)].count(namespace) == 0
     for role, (account, _) in ACCOUNTS.items():
         assert chart.used(account), f"{role} made no request as {account}"
+
+
+@pytest.mark.slow
+def test_compute_domain_lifecycle_under_chart_identities(chart: ChartCluster) -> None:
+    compute_domain_lifecycle(chart)

@@ -12,6 +12,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
+from nvdra.nvml import PROFILE_NAMES
 from nvdra.tool.cli import main
 
 
@@ -114,3 +115,30 @@ def test_dynamic_mig_unprepare_destroys_the_instances(demo_output: str) -> None:
     """After unprepare no MIG device is left and MIG mode is off again."""
     text = section(demo_output, "NodeUnprepareResources for the MIG claim")
     assert "MIG devices left: 0; GPUs with MIG mode on: none; CDI specs left: none" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", [p for p in PROFILE_NAMES if p != "dgx-h100"])
+def test_demo_runs_on_every_profile(profile: str) -> None:
+    """Every built-in profile finishes the demo: a scenario the node cannot serve says why it is skipped."""
+    result = CliRunner().invoke(main, ["demo", "--simulate", profile], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\ndone in \d+\.\d s\n?$", result.output)
+    assert "Traceback" not in result.output
+    for line in result.output.splitlines():
+        if "skipped on this node:" in line:
+            assert len(line.split("skipped on this node:", 1)[1].strip()) > 20  # a reason, not a stub
+
+
+def test_demo_names_the_reason_when_a_node_cannot_serve_a_scenario() -> None:
+    """An L4 node has no MIG: the dynamic-MIG scenario is skipped with that reason; the rest runs."""
+    result = CliRunner().invoke(main, ["demo", "--simulate", "pcie-l4"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "skipped on this node: no MIG placement published" in result.output
+    assert "gpu-test3: one claim shared by two pods" in result.output
+
+
+def test_unknown_profile_is_a_usage_error() -> None:
+    result = CliRunner().invoke(main, ["demo", "--simulate", "dgx-h900"])
+    assert result.exit_code == 2
+    assert "dgx-h900" in result.output and "pcie-l4" in result.output

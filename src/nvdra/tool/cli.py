@@ -51,6 +51,7 @@ def demo(ctx: click.Context, profile: str) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    _check_profile(profile)
     from nvdra.tool.demo import run_demo
 
     try:
@@ -306,6 +307,8 @@ def partitions(profile: str) -> None:
     import os
 
     from nvdra.plugins.gpu.fabric import partition_rows, simulated_node_fabric
+
+    _check_profile(profile)
 
     try:
         rows = partition_rows(simulated_node_fabric(profile, os.environ))

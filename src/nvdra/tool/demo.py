@@ -16,9 +16,13 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import attrs
+
+from nvdra.alloc import Quantity
 from nvdra.core.sharing import TIMESLICE_KIND
 from nvdra.kubeletplugin.objects import DEPLOYMENTS
 from nvdra.nvml import SimulatedNvml
@@ -28,6 +32,7 @@ from nvdra.tool.demo_session import (
     NAMESPACE,
     DemoClaim,
     DemoSession,
+    DemoSkip,
     Out,
     allocated_claim,
     demo_cluster,
@@ -40,6 +45,7 @@ __all__ = ["DEMO_CLAIMS", "MIG_GATES", "SHARING_GATES", "allocated_claim", "run_
 SHARING_GATES = "TimeSlicingSettings=true,MPSSupport=true"
 MIG_GATES = "DynamicMIG=true"
 _MODE_NAMES = {v: k for k, v in COMPUTE_MODES.items()}
+T = TypeVar("T")
 _INTERVALS = {0: "Default", 1: "Short", 2: "Medium", 3: "Long"}
 
 
@@ -286,7 +292,14 @@ def _dynamic_mig(s: DemoSession) -> None:
         f"  {len(s.slices)} ResourceSlices: {len(devices) - migs} full GPUs and {migs} MIG placements, "
         f"all consuming {len(counter_sets)} counter sets ({first}, …)"
     )
-    claim = _prepare(s, DYNAMIC_MIG)
+    demo = _mig_claim(s)
+    if demo is None:
+        s.section(DYNAMIC_MIG.title)
+        raise DemoSkip(
+            "no MIG placement published: no GPU of this node can be partitioned on demand (no MIG "
+            "support, or MIG mode off on GPUs that need a reset to turn it on)"
+        )
+    claim = _prepare(s, demo)
     if claim is None:
         return
     s.out("  MIG devices on the simulated GPUs now (NVML snapshot):")
@@ -313,6 +326,41 @@ def run_demo(out: Out, *, profile: str = "dgx-h100") -> None:
         quiet.setLevel(level)
 
 
+def _mig_claim(s: DemoSession) -> DemoClaim | None:
+    """The dynamic-MIG scenario for this node: its two smallest MIG profiles on one GPU (None when the
+    node publishes no MIG placement: its GPUs do not support MIG)."""
+    profiles: dict[str, float] = {}
+    for sl in s.slices:
+        for d in sl["spec"].get("devices", []):
+            if _attr(d, "type") == "mig":
+                memory = d.get("capacity", {}).get("memory", {}).get("value", "0")
+                profiles[_attr(d, "profile")] = float(Quantity.parse(str(memory)).value)
+    plain = sorted((p for p in profiles if "+" not in p), key=lambda p: (profiles[p], p))
+    ones = [p for p in plain if p.startswith("1g.")]
+    twos = [p for p in plain if p.startswith("2g.")]
+    if not ones or len(plain) < 2:
+        return None
+    small = ones[0]  # the smallest slice, and one of twice its compute (else the next size up)
+    medium = twos[0] if twos else next(p for p in plain if p != small)
+    return attrs.evolve(
+        DYNAMIC_MIG,
+        title=f"a {small} and a {medium} MIG slice of one GPU, cut at prepare (gpu-test-dynamic-mig)",
+        requests=(
+            gpu_request("small", device_class="mig.nvidia.com", cel=_PROFILE_CEL.format(small)),
+            gpu_request("medium", device_class="mig.nvidia.com", cel=_PROFILE_CEL.format(medium)),
+        ),
+    )
+
+
+def _scenario(s: DemoSession, run: Callable[[DemoSession], T], skipped: T) -> T:
+    """Run one scenario; where the node cannot serve it, say so (and why) and go on."""
+    try:
+        return run(s)
+    except DemoSkip as exc:
+        s.out(f"  skipped on this node: {exc}")
+        return skipped
+
+
 def _run(out: Out, profile: str) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nvdra-demo-") as tmpdir:
@@ -320,15 +368,16 @@ def _run(out: Out, profile: str) -> None:
         out(f"nvdra demo: simulated node {profile!r}, in-process API server, unix sockets in {tmp}")
         with demo_cluster(tmp / "sharing", profile, SHARING_GATES, out, 0) as s:
             _show_slices(s)
-            _gpu_test1(s)
-            _gpu_test2(s)
-            _gpu_test3(s)
-            watched = _time_slicing(s)
-            watched += _mps(s)
-            _prepare(s, BAD_CONFIG)
+            _scenario(s, _gpu_test1, None)
+            _scenario(s, _gpu_test2, None)
+            _scenario(s, _gpu_test3, None)
+            none: list[str] = []
+            watched = _scenario(s, _time_slicing, none)
+            watched += _scenario(s, _mps, none)
+            _scenario(s, lambda s: _prepare(s, BAD_CONFIG), None)
             _unprepare_all(s, watched)
             step = s.step
         out("\n--- the plugin stops and starts again with DynamicMIG (it excludes MPSSupport) ---")
         with demo_cluster(tmp / "mig", profile, MIG_GATES, out, step) as s:
-            _dynamic_mig(s)
+            _scenario(s, _dynamic_mig, None)
     out(f"\ndone in {time.perf_counter() - started:.1f} s")

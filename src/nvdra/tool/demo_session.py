@@ -38,6 +38,7 @@ __all__ = [
     "NODE",
     "DemoClaim",
     "DemoSession",
+    "DemoSkip",
     "FakeKubeController",
     "allocated_claim",
     "demo_cluster",
@@ -137,6 +138,10 @@ class DemoClaim:
         }
 
 
+class DemoSkip(Exception):
+    """This node cannot serve a scenario's claim; the message says why."""
+
+
 class FakeKubeController:
     """Marks MPS control-daemon Deployments ready, as the Deployment controller and kubelet would.
 
@@ -194,15 +199,58 @@ class DemoSession:
         self.out(f"\n[{self.step}] {title}")
 
     def allocate(self, demo: DemoClaim) -> JsonObject:
-        """Allocate ``demo`` as the scheduler would, reserve it for its pods, and store it in the API."""
-        from nvdra.tool.explain import allocate_claim
+        """Allocate ``demo`` as the scheduler would, reserve it for its pods, and store it in the API.
 
-        claim = allocate_claim(demo.draft(), self.slices, node_name=NODE, allocated_claims=self.held)
+        When the node is full, the claims prepared so far are unprepared first (their pods end), as a
+        small node would have to; when even the empty node cannot serve the claim, :class:`DemoSkip`
+        says why (the allocator's first reason).
+        """
+        from nvdra.tool.explain import AllocationFailed, allocate_claim
+
+        draft = demo.draft()
+        try:
+            claim = allocate_claim(draft, self.slices, node_name=NODE, allocated_claims=self.held)
+        except AllocationFailed:
+            if not self.prepared:
+                raise DemoSkip(self.why_not(draft)) from None
+            self.out(
+                f"  (the node is full: the {len(self.prepared)} claims prepared above are unprepared first)"
+            )
+            self.release()
+            try:
+                claim = allocate_claim(draft, self.slices, node_name=NODE, allocated_claims=self.held)
+            except AllocationFailed:
+                raise DemoSkip(self.why_not(draft)) from None
         claim["status"]["reservedFor"] = [
             {"resource": "pods", "name": pod, "uid": str(uuid.uuid4())} for pod in demo.pods
         ]
         self.store.add_claim(claim)
         return claim
+
+    def release(self) -> None:
+        """NodeUnprepareResources for every prepared claim; their devices are free again."""
+        errors = self.kubelet.unprepare(list(self.prepared))
+        failed = {uid: e for uid, e in errors.items() if e}
+        if failed:
+            self.out(f"  unprepare failed: {failed}")
+        self.prepared.clear()
+        self.held.clear()
+
+    def why_not(self, claim: JsonObject) -> str:
+        """The allocator's reason this node cannot serve ``claim``, in one line."""
+        from nvdra.tool.explain import explain_claims
+
+        diag, _ = explain_claims([("", claim)], self.slices, node_name=NODE, allocated_claims=self.held)
+        for req in diag.requests:
+            if req.needs != "all" and req.eligible >= int(req.needs):
+                continue
+            reasons = [v.reason for v in req.verdicts if not v.ok]
+            common = max(set(reasons), key=reasons.count) if reasons else "no candidate device"
+            return (
+                f"request {req.request} needs {req.needs} device(s), {req.eligible} of the node's "
+                f"{len(req.verdicts)} qualify (most: {common})"
+            )
+        return diag.outcome.error or "the allocator found no allocation"
 
     def prepare(self, claim: JsonObject) -> tuple[ClaimRef, PrepareResult, float]:
         """NodePrepareResources for one claim; returns the result and how long it took (ms)."""

@@ -64,6 +64,8 @@ def test_kubelet_plugin_accounts_get_exactly_the_verbs_their_calls_need() -> Non
     cluster, _ = grants(gpu_only, "nvdra-kubeletplugin")
     assert cluster[("", "nodes")] == {"get", "list", "watch"}
     assert ("resource.nvidia.com", "computedomains") not in cluster
+    cluster, _ = grants(render({}), "nvdra-kubeletplugin")
+    assert cluster[("", "nodes")] == {"get", "patch"}  # no GPU plugin: nobody watches the Node
     _, local = grants(render({**GPUS, "featureGates": {"MPSSupport": True}}), "nvdra-kubeletplugin")
     assert local == {("apps", "deployments"): {"get", "create", "delete"}}
 
@@ -86,9 +88,9 @@ def test_controller_and_daemon_accounts() -> None:
         ("coordination.k8s.io", "leases"): {"get", "create", "update"},
     }
     cluster, local = grants(docs, "compute-domain-daemon-service-account")
-    assert cluster == {("resource.nvidia.com", "computedomains"): {"get", "list", "watch"}}
+    assert cluster == {("resource.nvidia.com", "computedomains"): {"list", "watch"}}
     assert local == {
-        ("resource.nvidia.com", "computedomaincliques"): {"get", "list", "watch"},
+        ("resource.nvidia.com", "computedomaincliques"): {"list", "watch"},
         ("", "pods"): {"patch"},
     }
 

@@ -203,7 +203,7 @@ def health_view(config: PluginConfig, gates: FeatureGates, driver: GpuDriver) ->
         log.warning("--additional-xids-to-ignore: ignoring malformed entries %s", ", ".join(malformed))
     devices = allocatable_devices(driver.inventory, gates)
     if driver.fabric_partitions:
-        devices.update(partition_devices(driver.inventory))
+        devices.update(partition_devices(driver.inventory, driver.fabric_catalog))
     tracker = HealthTracker(
         devices,
         pool_name=config.node_name,

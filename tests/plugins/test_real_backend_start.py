@@ -159,7 +159,9 @@ def _published(script: str, base: Path, node_args: list[str]) -> list[dict[str, 
         ("nvdra-gpu-plugin", "dgx-h100", ""),
         ("nvdra-gpu-plugin", "dgx-h100", "DynamicMIG=true"),
         ("nvdra-gpu-plugin", "a100-mig", ""),
+        ("nvdra-gpu-plugin", "pcie-l4", ""),
         ("nvdra-cd-plugin", "gb200-nvl72-tray", ""),
+        ("nvdra-cd-plugin", "dgx-h100", ""),
     ],
 )
 def test_real_backend_publishes_what_the_simulated_node_does(

@@ -140,11 +140,11 @@ class GpuDriver:
         self._effects = effects or Effects()
         self._devices = allocatable_devices(inventory, gates)
         self.fabric_partitions = partitions_enabled(fabric_partitions, gates)
+        fabric = planned_node_fabric(self._effects.planners)
+        self.fabric_catalog = fabric.catalog if fabric else None  # FM's live table where it answers
         if self.fabric_partitions:
             self._devices.update(partition_devices(inventory, self.fabric_catalog))
         self.views = list(views)
-        fabric = planned_node_fabric(self._effects.planners)
-        self.fabric_catalog = fabric.catalog if fabric else None  # FM's live table where it answers
         for view in self.views:
             self._devices.update(view.allocatable())
         # Set by serve: receives the resources again whenever a view's output changes.

@@ -189,6 +189,31 @@ def test_daemon_without_imex_in_its_root_says_where_it_looked(tmp_path: Path) ->
     assert f"nvidia-imex not found under {root}" in done.stderr and "/usr/local/sbin" in done.stderr
 
 
+def test_daemon_that_cannot_write_its_hosts_file_says_it_must_run_as_root(tmp_path: Path) -> None:
+    """Not root (here: root without the DAC override, or any other user): one line, status 1."""
+    root = tmp_path / "ctr"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n")
+    (root / "etc/hosts").chmod(0o444)
+    make_simulated_driver_root(load_profile(PROFILE), root / "tmp/nvdra-simulated-driver-root")
+    env = _daemon_env(root, tmp_path / "kubeconfig", "127.0.0.1", NVDRA_SIMULATE=PROFILE)
+    prefix = (
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+        if os.geteuid() == 0
+        else []
+    )
+    done = subprocess.run(
+        [*prefix, f"{BIN}/nvdra-cd-daemon", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"cannot write {root}/etc/hosts as uid" in done.stderr and "runAsUser: 0" in done.stderr
+
+
 @pytest.mark.slow
 def test_simulated_daemon_runs_the_fake_imex_of_its_generated_driver_root(tmp_path: Path) -> None:
     """NVDRA_SIMULATE: the daemon generates a driver root and runs the fake pair found there; READY."""

@@ -7,7 +7,15 @@ import itertools
 import pytest
 
 from nvdra.core.featuregates import parse_feature_gates
-from nvdra.fabric import BOARD_TABLES, LINK_RATES, PATH_LATENCY_MS, PartitionCatalog, PathClass, detect_board
+from nvdra.fabric import (
+    BOARD_TABLES,
+    LINK_RATES,
+    PATH_LATENCY_MS,
+    PartitionCatalog,
+    PathClass,
+    detect_board,
+    nvswitch_functions,
+)
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.fabric import fabric_attributes
 from tests.fabric.conftest import hgx_a100_16, hgx_b200, nvl72, profile_inventory, profile_topology
@@ -122,3 +130,26 @@ def test_match_attribute_partition4_is_satisfiable_only_by_fm_groups() -> None:
     ]
     modules = sorted(tuple(attrs[n]["gpuModuleID"]["int"] for n in g) for g in agreeing)
     assert modules == [(1, 2, 3, 4), (5, 6, 7, 8)]
+
+
+@pytest.mark.parametrize(
+    ("board", "links", "switches", "table", "sizes"),
+    [
+        ("dgx-h100", 18, 4, "hgx-h100", {8: 1, 4: 2, 2: 4, 1: 8}),
+        ("hgx-h200", 18, 4, "hgx-h100", {8: 1, 4: 2, 2: 4, 1: 8}),
+        ("dgx-a100", 12, 6, "hgx-a100", {8: 1, 4: 2, 2: 4, 1: 8}),
+        ("gb200-nvl72-tray", 18, 0, "derived", {4: 1, 2: 2, 1: 4}),
+    ],
+)
+def test_profiles_carry_the_real_boards_facts(
+    board: str, links: int, switches: int, table: str, sizes: dict[int, int]
+) -> None:
+    """Links per GPU, NVSwitch functions on the node, and the partition table of each simulated board
+    (HGX H100/H200: 4 third-generation NVSwitches, 18 links; DGX A100: 6 switches, 12 links; a GB200
+    tray: 18 links to switch trays that are no PCI function of the node)."""
+    topology = profile_topology(board)
+    assert {g.links for g in topology.gpus} == {links}
+    assert len(nvswitch_functions(profile_inventory(board).gpus)) == switches
+    catalog = PartitionCatalog.for_topology(topology)
+    assert catalog.source == table
+    assert {s: len(catalog.of_size(s)) for s in catalog.sizes} == sizes

@@ -404,9 +404,10 @@ def make_simulated_sysfs(
             for g in inventory.gpus
         ]
         # The NVSwitches the GPUs' NVLinks reach (a bridge-class NVIDIA function on nvidia, passed through
-        # with the GPUs under FullPassthrough); 0x22a3 is the H100-generation NVSwitch's device id.
+        # with the GPUs under FullPassthrough), with the device id of their generation.
+        switch_id = "0x1af1" if {g.architecture for g in inventory.gpus} == {"Ampere"} else "0x22a3"
         functions += [
-            (address, "pci0000:00", "0x22a3", NVSWITCH_CLASS, None, None)
+            (address, "pci0000:00", switch_id, NVSWITCH_CLASS, None, None)
             for address in nvswitch_functions(inventory.gpus)
         ]
         functions.append(("0000:00:1f.0", "pci0000:00", "0x1234", "0x020000", None, None))  # a NIC

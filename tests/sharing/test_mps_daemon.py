@@ -232,3 +232,63 @@ def test_mps_directories_and_deployment_are_what_a_real_node_needs(tmp_path: Pat
     )
     sim_volumes = simulated["spec"]["template"]["spec"]["volumes"]
     assert {v["name"]: v["hostPath"]["path"] for v in sim_volumes}["driver-root"] == str(tmp_path / "sim")
+
+
+def test_control_daemon_process_runs_from_the_deployment_the_plugin_renders(tmp_path: Path) -> None:
+    """``nvdra-mps-daemon`` as a process from the Deployment's command, env and mounts: started, probed, quit.
+
+    The runtime's view is mapped onto the generated driver root: each nested mount (pipe, log, shm) is
+    a symlink at its path under the root, and ``NVIDIA_DRIVER_ROOT`` (``/driver-root``) names the root.
+    """
+    root = make_simulated_driver_root(load_profile("dgx-h100"), tmp_path / "host/driver-root")
+    config = PluginConfig(node_name="n1", kubelet_plugins_directory_path=tmp_path / "plugins")
+    record = {
+        "id": "abc",
+        "uuids": ["GPU-a"],
+        "pinnedMemoryLimits": {"GPU-a": "1024M"},
+        "activeThreadPercentage": 40,
+        "computeModeGpus": ["GPU-a"],
+    }
+    mps_root = config.plugin_dir / "mps/abc"
+    make_mps_dirs(mps_root)
+    pod = render_deployment(record, config, parse_feature_gates(""), mps_root, driver_root=root)["spec"][
+        "template"
+    ]
+    container = pod["spec"]["containers"][0]
+    assert container["securityContext"]["runAsUser"] == 0
+    volumes = {v["name"]: v["hostPath"]["path"] for v in pod["spec"]["volumes"]}
+    for mount in container["volumeMounts"]:
+        if mount["mountPath"] == "/driver-root":
+            assert volumes[mount["name"]] == str(root)
+            continue
+        target = root / mount["mountPath"].removeprefix("/driver-root/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(volumes[mount["name"]])
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["NVIDIA_DRIVER_ROOT"] == "/driver-root"
+    env.update(
+        NVIDIA_DRIVER_ROOT=str(root),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"]),
+    )
+    assert shutil.which("nvidia-cuda-mps-control", path=env["PATH"]) is None
+    probe = [w.replace("/driver-root", str(root)) for w in container["startupProbe"]["exec"]["command"]]
+    proc = subprocess.Popen(container["command"], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stderr.read() if proc.stderr else ""
+            )
+            time.sleep(0.05)
+        state = read_state(mps_root / "pipe")
+        assert state == {
+            "running": True,
+            "visibleDevices": "GPU-a",
+            "threadPercentage": 40,
+            "pinned": {"GPU-a": "1024M"},
+        }
+        assert (mps_root / "log/control.log").exists() and (mps_root / "pipe/control").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(60) == 0
+    assert read_state(mps_root / "pipe")["running"] is False

@@ -318,3 +318,29 @@ def test_the_gpu_checks_pass_on_the_fake(name: str, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 passed" in done.stdout, done.stdout
+
+
+OLDER_DRIVER = (
+    "nvmlDeviceGetGpuFabricInfoV",
+    "nvmlDeviceGetAddressingMode",
+    "nvmlDeviceGetGpuInstanceProfileInfoByIdV",
+    "nvmlDeviceGetNumaNodeId",
+    "nvmlDeviceGetModuleId",
+)
+"""Entry points younger than the rest: a driver that predates them answers FUNCTION_NOT_FOUND."""
+
+
+@pytest.mark.parametrize("name", ["a100-mig", "dgx-h100"])
+def test_an_older_driver_without_the_newer_calls_still_conforms(name: str, real: Real) -> None:
+    """Without the newer symbols every check still passes (MIG round trip included) and discovery
+    reads them as not reported: module 0, no NUMA node or addressing mode, fabric info from v1."""
+    backend = real(name, omit=OLDER_DRIVER, fabric_version=1)
+    if name == "dgx-h100":
+        with nvml_session(backend):
+            backend.set_mig_mode(0, True)
+    results = run_conformance(backend, allow_mutation=True)
+    assert [r for r in results if not r.ok] == []
+    assert {r.name: r.outcome for r in results}["check_mig_round_trip"] == "passed"
+    with nvml_session(backend):
+        gpu = discover_inventory(backend).gpus[0]
+    assert (gpu.module_id, gpu.numa_node, gpu.addressing_mode) == (0, None, None)

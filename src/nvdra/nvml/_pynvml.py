@@ -220,10 +220,10 @@ class PynvmlBackend:
         return None if info is None else int(info.total)
 
     def module_id(self, index: int) -> int:
-        """``nvmlDeviceGetModuleId`` (passing our own c_uint: pynvml's default argument is shared)."""
-        h = self._h(index, "module_id")
-        with self._nvml(f"nvmlDeviceGetModuleId(GPU {index})") as n:
-            return int(n.nvmlDeviceGetModuleId(h, ctypes.c_uint()))
+        """``nvmlDeviceGetModuleId`` (passing our own c_uint: pynvml's default argument is shared);
+        0, the PCIe products' answer, where NVML answers NOT_SUPPORTED or the driver lacks the call."""
+        module = self._optional("nvmlDeviceGetModuleId", index, "nvmlDeviceGetModuleId", ctypes.c_uint())
+        return 0 if module is None else int(module)
 
     def addressing_mode(self, index: int) -> int | None:
         """``nvmlDeviceGetAddressingMode``, None when NOT_SUPPORTED or missing."""
@@ -386,13 +386,28 @@ class PynvmlBackend:
             gi = n.nvmlDeviceCreateGpuInstanceWithPlacement(h, profile_id, ctypes.byref(placement))
             return int(n.nvmlGpuInstanceGetInfo(gi).id)
 
+    def _gi_slices(self, index: int, h: Any, profile_id: int) -> int:
+        """Compute slices of GI profile ``profile_id``: by id, or, on drivers without
+        ``nvmlDeviceGetGpuInstanceProfileInfoByIdV`` (FUNCTION_NOT_FOUND), from the enum walk."""
+        try:
+            with self._nvml(f"nvmlDeviceGetGpuInstanceProfileInfoByIdV(GPU {index}, {profile_id})") as n:
+                return int(n.nvmlDeviceGetGpuInstanceProfileInfoById(h, profile_id).sliceCount)
+        except NvmlError as exc:
+            if exc.code != _FUNCTION_NOT_FOUND:
+                raise
+        for profile in self.gpu_instance_profiles(index):
+            if profile.id == profile_id:
+                return profile.slice_count
+        raise nvml_error_for_code(_NOT_FOUND, f"GPU {index}: no GPU instance profile with id {profile_id}")
+
     def create_compute_instance(self, index: int, gi_id: int) -> b.ComputeInstanceRef:
         """Create the full-size CI of a GI (shared engine profile) and read its MIG UUID back."""
         h = self._h(index, "create_compute_instance")
-        with self._nvml(f"create compute instance in GI {gi_id} of GPU {index}") as n:
+        with self._nvml(f"GPU instance {gi_id} of GPU {index}") as n:
             gi = n.nvmlDeviceGetGpuInstanceById(h, gi_id)
-            gi_profile = n.nvmlDeviceGetGpuInstanceProfileInfoById(h, n.nvmlGpuInstanceGetInfo(gi).profileId)
-            ci_enum = _FULL_CI_PROFILE[int(gi_profile.sliceCount)]
+            profile_id = int(n.nvmlGpuInstanceGetInfo(gi).profileId)
+        ci_enum = _FULL_CI_PROFILE[self._gi_slices(index, h, profile_id)]
+        with self._nvml(f"create compute instance in GI {gi_id} of GPU {index}") as n:
             ci_profile = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(
                 gi, ci_enum, n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
             )

@@ -283,6 +283,14 @@ def test_field_validation_warn_by_default_and_unknown_fields_of_custom_resources
     assert wire("POST", f"{CDS}?fieldValidation=Loose", compute_domain("x")).status == 400
 
 
+def test_unknown_fields_of_built_in_kinds_are_dropped_as_decoding_drops_them(wire: Wire) -> None:
+    template = json.loads(SPACED_TEMPLATE)
+    template["spec"]["spec"]["devices"]["bogus"] = True
+    answer = wire("POST", TEMPLATES, template)
+    assert answer.status == 201 and "bogus" not in answer.body["spec"]["spec"]["devices"]
+    assert answer.headers.get_all("Warning") == ['299 - "unknown field \\"spec.spec.devices.bogus\\""']
+
+
 # --- finalizers, deletion, namespaces ------------------------------------------------------------
 
 

@@ -72,11 +72,13 @@ __all__ = [
     "ResourceType",
     "WatchEvent",
     "WatchStream",
+    "drop_field",
     "json_patch",
     "match_fields",
     "match_labels",
     "merge_patch",
     "strategic_merge_patch",
+    "unknown_fields",
 ]
 
 JsonObject = dict[str, Any]
@@ -705,7 +707,7 @@ def unknown_fields(
     return found
 
 
-def _drop(obj: JsonObject, path: str) -> None:
+def drop_field(obj: JsonObject, path: str) -> None:
     """Remove the field at a path :func:`unknown_fields` reported (``a.b[2].c``)."""
     parts = re.findall(r"[^.\[\]]+|\[\d+\]", path)
     node: Any = obj
@@ -999,7 +1001,7 @@ class ObjectStore:
         """Drop fields a CRD's schema does not declare (the apiserver prunes custom resources)."""
         for path in self.unknown_fields(rt, obj) or []:
             if path.split(".")[0] not in ("apiVersion", "kind"):
-                _drop(obj, path)
+                drop_field(obj, path)
 
     def _check_namespace(self, rt: ResourceType, namespace: str | None, name: str) -> None:
         if not rt.namespaced:

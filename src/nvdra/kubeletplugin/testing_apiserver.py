@@ -60,6 +60,7 @@ from nvdra.kubeletplugin.objects import (
     RESOURCE_SLICES,
     ResourceType,
     WatchStream,
+    drop_field,
     raw_extensions,
     unknown_fields,
 )
@@ -573,14 +574,15 @@ class ApiServer:
         return out
 
     def _check_fields(self, rt: ResourceType, version: str, obj: Any, query: Mapping[str, str]) -> None:
-        """``fieldValidation``: Strict refuses unknown fields (400), Warn (default) sends warnings."""
+        """``fieldValidation``: Strict refuses unknown fields (400), Warn (default) sends warnings; then
+        unknown fields of built-in kinds are dropped, as decoding into the typed object drops them."""
         mode = query.get("fieldValidation") or "Warn"
         if mode not in _FIELD_VALIDATION:
             raise KubeApiError(
                 f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", "Strict", "Warn"',
                 status=400,
             )
-        if mode == "Ignore" or not isinstance(obj, dict):
+        if not isinstance(obj, dict):
             return
         if rt.custom:
             unknown = self.store.objects.unknown_fields(rt, obj)
@@ -598,7 +600,11 @@ class ApiServer:
             raise KubeApiError(
                 "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown), status=400
             )
-        self._ctx.warnings.extend(f'unknown field "{u}"' for u in unknown)
+        if mode == "Warn":
+            self._ctx.warnings.extend(f'unknown field "{u}"' for u in unknown)
+        if not rt.custom:  # a custom resource is pruned by the store, by its CRD schema
+            for path in unknown:
+                drop_field(obj, path)
 
     def _watch(
         self,
@@ -761,10 +767,10 @@ class ApiServer:
         raw = None
         if method in ("POST", "PUT"):
             self._check_namespace(body, ns)
-            self._check_fields(rt, version, body, query)
             raw = self._raw_texts(rt, body)
-            if group == RESOURCE_GROUP:
+            if group == RESOURCE_GROUP:  # another version's fields are refused there; now in v1's shape
                 body = self._incoming(body, version, rt.kind)
+            self._check_fields(rt, rt.version, body, query)
         if method == "GET" and not name:
             return self._list(rt, ns, query, f"{group}/{version}" if group else version, out)
         if method == "GET":

@@ -22,7 +22,9 @@ from nvdra.kubeletplugin.client import (
 from nvdra.kubeletplugin.fake import FakeKube, KubeCall
 from nvdra.kubeletplugin.health import DeviceHealth, HealthReporter, HealthStatus
 from nvdra.kubeletplugin.helper import Helper, SlicePublisher, start
+from nvdra.kubeletplugin.informer import Backoff, Informer
 from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.kubeletplugin.logrepeat import RepeatFilter
 from nvdra.kubeletplugin.objects import (
     DAEMON_SETS,
     DEPLOYMENTS,
@@ -66,6 +68,7 @@ __all__ = [
     "RESOURCE_CLAIMS",
     "RESOURCE_CLAIM_TEMPLATES",
     "ApiServer",
+    "Backoff",
     "ClaimRef",
     "DeviceHealth",
     "DraDriver",
@@ -76,6 +79,7 @@ __all__ = [
     "HealthStatus",
     "HealthWatch",
     "Helper",
+    "Informer",
     "KubeApi",
     "KubeCall",
     "KubeletClient",
@@ -92,6 +96,7 @@ __all__ = [
     "RegisteredPlugin",
     "RegistrationRejected",
     "RegistrationStatus",
+    "RepeatFilter",
     "RequestSerializer",
     "ResourceSlicePublisher",
     "ResourceType",

@@ -33,8 +33,11 @@ State file (one record a line; ``-`` = NVML answers NOT_SUPPORTED)::
     ci <index> <gi id> <ci id> <ci profile id> <MIG uuid>
 
 The last five kinds are the hardware state: the library rewrites them (atomically) after every
-change. Events are read from ``<state>.events`` while a wait runs: ``event <gpu> <type hex> <data>
-<gi> <ci>`` or ``lost <gpu>`` (see :func:`append_fake_nvml_event`).
+change, and reads the file on the first ``nvmlInit`` of a process (again after its last shutdown), so
+a restarted plugin sees what its predecessor made; two processes running at once do not see each
+other's changes until then (unlike one real GPU). Events are read from ``<state>.events`` while a
+wait runs: ``event <gpu> <type hex> <data> <gi> <ci>`` or ``lost <gpu>`` (see
+:func:`append_fake_nvml_event`).
 """
 
 from __future__ import annotations

@@ -238,3 +238,20 @@ def test_validate_fix_turns_the_readme_v1alpha2_example_into_v1_with_its_selecto
     ]
     again = CliRunner().invoke(cli_main, ["validate", str(path)])
     assert again.exit_code == 0, again.output
+
+
+def test_a_config_without_requests_covers_only_the_gpu_requests() -> None:
+    """A GpuConfig naming no requests applies to the GPU driver's devices: a ComputeDomain channel
+    request beside the GPUs is not counted into the partition."""
+    claim = readme_claim(4, partitionSize=4)
+    devices = claim["spec"]["devices"]
+    del devices["config"][0]["requests"]
+    devices["requests"].append(
+        {"name": "channel", "exactly": {"deviceClassName": "compute-domain-default-channel.nvidia.com"}}
+    )
+    fixed, _ = fix_claim(claim)
+    assert demand_problems(fixed) == []
+    assert fixed["spec"]["devices"]["constraints"] == [
+        {"requests": ["gpus"], "matchAttribute": "gpu.nvidia.com/partition4"}
+    ]
+    assert "selectors" not in fixed["spec"]["devices"]["requests"][1]["exactly"]

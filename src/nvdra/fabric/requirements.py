@@ -196,6 +196,12 @@ class _Request:
     body_path: str  # where selectors and count live (…exactly, or the request itself)
     count: int | None  # None: not an ExactCount request (All, firstAvailable)
     selectors: tuple[str, ...]
+    device_class: str = ""
+
+    @property
+    def other_driver(self) -> bool:
+        """Whether the request's class is another driver's (ComputeDomain channels, daemons)."""
+        return self.device_class.startswith("compute-domain")
 
 
 def _devices(obj: Mapping[str, Any], template: bool | None = None) -> tuple[Mapping[str, Any], str]:
@@ -236,6 +242,7 @@ def _requests(devices: Mapping[str, Any], base: str) -> list[_Request]:
                 body_path=body_path,
                 count=count,
                 selectors=selectors,
+                device_class=str(body.get("deviceClassName", "")),
             )
         )
     return out
@@ -332,7 +339,12 @@ def fabric_demands(obj: Mapping[str, Any], *, template: bool | None = None) -> l
     out: list[Demand] = []
     for index, fabric, names in _fabric_configs(devices, base):
         config_path = f"{base}.config[{index}].opaque.parameters.fabricTopologyConfig"
-        group = [r for r in requests if names is None or r.name in names]
+        # A config naming no requests applies to the GPU driver's devices of every request.
+        group = (
+            [r for r in requests if r.name in names]
+            if names is not None
+            else [r for r in requests if not r.other_driver]
+        )
         if not group:
             continue
         group_names = tuple(r.name for r in group)

@@ -23,11 +23,16 @@ from nvdra.plugins.computedomain.controller import ComputeDomainController, Sett
 from nvdra.plugins.computedomain.kube import COMPUTE_DOMAINS
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import serve
+from tests.computedomain.test_cd_lifecycle_chart import (
+    compute_domain_lifecycle,
+    controller_rereads_after_conflicts,
+)
 from tests.deploy.chart_identities import ChartCluster, chart_cluster
 from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result
 
 KUBELET_PLUGIN = "nvdra-kubeletplugin"
 CONTROLLER = "nvdra-controller"
+DAEMON = "compute-domain-daemon-service-account"
 
 # Which processes of the suite run under which account, and so must be exercised before comparing.
 USED_BY: dict[str, list[str]] = {}
@@ -42,13 +47,14 @@ def wait_for(what: str, probe: Callable[[], Any], deadline_s: float = 20.0) -> A
     return value
 
 
-def stale_slice() -> dict[str, Any]:
+def stale_slice(prefix: str) -> dict[str, Any]:
+    """A slice of an older publication of this node's pool (index 0 when ``prefix`` is "00000")."""
     return {
-        "metadata": {"generateName": f"{NODE}-{DRIVER}-"},
+        "metadata": {"generateName": f"{prefix}-{DRIVER}-{NODE}-"},
         "spec": {
             "driver": DRIVER,
             "nodeName": NODE,
-            "pool": {"name": NODE, "generation": 1, "resourceSliceCount": 2},
+            "pool": {"name": NODE, "generation": 1, "resourceSliceCount": 1},
             "devices": [{"name": "gpu-0"}],
         },
     }
@@ -73,9 +79,9 @@ def test_gpu_plugin_publishes_and_prepares_under_its_chart_identity(chart: Chart
             kubelet_plugins_directory_path=base / "plugins",
             healthcheck_port=0,
         )
-        # Two slices of an older publication: the plugin updates one and deletes the other.
-        for _ in range(2):
-            chart.store.create_resource_slice(stale_slice())
+        # Two slices of an older publication: the plugin updates its own (index 0), deletes the other.
+        for prefix in ("00000", "stale"):
+            chart.store.create_resource_slice(stale_slice(prefix))
         with serve(config) as plugin, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
             registered = kubelet.register(config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock")
             wait_for("the plugin's one slice", lambda: len(chart.store.resource_slices()) == 1)
@@ -127,6 +133,20 @@ def test_controller_reconciles_a_domain_under_its_chart_identity(chart: ChartClu
     USED_BY.setdefault(CONTROLLER, []).append("controller")
 
 
+def test_compute_domain_lifecycle_under_chart_identities(chart: ChartCluster) -> None:
+    """Engineer B's lifecycle (controller, CD plugins, IMEX daemons), here in this module's cluster."""
+    compute_domain_lifecycle(chart, "lifecycle")
+    ip_mode = "IMEXDaemonsWithDNSNames=false,ComputeDomainCliques=false"
+    compute_domain_lifecycle(chart, "ip-mode", feature_gates=ip_mode)
+    controller_rereads_after_conflicts(chart)
+    for account, process in (
+        (CONTROLLER, "controller"),
+        (KUBELET_PLUGIN, "cd plugin"),
+        (DAEMON, "cd daemon"),
+    ):
+        USED_BY.setdefault(account, []).append(process)
+
+
 def _covered(used: tuple[str, str, str], granted: set[tuple[str, str, str]]) -> bool:
     verb, group, resource = used
     return any(
@@ -135,17 +155,7 @@ def _covered(used: tuple[str, str, str], granted: set[tuple[str, str, str]]) -> 
     )
 
 
-PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="the flows here do not yet cover the CD plugin, the CD daemons and the controller's cliques and "
-    "Lease (engineer B's ComputeDomain lifecycle under chart identities), and the chart grants verbs no "
-    "process uses (engineer C): see the assertion message for the exact lists",
-)
-
-
-@pytest.mark.parametrize(
-    "account", [pytest.param(KUBELET_PLUGIN, marks=PENDING), pytest.param(CONTROLLER, marks=PENDING)]
-)
+@pytest.mark.parametrize("account", [KUBELET_PLUGIN, CONTROLLER, DAEMON])
 def test_what_each_account_used_is_what_the_chart_grants(chart: ChartCluster, account: str) -> None:
     if account not in USED_BY:
         pytest.skip(f"no flow of {account} ran (run the whole module)")

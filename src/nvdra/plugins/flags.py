@@ -8,11 +8,13 @@ Upstream's binaries bridge every flag to an environment variable named like the 
 from __future__ import annotations
 
 import faulthandler
+import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,13 +22,18 @@ from typing import Any, TypeVar
 import click
 
 from nvdra.kubeletplugin.logrepeat import install_repeat_filter
+from nvdra.plugins.computedomain.flags import VERBOSITY
 
 __all__ = [
     "PATH_FLAGS",
     "SHUTDOWN_DEADLINE",
+    "JsonFormatter",
+    "KlogFormatter",
     "configure_logging",
+    "fields",
     "flag_values",
     "kubelet_plugin_options",
+    "logging_options",
     "option",
     "stop_on_signals",
     "wait_for_signal",
@@ -91,12 +98,14 @@ def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
             env="KUBELET_REGISTRAR_DIRECTORY_PATH",
             default="/var/lib/kubelet/plugins_registry",
             show_default=True,
+            help="The kubelet's plugin registration directory (the registration socket goes here).",
         ),
         option(
             "--kubelet-plugins-directory-path",
             env="KUBELET_PLUGINS_DIRECTORY_PATH",
             default="/var/lib/kubelet/plugins",
             show_default=True,
+            help="The kubelet's plugins directory (the DRA socket and the checkpoint go under it).",
         ),
         option(
             "--healthcheck-port",
@@ -112,7 +121,13 @@ def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
             default="",
             help="Metrics listen address (off when empty).",
         ),
-        option("--metrics-path", env="METRICS_PATH", default="/metrics", show_default=True),
+        option(
+            "--metrics-path",
+            env="METRICS_PATH",
+            default="/metrics",
+            show_default=True,
+            help="HTTP path of the metrics.",
+        ),
         option(
             "--kubeconfig",
             env="KUBECONFIG",
@@ -127,7 +142,14 @@ def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
             show_default=True,
             help="QPS for background API traffic (claim reads on the prepare path are not throttled).",
         ),
-        option("--kube-api-burst", env="KUBE_API_BURST", default=10, type=int, show_default=True),
+        option(
+            "--kube-api-burst",
+            env="KUBE_API_BURST",
+            default=10,
+            type=int,
+            show_default=True,
+            help="Burst for background API traffic.",
+        ),
         option("--feature-gates", env="FEATURE_GATES", default="", help="Comma list of Gate=true|false."),
         option(
             "--simulate",
@@ -141,7 +163,7 @@ def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
             default="",
             help="Per-instance socket names for rolling updates (kubelet >= 1.33).",
         ),
-        click.option("-v", "verbosity", count=True, help="More logging (-v info details, -vv debug)."),
+        logging_options(),
     ]
 
     def apply(func: F) -> F:
@@ -152,12 +174,127 @@ def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
     return apply
 
 
-def configure_logging(verbosity: int) -> None:
-    """Log to stderr: INFO by default, DEBUG from ``-vv``; an identical line once a minute with a count."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbosity >= 2 else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+LOG_FORMATS = ("text", "json")
+_FORMAT_KEY = "nvdra.logging_format"
+
+
+def _remember_format(ctx: click.Context, _: click.Parameter, value: str) -> str:
+    ctx.find_root().meta[_FORMAT_KEY] = value
+    return value
+
+
+def logging_options(*, version: bool = True, group: bool = False) -> Callable[[F], F]:
+    """klog's ``-v``/``--v LEVEL``, ``--logging-format text|json`` and (``version``) ``--version``.
+
+    ``-v`` is given to the command as ``verbosity``; the format is remembered in the click context,
+    where :func:`configure_logging` finds it. On a ``group`` ``-v`` needs its level, as klog's does
+    (``-v 4``, ``-v=4``, ``-vv``), so that ``-v COMMAND`` is not read as a level; a plain command
+    also takes a bare ``-v`` (level 1).
+    """
+    optional: dict[str, Any] = {} if group else {"is_flag": False, "flag_value": "1"}
+    decorators: list[Callable[[F], F]] = [
+        click.option(
+            "-v",
+            "--v",
+            "verbosity",
+            type=VERBOSITY,
+            default="0",
+            show_default=True,
+            metavar="LEVEL",
+            help="Log verbosity as klog takes it (-v=4, --v 4, -vv for 2"
+            + ("" if group else ", a bare -v for 1")
+            + "); 2 and more add debug detail.",
+            **optional,
+        ),
+        click.option(
+            "--logging-format",
+            type=click.Choice(LOG_FORMATS),
+            default="text",
+            show_default=True,
+            envvar="LOGGING_FORMAT",
+            show_envvar=True,
+            expose_value=False,
+            callback=_remember_format,
+            help="text: klog's line header and key=value fields; json: one object per line (ts, caller, "
+            "msg, v, and the fields), as Kubernetes components write it.",
+        ),
+    ]
+    if version:
+        decorators.append(click.version_option(package_name="nvdra", message="%(prog)s %(version)s"))
+
+    def apply(func: F) -> F:
+        for decorate in reversed(decorators):
+            func = decorate(func)
+        return func
+
+    return apply
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """``extra=`` for a log call with structured fields: ``log.info("msg", extra=fields(node=n))``."""
+    return {"fields": values}
+
+
+def _field_text(value: Any) -> str:
+    text = str(value)
+    return text if text and not any(c in text for c in ' "=\n') else json.dumps(text)
+
+
+class KlogFormatter(logging.Formatter):
+    """``I1203 07:30:00.123456   12345 serve.py:101] message key=value``: klog's text header."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One klog line; the exception, if any, on the lines after it."""
+        level = {"WARNING": "W", "ERROR": "E", "CRITICAL": "F"}.get(record.levelname, "I")
+        ts = time.strftime("%m%d %H:%M:%S", time.localtime(record.created))
+        micros = int((record.created % 1) * 1_000_000)
+        thread = (record.thread or 0) % 10**7
+        line = f"{level}{ts}.{micros:06d} {thread:7d} {record.filename}:{record.lineno}] "
+        line += record.getMessage()
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            line += f" {key}={_field_text(value)}"
+        line += f" logger={_field_text(record.name)}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, the fields of Kubernetes' JSON log format (``ts``, ``caller``,
+    ``msg``, ``v``; ``err`` for errors) plus the record's structured fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The JSON line."""
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "caller": f"{record.filename}:{record.lineno}",
+            "msg": record.getMessage(),
+            "v": 0 if record.levelno >= logging.INFO else 2,
+            "logger": record.name,
+        }
+        if record.levelno >= logging.WARNING:
+            entry["level"] = "error" if record.levelno >= logging.ERROR else "warning"
+        entry.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            entry["err"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(verbosity: int, fmt: str | None = None, *, tool: bool = False) -> None:
+    """Log to stderr: INFO by default, DEBUG from ``-v=2``; klog text or JSON (``--logging-format``,
+    which ``fmt`` defaults to); an identical line once a minute with a count.
+
+    ``tool``: an interactive command, whose own output is the point: WARNING by default, INFO at ``-v``.
+    """
+    if fmt is None:
+        ctx = click.get_current_context(silent=True)
+        fmt = str(ctx.find_root().meta.get(_FORMAT_KEY, "text")) if ctx is not None else "text"
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else KlogFormatter())
+    level = logging.DEBUG if verbosity >= 2 else logging.INFO
+    if tool and verbosity == 0:
+        level = logging.WARNING
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     install_repeat_filter()
 
 

@@ -10,6 +10,7 @@ import click
 from nvdra.core.errors import FeatureGateError, NvdraError
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.nvml import PROFILE_NAMES
+from nvdra.plugins.flags import configure_logging, logging_options
 from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.devices import node_publication, slice_device_rows, slice_objects
 from nvdra.tool.output import output_options, print_objects
@@ -19,9 +20,13 @@ __all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(package_name="nvdra")
-def main() -> None:
-    """nvdra: the NVIDIA GPU DRA driver, as a library and tools."""
+@logging_options(group=True)
+def main(verbosity: int) -> None:
+    """nvdra: the NVIDIA GPU DRA driver, as a library and tools.
+
+    Exit status: 0 success, 1 a problem found (invalid input, no allocation), 2 a usage error.
+    """
+    configure_logging(verbosity, tool=True)
 
 
 def _check_profile(profile: str) -> None:

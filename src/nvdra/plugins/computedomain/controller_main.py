@@ -7,7 +7,6 @@ Leader-election durations take Go spellings (``15s``) or plain seconds (``15``);
 from __future__ import annotations
 
 import http.server
-import logging
 import signal
 import sys
 import threading
@@ -18,9 +17,9 @@ import click
 from nvdra.core.errors import NvdraError
 from nvdra.imex import Settings
 from nvdra.kubeletplugin import KubernetesKubeApi
-from nvdra.kubeletplugin.logrepeat import install_repeat_filter
 from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
 from nvdra.plugins.computedomain.flags import DURATION
+from nvdra.plugins.flags import configure_logging, logging_options
 from nvdra.plugins.flags import option as _opt
 
 __all__ = ["main"]
@@ -50,18 +49,59 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
 @_opt("--pod-name", env="POD_NAME", required=True, help="Lease identity.")
 @_opt("--namespace", env="NAMESPACE", default="default", show_default=True, help="Driver namespace.")
 @_opt("--image-name", env="IMAGE_NAME", required=True, help="Image of the CD daemon pods.")
-@_opt("--cd-daemon-image-pull-secret-names", env="CD_DAEMON_IMAGE_PULL_SECRET_NAMES", default="")
-@_opt("--log-verbosity-cd-daemon", env="LOG_VERBOSITY_CD_DAEMON", default=0, type=int)
-@_opt("--max-nodes-per-imex-domain", env="MAX_NODES_PER_IMEX_DOMAIN", default=18, type=int, show_default=True)
-@_opt("--http-endpoint", env="HTTP_ENDPOINT", default="")
-@_opt("--metrics-path", env="METRICS_PATH", default="/metrics", show_default=True)
-@_opt("--additional-namespaces", env="ADDITIONAL_NAMESPACES", default="")
-@_opt("--leader-election-enabled", env="LEADER_ELECTION_ENABLED", default=False, type=bool)
-@_opt("--leader-election-lease-lock-namespace", env="LEADER_ELECTION_LEASE_LOCK_NAMESPACE", default="default")
+@_opt(
+    "--cd-daemon-image-pull-secret-names",
+    env="CD_DAEMON_IMAGE_PULL_SECRET_NAMES",
+    default="",
+    help="Comma list of image pull Secrets for the CD daemon pods.",
+)
+@_opt(
+    "--log-verbosity-cd-daemon",
+    env="LOG_VERBOSITY_CD_DAEMON",
+    default=0,
+    type=int,
+    help="The -v level the CD daemon pods log with.",
+)
+@_opt(
+    "--max-nodes-per-imex-domain",
+    env="MAX_NODES_PER_IMEX_DOMAIN",
+    default=18,
+    type=int,
+    show_default=True,
+    help="Most nodes in one IMEX domain (clique); the daemons of more nodes wait.",
+)
+@_opt("--http-endpoint", env="HTTP_ENDPOINT", default="", help="Metrics listen address (off when empty).")
+@_opt(
+    "--metrics-path",
+    env="METRICS_PATH",
+    default="/metrics",
+    show_default=True,
+    help="HTTP path of the metrics.",
+)
+@_opt(
+    "--additional-namespaces",
+    env="ADDITIONAL_NAMESPACES",
+    default="",
+    help="Comma list of more namespaces the controller may create daemon objects in.",
+)
+@_opt(
+    "--leader-election-enabled",
+    env="LEADER_ELECTION_ENABLED",
+    default=False,
+    type=bool,
+    help="Run only while holding the Lease (several replicas, one active).",
+)
+@_opt(
+    "--leader-election-lease-lock-namespace",
+    env="LEADER_ELECTION_LEASE_LOCK_NAMESPACE",
+    default="default",
+    help="Namespace of the leader-election Lease.",
+)
 @_opt(
     "--leader-election-lease-lock-name",
     env="LEADER_ELECTION_LEASE_LOCK_NAME",
     default="nvidia-compute-domain-controller",
+    help="Name of the leader-election Lease.",
 )
 @_opt(
     "--leader-election-lease-duration",
@@ -69,6 +109,7 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
     default="15s",
     type=DURATION,
     show_default=True,
+    help="How long a Lease holds without renewal.",
 )
 @_opt(
     "--leader-election-renew-deadline",
@@ -76,6 +117,7 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
     default="10s",
     type=DURATION,
     show_default=True,
+    help="How long the holder tries to renew before it gives up.",
 )
 @_opt(
     "--leader-election-retry-period",
@@ -83,6 +125,7 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
     default="2s",
     type=DURATION,
     show_default=True,
+    help="How often candidates try to take the Lease.",
 )
 @_opt(
     "--resync-period",
@@ -92,21 +135,20 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
     show_default=True,
     help="A full reconcile pass this often even without any change (changes are watched).",
 )
-@_opt("--kubeconfig", env="KUBECONFIG", default="")
-@_opt("--kube-api-qps", env="KUBE_API_QPS", default=5.0, type=float)
-@_opt("--kube-api-burst", env="KUBE_API_BURST", default=10, type=int)
-@_opt("--feature-gates", env="FEATURE_GATES", default="")
+@_opt("--kubeconfig", env="KUBECONFIG", default="", help="Kubeconfig path; in-cluster config when empty.")
+@_opt("--kube-api-qps", env="KUBE_API_QPS", default=5.0, type=float, help="Client-side API request rate.")
+@_opt("--kube-api-burst", env="KUBE_API_BURST", default=10, type=int, help="Client-side API request burst.")
+@_opt("--feature-gates", env="FEATURE_GATES", default="", help="Comma list of Gate=true|false.")
 @_opt(
     "--simulate",
     env="NVDRA_SIMULATE",
     default="",
     help="Simulated node profile of the cluster's plugins; the CD daemons get it too (fake IMEX).",
 )
-@click.option("-v", "verbosity", count=True)
+@logging_options()
 def main(verbosity: int, **f: Any) -> None:
     """Reconcile ComputeDomains: DaemonSets, claim templates, cliques, status."""
-    logging.basicConfig(level=logging.DEBUG if verbosity >= 2 else logging.INFO)
-    install_repeat_filter()
+    configure_logging(verbosity)
     try:
         kube = KubernetesKubeApi.from_kubeconfig(
             f["kubeconfig"] or None,

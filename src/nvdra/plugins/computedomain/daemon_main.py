@@ -32,10 +32,9 @@ import click
 from nvdra.cdi import BINARY_DIRS, find_binary
 from nvdra.core.errors import HostError, NvdraError
 from nvdra.kubeletplugin import KubernetesKubeApi
-from nvdra.kubeletplugin.logrepeat import install_repeat_filter
 from nvdra.nvml import load_profile, make_simulated_driver_root
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon, SubprocessRunner
-from nvdra.plugins.computedomain.flags import VERBOSITY
+from nvdra.plugins.flags import configure_logging, logging_options
 from nvdra.plugins.flags import option as _opt
 
 __all__ = ["SIMULATED_ROOT", "binaries_root", "find_imex_binary", "main"]
@@ -132,16 +131,39 @@ def _flags(fn: Any) -> Any:
             ("--kubeconfig", "KUBECONFIG", ""),
         ]
     ):
-        fn = _opt(name, env=env, default=default)(fn)
-    return _opt("--max-nodes-per-imex-domain", env="MAX_NODES_PER_IMEX_DOMAIN", default=18, type=int)(fn)
+        fn = _opt(name, env=env, default=default, help=_HELP[name])(fn)
+    return _opt(
+        "--max-nodes-per-imex-domain",
+        env="MAX_NODES_PER_IMEX_DOMAIN",
+        default=18,
+        type=int,
+        help="Most nodes in one IMEX domain (clique).",
+    )(fn)
+
+
+_HELP = {
+    "--cliqueid": "This node's NVLink clique (<cluster UUID>.<clique id>); empty: no IMEX on this node.",
+    "--compute-domain-uuid": "UID of the ComputeDomain this daemon serves.",
+    "--compute-domain-name": "Name of the ComputeDomain.",
+    "--compute-domain-namespace": "Namespace of the ComputeDomain.",
+    "--node-name": "Name of the node the daemon runs on.",
+    "--pod-ip": "The daemon pod's IP (its IMEX peer address).",
+    "--pod-uid": "The daemon pod's UID.",
+    "--pod-name": "The daemon pod's name.",
+    "--pod-namespace": "The daemon pod's namespace.",
+    "--feature-gates": "Comma list of Gate=true|false.",
+    "--imexd-dir": "Where the IMEX configuration and nodes file are written.",
+    "--root": "The container's view of the host root (CDI mounts).",
+    "--simulate": "Simulated node profile (fake IMEX binaries).",
+    "--kubeconfig": "Kubeconfig path; in-cluster config when empty.",
+}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "verbosity", default=0, type=VERBOSITY, help="Log verbosity (-v N, -v=N or -vv).")
+@logging_options(group=True)
 def main(verbosity: int) -> None:
     """The ComputeDomain IMEX daemon."""
-    logging.basicConfig(level=logging.DEBUG if verbosity >= 2 else logging.INFO)
-    install_repeat_filter()
+    configure_logging(verbosity)
 
 
 @main.command()

@@ -23,7 +23,12 @@ __all__ = ["main"]
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @kubelet_plugin_options(namespace_help="Namespace for MPS control daemons.")
 @option("--image-name", env="IMAGE_NAME", default="", help="Image used for MPS control daemons.")
-@option("--additional-xids-to-ignore", env="ADDITIONAL_XIDS_TO_IGNORE", default="")
+@option(
+    "--additional-xids-to-ignore",
+    env="ADDITIONAL_XIDS_TO_IGNORE",
+    default="",
+    help="Comma list of more XID error codes that do not taint a GPU (with NVMLDeviceHealthCheck).",
+)
 @option(
     "--health-quiet-period",
     env="HEALTH_QUIET_PERIOD",

@@ -26,7 +26,7 @@ from pathlib import Path
 import attrs
 import click
 
-from nvdra.plugins.flags import wait_interruptibly
+from nvdra.plugins.flags import configure_logging, logging_options, wait_interruptibly
 
 __all__ = ["ControlInvocation", "control_invocation", "main", "run_daemon"]
 
@@ -102,7 +102,7 @@ def run_daemon(root: Path, env: Mapping[str, str], stop: threading.Event) -> Non
         click.echo("MPS control daemon stopped", err=True)
 
 
-@click.command(context_settings={"auto_envvar_prefix": "NVDRA_MPS"})
+@click.command(context_settings={"auto_envvar_prefix": "NVDRA_MPS", "help_option_names": ["-h", "--help"]})
 @click.option(
     "--driver-root",
     envvar="NVIDIA_DRIVER_ROOT",
@@ -111,8 +111,10 @@ def run_daemon(root: Path, env: Mapping[str, str], stop: threading.Event) -> Non
     type=click.Path(path_type=Path),
     help="Where the host's driver root is mounted.",
 )
-def main(driver_root: Path) -> None:
+@logging_options()
+def main(driver_root: Path, verbosity: int) -> None:
     """Run an MPS control daemon for the GPUs in CUDA_VISIBLE_DEVICES until SIGTERM."""
+    configure_logging(verbosity)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -33,7 +33,7 @@ from nvdra.nvml import (
     nvml_session,
 )
 from nvdra.plugins.cdihook import install_cdi_hook
-from nvdra.plugins.flags import stop_on_signals, wait_for_signal
+from nvdra.plugins.flags import fields, stop_on_signals, wait_for_signal
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import GpuDriver
@@ -105,7 +105,7 @@ def serve(
     # design — state repaired before serving, publishing only after registration — and every step's
     # undo sits on the ExitStack right after it.
     gates = parse_feature_gates(config.feature_gates, env=os.environ)
-    log.info("nvdra-gpu-plugin starting; flags: %s", config.describe())
+    log.info("nvdra-gpu-plugin starting", extra=fields(**config.describe()))
     log.info("feature gates: %s", _describe_gates(gates))
     with ExitStack() as stack:
         # First, so the simulated driver root inside it cannot create it with the umask's mode.

@@ -7,16 +7,15 @@ the plugins read it), so the chart hands every component the same gate map.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
 
 import click
 
-from nvdra import __version__
 from nvdra.core.errors import NvdraError
 from nvdra.core.featuregates import parse_feature_gates
+from nvdra.plugins.flags import configure_logging, logging_options
 from nvdra.plugins.webhook.admission import admission_gates
 from nvdra.plugins.webhook.server import serve
 
@@ -26,7 +25,6 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="nvdra-webhook")
 @click.option("--tls-cert-file", type=_FILE, required=True, help="PEM certificate (reloaded on change).")
 @click.option("--tls-private-key-file", type=_FILE, required=True, help="PEM private key of the certificate.")
 @click.option("--port", type=click.IntRange(0, 65535), default=443, show_default=True, help="HTTPS port.")
@@ -38,7 +36,7 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
     default="",
     help="Comma list of Gate=true|false: the same map the plugins get.",
 )
-@click.option("-v", "verbosity", count=True, help="More logging (-v info details, -vv debug).")
+@logging_options()
 def main(
     *,
     tls_cert_file: Path,
@@ -49,10 +47,7 @@ def main(
     verbosity: int,
 ) -> None:
     """Validate nvdra's opaque device configs in ResourceClaims and ResourceClaimTemplates."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbosity >= 2 else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbosity)
     try:
         gates = parse_feature_gates(feature_gates, env=os.environ)
         serve(

@@ -24,6 +24,7 @@ import pytest
 from nvdra.cdi import DriverRoot
 from nvdra.core.errors import CdiError
 from nvdra.imex import CLIQUE_LABEL, render_config, render_nodes_file
+from nvdra.imex.config import parse_hosts_block
 from nvdra.kubeletplugin import ApiServer, FakeKube
 from nvdra.kubeletplugin.objects import DAEMON_SETS, PODS
 from nvdra.nvml import load_profile, make_simulated_driver_root
@@ -299,4 +300,8 @@ def test_two_node_domain_is_ready_with_daemons_started_as_the_daemonset_says() -
             assert f"IMEX binaries: {mounted}, {daemon.root}/usr/bin/nvidia-imex-ctl" in text
             assert f"listening on {node.ip}:50000" in text
             assert daemon.process.poll() is None
+            uid = cd["metadata"]["uid"]
+            assert (daemon.root / "imexd").resolve() == (node.config().plugin_dir / "domains" / uid).resolve()
+            block = parse_hosts_block((daemon.root / "etc/hosts").read_text())
+            assert sorted(block.values()) == sorted(n.ip for n in c.nodes)  # both peers, by DNS name
         c.release_workload(refs, c.nodes)

@@ -107,3 +107,28 @@ def test_an_idle_controller_makes_no_requests_and_reacts_to_a_new_domain() -> No
         stop.set()
         runner.join(10)
     assert not runner.is_alive()  # stops on the event alone, without a wake-up
+
+
+def test_controller_writes_nothing_until_every_informer_has_listed() -> None:
+    """A query the server refuses (403) leaves the picture half known: no pass runs on it."""
+    kube = FakeKube()
+    kube.create_object(
+        COMPUTE_DOMAINS,
+        {
+            "apiVersion": "resource.nvidia.com/v1beta1",
+            "kind": "ComputeDomain",
+            "metadata": {"name": "job", "namespace": "default"},
+            "spec": {"numNodes": 0, "channel": {"resourceClaimTemplate": {"name": "job-channel"}}},
+        },
+    )
+    kube.fail_next("list", times=4, status=403, resource="resourceclaimtemplates")
+    kube.clear_calls()
+    backoff = Backoff(initial_s=0.2, max_s=0.2, jitter=0)
+    controller = ComputeDomainController(kube, Settings(namespace="nvdra"), backoff=backoff)
+    assert not controller.start(timeout=0.5)
+    assert controller.reconcile_once() == []
+    assert not [c for c in kube.calls() if c.verb in ("create", "update", "patch", "delete")]
+    _until(lambda: all(i.synced for g in controller._informers.values() for i in g))
+    assert controller.reconcile_once() != []
+    controller.stop()
+    assert kube.list_objects(DAEMON_SETS, "nvdra", label_selector=DOMAIN_LABEL)

@@ -303,6 +303,11 @@ class ComputeDomainController:
         """One pass (if leading): observe, plan, write. Returns the actions attempted."""
         if self.elector is not None and not self.elector.acquire_or_renew():
             return []
+        unsynced = [i.name for g in self._informers.values() for i in g if not i.synced]
+        if unsynced:
+            # Half a picture plans wrong writes (creates of what exists, teardowns): wait for all.
+            log.warning("not reconciling yet: no list of %s has succeeded", ", ".join(unsynced))
+            return []
         observed = self.observe()
         actions = plan(observed, self.settings)
         if self._informers and any(a.why.startswith("orphan") for a in actions):

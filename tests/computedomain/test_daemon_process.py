@@ -304,4 +304,19 @@ def test_two_node_domain_is_ready_with_daemons_started_as_the_daemonset_says() -
             assert (daemon.root / "imexd").resolve() == (node.config().plugin_dir / "domains" / uid).resolve()
             block = parse_hosts_block((daemon.root / "etc/hosts").read_text())
             assert sorted(block.values()) == sorted(n.ip for n in c.nodes)  # both peers, by DNS name
+        # The watchdog, over real processes: nvidia-imex killed, restarted by the daemon, READY again.
+        first = next(iter(c.nodes[0].pods.values())).daemon
+        assert isinstance(first, ProcessDaemon)
+        (child,) = _children(first.process.pid)
+        os.kill(child, signal.SIGKILL)
+        wait_for(
+            "a new nvidia-imex", lambda: _children(first.process.pid) not in ([], [child]), deadline_s=60
+        )
+        wait_for("READY again", first.check, deadline_s=60)
         c.release_workload(refs, c.nodes)
+
+
+def _children(pid: int) -> list[int]:
+    """The child process ids of ``pid`` (Linux /proc)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []

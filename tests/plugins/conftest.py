@@ -201,7 +201,13 @@ class DriverNode:
         return CheckpointStore(self.checkpoint_path, boot_id=boot_id)
 
     def driver(
-        self, *, gates: str = "", boot_id: str = "boot-1", start: bool = True, effects: Effects | None = None
+        self,
+        *,
+        gates: str = "",
+        boot_id: str = "boot-1",
+        start: bool = True,
+        effects: Effects | None = None,
+        shares: bool = False,
     ) -> GpuDriver:
         """A new driver object (as after a process start), started unless ``start`` is False."""
         driver = GpuDriver(
@@ -211,6 +217,7 @@ class DriverNode:
             store=self.store(boot_id),
             specs=self.specs(),
             effects=effects,
+            shares=shares,
         )
         self._drivers.append(driver)
         if start:

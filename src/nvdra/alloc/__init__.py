@@ -17,6 +17,7 @@ from nvdra.alloc._cel import (
     compile_selector,
 )
 from nvdra.alloc.allocator import Allocator, Outcome
+from nvdra.alloc.capacity import capacity_consumption, consumed_capacity
 from nvdra.alloc.classes import builtin_device_classes
 from nvdra.alloc.explain import CandidateVerdict, Diagnosis, RequestDiagnosis, diagnose
 from nvdra.alloc.model import (
@@ -48,7 +49,9 @@ __all__ = [
     "Semver",
     "allocated_devices",
     "builtin_device_classes",
+    "capacity_consumption",
     "compile_selector",
+    "consumed_capacity",
     "diagnose",
     "parse_claim",
     "parse_semver",

@@ -16,6 +16,7 @@ constraint, counter and taint rule (the property tests check it against a brute-
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import attrs
 
 from nvdra.alloc._cel import CelError, DeviceInput, Selector, compile_selector
+from nvdra.alloc.capacity import Consumption, capacity_consumption, format_capacity, shares_device
 from nvdra.alloc.model import (
     MAX_RESULTS,
     AllocationInputError,
@@ -83,20 +85,16 @@ def _tolerates(tol: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
     return op == "Equal" and (tol.get("value") or "") == (taint.get("value") or "")
 
 
-def capacity_refusal(device: Mapping[str, Any], spec: RequestSpec) -> str | None:
-    """Why ``device`` cannot grant the request's consumable capacity, or None (no capacity asked).
+def capacity_refusal(
+    device: Mapping[str, Any], spec: RequestSpec, already: Mapping[str, Decimal] | None = None
+) -> str | None:
+    """Why ``device`` cannot grant what the request consumes of its capacities, or None.
 
-    A capacity request takes a share of a device that allows multiple allocations; a device without
-    ``allowMultipleAllocations`` has no shares to hand out.
+    ``already``: what earlier allocations consumed of the device (see :mod:`nvdra.alloc.capacity`).
+    Admin access consumes nothing, so only its asking for capacities the device lacks can refuse it.
     """
-    if not spec.capacity:
-        return None
-    asked = ", ".join(f"{k}={v}" for k, v in sorted(spec.capacity.items()))
-    if not device.get("allowMultipleAllocations"):
-        return (
-            f"the request asks for capacity shares ({asked}); the device does not allow multiple allocations"
-        )
-    return None
+    consumption, why = capacity_consumption(device, spec.capacity, None if spec.admin_access else already)
+    return None if consumption is not None else why
 
 
 def taint_blocks(
@@ -129,6 +127,9 @@ class Allocator:
         classes: DeviceClass objects by name (or a sequence of them).
         node_name: the node to allocate on; ``node_labels`` are for slices with a ``nodeSelector``.
         allocated: devices already held by allocated claims (see :func:`~nvdra.alloc.allocated_devices`).
+        consumed: what allocated claims consumed of shared devices (see
+            :func:`~nvdra.alloc.consumed_capacity`): a device with ``allowMultipleAllocations`` is never
+            held, its capacities are used up instead.
         max_results: devices per claim (the API's 32).
         max_steps: search steps before giving up (the scheduler gives up after a time limit).
     """
@@ -141,6 +142,7 @@ class Allocator:
         node_name: str,
         node_labels: Mapping[str, str] | None = None,
         allocated: Iterable[DeviceId] = (),
+        consumed: Mapping[DeviceId, Mapping[str, Decimal]] | None = None,
         max_results: int = MAX_RESULTS,
         max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
@@ -151,6 +153,7 @@ class Allocator:
         self.pools: list[PoolInfo] = gather_pools(slices, node_name=node_name, node_labels=node_labels)
         self.candidates: list[Candidate] = candidates(self.pools, node_name, dict(node_labels or {}))
         self.in_use: frozenset[DeviceId] = frozenset(allocated)
+        self.consumed: Mapping[DeviceId, Mapping[str, Decimal]] = dict(consumed or {})
         self.max_results = max_results
         self.max_steps = max_steps
         self._inputs: dict[int, DeviceInput] = {}
@@ -241,6 +244,9 @@ class _Search:
         self.allocating: dict[DeviceId, set[int]] = {}
         self.consumed: dict[int, dict[tuple[str, str], Decimal]] = {id(p): {} for p in alloc.pools}
         self.chosen: list[list[tuple[RequestSpec, Candidate]]] = [[] for _ in claims]
+        # per claim, aligned with chosen: what a shared device's result consumes (None: not shared)
+        self.shares: list[list[Consumption | None]] = [[] for _ in claims]
+        self.placing: dict[DeviceId, Consumption] = {}  # consumed by this run's placements
         self.picked_sub: dict[tuple[int, int], int] = {}
         self.matches: dict[tuple[int, int, int, int], bool] = {}
         self.all_devices: dict[tuple[int, int, int], list[Candidate]] = {}
@@ -356,9 +362,10 @@ class _Search:
     def take(self, ci: int, spec: RequestSpec, c: Candidate) -> Any:
         """Tentatively allocate ``c``; return an undo function, or None when it cannot be used."""
         holders = self.allocating.get(c.id) or set()
+        shared = shares_device(c.device)
         if spec.admin_access and ci in holders:
             return None
-        if not spec.admin_access and (c.id in self.a.in_use or holders):
+        if not spec.admin_access and (c.id in self.a.in_use or (holders and not shared)):
             return None
         consumption = _consumption(c.device)
         used = self.consumed[id(c.pool)]
@@ -368,7 +375,8 @@ class _Search:
                 return None
         if taint_blocks(c.device, spec.tolerations) is not None:
             return None
-        if capacity_refusal(c.device, spec) is not None:
+        fits, share = self._share(spec, c, shared)
+        if not fits:
             return None
         added: list[int] = []
         for k, con in enumerate(self.claims[ci].constraints):
@@ -385,6 +393,8 @@ class _Search:
             used[cs, name] = used.get((cs, name), Decimal(0)) + value
         self.allocating.setdefault(c.id, set()).add(ci)
         self.chosen[ci].append((spec, c))
+        self.shares[ci].append(share)
+        self._place(c.id, share, 1)
 
         def undo() -> None:
             for j in added:
@@ -393,8 +403,30 @@ class _Search:
                 used[cs, name] -= value
             self.allocating[c.id].discard(ci)
             self.chosen[ci].pop()
+            self.shares[ci].pop()
+            self._place(c.id, share, -1)
 
         return undo
+
+    def _place(self, device: DeviceId, share: Consumption | None, sign: int) -> None:
+        """Add (``sign`` 1) or take back (-1) a shared device's consumption in this run."""
+        if share is not None:
+            placing = self.placing.setdefault(device, {})
+            for name, value in share.items():
+                placing[name] = placing.get(name, Decimal(0)) + sign * value
+
+    def _share(self, spec: RequestSpec, c: Candidate, shared: bool) -> tuple[bool, Consumption | None]:
+        """Whether the request's capacity fits ``c``, and what it consumes there if ``c`` is shared
+        (only a shared device records consumption; admin access consumes nothing)."""
+        already = None
+        if shared and not spec.admin_access:
+            already = dict(self.a.consumed.get(c.id) or {})
+            for name, value in (self.placing.get(c.id) or {}).items():
+                already[name] = already.get(name, Decimal(0)) + value
+        share, _ = capacity_consumption(c.device, spec.capacity, already)
+        if share is None:
+            return False, None
+        return True, share if shared and not spec.admin_access else None
 
     @staticmethod
     def _constraint_add(state: list[Any], distinct: bool, attr: Mapping[str, Any] | None) -> bool:
@@ -419,7 +451,7 @@ class _Search:
             state[1] -= 1
 
     def results(self, ci: int) -> dict[str, Any]:
-        return allocation_result(
+        out = allocation_result(
             self.claims[ci],
             ci,
             self.chosen[ci],
@@ -427,3 +459,13 @@ class _Search:
             class_of=self.a.class_of,
             node_name=self.a.node_name,
         )
+        claim = self.claims[ci]
+        for i, (result, share) in enumerate(zip(out["devices"]["results"], self.shares[ci], strict=True)):
+            if share is None:
+                continue
+            # The scheduler draws a random UID; a digest of the placement keeps this allocator deterministic.
+            where = f"{result['driver']}/{result['pool']}/{result['device']}"
+            seed = f"{claim.namespace}/{claim.name}/{ci}/{i}/{where}"
+            result["shareID"] = str(uuid.uuid5(uuid.NAMESPACE_URL, seed))
+            result["consumedCapacity"] = {k: format_capacity(v) for k, v in sorted(share.items())}
+        return out

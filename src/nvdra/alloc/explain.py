@@ -131,7 +131,7 @@ def _verdict(alloc: Allocator, spec: RequestSpec, c: Candidate) -> CandidateVerd
     if taint is not None:
         shown = f"={taint['value']}" if taint.get("value") else ""
         return bad(f"taint {taint.get('key')}{shown}:{taint.get('effect')} is not tolerated")
-    refusal = capacity_refusal(c.device, spec)
+    refusal = capacity_refusal(c.device, spec, alloc.consumed.get(c.id))
     if refusal is not None:
         return bad(f"capacity: {refusal}")
     available = alloc._available[id(c.pool)]

@@ -198,8 +198,8 @@ class RequestSpec:
     admin_access: bool
     tolerations: tuple[Mapping[str, Any], ...]
     capacity: Mapping[str, Any] = attrs.field(factory=dict)
-    """``capacity.requests``: consumable capacity the request asks of each device (valid Kubernetes;
-    only a device with ``allowMultipleAllocations`` can grant it, see ``capacity_refusal``)."""
+    """``capacity.requests``: consumable capacity the request asks of each device (see
+    :mod:`nvdra.alloc.capacity` for how the scheduler rounds and counts it)."""
 
 
 @attrs.frozen
@@ -319,11 +319,12 @@ def parse_claim(claim: Mapping[str, Any]) -> ClaimSpec:
 
 
 def allocated_devices(claims: Iterable[Mapping[str, Any]]) -> set[DeviceId]:
-    """Devices held by already-allocated claims (admin-access results hold nothing)."""
+    """Devices held by already-allocated claims (admin-access results hold nothing, and a result with a
+    ``shareID`` holds a share of a device that allows multiple allocations, not the device)."""
     held: set[DeviceId] = set()
     for claim in claims:
         allocation = (claim.get("status") or {}).get("allocation") or {}
         for r in (allocation.get("devices") or {}).get("results") or []:
-            if not r.get("adminAccess"):
+            if not r.get("adminAccess") and not r.get("shareID"):
                 held.add((str(r["driver"]), str(r["pool"]), str(r["device"])))
     return held

@@ -56,6 +56,9 @@ class Gate(enum.StrEnum):
     CRASH_ON_NVLINK_FABRIC_ERRORS = "CrashOnNVLinkFabricErrors"
     DEVICE_METADATA = "DeviceMetadata"
     FABRIC_TOPOLOGY_SUPPORT = "FabricTopologySupport"
+    HOST_MANAGED_IMEX_DAEMON = "HostManagedIMEXDaemon"
+    DRA_LIST_TYPE_ATTRIBUTES = "DRAListTypeAttributes"
+    CONSUMABLE_SHARES = "ConsumableShares"
     ALL_ALPHA = "AllAlpha"
     ALL_BETA = "AllBeta"
     CONTEXTUAL_LOGGING = "ContextualLogging"
@@ -105,6 +108,11 @@ KNOWN_GATES: tuple[GateSpec, ...] = (
     GateSpec(name=Gate.CRASH_ON_NVLINK_FABRIC_ERRORS, default=True, maturity=Maturity.BETA, since="0.3"),
     GateSpec(name=Gate.DEVICE_METADATA, default=False, maturity=Maturity.ALPHA, since="0.4"),
     GateSpec(name=Gate.FABRIC_TOPOLOGY_SUPPORT, default=False, maturity=Maturity.ALPHA, since="nvdra 0.1"),
+    # upstream's newest: the IMEX mode ``hostManaged`` unlocked; list-valued attributes (KEP-6072,
+    # needs the cluster's gate of the same name); ``--consumable-shares`` unlocked (KEP-5075)
+    GateSpec(name=Gate.HOST_MANAGED_IMEX_DAEMON, default=False, maturity=Maturity.ALPHA, since="0.5"),
+    GateSpec(name=Gate.DRA_LIST_TYPE_ATTRIBUTES, default=False, maturity=Maturity.ALPHA, since="0.4"),
+    GateSpec(name=Gate.CONSUMABLE_SHARES, default=False, maturity=Maturity.ALPHA, since="0.5"),
     # component-base gates that upstream's versioned registry also accepts
     GateSpec(name=Gate.ALL_ALPHA, default=False, maturity=Maturity.ALPHA, meta=True),
     GateSpec(name=Gate.ALL_BETA, default=False, maturity=Maturity.BETA, meta=True),

@@ -42,14 +42,17 @@ def node_publication(
     env: Mapping[str, str] | None = None,
 ) -> Publication:
     """What ``nvdra-gpu-plugin --simulate PROFILE`` with these flags publishes (``env``: the process
-    environment by default — ``FABRIC_TOPOLOGY_SUPPORT`` counts as it does for the plugin)."""
+    environment by default — ``FABRIC_TOPOLOGY_SUPPORT`` and ``CONSUMABLE_SHARES`` count as they do
+    for the plugin)."""
+    env = os.environ if env is None else env
     config = PluginConfig(
         node_name=node_name,
         simulate=profile,
         feature_gates=feature_gates,
         publish_fabric_partitions=fabric_partitions,
+        consumable_shares=env.get("CONSUMABLE_SHARES", "disabled"),
     )
-    return offline_publication(config, env=os.environ if env is None else env, node_labels=node_labels)
+    return offline_publication(config, env=env, node_labels=node_labels)
 
 
 def simulated_inventory(profile: str) -> Inventory:

@@ -18,7 +18,14 @@ from typing import Any
 import attrs
 import yaml
 
-from nvdra.alloc import Allocator, Diagnosis, allocated_devices, builtin_device_classes, diagnose
+from nvdra.alloc import (
+    Allocator,
+    Diagnosis,
+    allocated_devices,
+    builtin_device_classes,
+    consumed_capacity,
+    diagnose,
+)
 from nvdra.core.errors import UserError
 from nvdra.core.featuregates import FeatureGates
 from nvdra.plugins.gpu.config import DRIVER_NAME
@@ -308,13 +315,15 @@ def allocate_claim(
     Raises:
         UserError: no allocation exists; the message gives the first reason per request.
     """
-    from nvdra.alloc import allocated_devices
+    from nvdra.alloc import allocated_devices, consumed_capacity
 
+    allocated_claims = list(allocated_claims)
     alloc = Allocator(
         slices,
         classes or builtin_device_classes(),
         node_name=node_name,
         allocated=allocated_devices(allocated_claims),
+        consumed=consumed_capacity(allocated_claims),
     )
     outcome = alloc.allocate([claim])
     if outcome.allocations is None:
@@ -429,7 +438,12 @@ def explain_claims(
         raise InputFileError("no ResourceClaim or ResourceClaimTemplate in the given files")
     held = [c for c in allocated_claims if not any(_same_claim(c, mine) for mine in claims)]
     alloc = Allocator(
-        slices, classes, node_name=node_name, node_labels=node_labels, allocated=allocated_devices(held)
+        slices,
+        classes,
+        node_name=node_name,
+        node_labels=node_labels,
+        allocated=allocated_devices(held),
+        consumed=consumed_capacity(held),
     )
     return diagnose(alloc, claims), claims
 

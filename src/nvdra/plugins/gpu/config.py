@@ -23,6 +23,7 @@ class PluginConfig(KubeletPluginConfig):
     health_quiet_period: float = 300.0  # seconds without a new XID before its taint clears; 0 = never
     simulate_state: str = ""  # with simulate: a directory where the simulated hardware's state lives
     publish_fabric_partitions: bool = False  # NVLink partitions as devices (needs FabricTopologySupport)
+    consumable_shares: str = "disabled"  # upstream's --consumable-shares: disabled|unlimited|memory|N
 
     @property
     def simulated_host_dir(self) -> Path:

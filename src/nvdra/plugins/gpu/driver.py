@@ -35,6 +35,7 @@ from nvdra.core.errors import CdiError, ClaimError, NvdraError, UserError
 from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.resourceslice import GPU_DRIVER_NAME, render_gpu_devices
+from nvdra.core.shares import SHARED_DEVICE_TYPES
 from nvdra.kubeletplugin.types import (
     ClaimRef,
     DriverResources,
@@ -129,8 +130,10 @@ class GpuDriver:
         driver_name: str = GPU_DRIVER_NAME,
         views: Sequence[DeviceView] = (),
         fabric_partitions: bool = False,
+        shares: bool = False,
     ) -> None:
-        """``fabric_partitions``: publish NVLink partitions as devices (``--publish-fabric-partitions``)."""
+        """``fabric_partitions``: publish NVLink partitions as devices (``--publish-fabric-partitions``).
+        ``shares``: consumable shares are on, so results with a ``shareID`` may share a GPU or MIG device."""
         self.node_name = node_name
         self.driver_name = driver_name
         self.inventory = inventory
@@ -139,6 +142,7 @@ class GpuDriver:
         self._specs = specs
         self._effects = effects or Effects()
         self._devices = allocatable_devices(inventory, gates)
+        self.shares = shares
         self.fabric_partitions = partitions_enabled(fabric_partitions, gates)
         fabric = planned_node_fabric(self._effects.planners)
         self.fabric_catalog = fabric.catalog if fabric else None  # FM's live table where it answers
@@ -310,7 +314,12 @@ class GpuDriver:
         mine = [r for r in all_results if r.get("driver") == self.driver_name]
         if not mine:
             raise ClaimError(f"the allocation has no device of driver {self.driver_name}")
-        in_batch = {d.device_name: p.ref for p in planned for d in p.devices if not d.admin_access}
+        in_batch = {
+            d.device_name: p.ref
+            for p in planned
+            for d in p.devices
+            if not d.admin_access and d.share_id is None
+        }
         allocated: list[AllocatableDevice] = []
         for r in mine:
             allocated.append(self._check_result(ref, r, in_batch, allocated))
@@ -345,7 +354,15 @@ class GpuDriver:
         )
         if self.gates.enabled(Gate.DEVICE_METADATA):
             devices = with_metadata_ids(devices, ref.uid)  # KEP-5304: the request's metadata spec
-        ctx = ClaimContext(ref=ref, devices=tuple(allocated), groups=groups, results=tuple(mine))
+        # Admin access observes a device another claim may hold: it is never reconfigured (no time
+        # slicing, MPS, MIG or fabric change), so the effect planners do not see it (upstream's rule).
+        admin = {dev.name for r, dev in zip(mine, allocated, strict=True) if r.get("adminAccess") is True}
+        ctx = ClaimContext(
+            ref=ref,
+            devices=tuple(d for d in allocated if d.name not in admin),
+            groups=groups,
+            results=tuple(r for r in mine if r.get("adminAccess") is not True),
+        )
         return _Plan(
             ref=ref,
             devices=devices,
@@ -371,12 +388,16 @@ class GpuDriver:
             known = ", ".join(sorted(self._devices)) or "none"
             raise ClaimError(f"device {name!r} is not published by this node (known: {known})")
         if result.get("adminAccess"):
-            return device
-        holder = self._checkpoint.holder_of(name)
-        if holder is not None and holder.uid != ref.uid:
-            raise ClaimError(f"device {name!r} is already prepared for claim {holder}")
+            return device  # admin access: observes the device, holds nothing, changes nothing
+        share = self.shares and result.get("shareID") is not None and device.type in SHARED_DEVICE_TYPES
+        for holder in self._checkpoint.claims.values():
+            if holder.uid == ref.uid:
+                continue
+            for d in holder.devices:
+                if d.device_name == name and not d.admin_access and not (share and d.share_id is not None):
+                    raise ClaimError(f"device {name!r} is already prepared for claim {holder}")
         other = in_batch.get(name)
-        if other is not None:
+        if other is not None and not share:
             raise ClaimError(f"device {name!r} is also allocated to claim {other} in the same request")
         for view in self.views:
             reason = view.refuse(name, self._held() | set(in_batch))

@@ -53,6 +53,15 @@ __all__ = ["main"]
     help="With FabricTopologySupport: also publish each NVLink partition as a device of its own "
     "(type partition, consuming its GPUs' counters; needs DRAPartitionableDevices; not with DynamicMIG).",
 )
+@option(
+    "--consumable-shares",
+    env="CONSUMABLE_SHARES",
+    default="disabled",
+    show_default=True,
+    help="Configure consumable shares support ('disabled', 'memory', 'unlimited', or a positive integer); "
+    "needs the ConsumableShares feature gate. GPUs and MIG devices are then published with "
+    "allowMultipleAllocations, so several claims share one device.",
+)
 def main(verbosity: int, **flags: Any) -> None:
     """Run the gpu.nvidia.com DRA kubelet plugin."""
     configure_logging(verbosity)

@@ -36,7 +36,7 @@ from nvdra.plugins.cdihook import install_cdi_hook
 from nvdra.plugins.flags import fields, stop_on_signals, wait_for_signal
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
-from nvdra.plugins.gpu.driver import GpuDriver
+from nvdra.plugins.gpu.driver import DeviceView, GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
 from nvdra.plugins.gpu.fabric import build_fabric_effects
 from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
@@ -44,6 +44,7 @@ from nvdra.plugins.gpu.health import HealthTracker, health_view, start_health_mo
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
 from nvdra.plugins.gpu.nodewatch import FabricLabelWatch
 from nvdra.plugins.gpu.publication import node_gates
+from nvdra.plugins.gpu.shares import shares_option, shares_views
 from nvdra.plugins.gpu.sharing import sharing_effects
 from nvdra.plugins.gpu.simnode import node_boot_id, simulated_nvml_state
 from nvdra.plugins.gpu.upstream import recover_plugin_dir
@@ -134,7 +135,8 @@ def serve(
         )
         recover_plugin_dir(config, inventory, gates)  # temp files a crash left; an upstream checkpoint
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=node_boot_id(config))
-        views = passthrough_views(config, gates, inventory)
+        views: list[DeviceView] = [*passthrough_views(config, gates, inventory)]
+        views += shares_views(config.consumable_shares, gates)
         effects = build_effects(config, gates, backend, api)
         driver = GpuDriver(
             node_name=config.node_name,
@@ -145,6 +147,7 @@ def serve(
             effects=effects,
             views=views,
             fabric_partitions=config.publish_fabric_partitions,
+            shares=shares_option(config.consumable_shares, gates).enabled,
         )
         stack.callback(driver.close)
         driver.start()

@@ -1,0 +1,78 @@
+"""The consumable-shares device view (``ConsumableShares`` + ``--consumable-shares``).
+
+Publishing: every GPU and MIG device is made shareable (:func:`nvdra.core.shares.apply_consumable_shares`).
+Preparing: a claim whose allocation result carries a ``shareID`` may be prepared on a device that
+other claims hold through shares of their own (:meth:`nvdra.plugins.gpu.driver.GpuDriver` checks
+holders); a device held without a share stays exclusive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+import attrs
+
+from nvdra.core.errors import ConfigError
+from nvdra.core.featuregates import FeatureGates, Gate
+from nvdra.core.shares import SharesOption, apply_consumable_shares, parse_consumable_shares
+from nvdra.kubeletplugin.types import DriverResources, Pool
+from nvdra.plugins.gpu.devices import AllocatableDevice
+
+__all__ = ["ConsumableSharesView", "shares_option", "shares_views"]
+
+
+def shares_option(text: str, gates: FeatureGates) -> SharesOption:
+    """``--consumable-shares`` checked against the gates (upstream's rules, and DynamicMIG for nvdra).
+
+    Raises:
+        ConfigError: a bad value, the ConsumableShares gate off, or DynamicMIG on.
+    """
+    option = parse_consumable_shares(text, gate_enabled=gates.enabled(Gate.CONSUMABLE_SHARES))
+    if option.enabled and gates.enabled(Gate.DYNAMIC_MIG):
+        raise ConfigError(
+            "--consumable-shares",
+            str(option),
+            "'disabled' while DynamicMIG is on (nvdra would create a shared MIG device once per claim; "
+            "use static MIG devices or turn DynamicMIG off)",
+            reason="cannot be combined with DynamicMIG:",
+        )
+    return option
+
+
+@attrs.frozen
+class ConsumableSharesView:
+    """Publishes GPUs and MIG devices with ``allowMultipleAllocations`` and capacity request policies."""
+
+    option: SharesOption
+
+    def allocatable(self) -> Mapping[str, AllocatableDevice]:
+        """No extra devices: the shared devices are the inventory's own."""
+        return {}
+
+    def decorate(self, resources: DriverResources, held: Collection[str]) -> DriverResources:
+        """Every slice's GPU and MIG devices made shareable."""
+        pools = {
+            name: Pool(
+                slices=tuple(
+                    attrs.evolve(s, devices=tuple(apply_consumable_shares(s.devices, self.option)))
+                    for s in pool.slices
+                ),
+                generation=pool.generation,
+            )
+            for name, pool in resources.pools.items()
+        }
+        return DriverResources(pools=pools)
+
+    def refuse(self, name: str, held: Collection[str]) -> str | None:
+        """Never: whether a share may join its holders is the driver's check (it sees the shareIDs)."""
+        return None
+
+
+def shares_views(text: str, gates: FeatureGates) -> list[ConsumableSharesView]:
+    """The view for ``--consumable-shares`` (none when disabled).
+
+    Raises:
+        ConfigError: as :func:`shares_option`.
+    """
+    option = shares_option(text, gates)
+    return [ConsumableSharesView(option)] if option.enabled else []

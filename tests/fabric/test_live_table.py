@@ -5,7 +5,9 @@ Activation retries transient failures with back-off and leaves nothing half-acti
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import attrs
 import pytest
@@ -22,8 +24,14 @@ from nvdra.fabric import (
     Topology,
 )
 from nvdra.fabric.catalog import cross_check
-from nvdra.fabric.manager import FmNvlinkError, FmTimeout
-from nvdra.plugins.gpu.fabric import FabricExecutor, NodeFabric, fabric_attributes
+from nvdra.fabric.manager import FmConnectionNotValid, FmNvlinkError, FmTimeout
+from nvdra.plugins.gpu.fabric import (
+    FabricExecutor,
+    FabricManagerWatch,
+    NodeFabric,
+    fabric_attributes,
+    fabric_manager_watch,
+)
 from nvdra.plugins.gpu.fabric.partitions import partition_devices
 from tests.fabric.conftest import profile_inventory, profile_topology
 
@@ -175,3 +183,38 @@ def test_devices_share_no_attribute_values() -> None:
     assert "&id" not in yaml.safe_dump(attributes)
     attributes["gpu-0"]["partition8"]["int"] = -1
     assert attributes["gpu-1"]["partition8"] == {"int": 0}
+
+
+def test_a_watch_serves_again_once_fabric_manager_answers() -> None:
+    """While the board table stands in, FM is retried; the first answer calls on_answer once."""
+    attempts: list[int] = []
+    answered = threading.Event()
+
+    def connect() -> SimulatedFabricManager:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise FmConnectionNotValid("connecting to /run/nvidia-fabricmanager/socket: not listening")
+        return base_fm()
+
+    watch = FabricManagerWatch(connect, answered.set, interval=0.01).start()
+    try:
+        assert answered.wait(5)
+    finally:
+        watch.stop()
+    assert len(attempts) == 3
+
+
+def test_the_watch_runs_only_for_a_board_table_fallback(tmp_path: Path) -> None:
+    """No watch with a connected FM, on a simulated node, or where no multitenancy mode is configured."""
+    inventory = profile_inventory(H100)
+
+    def watch(node: NodeFabric, simulate: str = "") -> FabricManagerWatch | None:
+        return fabric_manager_watch(
+            node, simulate=simulate, driver_root=tmp_path, env={}, on_answer=lambda: None
+        )
+
+    fallback = NodeFabric.build(inventory, None, configured_mode=FabricMode.SHARED_NVSWITCH)
+    assert isinstance(watch(fallback), FabricManagerWatch)
+    assert watch(fallback, simulate="dgx-h100") is None
+    assert watch(NodeFabric.build(inventory, base_fm())) is None
+    assert watch(NodeFabric.build(inventory, None, configured_mode=FabricMode.BARE_METAL)) is None

@@ -344,3 +344,15 @@ def test_an_older_driver_without_the_newer_calls_still_conforms(name: str, real:
     with nvml_session(backend):
         gpu = discover_inventory(backend).gpus[0]
     assert (gpu.module_id, gpu.numa_node, gpu.addressing_mode) == (0, None, None)
+
+
+def test_a_second_driver_root_in_one_process_is_refused(real: Real, tmp_path: Path) -> None:
+    """pynvml holds one library per process: another root's library is an error, not silently ignored."""
+    first = real("pcie-l4")
+    with nvml_session(first):
+        count = first.device_count()
+    other = fake_driver_root(tmp_path / "other-root", "dgx-h100")
+    with pytest.raises(NvmlError, match=r"already loaded NVML from .*/root/usr/lib64/libnvidia-ml\.so\.580"):
+        PynvmlBackend(other).init()
+    with nvml_session(PynvmlBackend(first.driver_root)) as again:  # the same root is fine
+        assert again.device_count() == count == 2

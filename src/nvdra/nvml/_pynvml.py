@@ -41,6 +41,7 @@ _INVALID_ARGUMENT = 2
 _LIBRARY_NOT_FOUND = 12
 _FUNCTION_NOT_FOUND = 13
 _ARGUMENT_VERSION_MISMATCH = 25
+_UNKNOWN = 999
 _FULL_CI_PROFILE = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 6: 6}  # GI compute slices → CI profile enum
 
 
@@ -117,12 +118,23 @@ class PynvmlBackend:
             raise
 
     def _load_library(self, n: Any) -> str:
-        """Load ``libnvidia-ml.so.1`` into pynvml (once per process); returns where it came from."""
-        if n.nvmlLib is not None:
-            return str(getattr(n.nvmlLib, "_name", _LIBRARY))
+        """Load ``libnvidia-ml.so.1`` into pynvml (once per process); returns where it came from.
+
+        pynvml holds one library per process: a second driver root naming another file is an error,
+        never a silent use of the first one.
+        """
+        loaded = None if n.nvmlLib is None else str(getattr(n.nvmlLib, "_name", _LIBRARY))
         if self.driver_root is None:
-            return f"{_LIBRARY} (system loader)"
+            return loaded or f"{_LIBRARY} (system loader)"
         path = find_nvml_library(self.driver_root)
+        if loaded is not None:
+            if Path(loaded).resolve() != path.resolve():
+                raise nvml_error_for_code(
+                    _UNKNOWN,
+                    f"cannot load {path} (driver root {self.driver_root}): this process already loaded "
+                    f"NVML from {loaded}, and pynvml holds one library per process",
+                )
+            return loaded
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:

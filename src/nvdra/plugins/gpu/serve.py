@@ -38,7 +38,7 @@ from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import DeviceView, GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
-from nvdra.plugins.gpu.fabric import build_fabric_effects
+from nvdra.plugins.gpu.fabric import build_fabric_effects, watch_fabric_manager
 from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
 from nvdra.plugins.gpu.health import HealthTracker, health_view, start_health_monitor
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
@@ -137,7 +137,7 @@ def serve(
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=node_boot_id(config))
         views: list[DeviceView] = [*passthrough_views(config, gates, inventory)]
         views += shares_views(config.consumable_shares, gates)
-        effects = build_effects(config, gates, backend, api)
+        effects = build_effects(config, gates, backend, api, stack=stack, on_fm_answer=on_node_change)
         driver = GpuDriver(
             node_name=config.node_name,
             inventory=inventory,
@@ -213,10 +213,20 @@ def _startup_lock(config: PluginConfig) -> ExitStack:
     return held
 
 
-def build_effects(config: PluginConfig, gates: FeatureGates, backend: NvmlBackend, api: KubeApi) -> Effects:
+def build_effects(
+    config: PluginConfig,
+    gates: FeatureGates,
+    backend: NvmlBackend,
+    api: KubeApi,
+    *,
+    stack: ExitStack | None = None,
+    on_fm_answer: Callable[[], None] | None = None,
+) -> Effects:
     """The effect planners (in order) and executors of this node's enabled features.
 
-    Each feature (sharing, MIG, fabric, passthrough) adds its planner and executor here.
+    Each feature (sharing, MIG, fabric, passthrough) adds its planner and executor here. With ``stack``
+    and ``on_fm_answer``: while the fabric publishes the board table because Fabric Manager was down,
+    FM is retried and ``on_fm_answer`` called once it answers (the watch stops with ``stack``).
     """
     planners: list[EffectPlanner] = []
     executors: list[EffectExecutor] = []
@@ -224,6 +234,8 @@ def build_effects(config: PluginConfig, gates: FeatureGates, backend: NvmlBacken
     planners += sharing_planners
     executors += sharing_executors
     fabric_planners, fabric_executors = build_fabric_effects(config, gates, backend)
+    if stack is not None:
+        stack.callback(watch_fabric_manager(fabric_planners, config, os.environ, on_fm_answer))
     planners += fabric_planners
     executors += fabric_executors
     passthrough_planners, passthrough_executors = passthrough_effects(config, gates)

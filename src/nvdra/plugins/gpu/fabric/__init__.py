@@ -34,12 +34,15 @@ from nvdra.plugins.gpu.fabric.executor import (
 )
 from nvdra.plugins.gpu.fabric.node import (
     FABRIC_LABEL,
+    FabricManagerWatch,
     NodeFabric,
     connect_fabric_manager,
     fabric_attributes,
     fabric_gate_for_node,
+    fabric_manager_watch,
     partition_rows,
     simulated_node_fabric,
+    watch_fabric_manager,
     with_fabric_attributes,
 )
 from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPlanner, planned_node_fabric
@@ -49,6 +52,7 @@ __all__ = [
     "FABRIC_LABEL",
     "REASSERT_KIND",
     "FabricExecutor",
+    "FabricManagerWatch",
     "FabricPlanner",
     "NodeFabric",
     "build_fabric_effects",
@@ -56,10 +60,12 @@ __all__ = [
     "fabric_attributes",
     "fabric_effects",
     "fabric_gate_for_node",
+    "fabric_manager_watch",
     "live_owners",
     "partition_rows",
     "planned_node_fabric",
     "reassert_partitions",
     "simulated_node_fabric",
+    "watch_fabric_manager",
     "with_fabric_attributes",
 ]

@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,15 @@ from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 
 __all__ = [
     "FABRIC_LABEL",
+    "FabricManagerWatch",
     "NodeFabric",
     "connect_fabric_manager",
     "fabric_attributes",
     "fabric_gate_for_node",
+    "fabric_manager_watch",
     "partition_rows",
     "simulated_node_fabric",
+    "watch_fabric_manager",
     "with_fabric_attributes",
 ]
 
@@ -166,6 +170,89 @@ def connect_fabric_manager(
             "Fabric Manager SDK unavailable (%s); configured mode: %s", exc, describe_mode(configured)
         )
         return None, str(exc)
+
+
+class FabricManagerWatch:
+    """While the plugin publishes the board's table because Fabric Manager could not be reached, try FM
+    every ``interval`` seconds; once it answers with its partition listing, call ``on_answer`` once
+    (``serve`` then serves again, building the node's fabric from FM's live listing)."""
+
+    def __init__(
+        self, connect: Callable[[], FabricManager], on_answer: Callable[[], None], *, interval: float = 30.0
+    ) -> None:
+        self._connect = connect
+        self._on_answer = on_answer
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nvdra-fm-watch", daemon=True)
+
+    def start(self) -> FabricManagerWatch:
+        """Start trying in the background."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop trying (waits for an attempt in progress)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                fm = self._connect()
+                try:
+                    listed = fm.partitions()
+                finally:
+                    fm.close()
+            except FabricManagerError as exc:
+                log.debug("Fabric Manager still unreachable: %s", exc)
+                continue
+            log.warning(
+                "Fabric Manager answers now (%d partitions); serving again to publish its live table",
+                len(listed),
+            )
+            self._on_answer()
+            return
+
+
+def fabric_manager_watch(
+    node: NodeFabric | None,
+    *,
+    simulate: str,
+    driver_root: Path,
+    env: Mapping[str, str],
+    on_answer: Callable[[], None],
+    interval: float = 30.0,
+) -> FabricManagerWatch | None:
+    """A :class:`FabricManagerWatch` when this node publishes the board table only because its Fabric
+    Manager (configured in a multitenancy mode) could not be reached; None otherwise."""
+    if node is None or simulate or node.fm is not None:
+        return None
+    if node.mode not in (FabricMode.SHARED_NVSWITCH, FabricMode.VGPU):
+        return None
+    return FabricManagerWatch(
+        lambda: LibnvfmFabricManager.connect(driver_root=driver_root, env=env), on_answer, interval=interval
+    )
+
+
+def watch_fabric_manager(
+    planners: Sequence[object], config: Any, env: Mapping[str, str], on_answer: Callable[[], None] | None
+) -> Callable[[], None]:
+    """Start :func:`fabric_manager_watch` for the plugin's fabric planner when it applies and
+    ``on_answer`` is given; returns what stops it (a no-op otherwise)."""
+    from nvdra.plugins.gpu.fabric.planner import planned_node_fabric  # the planner builds on this module
+
+    watch = fabric_manager_watch(
+        planned_node_fabric(planners),
+        simulate=config.simulate,
+        driver_root=Path(config.container_driver_root),
+        env=env,
+        on_answer=on_answer or (lambda: None),
+    )
+    if watch is None or on_answer is None:
+        return lambda: None
+    return watch.start().stop
 
 
 # -- publishing --------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ class NodeFabric:
         elif fm is None and mode in (FabricMode.SHARED_NVSWITCH, FabricMode.VGPU):
             log.warning(
                 "%s is configured but cannot be reached (%s); publishing the board's %s partition table "
-                "(fabricPartitionSource=%s) until the plugin restarts with Fabric Manager answering",
+                "(fabricPartitionSource=%s); retrying Fabric Manager every 30 s",
                 describe_mode(mode),
                 fm_problem or "no client",
                 catalog.source,

@@ -28,6 +28,7 @@ from nvdra.imex.config import parse_hosts_block
 from nvdra.kubeletplugin import ApiServer, FakeKube
 from nvdra.kubeletplugin.objects import DAEMON_SETS, PODS
 from nvdra.nvml import load_profile, make_simulated_driver_root
+from nvdra.nvml._driver_root import FABRIC_IMEX_MGMT_MINOR
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS
 from nvdra.plugins.computedomain.simcluster import ProcessDaemon, SimCluster
@@ -67,11 +68,20 @@ def _container(tmp: Path, name: str, ip: str, peers: dict[str, str]) -> tuple[Pa
     (root / "etc").mkdir(parents=True)
     block = "".join(f"{peer_ip}\t{peer}\n" for peer, peer_ip in sorted(peers.items()))
     (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n# nvdra\n{block}")
+    _cap_node(root)
     (root / "imexd").mkdir()
     cfg = root / "imexd/imexd.cfg"
     cfg.write_text(render_config(bind_ip=ip, nodes_file=str(root / "imexd/nodes.cfg")))
     (root / "imexd/nodes.cfg").write_text(render_nodes_file(sorted(peers)))
     return root, cfg
+
+
+def _cap_node(root: Path) -> Path:
+    """The fabric-imex-mgmt node the daemon claim's CDI spec puts into the container."""
+    node = root / f"dev/nvidia-caps/nvidia-cap{FABRIC_IMEX_MGMT_MINOR}"
+    node.parent.mkdir(parents=True, exist_ok=True)
+    node.write_text("")
+    return node
 
 
 def _ctl(driver_root: Path, cfg: Path) -> subprocess.CompletedProcess[str]:
@@ -130,6 +140,9 @@ def test_fake_imex_refuses_what_the_real_one_cannot_run(driver_root: Path, tmp_p
         return subprocess.run([imex, *argv], env=env, capture_output=True, text=True, check=False, timeout=30)
 
     assert "no matching interface for" in run("-c", str(cfg)).stderr
+    _cap_node(root).unlink()
+    no_cap = run("-c", str(cfg))
+    assert no_cap.returncode == 1 and "no fabric-imex-mgmt capability in the container" in no_cap.stderr
     cfg.write_text(cfg.read_text().replace("DAEMONIZE=0", "DAEMONIZE=1"))
     assert run("-c", str(cfg)).returncode == 1
     bad = run("--bogus")
@@ -234,6 +247,7 @@ def test_simulated_daemon_runs_the_fake_imex_of_its_generated_driver_root(tmp_pa
         root = tmp_path / "ctr"
         (root / "etc").mkdir(parents=True)
         (root / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n{ip}\tdaemon-n1\n")
+        _cap_node(root)  # what the simulated CD plugin's daemon claim injects
         env = _daemon_env(root, kubeconfig, ip, NVDRA_SIMULATE=PROFILE)
         assert shutil.which("nvidia-imex", path=env["PATH"]) is None
         log = (tmp_path / "daemon.log").open("wb")

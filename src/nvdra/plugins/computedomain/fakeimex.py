@@ -7,7 +7,9 @@ the CDI spec mounts them, as OS processes, speaking over TCP:
 
 - ``nvidia-imex -c <cfg>`` reads the config (``DAEMONIZE=0`` only: a supervised daemon must not fork
   away), the nodes file it names, resolves each entry (an IP, or a name in the container's
-  ``/etc/hosts``, i.e. ``$NVDRA_DAEMON_ROOT/etc/hosts``), needs its ``IMEX_CMD_BIND_INTERFACE_IP`` among
+  ``/etc/hosts``, i.e. ``$NVDRA_DAEMON_ROOT/etc/hosts``), needs the ``fabric-imex-mgmt`` capability
+  node in the container (its minor from the driver's ``proc`` capability file), its
+  ``IMEX_CMD_BIND_INTERFACE_IP`` among
   the resolved peers (else status 1, "no matching interface", upstream issue #289), listens on
   ``<ip>:SERVER_PORT`` for peers and, with ``IMEX_CMD_ENABLED=1``, on ``<ip>:IMEX_CMD_PORT`` for
   ``nvidia-imex-ctl``; it connects to every peer's ``SERVER_PORT`` every 200 ms. ``SIGUSR1`` re-reads the
@@ -326,6 +328,29 @@ def _serve(sock: socket.socket, prog: _ImexProgram, answer: Callable[[bytes], by
                 continue
 
 
+def _management_capability_missing() -> str:
+    """Why the IMEX management capability is unusable here, or "" (the real daemon needs it to start).
+
+    The driver names the capability's minor in ``/proc/driver/nvidia/capabilities/fabric-imex-mgmt``:
+    read from the driver root this program lives in (``<root>/usr/bin/nvidia-imex``, symlinks resolved),
+    which carries the host's ``proc`` on a simulated node. The node ``/dev/nvidia-caps/nvidia-cap<minor>``
+    must exist in the container (``$NVDRA_DAEMON_ROOT``): the daemon claim's CDI spec injects it.
+    """
+    driver_root = Path(os.path.realpath(sys.argv[0])).parents[2]
+    cap_file = driver_root / "proc/driver/nvidia/capabilities/fabric-imex-mgmt"
+    try:
+        fields = dict(line.partition(":")[::2] for line in cap_file.read_text().splitlines())
+        minor = int(fields["DeviceFileMinor"].strip())
+    except (OSError, KeyError, ValueError):
+        return f"the driver has no IMEX management capability ({cap_file} unreadable)"
+    node = Path(os.environ.get("NVDRA_DAEMON_ROOT", "/")) / f"dev/nvidia-caps/nvidia-cap{minor}"
+    if not node.exists():
+        return (
+            f"cannot open {node}: No such file or directory (no fabric-imex-mgmt capability in the container)"
+        )
+    return ""
+
+
 def _start(prog_name: str, argv: Sequence[str]) -> _ImexProgram | None:
     """Parse the command line and config, resolve the peers; None after an error line."""
     parsed = _config_arg(prog_name, argv, set())
@@ -334,6 +359,10 @@ def _start(prog_name: str, argv: Sequence[str]) -> _ImexProgram | None:
         return None
     if config.get("DAEMONIZE", "1") != "0":
         _err(prog_name, "this fake runs in the foreground only: set DAEMONIZE=0")
+        return None
+    missing = _management_capability_missing()
+    if missing:
+        _err(prog_name, missing)
         return None
     prog = _ImexProgram(config)
     try:

@@ -95,18 +95,21 @@ class ProcessDaemon:
     (``NVDRA_DAEMON_ROOT``), next to the kubelet-managed ``etc/hosts``; ``PATH`` is this
     interpreter's bin directory and ``/usr/bin:/bin``, so the IMEX binaries are found only where the
     spec mounts them. The probe is the pod's readiness ``exec`` command in the same environment.
-    Device nodes are not made (a simulated tree's nodes are regular files).
+    Device nodes are symlinks to the simulated host's regular files, like the mounts.
     """
 
     def __init__(self, pod: JsonObject, edits: ContainerEdits, root: Path, env: Mapping[str, str]) -> None:
         container = pod["spec"]["containers"][0]
         self.user = (container.get("securityContext") or {}).get("runAsUser")
         self.root = root
-        for mount in edits.mounts:
-            target = root / mount.container_path.lstrip("/")
+        # Mounts and device nodes alike: the simulated host's nodes are regular files.
+        for path, host_path in [(m.container_path, m.host_path) for m in edits.mounts] + [
+            (d.path, d.host_path or d.path) for d in edits.device_nodes
+        ]:
+            target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             if not target.is_symlink():
-                target.symlink_to(mount.host_path)
+                target.symlink_to(host_path)
         values: dict[str, str] = {}
         fields = {
             "spec.nodeName": pod["spec"]["nodeName"],

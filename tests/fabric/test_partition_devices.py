@@ -211,7 +211,8 @@ def _schedule(stream: list[tuple[str, int]]) -> list[list[str]]:
         outcome = Allocator(slices, builtin_device_classes(), node_name=NODE, allocated=held).allocate(
             [_claim(i, kind, count)]
         )
-        got = [r["device"] for r in outcome.allocations[0]["devices"]["results"]] if outcome.ok else []
+        allocations = outcome.allocations if outcome.ok else None
+        got = [r["device"] for r in allocations[0]["devices"]["results"]] if allocations else []
         held |= {(DRIVER, NODE, d) for d in got}
         out.append(got)
     return out
@@ -404,10 +405,10 @@ def test_chart_renders_the_class_and_env_only_when_asked() -> None:
 
 def test_an_xid_on_a_member_taints_its_partitions() -> None:
     """Health: an XID on gpu-2 taints gpu-2 and every partition holding it, and nothing else."""
-    from nvdra.core.health import EventKind, HealthEvent
+    from nvdra.core.health import EventKind, HealthEvent, HealthPolicy
     from nvdra.plugins.gpu.devices import allocatable_devices
     from nvdra.plugins.gpu.fabric.partitions import partition_devices
-    from nvdra.plugins.gpu.health import HealthPolicy, HealthTracker
+    from nvdra.plugins.gpu.health import HealthTracker
 
     inventory = profile_inventory("dgx-h100")
     devices = allocatable_devices(inventory) | partition_devices(inventory)

@@ -153,8 +153,8 @@ _HELP = {
     "--pod-namespace": "The daemon pod's namespace.",
     "--feature-gates": "Comma list of Gate=true|false.",
     "--imexd-dir": "Where the IMEX configuration and nodes file are written.",
-    "--root": "The container's view of the host root (CDI mounts).",
-    "--simulate": "Simulated node profile (fake IMEX binaries).",
+    "--root": "The container's own root: where /etc/hosts and the CDI mounts (/imexd, IMEX binaries) are.",
+    "--simulate": "Simulated node profile: run the fake IMEX pair of a driver root generated for it.",
     "--kubeconfig": "Kubeconfig path; in-cluster config when empty.",
 }
 

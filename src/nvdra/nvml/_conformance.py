@@ -1,7 +1,9 @@
 """The NvmlBackend conformance suite: plain ``check_*(backend)`` functions any backend must pass.
 
-It runs in CI against every simulated profile and, read-only, against :class:`PynvmlBackend` on real
-GPUs, so the simulator cannot drift from the hardware. Each check raises :class:`ConformanceFailure`
+It runs in CI against every simulated profile, and against :class:`PynvmlBackend` over the fake
+``libnvidia-ml.so.1`` fed by each profile (:mod:`nvdra.nvml._fakelib`: ctypes structs, return codes
+and version fallbacks at the C ABI); read-only, it runs against :class:`PynvmlBackend` on real GPUs,
+so the simulator cannot drift from the hardware. Each check raises :class:`ConformanceFailure`
 (an ``AssertionError``) on a violation and :class:`ConformanceSkipped` when the node lacks what it
 tests. Checks in :data:`MUTATING_CHECKS` change GPU state (MIG instances, compute mode) and run only
 with ``allow_mutation=True``; they restore what they changed.
@@ -336,6 +338,32 @@ def check_compute_mode(backend: b.NvmlBackend) -> None:
         _expect(mode in (0, 2, 3), f"GPU {i}: compute mode {mode}")
 
 
+def check_events(backend: b.NvmlBackend) -> None:
+    """The health events register on every GPU that reports them; a quiet wait answers TIMEOUT (10),
+    an event names a GPU of this node; freeing the set twice is harmless."""
+    registered = 0
+    for i in range(backend.device_count()):
+        mask = backend.supported_event_types(i) & b.HEALTH_EVENT_MASK
+        if mask:
+            backend.register_events(i, mask)
+            registered += 1
+    try:
+        if not registered:
+            raise ConformanceSkipped("no GPU reports XID or ECC events")
+        try:
+            event = backend.wait_event(10)
+        except NvmlError as exc:
+            _expect(exc.code == b.NVML_TIMEOUT, f"a quiet event wait answered {exc.code}, not TIMEOUT (10)")
+        else:  # a real GPU may really report something
+            _expect(
+                event.index is None or 0 <= event.index < backend.device_count(),
+                f"event on GPU {event.index}",
+            )
+    finally:
+        backend.free_events()
+        backend.free_events()
+
+
 def check_discovery(backend: b.NvmlBackend) -> None:
     """Discovery reads the backend into an inventory that renders, with MIG names that parse back."""
     inventory = discover_inventory(backend)
@@ -433,6 +461,7 @@ READ_ONLY_CHECKS: tuple[Callable[[b.NvmlBackend], None], ...] = (
     check_nvlinks,
     check_fabric,
     check_compute_mode,
+    check_events,
     check_discovery,
 )
 MUTATING_CHECKS: tuple[Callable[[b.NvmlBackend], None], ...] = (

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from nvdra.alloc import Allocator, builtin_device_classes
 from nvdra.core.checkpoint import PreparedClaim
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.fabric import FabricMode, SimulatedFabricManager, Topology
@@ -227,3 +229,50 @@ def test_shared_nvswitch_without_fm_is_refused(node: DriverNode) -> None:
         driver(node, make_fm(FabricMode.BARE_METAL)), claim([0, 2], virtualizationModel="SharedNVSwitch")
     )
     assert "FABRIC_MODE=0" in answer.error
+
+
+def test_the_translated_readme_example_is_prepared_whichever_gpus_are_taken(node: DriverNode) -> None:
+    """demo/specs/quickstart/gpu-claim-with-fabric.yaml as shipped, through the allocator and the driver:
+    with gpu-4..7 held it gets gpu-0..3 and prepares; with gpu-0..3 held it waits (no allocation) instead
+    of getting gpu-4..7 and failing prepare forever (the issue's failure)."""
+    spec = Path(__file__).parents[2] / "demo" / "specs" / "quickstart" / "gpu-claim-with-fabric.yaml"
+    (readme,) = [d for d in yaml.safe_load_all(spec.read_text()) if d and d["kind"] == "ResourceClaim"]
+    gates = f"{GATES},TimeSlicingSettings=true"  # the example time-slices its GPUs too
+    planners, executors = fabric_effects(parse_feature_gates(gates), node.inventory, fm=None)
+    d = node.driver(gates=gates, effects=Effects(planners, executors))
+    slices = [
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceSlice",
+            "metadata": {"name": f"{name}-{i}"},
+            "spec": {
+                "driver": "gpu.nvidia.com",
+                "nodeName": node.node_name,
+                "pool": {"name": name, "generation": 1, "resourceSliceCount": len(pool.slices)},
+                "devices": list(content.devices),
+            },
+        }
+        for name, pool in d.resources().pools.items()
+        for i, content in enumerate(pool.slices)
+    ]
+
+    def allocate(held: list[int]) -> dict[str, Any] | None:
+        taken = [("gpu.nvidia.com", node.node_name, f"gpu-{i}") for i in held]
+        classes = builtin_device_classes()
+        outcome = Allocator(slices, classes, node_name=node.node_name, allocated=taken).allocate([readme])
+        return outcome.allocations[0] if outcome.allocations else None
+
+    other = allocated_claim([result(f"gpu-{i}", request="gpus") for i in range(4, 8)])
+    assert prepare_one(d, other).error == ""
+    allocation = allocate([4, 5, 6, 7])
+    assert allocation is not None
+    assert [r["device"] for r in allocation["devices"]["results"]] == [f"gpu-{i}" for i in range(4)]
+    claim_obj = {
+        **readme,
+        "metadata": {**readme["metadata"], "uid": "readme-uid"},
+        "status": {"allocation": allocation},
+    }
+    answer = prepare_one(d, claim_obj)
+    assert answer.error == ""
+    assert "NVDRA_FABRIC_PARTITION_ID=1" in node.spec_path("readme-uid").read_text()
+    assert allocate([0, 1, 2, 3]) is None

@@ -189,6 +189,23 @@ def test_object_meta_system_fields_cannot_change(wire: Wire) -> None:
     assert renamed.status == 400
 
 
+def test_object_meta_is_validated(wire: Wire) -> None:
+    """Names, label keys and values, finalizers: the apiserver's ObjectMeta rules (422)."""
+    bad_name = wire("POST", "/api/v1/nodes", {"metadata": {"name": "Node_1"}})
+    assert bad_name.status == 422
+    assert bad_name.message.startswith(
+        'Node "Node_1" is invalid: metadata.name: Invalid value: "Node_1": a lowercase RFC 1123'
+    )
+    label = {"metadata": {"name": "n1", "labels": {"resource.nvidia.com/computeDomain": "not a value"}}}
+    answer = wire("POST", "/api/v1/nodes", label)
+    assert answer.status == 422 and 'metadata.labels: Invalid value: "not a value"' in answer.message
+    finalizer = {"metadata": {"name": "n1", "finalizers": ["Bad Finalizer"]}}
+    assert wire("POST", "/api/v1/nodes", finalizer).status == 422
+    node = wire("POST", "/api/v1/nodes", {"metadata": {"name": "n1"}}).body
+    node["metadata"]["labels"] = {"x/y/z": "v"}
+    assert wire("PUT", "/api/v1/nodes/n1", node).status == 422
+
+
 # --- patches -------------------------------------------------------------------------------------
 
 

@@ -785,6 +785,71 @@ def _invalid(rt: ResourceType, name: str, problems: list[str]) -> KubeApiError:
     return KubeApiError(f'{rt.qualified_kind} "{name}" is invalid: {detail}', status=422)
 
 
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_SUBDOMAIN_HELP = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "
+    "must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_LABEL_HELP = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
+    "and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
+    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+_NAME_PART_HELP = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is "
+    "'([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+)
+_VALUE_HELP = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and "
+    "must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', "
+    "regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+)
+
+
+def _qualified_name_problems(path: str, key: str) -> list[str]:
+    """Kubernetes' qualified names (``prefix/name``: label and annotation keys, finalizers)."""
+    prefix, slash, name = key.rpartition("/")
+    problems = []
+    if slash and (not prefix or len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+        problems.append(f'{path}: Invalid value: "{key}": prefix part {_SUBDOMAIN_HELP}')
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        problems.append(f'{path}: Invalid value: "{key}": {_NAME_PART_HELP}')
+    return problems
+
+
+def meta_problems(rt: ResourceType, meta: Mapping[str, Any]) -> list[str]:
+    """The apiserver's ObjectMeta validation: name, namespace, labels, annotations, finalizers."""
+    problems: list[str] = []
+    name = str(meta.get("name", ""))
+    is_namespace = (rt.group, rt.plural) == ("", "namespaces")
+    if is_namespace and (len(name) > 63 or not _SUBDOMAIN.match(name) or "." in name):
+        problems.append(f'metadata.name: Invalid value: "{name}": {_LABEL_HELP}')
+    elif len(name) > 253 or not _SUBDOMAIN.match(name):
+        problems.append(f'metadata.name: Invalid value: "{name}": {_SUBDOMAIN_HELP}')
+    namespace = meta.get("namespace")
+    if (
+        rt.namespaced
+        and namespace
+        and (len(namespace) > 63 or "." in namespace or not _SUBDOMAIN.match(namespace))
+    ):
+        problems.append(f'metadata.namespace: Invalid value: "{namespace}": {_LABEL_HELP}')
+    for key, value in (meta.get("labels") or {}).items():
+        problems += _qualified_name_problems("metadata.labels", str(key))
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+            problems.append(f'metadata.labels: Invalid value: "{value}": {_VALUE_HELP}')
+    for key in meta.get("annotations") or {}:
+        problems += _qualified_name_problems("metadata.annotations", str(key))
+    if len(json.dumps(meta.get("annotations") or {})) > 256 * 1024:
+        problems.append("metadata.annotations: Too long: must have at most 262144 bytes")
+    for i, finalizer in enumerate(meta.get("finalizers") or []):
+        problems += _qualified_name_problems(f"metadata.finalizers[{i}]", str(finalizer))
+    return problems
+
+
 _POD_MUTABLE = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
 
 
@@ -1129,6 +1194,9 @@ class ObjectStore:
                         rt, "", ["metadata.name: Required value: name or generateName is required"]
                     )
                 meta["name"] = self._generated(rt, meta["generateName"], namespace)
+            problems = meta_problems(rt, meta)
+            if problems:
+                raise _invalid(rt, meta["name"], problems)
             self._check_namespace(rt, namespace, meta["name"])
             key = self._key(rt, meta["name"], namespace)
             if key in self._objects:
@@ -1268,6 +1336,7 @@ class ObjectStore:
                 "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being "
                 f"deleted, found new finalizers []string{{{quoted}}}"
             )
+        problems += meta_problems(rt, meta)
         raw_texts = self._raw_texts(rt, obj, raw)
         problems += _builtin_update_problems(rt, current, obj, self._raw.get(key, {}), raw_texts)
         crd = self._crds.get((rt.group, rt.plural))

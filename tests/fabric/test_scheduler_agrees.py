@@ -252,11 +252,13 @@ def test_the_unfixed_readme_claim_is_allocated_where_prepare_refuses() -> None:
     assert allocate(fixed, slices("dgx-h100", node), taken) is None  # waits for partition-1 instead
 
 
-def test_vgpu_claims_need_no_fabric_selector() -> None:
-    """Under VGPU fabric logic is off: nothing is demanded, any allocation prepares."""
-    node = node_fabric("hgx-h200", FabricMode.VGPU)
-    claim = readme_claim(1, virtualizationModel="VGPU")
+@pytest.mark.parametrize("profile", BOARDS)
+def test_vgpu_claims_need_no_fabric_selector(profile: str) -> None:
+    """Under VGPU fabric logic is off (the README's rule): nothing is demanded, any allocation prepares."""
+    mode = serving_mode(profile, VirtualizationModel.VGPU)
+    node = node_fabric(profile, None if isinstance(mode, str) else mode)
+    claim = readme_claim(2, virtualizationModel="VGPU")
     assert fix_claim(claim) == (claim, [])
-    got = allocate(claim, slices("hgx-h200", node), set())
-    assert got is not None
-    prepare_check("hgx-h200", node, copy.deepcopy(claim), got)
+    got = allocate(claim, slices(profile, node), set())
+    assert got is not None and len(got) == 2
+    prepare_check(profile, node, copy.deepcopy(claim), got)

@@ -308,6 +308,18 @@ def test_unknown_fields_of_built_in_kinds_are_dropped_as_decoding_drops_them(wir
     assert answer.headers.get_all("Warning") == ['299 - "unknown field \\"spec.spec.devices.bogus\\""']
 
 
+def test_dry_run_validates_and_answers_but_keeps_nothing(wire: Wire, server: ApiServer) -> None:
+    revision = server.store.objects.revision
+    answer = wire("POST", f"{CDS}?dryRun=All", compute_domain())
+    assert answer.status == 201 and answer.body["metadata"]["name"] == "cd"
+    assert wire("GET", f"{CDS}/cd").status == 404 and server.store.objects.revision == revision
+    assert wire("POST", f"{CDS}?dryRun=All", {**compute_domain(), "metadata": {"name": "Bad"}}).status == 422
+    wire("POST", CDS, compute_domain())
+    assert wire("DELETE", f"{CDS}/cd?dryRun=All").status == 200
+    assert wire("GET", f"{CDS}/cd").status == 200
+    assert wire("POST", f"{CDS}?dryRun=Some", compute_domain("x")).status == 400
+
+
 # --- finalizers, deletion, namespaces ------------------------------------------------------------
 
 

@@ -39,6 +39,7 @@ keeps the kube-apiserver's semantics:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import copy
 import json
 import re
@@ -1009,6 +1010,34 @@ class ObjectStore:
         if crd is None:
             return None
         return unknown_fields(crd.schema, obj)
+
+    @contextlib.contextmanager
+    def dry_run(self) -> Iterator[None]:
+        """Undo every write made inside (the apiserver's ``dryRun=All``): validated, answered, not kept.
+
+        Holds the store's lock throughout, so no reader or watcher sees the writes."""
+        with self._lock:
+            saved = (
+                dict(self._objects),
+                {k: dict(v) for k, v in self._by_type.items()},
+                dict(self._raw),
+                self._revision,
+                list(self._events),
+                list(self._event_revisions),
+                self._compacted,
+            )
+            try:
+                yield
+            finally:
+                (
+                    self._objects,
+                    self._by_type,
+                    self._raw,
+                    self._revision,
+                    self._events,
+                    self._event_revisions,
+                    self._compacted,
+                ) = saved
 
     # --- revisions and watch events --------------------------------------------------------------
 

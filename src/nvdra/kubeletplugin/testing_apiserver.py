@@ -753,6 +753,23 @@ class ApiServer:
     ) -> Any:
         version = gv or cv
         rt = self._generic_type(group, version, plural)
+        dry_run = query.get("dryRun", "")
+        if dry_run not in ("", "All"):
+            raise KubeApiError(f'dryRun: Unsupported value: "{dry_run}": supported values: "All"', status=400)
+        if dry_run and method in ("POST", "PUT", "PATCH", "DELETE"):
+            with self.store.objects.dry_run():
+                return self._generic(
+                    method,
+                    {k: v for k, v in query.items() if k != "dryRun"},
+                    body,
+                    plural=plural,
+                    cv=cv,
+                    group=group,
+                    gv=gv,
+                    ns=ns,
+                    name=name,
+                    sub=sub,
+                )
         objects = self.store.objects
         if (method == "POST" and name) or (method in ("PUT", "PATCH", "DELETE") and not name):
             raise KubeApiError(f"method {method} is not allowed here", status=405)

@@ -281,3 +281,23 @@ def test_cd_plugin_reads_proc_from_the_kernel_on_a_real_driver_root(
     )
     with serve(config, kube=store, sockets=False) as running:
         assert running.driver._specs.proc_root == Path("/")  # the spec writer reads the kernel's /proc
+
+
+@pytest.mark.parametrize("script", ["nvdra-gpu-plugin", "nvdra-cd-plugin"])
+def test_a_failing_shutdown_does_not_hide_why_the_start_failed(base: Path, script: str) -> None:
+    """NVML answers GPU_IS_LOST to the device count and then fails its shutdown: the last line says the
+    first (the plugin's error), the shutdown's failure is only a logged warning before it."""
+    faults = [("nvmlDeviceGetCount_v2", 15), ("nvmlShutdown", 1)]
+    root = str(fake_driver_root(base / "root", "dgx-h100", faults=faults))
+    store = FakeKube()
+    store.add_node(NODE)
+    with ApiServer(store) as server:
+        kubeconfig = server.write_kubeconfig(base / "kubeconfig")
+        args = [*_flags(base, kubeconfig), "--nvidia-driver-root", root, "--container-driver-root", root]
+        done = subprocess.run(
+            [str(BIN / script), *args], env=_env(), capture_output=True, text=True, timeout=60, check=False
+        )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1] == f"{script}: nvmlDeviceGetCount: GPU is lost", done.stderr
+    assert any("NVML shutdown after an error failed too: nvmlShutdown" in line for line in lines[:-1])

@@ -43,3 +43,31 @@ def test_bad_consumable_shares_fail_rendering(values: dict[str, Any], phrase: st
     with pytest.raises(RenderError) as info:
         render({**GPUS, **values})
     assert phrase in str(info.value)
+
+
+def classes(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "DeviceClass"}
+
+
+def test_gpu_class_serves_nvidia_com_gpu_on_v1() -> None:
+    """gpu.nvidia.com carries extendedResourceName nvidia.com/gpu where the server has v1."""
+    found = classes(render(GPUS, api_versions=("resource.k8s.io/v1",)))
+    assert found["gpu.nvidia.com"]["spec"]["extendedResourceName"] == "nvidia.com/gpu"
+
+
+def test_mig_profiles_get_classes_of_their_own() -> None:
+    """migExtendedResources: one class per profile with the device plugin's resource name."""
+    values = {**GPUS, "migExtendedResources": ["1g.10gb", "3g.40gb"]}
+    found = classes(render(values, api_versions=("resource.k8s.io/v1",)))
+    mig = found["mig-1g-10gb.gpu.nvidia.com"]["spec"]
+    assert mig["extendedResourceName"] == "nvidia.com/mig-1g.10gb"
+    assert "profile == '1g.10gb'" in mig["selectors"][0]["cel"]["expression"]
+    assert "mig-3g-40gb.gpu.nvidia.com" in found
+    older = classes(render({**values, "resourceApiVersion": "resource.k8s.io/v1beta2"}))
+    assert "mig-1g-10gb.gpu.nvidia.com" not in older
+
+
+def test_bad_mig_profile_fails_rendering() -> None:
+    with pytest.raises(RenderError) as info:
+        render({**GPUS, "migExtendedResources": ["big"]})
+    assert "is not a MIG profile name" in str(info.value)

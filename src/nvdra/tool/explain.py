@@ -132,13 +132,18 @@ def _pod_claims(
     return mine
 
 
-def claim_groups(objects: Sequence[Mapping[str, Any]]) -> tuple[list[ClaimGroup], list[str]]:
+def claim_groups(
+    objects: Sequence[Mapping[str, Any]], *, classes: Sequence[Mapping[str, Any]] = ()
+) -> tuple[list[ClaimGroup], list[str]]:
     """Follow Pods and workloads to the claims and claim templates they name.
 
     Each pod (a workload: one replica of its template) is a group of the claims it uses, a template
-    turned into the claim the ResourceClaim controller would make (``<pod>-<entry>``). Claims and
-    templates no pod uses form a last group. Returns the groups and notes (claims the input lacks).
+    turned into the claim the ResourceClaim controller would make (``<pod>-<entry>``), and the claim
+    the scheduler makes for extended resources in its containers' limits that one of ``classes``
+    serves (KEP-5004, :mod:`nvdra.alloc.extended`). Claims and templates no pod uses form a last group.
+    Returns the groups and notes (claims the input lacks).
     """
+    from nvdra.alloc.extended import extended_resource_claim
     from nvdra.imex.objects import workload_claim_template
 
     claims = {_key(o): o for o in objects if o.get("kind") == "ResourceClaim"}
@@ -161,12 +166,14 @@ def claim_groups(objects: Sequence[Mapping[str, Any]]) -> tuple[list[ClaimGroup]
         spec: Any = obj
         for part in where:
             spec = spec.get(part) if isinstance(spec, Mapping) else None
-        entries = spec.get("resourceClaims") if isinstance(spec, Mapping) else None
-        if not entries:
+        if not isinstance(spec, Mapping):
             continue
+        entries = spec.get("resourceClaims") or []
         namespace, name = _key(obj)
         title = f"{obj.get('kind')} {namespace}/{name}"
-        mine = _pod_claims(
+        extended = extended_resource_claim(spec, classes, pod_name=name, namespace=namespace)
+        mine = [extended] if extended else []
+        mine += _pod_claims(
             entries,
             namespace=namespace,
             name=name,
@@ -500,13 +507,14 @@ def run_explain(
         slices = simulated_slices(profile or "dgx-h100", gates, node_name)
     _progress(f"allocating against {sum(len(s['spec'].get('devices') or []) for s in slices)} devices …")
     objects = [doc for _, doc in load_documents(claim_files)]
-    groups, notes = claim_groups(objects)
+    classes = [*(view.classes if view else []), *extra]
+    classes += [o for o in objects if o.get("kind") == "DeviceClass"]
+    served = [*(builtin_device_classes().values() if view is None else ()), *classes]
+    groups, notes = claim_groups(objects, classes=served)
     if not groups:
         raise InputFileError(
             "no ResourceClaim, ResourceClaimTemplate, or Pod or workload using one in the input"
         )
-    classes = [*(view.classes if view else []), *extra]
-    classes += [o for o in objects if o.get("kind") == "DeviceClass"]
     for note in notes:
         echo(f"note: {note}")
     ok, allocated = _allocate_groups(

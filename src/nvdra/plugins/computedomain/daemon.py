@@ -150,6 +150,8 @@ class ImexDaemon:
         self.signals_sent = 0
         self._peers: dict[str, str] = {}
         self._stopping = False
+        self.watch_timeout_s = 300.0
+        """How long one watch request lasts before the informer renews it."""
         self._clique_cache: Informer | None = None
         self._domain_cache: Informer | None = None
         self._wake = threading.Event()
@@ -166,7 +168,11 @@ class ImexDaemon:
         if s.clique_id:
             name = clique_object_name(s.domain_uid, s.clique_id)
             self._clique_cache = Informer(
-                self._kube, CLIQUES, namespace=s.pod_namespace, field_selector=f"metadata.name={name}"
+                self._kube,
+                CLIQUES,
+                namespace=s.pod_namespace,
+                field_selector=f"metadata.name={name}",
+                watch_timeout_s=self.watch_timeout_s,
             )
             caches.append(self._clique_cache)
             if not self.dns_mode and s.domain_name:
@@ -175,6 +181,7 @@ class ImexDaemon:
                     COMPUTE_DOMAINS,
                     namespace=s.domain_namespace,
                     field_selector=f"metadata.name={s.domain_name}",
+                    watch_timeout_s=self.watch_timeout_s,
                 )
                 caches.append(self._domain_cache)
         for cache in caches:

@@ -356,3 +356,11 @@ def test_a_second_driver_root_in_one_process_is_refused(real: Real, tmp_path: Pa
         PynvmlBackend(other).init()
     with nvml_session(PynvmlBackend(first.driver_root)) as again:  # the same root is fine
         assert again.device_count() == count == 2
+
+
+def test_regenerating_the_root_keeps_it_loadable(real: Real, tmp_path: Path) -> None:
+    """make_simulated_driver_root runs again over a root holding the (binary) library: no decode error."""
+    backend = real("pcie-l4")
+    fake_driver_root(tmp_path / "root", "pcie-l4")  # the same root a second time
+    with nvml_session(backend):
+        assert backend.device_count() == 2

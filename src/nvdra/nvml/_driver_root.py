@@ -108,7 +108,7 @@ def ci_access_minor(gpu_minor: int, gi_id: int, ci_id: int) -> int:
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_text() != text:
+    if not path.exists() or path.read_bytes() != text.encode():  # a file may hold a real library
         if path.exists():
             path.chmod(0o644)  # our own read-only files (proc entries) must stay rewritable
         path.write_text(text)

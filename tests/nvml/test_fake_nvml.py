@@ -364,3 +364,15 @@ def test_regenerating_the_root_keeps_it_loadable(real: Real, tmp_path: Path) -> 
     fake_driver_root(tmp_path / "root", "pcie-l4")  # the same root a second time
     with nvml_session(backend):
         assert backend.device_count() == 2
+
+
+def test_a_lost_gpu_fails_the_same_checks_as_on_the_simulator(real: Real) -> None:
+    """GPU 0 fell off the bus: through the library the same checks fail with GPU_IS_LOST."""
+    backend = real("dgx-h100")
+    sim = SimulatedNvml("dgx-h100")
+    sim.mark_gpu_lost(0)
+    _state(backend).write_text(render_fake_nvml_state(sim))  # the node's state after the loss
+    want = [(r.name, r.outcome) for r in run_conformance(sim)]
+    results = run_conformance(backend)
+    assert [(r.name, r.outcome) for r in results] == want
+    assert any(r.outcome == "failed" and "NvmlGpuLost" in r.detail for r in results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import click
 
@@ -31,7 +32,6 @@ def main(verbosity: int) -> None:
 
 def _check_profile(profile: str) -> None:
     """A built-in profile name or an existing YAML file; otherwise a usage error (exit 2)."""
-    from pathlib import Path
 
     if profile not in PROFILE_NAMES and not Path(profile).is_file():
         raise click.BadParameter(
@@ -298,6 +298,64 @@ def validate(
         echo=click.echo,
     )
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option(
+    "--simulate",
+    "profile",
+    default="dgx-h100",
+    show_default=True,
+    help=f"The node's simulated hardware: {', '.join(PROFILE_NAMES)}, or a YAML path.",
+)
+@click.option(
+    "--feature-gates",
+    default="",
+    envvar="FEATURE_GATES",
+    show_envvar=True,
+    help="The GPU plugin's gates (Gate=true|false,...).",
+)
+@click.option("--port", default=0, type=click.IntRange(0, 65535), help="API server port (0: any free port).")
+@click.option(
+    "--dir",
+    "workdir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the kubeconfig, CDI specs and plugin state go (default: a temporary directory, removed "
+    "on exit).",
+)
+def playground(profile: str, feature_gates: str, port: int, workdir: Path | None) -> None:
+    """A one-node cluster in this process, for the real kubectl, until Ctrl-C.
+
+    The in-memory API server, the GPU plugin on a simulated node, a kubelet, and the scheduler's
+    DRA rules: kubectl apply -f a spec, and its pods' claims are allocated and prepared as on a
+    cluster; kubectl delete releases them.
+    """
+    import tempfile
+
+    from nvdra.plugins.flags import stop_on_signals, wait_interruptibly
+    from nvdra.tool.playground import playground as run_playground
+
+    _check_profile(profile)
+    try:
+        parse_feature_gates(feature_gates)
+    except FeatureGateError as exc:
+        raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc
+    stop = stop_on_signals()
+    with tempfile.TemporaryDirectory(prefix="nvdra-playground-") as tmp:
+        try:
+            with run_playground(
+                workdir or Path(tmp), profile=profile, feature_gates=feature_gates, port=port, out=click.echo
+            ) as pg:
+                click.echo(f"kubeconfig: {pg.kubeconfig}\n")
+                click.echo(f"  export KUBECONFIG={pg.kubeconfig}")
+                click.echo("  kubectl apply -f demo/specs/quickstart/gpu-test1.yaml")
+                click.echo("  kubectl get resourceslices,resourceclaims,pods -A -o wide")
+                click.echo("  kubectl delete -f demo/specs/quickstart/gpu-test1.yaml\n")
+                click.echo("Ctrl-C stops it.")
+                wait_interruptibly(stop)
+        except NvdraError as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 @main.command()

@@ -239,7 +239,9 @@ class Informer:
                 # watch this query still gets the cache refreshed, at the back-off's pace).
                 need_list = True
                 delay = self.backoff.delay(failures, self._rng)
-                log.warning("informer %s: %s; retrying in %.1f s", self.name, exc, delay)
+                # One stable line per cause (the repeat filter folds repeats); the delay varies.
+                log.warning("informer %s: %s; listing and watching again after a back-off", self.name, exc)
+                log.debug("informer %s: retry %d in %.2f s", self.name, failures, delay)
                 self._stop.wait(delay)
             if self.resync_s > 0 and time.monotonic() >= next_resync and not self._stop.is_set():
                 self._resync()

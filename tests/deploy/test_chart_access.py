@@ -9,11 +9,18 @@ would admit, so its logic is checked, not only its shape.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import cel
 import pytest
 
+from nvdra.core.featuregates import parse_feature_gates
+from nvdra.imex import DOMAIN_LABEL, Settings
+from nvdra.imex.reconcile import Observed, plan
+from nvdra.kubeletplugin import FakeKube
+from nvdra.kubeletplugin.objects import NODES
+from nvdra.plugins.computedomain.driver import ComputeDomainDriver
 from tests.deploy.helm import find, render, render_files
 
 JsonObject = dict[str, Any]
@@ -292,3 +299,52 @@ def test_namespace_is_created_only_when_it_is_not_the_release_namespace() -> Non
     docs = render({"namespaceOverride": "elsewhere", "createNamespace": False})
     assert not find(docs, "Namespace")
     assert {d["metadata"]["namespace"] for d in docs if "namespace" in d["metadata"]} == {"elsewhere"}
+
+
+def test_the_writes_nvdra_makes_to_nodes_pass_the_policy(node_policy: JsonObject, tmp_path: Path) -> None:
+    """The CD plugin's real label and unlabel patches of its Node, and the controller's unlabel of an
+    orphaned Node, each applied to a Node with other labels, annotations and a spec: admitted."""
+    kube = FakeKube()
+    kube.add_node("n1", labels={"kubernetes.io/hostname": "n1", "team": "a"})
+    node = kube.get_node("n1")
+    node["metadata"]["annotations"] = {"node.alpha.kubernetes.io/ttl": "0"}
+    node["spec"] = {"podCIDR": "10.0.0.0/24", "taints": [{"key": "gpu", "effect": "NoSchedule"}]}
+    kube.objects.update_object(NODES, node)
+    writes: list[tuple[JsonObject, JsonObject]] = []
+    real = kube.patch_object
+
+    def recorded(*args: Any, **kw: Any) -> Any:
+        before = kube.get_node("n1")
+        out = real(*args, **kw)
+        writes.append((before, kube.get_node("n1")))
+        return out
+
+    kube.patch_object = recorded  # type: ignore[method-assign]
+    driver = ComputeDomainDriver(
+        node_name="n1",
+        clique_id="",
+        gates=parse_feature_gates(""),
+        store=cast(Any, type("Store", (), {"boot_id": "boot"})()),
+        specs=cast(Any, None),
+        kube=cast(Any, kube),
+        namespace=NS,
+        domains_dir=tmp_path,
+    )
+    driver._set_node_label("u1", add=True)
+    driver._set_node_label("u1", add=False)
+    assert len(writes) == 2
+    assert writes[0][1]["metadata"]["labels"][DOMAIN_LABEL] == "u1"
+    assert writes[0][1]["spec"]["taints"] and writes[0][1]["metadata"]["annotations"]  # kept, unchanged
+    for old, new in writes:
+        assert admit(node_policy, PLUGIN, old, new, "n1") == []
+        assert admit(node_policy, PLUGIN, old, new, "n2") != []  # the same write from another node
+
+    driver._set_node_label("u9", add=True)  # a label the controller finds orphaned
+    writes.clear()
+    actions = plan(Observed(domains=[], nodes=[kube.get_node("n1")]), Settings(namespace=NS))
+    (unlabel,) = [a for a in actions if a.kind == "Node"]
+    assert unlabel.body is not None
+    kube.patch_object(NODES, unlabel.name, unlabel.body)
+    ((old, new),) = writes
+    assert DOMAIN_LABEL not in new["metadata"]["labels"]
+    assert admit(node_policy, CONTROLLER, old, new, None) == []

@@ -209,3 +209,28 @@ def test_repeat_filter_logs_once_then_with_a_count() -> None:
     ]
     other = logging.LogRecord("c", logging.WARNING, "f", 1, "another line", None, None)
     assert repeat.filter(other)
+
+
+class _EmptyWatches:
+    """FakeKube whose watches end at once without an event (a proxy that cuts streams)."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube = kube
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kube, name)
+
+    def watch_objects(self, *args: Any, **kw: Any) -> Any:
+        self.kube.watch_objects(*args, **kw).close()  # logged as a watch request
+        return _Listed([])
+
+
+def test_a_watch_that_ends_at_once_backs_off_instead_of_spinning(
+    kube: FakeKube, informers: list[Informer]
+) -> None:
+    informer = Informer(
+        cast(Any, _EmptyWatches(kube)), NODES, backoff=Backoff(initial_s=0.2, max_s=0.2, jitter=0)
+    )
+    informers.append(informer.start())
+    time.sleep(1.0)
+    assert 2 <= informer.stats.watches <= 6 and informer.stats.errors >= 2

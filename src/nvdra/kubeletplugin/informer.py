@@ -284,10 +284,12 @@ class Informer:
         )
         self.stats.watches += 1
         self._stream = stream
+        opened, events = time.monotonic(), 0
         try:
             if self._stop.is_set():
                 return False
             for event in stream:
+                events += 1
                 if self._take(event):
                     self.stats.relists_gone += 1
                     return True
@@ -296,6 +298,9 @@ class Informer:
         finally:
             self._stream = None
             stream.close()
+        if not events and not self._stop.is_set() and time.monotonic() - opened < min(1.0, timeout):
+            # A watch the server ends at once, empty, would otherwise be reopened in a tight loop.
+            raise KubeApiError(f"watch {self.name}: the server ended it at once, without an event", status=0)
         return False
 
     def _take(self, event: WatchEvent) -> bool:

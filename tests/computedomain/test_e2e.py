@@ -13,6 +13,8 @@ from nvdra.cdi import read_spec
 from nvdra.imex import DOMAIN_LABEL, Observed, plan
 from nvdra.imex.config import parse_hosts_block
 from nvdra.kubeletplugin.objects import DAEMON_SETS, NODES, RESOURCE_CLAIM_TEMPLATES
+from nvdra.plugins.computedomain.daemon import ImexDaemon
+from nvdra.plugins.computedomain.fakeimex import FakeImexProcess
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS
 from nvdra.plugins.computedomain.simcluster import SimCluster, SimNode
 
@@ -28,6 +30,12 @@ def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def domain_gone(c: SimCluster, name: str) -> bool:
     return not [d for d in c.store.objects.list_objects(COMPUTE_DOMAINS) if d["metadata"]["name"] == name]
+
+
+def _imex(daemon: object) -> ImexDaemon:
+    """The in-process daemon behind a simulated pod (SimCluster's pods run ImexDaemon unless processes)."""
+    assert isinstance(daemon, ImexDaemon)
+    return daemon
 
 
 def test_channels_only_after_all_daemons_ready_and_deletion_leaves_nothing(dirs: tuple[Path, Path]) -> None:
@@ -70,15 +78,15 @@ def test_killed_daemon_is_restarted_and_the_domain_returns_to_ready(dirs: tuple[
         cd = c.create_domain("job", num_nodes=2)
         c.schedule_workload(cd, c.nodes)
         c.run_until("ready", lambda: c.domain("job").get("status", {}).get("status") == "Ready")
-        pod = next(iter(c.nodes[1].pods.values()))
-        child = pod.daemon.child
-        assert child is not None
-        child.kill()  # type: ignore[attr-defined]
+        daemon = _imex(next(iter(c.nodes[1].pods.values())).daemon)
+        child = daemon.child
+        assert isinstance(child, FakeImexProcess)
+        child.kill()
         c.nodes[0].step()  # the peer's probe sees the crash before node 1's watchdog runs
         c.controller.reconcile_once()
         assert c.domain("job")["status"]["status"] == "NotReady"
         c.run_until("ready again", lambda: c.domain("job")["status"]["status"] == "Ready")
-        assert pod.daemon.restarts == 1 and pod.daemon.child is not child
+        assert daemon.restarts == 1 and daemon.child is not child
 
 
 def test_controller_restarted_mid_reconcile_converges_without_duplicates(dirs: tuple[Path, Path]) -> None:
@@ -114,11 +122,13 @@ def test_a_node_outside_the_clique_never_gets_the_other_cliques_channel(dirs: tu
         assert sorted(len(x["daemons"]) for x in cliques) == [1, 2]
         for node in c.nodes:
             (pod,) = node.pods.values()
-            peers = set(parse_hosts_block(pod.daemon.settings.hosts_path.read_text()).values())
+            daemon = _imex(pod.daemon)
+            peers = set(parse_hosts_block(daemon.settings.hosts_path.read_text()).values())
             same = {n.ip for n in c.nodes if n.clique == node.clique}
             assert peers == same
-            child = pod.daemon.child
-            assert child is not None and set(child.imex.peers) == same  # type: ignore[attr-defined]
+            child = daemon.child
+            assert isinstance(child, FakeImexProcess) and child.imex is not None
+            assert set(child.imex.peers) == same
 
 
 def test_no_clique_node_joins_but_gets_no_device_node(dirs: tuple[Path, Path]) -> None:
@@ -132,7 +142,7 @@ def test_no_clique_node_joins_but_gets_no_device_node(dirs: tuple[Path, Path]) -
         c.run_until("prepared", lambda: not node.pending)
         assert not node.plugin.driver.spec_path(ref.uid).exists()
         (pod,) = node.pods.values()
-        assert pod.daemon.child is None and pod.daemon.check()
+        assert _imex(pod.daemon).child is None and pod.daemon.check()
         assert c.domain("job")["status"]["nodes"][0]["index"] == -1
 
 

@@ -24,6 +24,7 @@ import attrs
 
 from nvdra.kubeletplugin import ApiServer, FakeKube
 from nvdra.kubeletplugin.testing_rbac import Attributes, Grant, Rbac, service_account_user
+from tests.deploy.admission import PolicyAdmission
 from tests.deploy.helm import NAMESPACE, crds, render
 
 ADMIN_TOKEN = "chart-cluster-admin"
@@ -61,14 +62,19 @@ class ChartCluster:
         """The objects behind the server (test seeding and inspection; never authorized)."""
         return self.server.store
 
-    def kubeconfig(self, account: str) -> Path:
-        """The kubeconfig of the chart's ServiceAccount ``account`` (KeyError naming the known ones)."""
-        try:
+    def kubeconfig(self, account: str, *, node: str | None = None) -> Path:
+        """The kubeconfig of the chart's ServiceAccount ``account`` (KeyError naming the known ones);
+        with ``node``, of a token bound to a pod on that node (its name in the token's user info, which
+        the chart's ValidatingAdmissionPolicies check)."""
+        if account not in self.kubeconfigs:
+            raise KeyError(f"no ServiceAccount {account!r} in the chart; known: {sorted(self.kubeconfigs)}")
+        if node is None:
             return self.kubeconfigs[account]
-        except KeyError:
-            raise KeyError(
-                f"no ServiceAccount {account!r} in the chart; known: {sorted(self.kubeconfigs)}"
-            ) from None
+        path = self.kubeconfigs[account].with_name(f"kubeconfig-{account}-{node}")
+        if not path.exists():
+            token = self.server.add_service_account(self.namespace, account, node=node)
+            self.server.write_kubeconfig(path, token=token)
+        return path
 
     def user(self, account: str) -> str:
         """``system:serviceaccount:<namespace>:<account>``."""
@@ -94,11 +100,15 @@ def chart_cluster(
     *,
     store: FakeKube | None = None,
     namespace: str = NAMESPACE,
+    admission: bool = False,
 ) -> Iterator[ChartCluster]:
-    """Serve ``store`` (a new FakeKube by default) with the RBAC of the chart rendered with ``values``."""
+    """Serve ``store`` (a new FakeKube by default) with the RBAC of the chart rendered with ``values``
+    and, with ``admission``, its ValidatingAdmissionPolicies (see :mod:`tests.deploy.admission`)."""
     docs = render(dict(values or {}), namespace=namespace)
     rbac = Rbac(docs)
-    with ApiServer(store if store is not None else FakeKube(), token=ADMIN_TOKEN, rbac=rbac) as server:
+    policies = PolicyAdmission(docs) if admission else None
+    kube = store if store is not None else FakeKube()
+    with ApiServer(kube, token=ADMIN_TOKEN, rbac=rbac, admission=policies) as server:
         for crd in crds():
             server.install_crd(crd)
         directory.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from nvdra.imex import Settings
 from nvdra.kubeletplugin import ClaimRef, KubeletClient, KubernetesKubeApi
 from nvdra.kubeletplugin.objects import DAEMON_SETS, RESOURCE_CLAIM_TEMPLATES
-from nvdra.plugins.computedomain.controller import ComputeDomainController, Settings
+from nvdra.plugins.computedomain.controller import ComputeDomainController
 from nvdra.plugins.computedomain.kube import COMPUTE_DOMAINS
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import serve

@@ -899,6 +899,7 @@ def _now() -> str:
 
 _Key = tuple[str, str, str, str]  # (group, plural, namespace, name)
 Validator = Callable[[JsonObject, JsonObject | None], None]
+Admission = Callable[[str, "ResourceType", JsonObject | None, JsonObject | None], None]
 """A per-kind rule: (new object, current object or None on create); raises a 422 KubeApiError."""
 
 
@@ -957,6 +958,9 @@ class ObjectStore:
         self._validators: dict[tuple[str, str], list[Validator]] = {}
         self._crds: dict[tuple[str, str], _Crd] = {}
         self.strict_namespaces = strict_namespaces
+        self.admission: Admission | None = None
+        """Called with (operation, type, object, old object) before a write is kept: CREATE (no old
+        object), UPDATE (patches too), DELETE (no object); it raises to refuse (validating admission)."""
         self.bookmark_interval = 60.0
         """Seconds between BOOKMARK events of a watch that asked for them (the apiserver: about 60)."""
         self._on_call = on_call or (lambda verb, resource, name: None)
@@ -1240,6 +1244,8 @@ class ObjectStore:
                 obj["status"] = {"phase": "Active"}
             self._prune(rt, obj)
             self._validate(rt, obj, None)
+            if self.admission is not None:
+                self.admission("CREATE", rt, obj, None)
             meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
             meta["resourceVersion"] = self._bump()
             self._set(key, obj)
@@ -1321,6 +1327,8 @@ class ObjectStore:
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         obj["metadata"]["resourceVersion"] = cur_meta["resourceVersion"]
         obj["metadata"].pop("managedFields", None)
+        if self.admission is not None:
+            self.admission("UPDATE", rt, obj, current)
         if obj == current and raw_texts == self._raw.get(key, {}):
             return _clone(current)  # no change: no write, no new revision, no event
         obj["metadata"]["resourceVersion"] = self._bump()
@@ -1474,6 +1482,8 @@ class ObjectStore:
                     f"ResourceVersion in object meta: {cur_meta['resourceVersion']}",
                     status=409,
                 )
+            if self.admission is not None:
+                self.admission("DELETE", rt, None, current)
             return self._delete(rt, key)
 
     def _delete(self, rt: ResourceType, key: _Key) -> JsonObject:

@@ -66,7 +66,7 @@ from nvdra.kubeletplugin.objects import (
 )
 from nvdra.kubeletplugin.testing_rbac import Attributes, Rbac, forbidden_message, service_account_user
 
-__all__ = ["ApiServer"]
+__all__ = ["AdmissionRequest", "ApiServer"]
 
 JsonObject = dict[str, Any]
 _REASONS = {
@@ -121,6 +121,7 @@ def status_body(code: int, message: str) -> JsonObject:
 
 _OBJECT_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED"})
 _ADMIN = "system:admin"
+NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 _PATCH_TYPES = {
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
@@ -128,6 +129,32 @@ _PATCH_TYPES = {
 }
 _RAW_KINDS = re.compile(r"/(resourceclaims|resourceclaimtemplates|deviceclasses)(/|$)")
 _FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+
+
+@attrs.frozen(kw_only=True)
+class AdmissionRequest:
+    """A write as validating admission sees it (the ``request``, ``object`` and ``oldObject`` of a
+    ValidatingAdmissionPolicy): CREATE has no ``old_object``, DELETE no ``object``, a PATCH is an UPDATE."""
+
+    operation: str
+    user: str
+    groups: tuple[str, ...]
+    extra: Mapping[str, list[str]]
+    group: str
+    version: str
+    resource: str
+    subresource: str
+    kind: str
+    namespace: str
+    name: str
+    object: JsonObject | None
+    old_object: JsonObject | None
+    dry_run: bool
+
+    @property
+    def qualified(self) -> str:
+        """``<plural>.<group>`` (``<plural>`` for the core group)."""
+        return f"{self.resource}.{self.group}" if self.group else self.resource
 
 
 @attrs.frozen
@@ -315,6 +342,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ConfigError as exc:  # a v1 body that v1beta1 cannot express
             self._send(422, status_body(422, str(exc)))
             return
+        except Exception as exc:  # a bug here answers as the apiserver's panic handler does: a 500
+            self._send(500, status_body(500, f"Internal error occurred: {type(exc).__name__}: {exc}"))
+            return
         if isinstance(answer, _WatchAnswer):
             self._stream(answer)
         else:
@@ -357,6 +387,7 @@ class ApiServer:
         token: str | None = None,
         port: int = 0,
         rbac: Rbac | None = None,
+        admission: Callable[[AdmissionRequest], None] | None = None,
     ) -> None:
         """Bind (not yet serve) on 127.0.0.1.
 
@@ -365,15 +396,21 @@ class ApiServer:
             token: when set, the bearer token of an administrator (``system:masters``: no RBAC check).
             port: the TCP port; 0 picks a free one.
             rbac: when set, requests of the users :meth:`add_user` made are authorized by it (403 if not).
+            admission: validating admission of every write made over HTTP (it raises a
+                :class:`KubeApiError` to refuse one), after authorization and the kind's own validation.
         """
         self.store = store if store is not None else FakeKube()
         self._token = token
         self.rbac = rbac
         self._users: dict[str, str] = {}  # bearer token -> user name
+        self._extras: dict[str, dict[str, list[str]]] = {}  # bearer token -> the user's extra info
+        self._admission = admission
         self._audit: list[Attributes] = []
         self._audit_lock = threading.Lock()
         self._ctx = threading.local()
         self._watches: set[WatchStream] = set()
+        if admission is not None:
+            self.store.objects.admission = self._admit
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.api = self
         self._thread: threading.Thread | None = None
@@ -399,15 +436,21 @@ class ApiServer:
         self.register(rt)
         return rt
 
-    def add_user(self, user: str, token: str | None = None) -> str:
+    def add_user(
+        self, user: str, token: str | None = None, *, extra: Mapping[str, list[str]] | None = None
+    ) -> str:
         """Accept a bearer token (a new random one by default) for ``user``. Returns the token."""
         token = token or secrets.token_hex(16)
         self._users[token] = user
+        self._extras[token] = {k: list(v) for k, v in (extra or {}).items()}
         return token
 
-    def add_service_account(self, namespace: str, name: str) -> str:
-        """A token of the ServiceAccount ``namespace/name`` (``system:serviceaccount:<ns>:<name>``)."""
-        return self.add_user(service_account_user(namespace, name))
+    def add_service_account(self, namespace: str, name: str, *, node: str | None = None) -> str:
+        """A token of the ServiceAccount ``namespace/name`` (``system:serviceaccount:<ns>:<name>``);
+        with ``node``, bound to a pod on that node: its user info then carries the node's name
+        (``authentication.kubernetes.io/node-name``, ServiceAccountTokenPodNodeInfo, on since 1.32)."""
+        extra = {NODE_NAME_EXTRA: [node]} if node else None
+        return self.add_user(service_account_user(namespace, name), extra=extra)
 
     def audit(self, user: str | None = None) -> list[Attributes]:
         """Every authorized request so far (of ``user`` only, if given), oldest first."""
@@ -490,11 +533,40 @@ class ApiServer:
             else:
                 self._watches.discard(stream)
 
+    def _admit(
+        self, operation: str, rt: ResourceType, obj: JsonObject | None, old: JsonObject | None
+    ) -> None:
+        """The store's admission hook: hand a write made over HTTP to the admission callable."""
+        request: Attributes | None = getattr(self._ctx, "request", None)
+        if self._admission is None or request is None:  # in-process calls are no requests
+            return
+        meta = (obj if obj is not None else old or {}).get("metadata") or {}
+        groups = ("system:masters", "system:authenticated") if request.user == _ADMIN else request.groups
+        self._admission(
+            AdmissionRequest(
+                operation=operation,
+                user=request.user,
+                groups=groups,
+                extra=getattr(self._ctx, "extra", {}),
+                group=rt.group,
+                version=rt.version,
+                resource=rt.plural,
+                subresource=request.subresource,
+                kind=rt.kind,
+                namespace=meta.get("namespace", "") if rt.namespaced else "",
+                name=meta.get("name", ""),
+                object=obj,
+                old_object=old,
+                dry_run=bool(getattr(self._ctx, "dry_run", False)),
+            )
+        )
+
     def authenticate(self, header: str | None) -> str | None:
         """The user a request's bearer token names (None: no authentication configured); else a 401."""
         if self._token is None and not self._users:
             return None
         token = header[len("Bearer ") :] if header and header.startswith("Bearer ") else None
+        self._ctx.extra = self._extras.get(token or "", {})
         if token is not None and token == self._token:
             return _ADMIN
         if token is not None and token in self._users:
@@ -504,6 +576,9 @@ class ApiServer:
     def authorize_request(self, user: str | None, method: str, path: str, query: Mapping[str, str]) -> None:
         """Authorize (RBAC, for users other than the administrator) and audit one request; 403 if denied."""
         request = request_attributes(user or _ADMIN, method, path, query)
+        self._ctx.request, self._ctx.dry_run = request, query.get("dryRun") == "All"
+        if user is None:
+            self._ctx.extra = {}
         if user not in (None, _ADMIN) and self.rbac is not None and not self.rbac.allows(request):
             raise KubeApiError(forbidden_message(request), status=403)
         with self._audit_lock:

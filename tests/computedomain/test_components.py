@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from nvdra.imex import parse_nodes_file
 from nvdra.kubeletplugin import FakeKube
 from nvdra.kubeletplugin.objects import PODS
 from nvdra.plugins.computedomain.controller import LeaseElector
-from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon
+from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon, ProcessHandle
 from nvdra.plugins.computedomain.demo import run_demo
 from nvdra.plugins.computedomain.fakeimex import FakeImexRunner, ImexFabric
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS
@@ -51,6 +52,10 @@ def _daemon(tmp: Path, kube: FakeKube, fabric: ImexFabric, node: str, ip: str, g
     return ImexDaemon(settings, kube, FakeImexRunner(fabric, hosts))
 
 
+def _child(daemon: ImexDaemon) -> ProcessHandle | None:
+    return daemon.child
+
+
 def test_ip_mode_waits_for_num_nodes_then_writes_ips_and_restarts_on_change(tmp_path: Path) -> None:
     """IP mode: no nvidia-imex until numNodes members; the nodes file lists their IPs; READY when all up."""
     kube, fabric = FakeKube(), ImexFabric()
@@ -61,16 +66,18 @@ def test_ip_mode_waits_for_num_nodes_then_writes_ips_and_restarts_on_change(tmp_
     )
     a = _daemon(tmp_path, kube, fabric, "a", "10.0.0.1", gates)
     b = _daemon(tmp_path, kube, fabric, "b", "10.0.0.2", gates)
-    a.register(), b.register()
-    entry = {"cliqueID": "c.1", "status": "NotReady"}
-    clique = {
+    a.register()
+    b.register()
+    entry: dict[str, Any] = {"cliqueID": "c.1", "status": "NotReady"}
+    members = [dict(entry, nodeName="a", ipAddress="10.0.0.1", index=0)]
+    clique: dict[str, Any] = {
         "metadata": {"name": "u1.c.1", "namespace": "nvdra"},
-        "daemons": [dict(entry, nodeName="a", ipAddress="10.0.0.1", index=0)],
+        "daemons": members,
     }
     kube.objects.put(CLIQUES, clique)
     a.step()
-    assert a.child is None
-    clique["daemons"].append(dict(entry, nodeName="b", ipAddress="10.0.0.2", index=1))
+    assert _child(a) is None  # (a function: mypy would keep a.child narrowed to None)
+    members.append(dict(entry, nodeName="b", ipAddress="10.0.0.2", index=1))
     kube.objects.put(CLIQUES, clique)
     a.step()
     assert a.child is not None and not a.check()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nvdra.core.errors import NvmlError, NvmlGpuLost, NvmlUninitialized
+from nvdra.core.errors import NvmlError, NvmlGpuLost, NvmlInUse, NvmlUninitialized
 from nvdra.nvml import (
     PROFILE_NAMES,
     PynvmlBackend,
@@ -236,7 +236,7 @@ def test_state_renders_the_simulator_now(tmp_path: Path) -> None:
     assert "migmode 2 1 1\n" in text
     (record,) = sim.snapshot().gpus[2].gpu_instances
     assert f"gi 2 {gi} 9 4 {record.placement.size} {record.compute_slices}\n" in text
-    assert f"ci 2 {gi} 0 {sim.mig_devices(2)[0].ci_profile_id} {ci.uuid}\n" in text
+    assert f"ci 2 {gi} 0 {sim.mig_devices(2)[0].ci_profile_id} {ci.uuid} 0\n" in text
     assert "compute 1 2\n" in text
     assert "lost 5\n" in text
     with pytest.raises(ValueError, match="fabric_version 4"):
@@ -376,3 +376,20 @@ def test_a_lost_gpu_fails_the_same_checks_as_on_the_simulator(real: Real) -> Non
     results = run_conformance(backend)
     assert [(r.name, r.outcome) for r in results] == want
     assert any(r.outcome == "failed" and "NvmlGpuLost" in r.detail for r in results)
+
+
+def test_processes_make_the_library_answer_in_use(real: Real) -> None:
+    """Processes on a MIG device or a GPU: destroy answers IN_USE, a MIG mode change stays pending (19)."""
+    backend = real("a100-mig")
+    sim = SimulatedNvml("a100-mig")
+    sim.set_processes(0, 2, gi_id=7, ci_id=0)
+    sim.set_processes(2, 1)
+    state = _state(backend)
+    state.write_text(render_fake_nvml_state(sim, capabilities=backend.driver_root))
+    with nvml_session(backend):
+        with pytest.raises(NvmlInUse):
+            backend.destroy_compute_instance(0, 7, 0)
+        assert backend.set_mig_mode(2, True) == 19  # still on; the request waits for the processes
+        assert backend.mig_mode(2).pending
+    assert "ci 0 7 0 0 " in state.read_text()
+    assert state.read_text().count("\nprocesses 2 1\n") == 1

@@ -29,10 +29,11 @@ State file (one record a line; ``-`` = NVML answers NOT_SUPPORTED)::
         <memory MB> <placement size> <start,start,…> <name…>
     link <index> <link> <active> <version> <remote type> <remote bus id|->
     compute <index> <mode>          migmode <index> <current> <pending>          lost <index>
+    processes <index> <count>       processes on the GPU (a MIG mode change answers IN_USE)
     gi <index> <gi id> <profile id> <start> <size> <compute slices>
-    ci <index> <gi id> <ci id> <ci profile id> <MIG uuid>
+    ci <index> <gi id> <ci id> <ci profile id> <MIG uuid> [<processes>]   (destroy answers IN_USE)
 
-The last five kinds are the hardware state: the library rewrites them (atomically) after every
+The last six kinds are the hardware state: the library rewrites them (atomically) after every
 change, and reads the file on the first ``nvmlInit`` of a process (again after its last shutdown), so
 a restarted plugin sees what its predecessor made; two processes running at once do not see each
 other's changes until then (unlike one real GPU). Events are read from ``<state>.events`` while a
@@ -163,6 +164,8 @@ def render_fake_nvml_state(
         lines.append(f"compute {spec.index} {state.compute_mode}")
         if state.lost:
             lines.append(f"lost {spec.index}")
+        if state.processes:
+            lines.append(f"processes {spec.index} {state.processes}")
         if m.mig_capable:
             lines.append(f"mig {spec.index} {m.mig_memory_slices} {m.mig_compute_slices}")
             lines.append(f"migmode {spec.index} {int(state.mig_current)} {int(state.mig_pending)}")
@@ -186,7 +189,7 @@ def render_fake_nvml_state(
                 f"{gi.compute_slices}"
             )
             lines += [
-                f"ci {spec.index} {gi.gi_id} {ci.ci_id} {ci.ci_profile_id} {ci.uuid}"
+                f"ci {spec.index} {gi.gi_id} {ci.ci_id} {ci.ci_profile_id} {ci.uuid} {ci.processes}"
                 for ci in gi.compute_instances
             ]
     return "\n".join(lines) + "\n"

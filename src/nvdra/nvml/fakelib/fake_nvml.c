@@ -105,7 +105,7 @@ struct profile {
     int starts[MAX_PLACEMENTS];
     char name[96];
 };
-struct ci { struct hdr h; struct hdr mig; int used, profile_id; char uuid[96]; };
+struct ci { struct hdr h; struct hdr mig; int used, profile_id, processes; char uuid[96]; };
 struct gi { struct hdr h; int used, profile_id, start, size, slices; struct ci cis[MAX_CI]; };
 struct link { int active, version, remote_type; char remote_bus[32]; };
 struct gpu {
@@ -115,6 +115,7 @@ struct gpu {
     unsigned long long memory;
     char uuid[96], name[96], bus_id[32];
     int mig_capable, mem_slices, compute_slices, mig_current, mig_pending, compute_mode, nprofiles, nlinks;
+    int processes; /* processes on the whole GPU: a MIG mode change then answers IN_USE */
     struct profile profiles[MAX_PROFILES];
     struct link links[MAX_LINKS];
     struct gi gis[MAX_GI];
@@ -229,7 +230,7 @@ static struct gpu *gpu_at(int index) { return index >= 0 && index < g_ngpus ? &g
 
 static int is_mutable(const char *kw) {
     return !strcmp(kw, "compute") || !strcmp(kw, "migmode") || !strcmp(kw, "gi") || !strcmp(kw, "ci") ||
-           !strcmp(kw, "lost");
+           !strcmp(kw, "lost") || !strcmp(kw, "processes");
 }
 
 static int parse_line(const char *path, int ln, char *line) {
@@ -304,6 +305,8 @@ static int parse_line(const char *path, int ln, char *line) {
         return sscanf(rest, "%d %d", &g->mig_current, &g->mig_pending) == 2 ? 0 : bad(path, ln, "migmode: want <index> <current> <pending>");
     if (!strcmp(kw, "compute")) return sscanf(rest, "%d", &g->compute_mode) == 1 ? 0 : bad(path, ln, "compute: want <index> <mode>");
     if (!strcmp(kw, "lost")) { g->lost = 1; return 0; }
+    if (!strcmp(kw, "processes"))
+        return sscanf(rest, "%d", &g->processes) == 1 ? 0 : bad(path, ln, "processes: want <index> <count>");
     if (!strcmp(kw, "profile")) {
         if (g->nprofiles >= MAX_PROFILES) return bad(path, ln, "more than %d profiles", MAX_PROFILES);
         struct profile *p = &g->profiles[g->nprofiles];
@@ -342,13 +345,13 @@ static int parse_line(const char *path, int ln, char *line) {
         return 0;
     }
     if (!strcmp(kw, "ci")) {
-        int gi, id, prof;
+        int gi, id, prof, procs = 0;
         char uuid[96];
-        if (sscanf(rest, "%d %d %d %95s", &gi, &id, &prof, uuid) != 4 || gi < 0 || gi >= MAX_GI || !g->gis[gi].used ||
-            id < 0 || id >= MAX_CI)
-            return bad(path, ln, "ci: want <index> <existing gi id> <ci id < %d> <ci profile id> <uuid>", MAX_CI);
+        if (sscanf(rest, "%d %d %d %95s %d", &gi, &id, &prof, uuid, &procs) < 4 || gi < 0 || gi >= MAX_GI ||
+            !g->gis[gi].used || id < 0 || id >= MAX_CI)
+            return bad(path, ln, "ci: want <index> <existing gi id> <ci id < %d> <ci profile id> <uuid> [processes]", MAX_CI);
         struct ci *c = &g->gis[gi].cis[id];
-        c->used = 1; c->profile_id = prof;
+        c->used = 1; c->profile_id = prof; c->processes = procs;
         snprintf(c->uuid, sizeof c->uuid, "%s", uuid);
         return 0;
     }
@@ -405,13 +408,15 @@ static void save_state(void) {
         struct gpu *g = &g_gpus[i];
         fprintf(f, "compute %d %d\n", i, g->compute_mode);
         if (g->lost) fprintf(f, "lost %d\n", i);
+        if (g->processes) fprintf(f, "processes %d %d\n", i, g->processes);
         if (g->mig_capable) fprintf(f, "migmode %d %d %d\n", i, g->mig_current, g->mig_pending);
         for (int k = 0; k < MAX_GI; k++) {
             struct gi *x = &g->gis[k];
             if (!x->used) continue;
             fprintf(f, "gi %d %d %d %d %d %d\n", i, k, x->profile_id, x->start, x->size, x->slices);
             for (int c = 0; c < MAX_CI; c++)
-                if (x->cis[c].used) fprintf(f, "ci %d %d %d %d %s\n", i, k, c, x->cis[c].profile_id, x->cis[c].uuid);
+                if (x->cis[c].used)
+                    fprintf(f, "ci %d %d %d %d %s %d\n", i, k, c, x->cis[c].profile_id, x->cis[c].uuid, x->cis[c].processes);
         }
     }
     if (fclose(f) == 0) rename(tmp, g_path); else unlink(tmp);
@@ -852,7 +857,8 @@ nvmlReturn_t nvmlDeviceSetMigMode(void *device_, unsigned int mode, nvmlReturn_t
     if (!mode)
         for (int k = 0; k < MAX_GI; k++) if (g->gis[k].used) LEAVE(NVML_ERROR_IN_USE);
     g->mig_pending = (int)mode;
-    if (g->arch < HOPPER && g->mig_current != (int)mode) *activationStatus = NVML_ERROR_RESET_REQUIRED;
+    if (g->processes) *activationStatus = NVML_ERROR_IN_USE; /* pending until the processes are gone */
+    else if (g->arch < HOPPER && g->mig_current != (int)mode) *activationStatus = NVML_ERROR_RESET_REQUIRED;
     else { g->mig_current = (int)mode; *activationStatus = NVML_SUCCESS; }
     save_state();
     LEAVE(NVML_SUCCESS);
@@ -1056,6 +1062,7 @@ nvmlReturn_t nvmlGpuInstanceCreateComputeInstance(void *gpuInstance, unsigned in
     struct ci *c = &x->cis[0];
     c->used = 1;
     c->profile_id = (int)profileId;
+    c->processes = 0;
     mig_uuid(g, x->h.gi, 0, x->start, x->size, c->uuid, sizeof c->uuid);
     *computeInstance = &c->h;
     gi_caps(g, x->h.gi, 0, 1);
@@ -1094,6 +1101,7 @@ nvmlReturn_t nvmlComputeInstanceDestroy(void *computeInstance) {
     struct gi *x;
     struct ci *c = ci_of(computeInstance, &g, &x);
     if (!c) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    if (c->processes) LEAVE(NVML_ERROR_IN_USE);
     c->used = 0;
     gi_caps(g, x->h.gi, c->h.ci, 0);
     save_state();

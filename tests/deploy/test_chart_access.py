@@ -61,6 +61,7 @@ def test_kubelet_plugin_accounts_get_exactly_the_verbs_their_calls_need() -> Non
     cluster, local = grants(render(GPUS), "nvdra-kubeletplugin")
     assert cluster == {
         ("resource.k8s.io", "resourceclaims"): {"get"},
+        ("resource.k8s.io", "resourceclaims/status"): {"update"},  # the GPU plugin's device status
         ("resource.k8s.io", "resourceslices"): {"list", "create", "update", "delete"},
         ("", "nodes"): {"get", "list", "watch", "patch"},
         ("resource.nvidia.com", "computedomains"): {"get", "list"},

@@ -202,6 +202,16 @@ class GpuDriver:
             fabric=planned_node_fabric(self._effects.planners),
         )
 
+    def device_status(self, claim_uid: str) -> list[dict[str, Any]]:
+        """The ``status.devices[]`` entries of a prepared claim (none when it is not prepared here)."""
+        from nvdra.plugins.gpu.devicestatus import gpu_device_status
+
+        entry = self._checkpoint.claims.get(claim_uid)
+        if entry is None or entry.state != "PrepareCompleted":
+            return []
+        devices = self._devices
+        return [gpu_device_status(self.driver_name, d, devices.get(d.device_name)) for d in entry.devices]
+
     def prepared_device_counts(self) -> dict[str, int]:
         """Devices held by checkpointed claims, per type (gpu, mig, vfio, unknown): the metrics gauge."""
         counts: dict[str, int] = {}

@@ -33,6 +33,7 @@ from nvdra.nvml import (
     nvml_session,
 )
 from nvdra.plugins.cdihook import install_cdi_hook
+from nvdra.plugins.devicestatus import ClaimStatusReporter
 from nvdra.plugins.flags import fields, stop_on_signals, wait_for_signal
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
@@ -157,7 +158,18 @@ def serve(
         metrics = PluginMetrics(
             driver=config.driver_name, node=config.node_name, prepared_devices=driver.prepared_device_counts
         )
-        helper = _start_helper(config, InstrumentedDriver(driver, metrics), api, health)
+        # KEP-4817: each prepared claim's devices are reported in its status.devices (cleared on unprepare)
+        helper = _start_helper(
+            config,
+            ClaimStatusReporter(
+                InstrumentedDriver(driver, metrics),
+                cast(ObjectApi, api),
+                driver_name=config.driver_name,
+                describe=driver.device_status,
+            ),
+            api,
+            health,
+        )
         stack.callback(helper.stop)
         driver.on_resources_changed = helper.publish_resources
         helper.publish_resources(driver.resources())

@@ -119,3 +119,30 @@ def test_cost_limit_refuses_nested_comprehensions() -> None:
     nested = f"{A}.tags.all(a, {A}.tags.all(b, {A}.tags.all(c, {A}.tags.all(d, a + b + c + d != ''))))"
     with pytest.raises(CelCompileError, match="exceeds the limit 1000000"):
         compile_selector(nested)
+
+
+def test_explain_names_the_false_clause_of_a_selector() -> None:
+    """A refused device's verdict names the first top-level && clause that is false."""
+    from nvdra.alloc import diagnose
+
+    alloc = Allocator([slice_("s", _devices())], {"example": device_class()}, node_name=NODE)
+    expression = f"{A}.productName.startsWith('NVIDIA') && {A}.minors.size() == 3 && {A}.tags.size() > 5"
+    diag = diagnose(alloc, [claim(exactly("r", 1, expression))])
+    details = [d for req in diag.requests for v in req.verdicts for d in v.details]
+    assert f"clause 3 of 3 is false: {A}.tags.size() > 5" in details
+
+
+@pytest.mark.parametrize(
+    ("expression", "clauses"),
+    [
+        ("a && b", ["a", "b"]),
+        ("(a && b) || c", ["(a && b) || c"]),
+        ("f(a && b) && c.exists(x, x && y)", ["f(a && b)", "c.exists(x, x && y)"]),
+        ("a ? b : c && d", ["a ? b : c && d"]),
+        ("'x && y' == s && t", ["'x && y' == s", "t"]),
+    ],
+)
+def test_conjuncts_split_only_the_top_level(expression: str, clauses: list[str]) -> None:
+    from nvdra.alloc import celsyntax
+
+    assert celsyntax.conjuncts(expression) == clauses

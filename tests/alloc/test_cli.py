@@ -79,7 +79,7 @@ def test_explain_uses_extra_classes(tmp_path: Path) -> None:
     claim["spec"]["devices"]["requests"][0]["exactly"]["deviceClassName"] = "h100"
     path = write(tmp_path, "c.yaml", claim)
     missing = CliRunner().invoke(main, ["explain", path])
-    assert missing.exit_code == 1 and "DeviceClass 'h100' not found" in missing.output
+    assert missing.exit_code == 1 and "DeviceClass \"h100\" not found" in missing.output
     ok = CliRunner().invoke(main, ["explain", path, "--class", write(tmp_path, "cls.yaml", cls)])
     assert ok.exit_code == 0, ok.output
 

@@ -121,7 +121,7 @@ def test_the_clusters_own_classes_are_used(cluster: Cluster) -> None:
     assert "gpu-0" in ok.output
     missing = cluster.explain(claim("g"))
     assert missing.exit_code == 1, missing.output
-    assert "DeviceClass 'gpu.nvidia.com' not found" in missing.output
+    assert "DeviceClass \"gpu.nvidia.com\" not found" in missing.output
 
 
 def test_unknown_node_is_a_clear_error(cluster: Cluster) -> None:

@@ -23,6 +23,7 @@ which is how ``nvdra explain`` says by how much a capacity selector failed.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -372,7 +373,7 @@ def _attribute_value(attr: Mapping[str, Any]) -> Any:
             return list(attr[key])
     if "versions" in attr:
         return [_vval(parse_semver(str(v))) for v in attr["versions"]]
-    raise ValueError(f"unsupported attribute value {dict(attr)!r}")
+    raise ValueError(f"unsupported attribute value {json.dumps(dict(attr), default=str)}")
 
 
 def _split(name: str, driver: str) -> tuple[str, str]:
@@ -421,7 +422,8 @@ class DeviceInput:
             raise CelEvalError(selector.expression, f"CEL runtime error: {_engine_message(exc)}") from exc
         if not isinstance(result, bool):
             raise CelEvalError(
-                selector.expression, f"must evaluate to bool, got {type(result).__name__} {result!r}"
+                selector.expression,
+                f"must evaluate to bool, got {_cel_type(result)} {json.dumps(result, default=str)}",
             )
         return result
 
@@ -438,7 +440,7 @@ class DeviceInput:
 
 def _engine_message(exc: BaseException) -> str:
     if isinstance(exc, KeyError):
-        return f"no such key: {exc.args[0]!r}" if exc.args else "no such key"
+        return f"no such key: {json.dumps(exc.args[0], default=str)}" if exc.args else "no such key"
     text = str(exc).split(". Check ")[0]
     # "Function 'max' error: Python function call failed: ValueError: why" -> "max: why"
     m = re.match(r"Function '(\w+)' error: Python function call failed: \w+: (.*)", text, re.S)

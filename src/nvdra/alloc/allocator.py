@@ -181,7 +181,7 @@ class Allocator:
         if cls is None:
             known = ", ".join(sorted(self.classes)) or "none"
             raise AllocationInputError(
-                f"request {spec.name}: DeviceClass {spec.class_name!r} not found (known: {known})"
+                f'request {spec.name}: DeviceClass "{spec.class_name}" not found (known: {known})'
             )
         return cls
 

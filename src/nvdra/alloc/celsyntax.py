@@ -19,6 +19,7 @@ Positions are 0-based offsets into the original expression; :func:`render_error`
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import attrs
@@ -27,6 +28,7 @@ __all__ = [
     "DEVICE_FIELDS",
     "MAX_RANGE",
     "Token",
+    "conjuncts",
     "estimate_cost",
     "index_literals",
     "render_error",
@@ -213,6 +215,34 @@ def rewrite(expr: str) -> str:
         last = tokens[i + 2].pos + len(tokens[i + 2].text)
     out.append(expr[last:])
     return rewrite_bind("".join(out))
+
+
+def conjuncts(expr: str) -> list[str]:
+    """The top-level ``&&`` clauses of ``expr`` as written (``[expr]`` when it is not a conjunction at
+    its top level, e.g. it holds a top-level ``||`` or ``?:``)."""
+    try:
+        tokens = tokenize(expr)
+    except ValueError:
+        return [expr]
+    depth, cuts = 0, []
+    for i, tok in enumerate(tokens):
+        text = tok.text if tok.kind == "op" else ""
+        if text in ("(", "[", "{"):
+            depth += 1
+        elif text in (")", "]", "}"):
+            depth -= 1
+        elif depth == 0 and text in ("||", "?"):
+            return [expr]
+        elif depth == 0 and text == "&&":
+            cuts.append(i)
+    if not cuts:
+        return [expr]
+    bounds = [-1, *cuts, len(tokens)]
+    out = []
+    for start, end in itertools.pairwise(bounds):
+        first, last = tokens[start + 1], tokens[end - 1]
+        out.append(expr[first.pos : last.pos + len(last.text)].strip())
+    return out
 
 
 def unquote(literal: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from nvdra.alloc import celsyntax
-from nvdra.alloc._cel import CelError, Comparison, Selector
+from nvdra.alloc._cel import CelError, Comparison, DeviceInput, Selector, compile_selector
 from nvdra.alloc.allocator import (
     Allocator,
     Outcome,
@@ -105,6 +105,20 @@ def _referenced(sel: Selector, c: Candidate) -> list[str]:
     return out
 
 
+def _false_clause(device: DeviceInput, sel: Selector) -> list[str]:
+    """``clause K of N is false: ...`` for the first false top-level ``&&`` clause of a false selector."""
+    clauses = celsyntax.conjuncts(sel.expression)
+    if len(clauses) < 2:
+        return []
+    for k, clause in enumerate(clauses, 1):
+        try:
+            if not device.evaluate(compile_selector(clause)):
+                return [f"clause {k} of {len(clauses)} is false: {clause}"]
+        except CelError as exc:
+            return [f"clause {k} of {len(clauses)} fails: {clause}: {exc}"]
+    return []
+
+
 def _verdict(alloc: Allocator, spec: RequestSpec, c: Candidate) -> CandidateVerdict:
     name = "/".join(c.id)
 
@@ -124,7 +138,7 @@ def _verdict(alloc: Allocator, spec: RequestSpec, c: Candidate) -> CandidateVerd
         if isinstance(result, CelError):
             return bad(f"{owner} selector #{i} failed: {result}", f"expression: {sel.expression}")
         if not result:
-            details = [f"expression: {sel.expression}", *_referenced(sel, c)]
+            details = [f"expression: {sel.expression}", *_false_clause(device, sel), *_referenced(sel, c)]
             details += [_comparison_text(x) for x in seen]
             return bad(f"{owner} selector #{i} is false", *details)
     taint = taint_blocks(c.device, spec.tolerations)

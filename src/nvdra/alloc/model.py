@@ -240,7 +240,7 @@ def _spec(raw: Mapping[str, Any], name: str, base: str, path: str, *, sub: bool)
         raise AllocationInputError(f"{path}.deviceClassName: required (the DeviceClass to allocate from)")
     mode = raw.get("allocationMode") or "ExactCount"
     if mode not in ("ExactCount", "All"):
-        raise AllocationInputError(f"{path}.allocationMode: {mode!r} is not one of ExactCount, All")
+        raise AllocationInputError(f'{path}.allocationMode: "{mode}" is not one of ExactCount, All')
     count = int(raw.get("count", 1) if mode == "ExactCount" else 0)
     if mode == "ExactCount" and count <= 0:
         raise AllocationInputError(f"{path}.count: {count} must be greater than zero")

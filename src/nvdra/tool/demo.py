@@ -365,7 +365,7 @@ def _run(out: Out, profile: str) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nvdra-demo-") as tmpdir:
         tmp = Path(tmpdir)
-        out(f"nvdra demo: simulated node {profile!r}, in-process API server, unix sockets in {tmp}")
+        out(f"nvdra demo: simulated node {profile}, in-process API server, unix sockets in {tmp}")
         with demo_cluster(tmp / "sharing", profile, SHARING_GATES, out, 0) as s:
             _show_slices(s)
             _scenario(s, _gpu_test1, None)

@@ -14,7 +14,7 @@ from nvdra.nvml import PROFILE_NAMES
 from nvdra.plugins.flags import configure_logging, logging_options
 from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.devices import node_publication, slice_device_rows, slice_objects
-from nvdra.tool.output import output_options, print_objects
+from nvdra.tool.output import as_list, format_table, output_options, print_objects
 from nvdra.tool.schemas import DEFAULT_KUBERNETES_VERSION
 
 __all__ = ["main"]
@@ -365,19 +365,33 @@ def playground(profile: str, feature_gates: str, port: int, workdir: Path | None
     required=True,
     help=f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path (FM mode: NVDRA_SIMULATE_FABRIC_MODE).",
 )
-def partitions(profile: str) -> None:
-    """Print every NVLink partition of a node: id, size, GPUs, bandwidth, free or active."""
+@output_options(("table", "json", "yaml", "name"))
+def partitions(profile: str, output: str, no_headers: bool) -> None:
+    """Print every NVLink partition of a node: id, size, GPUs, bandwidth, free or active.
+
+    -o json/yaml print a kind: List whose items are the rows; -o name the partition ids.
+    """
     import os
 
     from nvdra.plugins.gpu.fabric import partition_rows, simulated_node_fabric
 
     _check_profile(profile)
-
     try:
         rows = partition_rows(simulated_node_fabric(profile, os.environ))
     except (NvdraError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    cols = list(rows[0]) if rows else []
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
-    for row in [dict(zip(cols, cols, strict=True)), *rows]:
-        click.echo("  ".join(row[c].ljust(widths[c]) for c in cols).rstrip())
+    if output in ("json", "yaml"):
+        import json as json_module
+
+        import yaml
+
+        listed = as_list(rows)
+        click.echo(
+            json_module.dumps(listed, indent=2) if output == "json" else yaml.safe_dump(listed).rstrip()
+        )
+    elif output == "name":
+        for row in rows:
+            click.echo(next(iter(row.values()), ""))
+    else:
+        for line in format_table(rows, no_headers=no_headers) or ["no NVLink partitions"]:
+            click.echo(line)

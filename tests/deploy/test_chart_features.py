@@ -71,3 +71,31 @@ def test_bad_mig_profile_fails_rendering() -> None:
     with pytest.raises(RenderError) as info:
         render({**GPUS, "migExtendedResources": ["big"]})
     assert "is not a MIG profile name" in str(info.value)
+
+
+def test_host_managed_imex_reaches_the_cd_plugin_and_controller() -> None:
+    """imex.mode/isolation/hostSocketPath become upstream's IMEX_* variables."""
+    imex = {"mode": "hostManaged", "isolation": "domain", "hostSocketPath": "/run/imex.sock"}
+    docs = render(
+        {
+            "resources": {"computeDomains": {"enabled": True, "imex": imex}},
+            "featureGates": {"HostManagedIMEXDaemon": True},
+        }
+    )
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet" and "kubelet-plugin" in d["metadata"]["name"]]
+    (cd,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == "compute-domains"]
+    env = {e["name"]: e.get("value") for e in cd["env"]}
+    assert (env["IMEX_MODE"], env["IMEX_HOST_SOCKET_PATH"]) == ("hostManaged", "/run/imex.sock")
+    (ctrl,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("controller")]
+    ctrl_env = {
+        e["name"]: e.get("value")
+        for c in ctrl["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    }
+    assert ctrl_env["IMEX_MODE"] == "hostManaged"
+
+
+def test_host_managed_imex_needs_the_gate() -> None:
+    with pytest.raises(RenderError) as info:
+        render({"resources": {"computeDomains": {"enabled": True, "imex": {"mode": "hostManaged"}}}})
+    assert "HostManagedIMEXDaemon" in str(info.value)

@@ -81,6 +81,10 @@ class Settings:
     pull_secrets: tuple[str, ...] = ()
     simulate: str = ""
     """A simulated node profile: handed to the daemons (``NVDRA_SIMULATE``) so they run the fake IMEX."""
+    host_managed: bool = False
+    """``--imex-mode=hostManaged`` (HostManagedIMEXDaemon): the nodes run nvidia-imex themselves, so a
+    domain gets only its workload claim template, no DaemonSet, no daemon template and no cliques, and
+    is Ready once admitted (it says nothing about the hosts' IMEX; the CD plugin checks that)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -362,6 +366,28 @@ def plan(observed: Observed, settings: Settings) -> list[Action]:
     return actions
 
 
+def _host_managed_domain(cd: JsonObject, names: set[tuple[str, str, Any]]) -> list[Action]:
+    """Host-managed IMEX: the workload claim template, and Ready status; nothing runs IMEX for it."""
+    body = workload_claim_template(cd)
+    actions: list[Action] = []
+    if ("ResourceClaimTemplate", body["metadata"]["name"], body["metadata"]["namespace"]) not in names:
+        actions.append(
+            Action(
+                verb="create",
+                kind="ResourceClaimTemplate",
+                name=body["metadata"]["name"],
+                namespace=body["metadata"]["namespace"],
+                body=body,
+                why="missing",
+            )
+        )
+    status = {"status": "Ready", "nodes": []}
+    current = cd.get("status") or {}
+    if {"status": current.get("status"), "nodes": current.get("nodes") or []} != status:
+        actions.append(_status_action(cd, status, "host-managed IMEX: Ready once admitted"))
+    return actions
+
+
 def _plan_domain(
     cd: JsonObject,
     owned: Mapping[str, list[tuple[str, JsonObject]]],
@@ -379,6 +405,8 @@ def _plan_domain(
     actions: list[Action] = []
     actions += _finalizer_action("ComputeDomain", cd, "add finalizer", add=True)
     names = {(k, _meta(o)["name"], _meta(o).get("namespace")) for k, o in mine}
+    if settings.host_managed:
+        return actions + _host_managed_domain(cd, names)
     wanted = [
         (
             "DaemonSet",

@@ -7,6 +7,7 @@ Leader-election durations take Go spellings (``15s``) or plain seconds (``15``);
 from __future__ import annotations
 
 import http.server
+import os
 import signal
 import sys
 import threading
@@ -15,7 +16,9 @@ from typing import Any
 import click
 
 from nvdra.core.errors import NvdraError
+from nvdra.core.featuregates import Gate, parse_feature_gates
 from nvdra.imex import Settings
+from nvdra.imex.hostmode import ImexDeployment
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
 from nvdra.plugins.computedomain.flags import DURATION
@@ -140,6 +143,21 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
 @_opt("--kube-api-burst", env="KUBE_API_BURST", default=10, type=int, help="Client-side API request burst.")
 @_opt("--feature-gates", env="FEATURE_GATES", default="", help="Comma list of Gate=true|false.")
 @_opt(
+    "--imex-mode",
+    env="IMEX_MODE",
+    default="driverManaged",
+    show_default=True,
+    help="IMEX deployment mode: driverManaged (a DaemonSet per ComputeDomain) or hostManaged (the nodes "
+    "run nvidia-imex; needs the HostManagedIMEXDaemon feature gate).",
+)
+@_opt(
+    "--imex-isolation",
+    env="IMEX_ISOLATION",
+    default="domain",
+    show_default=True,
+    help="IMEX isolation strategy: domain, or channel (not yet supported).",
+)
+@_opt(
     "--simulate",
     env="NVDRA_SIMULATE",
     default="",
@@ -156,6 +174,10 @@ def main(verbosity: int, **f: Any) -> None:
             burst=f["kube_api_burst"],
             component="cd-controller",
         )
+        gates = parse_feature_gates(f["feature_gates"], env=os.environ)
+        imex = ImexDeployment(mode=f["imex_mode"], isolation=f["imex_isolation"]).check(
+            gate_enabled=gates.enabled(Gate.HOST_MANAGED_IMEX_DAEMON)
+        )
         settings = Settings(
             namespace=f["namespace"],
             image=f["image_name"],
@@ -164,6 +186,7 @@ def main(verbosity: int, **f: Any) -> None:
             log_verbosity=f["log_verbosity_cd_daemon"],
             pull_secrets=tuple(s for s in f["cd_daemon_image_pull_secret_names"].split(",") if s),
             simulate=f["simulate"],
+            host_managed=imex.host_managed,
         )
         elector = None
         if f["leader_election_enabled"]:

@@ -84,8 +84,12 @@ class ComputeDomainDriver:
         domains_dir: Path,
         ready_timeout_s: float = 45.0,
         sleep: Callable[[float], None] = time.sleep,
+        host_imex: Callable[[], str] | None = None,
     ) -> None:
+        """``host_imex``: host-managed IMEX (``--imex-mode=hostManaged``): says why the node's own IMEX
+        daemon is not ready ("" when it is); no daemon device then, no node label, no daemon wait."""
         self.node_name = node_name
+        self.host_imex = host_imex
         self.clique_id = clique_id
         self.gates = gates
         self.namespace = namespace
@@ -113,8 +117,11 @@ class ComputeDomainDriver:
         return report
 
     def resources(self) -> DriverResources:
-        """One pool named after the node with ``daemon-0`` and ``channel-0``."""
-        return DriverResources(pools={self.node_name: Pool(slices=(Slice(devices=cd_devices()),))})
+        """One pool named after the node with ``daemon-0`` and ``channel-0`` (host-managed: the channel)."""
+        devices = cd_devices()
+        if self.host_imex is not None:
+            devices = tuple(d for d in devices if d["name"] != "daemon-0")
+        return DriverResources(pools={self.node_name: Pool(slices=(Slice(devices=devices),))})
 
     def spec_path(self, claim_uid: str) -> Path:
         """Where the CDI spec of ``claim_uid`` is (or would be) written."""
@@ -166,6 +173,8 @@ class ComputeDomainDriver:
             raise ClaimError(
                 f"device {pool}/{name} is not published by node {self.node_name} (daemon-0, channel-0)"
             )
+        if self.host_imex is not None and name == "daemon-0":
+            raise ClaimError("ComputeDomain daemon claims are not supported when imex.mode=hostManaged")
         request = str(result.get("request", ""))
         groups = resolve_configs(
             (allocation.get("devices") or {}).get("config") or [],
@@ -257,6 +266,8 @@ class ComputeDomainDriver:
                 f"claim namespace {ref.namespace!r} differs from the ComputeDomain's namespace "
                 f"{cd['metadata']['namespace']!r}"
             )
+        if self.host_imex is not None:
+            return self._prepare_host_channel(ref, config, record, self.host_imex)
         applied = ({"kind": "node-label", "domain": config.domain_id, "node": self.node_name},)
         # A retry (the daemon was not Ready yet) finds its intent recorded: no second durable write.
         if ref.uid not in self._checkpoint.claims:
@@ -289,6 +300,31 @@ class ComputeDomainDriver:
                 applied=applied,
             )
         )
+        return PrepareResult(devices=_to_prepared((record,)))
+
+    def _prepare_host_channel(
+        self,
+        ref: ClaimRef,
+        config: ComputeDomainChannelConfig,
+        record: DeviceRecord,
+        check: Callable[[], str],
+    ) -> PrepareResult:
+        """Host-managed IMEX: on a clique node the host daemon must say READY; then the channel is
+        injected. Nothing is changed on the node or the cluster, so nothing is recorded to undo."""
+        ids = channel_ids(config.allocation_mode)
+        if self.clique_id:
+            why = check()
+            if why:
+                raise NotReady(why)
+            self._specs.write(ref.uid, [(record.device_name, self._specs.channel_edits(ids))])
+        else:  # not in an NVLink clique: no channel device to inject, the claim still succeeds (upstream)
+            record = DeviceRecord(
+                requests=record.requests, pool_name=record.pool_name, device_name=record.device_name
+            )
+        entry = PreparedClaim(
+            uid=ref.uid, namespace=ref.namespace, name=ref.name, state="PrepareCompleted", devices=(record,)
+        )
+        self._save(entry)
         return PrepareResult(devices=_to_prepared((record,)))
 
     def _set_node_label(self, uid: str, *, add: bool) -> None:

@@ -435,10 +435,33 @@ def imex_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _query_unix(prog_name: str, path: str) -> int:
+    """``-q --u=<path>``: ask the daemon's command service on a unix socket."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(2.0)
+            conn.connect(path)
+            conn.sendall(_QUERY)
+            answer = conn.recv(64).decode("ascii", "replace")
+    except OSError as exc:
+        _err(prog_name, f"cannot connect to the IMEX daemon at {path}: {exc.strerror or exc}")
+        return 1
+    if answer not in ("READY\n", "NOT_READY\n"):
+        _err(prog_name, f"unexpected answer {answer!r} from {path}")
+        return 1
+    sys.stdout.write(answer)
+    return 0
+
+
 def imex_ctl_main(argv: Sequence[str] | None = None) -> int:
-    """The fake ``nvidia-imex-ctl -c <cfg> -q`` program; its exit status."""
+    """The fake ``nvidia-imex-ctl -c <cfg> -q`` (or ``-q --u=<unix socket>``, a host daemon's command
+    service) program; its exit status."""
     prog_name = "nvidia-imex-ctl"
-    parsed = _config_arg(prog_name, sys.argv[1:] if argv is None else argv, {"-q"})
+    args = list(sys.argv[1:] if argv is None else argv)
+    unix = [a for a in args if a.startswith("--u=")]
+    if unix and [a for a in args if a not in unix] == ["-q"]:
+        return _query_unix(prog_name, unix[0].removeprefix("--u="))
+    parsed = _config_arg(prog_name, args, {"-q"})
     if parsed is None:
         return 1
     if parsed[1] != ["-q"]:

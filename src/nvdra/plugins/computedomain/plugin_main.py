@@ -14,13 +14,37 @@ import click
 from nvdra.core.errors import NvdraError
 from nvdra.plugins.computedomain.serve import CdPluginConfig, serve_until_signalled
 from nvdra.plugins.faults import arm_from_environment
-from nvdra.plugins.flags import configure_logging, flag_values, kubelet_plugin_options
+from nvdra.plugins.flags import configure_logging, flag_values, kubelet_plugin_options, option
 
 __all__ = ["main"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @kubelet_plugin_options(namespace_help="Driver namespace (ComputeDomainCliques live there).")
+@option(
+    "--imex-mode",
+    env="IMEX_MODE",
+    default="driverManaged",
+    show_default=True,
+    help="IMEX deployment mode: driverManaged or hostManaged (the node runs nvidia-imex itself; needs "
+    "the HostManagedIMEXDaemon feature gate).",
+)
+@option(
+    "--imex-isolation",
+    env="IMEX_ISOLATION",
+    default="domain",
+    show_default=True,
+    help="IMEX isolation strategy: domain (all workloads in the same IMEX domain share channel 0) or "
+    "channel (not yet supported).",
+)
+@option(
+    "--imex-host-socket-path",
+    env="IMEX_HOST_SOCKET_PATH",
+    default="/etc/nvidia-imex/imex_ctrl.sock",
+    show_default=True,
+    help="Path (under the driver root) of the host nvidia-imex daemon's command socket; with "
+    "--imex-mode=hostManaged, nvidia-imex-ctl -q asks it before a channel is handed out.",
+)
 def main(verbosity: int, **flags: Any) -> None:
     """Run the compute-domain.nvidia.com DRA kubelet plugin."""
     configure_logging(verbosity)

@@ -22,6 +22,7 @@ import attrs
 from nvdra.cdi import DriverRoot
 from nvdra.core.featuregates import FeatureGates, Gate, parse_feature_gates
 from nvdra.imex import CD_DRIVER_NAME, clique_id_of
+from nvdra.imex.hostmode import DEFAULT_HOST_SOCKET_PATH, ImexDeployment
 from nvdra.kubeletplugin import Helper, KubernetesKubeApi, ResourceSlicePublisher, start
 from nvdra.kubeletplugin.liveness import start_liveness_server
 from nvdra.nvml import (
@@ -37,6 +38,7 @@ from nvdra.nvml import (
 from nvdra.plugins.cdihook import install_cdi_hook
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.driver import ComputeDomainDriver
+from nvdra.plugins.computedomain.hostimex import HostImexCheck
 from nvdra.plugins.computedomain.kube import CdKube
 from nvdra.plugins.flags import stop_on_signals, wait_for_signal
 from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
@@ -53,6 +55,9 @@ class CdPluginConfig(KubeletPluginConfig):
     """``nvdra-cd-plugin`` flags (upstream's CD plugin set plus ``--simulate`` and ``--pod-uid``)."""
 
     driver_name: str = CD_DRIVER_NAME
+    imex_mode: str = "driverManaged"  # upstream's --imex-mode: driverManaged | hostManaged
+    imex_isolation: str = "domain"  # upstream's --imex-isolation (channel: not supported yet)
+    imex_host_socket_path: str = DEFAULT_HOST_SOCKET_PATH  # under the driver root; hostManaged only
 
 
 @attrs.frozen(kw_only=True)
@@ -112,6 +117,9 @@ def serve(
     # One linear start sequence on purpose, as in the GPU plugin: the step order is the design, and
     # every step's undo sits on the ExitStack right after it.
     gates = parse_feature_gates(config.feature_gates, env=os.environ)
+    imex = ImexDeployment(
+        mode=config.imex_mode, isolation=config.imex_isolation, host_socket_path=config.imex_host_socket_path
+    ).check(gate_enabled=gates.enabled(Gate.HOST_MANAGED_IMEX_DAEMON))
     log.info("nvdra-cd-plugin starting; flags: %s", config.describe())
     with ExitStack() as stack:
         backend, host_root, container_root = _backend(config, profile_overrides, stack)
@@ -144,6 +152,7 @@ def serve(
             namespace=config.namespace,
             domains_dir=config.plugin_dir / "domains",
             ready_timeout_s=ready_timeout_s,
+            host_imex=HostImexCheck(container_root, imex.host_socket_path) if imex.host_managed else None,
         )
         driver.start()
         metrics = PluginMetrics(

@@ -33,11 +33,11 @@ def parse_duration(text: str) -> float:
         parts = _PART.findall(value)
         if not value or "".join(n + u for n, u in parts) != value:
             raise ValueError(
-                f"{text!r} is not a duration; allowed: seconds (15) or Go units (15s, 1m30s, 500ms)"
+                f'"{text}" is not a duration; allowed: seconds (15) or Go units (15s, 1m30s, 500ms)'
             ) from None
         seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds < 0:
-        raise ValueError(f"{text!r} is negative; allowed: a duration of 0 or more")
+        raise ValueError(f'"{text}" is negative; allowed: a duration of 0 or more')
     return seconds
 
 
@@ -70,7 +70,7 @@ class Verbosity(click.ParamType[int]):
             return len(text) + 1  # "-vv" reaches here as "-v" with the value "v"
         if text.isdigit():
             return int(text)
-        self.fail(f"{value!r} is not a log level; allowed: -v N, -v=N, or -v/-vv/-vvv", param, ctx)
+        self.fail(f'"{value}" is not a log level; allowed: -v N, -v=N, or -v/-vv/-vvv', param, ctx)
 
 
 DURATION = Duration()

@@ -7,7 +7,11 @@ Invariants owned here:
 - the library is loaded on ``init`` (never on import or construction); with a driver root it is
   searched in the upstream directories under that root (symlinks resolved) and a miss raises
   :class:`~nvdra.core.errors.NvmlLibraryNotFound` naming every path searched; without one the
-  system loader finds ``libnvidia-ml.so.1``;
+  system loader finds ``libnvidia-ml.so.1``; pynvml holds one library per process, so a backend for
+  another root's library is refused (never served by the first one);
+- an ``init`` failure names the library and NVML's own answer; calls younger than the oldest
+  supported driver (module id, addressing mode, NUMA node, fabric info v3/v2, the GI profile by id)
+  fall back on FUNCTION_NOT_FOUND;
 - NVML is initialised with ``NVML_INIT_FLAG_NO_GPUS`` and reference counted (NVML counts too);
 - every ``NVMLError`` becomes the nvdra error of the same code, chained as ``__cause__``;
 - bytes from struct fields become ``str``; versioned structs (fabric info v3, falling back to v2

@@ -64,7 +64,8 @@ def run_validate(
                 sys.stdout.write(text)
             else:
                 Path(source.path).write_text(text)
-                echo(f"{label}: rewritten with the resource.k8s.io/v1 equivalent")
+                fixed = sum(1 for r in reports if r.fixed is not None and r.doc.source.label == label)
+                echo(f"{label}: rewritten, {fixed} object(s) fixed")
     counts = {status: sum(r.status == status for r in reports) for status in ("valid", "invalid", "skipped")}
     echo(
         f"{len(reports)} object(s): {counts['valid']} valid, {counts['invalid']} invalid, "

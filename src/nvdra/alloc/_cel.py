@@ -317,6 +317,11 @@ def _list(value: Any, function: str) -> list[Any]:
     return value
 
 
+def _includes(attr: Any, value: Any) -> bool:
+    """``includes()``: a list attribute holds ``value``, or a scalar one equals it."""
+    return value in attr if isinstance(attr, list) else bool(attr == value)
+
+
 def _find(s: Any, pattern: Any) -> str:
     match = re.search(_text(pattern, "find"), _text(s, "find"))
     return match.group(0) if match else ""
@@ -353,6 +358,8 @@ LIBRARY: dict[str, Callable[..., Any]] = {
     "sets_intersects": lambda a, b: any(
         x in _list(a, "sets.intersects") for x in _list(b, "sets.intersects")
     ),
+    # DRAListTypeAttributes (KEP-6072): attr.includes(v) on a list attribute or a scalar alike
+    "includes": _includes,
     # Kubernetes regex library
     "find": _find,
     "findAll": _find_all,

@@ -74,6 +74,16 @@ def lookup_attribute(device: Mapping[str, Any], driver: str, name: str) -> Mappi
     return None
 
 
+def attribute_set(attr: Mapping[str, Any]) -> frozenset[tuple[str, Any]]:
+    """A DeviceAttribute as a set of typed values: ``int: 1`` and ``ints: [1]`` both give {(int, 1)}."""
+    out: set[tuple[str, Any]] = set()
+    for key, value in attr.items():
+        kind = key[:-1] if key in ("ints", "bools", "strings", "versions") else key
+        for v in value if isinstance(value, list) else [value]:
+            out.add((kind, v))
+    return frozenset(out)
+
+
 def _tolerates(tol: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
     if tol.get("key") and tol.get("key") != taint.get("key"):
         return False
@@ -430,24 +440,32 @@ class _Search:
 
     @staticmethod
     def _constraint_add(state: list[Any], distinct: bool, attr: Mapping[str, Any] | None) -> bool:
+        """KEP-6072 set semantics (a scalar is a one-element set): ``matchAttribute`` needs a non-empty
+        intersection over all devices, ``distinctAttribute`` pairwise disjoint values. Without list
+        attributes this is plain equality / uniqueness, as before the feature."""
         if attr is None:
             return False
-        value = tuple(sorted(attr.items()))
+        value = attribute_set(attr)
+        if not value:
+            return False
         if distinct:
-            if value in state[2:]:
+            if any(value & seen for seen in state[2:]):
                 return False
             state.append(value)
             return True
-        if state[1] and state[0] != value:
+        common = value if not state[1] else state[0] & value
+        if not common:
             return False
-        state[0], state[1] = value, state[1] + 1
+        state.append(state[0])  # the intersection before this device, restored by the remove
+        state[0], state[1] = common, state[1] + 1
         return True
 
     def _constraint_remove(self, state: list[Any], distinct: bool, c: Candidate) -> None:
+        # Adds and removes are strictly nested in the search: undo the most recent add.
         if distinct:
-            # Remove the most recent entry: adds and removes are strictly nested in the search.
             state.pop()
         else:
+            state[0] = state.pop()
             state[1] -= 1
 
     def results(self, ci: int) -> dict[str, Any]:

@@ -58,6 +58,8 @@ KNOWN_FUNCTIONS = frozenset(
         # strings extension, Kubernetes lists and regex libraries (see nvdra.alloc._cel.LIBRARY)
         "charAt", "indexOf", "lastIndexOf", "lowerAscii", "upperAscii", "replace", "split",
         "substring", "trim", "join", "isSorted", "sum", "find", "findAll",
+        # DRAListTypeAttributes (Kubernetes 1.36, KEP-6072)
+        "includes",
     }
 )  # fmt: skip
 

@@ -29,6 +29,7 @@ from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import DeviceView, GpuDriver
 from nvdra.plugins.gpu.fabric import NodeFabric, fabric_gate_for_node
 from nvdra.plugins.gpu.fabric.partitions import check_partition_flag
+from nvdra.plugins.gpu.listattrs import check_list_attributes
 from nvdra.plugins.gpu.shares import shares_option
 from nvdra.plugins.gpu.simnode import simulated_nvml_state
 
@@ -46,6 +47,7 @@ def node_gates(config: PluginConfig, api: KubeApi, env: Mapping[str, str]) -> Fe
     gates = fabric_gate_for_node(gates, api, config.node_name)  # per-node rollout label
     check_partition_flag(config.publish_fabric_partitions, gates)
     shares_option(config.consumable_shares, gates)  # upstream refuses to start on a bad value
+    check_list_attributes(gates, api.server_version())
     return gates
 
 
@@ -98,6 +100,7 @@ def offline_publication(
     """
     from nvdra.core.errors import UserError
     from nvdra.plugins.gpu.fabric import build_fabric_effects, planned_node_fabric
+    from nvdra.plugins.gpu.listattrs import list_attribute_views
     from nvdra.plugins.gpu.shares import shares_views
     from nvdra.plugins.gpu.vfio import passthrough_views
 
@@ -118,6 +121,7 @@ def offline_publication(
             backend.shutdown()
         views: list[DeviceView] = list(passthrough_views(config, gates, inventory))
         views += shares_views(config.consumable_shares, gates)
+        views += list_attribute_views(gates, inventory)
         resources = node_resources(
             inventory,
             node_name=config.node_name,

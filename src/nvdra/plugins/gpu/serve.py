@@ -42,6 +42,7 @@ from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
 from nvdra.plugins.gpu.fabric import build_fabric_effects, watch_fabric_manager
 from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
 from nvdra.plugins.gpu.health import HealthTracker, health_view, start_health_monitor
+from nvdra.plugins.gpu.listattrs import list_attribute_views
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
 from nvdra.plugins.gpu.nodewatch import FabricLabelWatch
 from nvdra.plugins.gpu.publication import node_gates
@@ -136,8 +137,11 @@ def serve(
         )
         recover_plugin_dir(config, inventory, gates)  # temp files a crash left; an upstream checkpoint
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=node_boot_id(config))
-        views: list[DeviceView] = [*passthrough_views(config, gates, inventory)]
-        views += shares_views(config.consumable_shares, gates)
+        views: list[DeviceView] = [
+            *passthrough_views(config, gates, inventory),
+            *shares_views(config.consumable_shares, gates),
+            *list_attribute_views(gates, inventory),
+        ]
         effects = build_effects(config, gates, backend, api, stack=stack, on_fm_answer=on_node_change)
         driver = GpuDriver(
             node_name=config.node_name,

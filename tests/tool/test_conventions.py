@@ -92,3 +92,15 @@ def test_json_format_is_one_object_with_the_fields() -> None:
     entry = json.loads(JsonFormatter().format(_record(**fields(node="n1"))))
     assert entry["msg"] == "prepared c1" and entry["caller"] == "serve.py:42" and entry["node"] == "n1"
     assert entry["level"] == "warning" and isinstance(entry["ts"], float)
+
+
+@pytest.mark.parametrize("script", ["nvdra-gpu-plugin", "nvdra-cd-plugin"])
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [(["--simulate", "dgx-h900"], "--simulate"), (["--feature-gates", "Nope=true"], "--feature-gates")],
+)
+def test_plugins_refuse_bad_values_as_usage_errors(script: str, args: list[str], flag: str) -> None:
+    """An unknown profile or gate stops a plugin before it starts, with exit 2 and the flag named."""
+    result = CliRunner().invoke(SCRIPTS[script].load(), ["--node-name", "n", *args], prog_name=script)
+    assert result.exit_code == 2, result.output
+    assert flag in result.output

@@ -29,6 +29,8 @@ __all__ = [
     "SHUTDOWN_DEADLINE",
     "JsonFormatter",
     "KlogFormatter",
+    "check_feature_gates",
+    "check_profile",
     "configure_logging",
     "fields",
     "flag_values",
@@ -57,6 +59,29 @@ PATH_FLAGS = frozenset(
 def option(*names: str, env: str | list[str], **kw: Any) -> Callable[[F], F]:
     """A click option whose environment twin is named like upstream's (not by a prefix rule)."""
     return click.option(*names, envvar=env, show_envvar=True, **kw)
+
+
+def check_feature_gates(_: click.Context, param: click.Parameter, value: str) -> str:
+    """A click callback: an unknown gate or a bad value is a usage error (exit 2), named by the flag."""
+    from nvdra.core.errors import FeatureGateError
+    from nvdra.core.featuregates import parse_feature_gates
+
+    try:
+        parse_feature_gates(value)
+    except FeatureGateError as exc:
+        raise click.BadParameter(str(exc), param=param) from exc
+    return value
+
+
+def check_profile(_: click.Context, param: click.Parameter, value: str) -> str:
+    """A click callback: ``--simulate`` names a built-in profile or an existing file (else exit 2)."""
+    from nvdra.nvml import PROFILE_NAMES
+
+    if value and value not in PROFILE_NAMES and not Path(value).is_file():
+        raise click.BadParameter(
+            f"{value}: not a built-in profile ({', '.join(PROFILE_NAMES)}) nor a YAML file", param=param
+        )
+    return value
 
 
 def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
@@ -150,11 +175,18 @@ def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
             show_default=True,
             help="Burst for background API traffic.",
         ),
-        option("--feature-gates", env="FEATURE_GATES", default="", help="Comma list of Gate=true|false."),
+        option(
+            "--feature-gates",
+            env="FEATURE_GATES",
+            default="",
+            callback=check_feature_gates,
+            help="Comma list of Gate=true|false.",
+        ),
         option(
             "--simulate",
             env="NVDRA_SIMULATE",
             default="",
+            callback=check_profile,
             help="Run on a simulated node: a built-in profile name (e.g. dgx-h100) or a YAML path.",
         ),
         option(

@@ -146,8 +146,11 @@ class Node:
         self.plugin: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
-    def start_plugin(self) -> None:
-        """Spawn the plugin process (the clock for the start-up figures starts here)."""
+    def start_plugin(self, *, env: Mapping[str, str] | None = None, stderr: Any = subprocess.DEVNULL) -> None:
+        """Spawn the plugin process (the clock for the start-up figures starts here).
+
+        ``env``: extra environment variables (``PYTHONPROFILEIMPORTTIME``); ``stderr``: where its log goes.
+        """
         plugin_bin = os.environ.get("NVDRA_PLUGIN_CMD") or str(
             Path(sys.executable).parent / "nvdra-gpu-plugin"
         )
@@ -160,7 +163,7 @@ class Node:
             *("--feature-gates", self.scenario["gates"]),
         ]
         self.started_at = time.perf_counter()
-        self.plugin = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+        self.plugin = subprocess.Popen(args, stderr=stderr, env={**os.environ, **(env or {})})
 
     def close(self) -> None:
         """Stop both processes."""
@@ -178,9 +181,12 @@ class Node:
         self.close()
 
 
-def start_up(node: Node, kubelet: KubeletClient) -> tuple[Any, dict[str, float]]:
-    """Start the plugin, register it as soon as its socket appears, wait for its slices."""
-    node.start_plugin()
+def start_up(node: Node, kubelet: KubeletClient, **spawn: Any) -> tuple[Any, dict[str, float]]:
+    """Start the plugin, register it as soon as its socket appears, wait for its slices.
+
+    ``spawn``: passed to :meth:`Node.start_plugin`.
+    """
+    node.start_plugin(**spawn)
     while not node.reg_sock.exists():
         if time.perf_counter() - node.started_at > 30:
             raise TimeoutError("the plugin did not create its registration socket")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,35 @@ def test_toolkit_does_not_load_kubernetes_until_used() -> None:
     loaded = _loaded_after("import nvdra.kubeletplugin")
     assert "grpc" in loaded
     assert "kubernetes" not in loaded
+
+
+def test_api_client_from_a_plain_kubeconfig_loads_no_kubernetes_or_yaml(tmp_path: Path) -> None:
+    """A plugin reads its Node before it registers: a JSON kubeconfig (or in-cluster) client is built on
+    urllib3 alone, so neither the kubernetes client (~0.35 s) nor a YAML parser delays registration."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    build = f"KubernetesKubeApi.from_kubeconfig({str(kubeconfig)!r})"
+    loaded = _loaded_after(f"from nvdra.kubeletplugin import KubernetesKubeApi\n{build}")
+    assert "urllib3" in loaded
+    assert not {m for m in loaded if m.split(".")[0] in ("kubernetes", "yaml")}
+
+
+@pytest.mark.parametrize("module", ["nvdra.plugins.gpu.main", "nvdra.plugins.computedomain.plugin_main"])
+def test_plugin_loads_no_client_library_yaml_or_test_tools(module: str) -> None:
+    """What a plugin imports before it registers: no kubernetes client, no YAML parser (the CDI writer
+    loads it on its first spec), and none of the toolkit's test tools (HTTP API server, kubelet client)."""
+    loaded = _loaded_after(f"import {module}")
+    assert not {m for m in loaded if m.split(".")[0] in ("kubernetes", "yaml")}
+    assert not loaded & {"nvdra.kubeletplugin.testing_apiserver", "nvdra.kubeletplugin.client"}
 
 
 def test_nvml_backend_without_driver_says_where_it_looked(tmp_path: object) -> None:

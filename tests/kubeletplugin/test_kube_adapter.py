@@ -163,7 +163,6 @@ def test_unreachable_server_is_unavailable_with_status_0(tmp_path):
     path = srv.write_kubeconfig(tmp_path / "kubeconfig")
     srv.close()
     api = KubernetesKubeApi.from_kubeconfig(str(path), timeout=(1.0, 1.0))
-    api._client.configuration.retries = 0
     with pytest.raises(errors.KubeUnavailable) as info:
         api.resource_api_version()
     assert info.value.status == 0

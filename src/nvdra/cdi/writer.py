@@ -20,8 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nvdra.cdi.claims import SPEC_EXTENSION
 from nvdra.cdi.names import check_path_component
 from nvdra.cdi.spec import ContainerEdits, Spec
@@ -40,9 +38,8 @@ __all__ = [
 ]
 
 _TMP_SUFFIX = ".tmp"
-# libyaml's emitter is ~10x faster than the pure-Python one; both produce the same safe YAML.
-_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# yaml is imported by the functions that use it, on the first spec written or read: a plugin registers
+# with the kubelet before it writes a claim's spec (docs/performance.md, start-up).
 
 
 def fsync_directory(directory: str | Path, *, error_cls: type[SystemError_] = CdiError) -> None:
@@ -155,7 +152,11 @@ def remove_stale_temp_files(directory: str | Path) -> list[Path]:
 
 
 def _dump(doc: dict[str, Any]) -> str:
-    text: str = yaml.dump(doc, Dumper=_DUMPER, sort_keys=False, default_flow_style=False)
+    import yaml
+
+    # libyaml's emitter is ~10x faster than the pure-Python one; both produce the same safe YAML.
+    dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text: str = yaml.dump(doc, Dumper=dumper, sort_keys=False, default_flow_style=False)
     return text
 
 
@@ -233,9 +234,12 @@ def read_spec(path: str | Path) -> Spec:
     Raises:
         CdiError: the file cannot be read or parsed, or does not decode as a CDI spec.
     """
+    import yaml
+
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         with open(path, "rb") as f:
-            raw = yaml.load(f, Loader=_LOADER)  # a safe loader (C or Python)
+            raw = yaml.load(f, Loader=loader)  # a safe loader (C or Python)
     except OSError as e:
         raise CdiError(f"cannot read CDI spec {path}: {e.strerror}") from e
     except yaml.YAMLError as e:

@@ -6,19 +6,14 @@ ResourceSlices through :class:`ResourceSlicePublisher` once the kubelet has conf
 For tests: :class:`FakeKube` (in-memory API), :class:`ApiServer` (in-process HTTP API server) and
 :class:`KubeletClient` (registers and calls a plugin over its real sockets, as the kubelet does).
 
-Importing this package loads grpc but not the kubernetes client (that happens on first use of
-:class:`KubernetesKubeApi`).
+Importing this package loads grpc but not the kubernetes client (:class:`KubernetesKubeApi` needs it only
+for kubeconfigs with exec or auth-provider credentials), nor the test tools (loaded on first use).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from nvdra.kubeletplugin._grpc import PluginRpcError
 from nvdra.kubeletplugin._kube import KubernetesKubeApi
-from nvdra.kubeletplugin.client import (
-    HealthWatch,
-    KubeletClient,
-    PluginInfo,
-    RegisteredPlugin,
-    RegistrationRejected,
-)
 from nvdra.kubeletplugin.fake import FakeKube, KubeCall
 from nvdra.kubeletplugin.health import DeviceHealth, HealthReporter, HealthStatus
 from nvdra.kubeletplugin.helper import Helper, SlicePublisher, start
@@ -47,7 +42,6 @@ from nvdra.kubeletplugin.ratelimit import RateLimiterStatistics, TokenBucket
 from nvdra.kubeletplugin.registration import RegistrationStatus
 from nvdra.kubeletplugin.serialize import RequestSerializer
 from nvdra.kubeletplugin.sockets import SocketPaths, socket_paths
-from nvdra.kubeletplugin.testing_apiserver import ApiServer
 from nvdra.kubeletplugin.types import (
     ClaimRef,
     DraDriver,
@@ -58,6 +52,39 @@ from nvdra.kubeletplugin.types import (
     PrepareResult,
     Slice,
 )
+
+if TYPE_CHECKING:  # test tools, loaded on first use (see __getattr__)
+    from nvdra.kubeletplugin.client import (
+        HealthWatch,
+        KubeletClient,
+        PluginInfo,
+        RegisteredPlugin,
+        RegistrationRejected,
+    )
+    from nvdra.kubeletplugin.testing_apiserver import ApiServer
+
+# The kubelet stand-in and the HTTP API server are test tools: a plugin never needs them, and importing
+# them (http.server, email, the kubelet client's protos) would delay its registration with the kubelet.
+_LAZY = {
+    "ApiServer": "nvdra.kubeletplugin.testing_apiserver",
+    "HealthWatch": "nvdra.kubeletplugin.client",
+    "KubeletClient": "nvdra.kubeletplugin.client",
+    "PluginInfo": "nvdra.kubeletplugin.client",
+    "RegisteredPlugin": "nvdra.kubeletplugin.client",
+    "RegistrationRejected": "nvdra.kubeletplugin.client",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a test tool on first use."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DAEMON_SETS",

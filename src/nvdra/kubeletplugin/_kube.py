@@ -41,6 +41,7 @@ import attrs
 import nvdra
 from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeNotFound, KubeUnavailable
 from nvdra.core.resourceslice import to_v1beta1_device
+from nvdra.kubeletplugin._restconfig import light_client
 from nvdra.kubeletplugin.objects import ResourceType, WatchEvent, WatchStream
 from nvdra.kubeletplugin.ratelimit import TokenBucket
 
@@ -409,6 +410,10 @@ class KubernetesKubeApi:
         Raises:
             ConfigError: the kubeconfig or the in-cluster environment is unusable.
         """
+        light = light_client(path, pool_size=pool_size)  # no `kubernetes` import: see _restconfig
+        if light is not None:
+            bucket = limiter or TokenBucket(qps, burst)
+            return cls(light, limiter=bucket, timeout=timeout, component=component)
         from kubernetes import client, config
 
         configuration = client.Configuration()

@@ -211,21 +211,22 @@ def test_resilient_restart_waits_for_the_activated_list(make: Callable[[FabricMo
 
 def test_the_driver_activates_through_either_backend(make: Callable[[FabricMode], Backend]) -> None:
     """The fabric executor's activation, retry and deactivation run the same over both backends."""
-    from nvdra.plugins.gpu.fabric import FabricExecutor, NodeFabric
+    from nvdra.plugins.gpu.fabric import FabricExecutor, FabricPartition, NodeFabric
 
     fm = make(FabricMode.SHARED_NVSWITCH).fm
     node = NodeFabric.build(profile_inventory("dgx-h100"), fm)
     assert node.catalog.source == "fabric-manager" and len(node.catalog.partitions) == 15
     executor = FabricExecutor(fm, sleep=lambda _: None)
-    record = {
-        "kind": "fabric-partition",
-        "claim": "uid-1",
-        "partitionId": 1,
-        "size": 4,
-        "model": str(VirtualizationModel.SHARED_NVSWITCH),
-        "activate": True,
-        "bandwidthGBps": 900,
-    }
+    record = FabricPartition(
+        claim="uid-1",
+        partition_id=1,
+        size=4,
+        module_ids=(),
+        devices=(),
+        model=str(VirtualizationModel.SHARED_NVSWITCH),
+        activate=True,
+        bandwidth_gbps=900,
+    )
     executor.apply(record)
     assert active(fm) == {1}
     executor.undo(record)

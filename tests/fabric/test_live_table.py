@@ -28,6 +28,7 @@ from nvdra.fabric.manager import FmConnectionNotValid, FmNvlinkError, FmTimeout
 from nvdra.plugins.gpu.fabric import (
     FabricExecutor,
     FabricManagerWatch,
+    FabricPartition,
     NodeFabric,
     fabric_attributes,
     fabric_manager_watch,
@@ -128,13 +129,16 @@ class Flaky:
         self.fm.activate(partition_id)
 
 
-RECORD = {
-    "kind": "fabric-partition",
-    "claim": "uid-1",
-    "partitionId": 1,
-    "size": 4,
-    "model": "SharedNVSwitch",
-}
+RECORD = FabricPartition(
+    claim="uid-1",
+    partition_id=1,
+    size=4,
+    module_ids=(),
+    devices=(),
+    model="SharedNVSwitch",
+    activate=True,
+    bandwidth_gbps=900,
+)
 
 
 def base_fm() -> SimulatedFabricManager:
@@ -146,7 +150,7 @@ def test_transient_activation_failures_are_retried_with_back_off() -> None:
     fm = Flaky(base_fm(), failures=2, error=FmTimeout, leave_active=False)
     waits: list[float] = []
     executor = FabricExecutor(fm, sleep=waits.append)  # type: ignore[arg-type]
-    executor.apply({**RECORD, "activate": True, "bandwidthGBps": 900})
+    executor.apply(RECORD)
     assert waits == [0.25, 0.5] and fm.attempts == 3
     assert fm.fm.active_ids() == {1}
 
@@ -156,7 +160,7 @@ def test_giving_up_leaves_nothing_half_active() -> None:
     fm = Flaky(base_fm(), failures=99, error=FmNvlinkError, leave_active=True)
     executor = FabricExecutor(fm, attempts=3, sleep=lambda _: None)  # type: ignore[arg-type]
     with pytest.raises(ClaimError, match=r"did not activate partition 1 after 3 attempts.*FM_ST|simulated"):
-        executor.apply({**RECORD, "activate": True, "bandwidthGBps": 900})
+        executor.apply(RECORD)
     assert fm.fm.active_ids() == frozenset() and fm.attempts == 3
 
 
@@ -166,7 +170,7 @@ def test_a_partition_in_use_is_not_retried() -> None:
     waits: list[float] = []
     executor = FabricExecutor(fm, sleep=waits.append)  # type: ignore[arg-type]
     with pytest.raises(FmInUse):
-        executor.apply({**RECORD, "activate": True, "bandwidthGBps": 900})
+        executor.apply(RECORD)
     assert waits == [] and fm.attempts == 1
 
 

@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 
+from nvdra.core.effects import EffectRecord
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.fabric import FabricMode, SimulatedFabricManager, Topology, nvswitch_functions
 from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import load_profile, make_simulated_driver_root
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.driver import GpuDriver
-from nvdra.plugins.gpu.effects import Applied, EffectExecutor, Effects, Record
+from nvdra.plugins.gpu.effects import Applied, EffectExecutor, Effects
 from nvdra.plugins.gpu.fabric import ACTIVATE_KIND, fabric_effects
 from nvdra.plugins.gpu.metadata import MetadataPlanner
 from nvdra.plugins.gpu.vfio import VFIO_KIND, PassthroughView, VfioExecutor, VfioPlanner, ensure_vfio_ready
@@ -327,15 +328,15 @@ class KillOnApply:
     """A vfio executor whose process dies when it is about to apply its ``n``-th record."""
 
     def __init__(self, inner: EffectExecutor, n: int) -> None:
-        self.inner, self.n, self.kinds = inner, n, inner.kinds
+        self.inner, self.n, self.records = inner, n, inner.records
 
-    def apply(self, record: Record) -> Applied:
+    def apply(self, record: EffectRecord) -> Applied:
         self.n -= 1
         if self.n == 0:
             raise Killed
         return self.inner.apply(record)
 
-    def undo(self, record: Record) -> None:
+    def undo(self, record: EffectRecord) -> None:
         self.inner.undo(record)
 
 
@@ -414,7 +415,7 @@ def test_full_passthrough_metadata_lists_the_nvswitches() -> None:
     ctx = claim_context("dgx-h100", claim, [f"gpu-{i}" for i in range(8)])
     (record,) = MetadataPlanner().plan(ctx)
     switches = ",".join(f"0000:0{b}:00.0" for b in "789a")
-    assert all(d["attributes"]["nvswitchPciBusIDs"] == switches for d in record["devices"])
+    assert all(d.attributes["nvswitchPciBusIDs"] == switches for d in record.devices)
     plain = claim_context("dgx-h100", readme_claim(8, partitionSize=8), [f"gpu-{i}" for i in range(8)])
     (record,) = MetadataPlanner().plan(plain)
-    assert not any("nvswitchPciBusIDs" in d["attributes"] for d in record["devices"])
+    assert not any("nvswitchPciBusIDs" in d.attributes for d in record.devices)

@@ -352,8 +352,8 @@ def seed_half_done_prepare(node: Node, inventory: Inventory, completed_uid: str,
     )
     devices = allocatable_devices(inventory)
     seeds: list[tuple[str, str, ClaimState]] = [
-        (completed_uid, "gpu-0", "PrepareCompleted"),
-        (started_uid, "gpu-1", "PrepareStarted"),
+        (completed_uid, "gpu-0", ClaimState.PREPARE_COMPLETED),
+        (started_uid, "gpu-1", ClaimState.PREPARE_STARTED),
     ]
     checkpoint = Checkpoint(node_boot_id=read_boot_id())
     for uid, device, state in seeds:

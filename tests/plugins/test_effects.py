@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
 
 from nvdra.cdi import ContainerEdits
+from nvdra.core.effects import EffectRecord, effect_to_json
 from nvdra.core.errors import HostError
-from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, expect
 from tests.plugins.conftest import DriverNode, allocated_claim, prepare_one, ref_of, result, uid_of
 
-Record = Mapping[str, Any]
+
+@attrs.frozen(kw_only=True)
+class Step(EffectRecord):
+    KIND: ClassVar[str] = "step"
+    device: str
+    step: str
 
 
 class StepPlanner:
     """Plans two steps per device: 'a' then 'b'."""
 
-    def plan(self, ctx: ClaimContext) -> Sequence[Record]:
-        return [{"kind": "step", "device": d.name, "step": s} for d in ctx.devices for s in ("a", "b")]
+    def plan(self, ctx: ClaimContext) -> Sequence[Step]:
+        return [Step(device=d.name, step=s) for d in ctx.devices for s in ("a", "b")]
 
 
 class RecordingExecutor:
     """A fake node: applies steps into a set, records every call, can fail on a chosen step."""
 
-    kinds = frozenset({"step"})
+    records: tuple[type[EffectRecord], ...] = (Step,)
 
     def __init__(self, node: DriverNode) -> None:
         self.node = node
@@ -34,20 +42,23 @@ class RecordingExecutor:
         self.fail_undo = False
         self.intent_seen: list[bool] = []
 
-    def apply(self, record: Record) -> Applied:
-        key = (record["device"], record["step"])
+    def apply(self, record: EffectRecord) -> Applied:
+        step = expect(record, Step)
+        key = (step.device, step.step)
         self.calls.append(("apply", *key))
         # The intent must already be durable: the checkpoint on disk names this record.
         raw = json.loads(self.node.checkpoint_path.read_text())
-        self.intent_seen.append(any(record in c["applied"] for c in raw["data"]["claims"].values()))
+        on_disk = effect_to_json(step)
+        self.intent_seen.append(any(on_disk in c["applied"] for c in raw["data"]["claims"].values()))
         if key == self.fail_apply:
             raise HostError(f"step {key} failed")
         self.done.add(key)
         edits = ContainerEdits(env=(f"STEP_{key[1].upper()}=1",))
         return Applied(claim_edits=edits)
 
-    def undo(self, record: Record) -> None:
-        key = (record["device"], record["step"])
+    def undo(self, record: EffectRecord) -> None:
+        step = expect(record, Step)
+        key = (step.device, step.step)
         self.calls.append(("undo", *key))
         if self.fail_undo:
             raise HostError("undo failed")

@@ -16,6 +16,7 @@ import pytest
 
 from nvdra.core.errors import HostError
 from nvdra.core.featuregates import parse_feature_gates
+from nvdra.core.sharing import MpsPlan
 from nvdra.nvml import SimulatedNvml, load_profile, make_simulated_driver_root
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.fake_mps_control import install_fake_mps_control, read_state
@@ -212,7 +213,7 @@ def test_mps_directories_and_deployment_are_what_a_real_node_needs(tmp_path: Pat
     make_mps_dirs(tmp_path / "mps/abc")
     assert stat.S_IMODE((tmp_path / "mps/abc/shm").stat().st_mode) == 0o1777
     config = PluginConfig(node_name="n1", nvidia_driver_root=Path("/run/nvidia/driver"))
-    record = {"id": "abc", "uuids": ["GPU-a"], "pinnedMemoryLimits": {}, "computeModeGpus": ["GPU-a"]}
+    record = MpsPlan(id="abc", uuids=("GPU-a",), compute_mode_gpus=("GPU-a",))
     pod = render_deployment(record, config, parse_feature_gates(""), tmp_path / "mps/abc")["spec"]["template"]
     container = pod["spec"]["containers"][0]
     assert container["securityContext"] == {"privileged": True, "runAsUser": 0, "runAsGroup": 0}
@@ -242,13 +243,13 @@ def test_control_daemon_process_runs_from_the_deployment_the_plugin_renders(tmp_
     """
     root = make_simulated_driver_root(load_profile("dgx-h100"), tmp_path / "host/driver-root")
     config = PluginConfig(node_name="n1", kubelet_plugins_directory_path=tmp_path / "plugins")
-    record = {
-        "id": "abc",
-        "uuids": ["GPU-a"],
-        "pinnedMemoryLimits": {"GPU-a": "1024M"},
-        "activeThreadPercentage": 40,
-        "computeModeGpus": ["GPU-a"],
-    }
+    record = MpsPlan(
+        id="abc",
+        uuids=("GPU-a",),
+        pinned_memory_mib={"GPU-a": 1024},
+        active_thread_percentage=40,
+        compute_mode_gpus=("GPU-a",),
+    )
     mps_root = config.plugin_dir / "mps/abc"
     make_mps_dirs(mps_root)
     pod = render_deployment(record, config, parse_feature_gates(""), mps_root, driver_root=root)["spec"][

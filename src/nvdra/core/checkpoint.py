@@ -21,7 +21,10 @@ Invariants owned here:
 - a checkpoint whose checksum does not match, or that is not valid JSON of this shape, raises
   :class:`CheckpointError` — it is never half-read;
 - ``applied`` holds one JSON record per side effect performed for the claim, in the order performed,
-  so that unprepare can undo them in reverse. Records are opaque here; their owners define them.
+  so that unprepare can undo them in reverse. Records are opaque here (the JSON boundary); their owners
+  type them (:mod:`nvdra.core.effects`);
+- ``state`` is a :class:`ClaimState`; a claim built with its wire string gets the member, and the file
+  holds the member's value, so the JSON is what it was when states were strings.
 
 Compatibility ("an older checkpoint"): within a version, fields are only ever *added*, and every added
 field has a default, so a file an older nvdra wrote decodes unchanged: an entry without ``applied``
@@ -33,10 +36,11 @@ refused (the store moves it aside), never half-read. The upstream Go plugin's la
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
@@ -55,8 +59,20 @@ __all__ = [
 CHECKPOINT_VERSION = 1
 _KIND = "nvdra.checkpoint"
 
-ClaimState = Literal["PrepareStarted", "PrepareCompleted"]
-_STATES: frozenset[str] = frozenset({"PrepareStarted", "PrepareCompleted"})
+
+class ClaimState(enum.StrEnum):
+    """Where a claim's prepare got to (upstream's names, as the file holds them)."""
+
+    PREPARE_STARTED = "PrepareStarted"  # intent durable; effects and spec may be half done
+    PREPARE_COMPLETED = "PrepareCompleted"
+
+
+def _state(value: ClaimState | str) -> ClaimState:
+    try:
+        return ClaimState(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in ClaimState)
+        raise CheckpointError(f"claim state {value!r} is not one of {allowed}") from None
 
 
 @attrs.frozen(kw_only=True)
@@ -78,7 +94,7 @@ class PreparedClaim:
     uid: str
     namespace: str
     name: str
-    state: ClaimState
+    state: ClaimState = attrs.field(converter=_state)
     devices: tuple[DeviceRecord, ...] = ()
     applied: tuple[Mapping[str, Any], ...] = ()
 
@@ -130,7 +146,7 @@ def _device_to_json(d: DeviceRecord) -> dict[str, Any]:
 
 def _claim_to_json(c: PreparedClaim) -> dict[str, Any]:
     return {
-        "state": c.state,
+        "state": c.state.value,
         "namespace": c.namespace,
         "name": c.name,
         "devices": [_device_to_json(d) for d in c.devices],
@@ -178,9 +194,10 @@ def _claim_from_json(uid: str, obj: Any) -> PreparedClaim:
     where = f"claims[{uid}]"
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {where}: expected an object, got {obj!r}")
-    state = _req(obj, "state", str, where)
-    if state not in _STATES:
-        raise CheckpointError(f"checkpoint {where}.state: unknown state {state!r}")
+    try:
+        state = _state(_req(obj, "state", str, where))
+    except CheckpointError as exc:
+        raise CheckpointError(f"checkpoint {where}.state: {exc}") from None
     applied = obj.get("applied", [])  # absent in files written before effects were recorded
     if not isinstance(applied, list):
         raise CheckpointError(f"checkpoint {where}.applied: expected list, got {applied!r}")

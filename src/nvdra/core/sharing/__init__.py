@@ -1,6 +1,7 @@
 """Pure sharing planners: time-slicing, MPS, and the dynamic-MIG partitionable layout.
 
-Everything here turns inventory and configs into plain records and device dicts; executors in
+Everything here turns inventory and configs into typed effect records (:mod:`nvdra.core.effects`) and
+device dicts; executors in
 ``nvdra.nvml.executor`` and ``nvdra.plugins.gpu`` apply them.
 """
 
@@ -18,8 +19,8 @@ from nvdra.core.sharing.dynamic_mig import (
     render_dynamic_mig,
     resetless_toggle,
 )
-from nvdra.core.sharing.mps import MPS_KIND, MpsDevice, mps_daemon_id, plan_mps
-from nvdra.core.sharing.timeslicing import TIMESLICE_KIND, plan_time_slicing
+from nvdra.core.sharing.mps import MPS_KIND, MpsDevice, MpsPlan, mps_daemon_id, plan_mps
+from nvdra.core.sharing.timeslicing import TIMESLICE_KIND, TimeSlice, plan_time_slicing
 
 __all__ = [
     "MPS_KIND",
@@ -28,6 +29,8 @@ __all__ = [
     "GpuSlice",
     "MigCandidate",
     "MpsDevice",
+    "MpsPlan",
+    "TimeSlice",
     "candidates_by_name",
     "counter_set_name",
     "gpu_counters",

@@ -10,18 +10,30 @@ Invariants owned here (upstream-driver §5.1):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import ClassVar
+
+import attrs
 
 from nvdra.core.config import GpuConfig, SharingStrategy
 from nvdra.core.config.api import Config
+from nvdra.core.effects import EffectRecord
 from nvdra.core.featuregates import FeatureGates, Gate
 
-__all__ = ["TIMESLICE_KIND", "plan_time_slicing"]
+__all__ = ["TIMESLICE_KIND", "TimeSlice", "plan_time_slicing"]
 
 TIMESLICE_KIND = "timeslice"
 
 
-def plan_time_slicing(config: Config, gpu_uuids: Sequence[str], gates: FeatureGates) -> list[dict[str, Any]]:
+@attrs.frozen(kw_only=True)
+class TimeSlice(EffectRecord):
+    """Set compute mode DEFAULT and this nvidia-smi time slice (0..3) on these full GPUs."""
+
+    KIND: ClassVar[str] = TIMESLICE_KIND
+    gpus: tuple[str, ...]
+    interval: int
+
+
+def plan_time_slicing(config: Config, gpu_uuids: Sequence[str], gates: FeatureGates) -> list[TimeSlice]:
     """The time-slice record of one config group (empty when nothing is to be set).
 
     Args:
@@ -30,7 +42,7 @@ def plan_time_slicing(config: Config, gpu_uuids: Sequence[str], gates: FeatureGa
         gates: the feature gates.
 
     Returns:
-        ``[{"kind": "timeslice", "gpus": [...], "interval": 0..3}]`` or ``[]``.
+        one :class:`TimeSlice` (JSON ``{"kind": "timeslice", "gpus": [...], "interval": 0..3}``) or none.
     """
     if not gates.enabled(Gate.TIME_SLICING_SETTINGS) or not gpu_uuids or not isinstance(config, GpuConfig):
         return []
@@ -38,4 +50,4 @@ def plan_time_slicing(config: Config, gpu_uuids: Sequence[str], gates: FeatureGa
     if sharing is None or sharing.strategy is not SharingStrategy.TIME_SLICING:
         return []
     interval = sharing.get_time_slicing_config().effective_interval
-    return [{"kind": TIMESLICE_KIND, "gpus": sorted(gpu_uuids), "interval": interval.nvidia_smi_value}]
+    return [TimeSlice(gpus=tuple(sorted(gpu_uuids)), interval=interval.nvidia_smi_value)]

@@ -28,9 +28,10 @@ from typing import Any, Protocol
 
 import attrs
 
-from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim
+from nvdra.core.checkpoint import Checkpoint, ClaimState, DeviceRecord, PreparedClaim
 from nvdra.core.config import AllocatedDevice, ConfigGroup, DeviceType, resolve_configs
 from nvdra.core.devices import Inventory
+from nvdra.core.effects import EffectRecord
 from nvdra.core.errors import CdiError, ClaimError, NvdraError, UserError
 from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates, Gate
@@ -45,7 +46,7 @@ from nvdra.kubeletplugin.types import (
     Slice,
 )
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
-from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, Record
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects
 from nvdra.plugins.gpu.fabric import NodeFabric, planned_node_fabric, with_fabric_attributes
 from nvdra.plugins.gpu.fabric.partitions import (
     partition_devices,
@@ -107,7 +108,7 @@ class _Plan:
     devices: tuple[DeviceRecord, ...]
     allocated: tuple[AllocatableDevice, ...]
     groups: tuple[ConfigGroup, ...]
-    effects: tuple[Record, ...] = ()
+    effects: tuple[EffectRecord, ...] = ()
 
 
 def _claim_ref(claim: Mapping[str, Any]) -> ClaimRef:
@@ -167,12 +168,12 @@ class GpuDriver:
         with self._lock:
             cp, report = self._store.load()
             for gone in report.discarded:  # rebooted: undo what outlives a reboot (an MPS Deployment)
-                self._undo(gone.applied, str(gone))
-            stale = [c for c in cp.claims.values() if c.state == "PrepareStarted"]
+                self._undo_entry(gone)
+            stale = [c for c in cp.claims.values() if c.state is ClaimState.PREPARE_STARTED]
             rolled_back = []
             for claim in stale:
                 log.warning("rolling back prepare of %s that did not complete before a restart", claim)
-                if self._undo(claim.applied, str(claim)):
+                if self._undo_entry(claim):
                     self._specs.remove(claim.uid)
                     rolled_back.append(claim.uid)
             cp = cp.without(*rolled_back)
@@ -286,10 +287,10 @@ class GpuDriver:
             for claim in claims:
                 ref = _claim_ref(claim)
                 done = self._checkpoint.claims.get(ref.uid)
-                if done is not None and done.state == "PrepareCompleted":
+                if done is not None and done.state is ClaimState.PREPARE_COMPLETED:
                     results[ref.uid] = PrepareResult(devices=_to_prepared(done.devices))
                     continue
-                if done is not None and not self._undo(done.applied, str(done)):
+                if done is not None and not self._undo_entry(done):
                     # An earlier attempt died half-way and its effects cannot be rolled back yet.
                     results[ref.uid] = _failed(ref, "an earlier attempt could not be rolled back; will retry")
                     continue
@@ -439,7 +440,7 @@ class GpuDriver:
     def _apply(self, plans: Sequence[_Plan]) -> dict[str, PrepareResult]:
         started = self._checkpoint
         for plan in plans:
-            started = started.with_claim(_entry(plan, "PrepareStarted"))
+            started = started.with_claim(_entry(plan, ClaimState.PREPARE_STARTED))
         # Without effects, a claim's spec write overlaps the PrepareStarted write: a spec is inert until the
         # kubelet gets its id, and one left by a crash without an entry is swept at start. With effects the
         # spec needs what they produced, and they may only start once their intent is durable.
@@ -468,7 +469,7 @@ class GpuDriver:
                     completed = completed.without(plan.ref.uid)
                 results[plan.ref.uid] = _failed(plan.ref, str(failure))
                 continue
-            completed = completed.with_claim(_entry(plan, "PrepareCompleted"))
+            completed = completed.with_claim(_entry(plan, ClaimState.PREPARE_COMPLETED))
             results[plan.ref.uid] = PrepareResult(devices=_to_prepared(plan.devices))
         try:
             self._store.save(completed)
@@ -491,16 +492,27 @@ class GpuDriver:
             return exc
         return None
 
-    def _undo(self, records: Sequence[Record], owner: str) -> bool:
+    def _undo(self, records: Sequence[EffectRecord], owner: str) -> bool:
         """Undo effect records in reverse; False (logged) if one could not be undone."""
         for record in reversed(records):
             try:
                 self._effects.undo(record)
                 reach("after-undo")
             except (NvdraError, OSError) as exc:
-                log.error("cannot undo %s of claim %s: %s", record.get("kind"), owner, exc)
+                log.error("cannot undo %s of claim %s: %s", record.kind, owner, exc)
                 return False
         return True
+
+    def _undo_entry(self, claim: PreparedClaim) -> bool:
+        """Undo a checkpoint entry's effects, read back from their JSON; False (logged) if one cannot be
+        read (a kind with no executor in this run) or undone."""
+        try:
+            where = f"claims[{claim.uid}].applied"
+            records = [self._effects.from_json(r, f"{where}[{i}]") for i, r in enumerate(claim.applied)]
+        except NvdraError as exc:
+            log.error("cannot undo the prepare of claim %s: %s", claim, exc)
+            return False
+        return self._undo(records, str(claim))
 
     # -- unprepare -------------------------------------------------------------------------------
 
@@ -512,7 +524,7 @@ class GpuDriver:
             known = [self._checkpoint.claims[r.uid] for r in claims if r.uid in self._checkpoint.claims]
             done = []
             for claim in known:
-                if self._undo(claim.applied, str(claim)):
+                if self._undo_entry(claim):
                     done.append(claim)
                 else:
                     errors[claim.uid] = (
@@ -540,14 +552,14 @@ class GpuDriver:
         return errors
 
 
-def _entry(plan: _Plan, state: str) -> PreparedClaim:
+def _entry(plan: _Plan, state: ClaimState) -> PreparedClaim:
     return PreparedClaim(
         uid=plan.ref.uid,
         namespace=plan.ref.namespace,
         name=plan.ref.name,
-        state="PrepareCompleted" if state == "PrepareCompleted" else "PrepareStarted",
+        state=state,
         devices=plan.devices,
-        applied=plan.effects,
+        applied=tuple(Effects.to_json(r) for r in plan.effects),
     )
 
 

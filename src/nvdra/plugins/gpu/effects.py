@@ -2,7 +2,8 @@
 
 A claim's prepare may change the node: set a GPU's time slice, start an MPS daemon, create a MIG
 device, activate a Fabric Manager partition, bind a GPU to vfio-pci. Each such change is an *effect*,
-described by a JSON record ``{"kind": "<kind>", ...}`` that names what to do (never a handle).
+described by a typed record (an attrs subclass of :class:`~nvdra.core.effects.EffectRecord`) that names
+what to do (never a handle); the checkpoint holds its JSON form ``{"kind": "<kind>", ...}``.
 
 Rules the driver keeps, and that executors rely on:
 
@@ -24,19 +25,27 @@ and for the whole claim (e.g. the MPS pipe directory mount).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
 from nvdra.cdi import ContainerEdits
 from nvdra.core.config import ConfigGroup
+from nvdra.core.effects import EffectCodec, EffectRecord, effect_to_json
 from nvdra.core.errors import ConfigError
 from nvdra.kubeletplugin.types import ClaimRef
 from nvdra.plugins.gpu.devices import AllocatableDevice
 
-__all__ = ["Applied", "ClaimContext", "EffectExecutor", "EffectPlanner", "Effects"]
+__all__ = ["Applied", "ClaimContext", "EffectExecutor", "EffectPlanner", "Effects", "expect"]
 
-Record = Mapping[str, Any]
+R = TypeVar("R", bound=EffectRecord)
+
+
+def expect(record: EffectRecord, cls: type[R]) -> R:
+    """``record`` as a ``cls``; a record of another type reaching an executor is a bug (ConfigError)."""
+    if not isinstance(record, cls):
+        raise ConfigError("effect.kind", record.kind, cls.KIND, reason="record handed to the wrong executor:")
+    return record
 
 
 @attrs.frozen(kw_only=True)
@@ -65,21 +74,21 @@ class Applied:
 class EffectPlanner(Protocol):
     """Turns a claim into effect records (pure)."""
 
-    def plan(self, ctx: ClaimContext) -> Sequence[Record]:
+    def plan(self, ctx: ClaimContext) -> Sequence[EffectRecord]:
         """Records to apply for this claim, in order; raise a UserError to refuse the claim."""
         ...
 
 
 class EffectExecutor(Protocol):
-    """Performs and undoes the effects of some kinds."""
+    """Performs and undoes the effects of some record types."""
 
-    kinds: frozenset[str]
+    records: tuple[type[EffectRecord], ...]
 
-    def apply(self, record: Record) -> Applied:
+    def apply(self, record: EffectRecord) -> Applied:
         """Make the change; raise an NvdraError on failure."""
         ...
 
-    def undo(self, record: Record) -> None:
+    def undo(self, record: EffectRecord) -> None:
         """Revert the change; idempotent, and fine if the change never happened."""
         ...
 
@@ -93,36 +102,47 @@ class Effects:
         self.planners = tuple(planners)
         self._executors: dict[str, EffectExecutor] = {}
         for executor in executors:
-            for kind in executor.kinds:
-                if kind in self._executors:
+            for cls in executor.records:
+                if cls.KIND in self._executors:
                     raise ConfigError(
-                        "effects", kind, "one executor per effect kind", reason="duplicate kind"
+                        "effects", cls.KIND, "one executor per effect kind", reason="duplicate kind"
                     )
-                self._executors[kind] = executor
+                self._executors[cls.KIND] = executor
+        self._codec = EffectCodec(cls for executor in executors for cls in executor.records)
 
-    def plan(self, ctx: ClaimContext) -> tuple[Record, ...]:
+    def plan(self, ctx: ClaimContext) -> tuple[EffectRecord, ...]:
         """All planners' records for a claim, in planner order."""
-        records: list[Record] = []
+        records: list[EffectRecord] = []
         for planner in self.planners:
             records.extend(planner.plan(ctx))
         for record in records:
-            self._executor(record)  # an unknown kind is a bug in a planner: refuse before changing anything
+            self._executor(
+                record.kind
+            )  # an unknown kind is a bug in a planner: refuse before changing anything
         return tuple(records)
 
-    def apply(self, record: Record) -> Applied:
+    def apply(self, record: EffectRecord) -> Applied:
         """Apply one record through its executor."""
-        return self._executor(record).apply(record)
+        return self._executor(record.kind).apply(record)
 
-    def undo(self, record: Record) -> None:
+    def undo(self, record: EffectRecord) -> None:
         """Undo one record through its executor."""
-        self._executor(record).undo(record)
+        self._executor(record.kind).undo(record)
+
+    @staticmethod
+    def to_json(record: EffectRecord) -> dict[str, Any]:
+        """A record's checkpoint form."""
+        return effect_to_json(record)
+
+    def from_json(self, obj: Mapping[str, Any], where: str = "record") -> EffectRecord:
+        """A checkpoint entry's record (CheckpointError when its kind has no executor or it is malformed)."""
+        return self._codec.from_json(obj, where)
 
     def executor(self, kind: str) -> EffectExecutor:
         """The executor registered for ``kind`` (ConfigError when none is): for tools that read state back."""
-        return self._executor({"kind": kind})
+        return self._executor(kind)
 
-    def _executor(self, record: Record) -> EffectExecutor:
-        kind = str(record.get("kind", ""))
+    def _executor(self, kind: str) -> EffectExecutor:
         executor = self._executors.get(kind)
         if executor is None:
             raise ConfigError("effect.kind", kind, ", ".join(sorted(self._executors)) or "none registered")

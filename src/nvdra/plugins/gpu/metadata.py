@@ -12,9 +12,11 @@ appended to the first device of each request. Both files are written as a ``devi
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import attrs
 
 from nvdra.cdi import (
     ContainerEdits,
@@ -28,13 +30,17 @@ from nvdra.cdi import (
 from nvdra.cdi.writer import atomic_write, remove_durably
 from nvdra.core.checkpoint import DeviceRecord
 from nvdra.core.config import GpuConfig, VfioDeviceConfig, VirtualizationModel
+from nvdra.core.effects import EffectRecord, effect_field
 from nvdra.core.errors import CdiError
 from nvdra.fabric.topology import nvswitch_functions
-from nvdra.plugins.gpu.effects import Applied, ClaimContext, Record
+from nvdra.kubeletplugin.types import ClaimRef
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, expect
 
 __all__ = [
     "CONTAINER_DIR",
     "METADATA_KIND",
+    "DeviceMetadata",
+    "MetadataDevice",
     "MetadataExecutor",
     "MetadataPlanner",
     "metadata_cdi_id",
@@ -46,6 +52,37 @@ CONTAINER_DIR = "/var/run/kubernetes.io/dra-device-attributes"
 API_VERSION = "metadata.resource.k8s.io/v1alpha1"
 _VENDOR = "k8s.gpu.nvidia.com"
 _CLASS = "metadata"
+
+
+def _attributes_from_json(obj: Any) -> dict[str, str | int]:
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"expected an object of attributes, got {obj!r}")
+    bad = {k: v for k, v in obj.items() if isinstance(v, bool) or not isinstance(v, str | int)}
+    if bad:
+        raise ValueError(f"attribute values must be strings or integers, got {bad!r}")
+    return {str(k): v for k, v in obj.items()}
+
+
+@attrs.frozen(kw_only=True)
+class MetadataDevice:
+    """One device of a request, as the metadata file describes it."""
+
+    driver: str
+    pool: str
+    device: str
+    attributes: Mapping[str, str | int] = effect_field(
+        decode=_attributes_from_json, encode=dict, factory=dict
+    )
+
+
+@attrs.frozen(kw_only=True)
+class DeviceMetadata(EffectRecord):
+    """Write the metadata file (and its CDI spec) of one request of a claim."""
+
+    KIND: ClassVar[str] = METADATA_KIND
+    claim: ClaimRef
+    request: str
+    devices: tuple[MetadataDevice, ...]
 
 
 def metadata_cdi_id(claim_uid: str, request: str) -> str:
@@ -80,13 +117,13 @@ class MetadataPlanner:
     def __init__(self, driver_name: str = "gpu.nvidia.com") -> None:
         self.driver_name = driver_name
 
-    def plan(self, ctx: ClaimContext) -> Sequence[Record]:
+    def plan(self, ctx: ClaimContext) -> Sequence[DeviceMetadata]:
         """Records carrying everything the metadata file will say."""
-        by_request: dict[str, list[dict[str, Any]]] = {}
+        by_request: dict[str, list[MetadataDevice]] = {}
         passthrough = _full_passthrough_devices(ctx)
         for device, result in zip(ctx.devices, ctx.results, strict=True):
             request = str(result.get("request", "")).split("/", 1)[0]
-            attributes: dict[str, Any] = {
+            attributes: dict[str, str | int] = {
                 "type": device.type,
                 "uuid": device.uuid,
                 "productName": device.gpu.product_name,
@@ -99,21 +136,15 @@ class MetadataPlanner:
             if device.name in passthrough:  # FullPassthrough hands the guest the NVSwitches too
                 attributes["nvswitchPciBusIDs"] = ",".join(nvswitch_functions(device.gpus))
             by_request.setdefault(request, []).append(
-                {
-                    "driver": self.driver_name,
-                    "pool": str(result.get("pool", "")),
-                    "device": device.name,
-                    "attributes": attributes,
-                }
+                MetadataDevice(
+                    driver=self.driver_name,
+                    pool=str(result.get("pool", "")),
+                    device=device.name,
+                    attributes=attributes,
+                )
             )
-        ref = ctx.ref
         return [
-            {
-                "kind": METADATA_KIND,
-                "claim": {"uid": ref.uid, "namespace": ref.namespace, "name": ref.name},
-                "request": request,
-                "devices": devices,
-            }
+            DeviceMetadata(claim=ctx.ref, request=request, devices=tuple(devices))
             for request, devices in by_request.items()
         ]
 
@@ -138,48 +169,50 @@ def _full_passthrough_devices(ctx: ClaimContext) -> set[str]:
 class MetadataExecutor:
     """Writes and removes the metadata file and its CDI spec."""
 
-    kinds = frozenset({METADATA_KIND})
+    records: tuple[type[EffectRecord], ...] = (DeviceMetadata,)
 
     def __init__(self, *, plugin_dir: Path, cdi_root: Path) -> None:
         self.plugin_dir = plugin_dir
         self.cdi_root = cdi_root
 
-    def path(self, record: Record) -> Path:
+    def path(self, record: DeviceMetadata) -> Path:
         """Where the record's metadata file lives on the host."""
-        claim = record["claim"]
-        return self.plugin_dir / "metadata" / str(claim["uid"]) / str(record["request"]) / "metadata.json"
+        return self.plugin_dir / "metadata" / record.claim.uid / record.request / "metadata.json"
 
-    def _spec_name(self, record: Record) -> str:
-        return claim_spec_name(_VENDOR, _CLASS, f"{record['claim']['uid']}_{record['request']}")
+    def _spec_name(self, record: DeviceMetadata) -> str:
+        return claim_spec_name(_VENDOR, _CLASS, f"{record.claim.uid}_{record.request}")
 
-    def apply(self, record: Record) -> Applied:
+    def apply(self, record: EffectRecord) -> Applied:
         """Write the file, then the spec that mounts it (a spec never points at a missing file)."""
-        claim, request = record["claim"], str(record["request"])
+        meta = expect(record, DeviceMetadata)
+        claim, request = meta.claim, meta.request
+        body = Effects.to_json(meta)
         doc = {
             "apiVersion": API_VERSION,
             "kind": "DeviceMetadata",
-            "claim": dict(claim),
+            "claim": body["claim"],
             "request": request,
-            "devices": list(record["devices"]),
+            "devices": body["devices"],
         }
-        path = self.path(record)
+        path = self.path(meta)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, json.dumps(doc, indent=2, sort_keys=True).encode(), mode=0o644, error_cls=CdiError)
         mount = Mount(
             host_path=str(path),
-            container_path=f"{CONTAINER_DIR}/{claim['name']}/{request}/metadata.json",
+            container_path=f"{CONTAINER_DIR}/{claim.name}/{request}/metadata.json",
             options=("ro", "nosuid", "nodev", "bind"),
         )
         spec = claim_spec(
-            _VENDOR, _CLASS, str(claim["uid"]), [(request, ContainerEdits(mounts=(mount,)))], ContainerEdits()
+            _VENDOR, _CLASS, claim.uid, [(request, ContainerEdits(mounts=(mount,)))], ContainerEdits()
         )
-        write_spec(self.cdi_root, spec, self._spec_name(record))
+        write_spec(self.cdi_root, spec, self._spec_name(meta))
         return Applied()
 
-    def undo(self, record: Record) -> None:
+    def undo(self, record: EffectRecord) -> None:
         """Remove the spec, then the file and its empty directories (missing ones are fine)."""
-        remove_spec(self.cdi_root, self._spec_name(record))
-        path = self.path(record)
+        meta = expect(record, DeviceMetadata)
+        remove_spec(self.cdi_root, self._spec_name(meta))
+        path = self.path(meta)
         remove_durably(path, error_cls=CdiError)
         for d in (path.parent, path.parent.parent):
             try:

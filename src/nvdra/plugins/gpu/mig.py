@@ -1,11 +1,11 @@
 """Dynamic MIG in the GPU driver: plan ``mig.create`` records, apply them through the MIG executor.
 
 A dynamic MIG device exists only as a published name until a claim that got it is prepared. The planner
-turns each such allocated device into ``{"kind": "mig.create", "device", "parent", "profileId",
-"start"}``; the executor creates the device at exactly that placement, refreshes the capability files
-where the node is simulated, and returns the new device's CDI edits (parent node plus the GI and CI
-capability nodes, as for static MIG). Undo destroys it (CI, then GI) and turns MIG mode off again when
-the GPU is empty and that is reset-less.
+turns each such allocated device into a :class:`MigCreate` record (JSON ``{"kind": "mig.create",
+"device", "parent", "profileId", "start"}``); the executor creates the device at exactly that
+placement, refreshes the capability files where the node is simulated, and returns the new device's
+CDI edits (parent node plus the GI and CI capability nodes, as for static MIG). Undo destroys it (CI,
+then GI) and turns MIG mode off again when the GPU is empty and that is reset-less.
 
 Crash safety comes from the driver's intent log: the record is durable before the create, so a restart
 rolls a half-made device back through ``undo``; :func:`sweep_unknown_mig` then destroys every live MIG
@@ -16,23 +16,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import ClassVar
+
+import attrs
 
 from nvdra.cdi import DriverRoot, mig_edits
-from nvdra.core.checkpoint import Checkpoint
+from nvdra.core.checkpoint import Checkpoint, ClaimState
 from nvdra.core.devices import Inventory
+from nvdra.core.effects import EffectCodec, EffectRecord
 from nvdra.core.errors import ClaimError, NvmlError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.sharing import render_dynamic_mig
 from nvdra.kubeletplugin.types import DriverResources, Pool, Slice
 from nvdra.nvml import NvmlBackend
 from nvdra.nvml.executor import MigExecutor, MigKey
-from nvdra.plugins.gpu.effects import Applied, ClaimContext, Record
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, expect
 
 __all__ = [
     "MIG_CREATE_KIND",
     "DynamicMigExecutor",
     "DynamicMigPlanner",
+    "MigCreate",
     "dynamic_mig_resources",
     "sweep_unknown_mig",
 ]
@@ -42,16 +46,26 @@ log = logging.getLogger(__name__)
 MIG_CREATE_KIND = "mig.create"
 
 
-def _key(record: Record) -> MigKey:
-    return MigKey(
-        parent_uuid=str(record["parent"]), profile_id=int(record["profileId"]), start=int(record["start"])
-    )
+@attrs.frozen(kw_only=True)
+class MigCreate(EffectRecord):
+    """Create MIG device ``device`` on GPU ``parent`` with this profile at this placement."""
+
+    KIND: ClassVar[str] = MIG_CREATE_KIND
+    device: str
+    parent: str  # the parent GPU's UUID
+    profile_id: int
+    start: int
+
+    @property
+    def key(self) -> MigKey:
+        """The MIG executor's key of this device."""
+        return MigKey(parent_uuid=self.parent, profile_id=self.profile_id, start=self.start)
 
 
 class DynamicMigPlanner:
     """Plans the creation of every on-demand MIG device of a claim."""
 
-    def plan(self, ctx: ClaimContext) -> list[dict[str, Any]]:
+    def plan(self, ctx: ClaimContext) -> list[MigCreate]:
         """One ``mig.create`` per dynamic MIG device, in allocation order."""
         records = []
         for device in ctx.devices:
@@ -60,13 +74,12 @@ class DynamicMigPlanner:
             if device.profile is None or device.placement is None:
                 raise ClaimError(f"MIG device {device.name!r} has neither a live device nor a placement")
             records.append(
-                {
-                    "kind": MIG_CREATE_KIND,
-                    "device": device.name,
-                    "parent": device.gpu.uuid,
-                    "profileId": device.profile.id,
-                    "start": device.placement.start,
-                }
+                MigCreate(
+                    device=device.name,
+                    parent=device.gpu.uuid,
+                    profile_id=device.profile.id,
+                    start=device.placement.start,
+                )
             )
         return records
 
@@ -74,7 +87,7 @@ class DynamicMigPlanner:
 class DynamicMigExecutor:
     """Creates and destroys dynamic MIG devices; contributes their CDI edits."""
 
-    kinds = frozenset({MIG_CREATE_KIND})
+    records: tuple[type[EffectRecord], ...] = (MigCreate,)
 
     def __init__(
         self,
@@ -89,24 +102,23 @@ class DynamicMigExecutor:
         self.minors = minors  # parent UUID -> minor number (for the device node and capability paths)
         self.on_change = on_change  # e.g. refresh a simulated driver root's capability files
 
-    def apply(self, record: Record) -> Applied:
+    def apply(self, record: EffectRecord) -> Applied:
         """Create the device; its CDI edits replace the (non-existent) default ones."""
-        key = _key(record)
+        plan = expect(record, MigCreate)
+        key = plan.key
         try:
             created = self.executor.create(key)
         except NvmlError as exc:
-            raise NvmlError(f"cannot create MIG device {record['device']}: {exc}") from exc
+            raise NvmlError(f"cannot create MIG device {plan.device}: {exc}") from exc
         if self.on_change is not None:
             self.on_change()
         minor = self.minors[key.parent_uuid]
         caps = self.driver_root.mig_caps(minor, created.gi_id, created.ci_id)
-        return Applied(
-            device_edits={str(record["device"]): mig_edits(self.driver_root.installation(), minor, caps)}
-        )
+        return Applied(device_edits={plan.device: mig_edits(self.driver_root.installation(), minor, caps)})
 
-    def undo(self, record: Record) -> None:
+    def undo(self, record: EffectRecord) -> None:
         """Destroy the device (fine if it was never made)."""
-        self.executor.destroy(_key(record))
+        self.executor.destroy(expect(record, MigCreate).key)
         if self.on_change is not None:
             self.on_change()
 
@@ -116,9 +128,9 @@ def sweep_unknown_mig(backend: NvmlBackend, gates: FeatureGates, checkpoint: Che
     if not gates.enabled(Gate.DYNAMIC_MIG):
         return []
     keep = [
-        _key(record)
+        EffectCodec.read(record, MigCreate, f"claims[{claim.uid}].applied").key
         for claim in checkpoint.claims.values()
-        if claim.state == "PrepareCompleted"
+        if claim.state is ClaimState.PREPARE_COMPLETED
         for record in claim.applied
         if record.get("kind") == MIG_CREATE_KIND
     ]

@@ -22,13 +22,14 @@ from typing import Any
 
 from nvdra.cdi import ContainerEdits, Mount
 from nvdra.core.config import GpuConfig, MigDeviceConfig, SharingStrategy
+from nvdra.core.effects import EffectRecord
 from nvdra.core.errors import HostError, KubeConflict, KubeNotFound
 from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates
-from nvdra.core.sharing import MPS_KIND, MpsDevice, plan_mps
+from nvdra.core.sharing import MpsDevice, MpsPlan, plan_mps
 from nvdra.kubeletplugin.objects import DEPLOYMENTS, ObjectApi
 from nvdra.plugins.gpu.config import PluginConfig
-from nvdra.plugins.gpu.effects import Applied, ClaimContext, Record
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, expect
 from nvdra.plugins.gpu.hostcmd import HostCommandRunner, set_compute_mode
 
 __all__ = [
@@ -58,7 +59,7 @@ def deployment_name(daemon_id: str) -> str:
 class MpsPlanner:
     """Plans one ``mps`` record per config group whose strategy is MPS."""
 
-    def plan(self, ctx: ClaimContext) -> list[dict[str, Any]]:
+    def plan(self, ctx: ClaimContext) -> list[MpsPlan]:
         """Records in group order; limits are validated against each device's memory."""
         records = []
         for n, group in enumerate(ctx.groups):
@@ -89,24 +90,24 @@ class MpsPlanner:
 
 
 def render_deployment(
-    record: Record, config: PluginConfig, gates: FeatureGates, root: Path, driver_root: Path | None = None
+    record: MpsPlan, config: PluginConfig, gates: FeatureGates, root: Path, driver_root: Path | None = None
 ) -> dict[str, Any]:
     """The control-daemon Deployment of one ``mps`` record (upstream's template, as a dict).
 
     ``driver_root``: the host path mounted at ``/driver-root`` (default ``--nvidia-driver-root``; a
     simulated node passes its generated root, which carries the fake control program).
     """
-    daemon_id = str(record["id"])
+    daemon_id = record.id
     labels = {DAEMON_LABEL: daemon_id}
-    limits = ",".join(f"{u}={v}" for u, v in sorted(record["pinnedMemoryLimits"].items()))
+    limits = ",".join(f"{u}={v}" for u, v in record.pinned_memory_limits().items())
     env = [
-        {"name": "CUDA_VISIBLE_DEVICES", "value": ",".join(record["uuids"])},
+        {"name": "CUDA_VISIBLE_DEVICES", "value": ",".join(record.uuids)},
         {"name": "FEATURE_GATES", "value": gates.to_spec()},
         {"name": "NVIDIA_DRIVER_ROOT", "value": "/driver-root"},
         {"name": "MPS_PINNED_MEMORY_LIMITS", "value": limits},
     ]
-    if record.get("activeThreadPercentage") is not None:
-        env.append({"name": "MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(record["activeThreadPercentage"])})
+    if record.active_thread_percentage is not None:
+        env.append({"name": "MPS_ACTIVE_THREAD_PERCENTAGE", "value": str(record.active_thread_percentage)})
     mounts = [
         ("driver-root", "/driver-root", str(driver_root or config.nvidia_driver_root)),
         ("mps-pipe", "/driver-root/tmp/nvidia-mps", str(root / "pipe")),
@@ -195,7 +196,7 @@ def _shm_size() -> str:
 class MpsExecutor:
     """Starts and stops MPS control daemons."""
 
-    kinds = frozenset({MPS_KIND})
+    records: tuple[type[EffectRecord], ...] = (MpsPlan,)
 
     def __init__(
         self,
@@ -220,22 +221,23 @@ class MpsExecutor:
         """``<plugin dir>/mps/<id>``."""
         return self.config.plugin_dir / "mps" / daemon_id
 
-    def apply(self, record: Record) -> Applied:
+    def apply(self, record: EffectRecord) -> Applied:
         """Directories, tmpfs, compute mode, Deployment, readiness; then the claim's CDI edits."""
-        root = self.root(str(record["id"]))
+        plan = expect(record, MpsPlan)
+        root = self.root(plan.id)
         make_mps_dirs(root)
         shm = str(root / "shm")
         if not self._mounted(shm):
             opts = f"rw,nosuid,nodev,noexec,relatime,mode=1777,size={_shm_size()}"
             self.runner.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", shm])
-        for uuid in record["computeModeGpus"]:
+        for uuid in plan.compute_mode_gpus:
             set_compute_mode(self.runner, uuid, "EXCLUSIVE_PROCESS")
         with contextlib.suppress(KubeConflict):  # a retried prepare: the daemon is already there
             self.api.create_object(
-                DEPLOYMENTS, render_deployment(record, self.config, self.gates, root, self.driver_root)
+                DEPLOYMENTS, render_deployment(plan, self.config, self.gates, root, self.driver_root)
             )
         reach("after-mps-started")
-        self._wait_ready(deployment_name(str(record["id"])))
+        self._wait_ready(deployment_name(plan.id))
         return Applied(
             claim_edits=ContainerEdits(
                 env=(f"CUDA_MPS_PIPE_DIRECTORY={CONTAINER_PIPE_DIR}",),
@@ -270,14 +272,15 @@ class MpsExecutor:
         except (OSError, IndexError):
             return False
 
-    def undo(self, record: Record) -> None:
+    def undo(self, record: EffectRecord) -> None:
         """Delete the Deployment, unmount and remove the directories, compute mode DEFAULT."""
-        root = self.root(str(record["id"]))
-        self.api.delete_object(DEPLOYMENTS, deployment_name(str(record["id"])), self.config.namespace)
+        plan = expect(record, MpsPlan)
+        root = self.root(plan.id)
+        self.api.delete_object(DEPLOYMENTS, deployment_name(plan.id), self.config.namespace)
         if root.exists():
             shm = str(root / "shm")
             if self._mounted(shm):
                 self.runner.run(["umount", shm])
             shutil.rmtree(root)
-        for uuid in record["computeModeGpus"]:
+        for uuid in plan.compute_mode_gpus:
             set_compute_mode(self.runner, uuid, "DEFAULT")

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from nvdra.cdi import DriverRoot
 from nvdra.core.config import GpuConfig, MigDeviceConfig
+from nvdra.core.effects import EffectRecord
 from nvdra.core.errors import ClaimError
 from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates, Gate
-from nvdra.core.sharing import TIMESLICE_KIND, plan_time_slicing
+from nvdra.core.sharing import TimeSlice, plan_time_slicing
 from nvdra.kubeletplugin.objects import ObjectApi
 from nvdra.nvml import NvmlBackend, SimulatedNvml, refresh_mig_capabilities
 from nvdra.nvml.executor import MigExecutor
 from nvdra.plugins.gpu.config import PluginConfig
-from nvdra.plugins.gpu.effects import Applied, ClaimContext, EffectExecutor, EffectPlanner, Record
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, EffectExecutor, EffectPlanner, expect
 from nvdra.plugins.gpu.fake_mps_control import install_fake_mps_control
 from nvdra.plugins.gpu.hostcmd import (
     HostCommandRunner,
@@ -44,9 +45,9 @@ class TimeSlicingPlanner:
     def __init__(self, gates: FeatureGates) -> None:
         self.gates = gates
 
-    def plan(self, ctx: ClaimContext) -> list[dict[str, Any]]:
+    def plan(self, ctx: ClaimContext) -> list[TimeSlice]:
         """One ``timeslice`` record per group that has full GPUs."""
-        records: list[dict[str, Any]] = []
+        records: list[TimeSlice] = []
         for group in ctx.groups:
             # A partition device is time-sliced on each of its member GPUs.
             devices = ctx.group_devices(group)
@@ -58,22 +59,23 @@ class TimeSlicingPlanner:
 class TimeSlicingExecutor:
     """Applies ``timeslice`` records with nvidia-smi."""
 
-    kinds = frozenset({TIMESLICE_KIND})
+    records: tuple[type[EffectRecord], ...] = (TimeSlice,)
 
     def __init__(self, runner: HostCommandRunner) -> None:
         self.runner = runner
 
-    def apply(self, record: Record) -> Applied:
+    def apply(self, record: EffectRecord) -> Applied:
         """Compute mode DEFAULT, then the interval, on each GPU."""
-        for uuid in record["gpus"]:
+        plan = expect(record, TimeSlice)
+        for uuid in plan.gpus:
             set_compute_mode(self.runner, uuid, "DEFAULT")
-            set_timeslice(self.runner, uuid, int(record["interval"]))
+            set_timeslice(self.runner, uuid, plan.interval)
             reach("after-timeslice-set")
         return Applied()
 
-    def undo(self, record: Record) -> None:
+    def undo(self, record: EffectRecord) -> None:
         """Back to DEFAULT and time slice 0 (idempotent)."""
-        for uuid in record["gpus"]:
+        for uuid in expect(record, TimeSlice).gpus:
             set_compute_mode(self.runner, uuid, "DEFAULT")
             set_timeslice(self.runner, uuid, 0)
 
@@ -88,7 +90,7 @@ def host_runner(config: PluginConfig, backend: NvmlBackend) -> HostCommandRunner
 class _MigMpsGuard:
     """Refuses MPS on an on-demand MIG device (upstream: not yet supported)."""
 
-    def plan(self, ctx: ClaimContext) -> list[dict[str, Any]]:
+    def plan(self, ctx: ClaimContext) -> list[EffectRecord]:
         for group in ctx.groups:
             config = group.config
             sharing = config.sharing if isinstance(config, GpuConfig | MigDeviceConfig) else None

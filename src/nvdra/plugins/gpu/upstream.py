@@ -60,16 +60,16 @@ import attrs
 
 from nvdra.cdi import atomic_write, remove_stale_temp_files
 from nvdra.core.checkpoint import Checkpoint, ClaimState, DeviceRecord, PreparedClaim, encode_checkpoint
-from nvdra.core.config import IommuBackendPolicy
 from nvdra.core.devices import Inventory
+from nvdra.core.effects import EffectRecord, effect_to_json
 from nvdra.core.errors import CheckpointError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.resourceslice import GPU_DRIVER_NAME
-from nvdra.core.sharing import MPS_KIND, TIMESLICE_KIND
+from nvdra.core.sharing import MpsPlan, TimeSlice
 from nvdra.plugins.gpu.cdi import CDI_CLASS, CDI_VENDOR
 from nvdra.plugins.gpu.config import PluginConfig
-from nvdra.plugins.gpu.mig import MIG_CREATE_KIND
-from nvdra.plugins.gpu.vfio import VFIO_KIND
+from nvdra.plugins.gpu.mig import MigCreate
+from nvdra.plugins.gpu.vfio import VfioBind
 
 __all__ = [
     "UPSTREAM_SUFFIX",
@@ -145,22 +145,16 @@ def _device_record(dev: JsonObject, where: str) -> DeviceRecord:
     )
 
 
-def _mig_record(name: str, parent: str, where: str, warnings: list[str]) -> dict[str, Any] | None:
+def _mig_record(name: str, parent: str, where: str, warnings: list[str]) -> MigCreate | None:
     m = _MIG_NAME.match(name)
     if m is None:
         warnings.append(f"{where}: MIG device name {name!r} has no profile id and placement; not undone")
         return None
-    return {
-        "kind": MIG_CREATE_KIND,
-        "device": name,
-        "parent": parent,
-        "profileId": int(m[3]),
-        "start": int(m[4]),
-    }
+    return MigCreate(device=name, parent=parent, profile_id=int(m[3]), start=int(m[4]))
 
 
-def _timeslice_record(gpus: list[str]) -> dict[str, Any]:
-    return {"kind": TIMESLICE_KIND, "gpus": sorted(gpus), "interval": 0}
+def _timeslice_record(gpus: list[str]) -> TimeSlice:
+    return TimeSlice(gpus=tuple(sorted(gpus)), interval=0)
 
 
 class _Converter:
@@ -170,11 +164,11 @@ class _Converter:
 
     def completed(
         self, uid: str, entry: JsonObject, where: str
-    ) -> tuple[list[DeviceRecord], list[dict[str, Any]]]:
+    ) -> tuple[list[DeviceRecord], list[EffectRecord]]:
         devices: list[DeviceRecord] = []
-        mig: list[dict[str, Any]] = []
-        vfio: list[dict[str, Any]] = []
-        sharing: list[dict[str, Any]] = []
+        mig: list[EffectRecord] = []
+        vfio: list[EffectRecord] = []
+        sharing: list[EffectRecord] = []
         groups = _pick(entry, ("preparedDevices",), list, where, [])
         for g, group_obj in enumerate(groups):
             at = f"{where}.preparedDevices[{g}]"
@@ -211,35 +205,24 @@ class _Converter:
                             mig.append(rec)
                 else:
                     info = _obj(body.get("info"), f"{item_at}.vfio.info")
-                    vfio.append(
-                        {
-                            "kind": VFIO_KIND,
-                            "device": record.device_name,
-                            "address": _pick(info, ("pciBusID",), str, f"{item_at}.vfio.info"),
-                            "minor": None,
-                            "backendPolicy": str(IommuBackendPolicy.LEGACY_ONLY),
-                            "apiDevice": False,
-                        }
-                    )
+                    address = _pick(info, ("pciBusID",), str, f"{item_at}.vfio.info")
+                    vfio.append(VfioBind(device=record.device_name, address=address))
             if self.ctx.timeslicing and full_gpus:
                 sharing.append(_timeslice_record(full_gpus))
             daemon = _obj(group.get("configState") or {}, f"{at}.configState").get("mpsControlDaemonID")
             if daemon:
                 sharing.append(
-                    {
-                        "kind": MPS_KIND,
-                        "id": str(daemon),
-                        "uuids": sorted(u for u in uuids if u),
-                        "computeModeGpus": sorted(full_gpus),
-                        "activeThreadPercentage": None,
-                        "pinnedMemoryLimits": {},
-                    }
+                    MpsPlan(
+                        id=str(daemon),
+                        uuids=tuple(sorted(u for u in uuids if u)),
+                        compute_mode_gpus=tuple(sorted(full_gpus)),
+                    )
                 )
         return devices, [*mig, *vfio, *sharing]
 
     def started(
         self, uid: str, entry: JsonObject, where: str
-    ) -> tuple[list[DeviceRecord], list[dict[str, Any]]]:
+    ) -> tuple[list[DeviceRecord], list[EffectRecord]]:
         status = _obj(entry.get("status") or {}, f"{where}.status")
         allocation = _obj(status.get("allocation") or {}, f"{where}.status.allocation")
         results = _pick(
@@ -250,7 +233,7 @@ class _Converter:
             [],
         )
         devices: list[DeviceRecord] = []
-        mig: list[dict[str, Any]] = []
+        mig: list[EffectRecord] = []
         full_gpus: list[str] = []
         for i, r_obj in enumerate(results):
             r = _obj(r_obj, f"{where}.status.allocation.devices.results[{i}]")
@@ -300,10 +283,10 @@ def convert_upstream(doc: JsonObject, ctx: AdoptionContext) -> tuple[Checkpoint,
         where = f"preparedClaims[{uid}]"
         entry = _obj(entry_obj, where)
         raw_state = entry.get("checkpointState", "PrepareCompleted") if v2 is not None else "PrepareCompleted"
-        if raw_state not in ("PrepareStarted", "PrepareCompleted"):
+        if raw_state not in tuple(ClaimState):
             raise CheckpointError(f"upstream checkpoint {where}.checkpointState: unknown state {raw_state!r}")
-        state: ClaimState = "PrepareStarted" if raw_state == "PrepareStarted" else "PrepareCompleted"
-        convert = converter.started if state == "PrepareStarted" else converter.completed
+        state = ClaimState(raw_state)
+        convert = converter.started if state is ClaimState.PREPARE_STARTED else converter.completed
         devices, records = convert(uid, entry, where)
         claims[uid] = PreparedClaim(
             uid=uid,
@@ -311,7 +294,7 @@ def convert_upstream(doc: JsonObject, ctx: AdoptionContext) -> tuple[Checkpoint,
             name=str(entry.get("name") or ""),
             state=state,
             devices=tuple(devices),
-            applied=tuple(records),
+            applied=tuple(effect_to_json(r) for r in records),
         )
     return Checkpoint(node_boot_id=boot_id, claims=claims), tuple(converter.warnings)
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
 from nvdra.cdi import ContainerEdits, DeviceNode
 from nvdra.core.config.vfio import IommuBackendPolicy, IommuConfig, VfioDeviceConfig
 from nvdra.core.devices import Gpu, Inventory
+from nvdra.core.effects import EffectRecord, effect_field
 from nvdra.core.errors import ClaimError, HostError
 from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates, Gate
@@ -42,7 +43,7 @@ from nvdra.kubeletplugin.types import DriverResources, Pool, Slice
 from nvdra.plugins.gpu.cdi import PASSTHROUGH_ENV
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.devices import AllocatableDevice
-from nvdra.plugins.gpu.effects import Applied, ClaimContext, EffectExecutor, EffectPlanner, Record
+from nvdra.plugins.gpu.effects import Applied, ClaimContext, EffectExecutor, EffectPlanner, expect
 from nvdra.plugins.gpu.metadata import MetadataExecutor, MetadataPlanner
 from nvdra.plugins.gpu.vfio_host import PassthroughHost, SimulatedSysfs, SysfsHost, make_simulated_sysfs
 
@@ -50,6 +51,7 @@ __all__ = [
     "BOARD_ATTRIBUTES",
     "VFIO_KIND",
     "PassthroughView",
+    "VfioBind",
     "VfioExecutor",
     "VfioPlanner",
     "ensure_vfio_ready",
@@ -63,6 +65,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VFIO_KIND = "vfio-pci"
+
+
+@attrs.frozen(kw_only=True)
+class VfioBind(EffectRecord):
+    """Bind the function at ``address`` to vfio-pci: a GPU of ``device``, or one of its NVSwitches."""
+
+    KIND: ClassVar[str] = VFIO_KIND
+    device: str  # the claim's device (for an NVSwitch: the device it travels with)
+    address: str
+    minor: int | None = None  # /dev/nvidia<minor>, waited on until free; None for an NVSwitch
+    nvswitch: bool = effect_field(omit_default=True, default=False)
+    backend_policy: IommuBackendPolicy = IommuBackendPolicy.LEGACY_ONLY
+    api_device: bool = False
 
 
 def ensure_vfio_ready(host: PassthroughHost) -> None:
@@ -186,7 +201,7 @@ def _with_board_attributes(device: dict[str, Any], sibling: Mapping[str, Any] | 
 
 def vfio_bind_records(
     devices: Sequence[AllocatableDevice], config: VfioDeviceConfig | None = None
-) -> tuple[Record, ...]:
+) -> tuple[VfioBind, ...]:
     """``vfio-pci`` records binding these devices' GPUs (VFIO or full-GPU devices) to vfio-pci.
 
     Raises:
@@ -204,37 +219,27 @@ def vfio_bind_records(
                 "remove them before passing the GPU through"
             )
         records.append(
-            {
-                "kind": VFIO_KIND,
-                "device": d.name,
-                "address": d.vfio.address if d.vfio is not None else d.gpu.pci_bus_id,
-                "minor": d.gpu.minor if d.gpu.minor >= 0 else None,
-                "backendPolicy": str(policy),
-                "apiDevice": bool(iommu.enable_api_device),
-            }
+            VfioBind(
+                device=d.name,
+                address=d.vfio.address if d.vfio is not None else d.gpu.pci_bus_id,
+                minor=d.gpu.minor if d.gpu.minor >= 0 else None,
+                backend_policy=policy,
+                api_device=bool(iommu.enable_api_device),
+            )
         )
     return tuple(records)
 
 
 def nvswitch_bind_records(
     addresses: Sequence[str], owner: str, config: VfioDeviceConfig | None = None
-) -> tuple[Record, ...]:
+) -> tuple[VfioBind, ...]:
     """``vfio-pci`` records binding a partition's NVSwitch functions (FullPassthrough: a guest that runs
     its own Fabric Manager needs them). ``owner``: the claim's device they travel with (for logs); their
     VFIO nodes go into the claim's common CDI edits."""
     iommu = (config.iommu if config is not None else None) or IommuConfig()
     policy = iommu.backend_policy or IommuBackendPolicy.LEGACY_ONLY
     return tuple(
-        {
-            "kind": VFIO_KIND,
-            "device": owner,
-            "address": address,
-            "minor": None,
-            "nvswitch": True,
-            "backendPolicy": str(policy),
-            "apiDevice": False,
-        }
-        for address in addresses
+        VfioBind(device=owner, address=address, nvswitch=True, backend_policy=policy) for address in addresses
     )
 
 
@@ -245,9 +250,9 @@ class VfioPlanner:
     devices itself, ordered before the partition's activation (see ``plugins.gpu.fabric.planner``).
     """
 
-    def plan(self, ctx: ClaimContext) -> Sequence[Record]:
+    def plan(self, ctx: ClaimContext) -> Sequence[VfioBind]:
         """``vfio-pci`` records for the claim's VFIO devices."""
-        records: list[Record] = []
+        records: list[VfioBind] = []
         for group in ctx.groups:
             if isinstance(group.config, VfioDeviceConfig):
                 fabric = group.config.fabric_topology_config
@@ -266,7 +271,7 @@ class _Wait:
 class VfioExecutor:
     """Binds GPUs to vfio-pci and back through a :class:`PassthroughHost`."""
 
-    kinds = frozenset({VFIO_KIND})
+    records: tuple[type[EffectRecord], ...] = (VfioBind,)
 
     def __init__(
         self,
@@ -282,10 +287,10 @@ class VfioExecutor:
         self._sleep = sleep
         self._clock = clock
 
-    def apply(self, record: Record) -> Applied:
+    def apply(self, record: EffectRecord) -> Applied:
         """Bind the record's GPU to vfio-pci (see the module docstring) and return its CDI edits."""
-        address, name = str(record["address"]), str(record["device"])
-        switch = bool(record.get("nvswitch"))
+        bind = expect(record, VfioBind)
+        address, name, switch = bind.address, bind.device, bind.nvswitch
         what = f"NVSwitch {address} (with {name})" if switch else f"{name} ({address})"
         current = self.host.driver_of(address)
         if current != VFIO_DRIVER:
@@ -296,14 +301,14 @@ class VfioExecutor:
                 raise HostError(f"{what} has {vfs} SR-IOV virtual functions; refusing to bind")
             if not switch and self.host.persistenced_running():
                 self.host.set_persistence(address, False)
-            if record.get("minor") is not None:
-                self._wait_until_free(f"/dev/nvidia{record['minor']}", name)
+            if bind.minor is not None:
+                self._wait_until_free(f"/dev/nvidia{bind.minor}", name)
             log.info("binding %s to vfio-pci", what)
             self.host.bind(address, VFIO_DRIVER)
             reach("after-vfio-bound")
         if switch:  # no device of the claim: its VFIO node joins the claim's common edits
-            return Applied(claim_edits=attrs.evolve(self._edits(record), env=()))
-        return Applied(device_edits={name: self._edits(record)})
+            return Applied(claim_edits=attrs.evolve(self._edits(bind), env=()))
+        return Applied(device_edits={name: self._edits(bind)})
 
     def _wait_until_free(self, path: str, name: str) -> None:
         deadline = self._clock() + self.wait.timeout
@@ -317,12 +322,12 @@ class VfioExecutor:
                 )
             self._sleep(self.wait.poll)
 
-    def _edits(self, record: Mapping[str, Any]) -> ContainerEdits:
-        address = str(record["address"])
+    def _edits(self, record: VfioBind) -> ContainerEdits:
+        address = record.address
         dev = self.host.dev_root
         cdev = self.host.vfio_cdev(address)
         use_fd = (
-            record.get("backendPolicy") == IommuBackendPolicy.PREFER_IOMMUFD
+            record.backend_policy is IommuBackendPolicy.PREFER_IOMMUFD
             and self.host.iommufd_available()
             and cdev is not None
         )
@@ -333,7 +338,7 @@ class VfioExecutor:
             if group is None:
                 raise HostError(f"{address} has no IOMMU group")
             nodes = [f"/dev/vfio/{group}"]
-        if record.get("apiDevice"):
+        if record.api_device:
             nodes.append("/dev/iommu" if use_fd else "/dev/vfio/vfio")
         return ContainerEdits(
             env=(PASSTHROUGH_ENV,),  # marks the device as passthrough for the claim's spec (see cdi.py)
@@ -343,18 +348,19 @@ class VfioExecutor:
             ),
         )
 
-    def undo(self, record: Record) -> None:
+    def undo(self, record: EffectRecord) -> None:
         """Bind back to nvidia and re-enable persistence mode.
 
         Nothing to do when the GPU is on nvidia (or another driver nvdra never moved it from); an
         unbound GPU (a bind that died between unbind and probe) is bound back too.
         """
-        address = str(record["address"])
+        bind = expect(record, VfioBind)
+        address = bind.address
         if self.host.driver_of(address) not in (VFIO_DRIVER, None):
             return
-        log.info("binding %s (%s) back to nvidia", record["device"], address)
+        log.info("binding %s (%s) back to nvidia", bind.device, address)
         self.host.bind(address, NVIDIA_DRIVER)
-        if not record.get("nvswitch") and self.host.persistenced_running():
+        if not bind.nvswitch and self.host.persistenced_running():
             self.host.set_persistence(address, True)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from nvdra.plugins.gpu.fabric.executor import (
     REASSERT_KIND,
     FabricExecutor,
+    FabricReassert,
     build_fabric_effects,
     fabric_effects,
     live_owners,
@@ -45,7 +46,12 @@ from nvdra.plugins.gpu.fabric.node import (
     watch_fabric_manager,
     with_fabric_attributes,
 )
-from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPlanner, planned_node_fabric
+from nvdra.plugins.gpu.fabric.planner import (
+    ACTIVATE_KIND,
+    FabricPartition,
+    FabricPlanner,
+    planned_node_fabric,
+)
 
 __all__ = [
     "ACTIVATE_KIND",
@@ -53,7 +59,9 @@ __all__ = [
     "REASSERT_KIND",
     "FabricExecutor",
     "FabricManagerWatch",
+    "FabricPartition",
     "FabricPlanner",
+    "FabricReassert",
     "NodeFabric",
     "build_fabric_effects",
     "connect_fabric_manager",

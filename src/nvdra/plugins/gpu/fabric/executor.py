@@ -17,11 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import attrs
 
 from nvdra.cdi import ContainerEdits
 from nvdra.core.checkpoint import Checkpoint, decode_checkpoint
 from nvdra.core.devices import Inventory
+from nvdra.core.effects import EffectCodec, EffectRecord
 from nvdra.core.errors import ClaimError, NvdraError
 from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates, Gate
@@ -40,14 +43,15 @@ from nvdra.fabric import (
 )
 from nvdra.fabric.libnvfm import read_fabric_mode
 from nvdra.nvml import discover_inventory
-from nvdra.plugins.gpu.effects import Applied, Record
+from nvdra.plugins.gpu.effects import Applied, expect
 from nvdra.plugins.gpu.fabric.node import NodeFabric, connect_fabric_manager
-from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPlanner
+from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPartition, FabricPlanner
 from nvdra.plugins.gpu.simnode import node_boot_id, persisted_fabric_manager
 
 __all__ = [
     "REASSERT_KIND",
     "FabricExecutor",
+    "FabricReassert",
     "build_fabric_effects",
     "fabric_effects",
     "live_owners",
@@ -64,16 +68,24 @@ training, FM initialising); a partition in use, an unknown id or a wrong mode fa
 _PERMANENT = (FmInUse, FmBadParam, FmNotSupported)
 
 
+@attrs.frozen(kw_only=True)
+class FabricReassert(EffectRecord):
+    """At start: partition id → the claims whose records activated it (applied once, never checkpointed)."""
+
+    KIND: ClassVar[str] = REASSERT_KIND
+    owners: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+
+
 # -- executing ---------------------------------------------------------------------------------------
 
 
-def _env(record: Record) -> ContainerEdits:
+def _env(record: FabricPartition) -> ContainerEdits:
     return ContainerEdits(
         env=(
-            f"NVDRA_FABRIC_PARTITION_ID={record['partitionId']}",
-            f"NVDRA_FABRIC_PARTITION_SIZE={record['size']}",
-            f"NVDRA_FABRIC_VIRTUALIZATION_MODEL={record['model']}",
-            f"NVDRA_FABRIC_NVLINK_BANDWIDTH_GBPS={record['bandwidthGBps']}",
+            f"NVDRA_FABRIC_PARTITION_ID={record.partition_id}",
+            f"NVDRA_FABRIC_PARTITION_SIZE={record.size}",
+            f"NVDRA_FABRIC_VIRTUALIZATION_MODEL={record.model}",
+            f"NVDRA_FABRIC_NVLINK_BANDWIDTH_GBPS={record.bandwidth_gbps}",
         )
     )
 
@@ -81,7 +93,7 @@ def _env(record: Record) -> ContainerEdits:
 class FabricExecutor:
     """Activates and deactivates Fabric Manager partitions for claims (see the module docstring)."""
 
-    kinds = frozenset({ACTIVATE_KIND, REASSERT_KIND})
+    records: tuple[type[EffectRecord], ...] = (FabricPartition, FabricReassert)
 
     def __init__(
         self,
@@ -98,13 +110,14 @@ class FabricExecutor:
         self._backoff_s = backoff_s
         self._sleep = sleep
 
-    def apply(self, record: Record) -> Applied:
+    def apply(self, record: EffectRecord) -> Applied:
         """Activate (SharedNVSwitch) and return the workload's env; or re-assert the live list at start."""
-        if record.get("kind") == REASSERT_KIND:
+        if isinstance(record, FabricReassert):
             self._reassert(record)
             return Applied()
-        if record.get("activate"):
-            pid, claim = int(record["partitionId"]), str(record["claim"])
+        partition = expect(record, FabricPartition)
+        if partition.activate:
+            pid, claim = partition.partition_id, partition.claim
             with self._lock:
                 fm = self._client()
                 if not self._is_active(fm, pid):
@@ -112,13 +125,13 @@ class FabricExecutor:
                     reach("after-fm-activated")
                 self._owners.setdefault(pid, set()).add(claim)
             log.info("activated fabric partition %d for claim %s", pid, claim)
-        return Applied(claim_edits=_env(record))
+        return Applied(claim_edits=_env(partition))
 
-    def undo(self, record: Record) -> None:
+    def undo(self, record: EffectRecord) -> None:
         """Deactivate when the last claim using the partition goes; fine if it never was active."""
-        if record.get("kind") != ACTIVATE_KIND or not record.get("activate"):
+        if not isinstance(record, FabricPartition) or not record.activate:
             return
-        pid, claim = int(record["partitionId"]), str(record["claim"])
+        pid, claim = record.partition_id, record.claim
         with self._lock:
             owners = self._owners.get(pid, set())
             owners.discard(claim)
@@ -188,8 +201,8 @@ class FabricExecutor:
             fm.set_activated(live)
             call()
 
-    def _reassert(self, record: Record) -> None:
-        owners = {int(pid): set(claims) for pid, claims in (record.get("owners") or {}).items()}
+    def _reassert(self, record: FabricReassert) -> None:
+        owners = {int(pid): set(claims) for pid, claims in record.owners.items()}
         with self._lock:
             self._owners = {pid: claims for pid, claims in owners.items() if claims}
             if self.fm is None or (not self._owners and self.fm.mode() is FabricMode.BARE_METAL):
@@ -212,18 +225,23 @@ def live_owners(checkpoint: Checkpoint) -> dict[str, list[str]]:
     """Partition id -> claims whose records activated it (completed or half-done: both may be live)."""
     owners: dict[str, list[str]] = {}
     for claim in checkpoint.claims.values():
-        for record in claim.applied:
-            if record.get("kind") == ACTIVATE_KIND and record.get("activate"):
-                owners.setdefault(str(record["partitionId"]), []).append(claim.uid)
+        for i, entry in enumerate(claim.applied):
+            if entry.get("kind") != ACTIVATE_KIND:
+                continue
+            record = EffectCodec.read(entry, FabricPartition, f"claims[{claim.uid}].applied[{i}]")
+            if record.activate:
+                owners.setdefault(str(record.partition_id), []).append(claim.uid)
     return owners
 
 
 def reassert_partitions(executor: FabricExecutor, checkpoint: Checkpoint) -> None:
     """Hand the executor (and a restarted Fabric Manager) the partitions the checkpoint holds."""
+    owners: dict[str, list[str]] = {}
     try:
-        executor.apply({"kind": REASSERT_KIND, "owners": live_owners(checkpoint)})
+        owners = live_owners(checkpoint)
+        executor.apply(FabricReassert(owners={pid: tuple(claims) for pid, claims in owners.items()}))
     except NvdraError as exc:
-        log.error("cannot re-assert fabric partitions %s: %s", sorted(live_owners(checkpoint)), exc)
+        log.error("cannot re-assert fabric partitions %s: %s", sorted(owners), exc)
 
 
 def _stored_checkpoint(path: Path, boot_id: str) -> Checkpoint:

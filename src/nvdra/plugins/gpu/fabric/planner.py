@@ -23,6 +23,9 @@ serve containers: the VM paths (vfio-pci) take ``gpu-vfio-<i>`` devices and are 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
+
+import attrs
 
 from nvdra.core.config import (
     ConfigGroup,
@@ -32,6 +35,7 @@ from nvdra.core.config import (
     VfioDeviceConfig,
     VirtualizationModel,
 )
+from nvdra.core.effects import EffectRecord, effect_field
 from nvdra.core.errors import ClaimError, ConfigError
 from nvdra.core.featuregates import Gate
 from nvdra.fabric import (
@@ -45,13 +49,30 @@ from nvdra.fabric import (
 from nvdra.fabric.attributes import DOMAIN, MODE_ATTRIBUTE, mode_value, partition_attribute
 from nvdra.fabric.requirements import group_selectors, selector
 from nvdra.plugins.gpu.devices import AllocatableDevice
-from nvdra.plugins.gpu.effects import ClaimContext, Record
+from nvdra.plugins.gpu.effects import ClaimContext
 from nvdra.plugins.gpu.fabric.node import NodeFabric
-from nvdra.plugins.gpu.vfio import nvswitch_bind_records, vfio_bind_records
+from nvdra.plugins.gpu.vfio import VfioBind, nvswitch_bind_records, vfio_bind_records
 
-__all__ = ["ACTIVATE_KIND", "FabricPlanner", "fabric_config", "planned_node_fabric"]
+__all__ = ["ACTIVATE_KIND", "FabricPartition", "FabricPlanner", "fabric_config", "planned_node_fabric"]
 
 ACTIVATE_KIND = "fabric-partition"
+
+
+@attrs.frozen(kw_only=True)
+class FabricPartition(EffectRecord):
+    """A claim's checked FM partition: activated when ``activate`` (SharedNVSwitch), told the workload."""
+
+    KIND: ClassVar[str] = ACTIVATE_KIND
+    claim: str  # the claim's UID
+    partition_id: int
+    size: int
+    module_ids: tuple[int, ...]
+    devices: tuple[str, ...]
+    model: str  # the virtualization model's name
+    activate: bool = False
+    bandwidth_gbps: int = effect_field(json="bandwidthGBps")
+
+
 _CONFIG_PATH = "$.status.allocation.devices.config"
 
 
@@ -74,10 +95,10 @@ class FabricPlanner:
         self.node = node
         self.passthrough = passthrough
 
-    def plan(self, ctx: ClaimContext) -> list[Record]:
+    def plan(self, ctx: ClaimContext) -> list[EffectRecord]:
         """Per group with active fabric logic: its vfio-pci binds (VM paths), then its partition record;
         then one record per partition device no such group covers."""
-        records: list[Record] = []
+        records: list[EffectRecord] = []
         covered: set[str] = set()
         for group in ctx.groups:
             fabric = fabric_config(group)
@@ -101,7 +122,9 @@ class FabricPlanner:
         model = VirtualizationModel.SHARED_NVSWITCH if shared else VirtualizationModel.BARE_METAL
         return FabricTopologyConfig(strategy=FabricStrategy.AUTO, virtualization_model=model)
 
-    def _binds(self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig) -> Sequence[Record]:
+    def _binds(
+        self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig
+    ) -> Sequence[VfioBind]:
         """The vfio-pci records of a VM path: a VfioDeviceConfig group, or FullPassthrough GPUs."""
         devices = ctx.group_devices(group)
         config = group.config if isinstance(group.config, VfioDeviceConfig) else None
@@ -114,7 +137,9 @@ class FabricPlanner:
             records += nvswitch_bind_records(switches, devices[0].name, config)
         return records
 
-    def _plan_group(self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig) -> Record:
+    def _plan_group(
+        self, ctx: ClaimContext, group: ConfigGroup, fabric: FabricTopologyConfig
+    ) -> FabricPartition:
         path = (
             f"{_CONFIG_PATH}[{group.index}].opaque.parameters.fabricTopologyConfig"
             if group.index is not None
@@ -131,7 +156,7 @@ class FabricPlanner:
         path: str,
         *,
         vm: bool = False,
-    ) -> Record:
+    ) -> FabricPartition:
         node = self.node
         model = fabric.effective_model
         policy = policy_for(model)
@@ -193,17 +218,16 @@ class FabricPlanner:
                 f"({node.topology.path_class(gpus[0], gpus[-1])}), above maxLatency {fabric.max_latency:g} ms"
                 + _say_it(fabric, size, "maxLatency")
             )
-        return {
-            "kind": ACTIVATE_KIND,
-            "claim": ctx.ref.uid,
-            "partitionId": partition.id,
-            "size": partition.size,
-            "moduleIds": list(partition.module_ids),
-            "devices": [name for name, _ in sorted(members, key=_by_index)],
-            "model": str(model),
-            "activate": policy.activates,
-            "bandwidthGBps": bandwidth,
-        }
+        return FabricPartition(
+            claim=ctx.ref.uid,
+            partition_id=partition.id,
+            size=partition.size,
+            module_ids=tuple(partition.module_ids),
+            devices=tuple(name for name, _ in sorted(members, key=_by_index)),
+            model=str(model),
+            activate=policy.activates,
+            bandwidth_gbps=bandwidth,
+        )
 
     def _check_model(self, path: str, policy: ModelPolicy, *, vm: bool) -> None:
         """Refuse a model this node cannot run: wrong Fabric Manager mode, no SDK, no vfio-pci."""

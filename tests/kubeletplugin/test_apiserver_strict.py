@@ -170,6 +170,26 @@ def test_opaque_parameters_are_compared_by_their_bytes(wire: Wire) -> None:
     assert answer.status == 200 and "finalizers" not in answer.body["metadata"]
 
 
+def test_claim_specs_are_validated(wire: Wire) -> None:
+    """Request names, one of exactly/firstAvailable with a class, config references, opaque parameters."""
+    template = json.loads(SPACED_TEMPLATE)
+    devices = template["spec"]["spec"]["devices"]
+    devices["requests"].append({"name": "Second", "exactly": {"deviceClassName": "c", "count": 0}})
+    devices["requests"].append({"name": "third"})
+    devices["config"][0]["requests"] = ["nope"]
+    devices["config"][0]["opaque"]["parameters"] = "not an object"
+    answer = wire("POST", TEMPLATES, template)
+    assert answer.status == 422
+    for problem in (
+        'spec.spec.devices.requests[1].name: Invalid value: "Second": a lowercase RFC 1123 label',
+        "spec.spec.devices.requests[1].exactly.count: Invalid value: 0: must be greater than zero",
+        "spec.spec.devices.requests[2]: Invalid value: exactly one of `exactly` or `firstAvailable` is required",
+        'spec.spec.devices.config[0].requests[0]: Invalid value: "nope": must be the name of a request',
+        "spec.spec.devices.config[0].opaque.parameters: Invalid value: parameters must be a valid JSON object",
+    ):
+        assert problem in answer.message
+
+
 def test_compute_domain_spec_is_immutable_by_its_crd_rule(wire: Wire) -> None:
     created = wire("POST", CDS, compute_domain()).body
     created["spec"]["numNodes"] = 3

@@ -73,6 +73,7 @@ __all__ = [
     "ResourceType",
     "WatchEvent",
     "WatchStream",
+    "claim_spec_problems",
     "drop_field",
     "json_patch",
     "match_fields",
@@ -851,6 +852,116 @@ def meta_problems(rt: ResourceType, meta: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+_ALLOCATION_MODES = ("All", "ExactCount")
+_MAX_REQUESTS = 32
+_MAX_SUBREQUESTS = 8
+_MAX_PARAMETERS = 10 * 1024
+
+
+def _dns_label_problems(path: str, value: Any) -> list[str]:
+    text = str(value) if value is not None else ""
+    if not text:
+        return [f"{path}: Required value"]
+    if len(text) > 63 or "." in text or not _SUBDOMAIN.match(text):
+        return [f'{path}: Invalid value: "{text}": {_LABEL_HELP}']
+    return []
+
+
+def _class_problems(path: str, exact: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    device_class = exact.get("deviceClassName")
+    if not device_class:
+        problems.append(f"{path}.deviceClassName: Required value")
+    elif len(device_class) > 253 or not _SUBDOMAIN.match(device_class):
+        problems.append(f'{path}.deviceClassName: Invalid value: "{device_class}": {_SUBDOMAIN_HELP}')
+    mode = exact.get("allocationMode", "ExactCount")
+    if mode not in _ALLOCATION_MODES:
+        problems.append(
+            f'{path}.allocationMode: Unsupported value: "{mode}": supported values: "All", "ExactCount"'
+        )
+    count = exact.get("count")
+    if mode == "ExactCount" and count is not None and (not isinstance(count, int) or count <= 0):
+        problems.append(f"{path}.count: Invalid value: {count}: must be greater than zero")
+    if mode == "All" and count is not None:
+        problems.append(
+            f"{path}.count: Invalid value: {count}: must not be specified when allocationMode is 'All'"
+        )
+    return problems
+
+
+def _request_problems(where: str, request: Mapping[str, Any], names: set[str]) -> list[str]:
+    """One request's rules; adds its name (and ``name/sub`` of its subrequests) to ``names``."""
+    name = request.get("name")
+    problems = _dns_label_problems(f"{where}.name", name)
+    if name in names:
+        problems.append(f'{where}.name: Duplicate value: "{name}"')
+    names.add(str(name))
+    if len([k for k in ("exactly", "firstAvailable") if request.get(k)]) != 1:
+        problems.append(f"{where}: Invalid value: exactly one of `exactly` or `firstAvailable` is required")
+    if request.get("exactly"):
+        problems += _class_problems(f"{where}.exactly", request["exactly"])
+    subrequests = request.get("firstAvailable") or []
+    if len(subrequests) > _MAX_SUBREQUESTS:
+        problems.append(f"{where}.firstAvailable: Too many: {len(subrequests)}: must have at most 8 items")
+    for j, sub in enumerate(subrequests):
+        problems += _dns_label_problems(f"{where}.firstAvailable[{j}].name", sub.get("name"))
+        problems += _class_problems(f"{where}.firstAvailable[{j}]", sub)
+        names.add(f"{name}/{sub.get('name')}")
+    return problems
+
+
+_NOT_A_REQUEST = (
+    "must be the name of a request in the claim or the name of a request and a subrequest separated by '/'"
+)
+
+
+def _config_problems(where: str, config: Mapping[str, Any], names: set[str]) -> list[str]:
+    problems = [
+        f'{where}.requests[{j}]: Invalid value: "{ref}": {_NOT_A_REQUEST}'
+        for j, ref in enumerate(config.get("requests") or [])
+        if ref not in names
+    ]
+    opaque = config.get("opaque")
+    if not isinstance(opaque, dict):
+        return [*problems, f"{where}.opaque: Required value"]
+    driver = opaque.get("driver") or ""
+    if not driver or len(driver) > 63 or not _SUBDOMAIN.match(driver):
+        problems.append(f'{where}.opaque.driver: Invalid value: "{driver}": {_SUBDOMAIN_HELP}')
+    parameters = opaque.get("parameters")
+    if not isinstance(parameters, dict):
+        problems.append(f"{where}.opaque.parameters: Invalid value: parameters must be a valid JSON object")
+    elif len(_compact(parameters)) > _MAX_PARAMETERS:
+        problems.append(f"{where}.opaque.parameters: Too long: may not be more than {_MAX_PARAMETERS} bytes")
+    return problems
+
+
+def claim_spec_problems(spec: Any, path: str) -> list[str]:
+    """The apiserver's ResourceClaimSpec rules (v1 shape) that a driver's generated objects can break:
+    request names, exactly one of ``exactly``/``firstAvailable``, a device class, allocation mode and
+    count, config and constraint references to known requests, the opaque driver and parameters."""
+    devices = (spec or {}).get("devices") or {}
+    requests = devices.get("requests") or []
+    problems: list[str] = []
+    if len(requests) > _MAX_REQUESTS:
+        problems.append(
+            f"{path}.devices.requests: Too many: {len(requests)}: must have at most {_MAX_REQUESTS} items"
+        )
+    names: set[str] = set()
+    for i, request in enumerate(requests):
+        problems += _request_problems(
+            f"{path}.devices.requests[{i}]", request if isinstance(request, dict) else {}, names
+        )
+    for i, config in enumerate(devices.get("config") or []):
+        problems += _config_problems(f"{path}.devices.config[{i}]", config, names)
+    for i, constraint in enumerate(devices.get("constraints") or []):
+        problems += [
+            f'{path}.devices.constraints[{i}].requests[{j}]: Invalid value: "{ref}": {_NOT_A_REQUEST}'
+            for j, ref in enumerate(constraint.get("requests") or [])
+            if ref not in names
+        ]
+    return problems
+
+
 _POD_MUTABLE = ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
 
 
@@ -1115,7 +1226,16 @@ class ObjectStore:
             )
 
     def _validate(self, rt: ResourceType, new: JsonObject, old: JsonObject | None) -> None:
-        for validator in self._validators.get((rt.group, rt.plural), []):
+        what = (rt.group, rt.plural)
+        if what == ("resource.k8s.io", "resourceclaims"):
+            problems = claim_spec_problems(new.get("spec"), "spec")
+        elif what == ("resource.k8s.io", "resourceclaimtemplates"):
+            problems = claim_spec_problems((new.get("spec") or {}).get("spec"), "spec.spec")
+        else:
+            problems = []
+        if problems:
+            raise _invalid(rt, new["metadata"].get("name", ""), problems)
+        for validator in self._validators.get(what, []):
             validator(new, old)
 
     # --- reads -----------------------------------------------------------------------------------

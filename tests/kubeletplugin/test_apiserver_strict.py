@@ -183,9 +183,9 @@ def test_claim_specs_are_validated(wire: Wire) -> None:
     for problem in (
         'spec.spec.devices.requests[1].name: Invalid value: "Second": a lowercase RFC 1123 label',
         "spec.spec.devices.requests[1].exactly.count: Invalid value: 0: must be greater than zero",
-        "spec.spec.devices.requests[2]: Invalid value: exactly one of `exactly` or `firstAvailable` is required",
+        "spec.spec.devices.requests[2]: Invalid value: exactly one of `exactly` or `firstAvailable`",
         'spec.spec.devices.config[0].requests[0]: Invalid value: "nope": must be the name of a request',
-        "spec.spec.devices.config[0].opaque.parameters: Invalid value: parameters must be a valid JSON object",
+        "spec.spec.devices.config[0].opaque.parameters: Invalid value: parameters must be a valid JSON",
     ):
         assert problem in answer.message
 

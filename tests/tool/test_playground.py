@@ -103,3 +103,23 @@ spec:
     pod = json.loads(kubectl(pg, "get", "pod", "big", "-o", "json").stdout)
     assert pod["status"]["phase"] == "Pending"
     assert "nodeName" not in pod["spec"]
+
+
+def test_workloads_and_the_mps_daemon_run(tmp_path: Path) -> None:
+    """A Deployment's pods are made from its template; an MPS claim's prepare waits for the daemon
+    Deployment the plugin creates, whose pod the loop starts meanwhile."""
+    with playground(tmp_path, profile="dgx-h100", feature_gates="MPSSupport=true") as pg:
+        spec = str(REPO / "demo" / "specs" / "quickstart" / "gpu-test-mps.yaml")
+        assert kubectl(pg, "apply", "-f", spec).returncode == 0
+
+        def phases() -> dict[str, str]:
+            pods = json.loads(kubectl(pg, "get", "pods", "-A", "-o", "json").stdout)["items"]
+            return {p["metadata"]["name"]: p.get("status", {}).get("phase", "") for p in pods}
+
+        eventually(lambda: phases().get("pod") == "Running", timeout=30)
+        daemons = json.loads(kubectl(pg, "get", "deployments", "-n", "nvdra", "-o", "json").stdout)["items"]
+        assert len(daemons) == 1 and daemons[0]["status"]["readyReplicas"] == 1
+        assert any(name.startswith("mps-control-daemon-") for name in phases())
+        assert kubectl(pg, "delete", "-f", spec).returncode == 0
+        eventually(lambda: not pg.plugin.driver.checkpoint().claims, timeout=30)
+        assert pg.loop.errors == []

@@ -5,15 +5,22 @@ What runs (all production code, as in ``nvdra demo``): the in-memory API server
 GPU kubelet plugin on a simulated node (:func:`nvdra.plugins.gpu.serve.serve`), a kubelet client
 that registered it, and :class:`ClusterLoop`, which stands in for the rest of Kubernetes:
 
+- the workload controllers: a Deployment, StatefulSet, ReplicaSet, Job or DaemonSet gets its pods
+  from its template (``<name>-<i>``) and its ready count — the MPS control daemon the plugin creates
+  included; pods whose owner is gone are deleted;
 - the ResourceClaim controller: a pod's ``resourceClaimTemplateName`` entry becomes the claim
   ``<pod>-<entry>`` (owned by the pod), and ``status.resourceClaimStatuses`` names it;
 - the scheduler's DRA rules: a pending pod's claims are allocated together by :mod:`nvdra.alloc`
   against the node's ResourceSlices, the DeviceClasses and every claim already allocated; the claims
   get ``status.allocation`` and ``reservedFor``, the pod its ``spec.nodeName`` (or a
   ``PodScheduled=False`` condition saying why not);
-- the kubelet: NodePrepareResources for a bound pod's claims (the pod turns ``Running``, or stays
-  ``Pending`` with the plugin's error), NodeUnprepareResources once the pod is deleted, after which
-  its claims are released (deallocated when no pod holds them; generated ones deleted).
+- the kubelet: NodePrepareResources for a bound pod's claims, on a worker thread (an MPS prepare
+  waits for its daemon, which this loop starts) — the pod turns ``Running``, or stays ``Pending`` with
+  the plugin's error —, NodeUnprepareResources once the pod is deleted, after which its claims are
+  released (deallocated when no pod holds them; generated ones deleted).
+
+ComputeDomains are not served here (no CRD, controller or IMEX daemons): ``nvdra demo computedomain``
+runs that side.
 
 The chart's DeviceClasses are created at start. Everything is plain HTTP on 127.0.0.1, no
 authentication: a playground, not a cluster.
@@ -25,6 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +55,7 @@ from nvdra.kubeletplugin.objects import (
     RESOURCE_SLICES,
     ResourceType,
 )
+from nvdra.kubeletplugin.types import PrepareResult
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
 
@@ -57,7 +66,15 @@ log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 NODE = "playground-node"
 NAMESPACE = "nvdra"
+STATEFUL_SETS = ResourceType(group="apps", version="v1", plural="statefulsets", kind="StatefulSet")
+REPLICA_SETS = ResourceType(group="apps", version="v1", plural="replicasets", kind="ReplicaSet")
+JOBS = ResourceType(group="batch", version="v1", plural="jobs", kind="Job")
+WORKLOADS = (DEPLOYMENTS, STATEFUL_SETS, REPLICA_SETS, DAEMON_SETS, JOBS)
+"""Kinds whose pods the loop creates from their template (one node: a DaemonSet makes one pod)."""
 SERVED: tuple[ResourceType, ...] = (
+    STATEFUL_SETS,
+    REPLICA_SETS,
+    JOBS,
     NODES,
     NAMESPACES,
     PODS,
@@ -90,6 +107,8 @@ class PlaygroundApiServer(ApiServer):
 
     def __init__(self, store: FakeKube, *, port: int = 0, namespace_grace: float = 2.0) -> None:
         super().__init__(store, port=port)
+        for rt in (STATEFUL_SETS, REPLICA_SETS, JOBS):  # workload kinds the API server does not serve itself
+            self.register(rt)
         self.resource_versions = tuple(v for v in ("v1", "v1beta2", "v1beta1") if v in store.served_versions)
         self.namespace_grace = namespace_grace
 
@@ -214,6 +233,15 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
+def _replicas(rt: ResourceType, spec: Mapping[str, Any]) -> int:
+    """How many pods a workload wants on this one node."""
+    if rt.kind == "Job":
+        return int(spec.get("parallelism") or 1)
+    if rt.kind == "DaemonSet":
+        return 1
+    return int(spec.get("replicas", 1))
+
+
 @attrs.define
 class _PodState:
     """What the loop did for one pod: its claims (namespace, name) and whether they are prepared."""
@@ -222,6 +250,10 @@ class _PodState:
     name: str
     claims: list[str] = attrs.Factory(list)
     prepared: list[ClaimRef] = attrs.Factory(list)
+    attempted: list[ClaimRef] = attrs.Factory(list)
+    """Claims handed to NodePrepareResources (unprepared when the pod goes, even if prepare failed)."""
+    pending: Future[dict[str, PrepareResult]] | None = None
+    """A NodePrepareResources call in flight (it may wait for an MPS daemon the loop must start)."""
 
 
 class ClusterLoop:
@@ -242,6 +274,7 @@ class ClusterLoop:
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nvdra-playground-kubelet")
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -256,6 +289,7 @@ class ClusterLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        self._calls.shutdown(wait=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
@@ -268,8 +302,10 @@ class ClusterLoop:
                     log.error("%s", message)
 
     def step(self) -> None:
-        """One pass: release the claims of deleted pods, then schedule and start the pending ones."""
+        """One pass: workloads' pods made or collected, the claims of deleted pods released, then the
+        pending pods scheduled and started."""
         objects = self.store.objects
+        self._workloads()
         pods = {str(_meta(p).get("uid")): p for p in objects.list_objects(PODS, None)}
         for uid in [u for u in self.pods if u not in pods]:
             self._release(self.pods.pop(uid), uid)
@@ -282,7 +318,72 @@ class ClusterLoop:
             if not (pod.get("spec") or {}).get("nodeName"):
                 self._schedule(pod, state)
             elif not state.prepared and (pod.get("status") or {}).get("phase") != "Running":
+                if state.pending is None and (pod.get("status") or {}).get("message", "").startswith(
+                    "NodePrepareResources failed"
+                ):
+                    continue  # the kubelet retries with a back-off; here: once per pod
                 self._start(pod, state)
+
+    # -- the workload controllers -----------------------------------------------------------------------
+
+    def _workloads(self) -> None:
+        """Each workload gets its pods from its template (``<name>-<i>``; a DaemonSet one, a Job
+        ``parallelism``), and its ready count; pods whose owner is gone are deleted."""
+        objects = self.store.objects
+        pods = objects.list_objects(PODS, None)
+        owners: set[str] = set()
+        for rt in WORKLOADS:
+            for workload in objects.list_objects(rt, None):
+                meta = _meta(workload)
+                owners.add(str(meta["uid"]))
+                if meta.get("deletionTimestamp"):
+                    continue
+                mine = [
+                    p
+                    for p in pods
+                    if any(o.get("uid") == meta["uid"] for o in _meta(p).get("ownerReferences") or [])
+                ]
+                want = _replicas(rt, workload.get("spec") or {})
+                names = {_meta(p).get("name") for p in mine}
+                for i in range(want):
+                    name = f"{meta['name']}-{i}"
+                    if name not in names:
+                        self._make_pod(rt, workload, name)
+                ready = sum(1 for p in mine if (p.get("status") or {}).get("phase") == "Running")
+                status = {"replicas": len(mine), "readyReplicas": ready, "availableReplicas": ready}
+                if rt.kind == "Job":
+                    status = {"active": len(mine), "ready": ready}
+                if (workload.get("status") or {}) != {**(workload.get("status") or {}), **status}:
+                    workload["status"] = {**(workload.get("status") or {}), **status}
+                    try:
+                        objects.update_object(rt, workload, status=True)
+                    except KubeApiError as exc:  # a conflict: the next pass writes it again
+                        log.debug("status of %s %s not written: %s", rt.kind, meta["name"], exc)
+        for pod in pods:
+            refs = [
+                o
+                for o in _meta(pod).get("ownerReferences") or []
+                if o.get("kind") in {w.kind for w in WORKLOADS}
+            ]
+            if refs and not any(o.get("uid") in owners for o in refs):
+                objects.delete_object(PODS, str(_meta(pod)["name"]), str(_meta(pod)["namespace"]))
+
+    def _make_pod(self, rt: ResourceType, workload: Mapping[str, Any], name: str) -> None:
+        """Create one pod of ``workload`` from its template (owned by it)."""
+        meta = _meta(workload)
+        template = (workload.get("spec") or {}).get("template") or {}
+        owner = {"apiVersion": rt.api_version, "kind": rt.kind, "name": meta["name"], "uid": meta["uid"]}
+        pod_meta = {
+            "name": name,
+            "namespace": meta.get("namespace") or "default",
+            "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+            "ownerReferences": [{**owner, "controller": True}],
+        }
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": template.get("spec") or {}}
+        try:
+            self.store.objects.create_object(PODS, body)
+        except KubeApiError as exc:
+            log.warning("pod %s of %s %s not created: %s", name, rt.kind, meta["name"], exc)
 
     # -- the ResourceClaim controller ----------------------------------------------------------------
 
@@ -370,11 +471,24 @@ class ClusterLoop:
     # -- the kubelet -------------------------------------------------------------------------------
 
     def _start(self, pod: JsonObject, state: _PodState) -> None:
-        refs = []
-        for name in state.claims or [str(c) for c in self._claim_names(pod)]:
-            claim = self.store.objects.get_object(RESOURCE_CLAIMS, name, state.namespace)
-            refs.append(ClaimRef(namespace=state.namespace, name=name, uid=str(_meta(claim)["uid"])))
-        results = self.kubelet.prepare(refs) if refs else {}
+        """NodePrepareResources for the pod's claims, on a worker thread (the loop goes on: a prepare
+        may wait for a Deployment the loop itself must start); its answer is read on a later pass."""
+        if state.pending is None:
+            refs = []
+            for name in state.claims or [str(c) for c in self._claim_names(pod)]:
+                claim = self.store.objects.get_object(RESOURCE_CLAIMS, name, state.namespace)
+                refs.append(ClaimRef(namespace=state.namespace, name=name, uid=str(_meta(claim)["uid"])))
+            if not refs:
+                self._pod_status(pod, phase="Running", message="")
+                state.prepared = []
+                return
+            state.attempted = refs
+            state.pending = self._calls.submit(self.kubelet.prepare, refs)
+            return
+        if not state.pending.done():
+            return
+        results, state.pending = state.pending.result(), None
+        refs = state.attempted
         failed = {r.name: results[r.uid].error for r in refs if results[r.uid].error}
         if failed:
             message = "; ".join(f"{name}: {error}" for name, error in failed.items())
@@ -394,8 +508,10 @@ class ClusterLoop:
     def _release(self, state: _PodState, uid: str) -> None:
         """The pod is gone: unprepare its claims, drop it from reservedFor, deallocate unheld claims and
         delete the ones made for it."""
-        if state.prepared:
-            self.kubelet.unprepare(state.prepared)
+        if state.pending is not None:
+            state.pending.result()  # the kubelet does not unprepare while it prepares
+        if state.attempted:
+            self.kubelet.unprepare(state.attempted)
         objects = self.store.objects
         for name in state.claims:
             try:
@@ -415,7 +531,12 @@ class ClusterLoop:
             objects.update_object(RESOURCE_CLAIMS, claim, status=True)
 
     def _pod_status(self, pod: Mapping[str, Any], **changes: Any) -> None:
-        current = self.store.objects.get_object(PODS, str(_meta(pod)["name"]), str(_meta(pod)["namespace"]))
+        try:
+            current = self.store.objects.get_object(
+                PODS, str(_meta(pod)["name"]), str(_meta(pod)["namespace"])
+            )
+        except KubeNotFound:  # deleted meanwhile: the next pass releases it
+            return
         status = dict(current.get("status") or {})
         for key, value in changes.items():
             if value in ("", None):

@@ -757,7 +757,8 @@ class _HttpWatch:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(OSError):
+        # RuntimeError: the server ended the stream and urllib3 already gave the connection back.
+        with contextlib.suppress(OSError, RuntimeError):
             self._response.shutdown()  # urllib3 >= 2.3: unblocks a read blocked in another thread
         self._response.release_conn()
 

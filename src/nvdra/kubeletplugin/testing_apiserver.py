@@ -1,18 +1,33 @@
 """``ApiServer``: an in-process HTTP Kubernetes API server over a ``FakeKube`` (tests, demos, benchmarks).
 
-It serves the REST paths :class:`~nvdra.kubeletplugin._kube.KubernetesKubeApi` uses — ``/version``,
-``/api``, ``/apis``, ``/apis/resource.k8s.io`` discovery, ResourceSlice list/get/create/update/delete,
-ResourceClaim and Node GETs — with Kubernetes-shaped ``Status`` error bodies. Invariants:
+It serves discovery (``/version``, ``/api``, ``/apis``, ``/apis/resource.k8s.io``) and the REST paths
+of every registered kind (built-ins, ``resource.k8s.io`` at each served version, CRDs installed with
+:meth:`ApiServer.install_crd`): get, list, watch, create, update, patch, delete, the ``status``
+subresource, with Kubernetes-shaped ``Status`` error bodies. The write rules are the store's (see
+:mod:`nvdra.kubeletplugin.objects`); over HTTP also:
 - objects are stored in the v1 shape (by the ``FakeKube``) and converted to and from the version named
   in the request path; a version the store does not serve is a 404, a body of another version a 400,
   and so is a body with fields the path's version does not have (``basic`` outside v1beta1, ``exactly``
   in v1beta1: a strict decoder's "unknown field"). This holds for every ``resource.k8s.io`` resource,
   the generic ones (ResourceClaimTemplates, DeviceClasses) included;
+- query strings are parsed: ``labelSelector``, ``fieldSelector``, ``resourceVersion``, ``watch``
+  (``1``/``true``: chunked JSON-line events, ``timeoutSeconds``, ``allowWatchBookmarks``, a 410
+  ``Expired`` ERROR event for a compacted version), ``fieldValidation`` (``Strict``: unknown fields are
+  a 400; ``Warn``, the default: ``Warning`` headers; unknown fields are dropped either way),
+  ``dryRun=All``; ``timeout``, ``fieldManager``, ``limit``/``continue`` are accepted and ignored (a list
+  may be answered whole);
+- PATCH by Content-Type: merge, JSON (RFC 6902) and strategic merge (built-ins only) patches; 415 for
+  anything else (server-side apply is not served);
+- the opaque ``parameters`` of claims, templates and classes keep the bytes the request carried, so
+  immutability compares them as the apiserver does;
 - ``/version`` names the store's ``kubernetes_version``;
 - the handler speaks HTTP/1.1 keep-alive with ``Content-Length`` and has Nagle's algorithm off: headers
   and body leave in two writes, and with Nagle plus delayed ACKs every answer would stall ~40 ms;
-- when built with a ``token``, every request must carry ``Authorization: Bearer <token>`` (else 401);
-- closing the server also closes its open keep-alive connections.
+- authentication: the ``token`` is an administrator's (no RBAC check); :meth:`ApiServer.add_user` and
+  :meth:`ApiServer.add_service_account` add users, authorized by ``rbac`` (403 with the apiserver's
+  message) and recorded in :meth:`ApiServer.audit`; any other or no token is a 401 once one is set;
+- ``admission``, when given, sees every write made over HTTP (validating admission);
+- closing the server ends open watches and closes its open keep-alive connections.
 """
 
 from __future__ import annotations
@@ -592,11 +607,13 @@ class ApiServer:
         ctx.warnings, ctx.content_type, ctx.spans, ctx.text = [], content_type, {}, ""
         body: Any = {}
         if data:
+            if method == "PATCH" and content_type == "application/apply-patch+yaml":
+                raise KubeApiError("server-side apply is not served by this test API server", status=415)
             if method == "PATCH" and content_type not in _PATCH_TYPES:
                 raise KubeApiError(
                     "the body of the request was in an unknown format - accepted media types include: "
                     "application/json-patch+json, application/merge-patch+json, "
-                    "application/apply-patch+yaml, application/strategic-merge-patch+json",
+                    "application/strategic-merge-patch+json",
                     status=415,
                 )
             if method != "PATCH" and content_type not in ("application/json", ""):

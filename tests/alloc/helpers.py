@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nvdra.alloc import Outcome
+
 DRIVER = "dra.example.com"
 NODE = "node-a"
 
@@ -83,6 +85,12 @@ def claim(
         "metadata": {"name": name, "namespace": "ns"},
         "spec": {"devices": devices},
     }
+
+
+def allocation(outcome: Outcome, index: int = 0) -> dict[str, Any]:
+    """The allocation of an outcome's claim ``index`` (the outcome must have succeeded)."""
+    assert outcome.allocations is not None, outcome
+    return outcome.allocations[index]
 
 
 def picked(outcome: Any, index: int = 0) -> list[tuple[str, str]]:

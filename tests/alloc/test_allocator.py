@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nvdra.alloc import Allocator, allocated_devices, diagnose
-from tests.alloc.helpers import DRIVER, NODE, claim, device, device_class, exactly, picked, slice_
+from tests.alloc.helpers import DRIVER, NODE, allocation, claim, device, device_class, exactly, picked, slice_
 
 CLASSES = [device_class()]
 
 
-def alloc(slices, classes=CLASSES, **kw):
+def alloc(slices: list[dict[str, Any]], classes: list[dict[str, Any]] = CLASSES, **kw: Any) -> Allocator:
     return Allocator(slices, classes, node_name=NODE, **kw)
 
 
-def four():
+def four() -> list[dict[str, Any]]:
     return [slice_("s0", [device(f"d{i}", numa=i // 2, model="ab"[i % 2]) for i in range(4)])]
 
 
@@ -27,7 +29,7 @@ def test_skips_allocated_devices() -> None:
     assert picked(alloc(four(), allocated=held).allocate([claim(exactly("r"))])) == [("r", "d1")]
     admin = claim(exactly("r", adminAccess=True))
     result = alloc(four(), allocated=held).allocate([admin])
-    assert picked(result) == [("r", "d0")] and result.allocations[0]["devices"]["results"][0]["adminAccess"]
+    assert picked(result) == [("r", "d0")] and allocation(result)["devices"]["results"][0]["adminAccess"]
 
 
 def test_allocated_devices_ignores_admin_results() -> None:
@@ -75,15 +77,16 @@ def test_other_nodes_slices_are_ignored() -> None:
     a = Allocator([other, every, zoned], CLASSES, node_name=NODE, node_labels={"zone": "z1"})
     outcome = a.allocate([claim(exactly("r", 2))])
     assert picked(outcome) == [("r", "shared"), ("r", "zoned")]
-    assert "nodeSelector" in outcome.allocations[0]
-    assert outcome.allocations[0]["nodeSelector"] == sel | {
-        "nodeSelectorTerms": [sel["nodeSelectorTerms"][0]]
-    }
+    assert "nodeSelector" in allocation(outcome)
+    assert allocation(outcome)["nodeSelector"] == sel | {"nodeSelectorTerms": [sel["nodeSelectorTerms"][0]]}
 
 
 def test_first_available_tries_subrequests_in_order() -> None:
     """firstAvailable picks the first subrequest that can be satisfied and names it req/sub."""
-    sub = lambda n, c: {"name": n, "deviceClassName": "example", "count": c}  # noqa: E731
+
+    def sub(n: str, c: int) -> dict[str, Any]:
+        return {"name": n, "deviceClassName": "example", "count": c}
+
     c = claim({"name": "r", "firstAvailable": [sub("eight", 8), sub("two", 2)]})
     assert picked(alloc(four()).allocate([c])) == [("r/two", "d0"), ("r/two", "d1")]
 
@@ -128,8 +131,7 @@ def test_taints_and_tolerations() -> None:
     tol = [{"key": "gpu.nvidia.com/xid", "operator": "Exists"}]
     outcome = alloc([slice_("s", devs)]).allocate([claim(exactly("r", tolerations=tol))])
     assert (
-        picked(outcome) == [("r", "t")]
-        and outcome.allocations[0]["devices"]["results"][0]["tolerations"] == tol
+        picked(outcome) == [("r", "t")] and allocation(outcome)["devices"]["results"][0]["tolerations"] == tol
     )
 
 
@@ -138,7 +140,10 @@ def test_shared_counters() -> None:
     counters = slice_(
         "a-counters", [], count=2, sharedCounters=[{"name": "gpu0", "counters": {"mem": {"value": "8"}}}]
     )
-    use = lambda n: {"counterSet": "gpu0", "counters": {"mem": {"value": str(n)}}}  # noqa: E731
+
+    def use(n: int) -> dict[str, Any]:
+        return {"counterSet": "gpu0", "counters": {"mem": {"value": str(n)}}}
+
     devs = slice_(
         "b-devs",
         [
@@ -163,7 +168,7 @@ def test_configs_class_first_then_claim() -> None:
     classes = [device_class("example", config=[opaque])]
     claim_cfg = {"requests": ["r"], "opaque": {"driver": DRIVER, "parameters": {"k": "claim"}}}
     out = alloc(four(), classes).allocate([claim(exactly("r"), exactly("s"), config=[claim_cfg])])
-    config = out.allocations[0]["devices"]["config"]
+    config = allocation(out)["devices"]["config"]
     assert [c["source"] for c in config] == ["FromClass", "FromClaim"]
     assert "requests" not in config[0] and config[1]["requests"] == ["r"]
 

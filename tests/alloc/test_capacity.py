@@ -31,7 +31,7 @@ def shared(option: SharesOption, *devices: dict[str, Any]) -> list[dict[str, Any
 
 
 def asking(name: str = "c", **requests: str) -> dict[str, Any]:
-    extra = {"capacity": {"requests": requests}} if requests else {}
+    extra: dict[str, Any] = {"capacity": {"requests": requests}} if requests else {}
     return claim(exactly("r", **extra), name=name)
 
 

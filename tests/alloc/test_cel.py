@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ DEVICE = {
 }
 
 
-def run(expression: str, device: dict = DEVICE) -> bool:
+def run(expression: str, device: dict[str, Any] = DEVICE) -> bool:
     sel = compile_selector(expression)
     return DeviceInput(DRIVER, device, sel.domains).evaluate(sel)
 

@@ -10,14 +10,16 @@ sets.intersects), regex (find, findAll), quantity and semver, cel.bind; and the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from nvdra.alloc import Allocator, CelCompileError, compile_selector
 from tests.alloc.helpers import DRIVER, NODE, claim, device, device_class, exactly, slice_
 
 
-def _devices() -> list[dict]:
-    def dev(name: str, product: str, uuid: str, minors: list[int], tags: list[str]) -> dict:
+def _devices() -> list[dict[str, Any]]:
+    def dev(name: str, product: str, uuid: str, minors: list[int], tags: list[str]) -> dict[str, Any]:
         return device(
             name,
             productName={"string": product},

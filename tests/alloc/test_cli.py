@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from click.testing import CliRunner
@@ -10,14 +11,14 @@ from click.testing import CliRunner
 from nvdra.tool.cli import main
 
 
-def write(tmp_path: Path, name: str, *docs: dict) -> str:
+def write(tmp_path: Path, name: str, *docs: dict[str, Any]) -> str:
     path = tmp_path / name
     path.write_text(yaml.safe_dump_all(list(docs), sort_keys=False))
     return str(path)
 
 
-def gpu_claim(name: str, expression: str | None = None, count: int = 1, **extra: object) -> dict:
-    exactly: dict = {"deviceClassName": "gpu.nvidia.com", "count": count, **extra}
+def gpu_claim(name: str, expression: str | None = None, count: int = 1, **extra: object) -> dict[str, Any]:
+    exactly: dict[str, Any] = {"deviceClassName": "gpu.nvidia.com", "count": count, **extra}
     if expression:
         exactly["selectors"] = [{"cel": {"expression": expression}}]
     return {
@@ -79,7 +80,7 @@ def test_explain_uses_extra_classes(tmp_path: Path) -> None:
     claim["spec"]["devices"]["requests"][0]["exactly"]["deviceClassName"] = "h100"
     path = write(tmp_path, "c.yaml", claim)
     missing = CliRunner().invoke(main, ["explain", path])
-    assert missing.exit_code == 1 and "DeviceClass \"h100\" not found" in missing.output
+    assert missing.exit_code == 1 and 'DeviceClass "h100" not found' in missing.output
     ok = CliRunner().invoke(main, ["explain", path, "--class", write(tmp_path, "cls.yaml", cls)])
     assert ok.exit_code == 0, ok.output
 

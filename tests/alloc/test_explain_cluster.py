@@ -25,7 +25,9 @@ from nvdra.tool.explain import simulated_slices
 NODE = "n1"
 
 
-def claim(name: str, count: int = 1, device_class: str = "gpu.nvidia.com", ns: str = "default") -> dict:
+def claim(
+    name: str, count: int = 1, device_class: str = "gpu.nvidia.com", ns: str = "default"
+) -> dict[str, Any]:
     """A v1 ResourceClaim asking for ``count`` devices of ``device_class``."""
     exactly = {"deviceClassName": device_class, "allocationMode": "ExactCount", "count": count}
     return {
@@ -36,7 +38,7 @@ def claim(name: str, count: int = 1, device_class: str = "gpu.nvidia.com", ns: s
     }
 
 
-def allocated(body: dict, devices: list[str]) -> dict:
+def allocated(body: dict[str, Any], devices: list[str]) -> dict[str, Any]:
     """``body`` with a status.allocation of ``devices`` on NODE."""
     results = [{"request": "gpu", "driver": "gpu.nvidia.com", "pool": NODE, "device": d} for d in devices]
     return {
@@ -121,7 +123,7 @@ def test_the_clusters_own_classes_are_used(cluster: Cluster) -> None:
     assert "gpu-0" in ok.output
     missing = cluster.explain(claim("g"))
     assert missing.exit_code == 1, missing.output
-    assert "DeviceClass \"gpu.nvidia.com\" not found" in missing.output
+    assert 'DeviceClass "gpu.nvidia.com" not found' in missing.output
 
 
 def test_unknown_node_is_a_clear_error(cluster: Cluster) -> None:

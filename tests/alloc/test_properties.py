@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nvdra.alloc import Allocator
-from tests.alloc.helpers import DRIVER, NODE, claim, device, device_class, exactly, slice_
+from tests.alloc.helpers import DRIVER, NODE, allocation, claim, device, device_class, exactly, slice_
 
 SELECTORS = {
     "any": None,
@@ -69,7 +69,9 @@ def objects(sc: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any], s
     reqs = []
     for j, r in enumerate(sc["requests"]):
         sel = SELECTORS[r["selector"]]
-        tol = {"tolerations": [{"key": "broken", "operator": "Exists"}]} if r["tolerate"] else {}
+        tol: dict[str, Any] = (
+            {"tolerations": [{"key": "broken", "operator": "Exists"}]} if r["tolerate"] else {}
+        )
         reqs.append(exactly(f"r{j}", r["count"], *([sel] if sel else []), **tol))
     constraints = []
     if sc["constraint"] == "match-numa":
@@ -119,7 +121,7 @@ def test_matches_brute_force_first_solution(sc: dict[str, Any]) -> None:
     outcome = Allocator(slices, [device_class()], node_name=NODE, allocated=held).allocate([c])
     assert not outcome.error
     got = (
-        [(r["request"], r["device"]) for r in outcome.allocations[0]["devices"]["results"]]
+        [(r["request"], r["device"]) for r in allocation(outcome)["devices"]["results"]]
         if outcome.ok
         else None
     )

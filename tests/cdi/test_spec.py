@@ -61,16 +61,16 @@ edits = st.builds(
     ),
     net_devices=st.lists(st.builds(NetDevice, host_interface_name=words, name=words), max_size=2).map(tuple),
 )
-annotations = st.dictionaries(words, words, max_size=2)
+annotation_maps = st.dictionaries(words, words, max_size=2)
 specs = st.builds(
     Spec,
     cdi_version=st.sampled_from(["0.5.0", "1.1.0"]),
     kind=words,
     devices=st.lists(
-        st.builds(Device, name=words, container_edits=edits, annotations=annotations), max_size=3
+        st.builds(Device, name=words, container_edits=edits, annotations=annotation_maps), max_size=3
     ).map(tuple),
     container_edits=edits,
-    annotations=annotations,
+    annotations=annotation_maps,
 )
 
 

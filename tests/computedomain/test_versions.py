@@ -76,7 +76,7 @@ class VersionedCluster(SimCluster):
         """The resource.k8s.io versions the drivers' requests named (discovery excluded)."""
         return {p.split("/")[3] for _, p, _ in self.requests if p.startswith("/apis/resource.k8s.io/")}
 
-    def writes(self, plural: str) -> list[JsonObject]:
+    def resource_writes(self, plural: str) -> list[JsonObject]:
         """Bodies POSTed or PUT to a resource.k8s.io collection or object of ``plural``."""
         return [
             b
@@ -105,7 +105,7 @@ def test_domain_reaches_ready_and_channels_are_prepared_at_the_only_served_versi
         assert [e for n in c.nodes for e in n.errors] == []
         assert c.resource_versions() == {version}
 
-        templates = c.writes("resourceclaimtemplates")
+        templates = c.resource_writes("resourceclaimtemplates")
         assert len(templates) == 2
         for body in templates:
             assert body["apiVersion"] == f"resource.k8s.io/{version}"
@@ -120,7 +120,7 @@ def test_domain_reaches_ready_and_channels_are_prepared_at_the_only_served_versi
             "daemon",
         ]
 
-        slices = c.writes("resourceslices")
+        slices = c.resource_writes("resourceslices")
         assert {b["spec"]["nodeName"] for b in slices} == {n.name for n in c.nodes}
         for body in slices:
             assert body["apiVersion"] == f"resource.k8s.io/{version}"
@@ -136,8 +136,8 @@ def test_a_restarted_controller_finds_its_templates_at_the_served_version(
     with VersionedCluster(*dirs, served=served, release=release, nodes=1) as c:
         c.create_domain("job", num_nodes=1)
         c.controller.reconcile_once()
-        before = len(c.writes("resourceclaimtemplates"))
+        before = len(c.resource_writes("resourceclaimtemplates"))
         again = c.new_controller()
         actions = again.reconcile_once()
         assert [a for a in actions if a.kind == "ResourceClaimTemplate"] == []
-        assert len(c.writes("resourceclaimtemplates")) == before == 2
+        assert len(c.resource_writes("resourceclaimtemplates")) == before == 2

@@ -40,7 +40,7 @@ def test_vfio_devices_are_indexed_in_pci_order_and_rendered_as_upstream(
     host: SimulatedSysfs, inventory: Inventory
 ) -> None:
     """gpu-vfio-<i> follows PCI address order; attributes and capacity have upstream's names and types."""
-    names = {g.pci_bus_id: g.name for g in inventory.gpus}
+    names: dict[str, str] = {g.pci_bus_id: g.name for g in inventory.gpus}
     devices = enumerate_vfio_devices(host.pci_functions(), names)
     assert [d.name for d in devices] == [f"gpu-vfio-{i}" for i in range(8)]
     assert [d.address for d in devices] == sorted(d.address for d in devices)

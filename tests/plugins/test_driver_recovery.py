@@ -19,6 +19,7 @@ from nvdra.core.featuregates import FeatureGates
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.driver import GpuDriver
+from nvdra.plugins.gpu.effects import Applied
 from nvdra.plugins.state import CheckpointStore
 from tests.plugins.conftest import (
     DriverNode,
@@ -168,10 +169,12 @@ class FailingSpecs(GpuClaimSpecs):
         super().__init__(**kwargs)
         self.fail_uids = fail_uids
 
-    def write(self, claim_uid: str, devices: Sequence[AllocatableDevice]) -> None:
+    def write(
+        self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
+    ) -> None:
         if claim_uid in self.fail_uids:
             raise CdiError(f"cannot write CDI spec for {claim_uid}: No space left on device")
-        super().write(claim_uid, devices)
+        super().write(claim_uid, devices, applied)
 
 
 class FailingStore(CheckpointStore):

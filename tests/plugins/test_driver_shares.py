@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from nvdra.core.effects import EffectRecord
 from nvdra.plugins.gpu.effects import ClaimContext, Effects
 from tests.plugins.conftest import DriverNode, allocated_claim, prepare_one, ref_of, result, uid_of
 
@@ -61,7 +62,7 @@ class _Seen:
 
     devices: list[list[str]] = attrs.Factory(list)
 
-    def plan(self, ctx: ClaimContext) -> list[dict[str, Any]]:
+    def plan(self, ctx: ClaimContext) -> list[EffectRecord]:
         self.devices.append([d.name for d in ctx.devices])
         return []
 

@@ -85,14 +85,11 @@ def test_prepare_and_unprepare_of_one_claim_racing(node: Node) -> None:
     ref = node.claim("gpu-2")
     with node.plugin() as (running, plugin), ThreadPoolExecutor(max_workers=4) as pool:
         for _ in range(15):
-            futures = [
-                pool.submit(plugin.prepare, [ref]),
-                pool.submit(plugin.unprepare, [ref]),
-                pool.submit(plugin.prepare, [ref]),
-            ]
-            results = [f.result() for f in futures]
-            assert results[0][ref.uid].error == "" and results[2][ref.uid].error == ""
-            assert results[1] == {ref.uid: ""}
+            first = pool.submit(plugin.prepare, [ref])
+            undone = pool.submit(plugin.unprepare, [ref])
+            second = pool.submit(plugin.prepare, [ref])
+            assert first.result()[ref.uid].error == "" and second.result()[ref.uid].error == ""
+            assert undone.result() == {ref.uid: ""}
             node.assert_consistent()
             held = ref.uid in node.checkpoint().claims
             assert held == (ref.uid in running.driver.checkpoint().claims)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -15,8 +16,11 @@ TS_GATES = "TimeSlicingSettings=true"
 MPS_GATES = "MPSSupport=true"
 
 
-def _spec(sim: SimNode, uid: str) -> dict:
-    return yaml.safe_load((sim.config.cdi_root / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").read_text())
+def _spec(sim: SimNode, uid: str) -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(
+        (sim.config.cdi_root / f"k8s.gpu.nvidia.com-claim_{uid}.yaml").read_text()
+    )
+    return spec
 
 
 def _uuid(sim: SimNode, index: int) -> str:
@@ -70,7 +74,7 @@ def test_default_config_time_slices_with_interval_default(sim: SimNode) -> None:
     ) in sim.runner.commands
 
 
-def _mps_claim(**mps: object) -> dict:
+def _mps_claim(**mps: object) -> dict[str, Any]:
     sharing = {"strategy": "MPS", "mpsConfig": mps}
     return allocated_claim([result("gpu-3")], config=[opaque(gpu_config(sharing=sharing))])
 

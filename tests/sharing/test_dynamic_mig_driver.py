@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -16,7 +18,7 @@ from tests.sharing.conftest import SimNode
 GATES = "DynamicMIG=true"
 
 
-def _claim(*devices: str) -> dict:
+def _claim(*devices: str) -> dict[str, Any]:
     return allocated_claim([result(d, request="mig") for d in devices])
 
 

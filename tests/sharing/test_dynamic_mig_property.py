@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,7 +41,7 @@ def test_counter_allowed_allocations_always_fit(steps: list[tuple[bool, int]]) -
     backend.init()
     ex = MigExecutor(backend)
     used: Counter[str] = Counter()
-    live: list[tuple[str, dict]] = []
+    live: list[tuple[str, dict[str, Decimal]]] = []
     for release, pick in steps:
         if release and live:
             name, counters = live.pop(pick % len(live))

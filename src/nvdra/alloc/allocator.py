@@ -38,6 +38,7 @@ from nvdra.alloc.model import (
     parse_claim,
 )
 from nvdra.alloc.result import allocation_result
+from nvdra.alloc.taintrules import with_taint_rules
 
 __all__ = ["Allocator", "Outcome", "capacity_refusal", "lookup_attribute", "taint_blocks"]
 
@@ -140,6 +141,7 @@ class Allocator:
         consumed: what allocated claims consumed of shared devices (see
             :func:`~nvdra.alloc.consumed_capacity`): a device with ``allowMultipleAllocations`` is never
             held, its capacities are used up instead.
+        taint_rules: DeviceTaintRule objects; their taints join the selected devices' slice taints.
         max_results: devices per claim (the API's 32).
         max_steps: search steps before giving up (the scheduler gives up after a time limit).
     """
@@ -153,6 +155,7 @@ class Allocator:
         node_labels: Mapping[str, str] | None = None,
         allocated: Iterable[DeviceId] = (),
         consumed: Mapping[DeviceId, Mapping[str, Decimal]] | None = None,
+        taint_rules: Sequence[Mapping[str, Any]] = (),
         max_results: int = MAX_RESULTS,
         max_steps: int = DEFAULT_MAX_STEPS,
     ) -> None:
@@ -160,6 +163,8 @@ class Allocator:
             classes = {str(c["metadata"]["name"]): c for c in classes}
         self.classes: Mapping[str, Mapping[str, Any]] = classes
         self.node_name = node_name
+        if taint_rules:  # a rule's taint counts as if the driver had put it in the slice (KEP-5055)
+            slices = with_taint_rules(slices, taint_rules)
         self.pools: list[PoolInfo] = gather_pools(slices, node_name=node_name, node_labels=node_labels)
         self.candidates: list[Candidate] = candidates(self.pools, node_name, dict(node_labels or {}))
         self.in_use: frozenset[DeviceId] = frozenset(allocated)

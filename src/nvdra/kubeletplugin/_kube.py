@@ -69,6 +69,7 @@ _log = logging.getLogger(__name__)
 RESOURCE_GROUP = "resource.k8s.io"
 SUPPORTED_VERSIONS = ("v1", "v1beta2", "v1beta1")  # preference order
 _V1 = f"{RESOURCE_GROUP}/v1"
+_OWN_VERSION_KINDS = frozenset({"DeviceTaintRule"})  # resource.k8s.io kinds not served at v1
 # Fields of a v1 DeviceRequest that v1beta1 keeps flat on the request (v1 nests them under `exactly`).
 _EXACT_FIELDS = (
     "deviceClassName",
@@ -541,19 +542,20 @@ class KubernetesKubeApi:
         return self._server_version
 
     def _wire_type(self, rt: ResourceType) -> ResourceType:
-        """``rt`` at the served version when it belongs to ``resource.k8s.io``, else ``rt`` itself."""
-        if rt.group != RESOURCE_GROUP:
+        """``rt`` at the served version when it belongs to ``resource.k8s.io``, else ``rt`` itself.
+        DeviceTaintRules keep theirs: no v1 exists (v1alpha3, then v1beta2), the caller picks one."""
+        if rt.group != RESOURCE_GROUP or rt.kind in _OWN_VERSION_KINDS:
             return rt
         return attrs.evolve(rt, version=self.resource_api_version())
 
     def _to_wire(self, rt: ResourceType, body: JsonObject) -> JsonObject:
-        if rt.group != RESOURCE_GROUP:
+        if rt.group != RESOURCE_GROUP or rt.kind in _OWN_VERSION_KINDS:
             return body
         return resource_to_version(rt.kind, {"kind": rt.kind, **body}, self.resource_api_version())
 
     @staticmethod
     def _from_wire(rt: ResourceType, body: JsonObject) -> JsonObject:
-        if rt.group != RESOURCE_GROUP or body.get("kind") == "Status":
+        if rt.group != RESOURCE_GROUP or body.get("kind") == "Status" or rt.kind in _OWN_VERSION_KINDS:
             return body
         return resource_from_version(rt.kind, body)
 

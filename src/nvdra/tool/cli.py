@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,6 +17,9 @@ from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.devices import node_publication, slice_device_rows, slice_objects
 from nvdra.tool.output import as_list, format_table, output_options, print_objects
 from nvdra.tool.schemas import DEFAULT_KUBERNETES_VERSION
+
+if TYPE_CHECKING:
+    from nvdra.kubeletplugin.objects import ObjectApi
 
 __all__ = ["main"]
 
@@ -395,3 +399,71 @@ def partitions(profile: str, output: str, no_headers: bool) -> None:
     else:
         for line in format_table(rows, no_headers=no_headers) or ["no NVLink partitions"]:
             click.echo(line)
+
+
+def _taint_target(kubeconfig: str | None, node: str, device: str, uuid: str) -> tuple[ObjectApi, str]:
+    """The cluster's object API and the device name (``--uuid`` looked up in the node's slices)."""
+    from nvdra.kubeletplugin import KubernetesKubeApi
+    from nvdra.tool.taint import resolve_device
+
+    if device and uuid:
+        raise click.UsageError("give --device or --uuid, not both")
+    api = KubernetesKubeApi.from_kubeconfig(kubeconfig)
+    slices = api.list_resource_slices(driver=DRIVER_NAME, node_name=node) if (device or uuid) else []
+    return api, resolve_device(slices, node, device=device, uuid=uuid)
+
+
+@main.command()
+@click.argument("node")
+@click.option(
+    "--device", default="", help="One device of the node (gpu-3, gpu-0-mig-…); default: all its GPUs."
+)
+@click.option("--uuid", default="", help="The GPU (or MIG device) with this UUID on the node.")
+@click.option("--key", required=True, help="Taint key, a label name, e.g. example.com/maintenance.")
+@click.option("--value", default="", help="Taint value (optional).")
+@click.option(
+    "--effect",
+    type=click.Choice(["NoSchedule", "NoExecute"]),
+    default="NoSchedule",
+    show_default=True,
+    help="NoSchedule: no new claims get the device; NoExecute: pods using it are evicted too.",
+)
+@click.option("--kubeconfig", default=None, help="Kubeconfig of the cluster (default: the usual lookup).")
+def taint(  # noqa: PLR0917 - click passes every option as an argument
+    node: str, device: str, uuid: str, key: str, value: str, effect: str, kubeconfig: str | None
+) -> None:
+    """Take a node's GPUs (or one device) out of service with a DeviceTaintRule (KEP-5055).
+
+    The scheduler then allocates the device only to claims tolerating the taint; the GPU plugin's own
+    health taints are separate and unaffected. `nvdra untaint` removes the rule.
+    """
+    from nvdra.tool.taint import taint as write_rule
+
+    try:
+        api, name = _taint_target(kubeconfig, node, device, uuid)
+        rule = write_rule(api, node=node, key=key, effect=effect, value=value, device=name)
+    except NvdraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"devicetaintrule/{rule['metadata']['name']} tainted {node}/{name or '*'} {key}:{effect}")
+
+
+@main.command()
+@click.argument("node")
+@click.option("--device", default="", help="Only the rule of this device.")
+@click.option("--uuid", default="", help="Only the rule of the device with this UUID.")
+@click.option("--key", default="", help="Only rules of this taint key.")
+@click.option("--kubeconfig", default=None, help="Kubeconfig of the cluster (default: the usual lookup).")
+def untaint(node: str, device: str, uuid: str, key: str, kubeconfig: str | None) -> None:
+    """Delete the DeviceTaintRules `nvdra taint` wrote for a node (or one device, or one key)."""
+    from nvdra.tool.taint import untaint as delete_rules
+
+    try:
+        api, name = _taint_target(kubeconfig, node, device, uuid)
+        gone = delete_rules(api, node=node, device=name, key=key)
+    except NvdraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for rule in gone:
+        click.echo(f"devicetaintrule/{rule} deleted")
+    if not gone:
+        click.echo(f"no nvdra DeviceTaintRule selects {node}/{name or '*'}")
+        sys.exit(1)

@@ -137,11 +137,11 @@ def claim_groups(
 ) -> tuple[list[ClaimGroup], list[str]]:
     """Follow Pods and workloads to the claims and claim templates they name.
 
-    Each pod (a workload: one replica of its template) is a group of the claims it uses, a template
-    turned into the claim the ResourceClaim controller would make (``<pod>-<entry>``), and the claim
-    the scheduler makes for extended resources in its containers' limits that one of ``classes``
-    serves (KEP-5004, :mod:`nvdra.alloc.extended`). Claims and templates no pod uses form a last group.
-    Returns the groups and notes (claims the input lacks).
+    Each pod (a workload: each replica of its template, ``<name>-<i>``) is a group of the claims it
+    uses, a template turned into the claim the ResourceClaim controller would make
+    (``<pod>-<entry>``), and the claim the scheduler makes for extended resources in its containers'
+    limits that one of ``classes`` serves (KEP-5004, :mod:`nvdra.alloc.extended`). Claims and
+    templates no pod uses form a last group. Returns the groups and notes (claims the input lacks).
     """
     from nvdra.alloc.extended import extended_resource_claim
     from nvdra.imex.objects import workload_claim_template
@@ -170,21 +170,24 @@ def claim_groups(
             continue
         entries = spec.get("resourceClaims") or []
         namespace, name = _key(obj)
-        title = f"{obj.get('kind')} {namespace}/{name}"
-        extended = extended_resource_claim(spec, classes, pod_name=name, namespace=namespace)
-        mine = [extended] if extended else []
-        mine += _pod_claims(
-            entries,
-            namespace=namespace,
-            name=name,
-            title=title,
-            claims=claims,
-            templates=templates,
-            used=used,
-            notes=notes,
-        )
-        if mine:
-            groups.append(ClaimGroup(title=title, claims=mine))
+        pods = _pod_names(obj, name)
+        for replica, pod in enumerate(pods, 1):
+            title = f"{obj.get('kind')} {namespace}/{name}"
+            title += f" (pod {pod}, replica {replica} of {len(pods)})" if len(pods) > 1 else ""
+            extended = extended_resource_claim(spec, classes, pod_name=pod, namespace=namespace)
+            mine = [extended] if extended else []
+            mine += _pod_claims(
+                entries,
+                namespace=namespace,
+                name=pod,
+                title=f"{obj.get('kind')} {namespace}/{name}",
+                claims=claims,
+                templates=templates,
+                used=used,
+                notes=notes,
+            )
+            if mine:
+                groups.append(ClaimGroup(title=title, claims=mine))
     rest = [
         dict(o)
         for o in objects
@@ -192,7 +195,46 @@ def claim_groups(
     ]
     if rest:
         groups.append(ClaimGroup(title="claims no pod of the input uses" if groups else "", claims=rest))
-    return groups, notes
+    return groups, list(dict.fromkeys(notes))
+
+
+MAX_REPLICAS = 64
+"""Replicas of one workload explained (each is a pod with claims of its own from the templates)."""
+
+
+def _pod_names(obj: Mapping[str, Any], name: str) -> list[str]:
+    """The pods a Pod or workload stands for on one node: ``name``, or ``<name>-<i>`` per replica
+    (``spec.replicas``; a Job's ``parallelism``; one for a DaemonSet or CronJob)."""
+    raw = obj.get("spec")
+    spec: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    kind = obj.get("kind")
+    count: Any = 1
+    if kind in ("Deployment", "StatefulSet", "ReplicaSet"):
+        count = spec.get("replicas", 1)
+    elif kind == "Job":
+        count = spec.get("parallelism", 1)
+    count = min(count, MAX_REPLICAS) if isinstance(count, int) and count > 0 else 1
+    if count > 1 and _one_per_node(spec):
+        count = 1  # a required podAntiAffinity on the hostname: the other replicas go to other nodes
+    return [name] if count == 1 else [f"{name}-{i}" for i in range(count)]
+
+
+def _one_per_node(spec: Mapping[str, Any]) -> bool:
+    """Whether the pod template keeps its replicas on different nodes (a required podAntiAffinity on
+    ``kubernetes.io/hostname`` that selects the template's own labels)."""
+    raw = spec.get("template")
+    template: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    labels = ((template.get("metadata") or {}).get("labels")) or {}
+    affinity = ((template.get("spec") or {}).get("affinity") or {}).get("podAntiAffinity") or {}
+    for term in affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or []:
+        wanted = ((term.get("labelSelector") or {}).get("matchLabels")) or {}
+        if (
+            term.get("topologyKey") == "kubernetes.io/hostname"
+            and wanted
+            and wanted.items() <= labels.items()
+        ):
+            return True
+    return False
 
 
 def simulated_slices(profile: str, gates: FeatureGates, node_name: str) -> list[dict[str, Any]]:
@@ -361,7 +403,10 @@ def _detail_lines(diag: Diagnosis, wide: bool) -> list[str]:
         for (reason, details, _), devices in groups.items():
             shown = ", ".join(devices[:6]) + (f" (+{len(devices) - 6} more)" if len(devices) > 6 else "")
             lines.append(f"  {shown}: {reason}")
-            lines.extend(f"      {d}" for d in details)
+            lines.extend(
+                "      " + " ".join(d.split()) if d.startswith("expression:") else f"      {d}"
+                for d in details
+            )
     return lines
 
 

@@ -74,3 +74,38 @@ def test_v1beta1_claim_and_other_kinds_in_the_file() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "gpu-0" in result.output and "gpu-1" in result.output
+
+
+def test_each_replica_of_a_workload_gets_its_own_claims() -> None:
+    """A Deployment of 3 replicas with a one-GPU template on a 2-GPU node: the third replica has no
+    GPU left, and explain says so for that replica."""
+    template = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": "one-gpu", "namespace": "default"},
+        "spec": {
+            "spec": {
+                "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com"}}]}
+            }
+        },
+    }
+    pod_spec = {
+        "containers": [{"name": "c", "image": "x", "resources": {"claims": [{"name": "g"}]}}],
+        "resourceClaims": [{"name": "g", "resourceClaimTemplateName": "one-gpu"}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec},
+        },
+    }
+    result = CliRunner().invoke(
+        main, ["explain", "-", "--simulate", "pcie-l4"], input=yaml.safe_dump_all([template, deployment])
+    )
+    assert result.exit_code == 1, result.output
+    assert "== Deployment default/web (pod web-2, replica 3 of 3)\nNO ALLOCATION" in result.output
+    assert "web-0-g" in result.output and "web-1-g" in result.output

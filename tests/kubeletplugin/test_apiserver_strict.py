@@ -402,6 +402,33 @@ def test_dependents_go_with_their_owner(wire: Wire) -> None:
     assert wire("GET", f"{TEMPLATES}/t").status == 404
 
 
+def test_foreground_and_orphan_propagation(wire: Wire) -> None:
+    """Foreground: the owner waits (foregroundDeletion) for its dependents; Orphan: they stay, unowned."""
+    owner = wire("POST", CDS, compute_domain()).body
+    ref = {
+        "apiVersion": owner["apiVersion"],
+        "kind": "ComputeDomain",
+        "name": "cd",
+        "uid": owner["metadata"]["uid"],
+    }
+    template = json.loads(SPACED_TEMPLATE)
+    template["metadata"]["ownerReferences"] = [ref]
+    wire("POST", TEMPLATES, raw=json.dumps(template, separators=(",", ":")))  # compact: patchable
+    waiting = wire("DELETE", f"{CDS}/cd", {"propagationPolicy": "Foreground"}).body
+    assert waiting["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert wire("GET", f"{TEMPLATES}/t").body["metadata"]["deletionTimestamp"]  # held by its finalizer
+    merge = "application/merge-patch+json"
+    wire("PATCH", f"{TEMPLATES}/t", {"metadata": {"finalizers": None}}, content_type=merge)
+    assert (wire("GET", f"{TEMPLATES}/t").status, wire("GET", f"{CDS}/cd").status) == (404, 404)
+    owner = wire("POST", CDS, compute_domain()).body
+    ref["uid"] = owner["metadata"]["uid"]
+    template["metadata"] = {"name": "u", "namespace": "team", "ownerReferences": [ref]}
+    wire("POST", TEMPLATES, template)
+    assert wire("DELETE", f"{CDS}/cd?propagationPolicy=Orphan").status == 200
+    assert "ownerReferences" not in wire("GET", f"{TEMPLATES}/u").body["metadata"]
+    assert wire("DELETE", f"{TEMPLATES}/u", {"propagationPolicy": "Sometimes"}).status == 422
+
+
 def test_unserved_versions_are_404_for_every_resource_k8s_io_kind() -> None:
     with ApiServer(FakeKube(served_versions=("v1beta1",), kubernetes_version=(1, 32))) as srv:
         wire = Wire(srv)

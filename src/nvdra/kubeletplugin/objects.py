@@ -1024,6 +1024,8 @@ class _Event:
 
 
 _ERROR_EXPIRED = "Expired"
+_PROPAGATION = ("Background", "Foreground", "Orphan")
+_FOREGROUND = "foregroundDeletion"
 
 
 def expired_status(message: str) -> JsonObject:
@@ -1065,6 +1067,7 @@ class ObjectStore:
         self._events: list[_Event] = []
         self._event_revisions: list[int] = []
         self._compacted = 0  # events up to this revision are forgotten
+        self._orphaning: set[str] = set()  # owners deleted with propagationPolicy Orphan
         self._history = history
         self._validators: dict[tuple[str, str], list[Validator]] = {}
         self._crds: dict[tuple[str, str], _Crd] = {}
@@ -1572,8 +1575,13 @@ class ObjectStore:
         uid: str | None = None,
         resource_version: str | None = None,
         missing_ok: bool = True,
+        propagation: str = "Background",
     ) -> JsonObject | None:
         """DELETE: gone at once, or only marked (deletionTimestamp) while finalizers remain.
+
+        ``propagation`` is the DeleteOptions' ``propagationPolicy``: ``Background`` (dependents go after
+        the owner), ``Foreground`` (the owner waits, with the ``foregroundDeletion`` finalizer, until its
+        dependents are gone) or ``Orphan`` (dependents stay, without their reference to the owner).
 
         Returns:
             the object as deleted or marked; None if it did not exist and ``missing_ok``.
@@ -1602,14 +1610,34 @@ class ObjectStore:
                     f"ResourceVersion in object meta: {cur_meta['resourceVersion']}",
                     status=409,
                 )
+            if propagation not in _PROPAGATION:
+                raise _invalid(
+                    rt,
+                    name,
+                    [
+                        f'propagationPolicy: Unsupported value: "{propagation}": supported values: '
+                        '"Foreground", "Background", "Orphan"'
+                    ],
+                )
             if self.admission is not None:
                 self.admission("DELETE", rt, None, current)
-            return self._delete(rt, key)
+            return self._delete(rt, key, propagation)
 
-    def _delete(self, rt: ResourceType, key: _Key) -> JsonObject:
+    def _dependents(self, uid: str) -> list[_Key]:
+        return [
+            k
+            for k, o in self._objects.items()
+            if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
+        ]
+
+    def _delete(self, rt: ResourceType, key: _Key, propagation: str = "Background") -> JsonObject:
         current = self._objects[key]
         cur_meta = current["metadata"]
         is_namespace = (rt.group, rt.plural) == ("", "namespaces")
+        if propagation == "Orphan":
+            self._orphaning.add(cur_meta["uid"])
+        elif propagation == "Foreground" and self._dependents(cur_meta["uid"]):
+            return self._delete_foreground(key, current)
         if cur_meta.get("finalizers") or is_namespace:
             if cur_meta.get("deletionTimestamp"):
                 return _clone(current)
@@ -1628,18 +1656,69 @@ class ObjectStore:
         self._remove(key, removed)
         return removed
 
+    def _delete_foreground(self, key: _Key, current: JsonObject) -> JsonObject:
+        """Foreground: mark the owner (``foregroundDeletion``), delete its dependents, then release it."""
+        marked = _clone(current)
+        meta = marked["metadata"]
+        meta.setdefault("deletionTimestamp", _now())
+        meta["deletionGracePeriodSeconds"] = 0
+        if _FOREGROUND not in (meta.get("finalizers") or []):
+            meta["finalizers"] = [*(meta.get("finalizers") or []), _FOREGROUND]
+        meta["resourceVersion"] = self._bump()
+        self._set(key, marked)
+        self._record("MODIFIED", key, marked, current)
+        for dependent in self._dependents(meta["uid"]):
+            if dependent in self._objects:
+                self._delete(_type_of(dependent, self._objects[dependent]), dependent)
+        self._release_foreground(meta["uid"])
+        return _clone(self._objects.get(key, marked))
+
+    def _release_foreground(self, owner_uid: str) -> None:
+        """The garbage collector: an owner waiting in foreground deletion goes once its dependents did."""
+        found = [(k, o) for k, o in self._objects.items() if o["metadata"].get("uid") == owner_uid]
+        for key, owner in found:
+            finalizers = owner["metadata"].get("finalizers") or []
+            if _FOREGROUND not in finalizers or self._dependents(owner_uid):
+                continue
+            released = _clone(owner)
+            released["metadata"]["finalizers"] = [f for f in finalizers if f != _FOREGROUND]
+            if not released["metadata"]["finalizers"]:
+                del released["metadata"]["finalizers"]
+            released["metadata"]["resourceVersion"] = self._bump()
+            if released["metadata"].get("finalizers"):
+                self._set(key, released)
+                self._record("MODIFIED", key, released, owner)
+            else:
+                self._remove(key, released)
+
     def _remove(self, key: _Key, obj: JsonObject) -> None:
         """Drop a stored object (revision already bumped), then what depended on it."""
         previous = self._pop(key)
         self._raw.pop(key, None)
         self._record("DELETED", key, obj, previous)
         self._collect_garbage(obj["metadata"].get("uid"))
+        for reference in obj["metadata"].get("ownerReferences") or []:
+            self._release_foreground(str(reference.get("uid")))
         if key[2]:
             self._finish_namespace(key[2])
 
     def _collect_garbage(self, gone_uid: str | None) -> None:
-        """Delete objects whose owners are all gone (the garbage collector's background policy)."""
+        """Delete objects whose owners are all gone (the garbage collector's background policy), or
+        drop their reference to an owner deleted with the ``Orphan`` policy."""
         if not gone_uid:
+            return
+        if gone_uid in self._orphaning:
+            self._orphaning.discard(gone_uid)
+            for key in self._dependents(gone_uid):
+                dependent = self._objects[key]
+                orphan = _clone(dependent)
+                refs = [r for r in orphan["metadata"]["ownerReferences"] if r.get("uid") != gone_uid]
+                orphan["metadata"]["ownerReferences"] = refs
+                if not refs:
+                    del orphan["metadata"]["ownerReferences"]
+                orphan["metadata"]["resourceVersion"] = self._bump()
+                self._set(key, orphan)
+                self._record("MODIFIED", key, orphan, dependent)
             return
         alive = {o["metadata"].get("uid") for o in self._objects.values()}
         for key, obj in list(self._objects.items()):

@@ -909,6 +909,9 @@ class ApiServer:
                 uid=preconditions.get("uid"),
                 resource_version=preconditions.get("resourceVersion"),
                 missing_ok=False,
+                propagation=query.get("propagationPolicy")
+                or (body.get("propagationPolicy") if isinstance(body, dict) else None)
+                or "Background",
             )
             return 200, out(deleted or {})
         raise KubeApiError(f"method {method} is not allowed here", status=405)

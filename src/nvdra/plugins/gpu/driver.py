@@ -56,6 +56,7 @@ from nvdra.plugins.gpu.fabric.partitions import (
 )
 from nvdra.plugins.gpu.metadata import with_metadata_ids
 from nvdra.plugins.gpu.mig import dynamic_mig_resources
+from nvdra.plugins.gpu.shares import mps_share_refusal
 from nvdra.plugins.state import CheckpointStore, LoadReport
 
 __all__ = ["ClaimSpecs", "GpuDriver"]
@@ -348,6 +349,10 @@ class GpuDriver:
             driver=self.driver_name,
             gates=self.gates,
         )
+        if self.shares:
+            refusal = mps_share_refusal(groups, mine)
+            if refusal is not None:
+                raise ClaimError(refusal)
         try:
             cdi_ids = {dev.name: self._specs.device_id(ref.uid, dev.name) for dev in allocated}
         except CdiError as exc:  # a UID that cannot name a CDI device or file: this claim's error alone

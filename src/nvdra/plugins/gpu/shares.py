@@ -8,17 +8,19 @@ holders); a device held without a share stays exclusive.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import attrs
 
+from nvdra.core.config import ConfigGroup, SharingStrategy
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.shares import SharesOption, apply_consumable_shares, parse_consumable_shares
 from nvdra.kubeletplugin.types import DriverResources, Pool
 from nvdra.plugins.gpu.devices import AllocatableDevice
 
-__all__ = ["ConsumableSharesView", "shares_option", "shares_views"]
+__all__ = ["ConsumableSharesView", "mps_share_refusal", "shares_option", "shares_views"]
 
 
 def shares_option(text: str, gates: FeatureGates) -> SharesOption:
@@ -66,6 +68,26 @@ class ConsumableSharesView:
     def refuse(self, name: str, held: Collection[str]) -> str | None:
         """Never: whether a share may join its holders is the driver's check (it sees the shareIDs)."""
         return None
+
+
+def mps_share_refusal(groups: Sequence[ConfigGroup], results: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why a claim's MPS config cannot apply to its shared devices (upstream's rule), or None.
+
+    One MPS control daemon per claim cannot serve a GPU other claims share; per-share MPS limits from
+    the consumed capacity are not implemented yet.
+    """
+    shared = {str(r.get("device")) for r in results if r.get("shareID")}
+    for group in groups:
+        sharing = getattr(group.config, "sharing", None)
+        if sharing is None or sharing.strategy is not SharingStrategy.MPS:
+            continue
+        hit = sorted(d.device for d in group.devices if d.device in shared)
+        if hit:
+            return (
+                f"MPS sharing is not supported when consumable shares is enabled (shared devices: "
+                f"{', '.join(hit)}); use TimeSlicing, or no sharing config, with --consumable-shares"
+            )
+    return None
 
 
 def shares_views(text: str, gates: FeatureGates) -> list[ConsumableSharesView]:

@@ -255,3 +255,23 @@ def test_no_python_reprs_in_messages(tmp_path: Path) -> None:
     path.write_text(claim(deviceClassName=None, count=None))
     result = run(str(path))
     assert "None" not in result.output and "got None" not in result.output
+
+
+def test_custom_resources_are_checked_against_the_crds_given(tmp_path: Path) -> None:
+    """With --crd (the chart's crds/), a ComputeDomain is checked like a built-in kind: a misspelled
+    field is named; without it, a custom kind is skipped, with the reason."""
+    path = tmp_path / "cd.yaml"
+    path.write_text(
+        "apiVersion: resource.nvidia.com/v1beta1\nkind: ComputeDomain\nmetadata: {name: cd, namespace: ns}\n"
+        "spec:\n  numNode: 2\n  channel: {resourceClaimTemplate: {name: t}}\n"
+    )
+    crds = REPO / "deployments" / "helm" / "nvdra" / "crds"
+    checked = run(str(path), "--crd", str(crds))
+    assert checked.exit_code == 1
+    assert f'{path}:5: error: spec.numNode: unknown field "numNode"' in checked.output
+    assert "did you mean numNodes?" in checked.output
+    skipped = run(str(path))
+    assert skipped.exit_code == 0 and "ComputeDomain ns/cd: skipped" in skipped.output
+    everything = run(str(SPECS), "--crd", str(crds))
+    assert everything.exit_code == 0, everything.output
+    assert " 0 skipped" in everything.output

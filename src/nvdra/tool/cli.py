@@ -274,9 +274,22 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
     help="Rewrite removed resource.k8s.io/v1alpha2 objects as their v1 equivalent, in place (stdin: "
     "the fixed stream on stdout).",
 )
+@click.option(
+    "--crd",
+    "crd_paths",
+    multiple=True,
+    metavar="FILE|DIR",
+    help="CustomResourceDefinitions whose schemas check custom resources (e.g. the chart's crds/ for "
+    "ComputeDomains); CRDs among the inputs count too. Repeatable.",
+)
 @click.option("-q", "--quiet", is_flag=True, default=False, help="Print only problems and the summary.")
-def validate(
-    files: tuple[str, ...], feature_gates: str | None, kubernetes_version: str, fix: bool, quiet: bool
+def validate(  # noqa: PLR0917 - click passes every option as an argument
+    files: tuple[str, ...],
+    feature_gates: str | None,
+    kubernetes_version: str,
+    fix: bool,
+    crd_paths: tuple[str, ...],
+    quiet: bool,
 ) -> None:
     """Check manifests offline: DRA objects, opaque configs, Pods' claims, other kinds' schemas.
 
@@ -300,6 +313,7 @@ def validate(
         fix=fix,
         quiet=quiet,
         echo=click.echo,
+        crd_paths=crd_paths,
     )
     sys.exit(0 if ok else 1)
 

@@ -19,7 +19,15 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["DEFAULT_KUBERNETES_VERSION", "SchemaUnavailable", "available", "schema_problems"]
+__all__ = [
+    "DEFAULT_KUBERNETES_VERSION",
+    "CrdSchemas",
+    "SchemaUnavailable",
+    "available",
+    "crd_problems",
+    "crd_schemas",
+    "schema_problems",
+]
 
 DEFAULT_KUBERNETES_VERSION = "1.35"
 Problem = tuple[tuple[str | int, ...], str]
@@ -150,3 +158,58 @@ def _body_problems(version: str, api_version: str, kind: str, rest: str) -> tupl
     for error in sorted(body.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):
         out += _explain(error)
     return tuple(out)
+
+
+CrdSchemas = dict[tuple[str, str], Mapping[str, Any]]
+"""(apiVersion, kind) → the served version's ``openAPIV3Schema`` of a CustomResourceDefinition."""
+
+
+def crd_schemas(crds: list[Mapping[str, Any]]) -> CrdSchemas:
+    """The schema of every served version of every CustomResourceDefinition given."""
+    out: CrdSchemas = {}
+    for crd in crds:
+        spec = crd.get("spec") or {}
+        kind = (spec.get("names") or {}).get("kind")
+        for version in spec.get("versions") or []:
+            schema = (version.get("schema") or {}).get("openAPIV3Schema")
+            if kind and isinstance(schema, Mapping) and version.get("served", True):
+                out[(f"{spec.get('group')}/{version.get('name')}", str(kind))] = schema
+    return out
+
+
+def _unknown(schema: Mapping[str, Any], value: Any, path: tuple[str | int, ...]) -> list[Problem]:
+    """Fields a structural schema does not declare (the API server prunes them; strict field
+    validation, as ``kubectl apply`` asks for, reports them)."""
+    if isinstance(value, dict) and isinstance(schema.get("properties"), Mapping):
+        if schema.get("x-kubernetes-preserve-unknown-fields") or schema.get("additionalProperties"):
+            return []
+        known = schema["properties"]
+        out: list[Problem] = []
+        for key, item in value.items():
+            where = (*path, key)
+            if key not in known:
+                if not path and key in ("apiVersion", "kind", "metadata"):
+                    continue
+                near = difflib.get_close_matches(str(key), list(known), n=1)
+                hint = f"; did you mean {near[0]}?" if near else ""
+                out.append((where, f'unknown field "{key}" (known: {", ".join(sorted(known))}){hint}'))
+            else:
+                out += _unknown(known[key], item, where)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [p for i, item in enumerate(value) for p in _unknown(schema["items"], item, (*path, i))]
+    return []
+
+
+def crd_problems(obj: Mapping[str, Any], schemas: CrdSchemas) -> list[Problem] | None:
+    """Problems of a custom resource against its CRD's schema; None when no CRD given serves it."""
+    import jsonschema
+
+    schema = schemas.get((str(obj.get("apiVersion")), str(obj.get("kind"))))
+    if schema is None:
+        return None
+    validator = jsonschema.Draft7Validator(schema)
+    out: list[Problem] = []
+    for error in sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):
+        out += _explain(error)
+    return out + _unknown(schema, obj, ())

@@ -40,7 +40,7 @@ from nvdra.fabric.requirements import demand_findings, fix_claim
 from nvdra.imex.objects import workload_claim_template
 from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.inputs import Document, field_path, parse_path
-from nvdra.tool.schemas import SchemaUnavailable, schema_problems
+from nvdra.tool.schemas import CrdSchemas, SchemaUnavailable, crd_problems, crd_schemas, schema_problems
 
 __all__ = ["Finding", "Report", "fix_sources", "v1_equivalent", "validate_documents"]
 
@@ -590,9 +590,16 @@ def _index(docs: Sequence[Document]) -> _Index:
 
 
 def validate_document(
-    doc: Document, *, gates: FeatureGates | None, kubernetes_version: str, index: _Index
+    doc: Document,
+    *,
+    gates: FeatureGates | None,
+    kubernetes_version: str,
+    index: _Index,
+    crds: CrdSchemas | None = None,
 ) -> Report:
-    """Everything :func:`validate_documents` checks, for one document."""
+    """Everything :func:`validate_documents` checks, for one document (``crds``: the schemas of
+    custom resources, by apiVersion and kind)."""
+    crds = crds or {}
     report = Report(doc)
     chk = _Checker(report)
     obj = doc.obj
@@ -609,8 +616,10 @@ def validate_document(
         if report.fixed is not None:  # the v1 equivalent also says its fabricTopologyConfig
             report.fixed = fix_claim(report.fixed)[0]
         return report
+    custom = crd_problems(obj, crds)
     try:
-        for path, message in schema_problems(obj, kubernetes_version):
+        found = custom if custom is not None else schema_problems(obj, kubernetes_version)
+        for path, message in found:
             chk.error(path, message)
     except SchemaUnavailable as exc:
         if group == DRA_GROUP and kind in DRA_KINDS:
@@ -625,12 +634,22 @@ def validate_document(
 
 
 def validate_documents(
-    docs: Sequence[Document], *, gates: FeatureGates | None, kubernetes_version: str
+    docs: Sequence[Document],
+    *,
+    gates: FeatureGates | None,
+    kubernetes_version: str,
+    crds: Sequence[Mapping[str, Any]] = (),
 ) -> list[Report]:
-    """A report for every document, in order (claims and templates resolve across all of them)."""
+    """A report for every document, in order (claims and templates resolve across all of them).
+
+    Custom resources are checked against ``crds`` and the CustomResourceDefinitions in ``docs``.
+    """
     index = _index(docs)
+    definitions = [*crds, *(d.obj for d in docs if d.kind == "CustomResourceDefinition")]
+    schemas = crd_schemas(definitions)
     return [
-        validate_document(d, gates=gates, kubernetes_version=kubernetes_version, index=index) for d in docs
+        validate_document(d, gates=gates, kubernetes_version=kubernetes_version, index=index, crds=schemas)
+        for d in docs
     ]
 
 

@@ -42,14 +42,23 @@ def run_validate(
     fix: bool,
     quiet: bool,
     echo: Echo,
+    crd_paths: Sequence[str] = (),
 ) -> bool:
-    """``nvdra validate``: print a report per object and a summary; True when nothing is invalid."""
-    sources, problems = read_sources(paths)
+    """``nvdra validate``: print a report per object and a summary; True when nothing is invalid.
+
+    ``crd_paths``: files or directories of CustomResourceDefinitions for custom resources.
+    """
+    crd_sources, problems = read_sources(crd_paths)
+    crd_docs, crd_problems = load_sources(crd_sources)
+    problems += crd_problems
+    crds = [d.obj for d in crd_docs if d.kind == "CustomResourceDefinition"]
+    sources, input_problems = read_sources(paths)
+    problems += input_problems
     size = sum(len(s.text) for s in sources)
     timer = _progress_after(1.0, f"nvdra validate: checking {len(sources)} file(s), {size / 2**20:.1f} MiB …")
     try:
         docs, parse_problems = load_sources(sources)
-        reports = validate_documents(docs, gates=gates, kubernetes_version=kubernetes_version)
+        reports = validate_documents(docs, gates=gates, kubernetes_version=kubernetes_version, crds=crds)
     finally:
         timer.cancel()
     problems += parse_problems

@@ -18,7 +18,7 @@ DRIVER = "gpu.example.com"
 
 def make_claim(
     name: str, uid: str, *, namespace: str = "default", requests: Sequence[str] = ("gpu",)
-) -> dict:
+) -> dict[str, Any]:
     """An allocated ResourceClaim (v1 JSON) with one device result per request."""
     results = [
         {"request": r, "driver": DRIVER, "pool": "node-a", "device": f"gpu-{i}"}
@@ -36,19 +36,22 @@ def make_claim(
 class ClaimStore:
     """A tiny KubeApi: ResourceClaims by namespace/name; records every GET."""
 
-    def __init__(self, *claims: dict) -> None:
+    def __init__(self, *claims: dict[str, Any]) -> None:
         self.claims = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in claims}
         self.gets: list[tuple[str, str]] = []
         self.fail_with: Exception | None = None
         self._lock = threading.Lock()
 
-    def add(self, claim: dict) -> None:
+    def add(self, claim: dict[str, Any]) -> None:
         self.claims[(claim["metadata"]["namespace"], claim["metadata"]["name"])] = claim
 
     def resource_api_version(self) -> str:
         return "v1"
 
-    def get_resource_claim(self, namespace: str, name: str) -> dict:
+    def server_version(self) -> tuple[int, int]:
+        return (1, 34)
+
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]:
         with self._lock:
             self.gets.append((namespace, name))
         if self.fail_with is not None:
@@ -58,16 +61,16 @@ class ClaimStore:
         except KeyError:
             raise errors.KubeNotFound(f"resourceclaims {name!r} not found", status=404) from None
 
-    def get_node(self, name: str) -> dict:
+    def get_node(self, name: str) -> dict[str, Any]:
         raise errors.KubeNotFound(f"nodes {name!r} not found", status=404)
 
-    def list_resource_slices(self, *, driver: str, node_name: str | None = None) -> list[dict]:
+    def list_resource_slices(self, *, driver: str, node_name: str | None = None) -> list[dict[str, Any]]:
         return []
 
-    def create_resource_slice(self, body: dict) -> dict:
+    def create_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]:
         raise errors.KubeUnavailable("not served by ClaimStore", status=503)
 
-    def update_resource_slice(self, body: dict) -> dict:
+    def update_resource_slice(self, body: dict[str, Any]) -> dict[str, Any]:
         raise errors.KubeUnavailable("not served by ClaimStore", status=503)
 
     def delete_resource_slice(self, name: str, *, uid: str | None = None) -> None:

@@ -6,6 +6,8 @@ import http.client
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,7 @@ from nvdra.kubeletplugin.testing_apiserver import ApiServer
 DRIVER = "gpu.nvidia.com"
 
 
-def v1_slice(node: str = "node-a") -> dict:
+def v1_slice(node: str = "node-a") -> dict[str, Any]:
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceSlice",
@@ -37,7 +39,9 @@ class Http:
         self.conn = http.client.HTTPConnection(host, int(port), timeout=10)
         self.token = token
 
-    def __call__(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    def __call__(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
@@ -47,12 +51,12 @@ class Http:
 
 
 @pytest.fixture
-def server():
+def server() -> Iterator[ApiServer]:
     with ApiServer(FakeKube()) as srv:
         yield srv
 
 
-def test_discovery_lists_served_versions_in_preference_order():
+def test_discovery_lists_served_versions_in_preference_order() -> None:
     """/apis/resource.k8s.io lists exactly the configured versions, v1 preferred when served."""
     with ApiServer(FakeKube(served_versions=("v1beta1", "v1"))) as srv:
         status, group = Http(srv)("GET", "/apis/resource.k8s.io")
@@ -61,7 +65,7 @@ def test_discovery_lists_served_versions_in_preference_order():
     assert group["preferredVersion"]["groupVersion"] == "resource.k8s.io/v1"
 
 
-def test_version_api_and_apis_documents(server):
+def test_version_api_and_apis_documents(server: ApiServer) -> None:
     """/version, /api and /apis answer with their Kubernetes kinds."""
     call = Http(server)
     assert call("GET", "/version")[1]["major"] == "1"
@@ -70,7 +74,7 @@ def test_version_api_and_apis_documents(server):
     assert groups["kind"] == "APIGroupList" and groups["groups"][0]["name"] == "resource.k8s.io"
 
 
-def test_keep_alive_serves_many_requests_on_one_connection(server):
+def test_keep_alive_serves_many_requests_on_one_connection(server: ApiServer) -> None:
     """HTTP/1.1 keep-alive: several answers come back over the same connection."""
     call = Http(server)
     for _ in range(3):
@@ -78,7 +82,7 @@ def test_keep_alive_serves_many_requests_on_one_connection(server):
     assert call.conn.sock is not None
 
 
-def test_unknown_path_and_unserved_version_are_404_status_bodies():
+def test_unknown_path_and_unserved_version_are_404_status_bodies() -> None:
     """Paths and versions the server does not serve answer a 404 meta/v1 Status."""
     with ApiServer(FakeKube(served_versions=("v1beta1",))) as srv:
         call = Http(srv)
@@ -88,7 +92,7 @@ def test_unknown_path_and_unserved_version_are_404_status_bodies():
         assert call("GET", "/apis/resource.k8s.io/v1beta1/resourceslices")[0] == 200
 
 
-def test_v1beta1_server_stores_v1_and_serves_basic(server):
+def test_v1beta1_server_stores_v1_and_serves_basic(server: ApiServer) -> None:
     """A v1beta1 request body is stored in the v1 shape and served back with devices under basic."""
     store = FakeKube(served_versions=("v1beta1",))
     with ApiServer(store) as srv:
@@ -104,13 +108,13 @@ def test_v1beta1_server_stores_v1_and_serves_basic(server):
         assert stored["spec"]["devices"][0] == {"name": "gpu-0", "attributes": {"type": {"string": "gpu"}}}
 
 
-def test_body_of_another_version_is_rejected(server):
+def test_body_of_another_version_is_rejected(server: ApiServer) -> None:
     """A v1 body posted to a v1beta2 path is a 400, like the real server's version check."""
     status, body = Http(server)("POST", "/apis/resource.k8s.io/v1beta2/resourceslices", v1_slice())
     assert status == 400 and body["reason"] == "BadRequest"
 
 
-def test_field_selector_filters_lists(server):
+def test_field_selector_filters_lists(server: ApiServer) -> None:
     """fieldSelector=spec.driver=...,spec.nodeName=... narrows the list; other fields are a 400."""
     call = Http(server)
     for node in ("node-a", "node-b"):
@@ -123,7 +127,7 @@ def test_field_selector_filters_lists(server):
     assert call("GET", "/apis/resource.k8s.io/v1/resourceslices?fieldSelector=spec.foo%3Dx")[0] == 400
 
 
-def test_put_get_delete_round_trip_with_conflicts(server):
+def test_put_get_delete_round_trip_with_conflicts(server: ApiServer) -> None:
     """PUT with a stale resourceVersion is a 409; DELETE honours the UID precondition."""
     call = Http(server)
     _, created = call("POST", "/apis/resource.k8s.io/v1/resourceslices", v1_slice())
@@ -140,7 +144,7 @@ def test_put_get_delete_round_trip_with_conflicts(server):
     assert call("GET", path)[0] == 404
 
 
-def test_invalid_slice_is_422_with_field_path(server):
+def test_invalid_slice_is_422_with_field_path(server: ApiServer) -> None:
     """A slice breaking a validation rule answers 422 Invalid naming the field."""
     body = v1_slice()
     body["spec"]["devices"] = [{"name": f"gpu-{i}"} for i in range(129)]
@@ -149,14 +153,14 @@ def test_invalid_slice_is_422_with_field_path(server):
     assert "spec.devices" in answer["message"]
 
 
-def test_injected_fault_reaches_http(server):
+def test_injected_fault_reaches_http(server: ApiServer) -> None:
     """FakeKube.fail_next shows up on the wire as the given status (429 here)."""
     server.store.fail_next("list", status=429)
     status, body = Http(server)("GET", "/apis/resource.k8s.io/v1/resourceslices")
     assert (status, body["reason"]) == (429, "TooManyRequests")
 
 
-def test_claims_and_nodes_are_served(server):
+def test_claims_and_nodes_are_served(server: ApiServer) -> None:
     """ResourceClaims (converted per version) and Nodes can be fetched."""
     server.store.add_claim(
         {
@@ -177,14 +181,14 @@ def test_claims_and_nodes_are_served(server):
     assert call("POST", "/apis/resource.k8s.io/v1/namespaces/ns/resourceclaims/c", {})[0] == 405
 
 
-def test_token_is_required_when_configured():
+def test_token_is_required_when_configured() -> None:
     """With a token set, a request without the bearer header is a 401; with it, a 200."""
     with ApiServer(token="s3cret") as srv:
         assert Http(srv)("GET", "/version")[0] == 401
         assert Http(srv, token="s3cret")("GET", "/version")[0] == 200
 
 
-def test_close_ends_open_keep_alive_connections():
+def test_close_ends_open_keep_alive_connections() -> None:
     """After close, a connection kept alive gets no more answers."""
     srv = ApiServer().start()
     call = Http(srv)
@@ -194,7 +198,7 @@ def test_close_ends_open_keep_alive_connections():
         call("GET", "/version")
 
 
-def test_nagle_is_off_in_the_handler():
+def test_nagle_is_off_in_the_handler() -> None:
     """The handler disables Nagle: two-write answers must not stall on delayed ACKs."""
     from nvdra.kubeletplugin import testing_apiserver
 
@@ -202,7 +206,7 @@ def test_nagle_is_off_in_the_handler():
     assert testing_apiserver._Handler.protocol_version == "HTTP/1.1"
 
 
-def test_importing_the_test_server_does_not_load_the_kubernetes_client():
+def test_importing_the_test_server_does_not_load_the_kubernetes_client() -> None:
     """The server and FakeKube share the adapter's conversions without importing kubernetes."""
     code = (
         "import sys, nvdra.kubeletplugin.testing_apiserver, nvdra.kubeletplugin.publisher;"

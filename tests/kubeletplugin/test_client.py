@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from nvdra.kubeletplugin import helper as helper_mod
 from nvdra.kubeletplugin.client import KubeletClient, RegistrationRejected
 from nvdra.kubeletplugin.health import DeviceHealth, HealthReporter, HealthStatus
+from nvdra.kubeletplugin.helper import Helper
 from nvdra.kubeletplugin.registration import RegistrationServicer
 from nvdra.kubeletplugin.sockets import UnixSocketServer
 from tests.kubeletplugin.conftest import DRIVER, ClaimStore, TinyDriver
 
 
-def _start(dirs, **kwargs):
+def _start(dirs: tuple[Path, Path], **kwargs: Any) -> Helper:
     data, reg = dirs
     return helper_mod.start(
         TinyDriver(),
@@ -28,7 +31,9 @@ def _start(dirs, **kwargs):
     )
 
 
-def _fake_registrar(path, versions, type_="DRAPlugin"):
+def _fake_registrar(
+    path: Path, versions: list[str], type_: str = "DRAPlugin"
+) -> tuple[UnixSocketServer, RegistrationServicer]:
     servicer = RegistrationServicer(
         driver_name="odd.example.com", endpoint="/nowhere", supported_versions=versions
     )
@@ -36,18 +41,18 @@ def _fake_registrar(path, versions, type_="DRAPlugin"):
     if type_ != "DRAPlugin":
         original = servicer.GetInfo
 
-        def get_info(request, context):
+        def get_info(request: Any, context: Any) -> Any:  # the generated messages are untyped
             info = original(request, context)
             info.type = type_
             return info
 
-        servicer.GetInfo = get_info
+        servicer.GetInfo = get_info  # type: ignore[method-assign]  # a registrar that misreports its type
     servicer.add_to_server(server.server)
     server.start()
     return server, servicer
 
 
-def test_discover_ignores_dot_files_and_non_sockets(dirs):
+def test_discover_ignores_dot_files_and_non_sockets(dirs: tuple[Path, Path]) -> None:
     """Only `*-reg.sock` sockets not starting with a dot are found."""
     _, reg = dirs
     with _start(dirs) as h:
@@ -59,7 +64,7 @@ def test_discover_ignores_dot_files_and_non_sockets(dirs):
         assert KubeletClient(reg).discover() == [h.registration_socket]
 
 
-def test_first_known_version_wins(dirs):
+def test_first_known_version_wins(dirs: tuple[Path, Path]) -> None:
     """A plugin announcing v1 then v1beta1 is spoken to over v1; v1beta1 can be forced."""
     with _start(dirs) as h, KubeletClient(dirs[1]) as kubelet:
         assert kubelet.register(h.registration_socket).api_version == "v1"
@@ -67,7 +72,7 @@ def test_first_known_version_wins(dirs):
         assert [p.info.name for p in kubelet.register_all()] == [DRIVER]
 
 
-def test_v1beta1_only_plugin_is_used_over_v1beta1(dirs):
+def test_v1beta1_only_plugin_is_used_over_v1beta1(dirs: tuple[Path, Path]) -> None:
     """A plugin serving only v1beta1 announces only it and is registered on it."""
     with _start(dirs, api_versions=("v1beta1",)) as h, KubeletClient(dirs[1]) as kubelet:
         plugin = kubelet.register(h.registration_socket)
@@ -82,7 +87,9 @@ def test_v1beta1_only_plugin_is_used_over_v1beta1(dirs):
         (["v1.DRAPlugin"], "CSIPlugin", "not 'DRAPlugin'"),
     ],
 )
-def test_unacceptable_plugins_are_rejected_and_told(sockdir, versions, type_, match):
+def test_unacceptable_plugins_are_rejected_and_told(
+    sockdir: Path, versions: list[str], type_: str, match: str
+) -> None:
     """Unknown services or a wrong type raise, and the plugin hears plugin_registered=false."""
     path = sockdir / "odd-reg.sock"
     server, servicer = _fake_registrar(path, versions, type_)
@@ -90,12 +97,12 @@ def test_unacceptable_plugins_are_rejected_and_told(sockdir, versions, type_, ma
         with KubeletClient(sockdir) as kubelet, pytest.raises(RegistrationRejected, match=match):
             kubelet.register(path)
         status = servicer.status()
-        assert status is not None and not status.registered and match.split()[0] in status.error
+        assert status is not None and not status.registered and match.split(maxsplit=1)[0] in status.error
     finally:
         server.stop(0)
 
 
-def test_channels_are_reused(dirs):
+def test_channels_are_reused(dirs: tuple[Path, Path]) -> None:
     """One channel per socket path, however many calls and registrations."""
     with _start(dirs) as h, KubeletClient(dirs[1]) as kubelet:
         first = kubelet.register(h.registration_socket)
@@ -104,7 +111,7 @@ def test_channels_are_reused(dirs):
         assert first._stub is not second._stub and len(kubelet._channels) == 2
 
 
-def test_health_stream_delivers_reports_and_resends(dirs):
+def test_health_stream_delivers_reports_and_resends(dirs: tuple[Path, Path]) -> None:
     """The stream carries each complete list, truncates long messages, and re-sends unchanged lists."""
     reporter = HealthReporter(resend_interval=0.05)
     healthy = DeviceHealth(
@@ -134,7 +141,7 @@ def test_health_stream_delivers_reports_and_resends(dirs):
             assert len(got[0].message) == 1024 and got[0].message.endswith("...")
 
 
-def test_health_stream_ends_when_plugin_stops(dirs):
+def test_health_stream_ends_when_plugin_stops(dirs: tuple[Path, Path]) -> None:
     """Stopping the helper closes the stream instead of leaving the kubelet hanging."""
     reporter = HealthReporter(resend_interval=30)
     h = _start(dirs, health=reporter)

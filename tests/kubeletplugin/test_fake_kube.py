@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,9 @@ from nvdra.kubeletplugin.fake import FakeKube, KubeCall, validate_resource_slice
 DRIVER = "gpu.nvidia.com"
 
 
-def slice_body(*, name: str = "", devices: list | None = None, node: str = "node-a", **spec: object) -> dict:
+def slice_body(
+    *, name: str = "", devices: list[dict[str, Any]] | None = None, node: str = "node-a", **spec: object
+) -> dict[str, Any]:
     meta = {"name": name} if name else {"generateName": f"00000-{DRIVER}-{node}-"}
     return {
         "apiVersion": "resource.k8s.io/v1",
@@ -28,7 +31,7 @@ def slice_body(*, name: str = "", devices: list | None = None, node: str = "node
     }
 
 
-def test_create_assigns_uid_version_and_generated_name():
+def test_create_assigns_uid_version_and_generated_name() -> None:
     """A create fills uid, resourceVersion, generation and a 5-character generated suffix."""
     kube = FakeKube()
     stored = kube.create_resource_slice(slice_body())
@@ -39,7 +42,7 @@ def test_create_assigns_uid_version_and_generated_name():
     assert meta["uid"] and meta["resourceVersion"] and meta["generation"] == 1
 
 
-def test_generated_name_base_is_cut_to_58_characters():
+def test_generated_name_base_is_cut_to_58_characters() -> None:
     """Like the API server's name generator, a long generateName keeps 58 characters plus 5 random."""
     kube = FakeKube()
     body = slice_body(node="n" * 80)
@@ -47,12 +50,12 @@ def test_generated_name_base_is_cut_to_58_characters():
     assert len(stored["metadata"]["name"]) == 63
 
 
-def _relabelled(obj):
+def _relabelled(obj: dict[str, Any]) -> dict[str, Any]:
     """``obj`` with a new label: an update that changes nothing is no write (no new resourceVersion)."""
     return {**obj, "metadata": {**obj["metadata"], "labels": {"changed": "yes"}}}
 
 
-def test_a_write_that_changes_nothing_keeps_the_resource_version():
+def test_a_write_that_changes_nothing_keeps_the_resource_version() -> None:
     """As the apiserver: an identical update is answered with the stored object, no new revision."""
     kube = FakeKube()
     first = kube.create_resource_slice(slice_body())
@@ -62,7 +65,7 @@ def test_a_write_that_changes_nothing_keeps_the_resource_version():
     )
 
 
-def test_resource_version_increases_on_every_write():
+def test_resource_version_increases_on_every_write() -> None:
     """Each write gets a larger resourceVersion than the one before."""
     kube = FakeKube()
     first = kube.create_resource_slice(slice_body())
@@ -70,7 +73,7 @@ def test_resource_version_increases_on_every_write():
     assert int(second["metadata"]["resourceVersion"]) > int(first["metadata"]["resourceVersion"])
 
 
-def test_create_of_existing_name_conflicts():
+def test_create_of_existing_name_conflicts() -> None:
     """Creating a name that exists is a 409."""
     kube = FakeKube()
     kube.create_resource_slice(slice_body(name="a"))
@@ -79,7 +82,7 @@ def test_create_of_existing_name_conflicts():
     assert info.value.status == 409
 
 
-def test_stale_update_conflicts():
+def test_stale_update_conflicts() -> None:
     """An update carrying an old resourceVersion is a 409; the current one succeeds."""
     kube = FakeKube()
     stored = kube.create_resource_slice(slice_body())
@@ -88,13 +91,13 @@ def test_stale_update_conflicts():
         kube.update_resource_slice(stored)
 
 
-def test_update_of_missing_slice_is_not_found():
+def test_update_of_missing_slice_is_not_found() -> None:
     """Updating a name that does not exist is a 404."""
     with pytest.raises(errors.KubeNotFound):
         FakeKube().update_resource_slice(slice_body(name="ghost"))
 
 
-def test_immutable_fields_are_rejected_on_update():
+def test_immutable_fields_are_rejected_on_update() -> None:
     """spec.driver, spec.pool.name and spec.nodeName cannot change (422)."""
     kube = FakeKube()
     stored = kube.create_resource_slice(slice_body())
@@ -104,7 +107,7 @@ def test_immutable_fields_are_rejected_on_update():
     assert info.value.status == 422
 
 
-def test_spec_change_bumps_metadata_generation_only_when_spec_changes():
+def test_spec_change_bumps_metadata_generation_only_when_spec_changes() -> None:
     """metadata.generation counts spec changes, not metadata-only writes."""
     kube = FakeKube()
     stored = kube.create_resource_slice(slice_body())
@@ -114,7 +117,7 @@ def test_spec_change_bumps_metadata_generation_only_when_spec_changes():
     assert (same["metadata"]["generation"], changed["metadata"]["generation"]) == (1, 2)
 
 
-def test_delete_with_wrong_uid_conflicts_and_keeps_the_slice():
+def test_delete_with_wrong_uid_conflicts_and_keeps_the_slice() -> None:
     """A UID precondition that does not match is a 409 and deletes nothing."""
     kube = FakeKube()
     stored = kube.create_resource_slice(slice_body())
@@ -125,7 +128,7 @@ def test_delete_with_wrong_uid_conflicts_and_keeps_the_slice():
     assert kube.resource_slices() == []
 
 
-def test_delete_of_missing_slice_is_not_an_error_but_pop_is():
+def test_delete_of_missing_slice_is_not_an_error_but_pop_is() -> None:
     """delete_resource_slice tolerates a missing slice (KubeApi contract); pop_resource_slice says 404."""
     kube = FakeKube()
     kube.delete_resource_slice("ghost")
@@ -133,7 +136,7 @@ def test_delete_of_missing_slice_is_not_an_error_but_pop_is():
         kube.pop_resource_slice("ghost")
 
 
-def test_list_selects_by_driver_and_node():
+def test_list_selects_by_driver_and_node() -> None:
     """The list honours the driver and nodeName field selectors."""
     kube = FakeKube()
     kube.create_resource_slice(slice_body(node="node-a"))
@@ -146,7 +149,7 @@ def test_list_selects_by_driver_and_node():
     assert [s["spec"]["nodeName"] for s in only_a] == ["node-a"]
 
 
-def test_returned_objects_do_not_alias_the_store():
+def test_returned_objects_do_not_alias_the_store() -> None:
     """Mutating a returned object changes nothing stored."""
     kube = FakeKube()
     stored = kube.create_resource_slice(slice_body())
@@ -154,7 +157,7 @@ def test_returned_objects_do_not_alias_the_store():
     assert kube.resource_slices()[0]["spec"]["devices"] == [{"name": "gpu-0"}]
 
 
-def test_served_version_is_the_newest_supported():
+def test_served_version_is_the_newest_supported() -> None:
     """resource_api_version prefers v1, then v1beta2, then v1beta1; none supported is a 404."""
     assert FakeKube().resource_api_version() == "v1"
     assert FakeKube(served_versions=("v1beta1", "v1beta2")).resource_api_version() == "v1beta2"
@@ -163,7 +166,7 @@ def test_served_version_is_the_newest_supported():
         FakeKube(served_versions=("v1alpha3",)).resource_api_version()
 
 
-def test_claims_and_nodes_helpers():
+def test_claims_and_nodes_helpers() -> None:
     """add_claim/add_node store objects that the GETs return; unknown names are 404."""
     kube = FakeKube()
     kube.add_claim({"metadata": {"name": "c", "namespace": "ns"}, "spec": {}})
@@ -176,7 +179,7 @@ def test_claims_and_nodes_helpers():
         kube.get_node("node-b")
 
 
-def test_injected_faults_fire_the_given_number_of_times():
+def test_injected_faults_fire_the_given_number_of_times() -> None:
     """fail_next makes exactly N calls of that verb fail with the mapped error, then calls succeed."""
     kube = FakeKube()
     kube.fail_next("list", times=2, status=503)
@@ -187,7 +190,7 @@ def test_injected_faults_fire_the_given_number_of_times():
     assert kube.list_resource_slices(driver=DRIVER) == []
 
 
-def test_faults_are_scoped_to_a_resource():
+def test_faults_are_scoped_to_a_resource() -> None:
     """A fault for resourceclaims does not hit a node GET."""
     kube = FakeKube()
     kube.add_node("n")
@@ -198,7 +201,7 @@ def test_faults_are_scoped_to_a_resource():
         kube.get_resource_claim("ns", "c")
 
 
-def test_faults_fire_before_any_state_change():
+def test_faults_fire_before_any_state_change() -> None:
     """A failed create stores nothing."""
     kube = FakeKube()
     kube.fail_next("create", status=500)
@@ -207,7 +210,7 @@ def test_faults_fire_before_any_state_change():
     assert kube.resource_slices() == []
 
 
-def test_call_log_records_verb_resource_name():
+def test_call_log_records_verb_resource_name() -> None:
     """Every served call is logged in order; clear_calls empties the log."""
     kube = FakeKube()
     stored = kube.create_resource_slice(slice_body(name="s"))
@@ -222,10 +225,10 @@ def test_call_log_records_verb_resource_name():
     assert kube.calls() == ()
 
 
-def test_concurrent_creates_get_distinct_names_and_versions():
+def test_concurrent_creates_get_distinct_names_and_versions() -> None:
     """Threads creating at once get unique names and unique resourceVersions."""
     kube = FakeKube()
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     lock = threading.Lock()
 
     def worker() -> None:
@@ -268,7 +271,7 @@ def test_concurrent_creates_get_distinct_names_and_versions():
         ({"pool": {"name": "p", "generation": 1, "resourceSliceCount": 0}}, "resourceSliceCount"),
     ],
 )
-def test_validation_rejects_what_the_api_server_rejects(change, message):
+def test_validation_rejects_what_the_api_server_rejects(change: dict[str, Any], message: str) -> None:
     """Each ResourceSlice rule nvdra could break is a 422 naming the field."""
     body = slice_body(name="s")
     body["spec"].update(change)
@@ -278,7 +281,7 @@ def test_validation_rejects_what_the_api_server_rejects(change, message):
     assert info.value.status == 422
 
 
-def test_validation_accepts_limits_exactly():
+def test_validation_accepts_limits_exactly() -> None:
     """128 plain devices, 64 tainted devices, and a counters-only slice are valid."""
     validate_resource_slice(slice_body(devices=[{"name": f"gpu-{i}"} for i in range(128)]))
     tainted = [

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+from pathlib import Path
 
 import pytest
 
 from nvdra.kubeletplugin.serialize import RequestSerializer
 
 
-def _locked_elsewhere(path) -> bool:
+def _locked_elsewhere(path: Path) -> bool:
     fd = os.open(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -21,7 +22,7 @@ def _locked_elsewhere(path) -> bool:
     return False
 
 
-def test_flock_is_held_only_inside_the_block(sockdir):
+def test_flock_is_held_only_inside_the_block(sockdir: Path) -> None:
     """While a call runs another process (another open file) cannot take serialize.lock."""
     lock = sockdir / "serialize.lock"
     s = RequestSerializer(lock_file=lock)
@@ -32,7 +33,7 @@ def test_flock_is_held_only_inside_the_block(sockdir):
     s.close()
 
 
-def test_in_process_lock_excludes_a_second_holder():
+def test_in_process_lock_excludes_a_second_holder() -> None:
     """The in-process lock is taken for the duration of the block."""
     s = RequestSerializer()
     with s.hold():
@@ -41,7 +42,7 @@ def test_in_process_lock_excludes_a_second_holder():
 
 
 @pytest.mark.parametrize("with_file", [False, True])
-def test_disabled_serializer_locks_nothing(sockdir, with_file):
+def test_disabled_serializer_locks_nothing(sockdir: Path, with_file: bool) -> None:
     """enabled=False takes neither the in-process lock nor the file."""
     lock = sockdir / "serialize.lock"
     s = RequestSerializer(enabled=False, lock_file=lock if with_file else None)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from nvdra.core import errors
 from nvdra.kubeletplugin import helper as helper_mod
-from nvdra.kubeletplugin.client import KubeletClient
+from nvdra.kubeletplugin.client import KubeletClient, RegisteredPlugin
+from nvdra.kubeletplugin.helper import Helper
 from nvdra.kubeletplugin.types import ClaimRef
 from tests.kubeletplugin.conftest import DRIVER, ClaimStore, TinyDriver, make_claim
 
@@ -27,8 +30,11 @@ def store() -> ClaimStore:
     )
 
 
+Running = tuple[Helper, KubeletClient]
+
+
 @pytest.fixture
-def running(dirs, driver, store):
+def running(dirs: tuple[Path, Path], driver: TinyDriver, store: ClaimStore) -> Iterator[Running]:
     data, reg = dirs
     h = helper_mod.start(
         driver, driver_name=DRIVER, kube=store, node_name="node-a", plugin_data_dir=data, registrar_dir=reg
@@ -37,7 +43,7 @@ def running(dirs, driver, store):
         yield h, kubelet
 
 
-def _plugin(running, api):
+def _plugin(running: Running, api: str) -> RegisteredPlugin:
     h, kubelet = running
     return kubelet.register(h.registration_socket, api=api)
 
@@ -47,7 +53,7 @@ B = ClaimRef(namespace="default", name="b", uid="uid-b")
 
 
 @pytest.mark.parametrize("api", ["v1", "v1beta1"])
-def test_prepare_and_unprepare_round_trip(running, driver, api):
+def test_prepare_and_unprepare_round_trip(running: Running, driver: TinyDriver, api: str) -> None:
     """Both API versions prepare every claim with the driver's devices and unprepare them."""
     plugin = _plugin(running, api)
     assert plugin.api_version == api
@@ -60,27 +66,29 @@ def test_prepare_and_unprepare_round_trip(running, driver, api):
     assert driver.unprepared == [["uid-a", "uid-b"]]
 
 
-def test_subrequest_suffix_is_stripped(running):
+def test_subrequest_suffix_is_stripped(running: Running) -> None:
     """A device serving `gpu/large` is reported for request `gpu` only."""
     results = _plugin(running, "v1").prepare([B])
     assert [d.requests for d in results["uid-b"].devices] == [("gpu",), ("nic",)]
 
 
 @pytest.mark.parametrize(("api", "expected"), [("v1", "share-7"), ("v1beta1", None)])
-def test_share_id_only_on_v1(running, driver, api, expected):
+def test_share_id_only_on_v1(running: Running, driver: TinyDriver, api: str, expected: str | None) -> None:
     """share_id reaches the kubelet over v1 and is absent over v1beta1."""
     driver.share_id = "share-7"
     results = _plugin(running, api).prepare([A])
     assert results["uid-a"].devices[0].share_id == expected
 
 
-def test_share_id_unset_stays_absent_on_v1(running):
+def test_share_id_unset_stays_absent_on_v1(running: Running) -> None:
     """A device without share_id is sent without the optional field."""
     results = _plugin(running, "v1").prepare([A])
     assert results["uid-a"].devices[0].share_id is None
 
 
-def test_per_claim_errors_do_not_fail_other_claims(running, driver, store):
+def test_per_claim_errors_do_not_fail_other_claims(
+    running: Running, driver: TinyDriver, store: ClaimStore
+) -> None:
     """UID mismatch, not-allocated and not-found claims fail alone; the rest is prepared."""
     store.claims[("default", "pending")]["status"] = {}
     wrong_uid = ClaimRef(namespace="default", name="a-renamed", uid="uid-old")
@@ -101,14 +109,14 @@ def test_per_claim_errors_do_not_fail_other_claims(running, driver, store):
     assert driver.prepared == [["uid-a"]]
 
 
-def test_claim_fetch_failure_is_a_claim_error(running, store):
+def test_claim_fetch_failure_is_a_claim_error(running: Running, store: ClaimStore) -> None:
     """An API outage during the GET becomes a per-claim error, not a failed RPC."""
     store.fail_with = errors.KubeUnavailable("apiserver down", status=503)
     results = _plugin(running, "v1").prepare([A])
     assert "apiserver down" in results["uid-a"].error
 
 
-def test_driver_exception_fails_every_claim_and_server_survives(running, driver):
+def test_driver_exception_fails_every_claim_and_server_survives(running: Running, driver: TinyDriver) -> None:
     """A raising driver yields a per-claim error for all claims; the next call works."""
     plugin = _plugin(running, "v1beta1")
     driver.raise_on_prepare = RuntimeError("nvml exploded")
@@ -120,7 +128,7 @@ def test_driver_exception_fails_every_claim_and_server_survives(running, driver)
     assert not plugin.prepare([A])["uid-a"].error
 
 
-def test_missing_driver_answers_become_errors(running, driver):
+def test_missing_driver_answers_become_errors(running: Running, driver: TinyDriver) -> None:
     """Claims the driver leaves out are answered with an error; foreign UIDs never leak."""
     driver.skip_uids = {"uid-b"}
     plugin = _plugin(running, "v1")
@@ -130,13 +138,15 @@ def test_missing_driver_answers_become_errors(running, driver):
     assert plugin.unprepare([A, B]) == {"uid-a": "", "uid-b": f"driver returned no result for claim {B}"}
 
 
-def test_empty_prepare_is_a_fast_probe(running, driver, store):
+def test_empty_prepare_is_a_fast_probe(running: Running, driver: TinyDriver, store: ClaimStore) -> None:
     """An empty request answers empty without GETs or driver calls."""
     assert _plugin(running, "v1").prepare([]) == {}
     assert store.gets == [] and driver.prepared == []
 
 
-def test_claims_of_one_call_are_fetched_before_the_lock(running, driver, store):
+def test_claims_of_one_call_are_fetched_before_the_lock(
+    running: Running, driver: TinyDriver, store: ClaimStore
+) -> None:
     """While one prepare holds the driver, another call's claim GET already happens."""
     plugin = _plugin(running, "v1")
     driver.gate = threading.Event()

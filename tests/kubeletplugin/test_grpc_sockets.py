@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,13 +25,13 @@ def _bind(path: Path) -> None:
     s.close()  # leaves the socket file behind, like a crashed plugin
 
 
-def test_plain_names():
+def test_plain_names() -> None:
     """Without a pod UID: dra.sock and <driver>-reg.sock."""
     p = socket_paths(driver_name="gpu.nvidia.com", plugin_data_dir=Path("/p"), registrar_dir=Path("/r"))
     assert p.dra == Path("/p/dra.sock") and p.registration == Path("/r/gpu.nvidia.com-reg.sock")
 
 
-def test_rolling_update_names():
+def test_rolling_update_names() -> None:
     """With a pod UID: dra-<uid>.sock and <driver>-<uid>-reg.sock."""
     p = socket_paths(
         driver_name="gpu.nvidia.com",
@@ -42,10 +43,10 @@ def test_rolling_update_names():
     assert p.registration == Path(f"/r/gpu.nvidia.com-{UID}-reg.sock")
 
 
-def test_long_paths_fall_back_to_short_hashes():
+def test_long_paths_fall_back_to_short_hashes() -> None:
     """Paths over the sun_path limit use hashed names that fit, are stable and differ per UID."""
     deep = Path("/" + "d" * 70)
-    kwargs = dict(driver_name="gpu.nvidia.com", plugin_data_dir=deep, registrar_dir=deep)
+    kwargs: dict[str, Any] = dict(driver_name="gpu.nvidia.com", plugin_data_dir=deep, registrar_dir=deep)
     p1 = socket_paths(**kwargs, rolling_update_uid=UID)
     p2 = socket_paths(**kwargs, rolling_update_uid=UID.replace("0f", "1f"))
     assert p1 == socket_paths(**kwargs, rolling_update_uid=UID)
@@ -56,7 +57,7 @@ def test_long_paths_fall_back_to_short_hashes():
     assert p1.registration != p2.registration and p1.dra != p2.dra
 
 
-def test_very_long_driver_name_uses_the_driverless_hash():
+def test_very_long_driver_name_uses_the_driverless_hash() -> None:
     """When even the 8-character hash does not fit, the name becomes dra-<16 chars>-reg.sock."""
     reg = Path("/" + "r" * 40)
     p = socket_paths(
@@ -67,13 +68,13 @@ def test_very_long_driver_name_uses_the_driverless_hash():
     )
 
 
-def test_no_fitting_name_is_a_config_error():
+def test_no_fitting_name_is_a_config_error() -> None:
     """A directory too long for any name is rejected with the limit in the message."""
     with pytest.raises(errors.ConfigError, match="107"):
         socket_paths(driver_name="d", plugin_data_dir=Path("/" + "p" * 120), registrar_dir=Path("/r"))
 
 
-def test_stale_socket_removed_but_regular_file_refused(sockdir):
+def test_stale_socket_removed_but_regular_file_refused(sockdir: Path) -> None:
     """A leftover socket is removed; a regular file in the way is an error and survives."""
     stale = sockdir / "stale.sock"
     _bind(stale)
@@ -86,7 +87,7 @@ def test_stale_socket_removed_but_regular_file_refused(sockdir):
     assert regular.read_text() == "data"
 
 
-def test_server_replaces_stale_socket_and_removes_it_on_stop(sockdir):
+def test_server_replaces_stale_socket_and_removes_it_on_stop(sockdir: Path) -> None:
     """Start listens over a stale socket file; stop removes the file it created."""
     path = sockdir / "s.sock"
     _bind(path)
@@ -98,7 +99,7 @@ def test_server_replaces_stale_socket_and_removes_it_on_stop(sockdir):
     assert not path.exists()
 
 
-def test_stop_leaves_another_instances_socket(sockdir):
+def test_stop_leaves_another_instances_socket(sockdir: Path) -> None:
     """If the path now holds another instance's socket, stop does not delete it."""
     path = sockdir / "s.sock"
     server = UnixSocketServer(path)

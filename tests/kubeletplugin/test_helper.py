@@ -5,6 +5,9 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,13 +15,14 @@ from nvdra.core import errors
 from nvdra.kubeletplugin import helper as helper_mod
 from nvdra.kubeletplugin.client import KubeletClient, PluginRpcError
 from nvdra.kubeletplugin.health import HealthReporter
+from nvdra.kubeletplugin.helper import Helper
 from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, Slice
 from tests.kubeletplugin.conftest import DRIVER, ClaimStore, RecordingPublisher, TinyDriver
 
 RESOURCES = DriverResources(pools={"node-a": Pool(slices=(Slice(devices=({"name": "gpu-0"},)),))})
 
 
-def _start(dirs, **kwargs):
+def _start(dirs: tuple[Path, Path], **kwargs: Any) -> Helper:
     data, reg = dirs
     return helper_mod.start(
         kwargs.pop("driver", TinyDriver()),
@@ -31,7 +35,7 @@ def _start(dirs, **kwargs):
     )
 
 
-def test_get_info_describes_the_plugin(dirs):
+def test_get_info_describes_the_plugin(dirs: tuple[Path, Path]) -> None:
     """GetInfo answers DRAPlugin, the driver name, the DRA socket, v1 before v1beta1, and the health
     service, announced even without a health reporter (a 1.36 kubelet opens it regardless)."""
     with _start(dirs) as h, KubeletClient(dirs[1]) as kubelet:
@@ -40,14 +44,14 @@ def test_get_info_describes_the_plugin(dirs):
     assert info.supported_versions == ("v1.DRAPlugin", "v1beta1.DRAPlugin", "v1alpha1.DRAResourceHealth")
 
 
-def test_health_token_announced_when_health_offered(dirs):
+def test_health_token_announced_when_health_offered(dirs: tuple[Path, Path]) -> None:
     """With a health reporter the v1alpha1 health service is announced after the DRA versions."""
     with _start(dirs, health=HealthReporter()) as h, KubeletClient(dirs[1]) as kubelet:
         info = kubelet.get_info(h.registration_socket)
     assert info.supported_versions[-1] == "v1alpha1.DRAResourceHealth"
 
 
-def test_sockets_and_data_dir_layout(dirs):
+def test_sockets_and_data_dir_layout(dirs: tuple[Path, Path]) -> None:
     """DRA socket in the plugin dir (created 0750), registration socket `<driver>-reg.sock`."""
     data, reg = dirs
     with _start(dirs) as h:
@@ -56,7 +60,7 @@ def test_sockets_and_data_dir_layout(dirs):
         assert stat.S_IMODE(data.stat().st_mode) == 0o750
 
 
-def test_publisher_starts_only_after_registration(dirs):
+def test_publisher_starts_only_after_registration(dirs: tuple[Path, Path]) -> None:
     """publish_resources before registration records only; registration starts and feeds the publisher."""
     publisher = RecordingPublisher()
     with _start(dirs, publisher=publisher) as h, KubeletClient(dirs[1]) as kubelet:
@@ -68,21 +72,22 @@ def test_publisher_starts_only_after_registration(dirs):
         assert publisher.events == [("start", None), ("update", RESOURCES)]
         h.publish_resources(DriverResources(pools={}))
         assert publisher.events[-1] == ("update", DriverResources(pools={}))
-    assert publisher.events[-1] == ("stop", None)
+    assert publisher.events[-1:] == [("stop", None)]
 
 
-def test_reregistration_republishes(dirs):
+def test_reregistration_republishes(dirs: tuple[Path, Path]) -> None:
     """A second registration (kubelet restart) hands the desired state over again, no second start."""
     publisher = RecordingPublisher()
     with _start(dirs, publisher=publisher) as h, KubeletClient(dirs[1]) as kubelet:
         h.publish_resources(RESOURCES)
         kubelet.register(h.registration_socket)
         kubelet.register(h.registration_socket)
-        assert h.registration_status().registrations == 2
+        status = h.registration_status()
+        assert status is not None and status.registrations == 2
     assert [e for e, _ in publisher.events] == ["start", "update", "update", "stop"]
 
 
-def test_failed_registration_is_recorded_and_rejected(dirs):
+def test_failed_registration_is_recorded_and_rejected(dirs: tuple[Path, Path]) -> None:
     """NotifyRegistrationStatus(false) fails the call, is recorded, and publishes nothing."""
     publisher = RecordingPublisher()
     with _start(dirs, publisher=publisher) as h, KubeletClient(dirs[1]) as kubelet:
@@ -95,13 +100,13 @@ def test_failed_registration_is_recorded_and_rejected(dirs):
     assert publisher.events == []
 
 
-def test_publish_without_publisher_is_a_config_error(dirs):
+def test_publish_without_publisher_is_a_config_error(dirs: tuple[Path, Path]) -> None:
     """publish_resources needs a publisher."""
     with _start(dirs) as h, pytest.raises(errors.ConfigError, match="publisher"):
         h.publish_resources(RESOURCES)
 
 
-def test_stop_is_idempotent_and_removes_own_sockets(dirs):
+def test_stop_is_idempotent_and_removes_own_sockets(dirs: tuple[Path, Path]) -> None:
     """stop() twice is fine and leaves neither socket behind."""
     h = _start(dirs)
     h.stop()
@@ -109,7 +114,7 @@ def test_stop_is_idempotent_and_removes_own_sockets(dirs):
     assert not h.dra_socket.exists() and not h.registration_socket.exists()
 
 
-def test_publisher_failure_goes_to_handle_error(dirs):
+def test_publisher_failure_goes_to_handle_error(dirs: tuple[Path, Path]) -> None:
     """A publisher that fails to start is reported to the driver; registration still succeeds."""
 
     class Broken(RecordingPublisher):
@@ -123,13 +128,13 @@ def test_publisher_failure_goes_to_handle_error(dirs):
     assert [m for _, m in driver.errors] == ["start ResourceSlice publishing"]
 
 
-def test_rolling_update_uses_per_pod_names_and_flock(dirs):
+def test_rolling_update_uses_per_pod_names_and_flock(dirs: tuple[Path, Path]) -> None:
     """With a pod UID both sockets carry it, and driver calls run under serialize.lock's flock."""
     data, reg = dirs
     lock = data / "serialize.lock"
 
     class LockProbe(TinyDriver):
-        def unprepare_resource_claims(self, claims):
+        def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> Mapping[str, str]:
             fd = os.open(lock, os.O_RDWR)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +33,7 @@ CLAIM = {
 }
 
 
-def v1_slice(node: str = "node-a") -> dict:
+def v1_slice(node: str = "node-a") -> dict[str, Any]:
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceSlice",
@@ -50,32 +53,33 @@ def v1_slice(node: str = "node-a") -> dict:
     }
 
 
-def connect(server: ApiServer, tmp_path, **kwargs) -> KubernetesKubeApi:
+def connect(server: ApiServer, tmp_path: Path, **kwargs: Any) -> KubernetesKubeApi:
     return KubernetesKubeApi.from_kubeconfig(str(server.write_kubeconfig(tmp_path / "kubeconfig")), **kwargs)
 
 
-def raw_get(server: ApiServer, path: str) -> dict:
+def raw_get(server: ApiServer, path: str) -> dict[str, Any]:
     """What the server sends on the wire, bypassing the adapter."""
     host, port = server.url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     conn.request("GET", path)
-    return json.loads(conn.getresponse().read())
+    body: dict[str, Any] = json.loads(conn.getresponse().read())
+    return body
 
 
 @pytest.fixture(params=["v1", "v1beta2", "v1beta1"])
-def served(request):
+def served(request: pytest.FixtureRequest) -> Iterator[ApiServer]:
     """A server speaking only one resource.k8s.io version."""
     with ApiServer(FakeKube(served_versions=(request.param,))) as srv:
         yield srv
 
 
-def test_discovery_prefers_v1_when_everything_is_served(tmp_path):
+def test_discovery_prefers_v1_when_everything_is_served(tmp_path: Path) -> None:
     """With v1, v1beta2 and v1beta1 served, the adapter picks v1."""
     with ApiServer(FakeKube()) as srv:
         assert connect(srv, tmp_path).resource_api_version() == "v1"
 
 
-def test_discovery_falls_back_and_callers_see_v1_shape(served, tmp_path):
+def test_discovery_falls_back_and_callers_see_v1_shape(served: ApiServer, tmp_path: Path) -> None:
     """Whatever single version is served, slices go in and come out in the v1 shape."""
     api = connect(served, tmp_path)
     version = served.store.served_versions[0]
@@ -94,7 +98,7 @@ def test_discovery_falls_back_and_callers_see_v1_shape(served, tmp_path):
         assert "attributes" in wire["spec"]["devices"][0]
 
 
-def test_update_and_delete_through_a_v1beta1_server(tmp_path):
+def test_update_and_delete_through_a_v1beta1_server(tmp_path: Path) -> None:
     """Updates and deletes convert too; the stored object follows."""
     store = FakeKube(served_versions=("v1beta1",))
     with ApiServer(store) as srv:
@@ -108,7 +112,7 @@ def test_update_and_delete_through_a_v1beta1_server(tmp_path):
         assert store.resource_slices() == []
 
 
-def test_claim_get_converts_v1beta1_requests(tmp_path):
+def test_claim_get_converts_v1beta1_requests(tmp_path: Path) -> None:
     """A claim read from a v1beta1 server has its requests under `exactly`, status unchanged."""
     store = FakeKube(served_versions=("v1beta1",))
     store.add_claim(CLAIM)
@@ -120,7 +124,7 @@ def test_claim_get_converts_v1beta1_requests(tmp_path):
     assert claim["apiVersion"] == "resource.k8s.io/v1"
 
 
-def test_node_get(tmp_path):
+def test_node_get(tmp_path: Path) -> None:
     """get_node returns the Node with its UID and labels."""
     with ApiServer() as srv:
         srv.store.add_node("node-a", labels={"a": "b"}, uid="uid-1")
@@ -128,7 +132,7 @@ def test_node_get(tmp_path):
     assert node["metadata"]["uid"] == "uid-1" and node["metadata"]["labels"] == {"a": "b"}
 
 
-def test_error_mapping(tmp_path):
+def test_error_mapping(tmp_path: Path) -> None:
     """404 → KubeNotFound, 409 → KubeConflict, 500 → KubeUnavailable, 422 → KubeApiError; status kept."""
     with ApiServer() as srv:
         api = connect(srv, tmp_path)
@@ -150,14 +154,14 @@ def test_error_mapping(tmp_path):
     assert "not found" in str(nf.value) and "DNS label" in str(inv.value)
 
 
-def test_delete_of_missing_slice_is_silent(tmp_path):
+def test_delete_of_missing_slice_is_silent(tmp_path: Path) -> None:
     """DELETE answering 404 is not an error for the caller."""
     with ApiServer() as srv:
         connect(srv, tmp_path).delete_resource_slice("ghost")
         assert srv.store.calls()[-1] == KubeCall(verb="delete", resource="resourceslices", name="ghost")
 
 
-def test_unreachable_server_is_unavailable_with_status_0(tmp_path):
+def test_unreachable_server_is_unavailable_with_status_0(tmp_path: Path) -> None:
     """No server at the address: KubeUnavailable with status 0."""
     srv = ApiServer()
     path = srv.write_kubeconfig(tmp_path / "kubeconfig")
@@ -168,13 +172,13 @@ def test_unreachable_server_is_unavailable_with_status_0(tmp_path):
     assert info.value.status == 0
 
 
-def test_bearer_token_from_kubeconfig_is_sent(tmp_path):
+def test_bearer_token_from_kubeconfig_is_sent(tmp_path: Path) -> None:
     """The kubeconfig's token reaches the server (a server requiring it answers)."""
     with ApiServer(token="abc") as srv:
         assert connect(srv, tmp_path).resource_api_version() == "v1"
 
 
-def test_bad_kubeconfig_is_a_config_error(tmp_path):
+def test_bad_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
     """A missing kubeconfig file is reported as a ConfigError naming --kubeconfig."""
     with pytest.raises(errors.ConfigError, match="--kubeconfig"):
         KubernetesKubeApi.from_kubeconfig(str(tmp_path / "missing"))
@@ -195,7 +199,7 @@ class FakeTime:
         self.now += seconds
 
 
-def test_limiter_counts_background_calls_only(tmp_path):
+def test_limiter_counts_background_calls_only(tmp_path: Path) -> None:
     """Slice calls take tokens and wait once the burst is spent; claim and node GETs never touch it."""
     fake = FakeTime()
     limiter = TokenBucket(1.0, 2, clock=fake.clock, sleep=fake.sleep)
@@ -212,7 +216,7 @@ def test_limiter_counts_background_calls_only(tmp_path):
     assert limiter.statistics().acquired == 3 and len(fake.sleeps) == 1
 
 
-def test_claim_get_overtakes_a_background_call_waiting_on_the_limiter(tmp_path):
+def test_claim_get_overtakes_a_background_call_waiting_on_the_limiter(tmp_path: Path) -> None:
     """While a slice LIST is held in the limiter, a claim GET is served first."""
     release = threading.Event()
     entered = threading.Event()
@@ -237,7 +241,7 @@ def test_claim_get_overtakes_a_background_call_waiting_on_the_limiter(tmp_path):
     assert verbs == [("list", "resourceslices"), ("get", "resourceclaims"), ("list", "resourceslices")]
 
 
-def test_concurrent_claim_gets_share_the_pool(tmp_path):
+def test_concurrent_claim_gets_share_the_pool(tmp_path: Path) -> None:
     """Many threads fetching claims at once all succeed over the shared connection pool."""
     with ApiServer() as srv:
         srv.store.add_claim(CLAIM)

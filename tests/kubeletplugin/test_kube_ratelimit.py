@@ -23,7 +23,7 @@ class FakeTime:
         self.now += seconds
 
 
-def test_burst_passes_then_calls_wait_one_interval_each():
+def test_burst_passes_then_calls_wait_one_interval_each() -> None:
     """With qps=5, burst=10: ten calls pass at once, the next ones wait 0.2 s each."""
     t = FakeTime()
     bucket = TokenBucket(5.0, 10, clock=t.clock, sleep=t.sleep)
@@ -36,7 +36,7 @@ def test_burst_passes_then_calls_wait_one_interval_each():
     assert (stats.acquired, stats.waited) == (13, 3) and stats.seconds_waited == pytest.approx(0.6)
 
 
-def test_idle_time_refills_up_to_burst_only():
+def test_idle_time_refills_up_to_burst_only() -> None:
     """After a long pause the bucket holds `burst` tokens, not more."""
     t = FakeTime()
     bucket = TokenBucket(1.0, 2, clock=t.clock, sleep=t.sleep)
@@ -50,7 +50,7 @@ def test_idle_time_refills_up_to_burst_only():
     assert t.sleeps == pytest.approx([1.0])
 
 
-def test_non_positive_qps_disables_limiting():
+def test_non_positive_qps_disables_limiting() -> None:
     """qps <= 0 never waits (client-go's 'no limit')."""
     t = FakeTime()
     bucket = TokenBucket(0, 0, clock=t.clock, sleep=t.sleep)
@@ -59,7 +59,7 @@ def test_non_positive_qps_disables_limiting():
     assert not bucket.enabled and t.sleeps == [] and bucket.statistics().acquired == 100
 
 
-def test_zero_burst_with_limiting_is_a_config_error():
+def test_zero_burst_with_limiting_is_a_config_error() -> None:
     """A burst below 1 with a positive qps could never pass a call."""
     with pytest.raises(errors.ConfigError, match="--kube-api-burst"):
         TokenBucket(5.0, 0)

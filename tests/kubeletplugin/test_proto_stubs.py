@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,11 +20,11 @@ from nvdra.kubeletplugin._proto import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _fields(message) -> dict[str, int]:
+def _fields(message: Any) -> dict[str, int]:
     return {f.name: f.number for f in message.DESCRIPTOR.fields}
 
 
-def test_generated_stubs_are_fresh():
+def test_generated_stubs_are_fresh() -> None:
     """`scripts/gen-proto --check` passes on the committed output."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen-proto"), "--check"],
@@ -35,7 +36,7 @@ def test_generated_stubs_are_fresh():
 
 
 @pytest.mark.parametrize("pb2", [dra_v1_pb2, dra_v1beta1_pb2])
-def test_dra_field_numbers(pb2):
+def test_dra_field_numbers(pb2: Any) -> None:
     """Claim, response and Device fields carry the numbers of the kubelet's protos."""
     assert _fields(pb2.Claim) == {"namespace": 1, "uid": 2, "name": 3}
     assert _fields(pb2.NodePrepareResourceResponse) == {"devices": 1, "error": 2}
@@ -50,7 +51,7 @@ def test_dra_field_numbers(pb2):
     }
 
 
-def test_share_id_is_optional_field_5_in_v1_only():
+def test_share_id_is_optional_field_5_in_v1_only() -> None:
     """v1 Device.share_id is proto3-optional field 5; v1beta1 has no such field."""
     field = dra_v1_pb2.Device.DESCRIPTOR.fields_by_name["share_id"]
     assert field.number == 5
@@ -58,7 +59,7 @@ def test_share_id_is_optional_field_5_in_v1_only():
     assert "share_id" not in dra_v1beta1_pb2.Device.DESCRIPTOR.fields_by_name
 
 
-def test_service_full_names():
+def test_service_full_names() -> None:
     """Wire names match what the kubelet dials."""
     assert (
         dra_v1_pb2.DESCRIPTOR.services_by_name["DRAPlugin"].full_name
@@ -76,7 +77,7 @@ def test_service_full_names():
     assert grpc_health_v1_pb2.DESCRIPTOR.services_by_name["Health"].full_name == "grpc.health.v1.Health"
 
 
-def test_registration_and_health_field_numbers():
+def test_registration_and_health_field_numbers() -> None:
     """PluginInfo, RegistrationStatus and DeviceHealth fields have the kubelet's numbers."""
     assert _fields(pluginregistration_pb2.PluginInfo) == {
         "type": 1,

@@ -272,6 +272,8 @@ class ClusterView:
     allocated: list[dict[str, Any]]
     """ResourceClaims that already hold an allocation (their devices are in use)."""
     node_labels: dict[str, str]
+    taint_rules: list[dict[str, Any]] = attrs.field(factory=list)
+    """The cluster's DeviceTaintRules (empty where the server has none)."""
 
 
 def cluster_view(kubeconfig: str, node_name: str) -> ClusterView:
@@ -294,11 +296,19 @@ def cluster_view(kubeconfig: str, node_name: str) -> ClusterView:
         labels = (api.get_node(node_name).get("metadata") or {}).get("labels") or {}
     except KubeNotFound as exc:
         raise InputFileError(f"--node {node_name}: no such node in the cluster") from exc
+    from nvdra.core.errors import UserError
+    from nvdra.tool.taint import find_rule_type
+
+    try:
+        rules = api.list_objects(find_rule_type(api))
+    except UserError:  # no DeviceTaintRule API on this server: no rules
+        rules = []
     return ClusterView(
         slices=slices,
         classes=classes,
         allocated=[c for c in claims if (c.get("status") or {}).get("allocation")],
         node_labels=dict(labels),
+        taint_rules=rules,
     )
 
 
@@ -471,11 +481,13 @@ def explain_claims(
     builtin: bool = True,
     allocated_claims: Sequence[Mapping[str, Any]] = (),
     node_labels: Mapping[str, str] | None = None,
+    taint_rules: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[Diagnosis, list[dict[str, Any]]]:
     """Diagnose every claim in ``docs`` together (as for one pod); DeviceClasses in ``docs`` join in.
 
     ``allocated_claims`` hold their devices (a claim in ``docs`` that is among them is re-allocated:
-    its own allocation does not count against it).
+    its own allocation does not count against it). ``taint_rules`` (DeviceTaintRules, KEP-5055) add
+    their taints to the devices they select, as the scheduler does.
     """
     classes: dict[str, Mapping[str, Any]] = dict(builtin_device_classes()) if builtin else {}
     for c in extra_classes:
@@ -496,6 +508,7 @@ def explain_claims(
         node_labels=node_labels,
         allocated=allocated_devices(held),
         consumed=consumed_capacity(held),
+        taint_rules=taint_rules,
     )
     return diagnose(alloc, claims), claims
 
@@ -567,6 +580,7 @@ def run_explain(
         slices,
         node_name=node_name,
         classes=classes,
+        taint_rules=[o for o in objects if o.get("kind") == "DeviceTaintRule"],
         view=view,
         output=output,
         echo=echo,
@@ -594,10 +608,13 @@ def _allocate_groups(
     output: str,
     echo: Callable[[str], None],
     no_headers: bool = False,
+    taint_rules: Sequence[Mapping[str, Any]] = (),
 ) -> tuple[bool, list[dict[str, Any]]]:
     """Allocate group after group, each against what the earlier ones took; a claim shared by two
-    pods is allocated once. Returns whether all got devices, and the allocated claims."""
+    pods is allocated once. Returns whether all got devices, and the allocated claims.
+    ``taint_rules``: DeviceTaintRules of the input, besides the cluster's."""
     held: list[Mapping[str, Any]] = list(view.allocated if view else ())
+    rules = [*(view.taint_rules if view else ()), *taint_rules]
     done: set[tuple[str, str]] = set()
     allocated: list[dict[str, Any]] = []
     ok = True
@@ -616,6 +633,7 @@ def _allocate_groups(
             builtin=view is None,
             allocated_claims=held,
             node_labels=view.node_labels if view else None,
+            taint_rules=rules,
         )
         if output not in ("yaml", "json") or diag.outcome.allocations is None:
             render(diag, claims, "wide" if output == "wide" else "table", echo, no_headers=no_headers)

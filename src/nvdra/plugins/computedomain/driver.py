@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim
+from nvdra.core.checkpoint import Checkpoint, ClaimState, DeviceRecord, PreparedClaim
 from nvdra.core.config import (
     AllocatedDevice,
     ComputeDomainChannelConfig,
@@ -43,7 +43,8 @@ from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.imex import CD_DRIVER_NAME, DOMAIN_LABEL, channel_ids, clique_object_name
 from nvdra.imex.config import TEMPLATE_VALUES
 from nvdra.kubeletplugin.objects import NODES
-from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, PreparedDevice, PrepareResult, Slice
+from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, PrepareResult, Slice
+from nvdra.plugins.claims import claim_entry, claim_ref, prepare_failed, prepared_devices, sweep_orphan_specs
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, CdKube
 from nvdra.plugins.state import CheckpointStore, LoadReport
@@ -111,9 +112,7 @@ class ComputeDomainDriver:
             cp, report = self._store.load()
             self._store.save(cp)
             self._checkpoint = cp
-            for uid in sorted(self._specs.claim_uids() - set(cp.claims)):
-                log.warning("removing CDI spec of claim %s that no checkpoint entry owns", uid)
-                self._specs.remove(uid)
+            sweep_orphan_specs(self._specs, cp)
         return report
 
     def resources(self) -> DriverResources:
@@ -141,24 +140,21 @@ class ComputeDomainDriver:
         """Prepare each claim; a failure of one does not affect the others."""
         results: dict[str, PrepareResult] = {}
         for claim in claims:
-            meta = claim.get("metadata", {})
-            ref = ClaimRef(
-                namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", "")
-            )
+            ref = claim_ref(claim)
             try:
                 results[ref.uid] = self._prepare(ref, claim)
             except UserError as exc:
-                results[ref.uid] = _failed(ref, f"permanent error: {exc}")
+                results[ref.uid] = prepare_failed(ref, f"permanent error: {exc}")
             except NotReady as exc:
-                results[ref.uid] = _failed(ref, f"retryable error: {exc}")
+                results[ref.uid] = prepare_failed(ref, f"retryable error: {exc}")
             except (NvdraError, OSError) as exc:
-                results[ref.uid] = _failed(ref, f"retryable error: {exc}")
+                results[ref.uid] = prepare_failed(ref, f"retryable error: {exc}")
         return results
 
     def _prepare(self, ref: ClaimRef, claim: Mapping[str, Any]) -> PrepareResult:
         done = self._checkpoint.claims.get(ref.uid)
-        if done is not None and done.state == "PrepareCompleted":
-            return PrepareResult(devices=_to_prepared(done.devices))
+        if done is not None and done.state is ClaimState.PREPARE_COMPLETED:
+            return PrepareResult(devices=prepared_devices(done.devices))
         allocation = (claim.get("status") or {}).get("allocation") or {}
         mine = [
             r
@@ -225,15 +221,7 @@ class ComputeDomainDriver:
         cd = self._domain(config.domain_id)
         domain_dir = self.domains_dir / config.domain_id
         applied = ({"kind": "daemon-dir", "domain": config.domain_id},)
-        entry = PreparedClaim(
-            uid=ref.uid,
-            namespace=ref.namespace,
-            name=ref.name,
-            state="PrepareStarted",
-            devices=(record,),
-            applied=applied,
-        )
-        self._save(entry)
+        self._save(claim_entry(ref, ClaimState.PREPARE_STARTED, (record,), applied))
         domain_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         template = "".join(f"{k}={v}\n" for k, v in sorted(TEMPLATE_VALUES.items()))
         (domain_dir / "imexd.cfg.tmpl").write_text(template)
@@ -245,17 +233,8 @@ class ComputeDomainDriver:
         )
         edits = self._specs.daemon_edits(env=env, domain_dir=domain_dir, fabric_mgmt=bool(self.clique_id))
         self._specs.write(ref.uid, [(record.device_name, edits)])
-        self._save(
-            PreparedClaim(
-                uid=ref.uid,
-                namespace=ref.namespace,
-                name=ref.name,
-                state="PrepareCompleted",
-                devices=(record,),
-                applied=applied,
-            )
-        )
-        return PrepareResult(devices=_to_prepared((record,)))
+        self._save(claim_entry(ref, ClaimState.PREPARE_COMPLETED, (record,), applied))
+        return PrepareResult(devices=prepared_devices((record,)))
 
     def _prepare_channel(
         self, ref: ClaimRef, config: ComputeDomainChannelConfig, record: DeviceRecord
@@ -271,16 +250,7 @@ class ComputeDomainDriver:
         applied = ({"kind": "node-label", "domain": config.domain_id, "node": self.node_name},)
         # A retry (the daemon was not Ready yet) finds its intent recorded: no second durable write.
         if ref.uid not in self._checkpoint.claims:
-            self._save(
-                PreparedClaim(
-                    uid=ref.uid,
-                    namespace=ref.namespace,
-                    name=ref.name,
-                    state="PrepareStarted",
-                    devices=(record,),
-                    applied=applied,
-                )
-            )
+            self._save(claim_entry(ref, ClaimState.PREPARE_STARTED, (record,), applied))
         self._label_node(config.domain_id)
         self._wait_ready(config.domain_id)
         ids = channel_ids(config.allocation_mode)
@@ -290,17 +260,8 @@ class ComputeDomainDriver:
             record = DeviceRecord(
                 requests=record.requests, pool_name=record.pool_name, device_name=record.device_name
             )
-        self._save(
-            PreparedClaim(
-                uid=ref.uid,
-                namespace=ref.namespace,
-                name=ref.name,
-                state="PrepareCompleted",
-                devices=(record,),
-                applied=applied,
-            )
-        )
-        return PrepareResult(devices=_to_prepared((record,)))
+        self._save(claim_entry(ref, ClaimState.PREPARE_COMPLETED, (record,), applied))
+        return PrepareResult(devices=prepared_devices((record,)))
 
     def _prepare_host_channel(
         self,
@@ -321,11 +282,8 @@ class ComputeDomainDriver:
             record = DeviceRecord(
                 requests=record.requests, pool_name=record.pool_name, device_name=record.device_name
             )
-        entry = PreparedClaim(
-            uid=ref.uid, namespace=ref.namespace, name=ref.name, state="PrepareCompleted", devices=(record,)
-        )
-        self._save(entry)
-        return PrepareResult(devices=_to_prepared((record,)))
+        self._save(claim_entry(ref, ClaimState.PREPARE_COMPLETED, (record,)))
+        return PrepareResult(devices=prepared_devices((record,)))
 
     def _set_node_label(self, uid: str, *, add: bool) -> None:
         """Add (or remove, if it still names ``uid``) this node's domain label.
@@ -429,19 +387,3 @@ class ComputeDomainDriver:
             ]
             if not others:
                 shutil.rmtree(self.domains_dir / uid, ignore_errors=True)
-
-
-def _failed(ref: ClaimRef, why: str) -> PrepareResult:
-    return PrepareResult(error=f"error preparing devices for claim {ref}: {why}")
-
-
-def _to_prepared(devices: Sequence[DeviceRecord]) -> tuple[PreparedDevice, ...]:
-    return tuple(
-        PreparedDevice(
-            requests=d.requests,
-            pool_name=d.pool_name,
-            device_name=d.device_name,
-            cdi_device_ids=d.cdi_device_ids,
-        )
-        for d in devices
-    )

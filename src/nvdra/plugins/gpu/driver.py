@@ -41,9 +41,15 @@ from nvdra.kubeletplugin.types import (
     ClaimRef,
     DriverResources,
     Pool,
-    PreparedDevice,
     PrepareResult,
     Slice,
+)
+from nvdra.plugins.claims import (
+    claim_entry,
+    claim_ref,
+    prepare_failed,
+    prepared_devices,
+    sweep_orphan_specs,
 )
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects
@@ -56,7 +62,7 @@ from nvdra.plugins.gpu.fabric.partitions import (
 )
 from nvdra.plugins.gpu.metadata import with_metadata_ids
 from nvdra.plugins.gpu.mig import dynamic_mig_resources
-from nvdra.plugins.gpu.shares import mps_share_refusal
+from nvdra.plugins.gpu.shares import keep_shared, mps_share_refusal, time_slice_conflict
 from nvdra.plugins.state import CheckpointStore, LoadReport
 
 __all__ = ["ClaimSpecs", "GpuDriver"]
@@ -110,11 +116,6 @@ class _Plan:
     allocated: tuple[AllocatableDevice, ...]
     groups: tuple[ConfigGroup, ...]
     effects: tuple[EffectRecord, ...] = ()
-
-
-def _claim_ref(claim: Mapping[str, Any]) -> ClaimRef:
-    meta = claim.get("metadata", {})
-    return ClaimRef(namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""))
 
 
 class GpuDriver:
@@ -180,9 +181,7 @@ class GpuDriver:
             cp = cp.without(*rolled_back)
             self._store.save(cp)
             self._checkpoint = cp
-            for uid in sorted(self._specs.claim_uids() - set(cp.claims)):
-                log.warning("removing CDI spec of claim %s that no checkpoint entry owns", uid)
-                self._specs.remove(uid)
+            sweep_orphan_specs(self._specs, cp)
         return report
 
     def close(self) -> None:
@@ -286,19 +285,21 @@ class GpuDriver:
             plans: list[_Plan] = []
             dropped: list[str] = []  # half-done entries rolled back whose retry was refused
             for claim in claims:
-                ref = _claim_ref(claim)
+                ref = claim_ref(claim)
                 done = self._checkpoint.claims.get(ref.uid)
                 if done is not None and done.state is ClaimState.PREPARE_COMPLETED:
-                    results[ref.uid] = PrepareResult(devices=_to_prepared(done.devices))
+                    results[ref.uid] = PrepareResult(devices=prepared_devices(done.devices))
                     continue
                 if done is not None and not self._undo_entry(done):
                     # An earlier attempt died half-way and its effects cannot be rolled back yet.
-                    results[ref.uid] = _failed(ref, "an earlier attempt could not be rolled back; will retry")
+                    results[ref.uid] = prepare_failed(
+                        ref, "an earlier attempt could not be rolled back; will retry"
+                    )
                     continue
                 try:
                     plans.append(self._plan(ref, claim, plans))
                 except UserError as exc:
-                    results[ref.uid] = _failed(ref, str(exc))
+                    results[ref.uid] = prepare_failed(ref, str(exc))
                     if done is not None:
                         dropped.append(ref.uid)
             if dropped:
@@ -379,12 +380,39 @@ class GpuDriver:
             groups=groups,
             results=tuple(r for r in mine if r.get("adminAccess") is not True),
         )
-        return _Plan(
-            ref=ref,
-            devices=devices,
-            allocated=tuple(allocated),
-            groups=groups,
-            effects=self._effects.plan(ctx),
+        effects = self._effects.plan(ctx)
+        if self.shares:
+            conflict = time_slice_conflict(effects, self._share_holders(ref.uid))
+            if conflict is not None:
+                raise ClaimError(conflict)
+        return _Plan(ref=ref, devices=devices, allocated=tuple(allocated), groups=groups, effects=effects)
+
+    def _share_holders(self, uid: str) -> dict[str, list[EffectRecord]]:
+        """Other prepared claims holding shares: their applied effects (readable ones), by claim."""
+        out: dict[str, list[EffectRecord]] = {}
+        for c in self._checkpoint.claims.values():
+            if c.uid == uid or not any(d.share_id for d in c.devices):
+                continue
+            try:
+                out[str(c)] = [self._effects.from_json(r, f"claims[{c.uid}].applied") for r in c.applied]
+            except NvdraError:
+                continue
+        return out
+
+    def _shared_gpus(self, claim: PreparedClaim) -> frozenset[str]:
+        """GPUs of this claim's shares that another prepared claim still shares (kept at unprepare)."""
+        if not self.shares:
+            return frozenset()
+        mine = {d.device_name for d in claim.devices if d.share_id}
+        others = {
+            d.device_name
+            for c in self._checkpoint.claims.values()
+            if c.uid != claim.uid
+            for d in c.devices
+            if d.share_id
+        }
+        return frozenset(
+            str(g.uuid) for n in mine & others if n in self._devices for g in self._devices[n].gpus
         )
 
     def _check_result(
@@ -461,7 +489,7 @@ class GpuDriver:
                 if plan.ref.uid in early:
                     early[plan.ref.uid].exception()
                     self._specs.remove(plan.ref.uid)
-            return {p.ref.uid: _failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
+            return {p.ref.uid: prepare_failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
         self._checkpoint = started
         reach("after-prepare-started")
         results: dict[str, PrepareResult] = {}
@@ -472,16 +500,16 @@ class GpuDriver:
                 self._specs.remove(plan.ref.uid)
                 if self._undo(plan.effects, str(plan.ref)):
                     completed = completed.without(plan.ref.uid)
-                results[plan.ref.uid] = _failed(plan.ref, str(failure))
+                results[plan.ref.uid] = prepare_failed(plan.ref, str(failure))
                 continue
             completed = completed.with_claim(_entry(plan, ClaimState.PREPARE_COMPLETED))
-            results[plan.ref.uid] = PrepareResult(devices=_to_prepared(plan.devices))
+            results[plan.ref.uid] = PrepareResult(devices=prepared_devices(plan.devices))
         try:
             self._store.save(completed)
         except (NvdraError, OSError) as exc:
             # The specs exist but are not recorded as complete: report failure; the PrepareStarted entries
             # stay, so a retry or the next start rolls them back.
-            return {p.ref.uid: _failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
+            return {p.ref.uid: prepare_failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
         self._checkpoint = completed
         reach("after-prepare-completed")
         return results
@@ -508,16 +536,17 @@ class GpuDriver:
                 return False
         return True
 
-    def _undo_entry(self, claim: PreparedClaim) -> bool:
+    def _undo_entry(self, claim: PreparedClaim, keep: Collection[str] = ()) -> bool:
         """Undo a checkpoint entry's effects, read back from their JSON; False (logged) if one cannot be
-        read (a kind with no executor in this run) or undone."""
+        read (a kind with no executor in this run) or undone. ``keep``: GPUs other claims still share,
+        whose time slice stays."""
         try:
             where = f"claims[{claim.uid}].applied"
             records = [self._effects.from_json(r, f"{where}[{i}]") for i, r in enumerate(claim.applied)]
         except NvdraError as exc:
             log.error("cannot undo the prepare of claim %s: %s", claim, exc)
             return False
-        return self._undo(records, str(claim))
+        return self._undo(keep_shared(records, keep) if keep else records, str(claim))
 
     # -- unprepare -------------------------------------------------------------------------------
 
@@ -529,7 +558,7 @@ class GpuDriver:
             known = [self._checkpoint.claims[r.uid] for r in claims if r.uid in self._checkpoint.claims]
             done = []
             for claim in known:
-                if self._undo_entry(claim):
+                if self._undo_entry(claim, keep=self._shared_gpus(claim)):
                     done.append(claim)
                 else:
                     errors[claim.uid] = (
@@ -558,31 +587,7 @@ class GpuDriver:
 
 
 def _entry(plan: _Plan, state: ClaimState) -> PreparedClaim:
-    return PreparedClaim(
-        uid=plan.ref.uid,
-        namespace=plan.ref.namespace,
-        name=plan.ref.name,
-        state=state,
-        devices=plan.devices,
-        applied=tuple(Effects.to_json(r) for r in plan.effects),
-    )
-
-
-def _failed(ref: ClaimRef, why: str) -> PrepareResult:
-    return PrepareResult(error=f"error preparing devices for claim {ref}: {why}")
-
-
-def _to_prepared(devices: Sequence[DeviceRecord]) -> tuple[PreparedDevice, ...]:
-    return tuple(
-        PreparedDevice(
-            requests=d.requests,
-            pool_name=d.pool_name,
-            device_name=d.device_name,
-            cdi_device_ids=d.cdi_device_ids,
-            share_id=d.share_id,
-        )
-        for d in devices
-    )
+    return claim_entry(plan.ref, state, plan.devices, [Effects.to_json(r) for r in plan.effects])
 
 
 def _strip_subrequest(request: str) -> str:

@@ -14,13 +14,22 @@ from typing import Any
 import attrs
 
 from nvdra.core.config import ConfigGroup, SharingStrategy
+from nvdra.core.effects import EffectRecord
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.shares import SharesOption, apply_consumable_shares, parse_consumable_shares
+from nvdra.core.sharing.timeslicing import TimeSlice
 from nvdra.kubeletplugin.types import DriverResources, Pool
 from nvdra.plugins.gpu.devices import AllocatableDevice
 
-__all__ = ["ConsumableSharesView", "mps_share_refusal", "shares_option", "shares_views"]
+__all__ = [
+    "ConsumableSharesView",
+    "keep_shared",
+    "mps_share_refusal",
+    "shares_option",
+    "shares_views",
+    "time_slice_conflict",
+]
 
 
 def shares_option(text: str, gates: FeatureGates) -> SharesOption:
@@ -87,6 +96,40 @@ def mps_share_refusal(groups: Sequence[ConfigGroup], results: Sequence[Mapping[s
                 f"MPS sharing is not supported when consumable shares is enabled (shared devices: "
                 f"{', '.join(hit)}); use TimeSlicing, or no sharing config, with --consumable-shares"
             )
+    return None
+
+
+def keep_shared(records: Sequence[EffectRecord], shared_gpus: Collection[str]) -> list[EffectRecord]:
+    """The records to undo when a share is unprepared: time slices of GPUs that other claims still
+    share are left as they are (the GPU is theirs too); everything else is undone."""
+    out: list[EffectRecord] = []
+    for record in records:
+        if isinstance(record, TimeSlice) and shared_gpus:
+            gpus = tuple(g for g in record.gpus if g not in shared_gpus)
+            if gpus:
+                out.append(attrs.evolve(record, gpus=gpus))
+            continue
+        out.append(record)
+    return out
+
+
+def time_slice_conflict(
+    planned: Sequence[EffectRecord], holders: Mapping[str, Sequence[EffectRecord]]
+) -> str | None:
+    """Why a share's time slice disagrees with one a claim sharing the GPU applied, or None
+    (a shared GPU has one time slice; upstream refuses conflicting configurations too)."""
+    for record in planned:
+        if not isinstance(record, TimeSlice):
+            continue
+        for holder, applied in holders.items():
+            for other in applied:
+                if isinstance(other, TimeSlice) and other.interval != record.interval:
+                    common = sorted(set(other.gpus) & set(record.gpus))
+                    if common:
+                        return (
+                            f"time slice {record.interval} on {', '.join(common)} conflicts with claim "
+                            f"{holder} sharing it with time slice {other.interval}"
+                        )
     return None
 
 

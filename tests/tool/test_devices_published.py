@@ -46,7 +46,7 @@ def _strip(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def published_by_plugin(
-    tmp: Path, profile: str, gates: str, labels: dict[str, str], partitions: bool
+    tmp: Path, profile: str, gates: str, labels: dict[str, str], partitions: bool, state: str = ""
 ) -> list[dict[str, Any]]:
     store = FakeKube()
     store.add_node(NODE, labels=labels)
@@ -56,6 +56,7 @@ def published_by_plugin(
         simulate=profile,
         feature_gates=gates,
         publish_fabric_partitions=partitions,
+        simulate_state=state,
         kubelet_registrar_directory_path=tmp / "registry",
         kubelet_plugins_directory_path=tmp / "plugins",
     )
@@ -132,3 +133,42 @@ def test_devices_bad_values_are_usage_errors() -> None:
     bad_gate = CliRunner().invoke(main, ["devices", "--simulate", "dgx-h100", "--feature-gates", "Nope=true"])
     assert bad_gate.exit_code == 2
     assert "--feature-gates" in bad_gate.output and "Nope" in bad_gate.output
+
+
+def test_devices_reads_a_simulated_nodes_state_directory(tmp_path: Path) -> None:
+    """--simulate-state: a node whose MIG layout changed since its profile was written (a MIG device
+    made on GPU 2) shows that layout, as the plugin started on the same state publishes it."""
+    from nvdra.nvml import SimulatedNvml, load_profile
+    from nvdra.plugins.gpu.simnode import simulated_nvml_state
+
+    state = tmp_path / "state"
+    where = simulated_nvml_state(PluginConfig(node_name=NODE, simulate="a100-mig", simulate_state=str(state)))
+    assert where is not None
+    where.parent.mkdir(parents=True)
+    sim = SimulatedNvml(load_profile("a100-mig"), state_path=where)
+    sim.init()
+    gi = sim.create_gpu_instance(2, 19, 0)  # GPU 2 is in MIG mode without devices: a 1g.5gb at slice 0
+    sim.create_compute_instance(2, gi)
+    sim.shutdown()  # the hardware outlives the process that changed it
+    plugin = sorted(
+        (_strip(o) for o in published_by_plugin(tmp_path / "p", "a100-mig", "", {}, False, str(state))),
+        key=_key,
+    )
+    args = [
+        "devices",
+        "--simulate",
+        "a100-mig",
+        "--node-name",
+        NODE,
+        "-o",
+        "yaml",
+        "--simulate-state",
+        str(state),
+    ]
+    shown = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    tool = sorted((_strip(o) for o in yaml.safe_load(shown.output)["items"]), key=_key)
+    assert tool == plugin
+    assert "gpu-2-mig-1g5gb-19-0" in shown.output
+    fresh = CliRunner().invoke(main, ["devices", "--simulate", "a100-mig"], catch_exceptions=False)
+    assert "gpu-2-mig-1g5gb-19-0" not in fresh.output

@@ -114,6 +114,14 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     "support=true|false overrides the gate on this node). Repeatable.",
 )
 @click.option(
+    "--simulate-state",
+    default="",
+    envvar="NVDRA_SIMULATE_STATE",
+    show_envvar=True,
+    help="With --simulate: the --simulate-state directory of a running simulated plugin, whose "
+    "hardware state (MIG devices, Fabric Manager partitions) is shown.",
+)
+@click.option(
     "--kubeconfig", default=None, help="Read a live cluster's ResourceSlices instead of --simulate."
 )
 @click.option("--node", default=None, help="With --kubeconfig: only this node's slices.")
@@ -131,6 +139,7 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
     feature_gates: str,
     node_name: str,
     node_labels: tuple[str, ...],
+    simulate_state: str,
     kubeconfig: str | None,
     node: str | None,
     output: str,
@@ -163,6 +172,7 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
                 feature_gates=feature_gates,
                 fabric_partitions=fabric_partitions,
                 node_labels=labels,
+                simulate_state=simulate_state,
             )
         except FeatureGateError as exc:
             raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc

@@ -40,10 +40,12 @@ def node_publication(
     fabric_partitions: bool = False,
     node_labels: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
+    simulate_state: str = "",
 ) -> Publication:
     """What ``nvdra-gpu-plugin --simulate PROFILE`` with these flags publishes (``env``: the process
     environment by default — ``FABRIC_TOPOLOGY_SUPPORT`` and ``CONSUMABLE_SHARES`` count as they do
-    for the plugin)."""
+    for the plugin; ``simulate_state``: a running simulated node's ``--simulate-state`` directory,
+    whose hardware state — MIG devices made, Fabric Manager partitions — is what is shown)."""
     env = os.environ if env is None else env
     config = PluginConfig(
         node_name=node_name,
@@ -51,6 +53,7 @@ def node_publication(
         feature_gates=feature_gates,
         publish_fabric_partitions=fabric_partitions,
         consumable_shares=env.get("CONSUMABLE_SHARES", "disabled"),
+        simulate_state=simulate_state,
     )
     return offline_publication(config, env=env, node_labels=node_labels)
 

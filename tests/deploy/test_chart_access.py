@@ -62,6 +62,8 @@ def test_kubelet_plugin_accounts_get_exactly_the_verbs_their_calls_need() -> Non
     assert cluster == {
         ("resource.k8s.io", "resourceclaims"): {"get"},
         ("resource.k8s.io", "resourceclaims/status"): {"update"},  # the GPU plugin's device status
+        # ... which 1.36 also checks per driver (only gpu.nvidia.com: see the test below)
+        ("resource.k8s.io", "resourceclaims/driver"): {"associated-node:update"},
         ("resource.k8s.io", "resourceslices"): {"list", "create", "update", "delete"},
         ("", "nodes"): {"get", "list", "watch", "patch"},
         ("resource.nvidia.com", "computedomains"): {"get", "list"},
@@ -76,6 +78,25 @@ def test_kubelet_plugin_accounts_get_exactly_the_verbs_their_calls_need() -> Non
     assert cluster[("", "nodes")] == {"get", "patch"}  # no GPU plugin: nobody watches the Node
     _, local = grants(render({**GPUS, "featureGates": {"MPSSupport": True}}), "nvdra-kubeletplugin")
     assert local == {("apps", "deployments"): {"get", "create", "delete"}}
+
+
+def test_device_status_is_granted_for_gpu_claims_on_the_plugins_own_node_only() -> None:
+    """Kubernetes 1.36 checks a status.devices change per driver on resourceclaims/driver (found on a
+    real 1.36.2 apiserver: without the rule every device-status write was a 422). Only the GPU
+    plugin's driver, and only ``associated-node`` (the token's node is the claim's), never
+    ``arbitrary-node``, which would let a plugin write the status of claims on any node."""
+    (plugin,) = find(render(GPUS), "ClusterRole", "nvdra-kubeletplugin")
+    rules = [r for r in plugin["rules"] if "resourceclaims/driver" in r["resources"]]
+    assert rules == [
+        {
+            "apiGroups": ["resource.k8s.io"],
+            "resources": ["resourceclaims/driver"],
+            "resourceNames": ["gpu.nvidia.com"],
+            "verbs": ["associated-node:update"],
+        }
+    ]
+    (cd_only,) = find(render({}), "ClusterRole", "nvdra-kubeletplugin")
+    assert not [r for r in cd_only["rules"] if "resourceclaims/driver" in r["resources"]]
 
 
 def test_controller_and_daemon_accounts() -> None:

@@ -19,7 +19,7 @@ import pytest
 
 from nvdra.imex import Settings
 from nvdra.kubeletplugin import ClaimRef, KubeletClient, KubernetesKubeApi
-from nvdra.kubeletplugin.objects import DAEMON_SETS, RESOURCE_CLAIM_TEMPLATES
+from nvdra.kubeletplugin.objects import DAEMON_SETS, RESOURCE_CLAIM_TEMPLATES, RESOURCE_CLAIMS
 from nvdra.plugins.computedomain.controller import ComputeDomainController
 from nvdra.plugins.computedomain.kube import COMPUTE_DOMAINS
 from nvdra.plugins.gpu.config import PluginConfig
@@ -35,6 +35,8 @@ KUBELET_PLUGIN = "nvdra-kubeletplugin"
 CONTROLLER = "nvdra-controller"
 DAEMON = "compute-domain-daemon-service-account"
 
+# The GPU plugin runs here, so its part of the chart must be on (the default is ComputeDomains only).
+GPUS_ON = {"resources": {"gpus": {"enabled": True}}}
 # The processes that run under each account: all of them must have run before the comparison.
 EXPECTED = {KUBELET_PLUGIN: {"gpu plugin", "cd plugin"}, CONTROLLER: {"controller"}, DAEMON: {"cd daemon"}}
 USED_BY: dict[str, list[str]] = {}
@@ -62,9 +64,24 @@ def stale_slice(prefix: str) -> dict[str, Any]:
     }
 
 
+def pinned(claim: dict[str, Any]) -> dict[str, Any]:
+    """``claim`` with the node selector the scheduler writes into every node-local allocation."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [NODE]}]}
+    claim["status"]["allocation"]["nodeSelector"] = {"nodeSelectorTerms": [term]}
+    return claim
+
+
+def device_status(chart: ChartCluster, ref: ClaimRef) -> list[dict[str, Any]]:
+    claim = chart.store.get_object(RESOURCE_CLAIMS, ref.name, ref.namespace)
+    return list((claim.get("status") or {}).get("devices") or [])
+
+
 @pytest.fixture(scope="module")
 def chart() -> Iterator[ChartCluster]:
-    with tempfile.TemporaryDirectory(prefix="rbac-") as directory, chart_cluster(Path(directory)) as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="rbac-") as directory,
+        chart_cluster(Path(directory), GPUS_ON) as cluster,
+    ):
         cluster.store.add_node(NODE)
         yield cluster
 
@@ -74,7 +91,9 @@ def test_gpu_plugin_publishes_and_prepares_under_its_chart_identity(chart: Chart
         base = Path(directory)
         config = PluginConfig(
             node_name=NODE,
-            kubeconfig=str(chart.kubeconfig(KUBELET_PLUGIN)),
+            # A plugin pod's token names its node (the chart's slice policy and 1.36's device-status
+            # check both rely on it).
+            kubeconfig=str(chart.kubeconfig(KUBELET_PLUGIN, node=NODE)),
             cdi_root=base / "cdi",
             simulate=PROFILE,
             kubelet_registrar_directory_path=base / "reg",
@@ -84,13 +103,21 @@ def test_gpu_plugin_publishes_and_prepares_under_its_chart_identity(chart: Chart
         # Two slices of an older publication: the plugin updates its own (index 0), deletes the other.
         for prefix in ("00000", "stale"):
             chart.store.create_resource_slice(stale_slice(prefix))
-        with serve(config) as plugin, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
+        # As the console script serves: watching its own Node for the fabric-topology label.
+        with (
+            serve(config, on_node_change=lambda: None) as plugin,
+            KubeletClient(config.kubelet_registrar_directory_path) as kubelet,
+        ):
             registered = kubelet.register(config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock")
             wait_for("the plugin's one slice", lambda: len(chart.store.resource_slices()) == 1)
-            meta = chart.store.add_claim(allocated_claim([result("gpu-1")]))["metadata"]
+            wait_for("the Node watch", lambda: ("watch", "", "nodes") in chart.used(KUBELET_PLUGIN))
+            meta = chart.store.add_claim(pinned(allocated_claim([result("gpu-1")])))["metadata"]
             ref = ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
             assert registered.prepare([ref])[ref.uid].error == ""
+            # The device status write is best-effort (a refusal is only logged): check it landed.
+            assert [d["device"] for d in device_status(chart, ref)] == ["gpu-1"]
             assert registered.unprepare([ref]) == {ref.uid: ""}
+            assert device_status(chart, ref) == []
             assert plugin is not None
     USED_BY.setdefault(KUBELET_PLUGIN, []).append("gpu plugin")
 

@@ -27,6 +27,10 @@ subresource, with Kubernetes-shaped ``Status`` error bodies. The write rules are
   :meth:`ApiServer.add_service_account` add users, authorized by ``rbac`` (403 with the apiserver's
   message) and recorded in :meth:`ApiServer.audit`; any other or no token is a 401 once one is set;
 - ``admission``, when given, sees every write made over HTTP (validating admission);
+- with ``rbac``, a ResourceClaim ``/status`` write also needs what 1.36's status strategy checks:
+  ``resourceclaims/binding`` to change the allocation or reservedFor, and
+  ``associated-node:<verb>`` (or ``arbitrary-node:<verb>``) on ``resourceclaims/driver`` named after
+  each driver whose ``status.devices`` entries change (a 422; :mod:`.testing_claimstatus`);
 - closing the server ends open watches and closes its open keep-alive connections.
 """
 
@@ -79,6 +83,7 @@ from nvdra.kubeletplugin.objects import (
     raw_extensions,
     unknown_fields,
 )
+from nvdra.kubeletplugin.testing_claimstatus import claim_status_denial
 from nvdra.kubeletplugin.testing_rbac import Attributes, Rbac, forbidden_message, service_account_user
 
 __all__ = ["AdmissionRequest", "ApiServer"]
@@ -424,7 +429,7 @@ class ApiServer:
         self._audit_lock = threading.Lock()
         self._ctx = threading.local()
         self._watches: set[WatchStream] = set()
-        if admission is not None:
+        if admission is not None or rbac is not None:  # rbac: the claim status checks
             self.store.objects.admission = self._admit
         self._httpd = _Server(("127.0.0.1", port), _Handler)
         self._httpd.api = self
@@ -553,6 +558,8 @@ class ApiServer:
     ) -> None:
         """The store's admission hook: hand a write made over HTTP to the admission callable."""
         request: Attributes | None = getattr(self._ctx, "request", None)
+        if request is not None and obj is not None and old is not None:
+            self._authorize_claim_status(request, rt, obj, old)
         if self._admission is None or request is None:  # in-process calls are no requests
             return
         meta = (obj if obj is not None else old or {}).get("metadata") or {}
@@ -575,6 +582,36 @@ class ApiServer:
                 dry_run=bool(getattr(self._ctx, "dry_run", False)),
             )
         )
+
+    def _authorize_claim_status(
+        self, request: Attributes, rt: ResourceType, obj: JsonObject, old: JsonObject
+    ) -> None:
+        """A ResourceClaim status write's synthetic checks (``resourceclaims/binding``, ``/driver``), as
+        the 1.36 status strategy makes them (see :mod:`nvdra.kubeletplugin.testing_claimstatus`)."""
+        if (
+            self.rbac is None
+            or request.user == _ADMIN
+            or request.subresource != "status"
+            or (rt.group, rt.plural) != (RESOURCE_CLAIMS.group, RESOURCE_CLAIMS.plural)
+        ):
+            return
+        granted: list[Attributes] = []
+        meta = obj.get("metadata") or {}
+        denial = claim_status_denial(
+            self.rbac.allows,
+            user=request.user,
+            extra=getattr(self._ctx, "extra", {}),
+            verb=request.verb,
+            claim_name=meta.get("name", ""),
+            namespace=meta.get("namespace", ""),
+            new=obj,
+            old=old,
+            granted=granted,
+        )
+        if denial is not None:
+            raise KubeApiError(denial, status=422)
+        with self._audit_lock:
+            self._audit.extend(granted)
 
     def authenticate(self, header: str | None) -> str | None:
         """The user a request's bearer token names (None: no authentication configured); else a 401."""

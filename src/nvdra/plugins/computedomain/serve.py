@@ -23,17 +23,12 @@ from nvdra.cdi import DriverRoot
 from nvdra.core.featuregates import FeatureGates, Gate, parse_feature_gates
 from nvdra.imex import CD_DRIVER_NAME, clique_id_of
 from nvdra.imex.hostmode import DEFAULT_HOST_SOCKET_PATH, ImexDeployment
-from nvdra.kubeletplugin import Helper, KubernetesKubeApi, ResourceSlicePublisher, start
-from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.kubeletplugin import Helper
 from nvdra.nvml import (
     NodeProfile,
-    NvmlBackend,
-    PynvmlBackend,
     SimulatedNvml,
     discover_inventory,
     load_profile,
-    make_simulated_driver_root,
-    nvml_session,
 )
 from nvdra.plugins.cdihook import install_cdi_hook
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
@@ -41,8 +36,9 @@ from nvdra.plugins.computedomain.driver import ComputeDomainDriver
 from nvdra.plugins.computedomain.hostimex import HostImexCheck
 from nvdra.plugins.computedomain.kube import CdKube
 from nvdra.plugins.flags import stop_on_signals, wait_for_signal
-from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
+from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics
 from nvdra.plugins.pluginconfig import KubeletPluginConfig
+from nvdra.plugins.runner import api_client, open_backend, serve_endpoints, serve_sockets
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 
 __all__ = ["CdPluginConfig", "RunningCdPlugin", "prepared_device_counts", "serve", "serve_until_signalled"]
@@ -79,21 +75,10 @@ def _profile(name: str, overrides_json: str) -> NodeProfile:
     return load_profile(name, overrides=json.loads(overrides_json) or None)
 
 
-def _backend(
-    config: CdPluginConfig, overrides: Mapping[str, Any] | None, stack: ExitStack
-) -> tuple[NvmlBackend, Path, Path]:
-    """The NVML backend, initialised like the GPU plugin's (its shutdown on ``stack``), and the roots."""
-    backend: NvmlBackend
-    if config.simulate:
-        backend = SimulatedNvml(_profile(config.simulate, json.dumps(overrides or {}, sort_keys=True)))
-    else:
-        backend = PynvmlBackend(driver_root=config.container_driver_root)
-    stack.enter_context(nvml_session(backend))
-    if config.simulate:
-        # The simulated root has the fabric-imex-mgmt capability when the profile has a fabric.
-        root = make_simulated_driver_root(backend, config.make_simulated_host_dir() / "driver-root")
-        return backend, root, root
-    return backend, config.nvidia_driver_root, config.container_driver_root
+def _simulated(config: CdPluginConfig, overrides: Mapping[str, Any] | None) -> SimulatedNvml:
+    """The ``--simulate`` profile's node (its generated driver root has the fabric-imex-mgmt capability
+    when the profile has a fabric)."""
+    return SimulatedNvml(_profile(config.simulate, json.dumps(overrides or {}, sort_keys=True)))
 
 
 @contextmanager
@@ -122,7 +107,9 @@ def serve(
     ).check(gate_enabled=gates.enabled(Gate.HOST_MANAGED_IMEX_DAEMON))
     log.info("nvdra-cd-plugin starting; flags: %s", config.describe())
     with ExitStack() as stack:
-        backend, host_root, container_root = _backend(config, profile_overrides, stack)
+        backend, host_root, container_root = open_backend(
+            config, stack, lambda: _simulated(config, profile_overrides)
+        )
         inventory = discover_inventory(backend)
         strict = gates.enabled(Gate.CRASH_ON_NVLINK_FABRIC_ERRORS)
         clique = clique_id_of(((g.uuid, g.fabric) for g in inventory.gpus), strict=strict)
@@ -130,9 +117,7 @@ def serve(
             "node %s: NVLink clique %r (%s mode)", config.node_name, clique, "strict" if strict else "legacy"
         )
         config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        api: CdKube = kube or KubernetesKubeApi.from_kubeconfig(
-            config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
-        )
+        api: CdKube = kube or api_client(config)
         root = DriverRoot(str(host_root), str(container_root), driver_version=inventory.driver_version)
         specs = CdClaimSpecs(
             cdi_root=config.cdi_root,
@@ -162,34 +147,10 @@ def serve(
             prepared_devices=functools.partial(prepared_device_counts, driver),
         )
         helper: Helper | None = None
-        port: int | None = None
         if sockets:
-            publisher = ResourceSlicePublisher(
-                api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
-            )
-            helper = start(
-                InstrumentedDriver(driver, metrics),
-                driver_name=config.driver_name,
-                kube=api,
-                node_name=config.node_name,
-                plugin_data_dir=config.plugin_dir,
-                registrar_dir=config.kubelet_registrar_directory_path,
-                rolling_update_uid=config.pod_uid or None,
-                serialize=False,
-                publisher=publisher,
-            )
-            stack.callback(helper.stop)
+            helper = serve_sockets(config, InstrumentedDriver(driver, metrics), api, stack, serialize=False)
             helper.publish_resources(driver.resources())
-            if config.healthcheck_port >= 0:
-                liveness, port = start_liveness_server(
-                    config.healthcheck_port, helper.registration_socket, helper.dra_socket
-                )
-                stack.callback(liveness.stop, 0)
-        metrics_port: int | None = None
-        if config.http_endpoint:
-            server, metrics_port = start_metrics_server(config.http_endpoint, config.metrics_path, metrics)
-            stack.callback(server.server_close)
-            stack.callback(server.shutdown)
+        port, metrics_port = serve_endpoints(config, stack, helper, metrics)
         yield RunningCdPlugin(
             config=config,
             gates=gates,

@@ -11,37 +11,32 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import cast
 
 import attrs
 
 from nvdra.core.devices import Inventory
 from nvdra.core.featuregates import FeatureGates, Gate, parse_feature_gates
-from nvdra.kubeletplugin import Helper, KubeApi, KubernetesKubeApi, ResourceSlicePublisher, start
-from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.kubeletplugin import Helper, KubeApi
 from nvdra.kubeletplugin.objects import ObjectApi
 from nvdra.kubeletplugin.serialize import SERIALIZE_LOCK_NAME, RequestSerializer
-from nvdra.kubeletplugin.types import DraDriver
 from nvdra.nvml import (
     NvmlBackend,
-    PynvmlBackend,
     SimulatedNvml,
     discover_inventory,
     load_profile,
-    make_simulated_driver_root,
-    nvml_session,
 )
 from nvdra.plugins.cdihook import install_cdi_hook
 from nvdra.plugins.devicestatus import ClaimStatusReporter
 from nvdra.plugins.flags import fields, stop_on_signals, wait_for_signal
+from nvdra.plugins.gpu.binding import binding_views, start_binder
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import DeviceView, GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
 from nvdra.plugins.gpu.fabric import build_fabric_effects, watch_fabric_manager
 from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
-from nvdra.plugins.gpu.health import HealthTracker, health_view, start_health_monitor
+from nvdra.plugins.gpu.health import health_view, start_health_monitor
 from nvdra.plugins.gpu.listattrs import list_attribute_views
 from nvdra.plugins.gpu.mig import sweep_unknown_mig
 from nvdra.plugins.gpu.nodewatch import FabricLabelWatch
@@ -51,7 +46,8 @@ from nvdra.plugins.gpu.sharing import sharing_effects
 from nvdra.plugins.gpu.simnode import node_boot_id, simulated_nvml_state
 from nvdra.plugins.gpu.upstream import recover_plugin_dir
 from nvdra.plugins.gpu.vfio import passthrough_effects, passthrough_views
-from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics, start_metrics_server
+from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics
+from nvdra.plugins.runner import api_client, open_backend, serve_endpoints, serve_sockets
 from nvdra.plugins.state import CheckpointStore
 
 __all__ = ["RunningPlugin", "serve", "serve_until_signalled", "serve_while"]
@@ -74,22 +70,9 @@ class RunningPlugin:
     effects: Effects | None = None
 
 
-def _backend(config: PluginConfig, stack: ExitStack) -> tuple[NvmlBackend, Path, Path]:
-    """The NVML backend, initialised (its shutdown on ``stack``), and the (host, container) driver roots.
-
-    The real library and a simulated node are opened the same way (:func:`nvml_session`), so an
-    init failure names its first cause: no ``libnvidia-ml.so.1`` under the root, or NVML's own error.
-    """
-    backend: NvmlBackend
-    if config.simulate:
-        backend = SimulatedNvml(load_profile(config.simulate), state_path=simulated_nvml_state(config))
-    else:
-        backend = PynvmlBackend(driver_root=config.container_driver_root)
-    stack.enter_context(nvml_session(backend))
-    if config.simulate:
-        root = make_simulated_driver_root(backend, config.make_simulated_host_dir() / "driver-root")
-        return backend, root, root
-    return backend, config.nvidia_driver_root, config.container_driver_root
+def _simulated(config: PluginConfig) -> SimulatedNvml:
+    """The ``--simulate`` profile's node, its state kept across restarts."""
+    return SimulatedNvml(load_profile(config.simulate), state_path=simulated_nvml_state(config))
 
 
 @contextmanager
@@ -113,12 +96,10 @@ def serve(
     with ExitStack() as stack:
         # First, so the simulated driver root inside it cannot create it with the umask's mode.
         config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        backend, host_root, container_root = _backend(config, stack)
+        backend, host_root, container_root = open_backend(config, stack, lambda: _simulated(config))
         inventory = discover_inventory(backend)
         log.info("discovered %d GPUs (driver %s)", len(inventory.gpus), inventory.driver_version)
-        api = kube or KubernetesKubeApi.from_kubeconfig(
-            config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
-        )
+        api = kube or api_client(config)
         gates = node_gates(config, api, os.environ)  # with the per-node rollout label
         if config.publish_fabric_partitions:
             published = partitions_enabled(True, gates)
@@ -141,6 +122,7 @@ def serve(
             *passthrough_views(config, gates, inventory),
             *shares_views(config.consumable_shares, gates),
             *list_attribute_views(gates, inventory),
+            *binding_views(gates),
         ]
         effects = build_effects(config, gates, backend, api, stack=stack, on_fm_answer=on_node_change)
         driver = GpuDriver(
@@ -163,35 +145,26 @@ def serve(
             driver=config.driver_name, node=config.node_name, prepared_devices=driver.prepared_device_counts
         )
         # KEP-4817: each prepared claim's devices are reported in its status.devices (cleared on unprepare)
-        helper = _start_helper(
-            config,
-            ClaimStatusReporter(
-                InstrumentedDriver(driver, metrics),
-                cast(ObjectApi, api),
-                driver_name=config.driver_name,
-                describe=driver.device_status,
-            ),
-            api,
-            health,
+        reporter = ClaimStatusReporter(
+            InstrumentedDriver(driver, metrics),
+            cast(ObjectApi, api),
+            driver_name=config.driver_name,
+            describe=driver.device_status,
         )
-        stack.callback(helper.stop)
+        helper = serve_sockets(
+            config, reporter, api, stack, health=health.reporter if health is not None else None
+        )
         driver.on_resources_changed = helper.publish_resources
         helper.publish_resources(driver.resources())
+        binder = start_binder(
+            config, gates, cast(ObjectApi, api), views, lambda: set(driver.checkpoint().claims)
+        )
+        stack.callback(binder.stop if binder is not None else lambda: None)
         if health is not None:
             monitor = start_health_monitor(backend, inventory, health)
             stack.callback(health.stop)
             stack.callback(monitor.stop)
-        metrics_port: int | None = None
-        if config.http_endpoint:
-            server, metrics_port = start_metrics_server(config.http_endpoint, config.metrics_path, metrics)
-            stack.callback(server.server_close)
-            stack.callback(server.shutdown)
-        port: int | None = None
-        if config.healthcheck_port >= 0:
-            liveness, port = start_liveness_server(
-                config.healthcheck_port, helper.registration_socket, helper.dra_socket
-            )
-            stack.callback(liveness.stop, 0)
+        port, metrics_port = serve_endpoints(config, stack, helper, metrics)
         if on_node_change is not None and hasattr(api, "watch_objects"):
             label_watch = FabricLabelWatch(
                 cast(ObjectApi, api),
@@ -258,26 +231,6 @@ def build_effects(
     planners += passthrough_planners
     executors += passthrough_executors
     return Effects(planners, executors)
-
-
-def _start_helper(
-    config: PluginConfig, driver: DraDriver, api: KubeApi, health: HealthTracker | None = None
-) -> Helper:
-    """Serve the sockets; the publisher starts once the kubelet confirms the registration."""
-    publisher = ResourceSlicePublisher(
-        api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
-    )
-    return start(
-        driver,
-        driver_name=config.driver_name,
-        kube=api,
-        node_name=config.node_name,
-        plugin_data_dir=config.plugin_dir,
-        registrar_dir=config.kubelet_registrar_directory_path,
-        rolling_update_uid=config.pod_uid or None,
-        publisher=publisher,
-        health=health.reporter if health is not None else None,
-    )
 
 
 def _describe_gates(gates: FeatureGates) -> str:

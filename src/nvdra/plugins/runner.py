@@ -1,0 +1,98 @@
+"""The start-up steps every kubelet plugin process shares, said once.
+
+Both plugins' ``serve`` (GPU and ComputeDomain) run one linear start sequence whose undo steps sit on an
+``ExitStack``. The steps they share live here: open NVML (or the simulated node) with its driver roots,
+build the API client from the flags, serve the driver's gRPC sockets with a ResourceSlice publisher,
+and serve the liveness probe and the metrics endpoint. What each plugin builds between them (its
+driver, its specs, its effects) stays in its own ``serve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from nvdra.kubeletplugin import Helper, KubeApi, KubernetesKubeApi, ResourceSlicePublisher, start
+from nvdra.kubeletplugin.health import HealthReporter
+from nvdra.kubeletplugin.liveness import start_liveness_server
+from nvdra.kubeletplugin.types import DraDriver
+from nvdra.nvml import NvmlBackend, PynvmlBackend, make_simulated_driver_root, nvml_session
+from nvdra.plugins.metrics import PluginMetrics, start_metrics_server
+from nvdra.plugins.pluginconfig import KubeletPluginConfig
+
+__all__ = ["api_client", "open_backend", "serve_endpoints", "serve_sockets"]
+
+
+def open_backend(
+    config: KubeletPluginConfig, stack: ExitStack, simulated: Callable[[], NvmlBackend]
+) -> tuple[NvmlBackend, Path, Path]:
+    """The NVML backend, initialised (its shutdown on ``stack``), and the (host, container) driver roots.
+
+    ``simulated`` builds the backend of ``--simulate``'s profile; otherwise the real library is opened
+    from the container's driver root. Both are opened the same way (:func:`~nvdra.nvml.nvml_session`),
+    so an init failure names its first cause: no ``libnvidia-ml.so.1`` under the root, or NVML's own
+    error. A simulated node gets a generated driver root, the same path from the host and the container.
+    """
+    backend = simulated() if config.simulate else PynvmlBackend(driver_root=config.container_driver_root)
+    stack.enter_context(nvml_session(backend))
+    if config.simulate:
+        root = make_simulated_driver_root(backend, config.make_simulated_host_dir() / "driver-root")
+        return backend, root, root
+    return backend, config.nvidia_driver_root, config.container_driver_root
+
+
+def api_client(config: KubeletPluginConfig) -> KubernetesKubeApi:
+    """The API client of ``--kubeconfig`` (in-cluster when empty), rate-limited by the QPS flags."""
+    return KubernetesKubeApi.from_kubeconfig(
+        config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
+    )
+
+
+def serve_sockets(
+    config: KubeletPluginConfig,
+    driver: DraDriver,
+    api: KubeApi,
+    stack: ExitStack,
+    *,
+    serialize: bool = True,
+    health: HealthReporter | None = None,
+) -> Helper:
+    """Serve the driver's DRA and registration sockets (stopped with ``stack``); the ResourceSlice
+    publisher starts once the kubelet confirms the registration, its errors going to the driver."""
+    publisher = ResourceSlicePublisher(
+        api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
+    )
+    helper = start(
+        driver,
+        driver_name=config.driver_name,
+        kube=api,
+        node_name=config.node_name,
+        plugin_data_dir=config.plugin_dir,
+        registrar_dir=config.kubelet_registrar_directory_path,
+        rolling_update_uid=config.pod_uid or None,
+        serialize=serialize,
+        publisher=publisher,
+        health=health,
+    )
+    stack.callback(helper.stop)
+    return helper
+
+
+def serve_endpoints(
+    config: KubeletPluginConfig, stack: ExitStack, helper: Helper | None, metrics: PluginMetrics
+) -> tuple[int | None, int | None]:
+    """The liveness probe (``--healthcheck-port`` >= 0, when the sockets are served) and the metrics
+    endpoint (``--http-endpoint``), both stopped with ``stack``; their ports (None: not served)."""
+    metrics_port: int | None = None
+    if config.http_endpoint:
+        server, metrics_port = start_metrics_server(config.http_endpoint, config.metrics_path, metrics)
+        stack.callback(server.server_close)
+        stack.callback(server.shutdown)
+    liveness_port: int | None = None
+    if helper is not None and config.healthcheck_port >= 0:
+        liveness, liveness_port = start_liveness_server(
+            config.healthcheck_port, helper.registration_socket, helper.dra_socket
+        )
+        stack.callback(liveness.stop, 0)
+    return liveness_port, metrics_port

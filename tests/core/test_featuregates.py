@@ -30,6 +30,7 @@ UPSTREAM_DEFAULTS = {
     "HostManagedIMEXDaemon": False,
     "DRAListTypeAttributes": False,
     "ConsumableShares": False,
+    "DeviceBindingConditions": False,
     "AllAlpha": False,
     "AllBeta": False,
     "ContextualLogging": True,

@@ -99,3 +99,12 @@ def test_host_managed_imex_needs_the_gate() -> None:
     with pytest.raises(RenderError) as info:
         render({"resources": {"computeDomains": {"enabled": True, "imex": {"mode": "hostManaged"}}}})
     assert "HostManagedIMEXDaemon" in str(info.value)
+
+
+def test_binding_conditions_let_the_gpu_plugin_list_claims() -> None:
+    """DeviceBindingConditions: the plugin lists claims to find allocated VFIO devices; else only get."""
+    from tests.deploy.test_chart_access import grants
+
+    on = render({**GPUS, "featureGates": {"PassthroughSupport": True, "DeviceBindingConditions": True}})
+    assert grants(on, "nvdra-kubeletplugin")[0][("resource.k8s.io", "resourceclaims")] == {"get", "list"}
+    assert grants(render(GPUS), "nvdra-kubeletplugin")[0][("resource.k8s.io", "resourceclaims")] == {"get"}

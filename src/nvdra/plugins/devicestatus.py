@@ -24,7 +24,7 @@ from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS, ObjectApi
 from nvdra.kubeletplugin.types import ClaimRef, DraDriver, PrepareResult
 
-__all__ = ["ClaimStatusReporter", "ready_condition"]
+__all__ = ["ClaimStatusReporter", "ClaimStatusWriter", "ready_condition"]
 
 log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
@@ -87,10 +87,9 @@ class ClaimStatusReporter:
         self, driver: DraDriver, api: ObjectApi, *, driver_name: str, describe: Describe, retries: int = 5
     ) -> None:
         self.driver = driver
-        self.api = api
         self.driver_name = driver_name
         self.describe = describe
-        self.retries = retries
+        self.writer = ClaimStatusWriter(api, driver_name=driver_name, retries=retries)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.driver, name)
@@ -102,7 +101,7 @@ class ClaimStatusReporter:
             uid = str((claim.get("metadata") or {}).get("uid", ""))
             result = results.get(uid)
             if result is not None and not result.error:
-                self.write(claim, list(self.describe(uid)))
+                self.writer.write(claim, list(self.describe(uid)))
         return results
 
     def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> Mapping[str, str]:
@@ -110,12 +109,29 @@ class ClaimStatusReporter:
         errors = self.driver.unprepare_resource_claims(claims)
         for ref in claims:
             if not errors.get(ref.uid):
-                self.write({"metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid}}, [])
+                self.writer.write(
+                    {"metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid}}, []
+                )
         return errors
 
     def handle_error(self, error: BaseException, message: str) -> None:
         """Delegated."""
         self.driver.handle_error(error, message)
+
+
+class ClaimStatusWriter:
+    """Writes one driver's entries of claims' ``status.devices`` (others' entries are kept).
+
+    Args:
+        api: where claims are read and their status written.
+        driver_name: whose entries these are.
+        retries: attempts per write when the claim changed under us (409).
+    """
+
+    def __init__(self, api: ObjectApi, *, driver_name: str, retries: int = 5) -> None:
+        self.api = api
+        self.driver_name = driver_name
+        self.retries = retries
 
     def write(self, claim: Mapping[str, Any], mine: Sequence[JsonObject]) -> bool:
         """Put ``mine`` as this driver's entries in the claim's status; False (logged) when it could not.

@@ -139,7 +139,7 @@ resource.k8s.io/v1beta1
 
 {{/* Feature gates nvdra knows (nvdra.core.featuregates, aliases included); tests keep this in sync. */}}
 {{- define "nvdra.knownFeatureGates" -}}
-{{- list "AllAlpha" "AllBeta" "ComputeDomainCliques" "ConsumableShares" "ContextualLogging" "CrashOnNVLinkFabricErrors" "DRAListTypeAttributes" "DeviceMetadata" "DynamicMIG" "FabricManagerPartitioning" "FabricTopologySupport" "HostManagedIMEXDaemon" "IMEXDaemonsWithDNSNames" "LoggingAlphaOptions" "LoggingBetaOptions" "MPSSupport" "NVMLDeviceHealthCheck" "PassthroughSupport" "TimeSlicingSettings" | toJson -}}
+{{- list "AllAlpha" "AllBeta" "ComputeDomainCliques" "ConsumableShares" "ContextualLogging" "CrashOnNVLinkFabricErrors" "DRAListTypeAttributes" "DeviceBindingConditions" "DeviceMetadata" "DynamicMIG" "FabricManagerPartitioning" "FabricTopologySupport" "HostManagedIMEXDaemon" "IMEXDaemonsWithDNSNames" "LoggingAlphaOptions" "LoggingBetaOptions" "MPSSupport" "NVMLDeviceHealthCheck" "PassthroughSupport" "TimeSlicingSettings" | toJson -}}
 {{- end -}}
 
 {{/* Built-in simulated node profiles (nvdra.nvml.PROFILE_NAMES); tests keep this in sync. */}}

@@ -100,6 +100,7 @@ def offline_publication(
     """
     from nvdra.core.errors import UserError
     from nvdra.plugins.gpu.fabric import build_fabric_effects, planned_node_fabric
+    from nvdra.plugins.gpu.binding import binding_views
     from nvdra.plugins.gpu.listattrs import list_attribute_views
     from nvdra.plugins.gpu.shares import shares_views
     from nvdra.plugins.gpu.vfio import passthrough_views
@@ -122,6 +123,7 @@ def offline_publication(
         views: list[DeviceView] = list(passthrough_views(config, gates, inventory))
         views += shares_views(config.consumable_shares, gates)
         views += list_attribute_views(gates, inventory)
+        views += binding_views(gates)
         resources = node_resources(
             inventory,
             node_name=config.node_name,

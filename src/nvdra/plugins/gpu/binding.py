@@ -1,0 +1,288 @@
+"""Binding conditions for VFIO devices (nvdra gate ``DeviceBindingConditions``, alpha; KEP-5007,
+Kubernetes 1.34+ with DRADeviceBindingConditions and DRAResourceClaimDeviceStatus).
+
+Binding a GPU to ``vfio-pci`` takes seconds and can fail (a process still holds ``/dev/nvidiaN``). With
+the gate, each VFIO device is published with ``bindingConditions: [gpu.nvidia.com/VfioBound]`` and
+``bindingFailureConditions: [gpu.nvidia.com/VfioBindFailed]``, so the scheduler holds the pod's binding
+until the device is ready instead of the kubelet's prepare failing and backing off.
+
+:class:`Binder` is the loop in the plugin that makes them true: for every claim allocated a VFIO
+device of this node that carries the condition and has no verdict yet, it binds the GPU to vfio-pci
+(the executor prepare uses; prepare later finds it bound and records it for unprepare) and sets
+``VfioBound`` True in the claim's ``status.devices``; a failure sets ``VfioBound`` False with the
+reason and is retried on the next pass, up to ``max_attempts``, then ``VfioBindFailed`` True (the
+scheduler then deallocates and tries elsewhere). A GPU bound for a claim that goes away before it is
+prepared is bound back to nvidia; once the claim is prepared the checkpoint owns the binding. What it
+bound is kept in ``binder.json`` in the plugin directory (written before each bind), so a restart
+still cleans up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from nvdra.core.effects import EffectRecord
+from nvdra.core.errors import ClaimError, KubeApiError, NvdraError
+from nvdra.core.featuregates import FeatureGates, Gate
+from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS, ObjectApi
+from nvdra.kubeletplugin.types import DriverResources, Pool
+from nvdra.plugins.devicestatus import ClaimStatusWriter
+from nvdra.plugins.gpu.config import PluginConfig
+from nvdra.plugins.gpu.devices import AllocatableDevice
+from nvdra.plugins.gpu.driver import DeviceView
+
+__all__ = ["BIND_FAILED", "BOUND", "Binder", "BindingConditionsView", "binding_views", "start_binder"]
+
+log = logging.getLogger(__name__)
+
+BOUND = "gpu.nvidia.com/VfioBound"
+BIND_FAILED = "gpu.nvidia.com/VfioBindFailed"
+
+
+@attrs.frozen
+class BindingConditionsView:
+    """Publishes the binding conditions on every VFIO device."""
+
+    def allocatable(self) -> Mapping[str, AllocatableDevice]:
+        """No extra devices."""
+        return {}
+
+    def decorate(self, resources: DriverResources, held: Collection[str]) -> DriverResources:
+        """VFIO devices with ``bindingConditions`` and ``bindingFailureConditions``."""
+
+        def one(d: Mapping[str, Any]) -> dict[str, Any]:
+            if ((d.get("attributes") or {}).get("type") or {}).get("string") != "vfio":
+                return dict(d)
+            return {**d, "bindingConditions": [BOUND], "bindingFailureConditions": [BIND_FAILED]}
+
+        pools = {
+            name: Pool(
+                slices=tuple(attrs.evolve(s, devices=tuple(one(d) for d in s.devices)) for s in pool.slices),
+                generation=pool.generation,
+            )
+            for name, pool in resources.pools.items()
+        }
+        return DriverResources(pools=pools)
+
+    def refuse(self, name: str, held: Collection[str]) -> str | None:
+        """Never."""
+        return None
+
+
+def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
+    return {"type": type_, "status": status, "reason": reason, "message": message}
+
+
+class Binder:
+    """Makes the VFIO binding conditions of this node's allocated claims true (see the module docstring).
+
+    Args:
+        api: claims are listed and their status written here.
+        driver_name, node_name: whose results (the node's pool) to act on.
+        bind, unbind: bind a VFIO device (by name) to vfio-pci / back to nvidia; raise on failure.
+        prepared: the UIDs of the claims the checkpoint holds (the binding is theirs then).
+        state_path: where the bindings made for unprepared claims are kept.
+        max_attempts: binds tried per device before the failure condition is set.
+    """
+
+    def __init__(
+        self,
+        api: ObjectApi,
+        *,
+        driver_name: str,
+        node_name: str,
+        bind: Callable[[str], None],
+        unbind: Callable[[str], None],
+        prepared: Callable[[], Collection[str]],
+        state_path: Path,
+        max_attempts: int = 3,
+    ) -> None:
+        self.api = api
+        self.driver_name = driver_name
+        self.node_name = node_name
+        self._bind = bind
+        self._unbind = unbind
+        self._prepared = prepared
+        self.state_path = state_path
+        self.max_attempts = max_attempts
+        self._attempts: dict[tuple[str, str], int] = {}
+        self._status = ClaimStatusWriter(api, driver_name=driver_name)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _bound(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.error(
+                "cannot read %s (%s): bindings made for unprepared claims are forgotten", self.state_path, exc
+            )
+            return {}
+        return {str(k): [str(d) for d in v] for k, v in dict(data).items()}
+
+    def _save(self, bound: Mapping[str, Sequence[str]]) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({k: list(v) for k, v in sorted(bound.items()) if v}, indent=1))
+        tmp.replace(self.state_path)
+
+    # -- one pass ---------------------------------------------------------------------------------
+
+    def _waiting(self, claim: Mapping[str, Any]) -> list[str]:
+        """This node's VFIO devices of the claim whose binding has no verdict in its status yet."""
+        allocation = (claim.get("status") or {}).get("allocation") or {}
+        verdicts = {
+            d.get("device"): {c.get("type"): c.get("status") for c in d.get("conditions") or []}
+            for d in (claim.get("status") or {}).get("devices") or []
+            if d.get("driver") == self.driver_name and d.get("pool") == self.node_name
+        }
+        out = []
+        for r in (allocation.get("devices") or {}).get("results") or []:
+            if r.get("driver") != self.driver_name or r.get("pool") != self.node_name:
+                continue
+            if BOUND not in (r.get("bindingConditions") or []):
+                continue
+            seen = verdicts.get(r.get("device"), {})
+            if seen.get(BOUND) != "True" and seen.get(BIND_FAILED) != "True":
+                out.append(str(r["device"]))
+        return out
+
+    def reconcile_once(self) -> None:
+        """Bind what waits, report it, and bind back what no claim needs any more."""
+        claims = self.api.list_objects(RESOURCE_CLAIMS)
+        live = {str(c["metadata"]["uid"]): c for c in claims if (c.get("status") or {}).get("allocation")}
+        bound = self._bound()
+        prepared = set(self._prepared())
+        for uid, claim in sorted(live.items()):
+            for device in self._waiting(claim):
+                bound.setdefault(uid, [])
+                if device not in bound[uid]:
+                    bound[uid].append(device)
+                self._save(bound)  # intent first: a crash between here and the bind is cleaned up
+                self._bind_one(claim, uid, device)
+        for uid in sorted(set(bound)):
+            if uid in prepared:
+                del bound[uid]  # the checkpoint owns the binding now
+            elif uid not in live:
+                for device in bound.pop(uid):
+                    log.info("claim %s went away before prepare: binding %s back to nvidia", uid, device)
+                    try:
+                        self._unbind(device)
+                    except (NvdraError, OSError) as exc:
+                        log.error("cannot bind %s back to nvidia: %s; will retry", device, exc)
+                        bound[uid] = [device]
+        self._save(bound)
+
+    def _bind_one(self, claim: Mapping[str, Any], uid: str, device: str) -> None:
+        key = (uid, device)
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+        try:
+            self._bind(device)
+        except (NvdraError, OSError) as exc:
+            last = self._attempts[key] >= self.max_attempts
+            log.warning(
+                "binding %s for claim %s failed (attempt %d): %s", device, uid, self._attempts[key], exc
+            )
+            conditions = [_condition(BOUND, "False", "BindFailed", str(exc))]
+            if last:
+                conditions.append(
+                    _condition(BIND_FAILED, "True", "BindFailed", f"{self.max_attempts} attempts: {exc}")
+                )
+            self._report(claim, device, conditions)
+            return
+        self._report(claim, device, [_condition(BOUND, "True", "Bound", f"{device} is bound to vfio-pci")])
+
+    def _report(self, claim: Mapping[str, Any], device: str, conditions: list[dict[str, str]]) -> None:
+        entries = [
+            {"driver": self.driver_name, "pool": self.node_name, "device": d, "conditions": conditions}
+            for d in [device]
+        ]
+        keep = [
+            dict(e)
+            for e in (claim.get("status") or {}).get("devices") or []
+            if e.get("driver") == self.driver_name and e.get("device") != device
+        ]
+        self._status.write(claim, [*keep, *entries])
+
+    # -- loop ---------------------------------------------------------------------------------------
+
+    def start(self, period_s: float = 1.0) -> None:
+        """Run :meth:`reconcile_once` every ``period_s`` on a daemon thread until :meth:`stop`."""
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    self.reconcile_once()
+                except (KubeApiError, OSError) as exc:
+                    log.warning("binding conditions: %s; retrying", exc)
+                self._stop.wait(period_s)
+
+        self._thread = threading.Thread(target=loop, name="nvdra-binder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def binding_views(gates: FeatureGates) -> list[BindingConditionsView]:
+    """The view publishing VFIO binding conditions, when DeviceBindingConditions and PassthroughSupport
+    are on (without passthrough there is no VFIO device to condition)."""
+    on = gates.enabled(Gate.DEVICE_BINDING_CONDITIONS) and gates.enabled(Gate.PASSTHROUGH_SUPPORT)
+    return [BindingConditionsView()] if on else []
+
+
+def start_binder(
+    config: PluginConfig,
+    gates: FeatureGates,
+    api: ObjectApi,
+    views: Sequence[DeviceView],
+    prepared: Callable[[], Collection[str]],
+    *,
+    period_s: float = 1.0,
+) -> Binder | None:
+    """The running binder of a plugin whose VFIO devices carry binding conditions (else None): it binds
+    with the executor prepare uses, for the VFIO devices the passthrough view publishes."""
+    if not binding_views(gates):
+        return None
+    from nvdra.plugins.gpu.vfio import VfioExecutor, passthrough_host, vfio_bind_records
+
+    devices: dict[str, AllocatableDevice] = {}
+    for view in views:
+        devices.update({n: d for n, d in view.allocatable().items() if d.type == "vfio"})
+    executor = VfioExecutor(passthrough_host(config))
+
+    def record(name: str) -> EffectRecord:
+        device = devices.get(name)
+        if device is None:
+            raise ClaimError(
+                f"{name} is not a VFIO device of this node (known: {', '.join(sorted(devices))})"
+            )
+        return vfio_bind_records([device])[0]
+
+    def bind(name: str) -> None:
+        executor.apply(record(name))
+
+    binder = Binder(
+        api,
+        driver_name=config.driver_name,
+        node_name=config.node_name,
+        bind=bind,
+        unbind=lambda name: executor.undo(record(name)),
+        prepared=prepared,
+        state_path=config.plugin_dir / "binder.json",
+    )
+    binder.start(period_s)
+    return binder

@@ -190,52 +190,33 @@ def _clique_actions(
             if n in waiting
         ]
         if current is None:
+            labels = {DOMAIN_LABEL: uid, CLIQUE_LABEL: clique}
+            meta = {"name": name, "namespace": settings.namespace, "labels": labels}
             body = {
                 "apiVersion": API_VERSION,
                 "kind": "ComputeDomainClique",
-                "metadata": {
-                    "name": name,
-                    "namespace": settings.namespace,
-                    "labels": {DOMAIN_LABEL: uid, CLIQUE_LABEL: clique},
-                },
+                "metadata": meta,
                 "daemons": entries,
             }
-            actions.append(
-                Action(
-                    verb="create",
-                    kind="ComputeDomainClique",
-                    name=name,
-                    namespace=settings.namespace,
-                    body=body,
-                    why="first daemon registered",
-                )
-            )
+            actions.append(_clique_write("create", name, settings, "first daemon registered", body))
         elif (current.get("daemons") or []) != entries:
             body = dict(current, daemons=entries)
-            actions.append(
-                Action(
-                    verb="update",
-                    kind="ComputeDomainClique",
-                    name=name,
-                    namespace=settings.namespace,
-                    body=body,
-                    why="members or readiness changed",
-                )
-            )
+            actions.append(_clique_write("update", name, settings, "members or readiness changed", body))
     for name, current in sorted(cliques.items()):
         clique = _labels(current).get(CLIQUE_LABEL, name.partition(".")[2])
         if clique not in grouped:
-            actions.append(
-                Action(
-                    verb="delete",
-                    kind="ComputeDomainClique",
-                    name=name,
-                    namespace=settings.namespace,
-                    why="no daemon left in the clique",
-                )
-            )
+            actions.append(_clique_write("delete", name, settings, "no daemon left in the clique"))
     nodes.sort(key=lambda n: n["name"])
     return actions, nodes
+
+
+def _clique_write(
+    verb: Verb, name: str, settings: Settings, why: str, body: JsonObject | None = None
+) -> Action:
+    """A write of one ComputeDomainClique in the driver's namespace."""
+    return Action(
+        verb=verb, kind="ComputeDomainClique", name=name, namespace=settings.namespace, body=body, why=why
+    )
 
 
 def desired_status(cd: Mapping[str, Any], nodes: Sequence[JsonObject]) -> JsonObject:

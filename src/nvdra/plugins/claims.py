@@ -17,6 +17,7 @@ from nvdra.core.checkpoint import Checkpoint, ClaimState, DeviceRecord, Prepared
 from nvdra.kubeletplugin.types import ClaimRef, PreparedDevice, PrepareResult
 
 __all__ = [
+    "CheckpointedDriver",
     "OwnedSpecs",
     "claim_entry",
     "claim_ref",
@@ -38,6 +39,23 @@ class OwnedSpecs(Protocol):
     def remove(self, claim_uid: str) -> None:
         """Remove the claim's spec (fine if absent)."""
         ...
+
+
+class CheckpointedDriver:
+    """The part of a driver both plugins answer the same way: its checkpoint, and background errors.
+
+    A subclass keeps its current :class:`~nvdra.core.checkpoint.Checkpoint` in ``_checkpoint``.
+    """
+
+    _checkpoint: Checkpoint
+
+    def checkpoint(self) -> Checkpoint:
+        """The current checkpoint (a snapshot)."""
+        return self._checkpoint
+
+    def handle_error(self, error: BaseException, message: str) -> None:
+        """Background errors (slice publishing) are logged; the publisher retries on its own."""
+        log.error("%s: %s", message, error)
 
 
 def claim_ref(claim: Mapping[str, Any]) -> ClaimRef:

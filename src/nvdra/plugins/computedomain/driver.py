@@ -44,7 +44,14 @@ from nvdra.imex import CD_DRIVER_NAME, DOMAIN_LABEL, channel_ids, clique_object_
 from nvdra.imex.config import TEMPLATE_VALUES
 from nvdra.kubeletplugin.objects import NODES
 from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, PrepareResult, Slice
-from nvdra.plugins.claims import claim_entry, claim_ref, prepare_failed, prepared_devices, sweep_orphan_specs
+from nvdra.plugins.claims import (
+    CheckpointedDriver,
+    claim_entry,
+    claim_ref,
+    prepare_failed,
+    prepared_devices,
+    sweep_orphan_specs,
+)
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, CdKube
 from nvdra.plugins.state import CheckpointStore, LoadReport
@@ -69,7 +76,7 @@ def cd_devices() -> tuple[JsonObject, ...]:
     )
 
 
-class ComputeDomainDriver:
+class ComputeDomainDriver(CheckpointedDriver):
     """Implements :class:`nvdra.kubeletplugin.types.DraDriver` for ComputeDomains."""
 
     def __init__(
@@ -125,14 +132,6 @@ class ComputeDomainDriver:
     def spec_path(self, claim_uid: str) -> Path:
         """Where the CDI spec of ``claim_uid`` is (or would be) written."""
         return self._specs.path(claim_uid)
-
-    def checkpoint(self) -> Checkpoint:
-        """The current checkpoint (a snapshot)."""
-        return self._checkpoint
-
-    def handle_error(self, error: BaseException, message: str) -> None:
-        """Background errors are logged; the publisher retries on its own."""
-        log.error("%s: %s", message, error)
 
     # -- prepare ---------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from nvdra.kubeletplugin.types import (
     Slice,
 )
 from nvdra.plugins.claims import (
+    CheckpointedDriver,
     claim_entry,
     claim_ref,
     prepare_failed,
@@ -118,7 +119,7 @@ class _Plan:
     effects: tuple[EffectRecord, ...] = ()
 
 
-class GpuDriver:
+class GpuDriver(CheckpointedDriver):
     """Implements :class:`nvdra.kubeletplugin.types.DraDriver` for NVIDIA GPUs."""
 
     def __init__(
@@ -266,14 +267,6 @@ class GpuDriver:
             slices = (Slice(shared_counters=counters), Slice(devices=devices))
             return DriverResources(pools={node_name: Pool(slices=slices)})
         return DriverResources(pools={node_name: Pool(slices=(Slice(devices=devices),))})
-
-    def checkpoint(self) -> Checkpoint:
-        """The current checkpoint (a snapshot)."""
-        return self._checkpoint
-
-    def handle_error(self, error: BaseException, message: str) -> None:
-        """Background errors (slice publishing) are logged; the publisher retries on its own."""
-        log.error("%s: %s", message, error)
 
     # -- prepare ---------------------------------------------------------------------------------
 

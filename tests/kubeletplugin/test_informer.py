@@ -234,3 +234,49 @@ def test_a_watch_that_ends_at_once_backs_off_instead_of_spinning(
     informers.append(informer.start())
     time.sleep(1.0)
     assert 2 <= informer.stats.watches <= 6 and informer.stats.errors >= 2
+
+
+class _BrokenStream:
+    """A watch stream whose read fails with a non-API error, as urllib3 once raised a RuntimeError
+    ("Cannot shutdown as connection has already been released to the pool") out of a watch the
+    server had ended normally (seen on a real 1.36 apiserver after the 5-minute watch timeout)."""
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        raise RuntimeError("Cannot shutdown as connection has already been released to the pool")
+
+    def close(self) -> None:
+        return None
+
+
+class _FirstWatchBreaks:
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube = kube
+        self.broken = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kube, name)
+
+    def watch_objects(self, *args: Any, **kw: Any) -> Any:
+        if self.broken == 0:
+            self.broken += 1
+            return _BrokenStream()
+        return self.kube.watch_objects(*args, **kw)
+
+
+def test_an_unexpected_error_in_a_watch_does_not_end_the_informer(
+    kube: FakeKube, informers: list[Informer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The informer logs it with its traceback, backs off, lists and watches again; before, its thread
+    died and the plugin never saw its Node's label change."""
+    api = _FirstWatchBreaks(kube)
+    informer = Informer(cast(Any, api), NODES, backoff=FAST)
+    with caplog.at_level(logging.WARNING, logger="nvdra.kubeletplugin.informer"):
+        informers.append(informer.start())
+        _until(lambda: informer.stats.errors == 1 and informer.stats.watches >= 2)
+    kube.add_node("later")
+    _until(lambda: informer.get("later") is not None)
+    (record,) = [r for r in caplog.records if "RuntimeError" in (r.exc_text or "") or r.exc_info]
+    assert "Cannot shutdown" in record.getMessage() and record.exc_info is not None

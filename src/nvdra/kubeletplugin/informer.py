@@ -232,15 +232,23 @@ class Informer:
                     need_list = False
                 need_list = self._watch_once(next_resync)
                 failures = 0
-            except KubeApiError as exc:
+            except Exception as exc:  # any error: a dead informer thread would leave the process deaf
                 failures += 1
                 self.stats.errors += 1
                 # As client-go's reflector: after a failed watch, list again (a server that cannot
                 # watch this query still gets the cache refreshed, at the back-off's pace).
                 need_list = True
                 delay = self.backoff.delay(failures, self._rng)
-                # One stable line per cause (the repeat filter folds repeats); the delay varies.
-                log.warning("informer %s: %s; listing and watching again after a back-off", self.name, exc)
+                # One stable line per cause (the repeat filter folds repeats); the delay varies. An
+                # error that is not the API's (a client library's, or a handler's bug) keeps its
+                # traceback, and the informer goes on: it once died of urllib3's RuntimeError on a
+                # watch the server ended, and the GPU plugin stopped following its Node for good.
+                log.warning(
+                    "informer %s: %s; listing and watching again after a back-off",
+                    self.name,
+                    exc,
+                    exc_info=not isinstance(exc, KubeApiError),
+                )
                 log.debug("informer %s: retry %d in %.2f s", self.name, failures, delay)
                 self._stop.wait(delay)
             if self.resync_s > 0 and time.monotonic() >= next_resync and not self._stop.is_set():

@@ -84,119 +84,78 @@ def check_profile(_: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
-    """Decorate a click command with the flags every nvdra kubelet plugin takes.
+# The flags every nvdra kubelet plugin takes, one row per upstream flag in upstream's order:
+# (names, environment variable(s), default, help). click takes each flag's type from its default, and
+# a non-empty default is shown in --help; ``None`` marks the required flag, the namespace's help is
+# each plugin's own.
+_PLUGIN_FLAGS: tuple[tuple[tuple[str, ...], str | list[str], Any, str], ...] = (
+    (("--node-name",), "NODE_NAME", None, "Name of the node this plugin runs on."),
+    (("--namespace",), "NAMESPACE", "default", ""),
+    (("--cdi-root",), "CDI_ROOT", "/etc/cdi", "Where CDI specs go."),
+    (
+        ("--nvidia-driver-root", "--host_driver-root", "--host-driver-root", "nvidia_driver_root"),
+        ["NVIDIA_DRIVER_ROOT", "HOST_DRIVER_ROOT"],
+        "/",
+        "Host path of the NVIDIA driver installation.",
+    ),
+    (
+        ("--container-driver-root",),
+        "DRIVER_ROOT_CTR_PATH",
+        "/driver-root",
+        "Where the driver root is mounted inside this container.",
+    ),
+    (("--nvidia-cdi-hook-path",), "NVIDIA_CDI_HOOK_PATH", "", "Host path of nvidia-cdi-hook."),
+    (
+        ("--kubelet-registrar-directory-path",),
+        "KUBELET_REGISTRAR_DIRECTORY_PATH",
+        "/var/lib/kubelet/plugins_registry",
+        "The kubelet's plugin registration directory (the registration socket goes here).",
+    ),
+    (
+        ("--kubelet-plugins-directory-path",),
+        "KUBELET_PLUGINS_DIRECTORY_PATH",
+        "/var/lib/kubelet/plugins",
+        "The kubelet's plugins directory (the DRA socket and the checkpoint go under it).",
+    ),
+    (("--healthcheck-port",), "HEALTHCHECK_PORT", -1, "gRPC liveness port: >0 fixed, 0 random, <0 off."),
+    (("--http-endpoint",), "HTTP_ENDPOINT", "", "Metrics listen address (off when empty)."),
+    (("--metrics-path",), "METRICS_PATH", "/metrics", "HTTP path of the metrics."),
+    (("--kubeconfig",), "KUBECONFIG", "", "Kubeconfig path; in-cluster config when empty."),
+    (
+        ("--kube-api-qps",),
+        "KUBE_API_QPS",
+        5.0,
+        "QPS for background API traffic (claim reads on the prepare path are not throttled).",
+    ),
+    (("--kube-api-burst",), "KUBE_API_BURST", 10, "Burst for background API traffic."),
+    (("--feature-gates",), "FEATURE_GATES", "", "Comma list of Gate=true|false."),
+    (
+        ("--simulate",),
+        "NVDRA_SIMULATE",
+        "",
+        "Run on a simulated node: a built-in profile name (e.g. dgx-h100) or a YAML path.",
+    ),
+    (("--pod-uid",), "POD_UID", "", "Per-instance socket names for rolling updates (kubelet >= 1.33)."),
+)
+_FLAG_CHECKS: dict[str, Callable[[click.Context, click.Parameter, str], str]] = {
+    "--feature-gates": check_feature_gates,
+    "--simulate": check_profile,
+}
 
-    Long, but a table: one entry per upstream flag, in upstream's order.
-    """
-    decorators = [
-        option("--node-name", env="NODE_NAME", required=True, help="Name of the node this plugin runs on."),
-        option("--namespace", env="NAMESPACE", default="default", show_default=True, help=namespace_help),
-        option(
-            "--cdi-root", env="CDI_ROOT", default="/etc/cdi", show_default=True, help="Where CDI specs go."
-        ),
-        option(
-            "--nvidia-driver-root",
-            "--host_driver-root",
-            "--host-driver-root",
-            "nvidia_driver_root",
-            env=["NVIDIA_DRIVER_ROOT", "HOST_DRIVER_ROOT"],
-            default="/",
-            show_default=True,
-            help="Host path of the NVIDIA driver installation.",
-        ),
-        option(
-            "--container-driver-root",
-            env="DRIVER_ROOT_CTR_PATH",
-            default="/driver-root",
-            show_default=True,
-            help="Where the driver root is mounted inside this container.",
-        ),
-        option(
-            "--nvidia-cdi-hook-path",
-            env="NVIDIA_CDI_HOOK_PATH",
-            default="",
-            help="Host path of nvidia-cdi-hook.",
-        ),
-        option(
-            "--kubelet-registrar-directory-path",
-            env="KUBELET_REGISTRAR_DIRECTORY_PATH",
-            default="/var/lib/kubelet/plugins_registry",
-            show_default=True,
-            help="The kubelet's plugin registration directory (the registration socket goes here).",
-        ),
-        option(
-            "--kubelet-plugins-directory-path",
-            env="KUBELET_PLUGINS_DIRECTORY_PATH",
-            default="/var/lib/kubelet/plugins",
-            show_default=True,
-            help="The kubelet's plugins directory (the DRA socket and the checkpoint go under it).",
-        ),
-        option(
-            "--healthcheck-port",
-            env="HEALTHCHECK_PORT",
-            default=-1,
-            type=int,
-            show_default=True,
-            help="gRPC liveness port: >0 fixed, 0 random, <0 off.",
-        ),
-        option(
-            "--http-endpoint",
-            env="HTTP_ENDPOINT",
-            default="",
-            help="Metrics listen address (off when empty).",
-        ),
-        option(
-            "--metrics-path",
-            env="METRICS_PATH",
-            default="/metrics",
-            show_default=True,
-            help="HTTP path of the metrics.",
-        ),
-        option(
-            "--kubeconfig",
-            env="KUBECONFIG",
-            default="",
-            help="Kubeconfig path; in-cluster config when empty.",
-        ),
-        option(
-            "--kube-api-qps",
-            env="KUBE_API_QPS",
-            default=5.0,
-            type=float,
-            show_default=True,
-            help="QPS for background API traffic (claim reads on the prepare path are not throttled).",
-        ),
-        option(
-            "--kube-api-burst",
-            env="KUBE_API_BURST",
-            default=10,
-            type=int,
-            show_default=True,
-            help="Burst for background API traffic.",
-        ),
-        option(
-            "--feature-gates",
-            env="FEATURE_GATES",
-            default="",
-            callback=check_feature_gates,
-            help="Comma list of Gate=true|false.",
-        ),
-        option(
-            "--simulate",
-            env="NVDRA_SIMULATE",
-            default="",
-            callback=check_profile,
-            help="Run on a simulated node: a built-in profile name (e.g. dgx-h100) or a YAML path.",
-        ),
-        option(
-            "--pod-uid",
-            env="POD_UID",
-            default="",
-            help="Per-instance socket names for rolling updates (kubelet >= 1.33).",
-        ),
-        logging_options(),
-    ]
+
+def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
+    """Decorate a click command with the flags every nvdra kubelet plugin takes (:data:`_PLUGIN_FLAGS`)."""
+    decorators: list[Callable[[F], F]] = []
+    for names, env, default, help_text in _PLUGIN_FLAGS:
+        kw: dict[str, Any] = {"help": help_text or namespace_help}
+        if default is None:
+            kw["required"] = True
+        else:
+            kw.update(default=default, show_default=default != "")
+        if names[0] in _FLAG_CHECKS:
+            kw["callback"] = _FLAG_CHECKS[names[0]]
+        decorators.append(option(*names, env=env, **kw))
+    decorators.append(logging_options())
 
     def apply(func: F) -> F:
         for decorate in reversed(decorators):

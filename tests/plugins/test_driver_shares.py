@@ -108,17 +108,3 @@ def test_the_node_publishes_shareable_gpus_and_the_scheduler_packs_them() -> Non
         done.append({**claim, "status": {"allocation": outcome.allocations[0]}})
     placed = [c["status"]["allocation"]["devices"]["results"][0]["device"] for c in done]
     assert placed == ["gpu-0", "gpu-0", "gpu-1"]
-
-
-def test_mps_on_a_shared_gpu_is_refused_as_upstream(node: DriverNode) -> None:
-    """One MPS daemon per claim cannot serve a GPU that other claims share: refused, nothing changed."""
-    from tests.plugins.conftest import gpu_config, opaque
-
-    driver = node.driver(gates="MPSSupport=true", shares=True)
-    claim = allocated_claim(
-        [share("gpu-5", "44444444-0000-0000-0000-000000000001")],
-        config=[opaque(gpu_config(sharing={"strategy": "MPS"}))],
-    )
-    refused = prepare_one(driver, claim)
-    assert "MPS sharing is not supported when consumable shares is enabled" in refused.error
-    assert uid_of(claim) not in driver.checkpoint().claims

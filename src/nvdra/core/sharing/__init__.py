@@ -19,7 +19,15 @@ from nvdra.core.sharing.dynamic_mig import (
     render_dynamic_mig,
     resetless_toggle,
 )
-from nvdra.core.sharing.mps import MPS_KIND, MpsDevice, MpsPlan, mps_daemon_id, plan_mps
+from nvdra.core.sharing.mps import (
+    MPS_KIND,
+    MpsDevice,
+    MpsPlan,
+    ShareLimits,
+    mps_daemon_id,
+    plan_mps,
+    share_limits,
+)
 from nvdra.core.sharing.timeslicing import TIMESLICE_KIND, TimeSlice, plan_time_slicing
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "MigCandidate",
     "MpsDevice",
     "MpsPlan",
+    "ShareLimits",
     "TimeSlice",
     "candidates_by_name",
     "counter_set_name",
@@ -41,4 +50,5 @@ __all__ = [
     "qualifies_for_dynamic_mig",
     "render_dynamic_mig",
     "resetless_toggle",
+    "share_limits",
 ]

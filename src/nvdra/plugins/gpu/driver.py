@@ -63,7 +63,7 @@ from nvdra.plugins.gpu.fabric.partitions import (
 )
 from nvdra.plugins.gpu.metadata import with_metadata_ids
 from nvdra.plugins.gpu.mig import dynamic_mig_resources
-from nvdra.plugins.gpu.shares import keep_shared, mps_share_refusal, time_slice_conflict
+from nvdra.plugins.gpu.shares import keep_shared, time_slice_conflict
 from nvdra.plugins.state import CheckpointStore, LoadReport
 
 __all__ = ["ClaimSpecs", "GpuDriver"]
@@ -343,10 +343,6 @@ class GpuDriver(CheckpointedDriver):
             driver=self.driver_name,
             gates=self.gates,
         )
-        if self.shares:
-            refusal = mps_share_refusal(groups, mine)
-            if refusal is not None:
-                raise ClaimError(refusal)
         try:
             cdi_ids = {dev.name: self._specs.device_id(ref.uid, dev.name) for dev in allocated}
         except CdiError as exc:  # a UID that cannot name a CDI device or file: this claim's error alone

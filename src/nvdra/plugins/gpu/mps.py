@@ -26,7 +26,8 @@ from nvdra.core.effects import EffectRecord
 from nvdra.core.errors import HostError, KubeConflict, KubeNotFound
 from nvdra.core.faults import reach
 from nvdra.core.featuregates import FeatureGates
-from nvdra.core.sharing import MpsDevice, MpsPlan, plan_mps
+from nvdra.core.quantity import parse_quantity
+from nvdra.core.sharing import MpsDevice, MpsPlan, ShareLimits, plan_mps
 from nvdra.kubeletplugin.objects import DEPLOYMENTS, ObjectApi
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, expect
@@ -57,7 +58,32 @@ def deployment_name(daemon_id: str) -> str:
 
 
 class MpsPlanner:
-    """Plans one ``mps`` record per config group whose strategy is MPS."""
+    """Plans one ``mps`` record per config group whose strategy is MPS.
+
+    ``total_shares``: N of ``--consumable-shares=N`` (a share's thread percentage is its part of N).
+    A group whose devices are consumable shares (results with a ``shareID``) gets the GPUs' shared
+    daemon and the claim's client-side limits from its ``consumedCapacity`` (see ``plan_mps``).
+    """
+
+    def __init__(self, total_shares: int | None = None) -> None:
+        self.total_shares = total_shares
+
+    def _shares(self, ctx: ClaimContext, devices: Sequence[Any]) -> dict[str, ShareLimits]:
+        by_name = {str(r.get("device")): r for r in ctx.results}
+        out: dict[str, ShareLimits] = {}
+        for d in devices:
+            r = by_name.get(d.name) or {}
+            if not r.get("shareID") or d.type == "partition":
+                continue
+            consumed = r.get("consumedCapacity") or {}
+            memory = consumed.get("memory")
+            shares = consumed.get("shares")
+            out[d.uuid] = ShareLimits(
+                memory_bytes=int(parse_quantity(memory)) if memory is not None else None,
+                shares=int(parse_quantity(shares)) if shares is not None else None,
+                total_shares=self.total_shares,
+            )
+        return out
 
     def plan(self, ctx: ClaimContext) -> list[MpsPlan]:
         """Records in group order; limits are validated against each device's memory."""
@@ -85,7 +111,12 @@ class MpsPlanner:
                 for g in d.gpus
             ]
             path = f"$.status.allocation.devices.config[{group.index if group.index is not None else n}]"
-            records.append(plan_mps(ctx.ref.uid, config.sharing.get_mps_config(), devices, path=path))
+            shares = self._shares(ctx, ctx.group_devices(group))
+            records.append(
+                plan_mps(
+                    ctx.ref.uid, config.sharing.get_mps_config(), devices, path=path, shares=shares or None
+                )
+            )
         return records
 
 
@@ -240,7 +271,7 @@ class MpsExecutor:
         self._wait_ready(deployment_name(plan.id))
         return Applied(
             claim_edits=ContainerEdits(
-                env=(f"CUDA_MPS_PIPE_DIRECTORY={CONTAINER_PIPE_DIR}",),
+                env=(f"CUDA_MPS_PIPE_DIRECTORY={CONTAINER_PIPE_DIR}", *plan.client_env()),
                 mounts=(
                     Mount(host_path=shm, container_path="/dev/shm", options=_BIND),
                     Mount(host_path=str(root / "pipe"), container_path=CONTAINER_PIPE_DIR, options=_BIND),

@@ -9,15 +9,14 @@ holders); a device held without a share stays exclusive.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
 
 import attrs
 
-from nvdra.core.config import ConfigGroup, SharingStrategy
 from nvdra.core.effects import EffectRecord
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.shares import SharesOption, apply_consumable_shares, parse_consumable_shares
+from nvdra.core.sharing import MpsPlan
 from nvdra.core.sharing.timeslicing import TimeSlice
 from nvdra.kubeletplugin.types import DriverResources, Pool
 from nvdra.plugins.gpu.devices import AllocatableDevice
@@ -25,7 +24,6 @@ from nvdra.plugins.gpu.devices import AllocatableDevice
 __all__ = [
     "ConsumableSharesView",
     "keep_shared",
-    "mps_share_refusal",
     "shares_option",
     "shares_views",
     "time_slice_conflict",
@@ -79,31 +77,14 @@ class ConsumableSharesView:
         return None
 
 
-def mps_share_refusal(groups: Sequence[ConfigGroup], results: Sequence[Mapping[str, Any]]) -> str | None:
-    """Why a claim's MPS config cannot apply to its shared devices (upstream's rule), or None.
-
-    One MPS control daemon per claim cannot serve a GPU other claims share; per-share MPS limits from
-    the consumed capacity are not implemented yet.
-    """
-    shared = {str(r.get("device")) for r in results if r.get("shareID")}
-    for group in groups:
-        sharing = getattr(group.config, "sharing", None)
-        if sharing is None or sharing.strategy is not SharingStrategy.MPS:
-            continue
-        hit = sorted(d.device for d in group.devices if d.device in shared)
-        if hit:
-            return (
-                f"MPS sharing is not supported when consumable shares is enabled (shared devices: "
-                f"{', '.join(hit)}); use TimeSlicing, or no sharing config, with --consumable-shares"
-            )
-    return None
-
-
 def keep_shared(records: Sequence[EffectRecord], shared_gpus: Collection[str]) -> list[EffectRecord]:
     """The records to undo when a share is unprepared: time slices of GPUs that other claims still
-    share are left as they are (the GPU is theirs too); everything else is undone."""
+    share are left as they are (the GPU is theirs too), and so is a shared MPS daemon of such GPUs;
+    everything else is undone."""
     out: list[EffectRecord] = []
     for record in records:
+        if isinstance(record, MpsPlan) and record.shared and set(record.uuids) & set(shared_gpus):
+            continue
         if isinstance(record, TimeSlice) and shared_gpus:
             gpus = tuple(g for g in record.gpus if g not in shared_gpus)
             if gpus:

@@ -140,7 +140,8 @@ def sharing_effects(
             )
         )
         if gates.enabled(Gate.MPS_SUPPORT):
-            planners.append(MpsPlanner())
+            option = config.consumable_shares.strip()
+            planners.append(MpsPlanner(total_shares=int(option) if option.isdigit() else None))
     if gates.enabled(Gate.DYNAMIC_MIG):
         planners += [_MigMpsGuard(), DynamicMigPlanner()]
     identities = [backend.device_identity(i) for i in range(backend.device_count())]

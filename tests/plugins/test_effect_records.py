@@ -14,17 +14,30 @@ from nvdra.core.effects import EffectCodec, EffectRecord, effect_to_json
 from nvdra.core.errors import CheckpointError, ConfigError
 from nvdra.core.sharing import MpsPlan, TimeSlice
 from nvdra.kubeletplugin.types import ClaimRef
+from nvdra.plugins.computedomain.driver import DaemonDir, NodeLabel
 from nvdra.plugins.gpu.fabric import FabricPartition, FabricReassert
 from nvdra.plugins.gpu.metadata import DeviceMetadata, MetadataDevice
 from nvdra.plugins.gpu.mig import MigCreate
 from nvdra.plugins.gpu.vfio import VfioBind
 
 CODEC = EffectCodec(
-    [TimeSlice, MpsPlan, MigCreate, VfioBind, FabricPartition, FabricReassert, DeviceMetadata]
+    [
+        TimeSlice,
+        MpsPlan,
+        MigCreate,
+        VfioBind,
+        FabricPartition,
+        FabricReassert,
+        DeviceMetadata,
+        DaemonDir,
+        NodeLabel,
+    ]
 )
 
 # Each record beside the JSON object the untyped planners wrote for it (key for key, value for value).
 CASES: list[tuple[EffectRecord, dict[str, Any]]] = [
+    (DaemonDir(domain="cd-1"), {"kind": "daemon-dir", "domain": "cd-1"}),
+    (NodeLabel(domain="cd-1", node="n1"), {"kind": "node-label", "domain": "cd-1", "node": "n1"}),
     (
         TimeSlice(gpus=("GPU-a", "GPU-b"), interval=2),
         {"kind": "timeslice", "gpus": ["GPU-a", "GPU-b"], "interval": 2},
@@ -182,7 +195,10 @@ def test_older_and_newer_records_read_with_defaults_and_unknown_keys_ignored() -
 @pytest.mark.parametrize(
     ("obj", "message"),
     [
-        ({"kind": "teleport"}, r"record.kind: unknown effect kind 'teleport' \(known: device-metadata, "),
+        (
+            {"kind": "teleport"},
+            r"record.kind: unknown effect kind 'teleport' \(known: daemon-dir, device-metadata, ",
+        ),
         ({"kind": "timeslice", "gpus": ["GPU-a"]}, r"record.interval \(timeslice record\): missing field"),
         (
             {"kind": "timeslice", "gpus": ["GPU-a"], "interval": "2"},

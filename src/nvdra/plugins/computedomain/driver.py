@@ -28,7 +28,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import attrs
 
 from nvdra.core.checkpoint import Checkpoint, ClaimState, DeviceRecord, PreparedClaim
 from nvdra.core.config import (
@@ -38,6 +40,7 @@ from nvdra.core.config import (
     DeviceType,
     resolve_configs,
 )
+from nvdra.core.effects import EffectCodec, EffectRecord, effect_to_json
 from nvdra.core.errors import ClaimError, KubeApiError, KubeConflict, KubeNotFound, NvdraError, UserError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.imex import CD_DRIVER_NAME, DOMAIN_LABEL, channel_ids, clique_object_name
@@ -66,6 +69,26 @@ _TYPES = {"daemon-0": DeviceType.DAEMON, "channel-0": DeviceType.CHANNEL}
 
 class NotReady(Exception):
     """The local daemon is not Ready yet (retryable: the kubelet calls again)."""
+
+
+@attrs.frozen(kw_only=True)
+class DaemonDir(EffectRecord):
+    """The domain's IMEX config directory in the plugin dir (removed with its last daemon claim here)."""
+
+    KIND: ClassVar[str] = "daemon-dir"
+    domain: str  # the ComputeDomain's UID
+
+
+@attrs.frozen(kw_only=True)
+class NodeLabel(EffectRecord):
+    """This node's ComputeDomain label (removed on undo if it still names the domain)."""
+
+    KIND: ClassVar[str] = "node-label"
+    domain: str
+    node: str
+
+
+_CODEC = EffectCodec([DaemonDir, NodeLabel])
 
 
 def cd_devices() -> tuple[JsonObject, ...]:
@@ -219,7 +242,7 @@ class ComputeDomainDriver(CheckpointedDriver):
     ) -> PrepareResult:
         cd = self._domain(config.domain_id)
         domain_dir = self.domains_dir / config.domain_id
-        applied = ({"kind": "daemon-dir", "domain": config.domain_id},)
+        applied = (effect_to_json(DaemonDir(domain=config.domain_id)),)
         self._save(claim_entry(ref, ClaimState.PREPARE_STARTED, (record,), applied))
         domain_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         template = "".join(f"{k}={v}\n" for k, v in sorted(TEMPLATE_VALUES.items()))
@@ -246,7 +269,7 @@ class ComputeDomainDriver(CheckpointedDriver):
             )
         if self.host_imex is not None:
             return self._prepare_host_channel(ref, config, record, self.host_imex)
-        applied = ({"kind": "node-label", "domain": config.domain_id, "node": self.node_name},)
+        applied = (effect_to_json(NodeLabel(domain=config.domain_id, node=self.node_name)),)
         # A retry (the daemon was not Ready yet) finds its intent recorded: no second durable write.
         if ref.uid not in self._checkpoint.claims:
             self._save(claim_entry(ref, ClaimState.PREPARE_STARTED, (record,), applied))
@@ -362,7 +385,7 @@ class ComputeDomainDriver(CheckpointedDriver):
             if entry is None:
                 continue
             try:
-                for record in entry.applied:
+                for record in _records(entry):
                     self._undo(record, ref.uid)
                 self._specs.remove(ref.uid)
                 with self._lock:
@@ -373,16 +396,18 @@ class ComputeDomainDriver(CheckpointedDriver):
                 errors[ref.uid] = f"cannot unprepare claim {ref}: {exc}"
         return errors
 
-    def _undo(self, record: Mapping[str, Any], claim_uid: str) -> None:
-        uid = str(record.get("domain", ""))
-        if record.get("kind") == "node-label":
-            self._set_node_label(uid, add=False)
-        elif record.get("kind") == "daemon-dir":
+    def _undo(self, record: EffectRecord, claim_uid: str) -> None:
+        if isinstance(record, NodeLabel):
+            self._set_node_label(record.domain, add=False)
+        elif isinstance(record, DaemonDir):
             others = [
-                c
-                for c in self._checkpoint.claims.values()
-                if c.uid != claim_uid
-                and any(a.get("kind") == "daemon-dir" and a.get("domain") == uid for a in c.applied)
+                c for c in self._checkpoint.claims.values() if c.uid != claim_uid and record in _records(c)
             ]
             if not others:
-                shutil.rmtree(self.domains_dir / uid, ignore_errors=True)
+                shutil.rmtree(self.domains_dir / record.domain, ignore_errors=True)
+
+
+def _records(claim: PreparedClaim) -> list[EffectRecord]:
+    """A checkpoint entry's effect records, read back from their JSON (CheckpointError if malformed)."""
+    where = f"claims[{claim.uid}].applied"
+    return [_CODEC.from_json(a, f"{where}[{i}]") for i, a in enumerate(claim.applied)]

@@ -275,3 +275,26 @@ def test_custom_resources_are_checked_against_the_crds_given(tmp_path: Path) -> 
     everything = run(str(SPECS), "--crd", str(crds))
     assert everything.exit_code == 0, everything.output
     assert " 0 skipped" in everything.output
+
+
+def test_v1alpha3_and_the_classic_resource_class_get_their_v1_equivalent(tmp_path: Path) -> None:
+    """A v1alpha3 claim (device fields beside the name) and a v1alpha2 ResourceClass of the classic
+    driver are rewritten by --fix into v1 objects that validate."""
+    path = tmp_path / "old.yaml"
+    path.write_text(
+        "apiVersion: resource.k8s.io/v1alpha2\nkind: ResourceClass\nmetadata: {name: gpu.nvidia.com}\n"
+        "driverName: gpu.resource.nvidia.com\n---\n"
+        "apiVersion: resource.k8s.io/v1alpha3\nkind: ResourceClaim\nmetadata: {name: c, namespace: ns}\n"
+        "spec: {devices: {requests: [{name: g, deviceClassName: gpu.nvidia.com, count: 2}]}}\n"
+    )
+    first = run(str(path))
+    assert first.exit_code == 1
+    assert "resource.k8s.io/v1alpha3 was removed in Kubernetes 1.32" in first.output
+    assert run(str(path), "--fix").exit_code == 1
+    cls, claim = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert cls["spec"]["selectors"][0]["cel"]["expression"] == "device.driver == 'gpu.nvidia.com'"
+    assert claim["spec"]["devices"]["requests"] == [
+        {"name": "g", "exactly": {"deviceClassName": "gpu.nvidia.com", "count": 2}}
+    ]
+    again = run(str(path))
+    assert again.exit_code == 0, again.output

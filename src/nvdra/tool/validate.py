@@ -65,6 +65,7 @@ LIMIT = 32  # requests, constraints, configs and selectors per claim / class
 SUBREQUEST_LIMIT = 8
 # v1alpha2 class names the old drivers and examples used → today's DeviceClass
 CLASS_NAMES = {"nvidia.com/gpu": "gpu.nvidia.com", "gpu.nvidia.com": "gpu.nvidia.com"}
+DRIVER_NAMES = {"gpu.resource.nvidia.com": DRIVER_NAME}  # the classic (v1alpha2) driver's name
 
 
 @attrs.frozen
@@ -488,6 +489,7 @@ def v1_equivalent(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]] | 
     lost: list[str] = []
     if kind == "ResourceClass":
         driver = str(obj.get("driverName") or DRIVER_NAME)
+        driver = DRIVER_NAMES.get(driver, driver)
         if obj.get("parametersRef"):
             lost.append("parametersRef: put the parameters under spec.config[].opaque.parameters")
         if obj.get("suitableNodes"):
@@ -539,10 +541,31 @@ def v1_equivalent(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]] | 
     return {"apiVersion": f"{DRA_GROUP}/v1", "kind": kind, "metadata": meta, "spec": spec}, lost
 
 
+def v1alpha3_equivalent(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]] | None:
+    """The ``resource.k8s.io/v1`` object for a ``v1alpha3`` one (structured parameters, 1.31): the
+    same fields, but a request's device fields move under ``exactly``."""
+    kind = obj.get("kind")
+    if kind not in ("ResourceClaim", "ResourceClaimTemplate", "DeviceClass"):
+        return None
+    fixed: dict[str, Any] = json.loads(json.dumps(obj))
+    fixed["apiVersion"] = f"{DRA_GROUP}/v1"
+    spec: Any = fixed.get("spec")
+    claim_spec: Any = spec.get("spec") if kind == "ResourceClaimTemplate" and isinstance(spec, dict) else spec
+    devices: Any = claim_spec.get("devices") if isinstance(claim_spec, dict) else None
+    requests: Any = devices.get("requests") if isinstance(devices, dict) else None
+    if not isinstance(requests, list):
+        requests = []
+    for i, req in enumerate(requests):
+        if isinstance(req, dict) and "exactly" not in req and "firstAvailable" not in req:
+            body = {k: v for k, v in req.items() if k != "name"}
+            requests[i] = {"name": req.get("name"), "exactly": body}
+    return fixed, []
+
+
 def _removed_api(chk: _Checker, obj: Mapping[str, Any], version: str) -> dict[str, Any] | None:
     api_version = str(obj.get("apiVersion"))
     removed_in = REMOVED_VERSIONS[version]
-    converted = v1_equivalent(obj) if version == "v1alpha2" else None
+    converted = v1_equivalent(obj) if version == "v1alpha2" else v1alpha3_equivalent(obj)
     if converted is None:
         chk.error(
             "apiVersion",

@@ -99,8 +99,8 @@ def offline_publication(
         UserError: ``config.simulate`` is empty.
     """
     from nvdra.core.errors import UserError
-    from nvdra.plugins.gpu.fabric import build_fabric_effects, planned_node_fabric
     from nvdra.plugins.gpu.binding import binding_views
+    from nvdra.plugins.gpu.fabric import build_fabric_effects, planned_node_fabric
     from nvdra.plugins.gpu.listattrs import list_attribute_views
     from nvdra.plugins.gpu.shares import shares_views
     from nvdra.plugins.gpu.vfio import passthrough_views

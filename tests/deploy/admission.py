@@ -9,12 +9,15 @@ with the apiserver's answer: 422 (or the validation's ``reason``) and ``<resourc
 invalid: : ValidatingAdmissionPolicy '<policy>' with binding '<binding>' denied request: <message>``.
 An expression that fails to evaluate counts as a failure under ``failurePolicy: Fail``.
 
-The engine is standard CEL (``common-expression-language``): a policy using CEL's optional syntax
-(``x[?k]``, ``x.?f``) or params is refused when loaded, naming the policy and the expression.
+The engine is standard CEL (``common-expression-language``), which has no optional types: a chain
+that uses them and ends in ``.orValue(d)`` (``m[?'k'][0].orValue('')``, ``o.spec.?f.orValue('')``)
+is rewritten into the equivalent conditional (``('k' in m && size(m['k']) > 0) ? m['k'][0] : ''``);
+any other optional syntax, or params, is refused when loaded, naming the policy and the expression.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,6 +28,104 @@ from nvdra.kubeletplugin.testing_apiserver import AdmissionRequest
 
 JsonObject = dict[str, Any]
 _CODES = {"Invalid": 422, "Forbidden": 403, "Unauthorized": 401, "RequestEntityTooLarge": 413}
+
+
+_TOKEN = re.compile(
+    r"""\s+|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\[\?|\.\?|[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?"""
+    r"""|&&|\|\||==|!=|<=|>=|\S"""
+)
+_IDENT = re.compile(r"^[A-Za-z_]")
+
+
+def _tokens(text: str) -> list[str]:
+    return [m.group(0) for m in _TOKEN.finditer(text) if not m.group(0).isspace()]
+
+
+def _opening(tokens: list[str], i: int, close: str) -> int:
+    """The index of the bracket that ``tokens[i]`` (``close``) closes."""
+    opens = ("[", "[?") if close == "]" else ("(",)
+    depth = 0
+    for j in range(i, -1, -1):
+        depth += tokens[j] == close
+        depth -= tokens[j] in opens
+        if depth == 0:
+            return j
+    raise ValueError(f"unbalanced {close!r}")
+
+
+def _closing(tokens: list[str], i: int) -> int:
+    """The index of the ``)`` closing the ``(`` at ``i``."""
+    depth = 0
+    for j in range(i, len(tokens)):
+        depth += tokens[j] == "("
+        depth -= tokens[j] == ")"
+        if depth == 0:
+            return j
+    raise ValueError("unbalanced '('")
+
+
+def _chain(tokens: list[str], last: int) -> tuple[int, list[tuple[str, list[str]]]]:
+    """The receiver chain ending at ``tokens[last]``: its start and (kind, tokens) segments, in order."""
+    segments: list[tuple[str, list[str]]] = []
+    i = last
+    while True:
+        token = tokens[i]
+        if token == "]":
+            j = _opening(tokens, i, "]")
+            segments.append(("optional index" if tokens[j] == "[?" else "index", tokens[j + 1 : i]))
+            i = j - 1
+        elif _IDENT.match(token) and i > 0 and tokens[i - 1] in (".", ".?"):
+            segments.append(("optional field" if tokens[i - 1] == ".?" else "field", [token]))
+            i -= 2
+        elif token == ")" or _IDENT.match(token):
+            j = _opening(tokens, i, ")") if token == ")" else i
+            j -= 1 if token == ")" and j > 0 and _IDENT.match(tokens[j - 1]) else 0
+            if j > 0 and tokens[j - 1] in (".", ".?"):
+                raise ValueError("an optional chain through a method call")
+            segments.append(("primary", tokens[j : i + 1]))
+            return j, segments[::-1]
+        else:
+            raise ValueError(f"an optional chain near {token!r}")
+
+
+def standard_cel(expression: str) -> str:
+    """``expression`` with every optional chain ending in ``.orValue(d)`` written as a conditional.
+
+    Raises:
+        ValueError: optional syntax this rewriting does not cover.
+    """
+    if "[?" not in expression and ".?" not in expression:
+        return expression
+    tokens = _tokens(expression)
+    while True:
+        at = next((k for k in range(len(tokens) - 2) if tokens[k : k + 3] == [".", "orValue", "("]), None)
+        if at is None:
+            break
+        end = _closing(tokens, at + 2)
+        start, segments = _chain(tokens, at - 1)
+        value, conditions, optional = list(segments[0][1]), [], False
+        for kind, body in segments[1:]:
+            optional = optional or kind.startswith("optional")
+            inner = " ".join(value)
+            if kind.endswith("index"):
+                if optional:
+                    key = " ".join(body)
+                    conditions.append(
+                        f"{key} in ({inner})" if kind.startswith("optional") else f"size({inner}) > {key}"
+                    )
+                value = ["(", *value, ")", "[", *body, "]"]
+            else:
+                if optional:
+                    conditions.append(f"has(({inner}).{body[0]})")
+                value = ["(", *value, ")", ".", body[0]]
+        test = " && ".join(f"({c})" for c in conditions) or "true"
+        default = " ".join(tokens[at + 3 : end])
+        tokens = (
+            tokens[:start] + _tokens(f"(({test}) ? ({' '.join(value)}) : ({default}))") + tokens[end + 1 :]
+        )
+    if "[?" in tokens or ".?" in tokens:
+        raise ValueError("optional syntax other than a chain ending in .orValue()")
+    return " ".join(tokens)
 
 
 def _expressions(policy: Mapping[str, Any]) -> Iterable[str]:
@@ -96,7 +197,7 @@ class PolicyAdmission:
                 raise ValueError(f"ValidatingAdmissionPolicy {name}: params are not evaluated here")
             for expression in _expressions(policy):
                 try:
-                    cel.compile(expression)
+                    cel.compile(standard_cel(expression))
                 except ValueError as exc:
                     raise ValueError(
                         f"ValidatingAdmissionPolicy {name}: standard CEL cannot parse {expression!r}: {exc}"
@@ -161,21 +262,21 @@ class PolicyAdmission:
         try:
             for condition in spec.get("matchConditions") or []:
                 current = condition["expression"]
-                if cel.evaluate(current, context) is not True:
+                if cel.evaluate(standard_cel(current), context) is not True:
                     return None
             variables: dict[str, Any] = {}
             for variable in spec.get("variables") or []:
                 context.add_variable("variables", variables)
                 current = variable["expression"]
-                variables[variable["name"]] = cel.evaluate(current, context)
+                variables[variable["name"]] = cel.evaluate(standard_cel(current), context)
             context.add_variable("variables", variables)
             for validation in spec.get("validations") or []:
                 current = validation["expression"]
-                if cel.evaluate(current, context) is True:
+                if cel.evaluate(standard_cel(current), context) is True:
                     continue
                 if "messageExpression" in validation:
                     current = validation["messageExpression"]
-                    message = str(cel.evaluate(current, context))
+                    message = str(cel.evaluate(standard_cel(current), context))
                 else:
                     message = validation.get("message") or f"failed expression: {validation['expression']}"
                 return refuse(message, validation.get("reason", "Invalid"))

@@ -11,7 +11,7 @@ import pytest
 from nvdra.core.errors import KubeApiError
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.kubeletplugin.objects import NODES
-from tests.deploy.admission import PolicyAdmission
+from tests.deploy.admission import PolicyAdmission, standard_cel
 from tests.deploy.chart_identities import ChartCluster, chart_cluster
 from tests.deploy.helm import render
 
@@ -20,16 +20,8 @@ CONTROLLER = "nvdra-controller"
 
 
 @pytest.fixture
-def chart(monkeypatch: pytest.MonkeyPatch) -> Iterator[ChartCluster]:
-    """A chart cluster with admission by the policies standard CEL can evaluate (see the last test)."""
-    evaluable = [
-        d
-        for d in render({})
-        if not d["kind"].startswith("ValidatingAdmissionPolicy") or d["metadata"]["name"].startswith("nodes-")
-    ]
-    monkeypatch.setattr(
-        "tests.deploy.chart_identities.PolicyAdmission", lambda docs: PolicyAdmission(evaluable)
-    )
+def chart() -> Iterator[ChartCluster]:
+    """A chart cluster with admission by every ValidatingAdmissionPolicy the chart renders."""
     with (
         tempfile.TemporaryDirectory(prefix="vap-") as directory,
         chart_cluster(Path(directory), admission=True) as c,
@@ -87,10 +79,57 @@ def test_a_token_without_a_node_is_refused_and_the_controller_may_label_any_node
     assert chart.store.get_node("n2")["metadata"]["labels"]["resource.nvidia.com/computeDomain"] == "cd-2"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the chart's ResourceSlice policy uses CEL optionals (x[?k], x.?f), which the standard CEL "
-    "engine of the tests cannot parse; written like the Node policy, it would be enforced here too",
+def slice_for(node: str) -> dict[str, object]:
+    return {
+        "metadata": {"generateName": f"{node}-gpu.nvidia.com-"},
+        "spec": {
+            "driver": "gpu.nvidia.com",
+            "nodeName": node,
+            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+            "devices": [{"name": "gpu-0"}],
+        },
+    }
+
+
+def test_a_kubelet_plugin_may_write_only_its_own_nodes_slices(chart: ChartCluster) -> None:
+    plugin, unbound = api(chart, PLUGIN, node="n1"), api(chart, PLUGIN)
+    try:
+        mine = plugin.create_resource_slice(slice_for("n1"))
+        with pytest.raises(
+            KubeApiError, match="the kubelet plugin on node n1 may not modify ResourceSlices of node n2"
+        ):
+            plugin.create_resource_slice(slice_for("n2"))
+        with pytest.raises(KubeApiError, match="no node name in this service account's token"):
+            unbound.create_resource_slice(slice_for("n1"))
+        plugin.delete_resource_slice(mine["metadata"]["name"])
+    finally:
+        plugin.close()
+        unbound.close()
+    assert chart.store.resource_slices() == []
+
+
+@pytest.mark.parametrize(
+    ("expression", "standard"),
+    [
+        (
+            "m[?'k'][0].orValue('')",
+            "((('k'in(m))&&(size((m)['k'])>0))?(((m)['k'])[0]):(''))",
+        ),
+        (
+            "(a ? b : c).spec.?f.orValue(1)",
+            "(((has((((a?b:c)).spec).f)))?((((a?b:c)).spec).f):(1))",
+        ),
+        ("x.y == 1", "x.y==1"),
+    ],
 )
+def test_optional_chains_are_rewritten_into_standard_cel(expression: str, standard: str) -> None:
+    assert standard_cel(expression).replace(" ", "") == standard
+
+
+def test_other_optional_syntax_is_refused() -> None:
+    with pytest.raises(ValueError, match="optional syntax other than"):
+        standard_cel("m[?'k'].hasValue()")
+
+
 def test_every_policy_of_the_chart_can_be_evaluated_here() -> None:
-    PolicyAdmission(render({}))
+    assert len(PolicyAdmission(render({})).bound) == 2

@@ -114,10 +114,14 @@ def test_gpu_plugin_publishes_and_prepares_under_its_chart_identity(chart: Chart
             meta = chart.store.add_claim(pinned(allocated_claim([result("gpu-1")])))["metadata"]
             ref = ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
             assert registered.prepare([ref])[ref.uid].error == ""
-            # The device status write is best-effort (a refusal is only logged): check it landed.
-            assert [d["device"] for d in device_status(chart, ref)] == ["gpu-1"]
+            # The device status write is best-effort (a refusal is only logged) and may land just
+            # after the answer: wait for it.
+            wait_for(
+                "gpu-1 in the claim's status",
+                lambda: [d["device"] for d in device_status(chart, ref)] == ["gpu-1"],
+            )
             assert registered.unprepare([ref]) == {ref.uid: ""}
-            assert device_status(chart, ref) == []
+            wait_for("the claim's device status cleared", lambda: device_status(chart, ref) == [])
             assert plugin is not None
     USED_BY.setdefault(KUBELET_PLUGIN, []).append("gpu plugin")
 

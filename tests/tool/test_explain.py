@@ -109,3 +109,31 @@ def test_each_replica_of_a_workload_gets_its_own_claims() -> None:
     assert result.exit_code == 1, result.output
     assert "== Deployment default/web (pod web-2, replica 3 of 3)\nNO ALLOCATION" in result.output
     assert "web-0-g" in result.output and "web-1-g" in result.output
+
+
+def test_a_removed_v1alpha2_claim_is_explained_as_its_v1_equivalent() -> None:
+    """The README's classic claim (resourceClassName + parameters) is not read as asking for nothing:
+    explain allocates its v1 equivalent (four GPUs of one partition) and says so."""
+    claim = {
+        "apiVersion": "resource.k8s.io/v1alpha2",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "classic"},
+        "spec": {
+            "resourceClassName": "nvidia.com/gpu",
+            "parameters": {
+                "apiVersion": "nvidia.com/v1beta1",
+                "kind": "GpuConfig",
+                "fabricTopologyConfig": {
+                    "strategy": "Auto",
+                    "partitionSize": 4,
+                    "virtualizationModel": "BareMetal",
+                },
+            },
+        },
+    }
+    result = CliRunner().invoke(
+        main, ["explain", "-", "--feature-gates", "FabricTopologySupport=true"], input=yaml.safe_dump(claim)
+    )
+    assert result.exit_code == 0, result.output
+    assert "explained as its resource.k8s.io/v1 equivalent" in result.output
+    assert sum(1 for line in result.output.splitlines() if line.startswith("classic ")) == 4

@@ -564,7 +564,9 @@ def run_explain(
         node_name = node or "node"
         slices = simulated_slices(profile or "dgx-h100", gates, node_name)
     _progress(f"allocating against {sum(len(s['spec'].get('devices') or []) for s in slices)} devices …")
-    objects = [doc for _, doc in load_documents(claim_files)]
+    objects, converted = _current_api([doc for _, doc in load_documents(claim_files)])
+    for note in converted:
+        echo(f"note: {note}")
     classes = [*(view.classes if view else []), *extra]
     classes += [o for o in objects if o.get("kind") == "DeviceClass"]
     served = [*(builtin_device_classes().values() if view is None else ()), *classes]
@@ -596,6 +598,30 @@ def run_explain(
             else yaml.safe_dump(listed, sort_keys=False).rstrip()
         )
     return ok
+
+
+def _current_api(objects: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Objects of a removed ``resource.k8s.io`` version (v1alpha2, v1alpha3) replaced by their
+    ``v1`` equivalent — so a classic claim is not read as one asking for nothing — with a note each."""
+    from nvdra.tool.validate import REMOVED_VERSIONS, v1_equivalent, v1alpha3_equivalent
+
+    out, notes = [], []
+    for obj in objects:
+        group, _, version = str(obj.get("apiVersion", "")).rpartition("/")
+        if group != "resource.k8s.io" or version not in REMOVED_VERSIONS:
+            out.append(obj)
+            continue
+        converted = v1_equivalent(obj) if version == "v1alpha2" else v1alpha3_equivalent(obj)
+        name = f"{obj.get('kind')} {'/'.join(_key(obj))}"
+        if converted is None:
+            notes.append(f"{name}: resource.k8s.io/{version} was removed; left out (no v1 equivalent)")
+            continue
+        out.append(converted[0])
+        notes.append(
+            f"{name}: resource.k8s.io/{version} was removed in Kubernetes {REMOVED_VERSIONS[version]}; "
+            "explained as its resource.k8s.io/v1 equivalent (nvdra validate --fix writes it)"
+        )
+    return out, notes
 
 
 def _allocate_groups(

@@ -41,23 +41,6 @@ class OwnedSpecs(Protocol):
         ...
 
 
-class CheckpointedDriver:
-    """The part of a driver both plugins answer the same way: its checkpoint, and background errors.
-
-    A subclass keeps its current :class:`~nvdra.core.checkpoint.Checkpoint` in ``_checkpoint``.
-    """
-
-    _checkpoint: Checkpoint
-
-    def checkpoint(self) -> Checkpoint:
-        """The current checkpoint (a snapshot)."""
-        return self._checkpoint
-
-    def handle_error(self, error: BaseException, message: str) -> None:
-        """Background errors (slice publishing) are logged; the publisher retries on its own."""
-        log.error("%s: %s", message, error)
-
-
 def claim_ref(claim: Mapping[str, Any]) -> ClaimRef:
     """The namespace, name and UID of a ResourceClaim (JSON); missing fields are empty."""
     meta = claim.get("metadata") or {}
@@ -108,3 +91,28 @@ def sweep_orphan_specs(specs: OwnedSpecs, checkpoint: Checkpoint) -> list[str]:
         log.warning("removing CDI spec of claim %s that no checkpoint entry owns", uid)
         specs.remove(uid)
     return orphans
+
+
+class CheckpointedDriver:
+    """The part of a driver both plugins do the same way: answer with its checkpoint, log background
+    errors, and the bookkeeping steps of this module (as ``self._claim_entry``, ``self._failed``,
+    ``self._prepared``, ``self._sweep_specs``).
+
+    A subclass keeps its current :class:`~nvdra.core.checkpoint.Checkpoint` in ``_checkpoint``.
+    """
+
+    _checkpoint: Checkpoint
+
+    def checkpoint(self) -> Checkpoint:
+        """The current checkpoint (a snapshot)."""
+        return self._checkpoint
+
+    def handle_error(self, error: BaseException, message: str) -> None:
+        """Background errors (slice publishing) are logged; the publisher retries on its own."""
+        log.error("%s: %s", message, error)
+
+    # the shared steps of the subclasses' prepare and unprepare
+    _claim_entry = staticmethod(claim_entry)
+    _failed = staticmethod(prepare_failed)
+    _prepared = staticmethod(prepared_devices)
+    _sweep_specs = staticmethod(sweep_orphan_specs)

@@ -47,14 +47,7 @@ from nvdra.imex import CD_DRIVER_NAME, DOMAIN_LABEL, channel_ids, clique_object_
 from nvdra.imex.config import TEMPLATE_VALUES
 from nvdra.kubeletplugin.objects import NODES
 from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, PrepareResult, Slice
-from nvdra.plugins.claims import (
-    CheckpointedDriver,
-    claim_entry,
-    claim_ref,
-    prepare_failed,
-    prepared_devices,
-    sweep_orphan_specs,
-)
+from nvdra.plugins.claims import CheckpointedDriver, claim_ref
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, CdKube
 from nvdra.plugins.state import CheckpointStore, LoadReport
@@ -142,7 +135,7 @@ class ComputeDomainDriver(CheckpointedDriver):
             cp, report = self._store.load()
             self._store.save(cp)
             self._checkpoint = cp
-            sweep_orphan_specs(self._specs, cp)
+            self._sweep_specs(self._specs, cp)
         return report
 
     def resources(self) -> DriverResources:
@@ -166,17 +159,17 @@ class ComputeDomainDriver(CheckpointedDriver):
             try:
                 results[ref.uid] = self._prepare(ref, claim)
             except UserError as exc:
-                results[ref.uid] = prepare_failed(ref, f"permanent error: {exc}")
+                results[ref.uid] = self._failed(ref, f"permanent error: {exc}")
             except NotReady as exc:
-                results[ref.uid] = prepare_failed(ref, f"retryable error: {exc}")
+                results[ref.uid] = self._failed(ref, f"retryable error: {exc}")
             except (NvdraError, OSError) as exc:
-                results[ref.uid] = prepare_failed(ref, f"retryable error: {exc}")
+                results[ref.uid] = self._failed(ref, f"retryable error: {exc}")
         return results
 
     def _prepare(self, ref: ClaimRef, claim: Mapping[str, Any]) -> PrepareResult:
         done = self._checkpoint.claims.get(ref.uid)
         if done is not None and done.state is ClaimState.PREPARE_COMPLETED:
-            return PrepareResult(devices=prepared_devices(done.devices))
+            return PrepareResult(devices=self._prepared(done.devices))
         allocation = (claim.get("status") or {}).get("allocation") or {}
         mine = [
             r
@@ -243,7 +236,7 @@ class ComputeDomainDriver(CheckpointedDriver):
         cd = self._domain(config.domain_id)
         domain_dir = self.domains_dir / config.domain_id
         applied = (effect_to_json(DaemonDir(domain=config.domain_id)),)
-        self._save(claim_entry(ref, ClaimState.PREPARE_STARTED, (record,), applied))
+        self._save(self._claim_entry(ref, ClaimState.PREPARE_STARTED, (record,), applied))
         domain_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         template = "".join(f"{k}={v}\n" for k, v in sorted(TEMPLATE_VALUES.items()))
         (domain_dir / "imexd.cfg.tmpl").write_text(template)
@@ -255,8 +248,8 @@ class ComputeDomainDriver(CheckpointedDriver):
         )
         edits = self._specs.daemon_edits(env=env, domain_dir=domain_dir, fabric_mgmt=bool(self.clique_id))
         self._specs.write(ref.uid, [(record.device_name, edits)])
-        self._save(claim_entry(ref, ClaimState.PREPARE_COMPLETED, (record,), applied))
-        return PrepareResult(devices=prepared_devices((record,)))
+        self._save(self._claim_entry(ref, ClaimState.PREPARE_COMPLETED, (record,), applied))
+        return PrepareResult(devices=self._prepared((record,)))
 
     def _prepare_channel(
         self, ref: ClaimRef, config: ComputeDomainChannelConfig, record: DeviceRecord
@@ -272,7 +265,7 @@ class ComputeDomainDriver(CheckpointedDriver):
         applied = (effect_to_json(NodeLabel(domain=config.domain_id, node=self.node_name)),)
         # A retry (the daemon was not Ready yet) finds its intent recorded: no second durable write.
         if ref.uid not in self._checkpoint.claims:
-            self._save(claim_entry(ref, ClaimState.PREPARE_STARTED, (record,), applied))
+            self._save(self._claim_entry(ref, ClaimState.PREPARE_STARTED, (record,), applied))
         self._label_node(config.domain_id)
         self._wait_ready(config.domain_id)
         ids = channel_ids(config.allocation_mode)
@@ -282,8 +275,8 @@ class ComputeDomainDriver(CheckpointedDriver):
             record = DeviceRecord(
                 requests=record.requests, pool_name=record.pool_name, device_name=record.device_name
             )
-        self._save(claim_entry(ref, ClaimState.PREPARE_COMPLETED, (record,), applied))
-        return PrepareResult(devices=prepared_devices((record,)))
+        self._save(self._claim_entry(ref, ClaimState.PREPARE_COMPLETED, (record,), applied))
+        return PrepareResult(devices=self._prepared((record,)))
 
     def _prepare_host_channel(
         self,
@@ -304,8 +297,8 @@ class ComputeDomainDriver(CheckpointedDriver):
             record = DeviceRecord(
                 requests=record.requests, pool_name=record.pool_name, device_name=record.device_name
             )
-        self._save(claim_entry(ref, ClaimState.PREPARE_COMPLETED, (record,)))
-        return PrepareResult(devices=prepared_devices((record,)))
+        self._save(self._claim_entry(ref, ClaimState.PREPARE_COMPLETED, (record,)))
+        return PrepareResult(devices=self._prepared((record,)))
 
     def _set_node_label(self, uid: str, *, add: bool) -> None:
         """Add (or remove, if it still names ``uid``) this node's domain label.

@@ -44,14 +44,7 @@ from nvdra.kubeletplugin.types import (
     PrepareResult,
     Slice,
 )
-from nvdra.plugins.claims import (
-    CheckpointedDriver,
-    claim_entry,
-    claim_ref,
-    prepare_failed,
-    prepared_devices,
-    sweep_orphan_specs,
-)
+from nvdra.plugins.claims import CheckpointedDriver, claim_entry, claim_ref
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects
 from nvdra.plugins.gpu.fabric import NodeFabric, planned_node_fabric, with_fabric_attributes
@@ -182,7 +175,7 @@ class GpuDriver(CheckpointedDriver):
             cp = cp.without(*rolled_back)
             self._store.save(cp)
             self._checkpoint = cp
-            sweep_orphan_specs(self._specs, cp)
+            self._sweep_specs(self._specs, cp)
         return report
 
     def close(self) -> None:
@@ -281,18 +274,18 @@ class GpuDriver(CheckpointedDriver):
                 ref = claim_ref(claim)
                 done = self._checkpoint.claims.get(ref.uid)
                 if done is not None and done.state is ClaimState.PREPARE_COMPLETED:
-                    results[ref.uid] = PrepareResult(devices=prepared_devices(done.devices))
+                    results[ref.uid] = PrepareResult(devices=self._prepared(done.devices))
                     continue
                 if done is not None and not self._undo_entry(done):
                     # An earlier attempt died half-way and its effects cannot be rolled back yet.
-                    results[ref.uid] = prepare_failed(
+                    results[ref.uid] = self._failed(
                         ref, "an earlier attempt could not be rolled back; will retry"
                     )
                     continue
                 try:
                     plans.append(self._plan(ref, claim, plans))
                 except UserError as exc:
-                    results[ref.uid] = prepare_failed(ref, str(exc))
+                    results[ref.uid] = self._failed(ref, str(exc))
                     if done is not None:
                         dropped.append(ref.uid)
             if dropped:
@@ -478,7 +471,7 @@ class GpuDriver(CheckpointedDriver):
                 if plan.ref.uid in early:
                     early[plan.ref.uid].exception()
                     self._specs.remove(plan.ref.uid)
-            return {p.ref.uid: prepare_failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
+            return {p.ref.uid: self._failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
         self._checkpoint = started
         reach("after-prepare-started")
         results: dict[str, PrepareResult] = {}
@@ -489,16 +482,16 @@ class GpuDriver(CheckpointedDriver):
                 self._specs.remove(plan.ref.uid)
                 if self._undo(plan.effects, str(plan.ref)):
                     completed = completed.without(plan.ref.uid)
-                results[plan.ref.uid] = prepare_failed(plan.ref, str(failure))
+                results[plan.ref.uid] = self._failed(plan.ref, str(failure))
                 continue
             completed = completed.with_claim(_entry(plan, ClaimState.PREPARE_COMPLETED))
-            results[plan.ref.uid] = PrepareResult(devices=prepared_devices(plan.devices))
+            results[plan.ref.uid] = PrepareResult(devices=self._prepared(plan.devices))
         try:
             self._store.save(completed)
         except (NvdraError, OSError) as exc:
             # The specs exist but are not recorded as complete: report failure; the PrepareStarted entries
             # stay, so a retry or the next start rolls them back.
-            return {p.ref.uid: prepare_failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
+            return {p.ref.uid: self._failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
         self._checkpoint = completed
         reach("after-prepare-completed")
         return results

@@ -16,6 +16,7 @@ Per scenario (claim kind):
 - plugin RSS (``/proc/<pid>/status`` VmRSS) when idle after start, and after the cycles.
 
 Usage: python benchmarks/plugin_bench.py [--pairs 300] [--warmup 50] [--cycles 0] [--callers 1,2,4,8]
+       [--parts latency,throughput,memory]
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ def serve_api(spec_path: str) -> None:
                 node=NODE,
             )
             claim["metadata"]["uid"] = claim_uid(group, i)
+            if spec.get("admin"):  # adminAccess: many claims may observe one device at once
+                claim["spec"]["devices"]["requests"][0]["exactly"]["adminAccess"] = True
+                for result in claim["status"]["allocation"]["devices"]["results"]:
+                    result["adminAccess"] = True
             store.add_claim(claim)
     with ApiServer(store) as api:
         api.write_kubeconfig(spec["kubeconfig"])
@@ -131,6 +136,7 @@ class Node:
             "groups": [list(g) for g in groups],
             "count": count,
             "parameters": scenario["parameters"],
+            "admin": bool(scenario.get("admin")),
             "kubeconfig": str(self.kubeconfig),
         }
         (self.tmp / "claims.json").write_text(json.dumps(spec))
@@ -307,12 +313,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--cycles", type=int, default=10_000, help="0 skips the memory run")
     parser.add_argument("--callers", default="1,2,4,8")
+    parser.add_argument("--parts", default="latency,throughput,memory", help="which parts to run")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.serve_api:
         serve_api(args.serve_api)
         return
-    summary: dict[str, Any] = {"latency": [latency(name, args.pairs, args.warmup) for name in SCENARIOS]}
+    parts = set(args.parts.split(","))
+    summary: dict[str, Any] = {"load": os.getloadavg()[0]}
+    summary["latency"] = (
+        [latency(name, args.pairs, args.warmup) for name in SCENARIOS] if "latency" in parts else []
+    )
     for row in summary["latency"]:
         print(
             f"{row['scenario']:<44} pair p50 {row['pair_p50_ms']:6.2f} ms  p99 {row['pair_p99_ms']:6.2f} ms  "
@@ -321,13 +332,14 @@ def main() -> None:
             f"slices {row['start_to_slices_visible_ms']:4.0f} ms  "
             f"idle RSS {row['rss_idle_mib']:5.1f} MiB"
         )
-    summary["throughput"] = throughput([int(n) for n in args.callers.split(",")], per_caller=100)
+    callers = [int(n) for n in args.callers.split(",")]
+    summary["throughput"] = throughput(callers, per_caller=100) if "throughput" in parts else []
     for row in summary["throughput"]:
         print(
             f"{row['callers']} concurrent callers: {row['pairs_per_s']:6.0f} pairs/s  "
             f"p50 {row['pair_p50_ms']:.2f} ms"
         )
-    if args.cycles:
+    if args.cycles and "memory" in parts:
         summary["memory"] = memory(args.cycles)
         print("memory:", json.dumps(summary["memory"]))
     if args.out:

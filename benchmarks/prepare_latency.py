@@ -107,23 +107,28 @@ def main() -> None:
     report(pairs, floor)
 
 
-def measure_floor(
-    kubelet: KubeletClient, reg_sock: Path, kubeconfig: Path, tmp: Path, n: int
-) -> dict[str, list[float]]:
-    """Time the floor's parts, and the whole floor done sequentially, n times each."""
-    kube = KubernetesKubeApi.from_kubeconfig(str(kubeconfig))
-    state, spec_dir = tmp / "floor-state", tmp / "floor-cdi"
-    state.mkdir()
-    spec_dir.mkdir()
-    payload = os.urandom(1024).hex().encode()  # 2 KiB, like a checkpoint or a one-GPU spec
-    parts: dict[str, list[float]] = {"rtt": [], "get": [], "write": [], "floor": []}
-    for i in range(n):
+class FloorProbe:
+    """One iteration of the floor at a time, so that a benchmark can interleave it with what it measures
+    (both then see the same load, which on a shared machine moves by 2-5x within a minute)."""
+
+    def __init__(self, kubelet: KubeletClient, reg_sock: Path, kubeconfig: Path, tmp: Path) -> None:
+        self.kubelet, self.reg_sock = kubelet, reg_sock
+        self.kube = KubernetesKubeApi.from_kubeconfig(str(kubeconfig))
+        self.state, self.spec_dir = tmp / "floor-state", tmp / "floor-cdi"
+        self.state.mkdir(exist_ok=True)
+        self.spec_dir.mkdir(exist_ok=True)
+        self.payload = os.urandom(1024).hex().encode()  # 2 KiB, like a checkpoint or a one-GPU spec
+        self.parts: dict[str, list[float]] = {"rtt": [], "get": [], "write": [], "floor": []}
+
+    def once(self, i: int) -> float:
+        """Run the floor once (GETting claim ``bench-<i>``); its seconds (also kept in ``parts``)."""
+        state, spec_dir, payload = self.state, self.spec_dir, self.payload
         t0 = time.perf_counter()
-        kubelet.get_info(reg_sock)
+        self.kubelet.get_info(self.reg_sock)
         t1 = time.perf_counter()
-        kubelet.get_info(reg_sock)
+        self.kubelet.get_info(self.reg_sock)
         t2 = time.perf_counter()
-        kube.get_resource_claim("default", f"bench-{i}")
+        self.kube.get_resource_claim("default", f"bench-{i}")
         t3 = time.perf_counter()
         atomic_write(state / "checkpoint.json", payload)
         atomic_write(spec_dir / "spec.yaml", payload)
@@ -131,11 +136,21 @@ def measure_floor(
         atomic_write(state / "checkpoint.json", payload)
         remove_durably(spec_dir / "spec.yaml")
         t4 = time.perf_counter()
-        parts["rtt"].append(((t1 - t0) + (t2 - t1)) / 2)
-        parts["get"].append(t3 - t2)
-        parts["write"].append((t4 - t3) / 5)
-        parts["floor"].append(t4 - t0)
-    return parts
+        self.parts["rtt"].append(((t1 - t0) + (t2 - t1)) / 2)
+        self.parts["get"].append(t3 - t2)
+        self.parts["write"].append((t4 - t3) / 5)
+        self.parts["floor"].append(t4 - t0)
+        return t4 - t0
+
+
+def measure_floor(
+    kubelet: KubeletClient, reg_sock: Path, kubeconfig: Path, tmp: Path, n: int
+) -> dict[str, list[float]]:
+    """Time the floor's parts, and the whole floor done sequentially, n times each."""
+    probe = FloorProbe(kubelet, reg_sock, kubeconfig, tmp)
+    for i in range(n):
+        probe.once(i)
+    return probe.parts
 
 
 def report(pairs: list[float], floor: dict[str, list[float]]) -> None:

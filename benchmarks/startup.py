@@ -37,7 +37,7 @@ from nvdra.kubeletplugin import KubeletClient, KubernetesKubeApi
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from plugin_bench import NODE, SCENARIOS, Node  # noqa: E402
+from plugin_bench import NODE, SCENARIOS, Node, rss_mib  # noqa: E402
 
 HEAVY = ("kubernetes", "yaml", "celpy", "cel", "prometheus_client", "cryptography", "jsonschema")
 PLUGINS = {
@@ -83,7 +83,29 @@ def one_start(plugin: str, *, env: dict[str, str] | None = None, stderr: Any = N
             time.sleep(0.002)
         visible = time.perf_counter() - started
         kube.close()
-    return {"registered_ms": registered * 1000, "slices_visible_ms": visible * 1000}
+        time.sleep(1.0)  # settled: publishing done, threads started
+        assert node.plugin is not None
+        rss = rss_mib(node.plugin.pid)
+    return {"registered_ms": registered * 1000, "slices_visible_ms": visible * 1000, "rss_mib": rss}
+
+
+def controller_rss(env: dict[str, str], settle: float = 3.0) -> float:
+    """VmRSS (MiB) of ``nvdra-cd-controller`` against an API server, ``settle`` seconds after its start."""
+    with Node(SCENARIOS["full-gpu"], [["gpu-0"]], 1) as node:
+        args = [
+            str(Path(sys.executable).parent / "nvdra-cd-controller"),
+            *("--kubeconfig", str(node.kubeconfig), "--pod-name", "bench"),
+            *("--leader-election-enabled", "false"),
+        ]
+        proc = subprocess.Popen(args, stderr=subprocess.DEVNULL, env={**os.environ, **env})
+        try:
+            time.sleep(settle)
+            if proc.poll() is not None:
+                raise RuntimeError(f"nvdra-cd-controller exited with {proc.returncode}")
+            return rss_mib(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def interpreter_ms(code: str) -> float:
@@ -141,7 +163,7 @@ def main() -> None:
         f"load {summary['load'][0]:.1f}; floor: python -c pass {summary['floor']['python_pass_ms']:.0f} ms, "
         f"python -c 'import grpc' {summary['floor']['python_import_grpc_ms']:.0f} ms (median of {args.runs})"
     )
-    variants = {"this": {}}
+    variants: dict[str, dict[str, str]] = {"this": {}}
     if args.baseline_src:
         variants["baseline"] = {"PYTHONPATH": str(Path(args.baseline_src).resolve())}
     for plugin in args.plugins.split(","):
@@ -153,12 +175,14 @@ def main() -> None:
                 runs[name].append(one_start(plugin, env=env))
         for name, env in variants.items():
             reg = statistics.median(r["registered_ms"] for r in runs[name])
+            rss = statistics.median(r["rss_mib"] for r in runs[name])
             vis = statistics.median(r["slices_visible_ms"] for r in runs[name])
             breakdown = import_breakdown(plugin, env)
             summary["plugins"][f"{plugin} ({name})"] = {
                 "runs": runs[name],
                 "registered_p50_ms": reg,
                 "slices_visible_p50_ms": vis,
+                "rss_idle_mib": rss,
                 "registered_over_grpc_floor": reg / summary["floor"]["python_import_grpc_ms"],
                 **breakdown,
             }
@@ -168,7 +192,8 @@ def main() -> None:
             )
             print(
                 f"{PLUGINS[plugin]['script']:<17} {name:<8} start → registered p50 {reg:5.0f} ms  "
-                f"→ slices visible p50 {vis:5.0f} ms  (min {low[0]:.0f} / {low[1]:.0f} ms)"
+                f"→ slices visible p50 {vis:5.0f} ms  (min {low[0]:.0f} / {low[1]:.0f} ms)  "
+                f"idle RSS {rss:.1f} MiB"
             )
             heavy = ", ".join(breakdown["heavy_before_registration"]) or "none"
             count = breakdown["modules_before_registration"]
@@ -177,6 +202,11 @@ def main() -> None:
                 f"  import time before registration {breakdown['total_import_ms']:.0f} ms; by package (ms): "
                 + ", ".join(f"{k} {v:.0f}" for k, v in breakdown["top_level_ms"].items())
             )
+    for name, env in variants.items():
+        summary[f"controller_rss_mib ({name})"] = controller_rss(env)
+        print(
+            f"nvdra-cd-controller {name:<8} RSS {summary[f'controller_rss_mib ({name})']:.1f} MiB after 3 s"
+        )
     print(f"load at the end {os.getloadavg()[0]:.1f}")
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2))

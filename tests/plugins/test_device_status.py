@@ -59,6 +59,7 @@ def test_prepare_reports_devices_and_unprepare_clears_them(
     ref = ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
 
     assert kubelet.prepare([ref])[ref.uid].error == ""
+    assert plugin.status.flush()  # the plugin writes the status after answering
 
     other, mine = status_devices(store, ref)
     assert other == {"driver": "other.example.com", "pool": NODE, "device": "cd-0", "data": {"mine": True}}
@@ -72,6 +73,7 @@ def test_prepare_reports_devices_and_unprepare_clears_them(
     assert [a.verb for a in writes] == ["update"]
 
     assert kubelet.unprepare([ref]) == {ref.uid: ""}
+    assert plugin.status.flush()
     assert [d["driver"] for d in status_devices(store, ref)] == ["other.example.com"]
 
 

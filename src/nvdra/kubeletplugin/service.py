@@ -10,6 +10,10 @@ Invariants owned here:
   server keeps running);
 * the claims of one call are fetched concurrently and *before* taking the serialization lock (as
   the Go helper does), so the GETs of one call overlap with the driver work of another;
+* group commit: calls of one kind (prepare, unprepare) that arrive while the driver is busy are joined
+  into one driver call when it is free, so a driver that writes its checkpoint once per call writes
+  it once for all of them; calls naming the same claim UID are never joined, and each caller still
+  gets exactly its own claims' answers;
 * an empty request is the liveness probe: answered empty at once, no lock, no driver call;
 * each call gets a monotonically increasing request id used in its log lines; request and response
   are logged at DEBUG.
@@ -19,9 +23,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -35,6 +40,83 @@ __all__ = ["DraService", "DraServicer", "add_dra_servicers"]
 _log = logging.getLogger(__name__)
 
 _Fetched = tuple[ClaimRef, JsonObject | None, str]  # (claim, object or None, error)
+_Item = TypeVar("_Item")
+_Answer = TypeVar("_Answer")
+
+
+class _Job(Generic[_Item, _Answer]):
+    """One caller's claims waiting for a driver call."""
+
+    def __init__(self, items: Sequence[_Item], uids: frozenset[str]) -> None:
+        self.items = items
+        self.uids = uids
+        self.answers: Mapping[str, _Answer] = {}
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class _GroupCommit(Generic[_Item, _Answer]):
+    """Joins concurrent calls into one driver call under the serializer (see the module docstring).
+
+    Whoever finds no call running leads: it takes the waiting jobs (its own among them, in arrival
+    order, leaving out any that names a UID already taken), makes one driver call for all of them, and
+    repeats until its own job is answered; the others wait for their answers.
+    """
+
+    def __init__(
+        self, serializer: RequestSerializer, call: Callable[[list[_Item]], Mapping[str, _Answer]]
+    ) -> None:
+        self._serializer = serializer
+        self._call = call
+        self._cond = threading.Condition()
+        self._pending: list[_Job[_Item, _Answer]] = []
+        self._running = False
+
+    def run(self, items: Sequence[_Item], uids: Iterable[str]) -> Mapping[str, _Answer]:
+        """The driver's answers for a call with ``items``; raises what the driver call raised."""
+        job: _Job[_Item, _Answer] = _Job(items, frozenset(uids))
+        with self._cond:
+            self._pending.append(job)
+            while not job.done and self._running:
+                self._cond.wait()
+            lead = not job.done
+            if lead:
+                self._running = True
+        if lead:
+            try:
+                while not job.done:
+                    self._execute(self._take())
+            finally:
+                with self._cond:
+                    self._running = False
+                    self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        return job.answers
+
+    def _take(self) -> list[_Job[_Item, _Answer]]:
+        with self._cond:
+            batch: list[_Job[_Item, _Answer]] = []
+            taken: set[str] = set()
+            for job in self._pending:
+                if not batch or taken.isdisjoint(job.uids):
+                    batch.append(job)
+                    taken |= job.uids
+            self._pending = [j for j in self._pending if j not in batch]
+            return batch
+
+    def _execute(self, batch: list[_Job[_Item, _Answer]]) -> None:
+        answers: Mapping[str, _Answer] = {}
+        error: BaseException | None = None
+        try:
+            with self._serializer.hold():
+                answers = self._call([item for job in batch for item in job.items])
+        except Exception as exc:  # every caller of the batch reports it for its claims
+            error = exc
+        with self._cond:
+            for job in batch:
+                job.answers, job.error, job.done = answers, error, True
+            self._cond.notify_all()
 
 
 class DraService:
@@ -62,6 +144,16 @@ class DraService:
             max_workers=fetch_workers, thread_name_prefix="nvdra-claim-get"
         )
         self._ids = itertools.count(1)
+        self._prepares: _GroupCommit[JsonObject, PrepareResult] = _GroupCommit(
+            self.serializer, self._driver_prepare
+        )
+        self._unprepares: _GroupCommit[ClaimRef, str] = _GroupCommit(self.serializer, self._driver_unprepare)
+
+    def _driver_prepare(self, claims: list[JsonObject]) -> Mapping[str, PrepareResult]:
+        return self.driver.prepare_resource_claims(claims)  # self.driver looked up per call
+
+    def _driver_unprepare(self, claims: list[ClaimRef]) -> Mapping[str, str]:
+        return self.driver.unprepare_resource_claims(claims)
 
     def next_request_id(self) -> int:
         """A new request id (thread-safe: ``itertools.count`` advances atomically under the GIL)."""
@@ -116,8 +208,7 @@ class DraService:
         self, ready: Sequence[tuple[ClaimRef, JsonObject]], request_id: int
     ) -> dict[str, PrepareResult]:
         try:
-            with self.serializer.hold():
-                answered = self.driver.prepare_resource_claims([obj for _, obj in ready])
+            answered = self._prepares.run([obj for _, obj in ready], (ref.uid for ref, _ in ready))
         except Exception as exc:
             _log.exception("[req %d] driver prepare failed", request_id)
             message = f"prepare failed: {type(exc).__name__}: {exc}"
@@ -135,8 +226,7 @@ class DraService:
         if not claims:
             return {}
         try:
-            with self.serializer.hold():
-                answered = self.driver.unprepare_resource_claims(list(claims))
+            answered = self._unprepares.run(list(claims), (c.uid for c in claims))
         except Exception as exc:
             _log.exception("[req %d] driver unprepare failed", request_id)
             return {c.uid: f"unprepare failed: {type(exc).__name__}: {exc}" for c in claims}

@@ -9,6 +9,12 @@ never touched. Writes go through the ``/status`` subresource as an update guarde
 A status write that fails does not fail the prepare: the container gets its devices, the status is a
 report. It is logged, and the next prepare or unprepare of the claim writes again.
 
+With ``background=True`` (the plugin's setting) the writes leave the kubelet's critical path: the entries
+are computed when the call is answered and written by one worker thread, in order, the newest pending
+write of a claim replacing an older one (a prepare's entries then its unprepare's removal of the same
+claim write only the removal). A prepare+unprepare pair otherwise waits for up to three API requests
+throttled by the client's rate limiter under the serialization lock (docs/performance.md).
+
 :class:`ClaimStatusReporter` wraps any :class:`~nvdra.kubeletplugin.types.DraDriver`; the driver says
 what each prepared claim's entries are (``describe``).
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -81,15 +88,39 @@ class ClaimStatusReporter:
         driver_name: whose entries these are.
         describe: the entries of a prepared claim, by UID.
         retries: attempts per write when the claim changed under us (409).
+        background: write from a worker thread after the call is answered (stop it with :meth:`close`).
     """
 
     def __init__(
-        self, driver: DraDriver, api: ObjectApi, *, driver_name: str, describe: Describe, retries: int = 5
+        self,
+        driver: DraDriver,
+        api: ObjectApi,
+        *,
+        driver_name: str,
+        describe: Describe,
+        retries: int = 5,
+        background: bool = False,
     ) -> None:
         self.driver = driver
         self.driver_name = driver_name
         self.describe = describe
         self.writer = ClaimStatusWriter(api, driver_name=driver_name, retries=retries)
+        self._queue: _WriteQueue | None = _WriteQueue(self.writer) if background else None
+
+    def _write(self, claim: Mapping[str, Any], mine: Sequence[JsonObject]) -> None:
+        if self._queue is None:
+            self.writer.write(claim, mine)
+        else:
+            self._queue.put(claim, list(mine))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued write is done; False when ``timeout`` seconds were not enough."""
+        return True if self._queue is None else self._queue.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (for at most ``timeout`` seconds), then stop the worker."""
+        if self._queue is not None:
+            self._queue.close(timeout)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.driver, name)
@@ -101,7 +132,7 @@ class ClaimStatusReporter:
             uid = str((claim.get("metadata") or {}).get("uid", ""))
             result = results.get(uid)
             if result is not None and not result.error:
-                self.writer.write(claim, list(self.describe(uid)))
+                self._write(claim, list(self.describe(uid)))
         return results
 
     def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> Mapping[str, str]:
@@ -109,14 +140,66 @@ class ClaimStatusReporter:
         errors = self.driver.unprepare_resource_claims(claims)
         for ref in claims:
             if not errors.get(ref.uid):
-                self.writer.write(
-                    {"metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid}}, []
-                )
+                self._write({"metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid}}, [])
         return errors
 
     def handle_error(self, error: BaseException, message: str) -> None:
         """Delegated."""
         self.driver.handle_error(error, message)
+
+
+class _WriteQueue:
+    """One worker thread writing claims' status entries in order; a claim's newest write replaces its
+    pending one (its place in the queue kept)."""
+
+    def __init__(self, writer: ClaimStatusWriter) -> None:
+        self._writer = writer
+        self._cond = threading.Condition()
+        self._pending: dict[str, tuple[Mapping[str, Any], list[JsonObject]]] = {}  # insertion-ordered
+        self._busy = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="nvdra-claim-status", daemon=True)
+        self._thread.start()
+
+    def put(self, claim: Mapping[str, Any], mine: list[JsonObject]) -> None:
+        meta = claim.get("metadata") or {}
+        key = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+        with self._cond:
+            if self._closed:
+                return
+            self._pending[key] = (claim, mine)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                key = next(iter(self._pending))
+                claim, mine = self._pending.pop(key)
+                self._busy = True
+            try:
+                self._writer.write(claim, mine)
+            except Exception:  # a bug must not stop later reports; the write itself logs API errors
+                log.exception("device status write of claim %s failed", key)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def close(self, timeout: float) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._pending.clear()
+            self._cond.notify_all()
+        self._thread.join(timeout)
 
 
 class ClaimStatusWriter:

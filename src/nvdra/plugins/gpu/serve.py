@@ -68,6 +68,8 @@ class RunningPlugin:
     liveness_port: int | None
     metrics_port: int | None = None
     effects: Effects | None = None
+    status: ClaimStatusReporter | None = None
+    """Writes prepared devices to the claims' status.devices in the background (``flush()`` waits)."""
 
 
 def _simulated(config: PluginConfig) -> SimulatedNvml:
@@ -150,7 +152,9 @@ def serve(
             cast(ObjectApi, api),
             driver_name=config.driver_name,
             describe=driver.device_status,
+            background=True,  # off the kubelet's critical path (docs/performance.md)
         )
+        stack.callback(reporter.close)  # after the sockets stop (the stack unwinds in reverse)
         helper = serve_sockets(
             config, reporter, api, stack, health=health.reporter if health is not None else None
         )
@@ -184,6 +188,7 @@ def serve(
             liveness_port=port,
             metrics_port=metrics_port,
             effects=effects,
+            status=reporter,
         )
 
 

@@ -1,0 +1,138 @@
+"""Claims per second for batched and concurrent kubelet calls, beside the floor of one claim.
+
+One API server, the real ``nvdra-gpu-plugin --simulate dgx-h100`` process and this process as the
+kubelet (as in plugin_bench.py). Every claim is an admin-access claim of one GPU, so eight claims may
+hold each of the 8 GPUs at once and a call can carry 64 claims.
+
+- batches: one caller; each round is one NodePrepareResources call with N claims (N = 1, 8, 64: N/8
+  claims on each GPU when N >= 8) and one NodeUnprepareResources call with the same claims;
+- concurrency: C callers (C = 1, 8), each cycling one-claim prepare+unprepare pairs on its own GPU;
+- the floor of one claim, one iteration after each round (``prepare_latency.FloorProbe``: two gRPC round
+  trips, the claim GET, four atomic writes and a durable unlink, one after another).
+
+For each row: the round's p50, that p50 over the one-claim round's p50 (the goals: 64 claims at most 8 times,
+8 callers at most 4 times), and claims prepared+unprepared per second.
+
+Usage: python benchmarks/batch.py [--rounds 40] [--out batch.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from plugin_bench import Node, claim_ref, start_up
+from prepare_latency import FloorProbe, pct
+
+from nvdra.kubeletplugin import ClaimRef, KubeletClient
+
+GPUS = 8
+SCENARIO: dict[str, Any] = {"profile": "dgx-h100", "gates": "", "parameters": None, "admin": True}
+
+
+def round_trip(plugin: Any, refs: Sequence[ClaimRef]) -> float:
+    """One prepare call and one unprepare call with ``refs``; seconds."""
+    t0 = time.perf_counter()
+    prepared = plugin.prepare(list(refs))
+    unprepared = plugin.unprepare(list(refs))
+    elapsed = time.perf_counter() - t0
+    failed = [uid for uid, res in prepared.items() if res.error] + [uid for uid, e in unprepared.items() if e]
+    if failed or len(prepared) != len(refs):
+        raise SystemExit(f"{len(failed)} of {len(refs)} claims failed, e.g. {failed[:1]}")
+    return elapsed
+
+
+def batch_refs(size: int, round_no: int) -> list[ClaimRef]:
+    """The claims of one call of ``size``: ``size / 8`` per GPU (one on gpu-0 for size 1)."""
+    if size == 1:
+        return [claim_ref(0, round_no * 8)]
+    per_gpu = size // GPUS
+    return [claim_ref(g, round_no * 8 + k) for g in range(GPUS) for k in range(per_gpu)]
+
+
+def main() -> None:
+    """Run both parts; print the table; write JSON to --out when given."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    total_rounds = args.rounds + args.warmup
+    groups = [[f"gpu-{g}"] for g in range(GPUS)]
+    summary: dict[str, Any] = {"load_start": os.getloadavg()[0], "batches": [], "callers": []}
+    with Node(SCENARIO, groups, total_rounds * 8) as node, KubeletClient(node.reg) as kubelet:
+        plugin, _ = start_up(node, kubelet)
+        probe = FloorProbe(kubelet, node.reg_sock, node.kubeconfig, node.tmp)
+        base = 0.0
+        for size in (1, 8, 64):
+            times, floors = [], []
+            for r in range(total_rounds):  # each round beside one floor, so both see the same load
+                times.append(round_trip(plugin, batch_refs(size, r)))
+                floors.append(probe.once(0))
+            times, floors = times[args.warmup :], floors[args.warmup :]
+            print(f"  ({size} claims per call: done)", file=sys.stderr, flush=True)
+            p50 = pct(times, 50)
+            base = base or p50
+            row = {
+                "claims_per_call": size,
+                "round_p50_ms": p50,
+                "round_p99_ms": pct(times, 99),
+                "floor_p50_ms": pct(floors, 50),
+                "over_floor": p50 / pct(floors, 50),
+                "over_one_claim": p50 / base,
+                "claims_per_s": size * len(times) / sum(times),
+            }
+            summary["batches"].append(row)
+        for callers in (1, 8):
+            results: list[list[float]] = [[] for _ in range(callers)]
+
+            def run(g: int, results: list[list[float]] = results) -> None:
+                results[g] = [round_trip(plugin, [claim_ref(g, r * 8 + 1)]) for r in range(total_rounds)]
+
+            threads = [threading.Thread(target=run, args=(g,)) for g in range(callers)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            flat = [x for r in results for x in r[args.warmup :]]
+            summary["callers"].append(
+                {
+                    "callers": callers,
+                    "pair_p50_ms": pct(flat, 50),
+                    "pair_p99_ms": pct(flat, 99),
+                    "claims_per_s": callers * total_rounds / wall,
+                }
+            )
+        one = summary["callers"][0]["pair_p50_ms"]
+        for row in summary["callers"]:
+            row["over_one_caller"] = row["pair_p50_ms"] / one
+    summary["load_end"] = os.getloadavg()[0]
+    print(f"load {summary['load_start']:.1f} → {summary['load_end']:.1f}")
+    for row in summary["batches"]:
+        print(
+            f"{row['claims_per_call']:>3} claims per call: round p50 {row['round_p50_ms']:7.2f} ms "
+            f"p99 {row['round_p99_ms']:7.2f} ms  {row['over_one_claim']:5.2f}x one claim  "
+            f"{row['claims_per_s']:7.0f} claims/s  (floor of one claim beside it "
+            f"{row['floor_p50_ms']:.2f} ms: {row['over_floor']:.2f}x)"
+        )
+    for row in summary["callers"]:
+        print(
+            f"{row['callers']:>3} concurrent callers: pair p50 {row['pair_p50_ms']:7.2f} ms "
+            f"p99 {row['pair_p99_ms']:7.2f} ms  {row['over_one_caller']:5.2f}x one caller  "
+            f"{row['claims_per_s']:7.0f} claims/s"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

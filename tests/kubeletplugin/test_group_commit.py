@@ -1,0 +1,97 @@
+"""Group commit: calls arriving while the driver is busy are joined into one driver call."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from nvdra.kubeletplugin import ClaimRef
+from nvdra.kubeletplugin.service import DraService
+from nvdra.kubeletplugin.types import PrepareResult
+
+
+class _SlowDriver:
+    """Records each call's claim UIDs; the first call waits for ``release``; ``fail`` makes calls raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail = False
+
+    def prepare_resource_claims(self, claims: Sequence[dict[str, Any]]) -> dict[str, PrepareResult]:
+        return {uid: PrepareResult() for uid in self._call([c["metadata"]["uid"] for c in claims])}
+
+    def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> dict[str, str]:
+        return {uid: "" for uid in self._call([c.uid for c in claims])}
+
+    def _call(self, uids: list[str]) -> list[str]:
+        self.calls.append(uids)
+        if len(self.calls) == 1:
+            self.entered.set()
+            assert self.release.wait(10)
+        if self.fail:
+            raise RuntimeError("disk full")
+        return uids
+
+    def handle_error(self, error: BaseException, message: str) -> None:
+        raise AssertionError(message)
+
+
+def _ref(uid: str) -> ClaimRef:
+    return ClaimRef(namespace="default", name=f"claim-{uid}", uid=uid)
+
+
+def _concurrently(service: DraService, driver: _SlowDriver, calls: list[list[str]]) -> list[dict[str, str]]:
+    """The first call enters the driver and blocks; the others queue; then the driver is released."""
+    answers: list[dict[str, str]] = [{} for _ in calls]
+
+    def run(i: int) -> None:
+        answers[i] = service.unprepare([_ref(u) for u in calls[i]])
+
+    first = threading.Thread(target=run, args=(0,))
+    first.start()
+    assert driver.entered.wait(10)
+    rest = [threading.Thread(target=run, args=(i,)) for i in range(1, len(calls))]
+    for t in rest:
+        t.start()
+    while sum(len(j.items) for j in service._unprepares._pending) < sum(len(c) for c in calls[1:]):
+        threading.Event().wait(0.005)  # until every queued caller is waiting
+    driver.release.set()
+    for t in [first, *rest]:
+        t.join(10)
+    return answers
+
+
+def test_waiting_calls_share_one_driver_call_and_get_their_own_answers() -> None:
+    """Three callers queued behind a busy driver call make one driver call; each gets only its claims."""
+    driver = _SlowDriver()
+    service = DraService(driver, kube=None)  # type: ignore[arg-type]  # unprepare reads no claims
+    answers = _concurrently(service, driver, [["a"], ["b"], ["c", "d"], ["e"]])
+    assert driver.calls[0] == ["a"]
+    assert sorted(driver.calls[1]) == ["b", "c", "d", "e"] and len(driver.calls) == 2
+    assert answers == [{"a": ""}, {"b": ""}, {"c": "", "d": ""}, {"e": ""}]
+    service.close()
+
+
+def test_a_call_naming_a_claim_already_in_the_batch_waits_for_the_next() -> None:
+    """The kubelet retrying a claim while it is queued: the two never meet in one driver call."""
+    driver = _SlowDriver()
+    service = DraService(driver, kube=None)  # type: ignore[arg-type]
+    _concurrently(service, driver, [["a"], ["b"], ["b", "c"]])
+    assert driver.calls[1:] == [["b"], ["b", "c"]]
+    service.close()
+
+
+def test_a_failed_driver_call_is_every_joined_callers_error() -> None:
+    """An exception in the joined driver call becomes an error for every claim of every caller in it."""
+    driver = _SlowDriver()
+    driver.fail = True
+    service = DraService(driver, kube=None)  # type: ignore[arg-type]
+    answers = _concurrently(service, driver, [["a"], ["b"], ["c"]])
+    assert len(driver.calls) == 2
+    for answer in answers:
+        ((uid, message),) = answer.items()
+        assert message == "unprepare failed: RuntimeError: disk full", uid
+    service.close()

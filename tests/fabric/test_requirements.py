@@ -255,3 +255,21 @@ def test_a_config_without_requests_covers_only_the_gpu_requests() -> None:
         {"requests": ["gpus"], "matchAttribute": "gpu.nvidia.com/partition4"}
     ]
     assert "selectors" not in fixed["spec"]["devices"]["requests"][1]["exactly"]
+
+
+@pytest.mark.parametrize("driver", [["gpu.nvidia.com"], {"name": "gpu.nvidia.com"}, None, 7])
+def test_a_malformed_opaque_driver_is_not_a_fabric_config(driver: object) -> None:
+    """A driver name that is not a string (what a fuzzed or hand-written claim may carry) is skipped,
+    never a TypeError: the webhook answers such a review instead of failing."""
+    claim = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": "c", "namespace": "default"},
+        "spec": {
+            "devices": {
+                "requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com"}}],
+                "config": [{"opaque": {"driver": driver, "parameters": {"kind": "GpuConfig"}}}],
+            }
+        },
+    }
+    assert demand_problems(claim) == []

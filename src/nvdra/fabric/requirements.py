@@ -256,7 +256,8 @@ def _fabric_configs(
         if not isinstance(entry, Mapping):
             continue
         opaque = entry.get("opaque")
-        if not isinstance(opaque, Mapping) or opaque.get("driver") not in _DRIVERS:
+        driver = opaque.get("driver") if isinstance(opaque, Mapping) else None
+        if not isinstance(driver, str) or driver not in _DRIVERS:
             continue
         params = opaque.get("parameters")
         if not isinstance(params, Mapping):

@@ -256,7 +256,9 @@ def _fabric_configs(
         if not isinstance(entry, Mapping):
             continue
         opaque = entry.get("opaque")
-        driver = opaque.get("driver") if isinstance(opaque, Mapping) else None
+        if not isinstance(opaque, Mapping):
+            continue
+        driver = opaque.get("driver")
         if not isinstance(driver, str) or driver not in _DRIVERS:
             continue
         params = opaque.get("parameters")

@@ -53,6 +53,19 @@ def wait_slices(store: FakeKube) -> list[JsonObject]:
     return store.resource_slices()
 
 
+def status_devices(store: FakeKube, ref: ClaimRef) -> list[JsonObject]:
+    """The claim's ``status.devices`` once the plugin wrote them (it does so after answering prepare)."""
+    end = time.monotonic() + 15
+    while True:
+        devices: list[JsonObject] = (
+            store.get_object(RESOURCE_CLAIMS, ref.name, ref.namespace).get("status", {}).get("devices") or []
+        )
+        if devices:
+            return devices
+        assert time.monotonic() < end, f"no status.devices on claim {ref.name}"
+        time.sleep(0.02)
+
+
 def request(name: str, **exactly: Any) -> JsonObject:
     return {
         "apiVersion": "resource.k8s.io/v1",
@@ -100,9 +113,9 @@ def test_two_shares_and_an_observer_on_one_gpu(cluster: tuple[FakeKube, Any]) ->
     assert len(set(ids)) == 3  # one CDI device per claim
     shares = []
     for ref in refs[:2]:
-        (entry,) = store.get_object(RESOURCE_CLAIMS, ref.name, ref.namespace)["status"]["devices"]
+        (entry,) = status_devices(store, ref)
         shares.append(entry["shareID"])
     assert shares == [c["status"]["allocation"]["devices"]["results"][0]["shareID"] for c in done[:2]]
-    observer = store.get_object(RESOURCE_CLAIMS, refs[2].name, refs[2].namespace)["status"]["devices"][0]
+    observer = status_devices(store, refs[2])[0]
     assert observer["data"]["adminAccess"] is True and "shareID" not in observer
     assert kubelet.unprepare(refs) == {r.uid: "" for r in refs}

@@ -7,8 +7,10 @@ Parts:
   concurrent kubelet callers; RSS over 10,000 cycles;
 - ResourceSlice rendering and publishing (into the API store, validated) for the largest profiles;
 - the existing benchmark scripts, run as they are and their output kept verbatim:
-  ``prepare_latency.py``, ``fabric_planner.py`` (partition planner), ``allocation.py`` (allocator),
-  ``dynamic_mig.py``, ``computedomain.py``.
+  ``prepare_latency.py``, ``batch.py`` (1/8/64 claims per call, 1/8 callers, claims/s beside the floor),
+  ``startup.py`` (start → registered / slices visible, imports before registration, idle RSS of both
+  plugins and the controller), ``fabric_planner.py`` (partition planner), ``allocation.py``
+  (allocator), ``dynamic_mig.py``, ``computedomain.py``.
 
 Usage: python benchmarks/run_all.py --out bench.json [--plot docs/performance.png] [--quick]
 """
@@ -136,6 +138,8 @@ def main() -> None:
     }
     summary["scripts"] = [
         script("prepare_latency.py", "--pairs", str(pairs)),
+        script("batch.py", "--rounds", "10" if args.quick else "40"),
+        script("startup.py", "--runs", "3" if args.quick else "7"),
         script("fabric_planner.py", *(["--decisions", "500", "--arrivals", "3000"] if args.quick else [])),
         script("allocation.py"),
         script("dynamic_mig.py"),

@@ -95,7 +95,7 @@ def controller_rss(env: dict[str, str], settle: float = 3.0) -> float:
         args = [
             str(Path(sys.executable).parent / "nvdra-cd-controller"),
             *("--kubeconfig", str(node.kubeconfig), "--pod-name", "bench"),
-            *("--leader-election-enabled", "false"),
+            *("--leader-election-enabled", "false", "--image-name", "bench"),
         ]
         proc = subprocess.Popen(args, stderr=subprocess.DEVNULL, env={**os.environ, **env})
         try:
@@ -105,7 +105,11 @@ def controller_rss(env: dict[str, str], settle: float = 3.0) -> float:
             return rss_mib(proc.pid)
         finally:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 def interpreter_ms(code: str) -> float:

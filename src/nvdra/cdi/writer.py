@@ -17,6 +17,7 @@ import contextlib
 import functools
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,59 @@ _TMP_SUFFIX = ".tmp"
 # with the kubelet before it writes a claim's spec (docs/performance.md, start-up).
 
 
+class _DirectorySync:
+    """Group commit of one directory's fsyncs: callers that arrive while an fsync of the directory runs
+    share the next one, which starts after all of their renames and unlinks (each caller's ticket is
+    taken after its change, and an fsync covers the tickets issued before it began)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.issued = 0
+        self.synced = 0
+        self.running = False
+
+
+_DIR_SYNCS: dict[str, _DirectorySync] = {}
+_DIR_SYNCS_LOCK = threading.Lock()
+
+
 def fsync_directory(directory: str | Path, *, error_cls: type[SystemError_] = CdiError) -> None:
     """Make a directory's entries (a create, rename or unlink in it) durable.
+
+    Concurrent callers on one directory (a call writing the specs of many claims from several threads)
+    share fsyncs: each returns once an fsync that began after its call has completed.
 
     Raises:
         error_cls: the directory cannot be opened or synced.
     """
+    key = os.fspath(directory)
+    with _DIR_SYNCS_LOCK:
+        sync = _DIR_SYNCS.setdefault(key, _DirectorySync())
+    with sync.cond:
+        sync.issued += 1
+        ticket = sync.issued
+        while sync.synced < ticket:
+            if sync.running:
+                sync.cond.wait()
+                continue
+            sync.running = True
+            covers = sync.issued
+            sync.cond.release()
+            try:
+                _fsync_directory_once(directory, error_cls)
+            finally:
+                sync.cond.acquire()
+                sync.running = False
+                sync.cond.notify_all()
+            sync.synced = max(sync.synced, covers)  # not reached on failure: waiters then sync themselves
+        idle = sync.synced == sync.issued and not sync.running
+    if idle:
+        with _DIR_SYNCS_LOCK:  # forget idle directories (a later caller may make a fresh entry)
+            if _DIR_SYNCS.get(key) is sync:
+                del _DIR_SYNCS[key]
+
+
+def _fsync_directory_once(directory: str | Path, error_cls: type[SystemError_]) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:

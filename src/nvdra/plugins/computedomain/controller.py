@@ -356,7 +356,7 @@ class ComputeDomainController:
                 continue
             except KubeApiError as exc:
                 return self._failed(attempt, exc), None
-            log.debug(
+            log.info(  # one line per change the controller makes: its events, at the default verbosity
                 "%s %s %s/%s: %s",
                 attempt.verb,
                 attempt.kind,

@@ -15,9 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -32,6 +31,7 @@ from nvdra.nvml._driver_root import FABRIC_IMEX_MGMT_MINOR
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS
 from nvdra.plugins.computedomain.simcluster import ProcessDaemon, SimCluster
+from tests.plugin_harness import wait_for
 
 PROFILE = "gb200-nvl72-tray"
 BIN = str(Path(sys.executable).parent)
@@ -48,18 +48,6 @@ def driver_root() -> Iterator[Path]:
     """A generated GB200 tray driver root (it carries the fake IMEX pair)."""
     with tempfile.TemporaryDirectory(prefix="nvdra-imexroot-") as tmp:
         yield make_simulated_driver_root(load_profile(PROFILE), Path(tmp) / "root")
-
-
-def wait_for(what: str, probe: Callable[[], Any], deadline_s: float = 30.0) -> Any:
-    """Poll ``probe`` until truthy (generous: processes start in a loaded CI box)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _container(tmp: Path, name: str, ip: str, peers: dict[str, str]) -> tuple[Path, Path]:

@@ -9,10 +9,8 @@ the plugin did must lie within the chart's grants.
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,21 +19,10 @@ from nvdra.kubeletplugin.testing_rbac import Rbac, service_account_user
 from nvdra.plugins.computedomain.serve import CdPluginConfig
 from nvdra.plugins.computedomain.serve import serve as serve_cd
 from tests.deploy.helm import NAMESPACE, render
+from tests.plugin_harness import wait_for
 
 PLUGIN_ACCOUNT = "nvdra-kubeletplugin"
 USER = service_account_user(NAMESPACE, PLUGIN_ACCOUNT)
-
-
-def wait_for(what: str, probe: Callable[[], Any], deadline_s: float = 15.0) -> Any:
-    """Poll until ``probe`` is truthy (generous deadline; not a timing assertion)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.computedomain.test_cd_lifecycle_chart import (
     controller_rereads_after_conflicts,
 )
 from tests.deploy.chart_identities import ChartCluster, chart_cluster
+from tests.plugin_harness import wait_for
 from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result
 
 KUBELET_PLUGIN = "nvdra-kubeletplugin"
@@ -40,15 +40,6 @@ GPUS_ON = {"resources": {"gpus": {"enabled": True}}}
 # The processes that run under each account: all of them must have run before the comparison.
 EXPECTED = {KUBELET_PLUGIN: {"gpu plugin", "cd plugin"}, CONTROLLER: {"controller"}, DAEMON: {"cd daemon"}}
 USED_BY: dict[str, list[str]] = {}
-
-
-def wait_for(what: str, probe: Callable[[], Any], deadline_s: float = 20.0) -> Any:
-    end = time.monotonic() + deadline_s
-    while not (value := probe()):
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def stale_slice(prefix: str) -> dict[str, Any]:

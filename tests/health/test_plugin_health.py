@@ -4,33 +4,21 @@ DRA health stream, ignored XIDs stay informational, and the recovery rules clear
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nvdra.core.health import HealthPolicy
-from nvdra.kubeletplugin import ApiServer, FakeKube, HealthStatus, KubeletClient
+from nvdra.kubeletplugin import FakeKube, HealthStatus, KubeletClient
 from nvdra.nvml import SimulatedNvml
-from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.health import HealthTracker
-from nvdra.plugins.gpu.serve import RunningPlugin, serve
-from tests.plugins.conftest import DRIVER, NODE, PROFILE
+from nvdra.plugins.gpu.serve import RunningPlugin
+from tests.plugin_harness import serving_plugin, wait_for
+from tests.plugins.conftest import DRIVER
 
 JsonObject = dict[str, Any]
-
-
-def wait_for(what: str, probe: Callable[[], Any], deadline_s: float = 15.0) -> Any:
-    """Poll until ``probe`` is truthy (a generous deadline: not a timing assertion)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -38,24 +26,10 @@ def plugin(
     sockdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[RunningPlugin, FakeKube, KubeletClient]]:
     """The plugin on a simulated dgx-h100 with NVMLDeviceHealthCheck on, registered with a kubelet."""
-    monkeypatch.delenv("FABRIC_TOPOLOGY_SUPPORT", raising=False)
-    store = FakeKube()
-    store.add_node(NODE)
-    with ApiServer(store) as server:
-        config = PluginConfig(
-            node_name=NODE,
-            kubeconfig=str(server.write_kubeconfig(sockdir / "kubeconfig")),
-            cdi_root=sockdir / "cdi",
-            simulate=PROFILE,
-            kubelet_registrar_directory_path=sockdir / "reg",
-            kubelet_plugins_directory_path=sockdir / "plugins",
-            feature_gates="NVMLDeviceHealthCheck=true",
-            additional_xids_to_ignore="94,nonsense",
-        )
-        with serve(config) as running, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
-            kubelet.register(config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock")
-            wait_for("the ResourceSlice", store.resource_slices)
-            yield running, store, kubelet
+    settings = {"feature_gates": "NVMLDeviceHealthCheck=true", "additional_xids_to_ignore": "94,nonsense"}
+    with serving_plugin(sockdir, monkeypatch, **settings) as cluster:
+        cluster.register_and_publish()
+        yield cluster.plugin, cluster.store, cluster.kubelet
 
 
 def taints(store: FakeKube) -> dict[str, list[JsonObject]]:

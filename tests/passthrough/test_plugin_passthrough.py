@@ -5,56 +5,28 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient
-from nvdra.plugins.gpu.config import PluginConfig
+from nvdra.kubeletplugin import ClaimRef, FakeKube
 from nvdra.plugins.gpu.metadata import CONTAINER_DIR
-from nvdra.plugins.gpu.serve import RunningPlugin, serve
-from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, opaque, result
+from nvdra.plugins.gpu.serve import RunningPlugin
+from tests.plugin_harness import serving_plugin, wait_for
+from tests.plugins.conftest import DRIVER, NODE, allocated_claim, opaque, result
 
 JsonObject = dict[str, Any]
 
 
-def wait_for(what: str, probe: Callable[[], Any], deadline_s: float = 15.0) -> Any:
-    """Poll until ``probe`` is truthy (generous deadline; not a timing assertion)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def running(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RunningPlugin, FakeKube, Any]]:
-    monkeypatch.delenv("FABRIC_TOPOLOGY_SUPPORT", raising=False)
-    store = FakeKube()
-    store.add_node(NODE)
-    with ApiServer(store) as server:
-        config = PluginConfig(
-            node_name=NODE,
-            kubeconfig=str(server.write_kubeconfig(sockdir / "kubeconfig")),
-            cdi_root=sockdir / "cdi",
-            simulate=PROFILE,
-            kubelet_registrar_directory_path=sockdir / "reg",
-            kubelet_plugins_directory_path=sockdir / "plugins",
-            feature_gates="PassthroughSupport=true,DeviceMetadata=true",
-            http_endpoint="127.0.0.1:0",
-        )
-        with serve(config) as plugin, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
-            reg = kubelet.register(config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock")
-            wait_for("the ResourceSlice", store.resource_slices)
-            yield plugin, store, reg
+    gates = "PassthroughSupport=true,DeviceMetadata=true"
+    with serving_plugin(sockdir, monkeypatch, feature_gates=gates, http_endpoint="127.0.0.1:0") as cluster:
+        yield cluster.plugin, cluster.store, cluster.register_and_publish()
 
 
 def published(store: FakeKube) -> set[str]:

@@ -8,8 +8,6 @@ the plugin directory and reused, so a pcie-l4 node run after a dgx-h100 one publ
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +18,9 @@ from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import serve
 from nvdra.plugins.pluginconfig import simulated_profile_dir
+from tests.plugin_harness import wait_for
 
 JsonObject = dict[str, Any]
-
-
-def wait_for(what: str, probe: Callable[[], Any], deadline_s: float = 15.0) -> Any:
-    """Poll until ``probe`` is truthy (generous deadline; not a timing assertion)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def profile_addresses(profile: str) -> set[str]:

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.devices import allocatable_devices
 from nvdra.plugins.pluginconfig import simulated_profile_dir
 from nvdra.plugins.state import CheckpointStore, read_boot_id
+from tests.plugin_harness import wait_for
 from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result, spec_files
 
 SCRIPT = Path(sys.executable).parent / "nvdra-gpu-plugin"
@@ -69,18 +69,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in TWINS}
     env.update(extra)
     return env
-
-
-def wait_for(what: str, probe: Callable[[], Any], *, deadline_s: float = 20.0) -> Any:
-    """Poll ``probe`` until it returns something truthy (a generous deadline, not a timing check)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def accepts(path: Path) -> bool:

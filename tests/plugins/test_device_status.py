@@ -10,34 +10,20 @@ from typing import Any
 import pytest
 
 from nvdra.core.checkpoint import DeviceRecord
-from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient
+from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS
 from nvdra.kubeletplugin.types import PrepareResult
 from nvdra.plugins.devicestatus import ClaimStatusReporter
-from nvdra.plugins.gpu.config import PluginConfig
-from nvdra.plugins.gpu.serve import serve
-from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result
+from tests.plugin_harness import serving_plugin
+from tests.plugins.conftest import DRIVER, NODE, allocated_claim, result
 
 JsonObject = dict[str, Any]
 
 
 @pytest.fixture
 def running(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeKube, Any, Any, ApiServer]]:
-    monkeypatch.delenv("FABRIC_TOPOLOGY_SUPPORT", raising=False)
-    store = FakeKube()
-    store.add_node(NODE)
-    with ApiServer(store) as server:
-        config = PluginConfig(
-            node_name=NODE,
-            kubeconfig=str(server.write_kubeconfig(sockdir / "kubeconfig")),
-            cdi_root=sockdir / "cdi",
-            simulate=PROFILE,
-            kubelet_registrar_directory_path=sockdir / "reg",
-            kubelet_plugins_directory_path=sockdir / "plugins",
-        )
-        with serve(config) as plugin, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
-            registered = kubelet.register(config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock")
-            yield store, plugin, registered, server
+    with serving_plugin(sockdir, monkeypatch) as cluster:
+        yield cluster.store, cluster.plugin, cluster.register(), cluster.server
 
 
 def status_devices(store: FakeKube, ref: ClaimRef) -> list[JsonObject]:

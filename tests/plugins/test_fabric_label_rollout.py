@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.kubeletplugin import ApiServer, FakeKube, KubeletClient
 from nvdra.kubeletplugin.objects import NODES
-from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.fabric.node import FABRIC_LABEL
 from nvdra.plugins.gpu.nodewatch import FabricLabelWatch, effective_fabric_gate
 from nvdra.plugins.gpu.serve import serve_while
-from tests.plugins.conftest import DRIVER, NODE, PROFILE
-
-
-def _until(what: str, probe: Callable[[], Any], deadline_s: float = 30.0) -> Any:
-    end = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
+from tests.plugin_harness import plugin_config, wait_for
+from tests.plugins.conftest import DRIVER, NODE
 
 
 def test_effective_gate_follows_the_label_over_the_flags() -> None:
@@ -52,7 +40,7 @@ def test_label_watch_fires_once_on_an_effective_change_only() -> None:
         time.sleep(0.3)
         assert fired == []
         kube.patch_object(NODES, NODE, {"metadata": {"labels": {FABRIC_LABEL: "true"}}})
-        _until("the change", lambda: fired)
+        wait_for("the change", lambda: fired)
         kube.patch_object(NODES, NODE, {"metadata": {"labels": {FABRIC_LABEL: "1"}}})
         time.sleep(0.3)
         assert fired == [1]
@@ -76,32 +64,24 @@ def test_plugin_republishes_when_its_node_label_turns_the_gate_on(
     store = FakeKube()
     store.add_node(NODE)
     with ApiServer(store) as server:
-        config = PluginConfig(
-            node_name=NODE,
-            kubeconfig=str(server.write_kubeconfig(sockdir / "kubeconfig")),
-            cdi_root=sockdir / "cdi",
-            simulate=PROFILE,
-            kubelet_registrar_directory_path=sockdir / "reg",
-            kubelet_plugins_directory_path=sockdir / "plugins",
-            healthcheck_port=-1,
-        )
+        config = plugin_config(sockdir, server, healthcheck_port=-1)
         stop = threading.Event()
         runner = threading.Thread(target=serve_while, args=(config, stop), daemon=True)
         runner.start()
         socket = config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock"
         try:
             with KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
-                _until("the registration socket", socket.exists)
+                wait_for("the registration socket", socket.exists)
                 kubelet.register(socket)
-                _until("the first slice", store.resource_slices)
+                wait_for("the first slice", store.resource_slices)
                 assert _fabric_attributes(store) == set()
                 store.patch_object(NODES, NODE, {"metadata": {"labels": {FABRIC_LABEL: "true"}}})
                 # the plugin serves again: a new registration socket, then the slice with fabric attributes
-                _until("serving again", lambda: not socket.exists())
-                _until("the new registration socket", socket.exists)
+                wait_for("serving again", lambda: not socket.exists())
+                wait_for("the new registration socket", socket.exists)
             with KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
                 kubelet.register(socket)
-                _until("the fabric attributes", lambda: _fabric_attributes(store))
+                wait_for("the fabric attributes", lambda: _fabric_attributes(store))
                 assert "fabricManagerMode" in _fabric_attributes(store)
         finally:
             stop.set()

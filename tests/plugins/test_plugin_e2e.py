@@ -7,7 +7,6 @@ DRA v1 and v1beta1) and probes the liveness port with the standard gRPC health s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,12 @@ import attrs
 import grpc
 import pytest
 
-from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
+from nvdra.kubeletplugin import ClaimRef
 from nvdra.kubeletplugin._proto import grpc_health_v1_pb2, grpc_health_v1_pb2_grpc
-from nvdra.plugins.gpu.config import PluginConfig
-from nvdra.plugins.gpu.serve import RunningPlugin, serve
+from tests.plugin_harness import Cluster, serving_plugin, wait_for
 from tests.plugins.conftest import (
     DRIVER,
     NODE,
-    PROFILE,
     allocated_claim,
     gpu_config,
     opaque,
@@ -48,61 +45,11 @@ BASE_ATTRIBUTES = frozenset(
 )
 
 
-@attrs.define
-class Cluster:
-    """A running plugin, the API server's store behind it, and a kubelet stand-in."""
-
-    store: FakeKube
-    config: PluginConfig
-    plugin: RunningPlugin
-    kubelet: KubeletClient
-    node_uid: str
-
-    @property
-    def registration_socket(self) -> Path:
-        """Where the plugin's registration socket is expected."""
-        return self.config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock"
-
-    def register(self, api: str = "v1") -> RegisteredPlugin:
-        """Register the plugin as the kubelet does, over the chosen DRA API version."""
-        return self.kubelet.register(self.registration_socket, api=api)
-
-    def add_claim(self, claim: JsonObject) -> ClaimRef:
-        """Store an allocated claim in the API server; returns the kubelet's reference to it."""
-        meta = self.store.add_claim(claim)["metadata"]
-        return ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
-
-
-def wait_for(what: str, probe: Callable[[], Any], *, deadline_s: float = 15.0) -> Any:
-    """Poll ``probe`` until it returns something truthy (generous deadline: this is not a timing test)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def cluster(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     """The plugin serving a simulated dgx-h100 as node n1, registered with nobody yet."""
-    monkeypatch.delenv("FABRIC_TOPOLOGY_SUPPORT", raising=False)
-    store = FakeKube()
-    node_uid = store.add_node(NODE)["metadata"]["uid"]
-    with ApiServer(store) as server:
-        config = PluginConfig(
-            node_name=NODE,
-            kubeconfig=str(server.write_kubeconfig(sockdir / "kubeconfig")),
-            cdi_root=sockdir / "cdi",
-            simulate=PROFILE,
-            kubelet_registrar_directory_path=sockdir / "reg",
-            kubelet_plugins_directory_path=sockdir / "plugins",
-            healthcheck_port=0,
-        )
-        with serve(config) as plugin, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
-            yield Cluster(store=store, config=config, plugin=plugin, kubelet=kubelet, node_uid=node_uid)
+    with serving_plugin(sockdir, monkeypatch, healthcheck_port=0) as cluster:
+        yield cluster
 
 
 def test_slice_is_published_only_after_registration(cluster: Cluster) -> None:

@@ -15,34 +15,19 @@ from typing import Any
 import pytest
 
 from nvdra.alloc import Allocator, allocated_devices, builtin_device_classes, consumed_capacity
-from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient
+from nvdra.kubeletplugin import ClaimRef, FakeKube
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS
-from nvdra.plugins.gpu.config import PluginConfig
-from nvdra.plugins.gpu.serve import serve
-from tests.plugins.conftest import DRIVER, NODE, PROFILE
+from tests.plugin_harness import serving_plugin
+from tests.plugins.conftest import DRIVER, NODE
 
 JsonObject = dict[str, Any]
 
 
 @pytest.fixture
 def cluster(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeKube, Any]]:
-    monkeypatch.delenv("FABRIC_TOPOLOGY_SUPPORT", raising=False)
-    store = FakeKube()
-    store.add_node(NODE)
-    with ApiServer(store) as server:
-        config = PluginConfig(
-            node_name=NODE,
-            kubeconfig=str(server.write_kubeconfig(sockdir / "kubeconfig")),
-            cdi_root=sockdir / "cdi",
-            simulate=PROFILE,
-            kubelet_registrar_directory_path=sockdir / "reg",
-            kubelet_plugins_directory_path=sockdir / "plugins",
-            feature_gates="ConsumableShares=true",
-            consumable_shares="memory",
-        )
-        with serve(config) as plugin, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
-            assert plugin is not None
-            yield store, kubelet.register(config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock")
+    settings = {"feature_gates": "ConsumableShares=true", "consumable_shares": "memory"}
+    with serving_plugin(sockdir, monkeypatch, **settings) as cluster:
+        yield cluster.store, cluster.register()
 
 
 def wait_slices(store: FakeKube) -> list[JsonObject]:

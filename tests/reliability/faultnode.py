@@ -17,8 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from nvdra.core.checkpoint import decode_checkpoint
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, PluginRpcError, PrepareResult
 from nvdra.kubeletplugin.objects import DEPLOYMENTS
 from nvdra.plugins.pluginconfig import simulated_profile_dir
+from tests.plugin_harness import wait_for
 
 SCRIPT = Path(sys.executable).parent / "nvdra-gpu-plugin"
 DRIVER = "gpu.nvidia.com"
@@ -54,18 +54,6 @@ _SCRUB = (
     "HEALTHCHECK_PORT",
     "HTTP_ENDPOINT",
 )
-
-
-def wait_for(what: str, probe: Callable[[], Any], *, deadline_s: float = 20.0) -> Any:
-    """Poll ``probe`` until truthy (a generous deadline, never a timing assertion)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @attrs.frozen(kw_only=True)

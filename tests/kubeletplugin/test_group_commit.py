@@ -95,3 +95,36 @@ def test_a_failed_driver_call_is_every_joined_callers_error() -> None:
         ((uid, message),) = answer.items()
         assert message == "unprepare failed: RuntimeError: disk full", uid
     service.close()
+
+
+def test_prepares_naming_the_same_device_are_not_joined() -> None:
+    """Two claims allocated the same GPU, both queued: the driver sees them one after another (so the
+    second is refused as already prepared, as without joining); a third, on another GPU, joins one."""
+    from nvdra.kubeletplugin import FakeKube
+    from nvdra.tool.demo import allocated_claim
+
+    store = FakeKube()
+    store.add_node("n1")
+    refs = []
+    for name, gpu in (("a", "gpu-0"), ("b", "gpu-1"), ("c", "gpu-1"), ("d", "gpu-2")):
+        claim = store.add_claim(allocated_claim(name=name, namespace="default", devices=[gpu], node="n1"))
+        refs.append(ClaimRef(namespace="default", name=name, uid=claim["metadata"]["uid"]))
+    driver = _SlowDriver()
+    service = DraService(driver, kube=store)
+    threads = [threading.Thread(target=service.prepare, args=([ref],)) for ref in refs]
+    threads[0].start()
+    assert driver.entered.wait(10)
+    for t in threads[1:]:
+        t.start()
+    while len(service._prepares._pending) < 3:
+        threading.Event().wait(0.005)
+    driver.release.set()
+    for t in threads:
+        t.join(10)
+    uid = {r.name: r.uid for r in refs}
+    assert driver.calls[0] == [uid["a"]]
+    joined = [sorted(c) for c in driver.calls[1:]]
+    assert sorted(joined) == sorted([sorted([uid["b"], uid["d"]]), [uid["c"]]]) or sorted(joined) == sorted(
+        [sorted([uid["c"], uid["d"]]), [uid["b"]]]
+    )
+    service.close()

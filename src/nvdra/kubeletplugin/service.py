@@ -12,8 +12,9 @@ Invariants owned here:
   the Go helper does), so the GETs of one call overlap with the driver work of another;
 * group commit: calls of one kind (prepare, unprepare) that arrive while the driver is busy are joined
   into one driver call when it is free, so a driver that writes its checkpoint once per call writes
-  it once for all of them; calls naming the same claim UID are never joined, and each caller still
-  gets exactly its own claims' answers;
+  it once for all of them; calls naming the same claim UID, or prepares whose allocations name the same
+  device, are never joined (the driver sees them one after another, as without joining), and each
+  caller still gets exactly its own claims' answers;
 * an empty request is the liveness probe: answered empty at once, no lock, no driver call;
 * each call gets a monotonically increasing request id used in its log lines; request and response
   are logged at DEBUG.
@@ -47,9 +48,9 @@ _Answer = TypeVar("_Answer")
 class _Job(Generic[_Item, _Answer]):
     """One caller's claims waiting for a driver call."""
 
-    def __init__(self, items: Sequence[_Item], uids: frozenset[str]) -> None:
+    def __init__(self, items: Sequence[_Item], keys: frozenset[str]) -> None:
         self.items = items
-        self.uids = uids
+        self.keys = keys
         self.answers: Mapping[str, _Answer] = {}
         self.error: BaseException | None = None
         self.done = False
@@ -59,7 +60,7 @@ class _GroupCommit(Generic[_Item, _Answer]):
     """Joins concurrent calls into one driver call under the serializer (see the module docstring).
 
     Whoever finds no call running leads: it takes the waiting jobs (its own among them, in arrival
-    order, leaving out any that names a UID already taken), makes one driver call for all of them, and
+    order, leaving out any that names a key already taken), makes one driver call for all of them, and
     repeats until its own job is answered; the others wait for their answers.
     """
 
@@ -72,9 +73,12 @@ class _GroupCommit(Generic[_Item, _Answer]):
         self._pending: list[_Job[_Item, _Answer]] = []
         self._running = False
 
-    def run(self, items: Sequence[_Item], uids: Iterable[str]) -> Mapping[str, _Answer]:
-        """The driver's answers for a call with ``items``; raises what the driver call raised."""
-        job: _Job[_Item, _Answer] = _Job(items, frozenset(uids))
+    def run(self, items: Sequence[_Item], keys: Iterable[str]) -> Mapping[str, _Answer]:
+        """The driver's answers for a call with ``items``; raises what the driver call raised.
+
+        ``keys``: what the call names (claim UIDs, devices); calls sharing a key are never joined.
+        """
+        job: _Job[_Item, _Answer] = _Job(items, frozenset(keys))
         with self._cond:
             self._pending.append(job)
             while not job.done and self._running:
@@ -99,9 +103,9 @@ class _GroupCommit(Generic[_Item, _Answer]):
             batch: list[_Job[_Item, _Answer]] = []
             taken: set[str] = set()
             for job in self._pending:
-                if not batch or taken.isdisjoint(job.uids):
+                if not batch or taken.isdisjoint(job.keys):
                     batch.append(job)
-                    taken |= job.uids
+                    taken |= job.keys
             self._pending = [j for j in self._pending if j not in batch]
             return batch
 
@@ -208,7 +212,8 @@ class DraService:
         self, ready: Sequence[tuple[ClaimRef, JsonObject]], request_id: int
     ) -> dict[str, PrepareResult]:
         try:
-            answered = self._prepares.run([obj for _, obj in ready], (ref.uid for ref, _ in ready))
+            keys = [ref.uid for ref, _ in ready] + [key for _, obj in ready for key in _device_keys(obj)]
+            answered = self._prepares.run([obj for _, obj in ready], keys)
         except Exception as exc:
             _log.exception("[req %d] driver prepare failed", request_id)
             message = f"prepare failed: {type(exc).__name__}: {exc}"
@@ -271,6 +276,16 @@ class DraServicer:
             _log.warning("[req %d] NodeUnprepareResources failed claims: %s", rid, failed)
         _log.debug("[req %d] NodeUnprepareResources response: %s", rid, results)
         return _grpc.unprepare_response_to_pb(self.api, results)
+
+
+def _device_keys(claim: JsonObject) -> list[str]:
+    """``device:<driver>/<pool>/<device>`` for each device the claim's allocation names."""
+    results = (((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}).get(
+        "results"
+    ) or []
+    return [
+        f"device:{r.get('driver')}/{r.get('pool')}/{r.get('device')}" for r in results if isinstance(r, dict)
+    ]
 
 
 def _names(claims: Iterable[ClaimRef]) -> list[str]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from nvdra.core.errors import FeatureGateError, NvdraError
-from nvdra.core.featuregates import parse_feature_gates
+from nvdra.core.featuregates import FeatureGates, parse_feature_gates
 from nvdra.nvml import PROFILE_NAMES
 from nvdra.plugins.flags import configure_logging, logging_options
 from nvdra.plugins.gpu.config import DRIVER_NAME
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from nvdra.kubeletplugin.objects import ObjectApi
 
 __all__ = ["main"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -44,14 +47,29 @@ def _check_profile(profile: str) -> None:
         )
 
 
+def _simulate_option(help: str = "", **kwargs: Any) -> Callable[[_F], _F]:
+    """``--simulate PROFILE`` (into ``profile``); ``help`` defaults to naming the built-in profiles."""
+    help = help or f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path."
+    return click.option("--simulate", "profile", help=help, **kwargs)
+
+
+def _gates_option(help: str, default: str | None = "") -> Callable[[_F], _F]:
+    """``--feature-gates`` with its environment twin ``FEATURE_GATES``."""
+    return click.option(
+        "--feature-gates", default=default, envvar="FEATURE_GATES", show_envvar=True, help=help
+    )
+
+
+def _parse_gates(text: str) -> FeatureGates:
+    """The gates of ``--feature-gates``; a bad one is a usage error (exit 2)."""
+    try:
+        return parse_feature_gates(text)
+    except FeatureGateError as exc:
+        raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc
+
+
 @main.group(invoke_without_command=True)
-@click.option(
-    "--simulate",
-    "profile",
-    default="dgx-h100",
-    show_default=True,
-    help=f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path.",
-)
+@_simulate_option(default="dgx-h100", show_default=True)
 @click.pass_context
 def demo(ctx: click.Context, profile: str) -> None:
     """Run the GPU plugin end to end on a simulated node (no cluster, no GPU needed).
@@ -91,18 +109,9 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @main.command()
-@click.option(
-    "--simulate",
-    "profile",
-    default=None,
-    help=f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path.",
-)
-@click.option(
-    "--feature-gates",
-    default="",
-    envvar="FEATURE_GATES",
-    show_envvar=True,
-    help="The plugin's gates, Gate=true|false,... (FABRIC_TOPOLOGY_SUPPORT in the environment counts too).",
+@_simulate_option(default=None)
+@_gates_option(
+    "The plugin's gates, Gate=true|false,... (FABRIC_TOPOLOGY_SUPPORT in the environment counts too)."
 )
 @click.option("--node-name", default="node", show_default=True, help="Node (and pool) name to render.")
 @click.option(
@@ -191,12 +200,10 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="FILE|DIR|-...")
-@click.option(
-    "--simulate",
-    "profile",
-    default=None,
-    help=f"Simulated node ({', '.join(PROFILE_NAMES)}, or a YAML path); default dgx-h100 without "
+@_simulate_option(
+    f"Simulated node ({', '.join(PROFILE_NAMES)}, or a YAML path); default dgx-h100 without "
     "--kubeconfig. The GPU and ComputeDomain plugins' devices, as nvdra devices shows them.",
+    default=None,
 )
 @click.option("--kubeconfig", default=None, help="Read the node's ResourceSlices from this cluster.")
 @click.option("--node", default=None, help="Node to allocate on (required with --kubeconfig).")
@@ -208,13 +215,7 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
     type=click.Path(exists=True, dir_okay=False),
     help="YAML file(s) with more DeviceClasses (repeatable).",
 )
-@click.option(
-    "--feature-gates",
-    default="",
-    envvar="FEATURE_GATES",
-    show_envvar=True,
-    help="The simulated node's plugin gates (Gate=true|false,...).",
-)
+@_gates_option("The simulated node's plugin gates (Gate=true|false,...).")
 @output_options(("table", "wide", "yaml", "json"))
 def explain(  # noqa: PLR0917 - click passes every option as an argument
     inputs: tuple[str, ...],
@@ -239,10 +240,7 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
         raise click.UsageError("give either --simulate or --kubeconfig, not both")
     if profile is not None:
         _check_profile(profile)
-    try:
-        gates = parse_feature_gates(feature_gates)
-    except FeatureGateError as exc:
-        raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc
+    gates = _parse_gates(feature_gates)
     try:
         ok = run_explain(
             inputs,
@@ -262,13 +260,10 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, metavar="FILE|DIR|-...")
-@click.option(
-    "--feature-gates",
-    default=None,
-    envvar="FEATURE_GATES",
-    show_envvar=True,
-    help="The cluster's plugin gates (Gate=true|false,...): a config whose gate is off is an error. "
+@_gates_option(
+    "The cluster's plugin gates (Gate=true|false,...): a config whose gate is off is an error. "
     "Without it, such a config is valid with a note naming the gate.",
+    default=None,
 )
 @click.option(
     "--kubernetes-version",
@@ -312,10 +307,7 @@ def validate(  # noqa: PLR0917 - click passes every option as an argument
         raise click.BadParameter(
             f"{kubernetes_version}: expected MAJOR.MINOR, e.g. 1.35", param_hint="--kubernetes-version"
         )
-    try:
-        gates = parse_feature_gates(feature_gates) if feature_gates is not None else None
-    except FeatureGateError as exc:
-        raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc
+    gates = _parse_gates(feature_gates) if feature_gates is not None else None
     ok = run_validate(
         files,
         gates=gates,
@@ -329,20 +321,12 @@ def validate(  # noqa: PLR0917 - click passes every option as an argument
 
 
 @main.command()
-@click.option(
-    "--simulate",
-    "profile",
+@_simulate_option(
+    f"The node's simulated hardware: {', '.join(PROFILE_NAMES)}, or a YAML path.",
     default="dgx-h100",
     show_default=True,
-    help=f"The node's simulated hardware: {', '.join(PROFILE_NAMES)}, or a YAML path.",
 )
-@click.option(
-    "--feature-gates",
-    default="",
-    envvar="FEATURE_GATES",
-    show_envvar=True,
-    help="The GPU plugin's gates (Gate=true|false,...).",
-)
+@_gates_option("The GPU plugin's gates (Gate=true|false,...).")
 @click.option("--port", default=0, type=click.IntRange(0, 65535), help="API server port (0: any free port).")
 @click.option(
     "--dir",
@@ -365,10 +349,7 @@ def playground(profile: str, feature_gates: str, port: int, workdir: Path | None
     from nvdra.tool.playground import playground as run_playground
 
     _check_profile(profile)
-    try:
-        parse_feature_gates(feature_gates)
-    except FeatureGateError as exc:
-        raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc
+    _parse_gates(feature_gates)
     stop = stop_on_signals()
     with tempfile.TemporaryDirectory(prefix="nvdra-playground-") as tmp:
         try:
@@ -387,11 +368,9 @@ def playground(profile: str, feature_gates: str, port: int, workdir: Path | None
 
 
 @main.command()
-@click.option(
-    "--simulate",
-    "profile",
+@_simulate_option(
+    f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path (FM mode: NVDRA_SIMULATE_FABRIC_MODE).",
     required=True,
-    help=f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path (FM mode: NVDRA_SIMULATE_FABRIC_MODE).",
 )
 @output_options(("table", "json", "yaml", "name"))
 def partitions(profile: str, output: str, no_headers: bool) -> None:

@@ -30,6 +30,7 @@ from nvdra.core.errors import UserError
 from nvdra.core.featuregates import FeatureGates
 from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.devices import node_publication, slice_objects
+from nvdra.tool.inputs import POD_SPEC_PATHS
 from nvdra.tool.output import format_table
 
 __all__ = [
@@ -77,15 +78,8 @@ class ClaimGroup:
     claims: list[dict[str, Any]]
 
 
-_POD_SPECS = {
-    "Pod": ("spec",),
-    "Deployment": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "DaemonSet": ("spec", "template", "spec"),
-    "ReplicaSet": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-}
+# A PodTemplate makes no pods by itself: explain only the kinds that run them.
+_POD_SPECS = {kind: where for kind, where in POD_SPEC_PATHS.items() if kind != "PodTemplate"}
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:

@@ -20,6 +20,7 @@ import attrs
 import yaml
 
 __all__ = [
+    "POD_SPEC_PATHS",
     "Document",
     "InputProblem",
     "Source",
@@ -31,6 +32,17 @@ __all__ = [
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 EXTENSIONS = (".yaml", ".yml", ".json")
+POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    "PodTemplate": ("template", "spec"),
+    "Pod": ("spec",),
+}
+"""Where the pod spec is in each kind that carries one (its ``resourceClaims`` name the pods' claims)."""
 Key = str | int
 Path_ = tuple[Key, ...]
 

@@ -39,7 +39,7 @@ from nvdra.core.featuregates import KNOWN_GATES, FeatureGates, GateSource, GateS
 from nvdra.fabric.requirements import demand_findings, fix_claim
 from nvdra.imex.objects import workload_claim_template
 from nvdra.plugins.gpu.config import DRIVER_NAME
-from nvdra.tool.inputs import Document, field_path, parse_path
+from nvdra.tool.inputs import POD_SPEC_PATHS, Document, field_path, parse_path
 from nvdra.tool.schemas import CrdSchemas, SchemaUnavailable, crd_problems, crd_schemas, schema_problems
 
 __all__ = ["Finding", "Report", "fix_sources", "v1_equivalent", "validate_documents"]
@@ -49,16 +49,6 @@ CONFIG_DRIVERS = (DRIVER_NAME, CD_DRIVER)
 DRA_GROUP = "resource.k8s.io"
 DRA_KINDS = ("ResourceClaim", "ResourceClaimTemplate", "DeviceClass", "ResourceSlice")
 REMOVED_VERSIONS = {"v1alpha2": "1.31", "v1alpha3": "1.32"}
-WORKLOADS = {
-    "Deployment": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "DaemonSet": ("spec", "template", "spec"),
-    "ReplicaSet": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-    "PodTemplate": ("template", "spec"),
-    "Pod": ("spec",),
-}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 LIMIT = 32  # requests, constraints, configs and selectors per claim / class
@@ -647,12 +637,12 @@ def validate_document(
     except SchemaUnavailable as exc:
         if group == DRA_GROUP and kind in DRA_KINDS:
             chk.note("", f"schema not checked: {exc}")
-        elif kind not in WORKLOADS:
+        elif kind not in POD_SPEC_PATHS:
             chk.add("skipped", "", str(exc))
     if group == DRA_GROUP and kind in DRA_KINDS:
         _dra_object(chk, obj, gates, index.classes)
-    elif kind in WORKLOADS:
-        _pod_spec(chk, obj, WORKLOADS[str(kind)], index)
+    elif kind in POD_SPEC_PATHS:
+        _pod_spec(chk, obj, POD_SPEC_PATHS[str(kind)], index)
     return report
 
 

@@ -86,7 +86,7 @@ from nvdra.kubeletplugin.objects import (
 from nvdra.kubeletplugin.testing_claimstatus import claim_status_denial
 from nvdra.kubeletplugin.testing_rbac import Attributes, Rbac, forbidden_message, service_account_user
 
-__all__ = ["AdmissionRequest", "ApiServer"]
+__all__ = ["BUILTIN_TYPES", "AdmissionRequest", "ApiServer"]
 
 JsonObject = dict[str, Any]
 _REASONS = {
@@ -112,8 +112,9 @@ _GENERIC = re.compile(
     r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"
 )
-_BUILTIN_TYPES = (
+BUILTIN_TYPES: tuple[ResourceType, ...] = (
     NODES,
+    NAMESPACES,
     PODS,
     DEPLOYMENTS,
     DAEMON_SETS,
@@ -122,8 +123,8 @@ _BUILTIN_TYPES = (
     RESOURCE_CLAIM_TEMPLATES,
     DEVICE_CLASSES,
     RESOURCE_SLICES,
-    NAMESPACES,
 )
+"""The resource types every :class:`ApiServer` serves (more are added with :meth:`ApiServer.register`)."""
 
 
 def status_body(code: int, message: str) -> JsonObject:
@@ -442,7 +443,7 @@ class ApiServer:
             (_GENERIC, self._generic),
         ]
         self._types: dict[tuple[str, str, str], ResourceType] = {}
-        for rt in _BUILTIN_TYPES:
+        for rt in BUILTIN_TYPES:
             self.register(rt)
 
     def register(self, rt: ResourceType) -> None:

@@ -46,15 +46,14 @@ from nvdra.kubeletplugin.objects import (
     DAEMON_SETS,
     DEPLOYMENTS,
     DEVICE_CLASSES,
-    LEASES,
     NAMESPACES,
-    NODES,
     PODS,
     RESOURCE_CLAIM_TEMPLATES,
     RESOURCE_CLAIMS,
     RESOURCE_SLICES,
     ResourceType,
 )
+from nvdra.kubeletplugin.testing_apiserver import BUILTIN_TYPES
 from nvdra.kubeletplugin.types import PrepareResult
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
@@ -71,21 +70,7 @@ REPLICA_SETS = ResourceType(group="apps", version="v1", plural="replicasets", ki
 JOBS = ResourceType(group="batch", version="v1", plural="jobs", kind="Job")
 WORKLOADS = (DEPLOYMENTS, STATEFUL_SETS, REPLICA_SETS, DAEMON_SETS, JOBS)
 """Kinds whose pods the loop creates from their template (one node: a DaemonSet makes one pod)."""
-SERVED: tuple[ResourceType, ...] = (
-    STATEFUL_SETS,
-    REPLICA_SETS,
-    JOBS,
-    NODES,
-    NAMESPACES,
-    PODS,
-    DEPLOYMENTS,
-    DAEMON_SETS,
-    LEASES,
-    RESOURCE_CLAIMS,
-    RESOURCE_CLAIM_TEMPLATES,
-    DEVICE_CLASSES,
-    RESOURCE_SLICES,
-)
+SERVED: tuple[ResourceType, ...] = (STATEFUL_SETS, REPLICA_SETS, JOBS, *BUILTIN_TYPES)
 _SHORT_NAMES = {"pods": ["po"], "nodes": ["no"], "namespaces": ["ns"], "deployments": ["deploy"]}
 _VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 

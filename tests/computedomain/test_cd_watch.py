@@ -62,7 +62,13 @@ def test_watching_daemon_acts_on_a_clique_change_without_reading(tmp_path: Path)
                 dict(entry, nodeName="b", ipAddress="10.0.0.2", index=1),
             ],
         }
-        _until(lambda: any(c.verb == "watch" and c.resource == "computedomaincliques" for c in kube.calls()))
+        # IP mode: the daemon watches its clique and its domain; both lists happen before the mark
+        _until(
+            lambda: (
+                {"computedomaincliques", "computedomains"}
+                <= {c.resource for c in kube.calls() if c.verb == "watch"}
+            )
+        )
         mark = len(kube.calls())
         kube.objects.put(CLIQUES, clique)
         # the period is 30 s: only the watch event can have woken the daemon this soon

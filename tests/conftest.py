@@ -1,8 +1,9 @@
 """Test tiers: ``pytest -m "not slow"`` is the inner loop (under a minute on 2 cores); CI runs everything.
 
 Whole areas are slow by nature and are marked here, so no test in them can be forgotten: the crash,
-restart, fuzz and state-machine suites (tests/reliability) and the end-to-end runs of the real console
-scripts as subprocesses. Single slow tests elsewhere carry ``@pytest.mark.slow`` themselves.
+restart, fuzz and state-machine suites (tests/reliability), the end-to-end runs of the real console
+scripts as subprocesses, the chart's schema matrix and the demo on every profile. Single slow tests
+elsewhere carry ``@pytest.mark.slow`` themselves.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ SLOW = (
     TESTS / "reliability",
     TESTS / "plugins" / "test_console_script.py",
     TESTS / "computedomain" / "test_e2e.py",
+    # every chart rendering validated against five Kubernetes releases' OpenAPI schemas (~30 s)
+    TESTS / "deploy" / "test_chart_render.py",
+    # the demo on every profile, and plugins that sit out health quiet periods
+    TESTS / "plugins" / "test_demo.py",
+    TESTS / "health" / "test_plugin_health.py",
 )
 
 

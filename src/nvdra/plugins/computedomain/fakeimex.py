@@ -435,19 +435,30 @@ def imex_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _query_unix(prog_name: str, path: str) -> int:
-    """``-q --u=<path>``: ask the daemon's command service on a unix socket."""
+def _unix_connection(path: str) -> socket.socket:
+    """A connection to the daemon's command service on a unix socket (2 s timeout)."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(2.0)
-            conn.connect(path)
+        conn.settimeout(2.0)
+        conn.connect(path)
+    except OSError:
+        conn.close()
+        raise
+    return conn
+
+
+def _query(prog_name: str, where: str, connect: Callable[[], socket.socket]) -> int:
+    """Ask the daemon at ``where`` (over ``connect()``) whether it is ready: print its answer, exit 0;
+    a connection that fails or an answer other than READY/NOT_READY is one line on stderr, exit 1."""
+    try:
+        with connect() as conn:
             conn.sendall(_QUERY)
             answer = conn.recv(64).decode("ascii", "replace")
     except OSError as exc:
-        _err(prog_name, f"cannot connect to the IMEX daemon at {path}: {exc.strerror or exc}")
+        _err(prog_name, f"cannot connect to the IMEX daemon at {where}: {exc.strerror or exc}")
         return 1
     if answer not in ("READY\n", "NOT_READY\n"):
-        _err(prog_name, f"unexpected answer {answer!r} from {path}")
+        _err(prog_name, f"unexpected answer {answer!r} from {where}")
         return 1
     sys.stdout.write(answer)
     return 0
@@ -460,7 +471,8 @@ def imex_ctl_main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     unix = [a for a in args if a.startswith("--u=")]
     if unix and [a for a in args if a not in unix] == ["-q"]:
-        return _query_unix(prog_name, unix[0].removeprefix("--u="))
+        path = unix[0].removeprefix("--u=")
+        return _query(prog_name, path, lambda: _unix_connection(path))
     parsed = _config_arg(prog_name, args, {"-q"})
     if parsed is None:
         return 1
@@ -471,15 +483,4 @@ def imex_ctl_main(argv: Sequence[str] | None = None) -> int:
     if config is None:
         return 1
     ip, port = config.get("IMEX_CMD_BIND_INTERFACE_IP", ""), int(config.get("IMEX_CMD_PORT", "50005"))
-    try:
-        with socket.create_connection((ip, port), timeout=2.0) as conn:
-            conn.sendall(_QUERY)
-            answer = conn.recv(64).decode("ascii", "replace")
-    except OSError as exc:
-        _err(prog_name, f"cannot connect to the IMEX daemon at {ip}:{port}: {exc.strerror or exc}")
-        return 1
-    if answer not in ("READY\n", "NOT_READY\n"):
-        _err(prog_name, f"unexpected answer {answer!r} from {ip}:{port}")
-        return 1
-    sys.stdout.write(answer)
-    return 0
+    return _query(prog_name, f"{ip}:{port}", lambda: socket.create_connection((ip, port), timeout=2.0))

@@ -44,7 +44,7 @@ from nvdra.imex import (
     update_hosts,
 )
 from nvdra.kubeletplugin.informer import EventHandler, Informer
-from nvdra.kubeletplugin.objects import PODS, ObjectApi
+from nvdra.kubeletplugin.objects import PODS, ObjectApi, ResourceType
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS
 
 __all__ = ["DaemonSettings", "ImexDaemon", "ProcessHandle", "ProcessRunner", "SubprocessRunner"]
@@ -156,6 +156,16 @@ class ImexDaemon:
         self._domain_cache: Informer | None = None
         self._wake = threading.Event()
 
+    def _one_object_informer(self, rt: ResourceType, namespace: str, name: str) -> Informer:
+        """An informer that follows the one object ``namespace/name`` of ``rt``."""
+        return Informer(
+            self._kube,
+            rt,
+            namespace=namespace,
+            field_selector=f"metadata.name={name}",
+            watch_timeout_s=self.watch_timeout_s,
+        )
+
     def watch(self) -> None:
         """Follow the clique object and the domain with informers instead of GETs (see the docstring)."""
         s = self.settings
@@ -167,21 +177,11 @@ class ImexDaemon:
         caches: list[Informer] = []
         if s.clique_id:
             name = clique_object_name(s.domain_uid, s.clique_id)
-            self._clique_cache = Informer(
-                self._kube,
-                CLIQUES,
-                namespace=s.pod_namespace,
-                field_selector=f"metadata.name={name}",
-                watch_timeout_s=self.watch_timeout_s,
-            )
+            self._clique_cache = self._one_object_informer(CLIQUES, s.pod_namespace, name)
             caches.append(self._clique_cache)
             if not self.dns_mode and s.domain_name:
-                self._domain_cache = Informer(
-                    self._kube,
-                    COMPUTE_DOMAINS,
-                    namespace=s.domain_namespace,
-                    field_selector=f"metadata.name={s.domain_name}",
-                    watch_timeout_s=self.watch_timeout_s,
+                self._domain_cache = self._one_object_informer(
+                    COMPUTE_DOMAINS, s.domain_namespace, s.domain_name
                 )
                 caches.append(self._domain_cache)
         for cache in caches:

@@ -1143,47 +1143,39 @@ static nvmlReturn_t link_of(struct gpu *g, unsigned int link, struct link **out)
     return NVML_SUCCESS;
 }
 static int trained_off(const struct gpu *g) { return g->arch < HOPPER && g->mig_current; }
+/* In an NVLink query: the GPU of `handle` as `g`, its link number `link` as `l`, and a NULL `out`
+ * pointer is NVML_ERROR_INVALID_ARGUMENT (checked after the link, as the real library does). */
+#define LINK(handle, link, out)                                             \
+    GPU(handle);                                                            \
+    struct link *l;                                                         \
+    nvmlReturn_t lrc_ = link_of(g, (link), &l);                             \
+    if (lrc_) LEAVE(lrc_);                                                  \
+    if (!(out)) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
 
 nvmlReturn_t nvmlDeviceGetNvLinkState(void *device_, unsigned int link, unsigned int *isActive) {
     ENTER("nvmlDeviceGetNvLinkState");
-    GPU(device_);
-    struct link *l;
-    nvmlReturn_t rc = link_of(g, link, &l);
-    if (rc) LEAVE(rc);
-    if (!isActive) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    LINK(device_, link, isActive);
     *isActive = (unsigned int)(l->active && !trained_off(g));
     LEAVE(NVML_SUCCESS);
 }
 
 nvmlReturn_t nvmlDeviceGetNvLinkVersion(void *device_, unsigned int link, unsigned int *version) {
     ENTER("nvmlDeviceGetNvLinkVersion");
-    GPU(device_);
-    struct link *l;
-    nvmlReturn_t rc = link_of(g, link, &l);
-    if (rc) LEAVE(rc);
-    if (!version) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    LINK(device_, link, version);
     *version = (unsigned int)l->version;
     LEAVE(NVML_SUCCESS);
 }
 
 nvmlReturn_t nvmlDeviceGetNvLinkRemoteDeviceType(void *device_, unsigned int link, unsigned int *type) {
     ENTER("nvmlDeviceGetNvLinkRemoteDeviceType");
-    GPU(device_);
-    struct link *l;
-    nvmlReturn_t rc = link_of(g, link, &l);
-    if (rc) LEAVE(rc);
-    if (!type) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    LINK(device_, link, type);
     *type = (unsigned int)(l->active && !trained_off(g) ? l->remote_type : 0xFF);
     LEAVE(NVML_SUCCESS);
 }
 
 nvmlReturn_t nvmlDeviceGetNvLinkRemotePciInfo_v2(void *device_, unsigned int link, nvmlPciInfo_t *pci) {
     ENTER("nvmlDeviceGetNvLinkRemotePciInfo_v2");
-    GPU(device_);
-    struct link *l;
-    nvmlReturn_t rc = link_of(g, link, &l);
-    if (rc) LEAVE(rc);
-    if (!pci) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    LINK(device_, link, pci);
     if (!l->active || trained_off(g)) LEAVE(NVML_ERROR_NOT_SUPPORTED);
     fill_pci(l->remote_bus, 0, pci);
     LEAVE(NVML_SUCCESS);

@@ -9,7 +9,8 @@ Parts:
 - the existing benchmark scripts, run as they are and their output kept verbatim:
   ``prepare_latency.py``, ``batch.py`` (1/8/64 claims per call, 1/8 callers, claims/s beside the floor),
   ``startup.py`` (start → registered / slices visible, imports before registration, idle RSS of both
-  plugins and the controller), ``fabric_planner.py`` (partition planner), ``allocation.py``
+  plugins and the controller), ``many_nodes.py`` (10,000 claims across 100 simulated nodes),
+  ``fabric_planner.py`` (partition planner), ``allocation.py``
   (allocator), ``dynamic_mig.py``, ``computedomain.py``.
 
 Usage: python benchmarks/run_all.py --out bench.json [--plot docs/performance.png] [--quick]
@@ -76,6 +77,31 @@ def render_and_publish(repeat: int = 20) -> list[dict[str, Any]]:
     return rows
 
 
+def nvl72_rack(repeat: int = 7) -> dict[str, Any]:
+    """A GB200 NVL72 rack's DynamicMIG devices: 18 compute trays of 4 GPUs, rendered and created in one
+    FakeKube (issue 16's goal: under 200 ms for the rack)."""
+    inventory = simulated_inventory("gb200-nvl72-tray")
+    gates = parse_feature_gates("DynamicMIG=true")
+    times, devices = [], 0
+    for _ in range(repeat):
+        kube, devices = FakeKube(), 0
+        t0 = time.perf_counter()
+        for tray in range(18):
+            node = f"tray-{tray}"
+            for obj in slice_objects(
+                driver_resources(inventory, node, gates), driver="gpu.nvidia.com", node_name=node
+            ):
+                kube.create_resource_slice(obj)
+                devices += len(obj["spec"].get("devices", []))
+        times.append(time.perf_counter() - t0)
+    return {
+        "trays": 18,
+        "devices": devices,
+        "p50_ms": statistics.median(times) * 1000,
+        "min_ms": min(times) * 1000,
+    }
+
+
 def script(name: str, *args: str) -> dict[str, Any]:
     """Run one existing benchmark script; keep its output."""
     t0 = time.perf_counter()
@@ -135,11 +161,13 @@ def main() -> None:
         "throughput": plugin_bench.throughput([1, 2, 4, 8], per_caller=100 if args.quick else 200),
         "memory": plugin_bench.memory(cycles),
         "slices": render_and_publish(),
+        "nvl72_dynamic_mig_rack": nvl72_rack(),
     }
     summary["scripts"] = [
         script("prepare_latency.py", "--pairs", str(pairs)),
         script("batch.py", "--rounds", "10" if args.quick else "40"),
         script("startup.py", "--runs", "3" if args.quick else "7"),
+        script("many_nodes.py", *(["--nodes", "20", "--claims", "2000"] if args.quick else [])),
         script("fabric_planner.py", *(["--decisions", "500", "--arrivals", "3000"] if args.quick else [])),
         script("allocation.py"),
         script("dynamic_mig.py"),

@@ -222,33 +222,43 @@ def _request_to_v1beta1(request: JsonObject) -> JsonObject:
     return flat
 
 
+_RequestMapper = Callable[[JsonObject, Callable[[JsonObject], JsonObject]], JsonObject]
+
+
+def _requests_from_version(body: JsonObject, map_requests: _RequestMapper) -> JsonObject:
+    """``body`` as v1: v1beta1's flat requests go under ``exactly``; other versions change apiVersion only."""
+    version = str(body.get("apiVersion", _V1)).rpartition("/")[2]
+    out = {**body, "apiVersion": _V1}
+    return map_requests(out, _request_to_v1) if version == "v1beta1" else out
+
+
+def _requests_to_version(body: JsonObject, version: str, map_requests: _RequestMapper) -> JsonObject:
+    """A v1-shaped ``body`` in ``version``'s shape (a new dict): flat requests for v1beta1."""
+    out = {**body, "apiVersion": f"{RESOURCE_GROUP}/{version}"}
+    return map_requests(out, _request_to_v1beta1) if version == "v1beta1" else out
+
+
 def claim_from_version(body: JsonObject) -> JsonObject:
     """Convert a ResourceClaim of any supported version into the v1 shape (requests under ``exactly``).
 
     The allocation result (``status``) has the same shape in every version and passes unchanged.
     """
-    version = str(body.get("apiVersion", _V1)).rpartition("/")[2]
-    out = {**body, "apiVersion": _V1}
-    return _map_requests(out, _request_to_v1) if version == "v1beta1" else out
+    return _requests_from_version(body, _map_requests)
 
 
 def claim_to_version(body: JsonObject, version: str) -> JsonObject:
     """Convert a v1-shaped ResourceClaim into ``version``'s shape (a new dict)."""
-    out = {**body, "apiVersion": f"{RESOURCE_GROUP}/{version}"}
-    return _map_requests(out, _request_to_v1beta1) if version == "v1beta1" else out
+    return _requests_to_version(body, version, _map_requests)
 
 
 def template_from_version(body: JsonObject) -> JsonObject:
     """Convert a ResourceClaimTemplate of any supported version into the v1 shape."""
-    version = str(body.get("apiVersion", _V1)).rpartition("/")[2]
-    out = {**body, "apiVersion": _V1}
-    return _map_template_requests(out, _request_to_v1) if version == "v1beta1" else out
+    return _requests_from_version(body, _map_template_requests)
 
 
 def template_to_version(body: JsonObject, version: str) -> JsonObject:
     """Convert a v1-shaped ResourceClaimTemplate into ``version``'s shape (a new dict)."""
-    out = {**body, "apiVersion": f"{RESOURCE_GROUP}/{version}"}
-    return _map_template_requests(out, _request_to_v1beta1) if version == "v1beta1" else out
+    return _requests_to_version(body, version, _map_template_requests)
 
 
 def resource_to_version(kind: str, body: JsonObject, version: str) -> JsonObject:

@@ -713,33 +713,19 @@ nvmlReturn_t nvmlDeviceGetDeviceHandleFromMigDeviceHandle(void *migDevice, void 
     LEAVE(NVML_SUCCESS);
 }
 
-nvmlReturn_t nvmlDeviceGetGpuInstanceId(void *device_, unsigned int *id) {
-    ENTER("nvmlDeviceGetGpuInstanceId");
-    struct ci *mig;
-    nvmlReturn_t rc;
-    if (!device(device_, &mig, &rc)) LEAVE(rc);
-    if (!mig || !id) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    *id = (unsigned int)mig->h.gi;
-    LEAVE(NVML_SUCCESS);
-}
-
-nvmlReturn_t nvmlDeviceGetComputeInstanceId(void *device_, unsigned int *id) {
-    ENTER("nvmlDeviceGetComputeInstanceId");
-    struct ci *mig;
-    nvmlReturn_t rc;
-    if (!device(device_, &mig, &rc)) LEAVE(rc);
-    if (!mig || !id) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    *id = (unsigned int)mig->h.ci;
-    LEAVE(NVML_SUCCESS);
-}
-
-nvmlReturn_t nvmlDeviceGetIndex(void *device_, unsigned int *index) {
-    ENTER("nvmlDeviceGetIndex");
-    GPU(device_);
-    if (!index) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    *index = (unsigned int)g->index;
-    LEAVE(NVML_SUCCESS);
-}
+/* The GPU or compute instance ID of a MIG device handle; a whole GPU's handle is an invalid argument. */
+#define MIG_ID_GETTER(fn, field)                                    \
+    nvmlReturn_t fn(void *device_, unsigned int *id) {              \
+        ENTER(#fn);                                                 \
+        struct ci *mig;                                             \
+        nvmlReturn_t rc;                                            \
+        if (!device(device_, &mig, &rc)) LEAVE(rc);                 \
+        if (!mig || !id) LEAVE(NVML_ERROR_INVALID_ARGUMENT);        \
+        *id = (unsigned int)mig->h.field;                           \
+        LEAVE(NVML_SUCCESS);                                        \
+    }
+MIG_ID_GETTER(nvmlDeviceGetGpuInstanceId, gi)
+MIG_ID_GETTER(nvmlDeviceGetComputeInstanceId, ci)
 
 nvmlReturn_t nvmlDeviceGetUUID(void *device_, char *uuid, unsigned int length) {
     ENTER("nvmlDeviceGetUUID");
@@ -764,6 +750,7 @@ nvmlReturn_t nvmlDeviceGetName(void *device_, char *name, unsigned int length) {
         *out = (unsigned int)(field);                               \
         LEAVE(NVML_SUCCESS);                                        \
     }
+UINT_GETTER(nvmlDeviceGetIndex, g->index)
 UINT_GETTER(nvmlDeviceGetMinorNumber, g->minor)
 UINT_GETTER(nvmlDeviceGetBrand, g->brand)
 UINT_GETTER(nvmlDeviceGetArchitecture, g->arch)

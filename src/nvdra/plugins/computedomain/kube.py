@@ -126,18 +126,11 @@ class CountingApi:
         self._write("delete", rt.plural, self._inner.delete_object, rt, name, namespace, uid=uid)
 
     def list_versioned(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
+        self, rt: ResourceType, namespace: str | None = None, **selectors: str
     ) -> tuple[list[JsonObject], str]:
-        """Counted LIST (with the list's resourceVersion)."""
+        """Counted LIST (with the list's resourceVersion); ``selectors`` as the store takes them."""
         self._count("list", rt.plural)
-        result: tuple[list[JsonObject], str] = self._inner.list_versioned(
-            rt, namespace, label_selector=label_selector, field_selector=field_selector
-        )
+        result: tuple[list[JsonObject], str] = self._inner.list_versioned(rt, namespace, **selectors)
         return result
 
     def watch_objects(self, rt: ResourceType, namespace: str | None = None, **kw: Any) -> WatchStream:

@@ -26,6 +26,7 @@ from nvdra.core.config import (
 from nvdra.core.config.computedomain import ComputeDomainChannelConfig
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import parse_feature_gates
+from tests.readme_examples import readme_fabric_topology
 
 SAMPLE = Path(__file__).parents[1] / "data" / "samples" / "resourceclaim-allocated.yaml"
 GATES = parse_feature_gates("TimeSlicingSettings=true,MPSSupport=true,FabricTopologySupport=true")
@@ -285,15 +286,7 @@ def test_encode_shape() -> None:
         "apiVersion": "resource.nvidia.com/v1beta1",
         "kind": "GpuConfig",
         "sharing": {"strategy": "TimeSlicing", "timeSlicingConfig": {"interval": "Default"}},
-        "fabricTopologyConfig": {
-            "strategy": "Auto",
-            "partitionSize": 4,
-            "virtualizationModel": "BareMetal",
-            "minBandwidth": 600.0,
-            "maxLatency": 0.1,
-            "partitionIDs": ["partition-1"],
-            "preferNVLink": True,
-        },
+        "fabricTopologyConfig": {**readme_fabric_topology(), "preferNVLink": True},
     }
     mps = MpsConfig(
         default_pinned_device_memory_limit=Quantity("2Gi"),

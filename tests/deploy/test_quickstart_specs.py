@@ -15,6 +15,7 @@ from nvdra.fabric.requirements import fix_claim
 from nvdra.plugins.webhook import admission_gates, config_problems
 from tests.deploy.helm import REPO, crds
 from tests.deploy.schemas import KUBE_VERSIONS, RESOURCE_API, crd_schemas, problems
+from tests.readme_examples import readme_gpu_config
 
 V1_VERSIONS = [v for v in KUBE_VERSIONS if RESOURCE_API[v] == "resource.k8s.io/v1"]
 """The specs are written in resource.k8s.io/v1, which 1.34 and later serve."""
@@ -25,19 +26,7 @@ FILES = sorted(SPECS.glob("*.yaml"))
 GATES = parse_feature_gates(
     "TimeSlicingSettings=true,MPSSupport=true,PassthroughSupport=true,FabricTopologySupport=true"
 )
-USER_README_GPU_CONFIG = {  # the README's FabricManager example, parameters exactly as written there
-    "apiVersion": "nvidia.com/v1beta1",
-    "kind": "GpuConfig",
-    "sharing": {"strategy": "TimeSlicing"},
-    "fabricTopologyConfig": {
-        "strategy": "Auto",
-        "partitionSize": 4,
-        "virtualizationModel": "BareMetal",
-        "minBandwidth": 600.0,
-        "maxLatency": 0.1,
-        "partitionIDs": ["partition-1"],
-    },
-}
+USER_README_GPU_CONFIG = readme_gpu_config()  # the README's FabricManager example, as written there
 
 
 def docs(path: Path) -> list[dict[str, Any]]:

@@ -34,16 +34,10 @@ from tests.plugins.conftest import (
     spec_files,
     uid_of,
 )
+from tests.readme_examples import readme_fabric_topology
 
 GATES = "FabricTopologySupport=true"
-README_FABRIC = {
-    "strategy": "Auto",
-    "partitionSize": 4,
-    "virtualizationModel": "BareMetal",
-    "minBandwidth": 600.0,
-    "maxLatency": 0.1,
-    "partitionIDs": ["partition-1"],
-}
+README_FABRIC = readme_fabric_topology()
 
 
 @pytest.fixture

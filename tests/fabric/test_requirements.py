@@ -22,15 +22,9 @@ from tests.fabric.test_scheduler_agrees import (
     readme_claim,
     slices,
 )
+from tests.readme_examples import README_V1ALPHA2_CLAIM, readme_fabric_topology
 
-README = {
-    "strategy": "Auto",
-    "partitionSize": 4,
-    "virtualizationModel": "BareMetal",
-    "minBandwidth": 600.0,
-    "maxLatency": 0.1,
-    "partitionIDs": ["partition-1"],
-}
+README = readme_fabric_topology()
 A = 'device.attributes["gpu.nvidia.com"]'
 
 
@@ -200,32 +194,10 @@ def test_validate_refuses_and_fix_rewrites(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
 
 
-README_V1ALPHA2 = """\
-apiVersion: resource.k8s.io/v1alpha2
-kind: ResourceClaim
-metadata:
-  name: gpu-claim-with-fabric
-spec:
-  resourceClassName: nvidia.com/gpu
-  parameters:
-    apiVersion: nvidia.com/v1beta1
-    kind: GpuConfig
-    sharing:
-      strategy: TimeSlicing
-    fabricTopologyConfig:
-      strategy: Auto
-      partitionSize: 4
-      virtualizationModel: BareMetal
-      minBandwidth: 600.0
-      maxLatency: 0.1
-      partitionIDs: ["partition-1"]
-"""
-
-
 def test_validate_fix_turns_the_readme_v1alpha2_example_into_v1_with_its_selectors(tmp_path: Path) -> None:
     """The README's example as written: --fix writes the v1 claim with the constraint and 4 selectors."""
     path = tmp_path / "readme.yaml"
-    path.write_text(README_V1ALPHA2)
+    path.write_text(README_V1ALPHA2_CLAIM)
     CliRunner().invoke(cli_main, ["validate", "--fix", str(path)])
     (doc,) = yaml.safe_load_all(path.read_text())
     assert doc["apiVersion"] == "resource.k8s.io/v1"

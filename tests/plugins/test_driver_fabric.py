@@ -22,26 +22,14 @@ from tests.plugins.conftest import (
     spec_files,
     uid_of,
 )
+from tests.readme_examples import readme_gpu_config
 
 JsonObject = dict[str, Any]
 
 
 # -- the README's fabric example -------------------------------------------------------------------
 
-README_PARAMETERS: JsonObject = {
-    # The GpuConfig of the user's README (FabricManager section), exactly as written there.
-    "apiVersion": "nvidia.com/v1beta1",
-    "kind": "GpuConfig",
-    "sharing": {"strategy": "TimeSlicing"},
-    "fabricTopologyConfig": {
-        "strategy": "Auto",
-        "partitionSize": 4,
-        "virtualizationModel": "BareMetal",
-        "minBandwidth": 600.0,
-        "maxLatency": 0.1,
-        "partitionIDs": ["partition-1"],
-    },
-}
+README_PARAMETERS: JsonObject = readme_gpu_config()  # the user README's FabricManager section
 FABRIC_GATES = "TimeSlicingSettings=true,FabricTopologySupport=true"
 
 

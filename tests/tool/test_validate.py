@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from nvdra.tool.cli import main
+from tests.readme_examples import README_V1ALPHA2_CLAIM
 
 REPO = Path(__file__).resolve().parents[2]
 SPECS = REPO / "demo" / "specs"
@@ -103,28 +104,9 @@ def test_capacity_request_is_valid_kubernetes(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
 
 
-SEED_V1ALPHA2 = """\
-apiVersion: resource.k8s.io/v1alpha2
-kind: ResourceClaim
-metadata:
-  name: gpu-claim-with-fabric
-spec:
-  resourceClassName: nvidia.com/gpu
-  parameters:
-    apiVersion: nvidia.com/v1beta1
-    kind: GpuConfig
-    sharing:
-      strategy: TimeSlicing
-    fabricTopologyConfig:
-      strategy: Auto
-      partitionSize: 4
-      virtualizationModel: BareMetal
-"""
-
-
 def test_removed_v1alpha2_shape_shows_the_v1_equivalent_and_fix_writes_it(tmp_path: Path) -> None:
     path = tmp_path / "seed.yaml"
-    path.write_text("# the README's example\n---\n" + SEED_V1ALPHA2)
+    path.write_text("# the README's example\n---\n" + README_V1ALPHA2_CLAIM)
     result = run(str(path))
     assert result.exit_code == 1
     assert "resource.k8s.io/v1alpha2 was removed in Kubernetes 1.31" in result.output

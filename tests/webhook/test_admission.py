@@ -10,6 +10,7 @@ from nvdra.core.config import KINDS
 from nvdra.core.featuregates import FeatureGates, Gate, parse_feature_gates
 from nvdra.fabric.requirements import fix_claim
 from nvdra.plugins.webhook import DRIVER_KINDS, RESOURCE_VERSIONS, admission_gates, config_problems, review
+from tests.readme_examples import readme_fabric_topology
 from tests.webhook.conftest import admission_review, claim, opaque, template
 
 API = "resource.nvidia.com/v1beta1"
@@ -196,14 +197,7 @@ def test_fabric_fields_pass_with_the_gate_off_because_nodes_may_enable_it() -> N
     assert not cluster.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT)
     readme = gpu(
         sharing={"strategy": "TimeSlicing"},
-        fabricTopologyConfig={
-            "strategy": "Auto",
-            "partitionSize": 4,
-            "virtualizationModel": "BareMetal",
-            "minBandwidth": 600.0,
-            "maxLatency": 0.1,
-            "partitionIDs": ["partition-1"],
-        },
+        fabricTopologyConfig=readme_fabric_topology(),
     )
     readme["apiVersion"] = "nvidia.com/v1beta1"
     unsaid = claim(opaque(readme))

@@ -21,6 +21,9 @@ subresource, with Kubernetes-shaped ``Status`` error bodies. The write rules are
 - the opaque ``parameters`` of claims, templates and classes keep the bytes the request carried, so
   immutability compares them as the apiserver does;
 - ``/version`` names the store's ``kubernetes_version``;
+- a GET of objects (list, one object, or a watch) whose ``Accept`` asks first for a ``meta.k8s.io``
+  ``Table`` (as ``kubectl get`` does) is answered with one, in the columns of the apiserver's printers
+  (:mod:`.testing_tables`; CRDs by their ``additionalPrinterColumns``), ``includeObject`` honoured;
 - the handler speaks HTTP/1.1 keep-alive with ``Content-Length`` and has Nagle's algorithm off: headers
   and body leave in two writes, and with Nagle plus delayed ACKs every answer would stall ~40 ms;
 - authentication: the ``token`` is an administrator's (no RBAC check); :meth:`ApiServer.add_user` and
@@ -85,6 +88,7 @@ from nvdra.kubeletplugin.objects import (
 )
 from nvdra.kubeletplugin.testing_claimstatus import claim_status_denial
 from nvdra.kubeletplugin.testing_rbac import Attributes, Rbac, forbidden_message, service_account_user
+from nvdra.kubeletplugin.testing_tables import table_version, to_table
 
 __all__ = ["BUILTIN_TYPES", "AdmissionRequest", "ApiServer"]
 
@@ -356,6 +360,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             api.authorize_request(user, method, url.path, query)
             content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
             answer = api.handle(method, url.path, query, data, content_type)
+            if method == "GET" and _GENERIC.match(url.path):
+                answer = api.as_table(answer, self.headers.get("Accept"), query)
         except KubeApiError as exc:
             code = exc.status or 500
             self._send(code, status_body(code, str(exc)))
@@ -443,6 +449,7 @@ class ApiServer:
             (_GENERIC, self._generic),
         ]
         self._types: dict[tuple[str, str, str], ResourceType] = {}
+        self._printer_columns: dict[str, list[JsonObject]] = {}  # "<apiVersion>/<Kind>" -> CRD columns
         for rt in BUILTIN_TYPES:
             self.register(rt)
 
@@ -455,7 +462,40 @@ class ApiServer:
         its ``self == oldSelf`` rules and its status subresource (see :meth:`ObjectStore.install_crd`)."""
         rt = self.store.objects.install_crd(crd)
         self.register(rt)
+        for version in crd["spec"]["versions"]:
+            columns = version.get("additionalPrinterColumns")
+            if columns:
+                self._printer_columns[f"{rt.group}/{version['name']}/{rt.kind}"] = list(columns)
         return rt
+
+    def as_table(
+        self, answer: _Answer | _WatchAnswer, accept: str | None, query: Mapping[str, str]
+    ) -> _Answer | _WatchAnswer:
+        """The answer to a GET of objects as the ``meta.k8s.io`` Table the ``Accept`` header asks for
+        first (:mod:`.testing_tables`: the printers' columns), or unchanged when it asks for plain JSON.
+        A watch sends one Table per event, the column definitions in the first only."""
+        version = table_version(accept)
+        if version is None:
+            return answer
+        tabulate = functools.partial(
+            to_table,
+            version=version,
+            include_object=query.get("includeObject", ""),
+            custom_columns=self._printer_columns,
+        )
+        if isinstance(answer, _WatchAnswer):
+            tabulate({})  # a bad includeObject is a 400 before the watch starts
+            convert, sent = answer.convert, [False]
+
+            def table_event(obj: JsonObject) -> JsonObject:
+                first, sent[0] = not sent[0], True
+                return tabulate(convert(obj), headers=first)
+
+            return _WatchAnswer(answer.stream, table_event)
+        if answer.code != 200 or "metadata" not in answer.body:
+            return answer
+        table = tabulate(answer.body)
+        return _Answer(200, table, answer.warnings)
 
     def add_user(
         self, user: str, token: str | None = None, *, extra: Mapping[str, list[str]] | None = None

@@ -100,8 +100,8 @@ def test_gpu_plugin_serves_an_open_silent_stream_without_health_checks(
         assert_open_and_silent(plugin)
 
 
-def test_cd_plugin_serves_an_open_silent_stream(sockdir: Path) -> None:
-    """The CD plugin (no device health of its own) announces and serves the stream too."""
+def cd_plugin_setup(sockdir: Path) -> tuple[CdPluginConfig, FakeKube]:
+    """The CD plugin's settings on a simulated GB200 tray (node n1), and a store with that node."""
     config = CdPluginConfig(
         node_name="n1",
         namespace="nvdra",
@@ -112,6 +112,12 @@ def test_cd_plugin_serves_an_open_silent_stream(sockdir: Path) -> None:
     )
     store = FakeKube()
     store.add_node("n1")
+    return config, store
+
+
+def test_cd_plugin_serves_an_open_silent_stream(sockdir: Path) -> None:
+    """The CD plugin (no device health of its own) announces and serves the stream too."""
+    config, store = cd_plugin_setup(sockdir)
     with serve_cd(config, kube=store) as running, KubeletClient(sockdir / "reg") as kubelet:
         assert running.helper is not None
         assert_open_and_silent(kubelet.register(running.helper.registration_socket))
@@ -119,16 +125,7 @@ def test_cd_plugin_serves_an_open_silent_stream(sockdir: Path) -> None:
 
 def test_open_stream_does_not_delay_plugin_stop(sockdir: Path) -> None:
     """A kubelet holding the silent stream open does not hold up the plugin's shutdown."""
-    config = CdPluginConfig(
-        node_name="n1",
-        namespace="nvdra",
-        cdi_root=sockdir / "cdi",
-        simulate="gb200-nvl72-tray",
-        kubelet_registrar_directory_path=sockdir / "reg",
-        kubelet_plugins_directory_path=sockdir / "plugins",
-    )
-    store = FakeKube()
-    store.add_node("n1")
+    config, store = cd_plugin_setup(sockdir)
     with KubeletClient(sockdir / "reg") as kubelet:
         with serve_cd(config, kube=store) as running:
             assert running.helper is not None

@@ -387,14 +387,18 @@ def test_namespace_deletion_waits_for_its_objects(wire: Wire) -> None:
     assert wire("GET", "/api/v1/namespaces/team").status == 404
 
 
-def test_dependents_go_with_their_owner(wire: Wire) -> None:
-    owner = wire("POST", CDS, compute_domain()).body
-    ref = {
+def owner_ref(owner: dict[str, Any]) -> dict[str, Any]:
+    """An ``ownerReferences[]`` entry naming the ComputeDomain ``owner``."""
+    return {
         "apiVersion": owner["apiVersion"],
         "kind": "ComputeDomain",
         "name": "cd",
         "uid": owner["metadata"]["uid"],
     }
+
+
+def test_dependents_go_with_their_owner(wire: Wire) -> None:
+    ref = owner_ref(wire("POST", CDS, compute_domain()).body)
     template = json.loads(SPACED_TEMPLATE)
     template["metadata"] = {"name": "t", "namespace": "team", "ownerReferences": [ref]}
     wire("POST", TEMPLATES, template)
@@ -404,13 +408,7 @@ def test_dependents_go_with_their_owner(wire: Wire) -> None:
 
 def test_foreground_and_orphan_propagation(wire: Wire) -> None:
     """Foreground: the owner waits (foregroundDeletion) for its dependents; Orphan: they stay, unowned."""
-    owner = wire("POST", CDS, compute_domain()).body
-    ref = {
-        "apiVersion": owner["apiVersion"],
-        "kind": "ComputeDomain",
-        "name": "cd",
-        "uid": owner["metadata"]["uid"],
-    }
+    ref = owner_ref(wire("POST", CDS, compute_domain()).body)
     template = json.loads(SPACED_TEMPLATE)
     template["metadata"]["ownerReferences"] = [ref]
     wire("POST", TEMPLATES, raw=json.dumps(template, separators=(",", ":")))  # compact: patchable

@@ -136,6 +136,20 @@ def fingerprint(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
+class PreparesEverything:
+    """A DRA driver that prepares and unprepares every claim and has no errors to handle (for wrappers of a
+    driver, such as the claim status reporter)."""
+
+    def prepare_resource_claims(self, claims: Any) -> dict[str, PrepareResult]:
+        return {c["metadata"]["uid"]: PrepareResult() for c in claims}
+
+    def unprepare_resource_claims(self, claims: Any) -> dict[str, str]:
+        return {c.uid: "" for c in claims}
+
+    def handle_error(self, error: BaseException, message: str) -> None:
+        raise AssertionError(message)
+
+
 # -- CDI schema ----------------------------------------------------------------------------------
 
 

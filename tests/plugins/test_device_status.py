@@ -12,10 +12,9 @@ import pytest
 from nvdra.core.checkpoint import DeviceRecord
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS
-from nvdra.kubeletplugin.types import PrepareResult
 from nvdra.plugins.devicestatus import ClaimStatusReporter
 from tests.plugin_harness import serving_plugin
-from tests.plugins.conftest import DRIVER, NODE, allocated_claim, result
+from tests.plugins.conftest import DRIVER, NODE, PreparesEverything, allocated_claim, result
 
 JsonObject = dict[str, Any]
 
@@ -63,19 +62,6 @@ def test_prepare_reports_devices_and_unprepare_clears_them(
     assert [d["driver"] for d in status_devices(store, ref)] == ["other.example.com"]
 
 
-class _Prepared:
-    """A driver that prepares every claim (the reporter's wrapped driver)."""
-
-    def prepare_resource_claims(self, claims: Any) -> dict[str, PrepareResult]:
-        return {c["metadata"]["uid"]: PrepareResult() for c in claims}
-
-    def unprepare_resource_claims(self, claims: Any) -> dict[str, str]:
-        return {c.uid: "" for c in claims}
-
-    def handle_error(self, error: BaseException, message: str) -> None:
-        raise AssertionError(message)
-
-
 def test_a_conflict_is_retried_on_a_fresh_copy() -> None:
     """The claim changed between the kubelet's GET and the status write: 409, read again, write."""
     from nvdra.plugins.gpu.devicestatus import gpu_device_status
@@ -88,7 +74,10 @@ def test_a_conflict_is_retried_on_a_fresh_copy() -> None:
     store.update_object(RESOURCE_CLAIMS, fresh)
     record = DeviceRecord(requests=("gpu",), pool_name=NODE, device_name="gpu-0", cdi_device_ids=("x",))
     reporter = ClaimStatusReporter(
-        _Prepared(), store, driver_name=DRIVER, describe=lambda uid: [gpu_device_status(DRIVER, record, None)]
+        PreparesEverything(),
+        store,
+        driver_name=DRIVER,
+        describe=lambda uid: [gpu_device_status(DRIVER, record, None)],
     )
     reporter.prepare_resource_claims([stale])
     verbs = [c.verb for c in store.calls() if c.resource == "resourceclaims"]

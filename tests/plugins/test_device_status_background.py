@@ -7,22 +7,8 @@ from typing import Any
 
 from nvdra.kubeletplugin import ClaimRef, FakeKube
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS
-from nvdra.kubeletplugin.types import PrepareResult
 from nvdra.plugins.devicestatus import ClaimStatusReporter
-from tests.plugins.conftest import DRIVER, NODE, allocated_claim, result
-
-
-class _Prepared:
-    """Prepares and unprepares every claim."""
-
-    def prepare_resource_claims(self, claims: Any) -> dict[str, PrepareResult]:
-        return {c["metadata"]["uid"]: PrepareResult() for c in claims}
-
-    def unprepare_resource_claims(self, claims: Any) -> dict[str, str]:
-        return {c.uid: "" for c in claims}
-
-    def handle_error(self, error: BaseException, message: str) -> None:
-        raise AssertionError(message)
+from tests.plugins.conftest import DRIVER, NODE, PreparesEverything, allocated_claim, result
 
 
 class _Gated(FakeKube):
@@ -47,7 +33,9 @@ def test_answer_does_not_wait_for_the_write_and_a_claims_newest_write_wins() -> 
     store = _Gated()
     first = store.add_claim(allocated_claim([result("gpu-0")]))
     second = store.add_claim(allocated_claim([result("gpu-1")]))
-    reporter = ClaimStatusReporter(_Prepared(), store, driver_name=DRIVER, describe=_entry, background=True)
+    reporter = ClaimStatusReporter(
+        PreparesEverything(), store, driver_name=DRIVER, describe=_entry, background=True
+    )
     try:
         reporter.prepare_resource_claims([first])  # the worker takes it and waits on the gate
         reporter.prepare_resource_claims([second])
@@ -71,7 +59,9 @@ def test_close_writes_what_is_queued() -> None:
     """Stopping the plugin writes the pending reports before the worker ends."""
     store = FakeKube()
     claim = store.add_claim(allocated_claim([result("gpu-0")]))
-    reporter = ClaimStatusReporter(_Prepared(), store, driver_name=DRIVER, describe=_entry, background=True)
+    reporter = ClaimStatusReporter(
+        PreparesEverything(), store, driver_name=DRIVER, describe=_entry, background=True
+    )
     reporter.prepare_resource_claims([claim])
     reporter.close()
     done = store.get_object(RESOURCE_CLAIMS, claim["metadata"]["name"], claim["metadata"]["namespace"])

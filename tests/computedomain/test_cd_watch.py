@@ -16,6 +16,14 @@ from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon
 from nvdra.plugins.computedomain.fakeimex import FakeImexRunner, ImexFabric
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS
 
+JOB_DOMAIN = {
+    "apiVersion": "resource.nvidia.com/v1beta1",
+    "kind": "ComputeDomain",
+    "metadata": {"name": "job", "namespace": "default"},
+    "spec": {"numNodes": 0, "channel": {"resourceClaimTemplate": {"name": "job-channel"}}},
+}
+"""A ComputeDomain ``default/job`` of no fixed size (the store copies what it is given)."""
+
 
 def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
@@ -95,15 +103,7 @@ def test_an_idle_controller_makes_no_requests_and_reacts_to_a_new_domain() -> No
         mark = len(kube.calls())
         time.sleep(1.0)
         assert _requests(kube, mark) == []  # idle: nothing but the open watches
-        kube.create_object(
-            COMPUTE_DOMAINS,
-            {
-                "apiVersion": "resource.nvidia.com/v1beta1",
-                "kind": "ComputeDomain",
-                "metadata": {"name": "job", "namespace": "default"},
-                "spec": {"numNodes": 0, "channel": {"resourceClaimTemplate": {"name": "job-channel"}}},
-            },
-        )
+        kube.create_object(COMPUTE_DOMAINS, JOB_DOMAIN)
         _until(lambda: len(kube.list_objects(DAEMON_SETS, "nvdra", label_selector=DOMAIN_LABEL)) == 1)
         _until(lambda: (kube.get_object(COMPUTE_DOMAINS, "job", "default").get("status") or {}) != {})
         settled = len(kube.calls())
@@ -118,15 +118,7 @@ def test_an_idle_controller_makes_no_requests_and_reacts_to_a_new_domain() -> No
 def test_controller_writes_nothing_until_every_informer_has_listed() -> None:
     """A query the server refuses (403) leaves the picture half known: no pass runs on it."""
     kube = FakeKube()
-    kube.create_object(
-        COMPUTE_DOMAINS,
-        {
-            "apiVersion": "resource.nvidia.com/v1beta1",
-            "kind": "ComputeDomain",
-            "metadata": {"name": "job", "namespace": "default"},
-            "spec": {"numNodes": 0, "channel": {"resourceClaimTemplate": {"name": "job-channel"}}},
-        },
-    )
+    kube.create_object(COMPUTE_DOMAINS, JOB_DOMAIN)
     kube.fail_next("list", times=4, status=403, resource="resourceclaimtemplates")
     kube.clear_calls()
     backoff = Backoff(initial_s=0.2, max_s=0.2, jitter=0)

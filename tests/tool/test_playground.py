@@ -64,6 +64,22 @@ def test_apply_get_delete_with_kubectl(pg: Playground) -> None:
     listed = kubectl(pg, "get", "resourceslices,resourceclaims", "-A", "-o", "wide")
     assert listed.returncode == 0, listed.stderr
     assert "resourceslice.resource.k8s.io/" in listed.stdout and "pod1-gpu" in listed.stdout
+    # The server's Table columns, as the real apiserver's printers choose them.
+    slices, claims_table = (block.splitlines() for block in listed.stdout.strip().split("\n\n"))
+    assert slices[0].split() == ["NAME", "NODE", "DRIVER", "POOL", "AGE"]
+    assert slices[1].split()[1:4] == ["playground-node", "gpu.nvidia.com", "playground-node"]
+    assert claims_table[0].split() == ["NAMESPACE", "NAME", "STATE", "AGE"]
+    assert [line.split()[2] for line in claims_table[1:]] == ["allocated,reserved"] * 2
+    pods = kubectl(pg, "get", "pods", "-n", "gpu-test1", "-o", "wide").stdout.splitlines()
+    assert pods[0].split()[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert pods[0].split()[5:] == ["IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+    assert [line.split()[:3] + line.split()[6:7] for line in pods[1:]] == [
+        [name, "1/1", "Running", "playground-node"] for name in ("pod1", "pod2")
+    ]
+    narrow = kubectl(pg, "get", "pods", "-n", "gpu-test1").stdout.splitlines()
+    assert narrow[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]  # wide columns are priority 1
+    nodes = kubectl(pg, "get", "nodes").stdout.splitlines()
+    assert nodes[1].split()[:2] == ["playground-node", "Ready"]
 
     deleted = kubectl(pg, "delete", "-f", spec)
     assert deleted.returncode == 0, deleted.stderr

@@ -22,6 +22,10 @@ that registered it, and :class:`ClusterLoop`, which stands in for the rest of Ku
 ComputeDomains are not served here (no CRD, controller or IMEX daemons): ``nvdra demo computedomain``
 runs that side.
 
+``kubectl get`` prints the columns a cluster's API server chooses (the ApiServer answers its Table
+requests: :mod:`nvdra.kubeletplugin.testing_tables`); a started pod reports its containers ready and
+the node reports Ready and its kubelet version, as a kubelet would.
+
 The chart's DeviceClasses are created at start. Everything is plain HTTP on 127.0.0.1, no
 authentication: a playground, not a cluster.
 """
@@ -47,6 +51,7 @@ from nvdra.kubeletplugin.objects import (
     DEPLOYMENTS,
     DEVICE_CLASSES,
     NAMESPACES,
+    NODES,
     PODS,
     RESOURCE_CLAIM_TEMPLATES,
     RESOURCE_CLAIMS,
@@ -216,6 +221,24 @@ class PlaygroundApiServer(ApiServer):
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = obj.get("metadata")
     return meta if isinstance(meta, Mapping) else {}
+
+
+def _running(pod: Mapping[str, Any]) -> JsonObject:
+    """The status a started pod gets: Running, every container running and ready (``kubectl get pods``
+    prints READY 1/1), the Ready condition beside PodScheduled."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    containers = (pod.get("spec") or {}).get("containers") or []
+    return {
+        "phase": "Running",
+        "message": "",
+        "startTime": now,
+        "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+        "containerStatuses": [
+            {"name": c.get("name", ""), "image": c.get("image", ""), "ready": True, "started": True,
+             "restartCount": 0, "state": {"running": {"startedAt": now}}}
+            for c in containers
+        ],
+    }  # fmt: skip
 
 
 def _replicas(rt: ResourceType, spec: Mapping[str, Any]) -> int:
@@ -464,7 +487,7 @@ class ClusterLoop:
                 claim = self.store.objects.get_object(RESOURCE_CLAIMS, name, state.namespace)
                 refs.append(ClaimRef(namespace=state.namespace, name=name, uid=str(_meta(claim)["uid"])))
             if not refs:
-                self._pod_status(pod, phase="Running", message="")
+                self._pod_status(pod, **_running(pod))
                 state.prepared = []
                 return
             state.attempted = refs
@@ -480,7 +503,7 @@ class ClusterLoop:
             self._pod_status(pod, phase="Pending", message=f"NodePrepareResources failed: {message}")
             return
         state.prepared = refs
-        self._pod_status(pod, phase="Running", message="")
+        self._pod_status(pod, **_running(pod))
 
     def _claim_names(self, pod: Mapping[str, Any]) -> list[str]:
         statuses = {s.get("name"): s.get("resourceClaimName") for s in (pod.get("status") or {}).get(
@@ -562,7 +585,14 @@ def playground(
     say = out or (lambda _: None)
     workdir.mkdir(parents=True, exist_ok=True)
     store = FakeKube()
-    store.add_node(NODE)
+    node = store.add_node(NODE)
+    major, minor = store.kubernetes_version
+    node["status"] = {  # what a kubelet reports: kubectl get nodes prints Ready and the version
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+        "nodeInfo": {"kubeletVersion": f"v{major}.{minor}.0-nvdra", "osImage": "nvdra playground"},
+    }
+    store.objects.put(NODES, node)
     store.objects.put(NAMESPACES, {"metadata": {"name": "default"}})
     store.objects.put(NAMESPACES, {"metadata": {"name": NAMESPACE}})
     for device_class in builtin_device_classes().values():  # what the chart installs

@@ -75,6 +75,7 @@ __all__ = [
     "WatchStream",
     "claim_spec_problems",
     "drop_field",
+    "failure_status",
     "json_patch",
     "match_fields",
     "match_labels",
@@ -1028,17 +1029,22 @@ _PROPAGATION = ("Background", "Foreground", "Orphan")
 _FOREGROUND = "foregroundDeletion"
 
 
-def expired_status(message: str) -> JsonObject:
-    """The 410 ``Expired`` Status a watch ends with when its resourceVersion is too old."""
+def failure_status(code: int, reason: str, message: str) -> JsonObject:
+    """A ``meta/v1 Status`` failure body as the API server writes it."""
     return {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
         "message": message,
-        "reason": _ERROR_EXPIRED,
-        "code": 410,
+        "reason": reason,
+        "code": code,
     }
+
+
+def expired_status(message: str) -> JsonObject:
+    """The 410 ``Expired`` Status a watch ends with when its resourceVersion is too old."""
+    return failure_status(410, _ERROR_EXPIRED, message)
 
 
 class ObjectStore:

@@ -83,6 +83,7 @@ from nvdra.kubeletplugin.objects import (
     ResourceType,
     WatchStream,
     drop_field,
+    failure_status,
     raw_extensions,
     unknown_fields,
 )
@@ -132,16 +133,8 @@ BUILTIN_TYPES: tuple[ResourceType, ...] = (
 
 
 def status_body(code: int, message: str) -> JsonObject:
-    """A ``meta/v1 Status`` failure body as the API server writes it."""
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": _REASONS.get(code, "Unknown"),
-        "code": code,
-    }
+    """A ``meta/v1 Status`` failure body as the API server writes it, with the reason of ``code``."""
+    return failure_status(code, _REASONS.get(code, "Unknown"), message)
 
 
 _OBJECT_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED"})

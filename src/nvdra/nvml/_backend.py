@@ -182,6 +182,11 @@ class NvLinkRecord:
     remote_type: int  # NVLINK_REMOTE_*
     remote_bus_id: str  # NVML form
 
+    @classmethod
+    def inactive(cls, link: int) -> NvLinkRecord:
+        """Link ``link`` as an inactive one reports itself."""
+        return cls(link=link, active=False, version=0, remote_type=NVLINK_REMOTE_UNKNOWN, remote_bus_id="")
+
 
 @attrs.frozen(kw_only=True)
 class FabricInfoRecord:

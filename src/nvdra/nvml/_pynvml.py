@@ -463,15 +463,7 @@ class PynvmlBackend:
                     break
                 raise
             if not active:
-                records.append(
-                    b.NvLinkRecord(
-                        link=link,
-                        active=False,
-                        version=0,
-                        remote_type=b.NVLINK_REMOTE_UNKNOWN,
-                        remote_bus_id="",
-                    )
-                )
+                records.append(b.NvLinkRecord.inactive(link))
                 continue
             with self._nvml(f"NVLink {link} of GPU {index}") as n:
                 records.append(

@@ -511,15 +511,7 @@ class SimulatedNvml:
             for link in range(model.nvlink_links):
                 remote = None if trained_off else remotes.get(link)
                 if remote is None:
-                    records.append(
-                        b.NvLinkRecord(
-                            link=link,
-                            active=False,
-                            version=0,
-                            remote_type=b.NVLINK_REMOTE_UNKNOWN,
-                            remote_bus_id="",
-                        )
-                    )
+                    records.append(b.NvLinkRecord.inactive(link))
                 else:
                     records.append(
                         b.NvLinkRecord(

@@ -80,6 +80,10 @@ def test_apply_get_delete_with_kubectl(pg: Playground) -> None:
     assert narrow[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]  # wide columns are priority 1
     nodes = kubectl(pg, "get", "nodes").stdout.splitlines()
     assert nodes[1].split()[:2] == ["playground-node", "Ready"]
+    namespaces = kubectl(pg, "get", "namespaces").stdout.splitlines()
+    assert [line.split()[:2] for line in namespaces[1:]] == [
+        [n, "Active"] for n in ("default", "gpu-test1", "nvdra")
+    ]
 
     deleted = kubectl(pg, "delete", "-f", spec)
     assert deleted.returncode == 0, deleted.stderr

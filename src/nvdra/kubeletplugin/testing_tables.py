@@ -248,8 +248,7 @@ def _node(obj: JsonObject, now: datetime) -> list[Any]:
 
 
 def _namespace(obj: JsonObject, now: datetime) -> list[Any]:
-    # The apiserver's namespace strategy sets phase Active on create; the fake store does not.
-    return [_meta(obj).get("name", ""), _get(obj, "status", "phase") or "Active", _age(obj, now)]
+    return [_meta(obj).get("name", ""), _get(obj, "status", "phase") or "", _age(obj, now)]
 
 
 def _selector(selector: Any) -> str:

@@ -593,8 +593,8 @@ def playground(
         "nodeInfo": {"kubeletVersion": f"v{major}.{minor}.0-nvdra", "osImage": "nvdra playground"},
     }
     store.objects.put(NODES, node)
-    store.objects.put(NAMESPACES, {"metadata": {"name": "default"}})
-    store.objects.put(NAMESPACES, {"metadata": {"name": NAMESPACE}})
+    for namespace in ("default", NAMESPACE):  # as created through the API: phase Active
+        store.objects.put(NAMESPACES, {"metadata": {"name": namespace}, "status": {"phase": "Active"}})
     for device_class in builtin_device_classes().values():  # what the chart installs
         store.objects.put(DEVICE_CLASSES, device_class)
     with ExitStack() as stack:

@@ -215,5 +215,21 @@ def test_claim_being_deleted_and_pod_states() -> None:
         },
     }
     assert to_table(init, now=now)["rows"][0]["cells"][:3] == ["i", "0/1", "Init:ImagePullBackOff"]
+    crashed = {
+        "kind": "Pod",
+        "metadata": {"name": "r"},
+        "spec": {"containers": [{"name": "c"}]},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "finishedAt": created}},
+                }
+            ],
+        },
+    }
+    assert to_table(crashed, now=now)["rows"][0]["cells"][1:4] == ["0/1", "CrashLoopBackOff", "3 (5m ago)"]
     with pytest.raises(KubeApiError, match="includeObject"):
         to_table(claim, include_object="Everything")

@@ -194,6 +194,17 @@ def _pod_status(pod: JsonObject) -> tuple[str, int, int]:
     return reason, ready, restarts
 
 
+def _restarts(pod: JsonObject, restarts: int, now: datetime) -> str:
+    """``2``, or ``2 (5m ago)`` when a container's last termination is known."""
+    statuses = [
+        *(_get(pod, "status", "initContainerStatuses") or []),
+        *(_get(pod, "status", "containerStatuses") or []),
+    ]
+    ends = [_get(c, "lastState", "terminated", "finishedAt") for c in statuses]
+    last = max((e for e in ends if isinstance(e, str) and e), default="")
+    return f"{restarts} ({_since(last, now)} ago)" if restarts and last else str(restarts)
+
+
 def _pod(obj: JsonObject, now: datetime) -> list[Any]:
     reason, ready, restarts = _pod_status(obj)
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
@@ -204,7 +215,7 @@ def _pod(obj: JsonObject, now: datetime) -> list[Any]:
         _meta(obj).get("name", ""),
         f"{ready}/{len(spec.get('containers') or [])}",
         reason,
-        str(restarts),
+        _restarts(obj, restarts, now),
         _age(obj, now),
         status.get("podIP") or _NONE,
         spec.get("nodeName") or _NONE,

@@ -20,8 +20,8 @@ import pytest
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import serve
+from tests.plugin_harness import wait_for
 from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result
-from tests.plugins.test_plugin_e2e import wait_for
 
 JsonObject = dict[str, Any]
 

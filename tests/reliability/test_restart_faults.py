@@ -15,8 +15,9 @@ import pytest
 
 from nvdra.kubeletplugin import ApiServer, ClaimRef, KubeletClient, PrepareResult
 from nvdra.plugins.gpu.simnode import BOOT_ID_FILE
+from tests.plugin_harness import wait_for
 from tests.plugins.conftest import allocated_claim, result
-from tests.reliability.faultnode import FaultNode, check_agreement, live, wait_for
+from tests.reliability.faultnode import FaultNode, check_agreement, live
 from tests.reliability.scenarios import SCENARIOS, node_for
 
 pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")

@@ -412,36 +412,11 @@ class FakeKube:
         self.objects.delete_object(rt, name, namespace, uid=uid)
 
     def list_versioned(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
+        self, rt: ResourceType, namespace: str | None = None, **selectors: str
     ) -> tuple[list[JsonObject], str]:
-        """LIST with the list's resourceVersion."""
-        return self.objects.list_versioned(
-            rt, namespace, label_selector=label_selector, field_selector=field_selector
-        )
+        """LIST with the list's resourceVersion (``selectors``: see :meth:`ObjectStore.list_versioned`)."""
+        return self.objects.list_versioned(rt, namespace, **selectors)
 
-    def watch_objects(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
-        resource_version: str = "",
-        timeout_s: float = 300.0,
-        allow_bookmarks: bool = True,
-    ) -> WatchStream:
-        """WATCH objects (in memory; see :meth:`ObjectStore.watch_objects`)."""
-        return self.objects.watch_objects(
-            rt,
-            namespace,
-            label_selector=label_selector,
-            field_selector=field_selector,
-            resource_version=resource_version,
-            timeout_s=timeout_s,
-            allow_bookmarks=allow_bookmarks,
-        )
+    def watch_objects(self, rt: ResourceType, namespace: str | None = None, **options: Any) -> WatchStream:
+        """WATCH objects in memory (``options``: see :meth:`ObjectStore.watch_objects`)."""
+        return self.objects.watch_objects(rt, namespace, **options)

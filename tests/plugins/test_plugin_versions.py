@@ -20,8 +20,8 @@ import pytest
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import serve
-from tests.plugin_harness import wait_for
-from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result
+from tests.plugin_harness import plugin_config, wait_for
+from tests.plugins.conftest import DRIVER, NODE, allocated_claim, result
 
 JsonObject = dict[str, Any]
 
@@ -69,16 +69,7 @@ def run_plugin(
     with tempfile.TemporaryDirectory(prefix="nvdra-ver-") as tmp, ApiServer(store) as server:
         base = Path(tmp)
         wire = WireLog(server)
-        config = PluginConfig(
-            node_name=NODE,
-            kubeconfig=str(server.write_kubeconfig(base / "kubeconfig")),
-            cdi_root=base / "cdi",
-            simulate=PROFILE,
-            kubelet_registrar_directory_path=base / "reg",
-            kubelet_plugins_directory_path=base / "plugins",
-            healthcheck_port=0,
-            feature_gates=gates,
-        )
+        config = plugin_config(base, server, healthcheck_port=0, feature_gates=gates)
         with serve(config) as _plugin, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
             # Kubelets before 1.34 speak the v1beta1 DRA gRPC API only.
             api = "v1" if release >= (1, 34) else "v1beta1"

@@ -92,7 +92,7 @@ def test_failures_are_retried_then_reported(tmp_path: Path) -> None:
     ref = vfio_claim(store, "gpu-vfio-2")
     calls: list[str] = []
 
-    def bind(name: str) -> None:
+    def bind(_uid: str, name: str) -> None:
         calls.append(name)
         raise HostError("/dev/nvidia2 is still in use by PIDs [4242]")
 
@@ -101,7 +101,7 @@ def test_failures_are_retried_then_reported(tmp_path: Path) -> None:
         driver_name=DRIVER,
         node_name=NODE,
         bind=bind,
-        unbind=lambda _name: None,
+        unbind=lambda _uid, _name: None,
         prepared=set,
         state_path=tmp_path / "binder.json",
         max_attempts=2,

@@ -38,12 +38,41 @@ from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.driver import DeviceView
 
-__all__ = ["BIND_FAILED", "BOUND", "Binder", "BindingConditionsView", "binding_views", "start_binder"]
+__all__ = [
+    "BIND_FAILED",
+    "BOUND",
+    "VFIO_CONDITIONS",
+    "Binder",
+    "BindingConditionsView",
+    "ConditionKinds",
+    "binding_views",
+    "start_binder",
+]
 
 log = logging.getLogger(__name__)
 
 BOUND = "gpu.nvidia.com/VfioBound"
 BIND_FAILED = "gpu.nvidia.com/VfioBindFailed"
+
+
+@attrs.frozen(kw_only=True)
+class ConditionKinds:
+    """The condition types a :class:`Binder` sets, their reasons, and what a success message says."""
+
+    ready: str
+    failed: str
+    ready_reason: str
+    failed_reason: str
+    done: str  # "<device> <done>" is the ready condition's message
+
+
+VFIO_CONDITIONS = ConditionKinds(
+    ready=BOUND,
+    failed=BIND_FAILED,
+    ready_reason="Bound",
+    failed_reason="BindFailed",
+    done="is bound to vfio-pci",
+)
 
 
 @attrs.frozen
@@ -76,6 +105,17 @@ class BindingConditionsView:
         return None
 
 
+@attrs.define
+class _State:
+    """``binder.json``: claim UID -> devices bound for it (written before the bind) and those made ready,
+    until it is prepared or goes away; the UIDs handed to prepare while they stay allocated (after
+    unprepare their status no longer says the device is ready: that is no new request)."""
+
+    bound: dict[str, list[str]] = attrs.field(factory=dict)
+    ready: dict[str, list[str]] = attrs.field(factory=dict)
+    handed: set[str] = attrs.field(factory=set)
+
+
 def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
     return {"type": type_, "status": status, "reason": reason, "message": message}
 
@@ -86,10 +126,15 @@ class Binder:
     Args:
         api: claims are listed and their status written here.
         driver_name, node_name: whose results (the node's pool) to act on.
-        bind, unbind: bind a VFIO device (by name) to vfio-pci / back to nvidia; raise on failure.
+        bind, unbind: called with (claim UID, device name): bind a VFIO device to vfio-pci / back to
+            nvidia (or, for another kind, make the device ready / undo that); raise on failure.
         prepared: the UIDs of the claims the checkpoint holds (the binding is theirs then).
         state_path: where the bindings made for unprepared claims are kept.
         max_attempts: binds tried per device before the failure condition is set.
+        kinds: the condition types and reasons (default: the VFIO ones).
+        handover: called with (claim UID, device) once the checkpoint holds the claim, before the
+            binder forgets what it bound for it (the fabric binder deactivates a partition that the
+            claim's prepare did not take over).
     """
 
     def __init__(
@@ -98,11 +143,13 @@ class Binder:
         *,
         driver_name: str,
         node_name: str,
-        bind: Callable[[str], None],
-        unbind: Callable[[str], None],
+        bind: Callable[[str, str], None],
+        unbind: Callable[[str, str], None],
         prepared: Callable[[], Collection[str]],
         state_path: Path,
         max_attempts: int = 3,
+        kinds: ConditionKinds = VFIO_CONDITIONS,
+        handover: Callable[[str, str], None] | None = None,
     ) -> None:
         self.api = api
         self.driver_name = driver_name
@@ -112,6 +159,8 @@ class Binder:
         self._prepared = prepared
         self.state_path = state_path
         self.max_attempts = max_attempts
+        self.kinds = kinds
+        self._handover = handover
         self._attempts: dict[tuple[str, str], int] = {}
         self._status = ClaimStatusWriter(api, driver_name=driver_name)
         self._stop = threading.Event()
@@ -119,21 +168,35 @@ class Binder:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def _bound(self) -> dict[str, list[str]]:
+    def _load(self) -> _State:
+        """What was bound for which claim (a file of the first layout, only ``bound`` as the mapping
+        itself, is read too)."""
         try:
-            data = json.loads(self.state_path.read_text())
+            data = dict(json.loads(self.state_path.read_text()))
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
+            return _State()
+        except (OSError, ValueError, TypeError) as exc:
             log.error(
                 "cannot read %s (%s): bindings made for unprepared claims are forgotten", self.state_path, exc
             )
-            return {}
-        return {str(k): [str(d) for d in v] for k, v in dict(data).items()}
+            return _State()
+        if "bound" not in data:
+            data = {"bound": data}
 
-    def _save(self, bound: Mapping[str, Sequence[str]]) -> None:
+        def uids(key: str) -> dict[str, list[str]]:
+            return {str(k): [str(d) for d in v] for k, v in dict(data.get(key) or {}).items()}
+
+        return _State(
+            bound=uids("bound"), ready=uids("ready"), handed={str(u) for u in data.get("handedOver") or []}
+        )
+
+    def _save(self, state: _State) -> None:
+        def uids(mapping: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+            return {k: list(v) for k, v in sorted(mapping.items()) if v}
+
+        data = {"bound": uids(state.bound), "ready": uids(state.ready), "handedOver": sorted(state.handed)}
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({k: list(v) for k, v in sorted(bound.items()) if v}, indent=1))
+        tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(self.state_path)
 
     # -- one pass ---------------------------------------------------------------------------------
@@ -150,10 +213,10 @@ class Binder:
         for r in (allocation.get("devices") or {}).get("results") or []:
             if r.get("driver") != self.driver_name or r.get("pool") != self.node_name:
                 continue
-            if BOUND not in (r.get("bindingConditions") or []):
+            if self.kinds.ready not in (r.get("bindingConditions") or []):
                 continue
             seen = verdicts.get(r.get("device"), {})
-            if seen.get(BOUND) != "True" and seen.get(BIND_FAILED) != "True":
+            if seen.get(self.kinds.ready) != "True" and seen.get(self.kinds.failed) != "True":
                 out.append(str(r["device"]))
         return out
 
@@ -161,46 +224,68 @@ class Binder:
         """Bind what waits, report it, and bind back what no claim needs any more."""
         claims = self.api.list_objects(RESOURCE_CLAIMS)
         live = {str(c["metadata"]["uid"]): c for c in claims if (c.get("status") or {}).get("allocation")}
-        bound = self._bound()
+        state = self._load()
         prepared = set(self._prepared())
         for uid, claim in sorted(live.items()):
+            if uid in prepared or uid in state.handed:
+                continue  # prepare's now (after unprepare its status is cleared: not a new request)
             for device in self._waiting(claim):
-                bound.setdefault(uid, [])
-                if device not in bound[uid]:
-                    bound[uid].append(device)
-                self._save(bound)  # intent first: a crash between here and the bind is cleaned up
-                self._bind_one(claim, uid, device)
-        for uid in sorted(set(bound)):
-            if uid in prepared:
-                del bound[uid]  # the checkpoint owns the binding now
-            elif uid not in live:
-                for device in bound.pop(uid):
-                    log.info("claim %s went away before prepare: binding %s back to nvidia", uid, device)
-                    try:
-                        self._unbind(device)
-                    except (NvdraError, OSError) as exc:
-                        log.error("cannot bind %s back to nvidia: %s; will retry", device, exc)
-                        bound[uid] = [device]
-        self._save(bound)
+                if device in state.ready.get(uid, ()):
+                    continue  # made ready already (its status was cleared since, or not written yet)
+                if device not in state.bound.setdefault(uid, []):
+                    state.bound[uid].append(device)
+                self._save(state)  # intent first: a crash between here and the bind is cleaned up
+                if self._bind_one(claim, uid, device):
+                    state.ready.setdefault(uid, []).append(device)
+        self._release(state, prepared, live)
+        state.handed &= set(live)
+        self._save(state)
 
-    def _bind_one(self, claim: Mapping[str, Any], uid: str, device: str) -> None:
+    def _release(self, state: _State, prepared: Collection[str], live: Collection[str]) -> None:
+        """Forget what prepare took over (after ``handover``); undo what went away unprepared."""
+        for uid in sorted(set(state.bound)):
+            if uid in prepared:
+                state.handed.add(uid)
+                state.ready.pop(uid, None)
+                for device in state.bound.pop(uid):  # the checkpoint owns the binding now
+                    if self._handover is not None:
+                        self._handover(uid, device)
+            elif uid not in live:
+                state.ready.pop(uid, None)
+                for device in state.bound.pop(uid):
+                    log.info("claim %s went away before prepare: undoing %s", uid, device)
+                    try:
+                        self._unbind(uid, device)
+                    except (NvdraError, OSError) as exc:
+                        log.error("cannot undo %s: %s; will retry", device, exc)
+                        state.bound.setdefault(uid, []).append(device)
+
+    def _bind_one(self, claim: Mapping[str, Any], uid: str, device: str) -> bool:
+        """Bind and report; whether it is bound."""
         key = (uid, device)
         self._attempts[key] = self._attempts.get(key, 0) + 1
         try:
-            self._bind(device)
+            self._bind(uid, device)
         except (NvdraError, OSError) as exc:
             last = self._attempts[key] >= self.max_attempts
             log.warning(
                 "binding %s for claim %s failed (attempt %d): %s", device, uid, self._attempts[key], exc
             )
-            conditions = [_condition(BOUND, "False", "BindFailed", str(exc))]
+            kinds = self.kinds
+            conditions = [_condition(kinds.ready, "False", kinds.failed_reason, str(exc))]
             if last:
                 conditions.append(
-                    _condition(BIND_FAILED, "True", "BindFailed", f"{self.max_attempts} attempts: {exc}")
+                    _condition(
+                        kinds.failed, "True", kinds.failed_reason, f"{self.max_attempts} attempts: {exc}"
+                    )
                 )
             self._report(claim, device, conditions)
-            return
-        self._report(claim, device, [_condition(BOUND, "True", "Bound", f"{device} is bound to vfio-pci")])
+            return False
+        kinds = self.kinds
+        self._report(
+            claim, device, [_condition(kinds.ready, "True", kinds.ready_reason, f"{device} {kinds.done}")]
+        )
+        return True
 
     def _report(self, claim: Mapping[str, Any], device: str, conditions: list[dict[str, str]]) -> None:
         entries = [
@@ -272,7 +357,7 @@ def start_binder(
             )
         return vfio_bind_records([device])[0]
 
-    def bind(name: str) -> None:
+    def bind(_uid: str, name: str) -> None:
         executor.apply(record(name))
 
     binder = Binder(
@@ -280,7 +365,7 @@ def start_binder(
         driver_name=config.driver_name,
         node_name=config.node_name,
         bind=bind,
-        unbind=lambda name: executor.undo(record(name)),
+        unbind=lambda _uid, name: executor.undo(record(name)),
         prepared=prepared,
         state_path=config.plugin_dir / "binder.json",
     )

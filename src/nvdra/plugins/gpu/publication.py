@@ -101,6 +101,7 @@ def offline_publication(
     from nvdra.core.errors import UserError
     from nvdra.plugins.gpu.binding import binding_views
     from nvdra.plugins.gpu.fabric import build_fabric_effects, planned_node_fabric
+    from nvdra.plugins.gpu.fabric.activation import partition_binding_views
     from nvdra.plugins.gpu.listattrs import list_attribute_views
     from nvdra.plugins.gpu.shares import shares_views
     from nvdra.plugins.gpu.vfio import passthrough_views
@@ -124,6 +125,7 @@ def offline_publication(
         views += shares_views(config.consumable_shares, gates)
         views += list_attribute_views(gates, inventory)
         views += binding_views(gates)
+        views += partition_binding_views(gates, planners, config.publish_fabric_partitions)
         resources = node_resources(
             inventory,
             node_name=config.node_name,

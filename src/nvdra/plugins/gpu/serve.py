@@ -35,6 +35,7 @@ from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import DeviceView, GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
 from nvdra.plugins.gpu.fabric import build_fabric_effects, watch_fabric_manager
+from nvdra.plugins.gpu.fabric.activation import partition_binding_views, start_partition_binder
 from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
 from nvdra.plugins.gpu.health import health_view, start_health_monitor
 from nvdra.plugins.gpu.listattrs import list_attribute_views
@@ -127,6 +128,7 @@ def serve(
             *binding_views(gates),
         ]
         effects = build_effects(config, gates, backend, api, stack=stack, on_fm_answer=on_node_change)
+        views += partition_binding_views(gates, effects.planners, config.publish_fabric_partitions)
         driver = GpuDriver(
             node_name=config.node_name,
             inventory=inventory,
@@ -164,6 +166,15 @@ def serve(
             config, gates, cast(ObjectApi, api), views, lambda: set(driver.checkpoint().claims)
         )
         stack.callback(binder.stop if binder is not None else lambda: None)
+        fabric_binder = start_partition_binder(
+            config,
+            gates,
+            cast(ObjectApi, api),
+            inventory=inventory,
+            effects=effects,
+            checkpoint=driver.checkpoint,
+        )
+        stack.callback(fabric_binder.stop if fabric_binder is not None else lambda: None)
         if health is not None:
             monitor = start_health_monitor(backend, inventory, health)
             stack.callback(health.stop)

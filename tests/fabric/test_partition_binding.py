@@ -1,0 +1,170 @@
+"""Binding conditions (gate DeviceBindingConditions, KEP-5007) for SharedNVSwitch partition devices:
+the plugin on the simulated hgx-h200 (Fabric Manager in SharedNVSwitch mode) over its sockets against an
+HTTP API server publishes the conditions on its partition devices, activates an allocated partition before
+the kubelet prepares it and says so in the claim's status, hands the activation to prepare (unprepare
+deactivates), reports an FM failure after bounded retries without leaving anything active, and
+deactivates a partition whose claim goes away before prepare, also across a plugin restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nvdra.fabric import FabricManager
+from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
+from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS
+from nvdra.plugins.gpu.fabric import ACTIVATE_KIND, FabricExecutor
+from nvdra.plugins.gpu.fabric.activation import ACTIVE, FAILED
+from nvdra.plugins.gpu.serve import RunningPlugin, serve
+from tests.plugin_harness import plugin_config, wait_for
+from tests.plugins.conftest import DRIVER, NODE, allocated_claim, result, sockdir
+
+__all__ = ["sockdir"]
+
+JsonObject = dict[str, Any]
+GATES = "FabricTopologySupport=true,DeviceBindingConditions=true"
+PARTITION = "partition-4-2"  # FM partition 2: GPUs 4-7 of the hgx-h200 board table
+
+
+@contextmanager
+def plugin(sockdir: Path, store: FakeKube, state: Path) -> Iterator[tuple[RunningPlugin, RegisteredPlugin]]:
+    """The plugin on hgx-h200 publishing partition devices, its simulated FM kept in ``state`` (so a
+    restarted plugin finds the partitions the last one left active), registered and published."""
+    with ApiServer(store) as server:
+        config = plugin_config(
+            sockdir,
+            server,
+            simulate="hgx-h200",
+            simulate_state=str(state),
+            feature_gates=GATES,
+            publish_fabric_partitions=True,
+        )
+        with serve(config) as running, KubeletClient(config.kubelet_registrar_directory_path) as kubelet:
+            registered = kubelet.register(
+                config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock", api="v1"
+            )
+            wait_for("the ResourceSlice", store.resource_slices)
+            yield running, registered
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
+    monkeypatch.delenv("FABRIC_TOPOLOGY_SUPPORT", raising=False)
+    monkeypatch.delenv("NVDRA_SIMULATE_FABRIC_MODE", raising=False)
+    kube = FakeKube()
+    kube.add_node(NODE)
+    return kube
+
+
+def fm_of(running: RunningPlugin) -> FabricManager:
+    assert running.effects is not None
+    executor = running.effects.executor(ACTIVATE_KIND)
+    assert isinstance(executor, FabricExecutor) and executor.fm is not None
+    return executor.fm
+
+
+def active(running: RunningPlugin) -> set[int]:
+    return {p.partition_id for p in fm_of(running).partitions() if p.is_active}
+
+
+def partition_claim(store: FakeKube, device: str = PARTITION) -> ClaimRef:
+    conditioned = {
+        **result(device, request="r"),
+        "bindingConditions": [ACTIVE],
+        "bindingFailureConditions": [FAILED],
+    }
+    meta = store.add_claim(allocated_claim([conditioned]))["metadata"]
+    return ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
+
+
+def condition(store: FakeKube, ref: ClaimRef, kind: str) -> JsonObject | None:
+    claim = store.get_object(RESOURCE_CLAIMS, ref.name, ref.namespace)
+    for entry in (claim.get("status") or {}).get("devices") or []:
+        for c in entry.get("conditions") or []:
+            if c["type"] == kind:
+                return dict(c)
+    return None
+
+
+def is_(store: FakeKube, ref: ClaimRef, kind: str, status: str) -> bool:
+    found = condition(store, ref, kind)
+    return found is not None and found["status"] == status
+
+
+def test_partition_devices_carry_the_conditions_and_gpus_do_not(
+    sockdir: Path, store: FakeKube, tmp_path: Path
+) -> None:
+    with plugin(sockdir, store, tmp_path / "state"):
+        devices = {d["name"]: d for s in store.resource_slices() for d in s["spec"].get("devices") or []}
+        assert devices[PARTITION]["bindingConditions"] == [ACTIVE]
+        assert devices[PARTITION]["bindingFailureConditions"] == [FAILED]
+        assert devices[PARTITION]["bindsToNode"] is True
+        assert "bindingConditions" not in devices["gpu-4"] and "bindsToNode" not in devices["gpu-4"]
+
+
+def test_activated_before_prepare_then_prepare_owns_it(
+    sockdir: Path, store: FakeKube, tmp_path: Path
+) -> None:
+    with plugin(sockdir, store, tmp_path / "state") as (running, kubelet):
+        ref = partition_claim(store)
+        wait_for("FabricPartitionActive", lambda: is_(store, ref, ACTIVE, "True"))
+        assert active(running) == {2}  # before the kubelet asked
+        answer = kubelet.prepare([ref])[ref.uid]
+        assert answer.error == ""
+        assert active(running) == {2}
+        assert kubelet.unprepare([ref]) == {ref.uid: ""}
+        assert active(running) == set()  # the checkpoint's record owned it: the last claim went
+
+
+def test_fm_failure_sets_the_failure_condition_and_leaves_nothing_active(
+    sockdir: Path, store: FakeKube, tmp_path: Path
+) -> None:
+    """Partition 0 (all 8 GPUs) active outside the plugin: FM refuses partition 2 (in use) on every pass."""
+    with plugin(sockdir, store, tmp_path / "state") as (running, _):
+        fm_of(running).activate(0)
+        ref = partition_claim(store)
+        wait_for("FabricPartitionFailed", lambda: is_(store, ref, FAILED, "True"))
+        failed = condition(store, ref, FAILED)
+        assert (
+            failed is not None
+            and failed["reason"] == "ActivationFailed"
+            and "3 attempts" in failed["message"]
+        )
+        ready = condition(store, ref, ACTIVE)
+        assert ready is not None and ready["status"] == "False"
+        assert active(running) == {0}
+
+
+def test_claim_deleted_before_prepare_deactivates(sockdir: Path, store: FakeKube, tmp_path: Path) -> None:
+    with plugin(sockdir, store, tmp_path / "state") as (running, _):
+        ref = partition_claim(store)
+        wait_for("FabricPartitionActive", lambda: is_(store, ref, ACTIVE, "True"))
+        assert active(running) == {2}
+        store.delete_object(RESOURCE_CLAIMS, ref.name, ref.namespace)
+        wait_for("the deactivation", lambda: not active(running))
+
+
+def test_restart_between_activation_and_prepare_leaks_nothing(
+    sockdir: Path, store: FakeKube, tmp_path: Path
+) -> None:
+    """Activated, plugin stops; restarted: prepare takes the still-active partition over, unprepare ends it.
+    Activated again, plugin stops, the claim is deleted while it is down; restarted: deactivated at start."""
+    state = tmp_path / "state"
+    with plugin(sockdir, store, state) as (running, _):
+        ref = partition_claim(store)
+        wait_for("FabricPartitionActive", lambda: is_(store, ref, ACTIVE, "True"))
+    with plugin(sockdir, store, state) as (running, kubelet):
+        assert active(running) == {2}  # FM (the daemon) kept it across the plugin's restart
+        assert kubelet.prepare([ref])[ref.uid].error == ""
+        assert kubelet.unprepare([ref]) == {ref.uid: ""}
+        assert active(running) == set()
+
+        other = partition_claim(store, "partition-4-1")
+        wait_for("FabricPartitionActive", lambda: is_(store, other, ACTIVE, "True"))
+    store.delete_object(RESOURCE_CLAIMS, other.name, other.namespace)
+    with plugin(sockdir, store, state) as (running, _):
+        wait_for("the sweep at start", lambda: not active(running))

@@ -492,17 +492,10 @@ class KubernetesKubeApi:
                 raise
             raise KubeUnavailable(f"{method} {path}: {exc}", status=0) from exc
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: dict[str, str] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-    ) -> tuple[int, bytes]:
-        """One HTTP round trip; returns (status, body bytes). Only transport failures raise here."""
-        response = self._open(method, path, query=query, body=body, content_type=content_type)
+    def _request(self, method: str, path: str, **options: Any) -> tuple[int, bytes]:
+        """One HTTP round trip (``options`` as :meth:`_open` takes them, read in full); returns (status, body
+        bytes). Only transport failures raise here."""
+        response = self._open(method, path, **options)
         data: bytes = response.data
         return int(response.status), data
 

@@ -372,17 +372,10 @@ class FakeKube:
         return self.objects.get_object(rt, name, namespace)
 
     def list_objects(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
+        self, rt: ResourceType, namespace: str | None = None, **selectors: str
     ) -> list[JsonObject]:
-        """LIST objects, optionally label- and field-selected."""
-        return self.objects.list_objects(
-            rt, namespace, label_selector=label_selector, field_selector=field_selector
-        )
+        """LIST objects, optionally label- and field-selected (see :meth:`ObjectStore.list_objects`)."""
+        return self.objects.list_objects(rt, namespace, **selectors)
 
     def create_object(self, rt: ResourceType, body: JsonObject) -> JsonObject:
         """CREATE an object."""
@@ -393,17 +386,10 @@ class FakeKube:
         return self.objects.update_object(rt, body, status=status)
 
     def patch_object(
-        self,
-        rt: ResourceType,
-        name: str,
-        patch: Any,
-        namespace: str | None = None,
-        *,
-        patch_type: str = "merge",
-        status: bool = False,
+        self, rt: ResourceType, name: str, patch: Any, namespace: str | None = None, **options: Any
     ) -> JsonObject:
-        """PATCH an object (``merge``, ``json`` or ``strategic``), or its status."""
-        return self.objects.patch_object(rt, name, patch, namespace, patch_type=patch_type, status=status)
+        """PATCH an object (``patch_type``: ``merge``, ``json`` or ``strategic``), or its ``status``."""
+        return self.objects.patch_object(rt, name, patch, namespace, **options)
 
     def delete_object(
         self, rt: ResourceType, name: str, namespace: str | None = None, *, uid: str | None = None

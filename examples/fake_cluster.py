@@ -12,25 +12,27 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from nvdra.alloc import Allocator
+from nvdra.cdi import ContainerEdits, claim_device_id, claim_spec, claim_spec_name, write_spec
 from nvdra.kubeletplugin import (
     ClaimRef,
     DraDriver,
     DriverResources,
     FakeKube,
     KubeletClient,
+    PreparedDevice,
     PrepareResult,
     RegisteredPlugin,
     ResourceSlicePublisher,
     start,
 )
 
-__all__ = ["FakeCluster", "PublishingDriver", "fake_cluster"]
+__all__ = ["FakeCluster", "PublishingDriver", "fake_cluster", "write_claim_devices"]
 
 NODE = "node-a"
 
@@ -41,6 +43,34 @@ class PublishingDriver(DraDriver, Protocol):
     def resources(self) -> DriverResources:
         """The node's pools, slices and devices."""
         ...
+
+
+def write_claim_devices(
+    cdi_root: Path,
+    cdi_kind: tuple[str, str],
+    uid: str,
+    results: Sequence[Mapping[str, Any]],
+    edits: Sequence[tuple[str, ContainerEdits]],
+) -> tuple[PreparedDevice, ...]:
+    """What both example drivers do last in a prepare: write the claim's one CDI spec (``edits`` per device
+    name, under the ``(vendor, class)`` of ``cdi_kind``) and name each allocated device's CDI device.
+
+    Raises:
+        NvdraError: the spec is invalid or cannot be written.
+    """
+    vendor, cls = cdi_kind
+    write_spec(
+        cdi_root, claim_spec(vendor, cls, uid, edits, ContainerEdits()), claim_spec_name(vendor, cls, uid)
+    )
+    return tuple(
+        PreparedDevice(
+            requests=(r["request"],),
+            pool_name=r["pool"],
+            device_name=r["device"],
+            cdi_device_ids=(claim_device_id(vendor, cls, uid, r["device"]),),
+        )
+        for r in results
+    )
 
 
 D = TypeVar("D", bound=PublishingDriver)

@@ -16,22 +16,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fake_cluster import NODE, fake_cluster
+from fake_cluster import NODE, fake_cluster, write_claim_devices
 
 from nvdra.cdi import (
     ContainerEdits,
     DeviceNode,
     atomic_write,
-    claim_device_id,
-    claim_spec,
     claim_spec_name,
     read_spec,
     remove_durably,
     remove_spec,
-    write_spec,
 )
 from nvdra.core.errors import NvdraError
-from nvdra.kubeletplugin import ClaimRef, DriverResources, Pool, PreparedDevice, PrepareResult, Slice
+from nvdra.kubeletplugin import ClaimRef, DriverResources, Pool, PrepareResult, Slice
 
 DRIVER = "fpga.example.com"
 CDI_VENDOR, CDI_CLASS = "k8s.fpga.example.com", "claim"
@@ -111,22 +108,11 @@ class FpgaDriver:
                 )
                 for r in results
             ]
-            spec = claim_spec(CDI_VENDOR, CDI_CLASS, uid, edits, ContainerEdits())
-            write_spec(self.cdi_root, spec, claim_spec_name(CDI_VENDOR, CDI_CLASS, uid))
+            devices = write_claim_devices(self.cdi_root, (CDI_VENDOR, CDI_CLASS), uid, results, edits)
         except NvdraError as exc:
             self._reset(r["device"] for r in results)
             return PrepareResult(error=f"claim {uid}: {exc}")
-        return PrepareResult(
-            devices=tuple(
-                PreparedDevice(
-                    requests=(r["request"],),
-                    pool_name=r["pool"],
-                    device_name=r["device"],
-                    cdi_device_ids=(claim_device_id(CDI_VENDOR, CDI_CLASS, uid, r["device"]),),
-                )
-                for r in results
-            )
-        )
+        return PrepareResult(devices=devices)
 
     def _reset(self, cards: Any) -> None:
         for card in cards:

@@ -14,19 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from fake_cluster import NODE, fake_cluster
+from fake_cluster import NODE, fake_cluster, write_claim_devices
 
 from nvdra.cdi import (
     ContainerEdits,
     NetDevice,
-    claim_device_id,
-    claim_spec,
     claim_spec_name,
     remove_spec,
-    write_spec,
 )
 from nvdra.core.errors import NvdraError
-from nvdra.kubeletplugin import ClaimRef, DriverResources, Pool, PreparedDevice, PrepareResult, Slice
+from nvdra.kubeletplugin import ClaimRef, DriverResources, Pool, PrepareResult, Slice
 
 DRIVER = "nic.example.com"
 CDI_VENDOR, CDI_CLASS = "k8s.nic.example.com", "claim"
@@ -104,22 +101,9 @@ class NicDriver:
             for i, r in enumerate(results)
         ]
         try:
-            write_spec(
-                self.cdi_root,
-                claim_spec(CDI_VENDOR, CDI_CLASS, uid, edits, ContainerEdits()),
-                claim_spec_name(CDI_VENDOR, CDI_CLASS, uid),
-            )
+            devices = write_claim_devices(self.cdi_root, (CDI_VENDOR, CDI_CLASS), uid, results, edits)
         except NvdraError as exc:
             return PrepareResult(error=str(exc))
-        devices = tuple(
-            PreparedDevice(
-                requests=(r["request"],),
-                pool_name=r["pool"],
-                device_name=r["device"],
-                cdi_device_ids=(claim_device_id(CDI_VENDOR, CDI_CLASS, uid, r["device"]),),
-            )
-            for r in results
-        )
         return PrepareResult(devices=devices)
 
     def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> Mapping[str, str]:

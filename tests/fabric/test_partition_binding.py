@@ -7,7 +7,7 @@ deactivates a partition whose claim goes away before prepare, also across a plug
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from nvdra.plugins.gpu.fabric import ACTIVATE_KIND, FabricExecutor
 from nvdra.plugins.gpu.fabric.activation import ACTIVE, FAILED
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
 from tests.plugin_harness import plugin_config, wait_for
-from tests.plugins.conftest import DRIVER, NODE, allocated_claim, result, sockdir
+from tests.plugins.conftest import DRIVER, NODE, allocated_claim, gpu_config, opaque, result, sockdir
 
 __all__ = ["sockdir"]
 
@@ -71,13 +71,13 @@ def active(running: RunningPlugin) -> set[int]:
     return {p.partition_id for p in fm_of(running).partitions() if p.is_active}
 
 
-def partition_claim(store: FakeKube, device: str = PARTITION) -> ClaimRef:
+def partition_claim(store: FakeKube, device: str = PARTITION, config: Sequence[JsonObject] = ()) -> ClaimRef:
     conditioned = {
         **result(device, request="r"),
         "bindingConditions": [ACTIVE],
         "bindingFailureConditions": [FAILED],
     }
-    meta = store.add_claim(allocated_claim([conditioned]))["metadata"]
+    meta = store.add_claim(allocated_claim([conditioned], config=config))["metadata"]
     return ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
 
 
@@ -168,3 +168,17 @@ def test_restart_between_activation_and_prepare_leaks_nothing(
     store.delete_object(RESOURCE_CLAIMS, other.name, other.namespace)
     with plugin(sockdir, store, state) as (running, _):
         wait_for("the sweep at start", lambda: not active(running))
+
+
+def test_prepare_without_fabric_logic_hands_the_partition_back(
+    sockdir: Path, store: FakeKube, tmp_path: Path
+) -> None:
+    """fabricTopologyConfig strategy Disabled: prepare plans no activation, so it does not take the
+    partition over; the loop deactivates what it activated once the claim is prepared."""
+    disabled = [opaque(gpu_config(fabricTopologyConfig={"strategy": "Disabled"}), requests=["r"])]
+    with plugin(sockdir, store, tmp_path / "state") as (running, kubelet):
+        ref = partition_claim(store, config=disabled)
+        wait_for("FabricPartitionActive", lambda: is_(store, ref, ACTIVE, "True"))
+        assert kubelet.prepare([ref])[ref.uid].error == ""
+        wait_for("the hand-back", lambda: not active(running))
+        assert kubelet.unprepare([ref]) == {ref.uid: ""}

@@ -114,7 +114,8 @@ KNOWN_GATES: tuple[GateSpec, ...] = (
     GateSpec(name=Gate.HOST_MANAGED_IMEX_DAEMON, default=False, maturity=Maturity.ALPHA, since="0.5"),
     GateSpec(name=Gate.DRA_LIST_TYPE_ATTRIBUTES, default=False, maturity=Maturity.ALPHA, since="0.4"),
     GateSpec(name=Gate.CONSUMABLE_SHARES, default=False, maturity=Maturity.ALPHA, since="0.5"),
-    # nvdra's own (upstream has none): VFIO devices (PassthroughSupport) carry KEP-5007 binding conditions
+    # nvdra's own (upstream has none): VFIO devices (PassthroughSupport) and SharedNVSwitch partition
+    # devices (--publish-fabric-partitions) carry KEP-5007 binding conditions
     GateSpec(name=Gate.DEVICE_BINDING_CONDITIONS, default=False, maturity=Maturity.ALPHA, since="nvdra 0.1"),
     # component-base gates that upstream's versioned registry also accepts
     GateSpec(name=Gate.ALL_ALPHA, default=False, maturity=Maturity.ALPHA, meta=True),

@@ -14,7 +14,11 @@ reason and is retried on the next pass, up to ``max_attempts``, then ``VfioBindF
 scheduler then deallocates and tries elsewhere). A GPU bound for a claim that goes away before it is
 prepared is bound back to nvidia; once the claim is prepared the checkpoint owns the binding. What it
 bound is kept in ``binder.json`` in the plugin directory (written before each bind), so a restart
-still cleans up.
+still cleans up; so are the devices made ready and the claims prepare took over, which are not bound
+again when unprepare clears their status while they stay allocated.
+
+:class:`Binder` is generic over the condition kinds (:class:`ConditionKinds`): the SharedNVSwitch
+partition devices use it too (:mod:`nvdra.plugins.gpu.fabric.activation`).
 """
 
 from __future__ import annotations

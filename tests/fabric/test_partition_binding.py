@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from nvdra.alloc import Allocator, builtin_device_classes
 from nvdra.fabric import FabricManager
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS
@@ -81,6 +82,28 @@ def partition_claim(store: FakeKube, device: str = PARTITION, config: Sequence[J
     return ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
 
 
+def scheduled_claim(store: FakeKube, partition_id: int) -> ClaimRef:
+    """A claim for partition ``partition_id`` (class partition.gpu.nvidia.com), allocated by the scheduler
+    stand-in from the slices the plugin published: the results carry the conditions the devices do."""
+    claim = allocated_claim([], name=f"partition-{partition_id}")
+    claim["spec"]["devices"]["requests"] = [
+        {
+            "name": "r",
+            "exactly": {
+                "deviceClassName": "partition.gpu.nvidia.com",
+                "selectors": [
+                    {"cel": {"expression": f"device.attributes['{DRIVER}'].partitionID == {partition_id}"}}
+                ],
+            },
+        }
+    ]
+    outcome = Allocator(store.resource_slices(), builtin_device_classes(), node_name=NODE).allocate([claim])
+    assert outcome.allocations is not None, outcome.error
+    claim["status"] = {"allocation": outcome.allocations[0]}
+    meta = store.add_claim(claim)["metadata"]
+    return ClaimRef(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"])
+
+
 def condition(store: FakeKube, ref: ClaimRef, kind: str) -> JsonObject | None:
     claim = store.get_object(RESOURCE_CLAIMS, ref.name, ref.namespace)
     for entry in (claim.get("status") or {}).get("devices") or []:
@@ -110,7 +133,11 @@ def test_activated_before_prepare_then_prepare_owns_it(
     sockdir: Path, store: FakeKube, tmp_path: Path
 ) -> None:
     with plugin(sockdir, store, tmp_path / "state") as (running, kubelet):
-        ref = partition_claim(store)
+        ref = scheduled_claim(store, 2)
+        [allocated] = store.get_object(RESOURCE_CLAIMS, ref.name, ref.namespace)["status"]["allocation"][
+            "devices"
+        ]["results"]
+        assert (allocated["device"], allocated["bindingConditions"]) == (PARTITION, [ACTIVE])
         wait_for("FabricPartitionActive", lambda: is_(store, ref, ACTIVE, "True"))
         assert active(running) == {2}  # before the kubelet asked
         answer = kubelet.prepare([ref])[ref.uid]

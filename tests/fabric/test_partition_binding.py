@@ -18,8 +18,10 @@ from nvdra.alloc import Allocator, builtin_device_classes
 from nvdra.fabric import FabricManager
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS
+from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.fabric import ACTIVATE_KIND, FabricExecutor
 from nvdra.plugins.gpu.fabric.activation import ACTIVE, FAILED
+from nvdra.plugins.gpu.publication import offline_publication
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
 from tests.plugin_harness import plugin_config, wait_for
 from tests.plugins.conftest import DRIVER, NODE, allocated_claim, gpu_config, opaque, result, sockdir
@@ -209,3 +211,21 @@ def test_prepare_without_fabric_logic_hands_the_partition_back(
         assert kubelet.prepare([ref])[ref.uid].error == ""
         wait_for("the hand-back", lambda: not active(running))
         assert kubelet.unprepare([ref]) == {ref.uid: ""}
+
+
+@pytest.mark.parametrize(("profile", "conditioned"), [("hgx-h200", True), ("dgx-h100", False)])
+def test_only_a_shared_nvswitch_node_conditions_its_partitions(
+    profile: str, conditioned: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``nvdra devices`` shows: hgx-h200 (FM mode 1) conditions its partitions; dgx-h100 (bare
+    metal: prepare activates nothing) publishes the same kind of devices without conditions."""
+    monkeypatch.delenv("FABRIC_TOPOLOGY_SUPPORT", raising=False)
+    config = PluginConfig(
+        node_name=NODE, simulate=profile, feature_gates=GATES, publish_fabric_partitions=True
+    )
+    published = offline_publication(config, env={})
+    devices = [d for pool in published.resources.pools.values() for s in pool.slices for d in s.devices]
+    partitions = [d for d in devices if d["name"].startswith("partition-")]
+    assert partitions
+    assert all(("bindingConditions" in d) is conditioned for d in partitions)
+    assert all("bindingConditions" not in d for d in devices if d["name"].startswith("gpu-"))

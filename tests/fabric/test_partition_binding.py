@@ -7,7 +7,8 @@ deactivates a partition whose claim goes away before prepare, also across a plug
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ from nvdra.alloc import Allocator, builtin_device_classes
 from nvdra.fabric import FabricManager
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS
+from nvdra.plugins.gpu.binding import Binder
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.fabric import ACTIVATE_KIND, FabricExecutor
-from nvdra.plugins.gpu.fabric.activation import ACTIVE, FAILED
+from nvdra.plugins.gpu.fabric.activation import ACTIVE, FABRIC_CONDITIONS, FAILED
 from nvdra.plugins.gpu.publication import offline_publication
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
 from tests.plugin_harness import plugin_config, wait_for
@@ -229,3 +231,71 @@ def test_only_a_shared_nvswitch_node_conditions_its_partitions(
     assert partitions
     assert all(("bindingConditions" in d) is conditioned for d in partitions)
     assert all("bindingConditions" not in d for d in devices if d["name"].startswith("gpu-"))
+
+
+class Calls:
+    """A binder's bind/unbind/handover calls, by name, as (claim UID, device)."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, str, str]] = []
+
+    def __call__(self, what: str) -> Callable[[str, str], None]:
+        return lambda uid, device: self.made.append((what, uid, device))
+
+
+def test_a_claim_whose_status_is_cleared_is_not_activated_again(tmp_path: Path) -> None:
+    """Unprepare clears status.devices while the claim stays allocated: neither a claim prepare took over
+    nor one made ready whose prepare the loop never saw is activated a second time."""
+    store = FakeKube()
+    taken, unseen = partition_claim(store), partition_claim(store, "partition-4-1")
+    calls, prepared = Calls(), set[str]()
+    binder = Binder(
+        store,
+        driver_name=DRIVER,
+        node_name=NODE,
+        bind=calls("bind"),
+        unbind=calls("unbind"),
+        prepared=lambda: prepared,
+        state_path=tmp_path / "fabric-binder.json",
+        kinds=FABRIC_CONDITIONS,
+        handover=calls("handover"),
+    )
+    binder.reconcile_once()
+    assert is_(store, taken, ACTIVE, "True") and is_(store, unseen, ACTIVE, "True")
+    prepared.add(taken.uid)
+    binder.reconcile_once()
+    prepared.clear()
+    for ref in (taken, unseen):
+        claim = store.get_object(RESOURCE_CLAIMS, ref.name, ref.namespace)
+        store.update_object(
+            RESOURCE_CLAIMS, {**claim, "status": {**claim["status"], "devices": []}}, status=True
+        )
+    binder.reconcile_once()
+    expected = [
+        ("bind", taken.uid, PARTITION),
+        ("bind", unseen.uid, "partition-4-1"),
+        ("handover", taken.uid, PARTITION),
+    ]
+    assert sorted(calls.made) == sorted(expected)  # one activation each, in whichever UID order
+    store.delete_object(RESOURCE_CLAIMS, unseen.name, unseen.namespace)
+    binder.reconcile_once()
+    assert calls.made[-1] == ("unbind", unseen.uid, "partition-4-1")
+
+
+def test_a_state_file_of_the_first_layout_is_still_cleaned_up(tmp_path: Path) -> None:
+    """binder.json as the first VFIO binder wrote it (claim UID -> devices): a claim gone is undone."""
+    state = tmp_path / "binder.json"
+    state.write_text(json.dumps({"gone-uid": ["gpu-vfio-3"]}))
+    calls = Calls()
+    binder = Binder(
+        FakeKube(),
+        driver_name=DRIVER,
+        node_name=NODE,
+        bind=calls("bind"),
+        unbind=calls("unbind"),
+        prepared=set,
+        state_path=state,
+    )
+    binder.reconcile_once()
+    assert calls.made == [("unbind", "gone-uid", "gpu-vfio-3")]
+    assert json.loads(state.read_text()) == {"bound": {}, "ready": {}, "handedOver": []}

@@ -7,6 +7,7 @@ their own copy of this; now they say only what differs: the plugin's settings an
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,44 @@ from nvdra.plugins.gpu.serve import RunningPlugin, serve
 from tests.plugins.conftest import DRIVER, NODE, PROFILE
 
 JsonObject = dict[str, Any]
+
+
+# Every environment twin the plugins' scripts read, and the fake NVML's state file: scrubbed from a
+# subprocess's environment so the developer's shell cannot leak into a test.
+TWINS = frozenset(
+    {
+        "NODE_NAME",
+        "NAMESPACE",
+        "CDI_ROOT",
+        "NVIDIA_DRIVER_ROOT",
+        "HOST_DRIVER_ROOT",
+        "DRIVER_ROOT_CTR_PATH",
+        "NVIDIA_CDI_HOOK_PATH",
+        "IMAGE_NAME",
+        "KUBELET_REGISTRAR_DIRECTORY_PATH",
+        "KUBELET_PLUGINS_DIRECTORY_PATH",
+        "HEALTHCHECK_PORT",
+        "ADDITIONAL_XIDS_TO_IGNORE",
+        "HEALTH_QUIET_PERIOD",
+        "HTTP_ENDPOINT",
+        "METRICS_PATH",
+        "KUBECONFIG",
+        "KUBE_API_QPS",
+        "KUBE_API_BURST",
+        "FEATURE_GATES",
+        "NVDRA_SIMULATE",
+        "POD_UID",
+        "FABRIC_TOPOLOGY_SUPPORT",
+        "NVDRA_FAKE_NVML_STATE",
+    }
+)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any of the scripts' twins, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in TWINS}
+    env.update(extra)
+    return env
 
 
 def wait_for(what: str, probe: Callable[[], Any], *, deadline_s: float = 30.0, every_s: float = 0.02) -> Any:

@@ -8,7 +8,6 @@ must end it cleanly, SIGKILL must not lose prepared claims.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -27,48 +26,14 @@ from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.devices import allocatable_devices
 from nvdra.plugins.pluginconfig import simulated_profile_dir
 from nvdra.plugins.state import CheckpointStore, read_boot_id
-from tests.plugin_harness import wait_for
+from tests.plugin_harness import clean_env, wait_for
 from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result, spec_files
 
 SCRIPT = Path(sys.executable).parent / "nvdra-gpu-plugin"
 pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason=f"console script not installed at {SCRIPT}")
 
-# Every environment twin the script reads: scrubbed so the developer's shell cannot leak into a test.
-TWINS = frozenset(
-    {
-        "NODE_NAME",
-        "NAMESPACE",
-        "CDI_ROOT",
-        "NVIDIA_DRIVER_ROOT",
-        "HOST_DRIVER_ROOT",
-        "DRIVER_ROOT_CTR_PATH",
-        "NVIDIA_CDI_HOOK_PATH",
-        "IMAGE_NAME",
-        "KUBELET_REGISTRAR_DIRECTORY_PATH",
-        "KUBELET_PLUGINS_DIRECTORY_PATH",
-        "HEALTHCHECK_PORT",
-        "ADDITIONAL_XIDS_TO_IGNORE",
-        "HEALTH_QUIET_PERIOD",
-        "HTTP_ENDPOINT",
-        "METRICS_PATH",
-        "KUBECONFIG",
-        "KUBE_API_QPS",
-        "KUBE_API_BURST",
-        "FEATURE_GATES",
-        "NVDRA_SIMULATE",
-        "POD_UID",
-        "FABRIC_TOPOLOGY_SUPPORT",
-    }
-)
 
 JsonObject = dict[str, Any]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any of the script's twins, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in TWINS}
-    env.update(extra)
-    return env
 
 
 def accepts(path: Path) -> bool:

@@ -9,7 +9,6 @@ NVML must stop the plugin with the first cause, not with the cleanup's error.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -29,32 +28,13 @@ from nvdra.kubeletplugin.client import RegisteredPlugin
 from nvdra.nvml import _backend as b
 from nvdra.nvml._fakelib import FAKE_NVML_STATE_FILE, append_fake_nvml_event
 from tests.fakenvml import fake_driver_root
+from tests.plugin_harness import clean_env
 from tests.plugins.conftest import allocated_claim, result
 
 BIN = Path(sys.executable).parent
 NODE = "n1"
 pytestmark = pytest.mark.skipif(
     not (BIN / "nvdra-gpu-plugin").exists(), reason=f"console scripts not installed in {BIN}"
-)
-# The settings' environment twins, scrubbed so the developer's shell cannot leak into a test.
-_TWINS = (
-    "NODE_NAME",
-    "NAMESPACE",
-    "CDI_ROOT",
-    "NVIDIA_DRIVER_ROOT",
-    "HOST_DRIVER_ROOT",
-    "DRIVER_ROOT_CTR_PATH",
-    "NVIDIA_CDI_HOOK_PATH",
-    "KUBELET_REGISTRAR_DIRECTORY_PATH",
-    "KUBELET_PLUGINS_DIRECTORY_PATH",
-    "KUBECONFIG",
-    "FEATURE_GATES",
-    "NVDRA_SIMULATE",
-    "NVDRA_FAKE_NVML_STATE",
-    "POD_UID",
-    "HEALTHCHECK_PORT",
-    "HTTP_ENDPOINT",
-    "FABRIC_TOPOLOGY_SUPPORT",
 )
 
 
@@ -63,10 +43,6 @@ def base() -> Iterator[Path]:
     """A short directory (unix socket paths are limited to 107 bytes)."""
     with tempfile.TemporaryDirectory(prefix="nvdra-real-") as tmp:
         yield Path(tmp)
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in _TWINS}
 
 
 def _flags(base: Path, kubeconfig: Path) -> list[str]:
@@ -134,7 +110,10 @@ def _running(script: str, base: Path, node_args: list[str]) -> Iterator[_Plugin]
     with ApiServer(store) as server, log.open("ab") as out:
         kubeconfig = server.write_kubeconfig(base / "kubeconfig")
         proc = subprocess.Popen(
-            [str(BIN / script), *_flags(base, kubeconfig), *node_args], env=_env(), stdout=out, stderr=out
+            [str(BIN / script), *_flags(base, kubeconfig), *node_args],
+            env=clean_env(),
+            stdout=out,
+            stderr=out,
         )
         plugin = _Plugin(proc, store, log)
         try:
@@ -200,7 +179,7 @@ def test_a_driver_root_without_nvml_names_the_cause(base: Path, script: str) -> 
                 "--container-driver-root",
                 root,
             ],
-            env=_env(),
+            env=clean_env(),
             capture_output=True,
             text=True,
             timeout=60,
@@ -298,7 +277,12 @@ def test_a_failing_shutdown_does_not_hide_why_the_start_failed(base: Path, scrip
         kubeconfig = server.write_kubeconfig(base / "kubeconfig")
         args = [*_flags(base, kubeconfig), "--nvidia-driver-root", root, "--container-driver-root", root]
         done = subprocess.run(
-            [str(BIN / script), *args], env=_env(), capture_output=True, text=True, timeout=60, check=False
+            [str(BIN / script), *args],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()

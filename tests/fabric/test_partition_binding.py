@@ -8,6 +8,7 @@ deactivates a partition whose claim goes away before prepare, also across a plug
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from nvdra.alloc import Allocator, builtin_device_classes
+from nvdra.core.faults import arm
 from nvdra.fabric import FabricManager
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS
@@ -299,3 +301,43 @@ def test_a_state_file_of_the_first_layout_is_still_cleaned_up(tmp_path: Path) ->
     binder.reconcile_once()
     assert calls.made == [("unbind", "gone-uid", "gpu-vfio-3")]
     assert json.loads(state.read_text()) == {"bound": {}, "ready": {}, "handedOver": []}
+
+
+class Crash(BaseException):
+    """Ends the binding loop's thread where the process would have died."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("deleted", [False, True], ids=["claim-kept", "claim-deleted-while-down"])
+def test_a_crash_right_after_activation_leaks_nothing(
+    sockdir: Path, store: FakeKube, tmp_path: Path, deleted: bool
+) -> None:
+    """The loop dies right after Fabric Manager activated the partition (fault point after-fm-activated):
+    no condition, no owner, only the intent in fabric-binder.json. Restarted: a kept claim gets its
+    condition without a second activation and prepare/unprepare end the partition; a claim deleted while
+    the plugin was down has its partition deactivated by the first pass."""
+    state = tmp_path / "state"
+    fired = threading.Event()
+
+    def crash(name: str, _seen: int) -> None:
+        fired.set()
+        raise Crash(name)
+
+    arm(("after-fm-activated", 1), crash)
+    try:
+        with plugin(sockdir, store, state) as (running, _):
+            ref = partition_claim(store)
+            wait_for("the crash", fired.is_set)
+            assert active(running) == {2} and condition(store, ref, ACTIVE) is None
+    finally:
+        arm(None, crash)
+    if deleted:
+        store.delete_object(RESOURCE_CLAIMS, ref.name, ref.namespace)
+    with plugin(sockdir, store, state) as (running, kubelet):
+        if deleted:
+            wait_for("the sweep at start", lambda: not active(running))
+            return
+        wait_for("FabricPartitionActive", lambda: is_(store, ref, ACTIVE, "True"))
+        assert kubelet.prepare([ref])[ref.uid].error == ""
+        assert kubelet.unprepare([ref]) == {ref.uid: ""}
+        assert active(running) == set()

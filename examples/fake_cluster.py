@@ -19,6 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from nvdra.alloc import Allocator
 from nvdra.cdi import ContainerEdits, claim_device_id, claim_spec, claim_spec_name, write_spec
+from nvdra.core.errors import NvdraError
 from nvdra.kubeletplugin import (
     ClaimRef,
     DraDriver,
@@ -32,7 +33,7 @@ from nvdra.kubeletplugin import (
     start,
 )
 
-__all__ = ["FakeCluster", "PublishingDriver", "fake_cluster", "write_claim_devices"]
+__all__ = ["FakeCluster", "PublishingDriver", "fake_cluster", "unprepare_each", "write_claim_devices"]
 
 NODE = "node-a"
 
@@ -71,6 +72,19 @@ def write_claim_devices(
         )
         for r in results
     )
+
+
+def unprepare_each(claims: Sequence[ClaimRef], unprepare: Callable[[ClaimRef], object]) -> dict[str, str]:
+    """``NodeUnprepareResources``' answer: ``unprepare`` each claim in turn; ``""`` for a claim it undid,
+    the error text for one it failed on (an :class:`~nvdra.core.errors.NvdraError`)."""
+    out: dict[str, str] = {}
+    for ref in claims:
+        try:
+            unprepare(ref)
+            out[ref.uid] = ""
+        except NvdraError as exc:
+            out[ref.uid] = str(exc)
+    return out
 
 
 D = TypeVar("D", bound=PublishingDriver)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fake_cluster import NODE, fake_cluster, write_claim_devices
+from fake_cluster import NODE, fake_cluster, unprepare_each, write_claim_devices
 
 from nvdra.cdi import (
     ContainerEdits,
@@ -119,19 +119,14 @@ class FpgaDriver:
             remove_durably(self.state_dir / f"{card}.json")
 
     def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> Mapping[str, str]:
-        out: dict[str, str] = {}
-        for ref in claims:
-            spec_name = claim_spec_name(CDI_VENDOR, CDI_CLASS, ref.uid)
-            spec = self.cdi_root / f"{spec_name}.yaml"
-            try:
-                if spec.exists():
-                    names = [d["name"].removeprefix(f"{ref.uid}-") for d in _spec_devices(spec)]
-                    self._reset(names)
-                remove_spec(self.cdi_root, spec_name)
-                out[ref.uid] = ""
-            except NvdraError as exc:
-                out[ref.uid] = str(exc)
-        return out
+        return unprepare_each(claims, self._unprepare)
+
+    def _unprepare(self, ref: ClaimRef) -> None:
+        spec_name = claim_spec_name(CDI_VENDOR, CDI_CLASS, ref.uid)
+        spec = self.cdi_root / f"{spec_name}.yaml"
+        if spec.exists():
+            self._reset(d["name"].removeprefix(f"{ref.uid}-") for d in _spec_devices(spec))
+        remove_spec(self.cdi_root, spec_name)
 
     def handle_error(self, error: BaseException, message: str) -> None:
         print(f"{DRIVER}: {message}: {error}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from fake_cluster import NODE, fake_cluster, write_claim_devices
+from fake_cluster import NODE, fake_cluster, unprepare_each, write_claim_devices
 
 from nvdra.cdi import (
     ContainerEdits,
@@ -107,14 +107,9 @@ class NicDriver:
         return PrepareResult(devices=devices)
 
     def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> Mapping[str, str]:
-        out: dict[str, str] = {}
-        for ref in claims:
-            try:
-                remove_spec(self.cdi_root, claim_spec_name(CDI_VENDOR, CDI_CLASS, ref.uid))
-                out[ref.uid] = ""
-            except NvdraError as exc:
-                out[ref.uid] = str(exc)
-        return out
+        return unprepare_each(
+            claims, lambda ref: remove_spec(self.cdi_root, claim_spec_name(CDI_VENDOR, CDI_CLASS, ref.uid))
+        )
 
     def handle_error(self, error: BaseException, message: str) -> None:
         print(f"{DRIVER}: {message}: {error}", file=sys.stderr)

@@ -18,6 +18,7 @@ import attrs
 import pytest
 
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
+from nvdra.plugins.computedomain.serve import CdPluginConfig
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
 from tests.plugins.conftest import DRIVER, NODE, PROFILE
@@ -89,6 +90,21 @@ def plugin_config(sockdir: Path, server: ApiServer, **settings: Any) -> PluginCo
     }
     fields.update(settings)
     return PluginConfig(**fields)
+
+
+def cd_plugin_config(sockdir: Path, **settings: Any) -> CdPluginConfig:
+    """The ComputeDomain plugin's settings for node ``n1`` (namespace ``nvdra``) on a simulated GB200 tray,
+    its sockets and CDI root under ``sockdir``; ``settings`` add to or override these."""
+    fields: dict[str, Any] = {
+        "node_name": NODE,
+        "namespace": "nvdra",
+        "cdi_root": sockdir / "cdi",
+        "simulate": "gb200-nvl72-tray",
+        "kubelet_registrar_directory_path": sockdir / "reg",
+        "kubelet_plugins_directory_path": sockdir / "plugins",
+    }
+    fields.update(settings)
+    return CdPluginConfig(**fields)
 
 
 @attrs.define

@@ -15,8 +15,9 @@ from nvdra.kubeletplugin.types import ClaimRef
 from nvdra.nvml import SimulatedNvml, load_profile, make_simulated_driver_root, refresh_mig_capabilities
 from nvdra.nvml._driver_root import FABRIC_IMEX_MGMT_MINOR
 from nvdra.plugins.computedomain.cdi import FABRIC_MGMT_CAP
-from nvdra.plugins.computedomain.serve import CdPluginConfig, prepared_device_counts, serve
+from nvdra.plugins.computedomain.serve import prepared_device_counts, serve
 from nvdra.plugins.computedomain.simcluster import SimCluster
+from tests.plugin_harness import cd_plugin_config
 
 CAP = FABRIC_MGMT_CAP.lstrip("/")
 
@@ -78,15 +79,7 @@ def value(text: str, name: str, label: str, label_value: str) -> float:
 
 def test_cd_plugin_serves_metrics_and_counts_calls(tmp_path: Path, sock_dir: Path) -> None:
     """--http-endpoint serves the nvidia_dra series for the CD driver; a kubelet call is counted."""
-    config = CdPluginConfig(
-        node_name="n1",
-        namespace="nvdra",
-        cdi_root=tmp_path / "cdi",
-        simulate="gb200-nvl72-tray",
-        kubelet_registrar_directory_path=sock_dir / "reg",
-        kubelet_plugins_directory_path=sock_dir / "plugins",
-        http_endpoint="127.0.0.1:0",
-    )
+    config = cd_plugin_config(sock_dir, cdi_root=tmp_path / "cdi", http_endpoint="127.0.0.1:0")
     store = FakeKube()
     store.add_node("n1")
     with serve(config, kube=store) as plugin, KubeletClient(sock_dir / "reg") as kubelet:

@@ -19,6 +19,7 @@ from nvdra.kubeletplugin.types import ClaimRef
 from nvdra.plugins.computedomain.hostimex import SimulatedHostImex
 from nvdra.plugins.computedomain.kube import COMPUTE_DOMAINS
 from nvdra.plugins.computedomain.serve import CdPluginConfig, serve
+from tests.plugin_harness import cd_plugin_config
 
 SOCKET = "/x.sock"
 
@@ -30,16 +31,7 @@ def sock_dir() -> Iterator[Path]:
 
 
 def config(sock_dir: Path, **kw: Any) -> CdPluginConfig:
-    return CdPluginConfig(
-        node_name="n1",
-        namespace="nvdra",
-        cdi_root=sock_dir / "cdi",
-        simulate="gb200-nvl72-tray",
-        kubelet_registrar_directory_path=sock_dir / "r",
-        kubelet_plugins_directory_path=sock_dir / "p",
-        imex_host_socket_path=SOCKET,
-        **kw,
-    )
+    return cd_plugin_config(sock_dir, imex_host_socket_path=SOCKET, **kw)
 
 
 def claim(store: FakeKube, device: str, kind: str) -> ClaimRef:

@@ -16,10 +16,9 @@ import pytest
 
 from nvdra.kubeletplugin import ApiServer, FakeKube, KubeletClient
 from nvdra.kubeletplugin.testing_rbac import Rbac, service_account_user
-from nvdra.plugins.computedomain.serve import CdPluginConfig
 from nvdra.plugins.computedomain.serve import serve as serve_cd
 from tests.deploy.helm import NAMESPACE, render
-from tests.plugin_harness import wait_for
+from tests.plugin_harness import cd_plugin_config, wait_for
 
 PLUGIN_ACCOUNT = "nvdra-kubeletplugin"
 USER = service_account_user(NAMESPACE, PLUGIN_ACCOUNT)
@@ -51,15 +50,8 @@ def test_cd_plugin_starts_and_publishes_under_its_chart_identity(sockdir: Path) 
     store.add_node("n1")
     with ApiServer(store, rbac=rbac) as server:
         token = server.add_service_account(NAMESPACE, PLUGIN_ACCOUNT)
-        config = CdPluginConfig(
-            node_name="n1",
-            namespace=NAMESPACE,
-            kubeconfig=str(server.write_kubeconfig(sockdir / "kubeconfig", token=token)),
-            cdi_root=sockdir / "cdi",
-            simulate="gb200-nvl72-tray",
-            kubelet_registrar_directory_path=sockdir / "reg",
-            kubelet_plugins_directory_path=sockdir / "plugins",
-        )
+        kubeconfig = str(server.write_kubeconfig(sockdir / "kubeconfig", token=token))
+        config = cd_plugin_config(sockdir, namespace=NAMESPACE, kubeconfig=kubeconfig)
         with serve_cd(config) as running, KubeletClient(sockdir / "reg") as kubelet:
             assert running.helper is not None
             kubelet.register(running.helper.registration_socket)

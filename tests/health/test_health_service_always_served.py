@@ -25,6 +25,7 @@ from nvdra.plugins.computedomain.serve import CdPluginConfig
 from nvdra.plugins.computedomain.serve import serve as serve_cd
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import serve as serve_gpu
+from tests.plugin_harness import cd_plugin_config
 
 QUIET_S = 0.5
 """How long the open stream is watched for unexpected messages (not a timing assertion)."""
@@ -102,14 +103,7 @@ def test_gpu_plugin_serves_an_open_silent_stream_without_health_checks(
 
 def cd_plugin_setup(sockdir: Path) -> tuple[CdPluginConfig, FakeKube]:
     """The CD plugin's settings on a simulated GB200 tray (node n1), and a store with that node."""
-    config = CdPluginConfig(
-        node_name="n1",
-        namespace="nvdra",
-        cdi_root=sockdir / "cdi",
-        simulate="gb200-nvl72-tray",
-        kubelet_registrar_directory_path=sockdir / "reg",
-        kubelet_plugins_directory_path=sockdir / "plugins",
-    )
+    config = cd_plugin_config(sockdir)
     store = FakeKube()
     store.add_node("n1")
     return config, store

@@ -22,6 +22,7 @@ from tests.fabric.test_scheduler_agrees import (
     readme_claim,
     slices,
 )
+from tests.manifests import gpu_claim
 from tests.readme_examples import README_V1ALPHA2_CLAIM, readme_fabric_topology
 
 README = readme_fabric_topology()
@@ -233,15 +234,5 @@ def test_a_config_without_requests_covers_only_the_gpu_requests() -> None:
 def test_a_malformed_opaque_driver_is_not_a_fabric_config(driver: object) -> None:
     """A driver name that is not a string (what a fuzzed or hand-written claim may carry) is skipped,
     never a TypeError: the webhook answers such a review instead of failing."""
-    claim = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": "c", "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com"}}],
-                "config": [{"opaque": {"driver": driver, "parameters": {"kind": "GpuConfig"}}}],
-            }
-        },
-    }
+    claim = gpu_claim("c", config=[{"opaque": {"driver": driver, "parameters": {"kind": "GpuConfig"}}}])
     assert demand_problems(claim) == []

@@ -9,6 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from nvdra.tool.cli import main
+from tests.manifests import deployment, gpu_claim, gpu_claim_template
 
 SPECS = Path(__file__).resolve().parents[2] / "demo" / "specs" / "quickstart"
 
@@ -33,24 +34,7 @@ def test_a_claim_shared_by_two_pods_is_allocated_once() -> None:
 
 def test_capacity_request_is_explained_not_refused() -> None:
     """A consumable-capacity request is valid Kubernetes; explain says why no device grants it."""
-    claim = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaim",
-        "metadata": {"name": "shared-memory", "namespace": "default"},
-        "spec": {
-            "devices": {
-                "requests": [
-                    {
-                        "name": "gpu",
-                        "exactly": {
-                            "deviceClassName": "gpu.nvidia.com",
-                            "capacity": {"requests": {"memory": "200Gi"}},
-                        },
-                    }
-                ]
-            }
-        },
-    }
+    claim = gpu_claim("shared-memory", capacity={"requests": {"memory": "200Gi"}})
     result = CliRunner().invoke(main, ["explain", "-"], input=yaml.safe_dump(claim))
     assert result.exit_code == 1, result.output
     assert "NO ALLOCATION" in result.output
@@ -79,32 +63,14 @@ def test_v1beta1_claim_and_other_kinds_in_the_file() -> None:
 def test_each_replica_of_a_workload_gets_its_own_claims() -> None:
     """A Deployment of 3 replicas with a one-GPU template on a 2-GPU node: the third replica has no
     GPU left, and explain says so for that replica."""
-    template = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": "one-gpu", "namespace": "default"},
-        "spec": {
-            "spec": {
-                "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com"}}]}
-            }
-        },
-    }
+    template = gpu_claim_template("one-gpu")
     pod_spec = {
         "containers": [{"name": "c", "image": "x", "resources": {"claims": [{"name": "g"}]}}],
         "resourceClaims": [{"name": "g", "resourceClaimTemplateName": "one-gpu"}],
     }
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "default"},
-        "spec": {
-            "replicas": 3,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec},
-        },
-    }
+    web = deployment("web", "default", pod_spec, {"app": "web"}, replicas=3)
     result = CliRunner().invoke(
-        main, ["explain", "-", "--simulate", "pcie-l4"], input=yaml.safe_dump_all([template, deployment])
+        main, ["explain", "-", "--simulate", "pcie-l4"], input=yaml.safe_dump_all([template, web])
     )
     assert result.exit_code == 1, result.output
     assert "== Deployment default/web (pod web-2, replica 3 of 3)\nNO ALLOCATION" in result.output

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from nvdra.tool.cli import main
+from tests.manifests import deployment, gpu_claim_template
 from tests.readme_examples import README_V1ALPHA2_CLAIM
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,33 +159,15 @@ def test_pod_claim_references_must_resolve(tmp_path: Path) -> None:
 
 
 def test_deployment_request_must_name_a_request_of_the_template(tmp_path: Path) -> None:
-    template = {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceClaimTemplate",
-        "metadata": {"name": "t", "namespace": "ns"},
-        "spec": {
-            "spec": {
-                "devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com"}}]}
-            }
-        },
-    }
+    template = gpu_claim_template("t", "ns")
     pod_spec = {
         "containers": [
             {"name": "c", "image": "x", "resources": {"claims": [{"name": "g", "request": "gpus"}]}}
         ],
         "resourceClaims": [{"name": "g", "resourceClaimTemplateName": "t"}],
     }
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "d", "namespace": "ns"},
-        "spec": {
-            "selector": {"matchLabels": {"a": "b"}},
-            "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod_spec},
-        },
-    }
     path = tmp_path / "d.yaml"
-    path.write_text(yaml.safe_dump_all([template, deployment]))
+    path.write_text(yaml.safe_dump_all([template, deployment("d", "ns", pod_spec, {"a": "b"})]))
     result = run(str(path))
     assert result.exit_code == 1
     assert (

@@ -45,6 +45,14 @@ def base() -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _run_on_root(script: str, base: Path, kubeconfig: Path, root: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` to its end (a start that fails) on the driver root ``root``."""
+    args = [*_flags(base, kubeconfig), "--nvidia-driver-root", root, "--container-driver-root", root]
+    return subprocess.run(
+        [str(BIN / script), *args], env=clean_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def _flags(base: Path, kubeconfig: Path) -> list[str]:
     return [
         "--node-name",
@@ -170,21 +178,7 @@ def test_a_driver_root_without_nvml_names_the_cause(base: Path, script: str) -> 
     root = str(base / "empty-root")
     with ApiServer(store) as server:
         kubeconfig = server.write_kubeconfig(base / "kubeconfig")
-        done = subprocess.run(
-            [
-                str(BIN / script),
-                *_flags(base, kubeconfig),
-                "--nvidia-driver-root",
-                root,
-                "--container-driver-root",
-                root,
-            ],
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = _run_on_root(script, base, kubeconfig, root)
     assert done.returncode == 1, done.stderr
     assert (
         f"libnvidia-ml.so.1 not found under driver root {root}; searched: {root}/libnvidia-ml.so.1"
@@ -275,15 +269,7 @@ def test_a_failing_shutdown_does_not_hide_why_the_start_failed(base: Path, scrip
     store.add_node(NODE)
     with ApiServer(store) as server:
         kubeconfig = server.write_kubeconfig(base / "kubeconfig")
-        args = [*_flags(base, kubeconfig), "--nvidia-driver-root", root, "--container-driver-root", root]
-        done = subprocess.run(
-            [str(BIN / script), *args],
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = _run_on_root(script, base, kubeconfig, root)
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines[-1] == f"{script}: nvmlDeviceGetCount: GPU is lost", done.stderr

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.plugin_harness import clean_env
+
 HEAVY = ("grpc", "kubernetes", "pynvml", "click")
 
 
@@ -72,3 +74,73 @@ def test_nvml_backend_without_driver_says_where_it_looked(tmp_path: object) -> N
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.startswith("NOTFOUND")
     assert str(tmp_path) in out
+
+
+# Feature modules a GPU plugin with the default gates and flags must not load: they are imported where
+# their gate (FabricTopologySupport, PassthroughSupport, DeviceMetadata, DeviceBindingConditions,
+# NVMLDeviceHealthCheck) or flag (--publish-fabric-partitions) needs them, so registration does not wait
+# for them (docs/performance.md, start-up).
+GATED_MODULES = (
+    "nvdra.fabric",
+    "nvdra.plugins.gpu.fabric",
+    "nvdra.plugins.gpu.vfio",
+    "nvdra.plugins.gpu.vfio_host",
+    "nvdra.plugins.gpu.binding",
+    "nvdra.plugins.gpu.health",
+    "nvdra.plugins.gpu.metadata",
+    "nvdra.plugins.gpu.devicestatus",
+)
+
+_SERVE_WITH_GATES = """
+import json, sys
+from pathlib import Path
+from nvdra.kubeletplugin import FakeKube
+from nvdra.plugins.gpu.config import PluginConfig
+from nvdra.plugins.gpu.serve import serve
+root = Path(sys.argv[1])
+config = PluginConfig(
+    node_name="n1",
+    cdi_root=root / "cdi",
+    simulate="dgx-h100",
+    feature_gates=sys.argv[2],
+    kubelet_registrar_directory_path=root / "reg",
+    kubelet_plugins_directory_path=root / "plugins",
+)
+with serve(config, kube=FakeKube()) as plugin:
+    assert plugin.helper is not None
+    print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_gpu_plugin_with_default_gates_loads_no_gated_feature_module(tmp_path: Path) -> None:
+    """Starting the GPU plugin (discovery, checkpoint, sockets served) with every gate at its default
+    imports none of the fabric, passthrough/VFIO, binding, health or device-metadata modules."""
+    out = subprocess.run(
+        [sys.executable, "-c", _SERVE_WITH_GATES, str(tmp_path), ""],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    ).stdout
+    loaded = set(json.loads(out))
+    assert "nvdra.plugins.gpu.serve" in loaded  # the probe did run the start-up path
+    assert sorted(m for m in loaded if any(m == g or m.startswith(f"{g}.") for g in GATED_MODULES)) == []
+
+
+def test_gated_feature_modules_load_when_their_gates_are_on(tmp_path: Path) -> None:
+    """The other side of the test above: with the gates on, the same start does load them (so the
+    list of gated modules names modules the plugin really uses)."""
+    gates = "FabricTopologySupport=true,PassthroughSupport=true,DeviceBindingConditions=true"
+    out = subprocess.run(
+        [sys.executable, "-c", _SERVE_WITH_GATES, str(tmp_path), gates],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    ).stdout
+    assert {
+        "nvdra.fabric",
+        "nvdra.plugins.gpu.fabric",
+        "nvdra.plugins.gpu.vfio",
+        "nvdra.plugins.gpu.binding",
+    } <= set(json.loads(out))

@@ -33,7 +33,7 @@ def test_node_label_overrides_the_gate(
     """The node's label switches the gate for that node; a bad label is ignored; the log names the source."""
     kube = FakeKube()
     kube.add_node("n1", labels={FABRIC_LABEL: label} if label is not None else {})
-    with caplog.at_level(logging.INFO, logger="nvdra.plugins.gpu.fabric.node"):
+    with caplog.at_level(logging.INFO, logger="nvdra.plugins.gpu.nodewatch"):
         gates = fabric_gate_for_node(parse_feature_gates(flag), kube, "n1")
     state = gates.state(Gate.FABRIC_TOPOLOGY_SUPPORT)
     assert (state.enabled, state.source) == (enabled, source)

@@ -24,7 +24,7 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -47,17 +47,14 @@ from nvdra.kubeletplugin.types import (
 from nvdra.plugins.claims import CheckpointedDriver, claim_entry, claim_ref
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects
-from nvdra.plugins.gpu.fabric import NodeFabric, planned_node_fabric, with_fabric_attributes
-from nvdra.plugins.gpu.fabric.partitions import (
-    partition_devices,
-    partitions_enabled,
-    render_partition_layout,
-    sharing_refusal,
-)
-from nvdra.plugins.gpu.metadata import with_metadata_ids
-from nvdra.plugins.gpu.mig import dynamic_mig_resources
 from nvdra.plugins.gpu.shares import keep_shared, time_slice_conflict
 from nvdra.plugins.state import CheckpointStore, LoadReport
+
+if TYPE_CHECKING:
+    from nvdra.plugins.gpu.fabric import NodeFabric
+
+# The fabric, DynamicMIG and device-metadata modules (~70 ms of imports) load only where their gate or
+# flag is on, so a plugin with the default gates registers without them (tests/test_imports.py).
 
 __all__ = ["ClaimSpecs", "GpuDriver"]
 
@@ -140,10 +137,12 @@ class GpuDriver(CheckpointedDriver):
         self._effects = effects or Effects()
         self._devices = allocatable_devices(inventory, gates)
         self.shares = shares
-        self.fabric_partitions = partitions_enabled(fabric_partitions, gates)
-        fabric = planned_node_fabric(self._effects.planners)
+        self.fabric_partitions = _partitions_enabled(fabric_partitions, gates)
+        fabric = _node_fabric(self._effects.planners, gates)
         self.fabric_catalog = fabric.catalog if fabric else None  # FM's live table where it answers
         if self.fabric_partitions:
+            from nvdra.plugins.gpu.fabric.partitions import partition_devices
+
             self._devices.update(partition_devices(inventory, self.fabric_catalog))
         self.views = list(views)
         for view in self.views:
@@ -194,7 +193,7 @@ class GpuDriver(CheckpointedDriver):
             fabric_partitions=self.fabric_partitions,
             views=self.views,
             held=self._held(),
-            fabric=planned_node_fabric(self._effects.planners),
+            fabric=_node_fabric(self._effects.planners, self.gates),
         )
 
     def device_status(self, claim_uid: str) -> list[dict[str, Any]]:
@@ -248,13 +247,20 @@ class GpuDriver(CheckpointedDriver):
         slice of its own (see :mod:`nvdra.plugins.gpu.fabric.partitions`). ``fabric``: the running
         plugin's fabric (Fabric Manager's live partition table and mode) for the fabric attributes.
         """
-        dynamic = dynamic_mig_resources(inventory, node_name=node_name, gates=gates)
-        if dynamic is not None:
-            return dynamic
+        if gates.enabled(Gate.DYNAMIC_MIG):
+            from nvdra.plugins.gpu.mig import dynamic_mig_resources
+
+            dynamic = dynamic_mig_resources(inventory, node_name=node_name, gates=gates)
+            if dynamic is not None:
+                return dynamic
         devices = tuple(render_gpu_devices(inventory))
         if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
+            from nvdra.plugins.gpu.fabric import with_fabric_attributes
+
             devices = with_fabric_attributes(devices, inventory, fabric)
-        if partitions_enabled(fabric_partitions, gates):
+        if _partitions_enabled(fabric_partitions, gates):
+            from nvdra.plugins.gpu.fabric.partitions import render_partition_layout
+
             catalog = fabric.catalog if fabric else None  # FM's live listing where it answers
             counters, devices = render_partition_layout(inventory, devices, catalog)
             slices = (Slice(shared_counters=counters), Slice(devices=devices))
@@ -352,6 +358,8 @@ class GpuDriver(CheckpointedDriver):
             for r, dev in zip(mine, allocated, strict=True)
         )
         if self.gates.enabled(Gate.DEVICE_METADATA):
+            from nvdra.plugins.gpu.metadata import with_metadata_ids
+
             devices = with_metadata_ids(devices, ref.uid)  # KEP-5304: the request's metadata spec
         # Admin access observes a device another claim may hold: it is never reconfigured (no time
         # slicing, MPS, MIG or fabric change), so the effect planners do not see it (upstream's rule).
@@ -430,6 +438,8 @@ class GpuDriver(CheckpointedDriver):
             if reason is not None:
                 raise ClaimError(reason)
         if self.fabric_partitions:
+            from nvdra.plugins.gpu.fabric.partitions import sharing_refusal
+
             reason = sharing_refusal(device, self._occupants(ref, in_batch, earlier))
             if reason is not None:
                 raise ClaimError(reason)
@@ -574,3 +584,24 @@ def _entry(plan: _Plan, state: ClaimState) -> PreparedClaim:
 
 def _strip_subrequest(request: str) -> str:
     return request.split("/", 1)[0]
+
+
+def _partitions_enabled(publish: bool, gates: FeatureGates) -> bool:
+    """:func:`~nvdra.plugins.gpu.fabric.partitions.partitions_enabled`, loading the fabric modules only
+    when ``--publish-fabric-partitions`` is given."""
+    if not publish:
+        return False
+    from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
+
+    return partitions_enabled(publish, gates)
+
+
+def _node_fabric(planners: Sequence[object], gates: FeatureGates) -> NodeFabric | None:
+    """The fabric planner's node fabric; None without FabricTopologySupport (no fabric planner then:
+    :func:`~nvdra.plugins.gpu.fabric.build_fabric_effects` builds none, and the fabric modules stay
+    unloaded)."""
+    if not gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
+        return None
+    from nvdra.plugins.gpu.fabric import planned_node_fabric
+
+    return planned_node_fabric(planners)

@@ -1,6 +1,6 @@
 """Roll FabricTopologySupport out at run time: watch this node's ``fabric-topology-support`` label.
 
-The label (see :func:`nvdra.plugins.gpu.fabric.fabric_gate_for_node`) decides the gate per node, and the
+The label (read once at start by :func:`fabric_gate_for_node`) decides the gate per node, and the
 gate decides what the node publishes (fabric attributes, partition devices) and which effects exist. A
 :class:`FabricLabelWatch` follows this node's Node object (an informer field-selected by
 ``metadata.name``: one watch, no polling) and, when the label changes the gate's *effective* value,
@@ -15,16 +15,52 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from nvdra.core.errors import KubeApiError
 from nvdra.core.featuregates import FeatureGates, Gate, parse_bool
+from nvdra.kubeletplugin import KubeApi
 from nvdra.kubeletplugin.informer import Informer
 from nvdra.kubeletplugin.objects import NODES, ObjectApi
-from nvdra.plugins.gpu.fabric.node import FABRIC_LABEL
 
-__all__ = ["FabricLabelWatch", "effective_fabric_gate"]
+__all__ = ["FABRIC_LABEL", "FabricLabelWatch", "effective_fabric_gate", "fabric_gate_for_node"]
 
 log = logging.getLogger(__name__)
 
+# Here rather than in nvdra.plugins.gpu.fabric (which re-exports both), so that reading the label at
+# start loads none of the fabric modules while the gate is off.
+FABRIC_LABEL = "resource.nvidia.com/fabric-topology-support"
+
 JsonObject = dict[str, Any]
+
+
+def fabric_gate_for_node(gates: FeatureGates, api: KubeApi, node_name: str) -> FeatureGates:
+    """Apply this node's ``resource.nvidia.com/fabric-topology-support`` label, if any, and log the decision.
+
+    A missing Node or an unreadable label keeps the cluster-wide value (a label typo must not stop the
+    plugin); the log says so.
+    """
+    value = ""
+    try:
+        labels = (api.get_node(node_name).get("metadata") or {}).get("labels") or {}
+        value = str(labels.get(FABRIC_LABEL, ""))
+    except KubeApiError as exc:
+        log.warning("cannot read node %s for label %s: %s", node_name, FABRIC_LABEL, exc)
+    if value:
+        try:
+            gates = gates.with_override(
+                Gate.FABRIC_TOPOLOGY_SUPPORT, parse_bool(value), detail=f"node label {FABRIC_LABEL}={value}"
+            )
+        except ValueError as exc:
+            log.error("ignoring node label %s=%r: %s", FABRIC_LABEL, value, exc)
+    state = gates.state(Gate.FABRIC_TOPOLOGY_SUPPORT)
+    log.info(
+        "%s=%s on node %s, decided by %s%s",
+        Gate.FABRIC_TOPOLOGY_SUPPORT,
+        state.enabled,
+        node_name,
+        state.source,
+        f" ({state.detail})" if state.detail else "",
+    )
+    return gates
 
 
 def effective_fabric_gate(base: FeatureGates, labels: dict[str, str]) -> tuple[bool, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -27,11 +28,13 @@ from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import DeviceView, GpuDriver
-from nvdra.plugins.gpu.fabric import NodeFabric, fabric_gate_for_node
-from nvdra.plugins.gpu.fabric.partitions import check_partition_flag
 from nvdra.plugins.gpu.listattrs import check_list_attributes
+from nvdra.plugins.gpu.nodewatch import fabric_gate_for_node
 from nvdra.plugins.gpu.shares import shares_option
 from nvdra.plugins.gpu.simnode import simulated_nvml_state
+
+if TYPE_CHECKING:
+    from nvdra.plugins.gpu.fabric import NodeFabric
 
 __all__ = ["Publication", "node_gates", "node_resources", "offline_publication"]
 
@@ -45,7 +48,10 @@ def node_gates(config: PluginConfig, api: KubeApi, env: Mapping[str, str]) -> Fe
     """
     gates = parse_feature_gates(config.feature_gates, env=env)
     gates = fabric_gate_for_node(gates, api, config.node_name)  # per-node rollout label
-    check_partition_flag(config.publish_fabric_partitions, gates)
+    if config.publish_fabric_partitions:  # the fabric modules load only with the flag
+        from nvdra.plugins.gpu.fabric.partitions import check_partition_flag
+
+        check_partition_flag(config.publish_fabric_partitions, gates)
     shares_option(config.consumable_shares, gates)  # upstream refuses to start on a bad value
     check_list_attributes(gates, api.server_version())
     return gates

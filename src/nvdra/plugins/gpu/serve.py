@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import attrs
 
@@ -29,29 +29,29 @@ from nvdra.nvml import (
 from nvdra.plugins.cdihook import install_cdi_hook
 from nvdra.plugins.devicestatus import ClaimStatusReporter
 from nvdra.plugins.flags import fields, stop_on_signals, wait_for_signal
-from nvdra.plugins.gpu.binding import binding_views, start_binder
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.driver import DeviceView, GpuDriver
 from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
-from nvdra.plugins.gpu.fabric import build_fabric_effects, watch_fabric_manager
-from nvdra.plugins.gpu.fabric.activation import partition_binding_views, start_partition_binder
-from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
-from nvdra.plugins.gpu.health import health_view, start_health_monitor
 from nvdra.plugins.gpu.listattrs import list_attribute_views
-from nvdra.plugins.gpu.mig import sweep_unknown_mig
 from nvdra.plugins.gpu.nodewatch import FabricLabelWatch
 from nvdra.plugins.gpu.publication import node_gates
 from nvdra.plugins.gpu.shares import shares_option, shares_views
 from nvdra.plugins.gpu.sharing import sharing_effects
 from nvdra.plugins.gpu.simnode import node_boot_id, simulated_nvml_state
 from nvdra.plugins.gpu.upstream import recover_plugin_dir
-from nvdra.plugins.gpu.vfio import passthrough_effects, passthrough_views
 from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics
 from nvdra.plugins.runner import api_client, open_backend, serve_endpoints, serve_sockets
 from nvdra.plugins.state import CheckpointStore
 
+if TYPE_CHECKING:
+    from nvdra.plugins.gpu.health import HealthTracker
+
 __all__ = ["RunningPlugin", "serve", "serve_until_signalled", "serve_while"]
+
+# Feature modules (fabric, passthrough/VFIO, binding conditions, DynamicMIG, health) are imported where
+# their gate or flag is on, not here: a plugin with the default gates registers without loading them
+# (docs/performance.md, tests/test_imports.py). Each feature function still checks its own gate.
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ def serve(
         api = kube or api_client(config)
         gates = node_gates(config, api, os.environ)  # with the per-node rollout label
         if config.publish_fabric_partitions:
+            from nvdra.plugins.gpu.fabric.partitions import partitions_enabled
+
             published = partitions_enabled(True, gates)
             log.info(
                 "--publish-fabric-partitions: partition devices %s",
@@ -121,14 +123,12 @@ def serve(
         )
         recover_plugin_dir(config, inventory, gates)  # temp files a crash left; an upstream checkpoint
         store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=node_boot_id(config))
-        views: list[DeviceView] = [
-            *passthrough_views(config, gates, inventory),
-            *shares_views(config.consumable_shares, gates),
-            *list_attribute_views(gates, inventory),
-            *binding_views(gates),
-        ]
+        views = _feature_views(config, gates, inventory)
         effects = build_effects(config, gates, backend, api, stack=stack, on_fm_answer=on_node_change)
-        views += partition_binding_views(gates, effects.planners, config.publish_fabric_partitions)
+        if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
+            from nvdra.plugins.gpu.fabric.activation import partition_binding_views
+
+            views += partition_binding_views(gates, effects.planners, config.publish_fabric_partitions)
         driver = GpuDriver(
             node_name=config.node_name,
             inventory=inventory,
@@ -142,9 +142,12 @@ def serve(
         )
         stack.callback(driver.close)
         driver.start()
-        sweep_unknown_mig(backend, gates, driver.checkpoint())
+        if gates.enabled(Gate.DYNAMIC_MIG):
+            from nvdra.plugins.gpu.mig import sweep_unknown_mig
+
+            sweep_unknown_mig(backend, gates, driver.checkpoint())
         startup.close()
-        health = health_view(config, gates, driver)
+        health = _health_view(config, gates, driver)
         metrics = PluginMetrics(
             driver=config.driver_name, node=config.node_name, prepared_devices=driver.prepared_device_counts
         )
@@ -162,20 +165,10 @@ def serve(
         )
         driver.on_resources_changed = helper.publish_resources
         helper.publish_resources(driver.resources())
-        binder = start_binder(
-            config, gates, cast(ObjectApi, api), views, lambda: set(driver.checkpoint().claims)
-        )
-        stack.callback(binder.stop if binder is not None else lambda: None)
-        fabric_binder = start_partition_binder(
-            config,
-            gates,
-            cast(ObjectApi, api),
-            inventory=inventory,
-            effects=effects,
-            checkpoint=driver.checkpoint,
-        )
-        stack.callback(fabric_binder.stop if fabric_binder is not None else lambda: None)
+        _start_binders(config, gates, cast(ObjectApi, api), driver, effects=effects, stack=stack)
         if health is not None:
+            from nvdra.plugins.gpu.health import start_health_monitor
+
             monitor = start_health_monitor(backend, inventory, health)
             stack.callback(health.stop)
             stack.callback(monitor.stop)
@@ -238,15 +231,76 @@ def build_effects(
     sharing_planners, sharing_executors = sharing_effects(config, gates, backend, api)
     planners += sharing_planners
     executors += sharing_executors
-    fabric_planners, fabric_executors = build_fabric_effects(config, gates, backend)
-    if stack is not None:
-        stack.callback(watch_fabric_manager(fabric_planners, config, os.environ, on_fm_answer))
-    planners += fabric_planners
-    executors += fabric_executors
-    passthrough_planners, passthrough_executors = passthrough_effects(config, gates)
-    planners += passthrough_planners
-    executors += passthrough_executors
+    if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):  # without it: no fabric planner, nothing to watch
+        from nvdra.plugins.gpu.fabric import build_fabric_effects, watch_fabric_manager
+
+        fabric_planners, fabric_executors = build_fabric_effects(config, gates, backend)
+        if stack is not None:
+            stack.callback(watch_fabric_manager(fabric_planners, config, os.environ, on_fm_answer))
+        planners += fabric_planners
+        executors += fabric_executors
+    if gates.enabled(Gate.PASSTHROUGH_SUPPORT) or gates.enabled(Gate.DEVICE_METADATA):
+        from nvdra.plugins.gpu.vfio import passthrough_effects
+
+        passthrough_planners, passthrough_executors = passthrough_effects(config, gates)
+        planners += passthrough_planners
+        executors += passthrough_executors
     return Effects(planners, executors)
+
+
+def _feature_views(config: PluginConfig, gates: FeatureGates, inventory: Inventory) -> list[DeviceView]:
+    """The device views of the enabled features, in the order they decorate the published devices."""
+    views: list[DeviceView] = []
+    if gates.enabled(Gate.PASSTHROUGH_SUPPORT):
+        from nvdra.plugins.gpu.vfio import passthrough_views
+
+        views += passthrough_views(config, gates, inventory)
+    views += shares_views(config.consumable_shares, gates)
+    views += list_attribute_views(gates, inventory)
+    if gates.enabled(Gate.DEVICE_BINDING_CONDITIONS):
+        from nvdra.plugins.gpu.binding import binding_views
+
+        views += binding_views(gates)
+    return views
+
+
+def _start_binders(
+    config: PluginConfig,
+    gates: FeatureGates,
+    api: ObjectApi,
+    driver: GpuDriver,
+    *,
+    effects: Effects,
+    stack: ExitStack,
+) -> None:
+    """The binding-conditions binders of passthrough and fabric partitions, where their gates are on;
+    each stops with ``stack``."""
+    if gates.enabled(Gate.DEVICE_BINDING_CONDITIONS):
+        from nvdra.plugins.gpu.binding import start_binder
+
+        binder = start_binder(config, gates, api, driver.views, lambda: set(driver.checkpoint().claims))
+        stack.callback(binder.stop if binder is not None else lambda: None)
+    if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
+        from nvdra.plugins.gpu.fabric.activation import start_partition_binder
+
+        fabric_binder = start_partition_binder(
+            config,
+            gates,
+            api,
+            inventory=driver.inventory,
+            effects=effects,
+            checkpoint=driver.checkpoint,
+        )
+        stack.callback(fabric_binder.stop if fabric_binder is not None else lambda: None)
+
+
+def _health_view(config: PluginConfig, gates: FeatureGates, driver: GpuDriver) -> HealthTracker | None:
+    """:func:`~nvdra.plugins.gpu.health.health_view`: None, without loading it, while the gate is off."""
+    if not gates.enabled(Gate.NVML_DEVICE_HEALTH_CHECK):
+        return None
+    from nvdra.plugins.gpu.health import health_view
+
+    return health_view(config, gates, driver)
 
 
 def _describe_gates(gates: FeatureGates) -> str:

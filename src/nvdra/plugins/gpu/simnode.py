@@ -27,12 +27,15 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nvdra.fabric import FabricManager, FabricMode, FmPartitionInfo, FmPciDevice, SimulatedFabricManager
 from nvdra.nvml import SimulatedNvml
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.pluginconfig import simulated_profile_dir
 from nvdra.plugins.state import read_boot_id
+
+if TYPE_CHECKING:  # nvdra.fabric loads where a Fabric Manager is connected, not at every plugin start
+    from nvdra.fabric import FabricManager, FabricMode, FmPartitionInfo, FmPciDevice, SimulatedFabricManager
 
 __all__ = [
     "BOOT_ID_FILE",
@@ -138,6 +141,8 @@ class PersistentFabricManager:
 def persisted_fabric_manager(fm: FabricManager | None, config: PluginConfig) -> FabricManager | None:
     """``fm`` with its state in ``--simulate-state`` when it is a simulated one and the flag is set."""
     state = _state_dir(config)
+    from nvdra.fabric import SimulatedFabricManager
+
     if state is None or not isinstance(fm, SimulatedFabricManager):
         return fm
     return PersistentFabricManager(fm, state / FM_STATE_FILE)

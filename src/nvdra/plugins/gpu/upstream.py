@@ -54,7 +54,7 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -68,8 +68,9 @@ from nvdra.core.resourceslice import GPU_DRIVER_NAME
 from nvdra.core.sharing import MpsPlan, TimeSlice
 from nvdra.plugins.gpu.cdi import CDI_CLASS, CDI_VENDOR
 from nvdra.plugins.gpu.config import PluginConfig
-from nvdra.plugins.gpu.mig import MigCreate
-from nvdra.plugins.gpu.vfio import VfioBind
+
+if TYPE_CHECKING:  # the MIG and VFIO modules load only when an upstream checkpoint has such devices
+    from nvdra.plugins.gpu.mig import MigCreate
 
 __all__ = [
     "UPSTREAM_SUFFIX",
@@ -150,6 +151,8 @@ def _mig_record(name: str, parent: str, where: str, warnings: list[str]) -> MigC
     if m is None:
         warnings.append(f"{where}: MIG device name {name!r} has no profile id and placement; not undone")
         return None
+    from nvdra.plugins.gpu.mig import MigCreate
+
     return MigCreate(device=name, parent=parent, profile_id=int(m[3]), start=int(m[4]))
 
 
@@ -206,6 +209,8 @@ class _Converter:
                 else:
                     info = _obj(body.get("info"), f"{item_at}.vfio.info")
                     address = _pick(info, ("pciBusID",), str, f"{item_at}.vfio.info")
+                    from nvdra.plugins.gpu.vfio import VfioBind
+
                     vfio.append(VfioBind(device=record.device_name, address=address))
             if self.ctx.timeslicing and full_gpus:
                 sharing.append(_timeslice_record(full_gpus))

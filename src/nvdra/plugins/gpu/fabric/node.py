@@ -21,8 +21,6 @@ import attrs
 
 from nvdra.core.config import VirtualizationModel
 from nvdra.core.devices import Inventory
-from nvdra.core.errors import KubeApiError
-from nvdra.core.featuregates import FeatureGates, Gate, parse_bool
 from nvdra.fabric import (
     FabricManager,
     FabricManagerError,
@@ -48,8 +46,8 @@ from nvdra.fabric.attributes import (
 from nvdra.fabric.catalog import Partition, cross_check
 from nvdra.fabric.libnvfm import read_fabric_mode
 from nvdra.fabric.models import POLICIES
-from nvdra.kubeletplugin import KubeApi
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
+from nvdra.plugins.gpu.nodewatch import FABRIC_LABEL, fabric_gate_for_node  # the label, without fabric
 
 __all__ = [
     "FABRIC_LABEL",
@@ -67,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FABRIC_LABEL = "resource.nvidia.com/fabric-topology-support"
 MAX_ATTRIBUTES = 32  # attributes + capacities per device (resource.k8s.io v1)
 
 
@@ -333,37 +330,6 @@ def with_fabric_attributes(
 
 
 # -- the gate, per node ------------------------------------------------------------------------------
-
-
-def fabric_gate_for_node(gates: FeatureGates, api: KubeApi, node_name: str) -> FeatureGates:
-    """Apply this node's ``resource.nvidia.com/fabric-topology-support`` label, if any, and log the decision.
-
-    A missing Node or an unreadable label keeps the cluster-wide value (a label typo must not stop the
-    plugin); the log says so.
-    """
-    value = ""
-    try:
-        labels = (api.get_node(node_name).get("metadata") or {}).get("labels") or {}
-        value = str(labels.get(FABRIC_LABEL, ""))
-    except KubeApiError as exc:
-        log.warning("cannot read node %s for label %s: %s", node_name, FABRIC_LABEL, exc)
-    if value:
-        try:
-            gates = gates.with_override(
-                Gate.FABRIC_TOPOLOGY_SUPPORT, parse_bool(value), detail=f"node label {FABRIC_LABEL}={value}"
-            )
-        except ValueError as exc:
-            log.error("ignoring node label %s=%r: %s", FABRIC_LABEL, value, exc)
-    state = gates.state(Gate.FABRIC_TOPOLOGY_SUPPORT)
-    log.info(
-        "%s=%s on node %s, decided by %s%s",
-        Gate.FABRIC_TOPOLOGY_SUPPORT,
-        state.enabled,
-        node_name,
-        state.source,
-        f" ({state.detail})" if state.detail else "",
-    )
-    return gates
 
 
 # -- `nvdra partitions` ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nvdra.kubeletplugin import ClaimRef
+from nvdra.kubeletplugin.serialize import RequestSerializer
 from nvdra.kubeletplugin.service import DraService
 from nvdra.kubeletplugin.types import PrepareResult
 
@@ -127,4 +128,25 @@ def test_prepares_naming_the_same_device_are_not_joined() -> None:
     assert sorted(joined) == sorted([sorted([uid["b"], uid["d"]]), [uid["c"]]]) or sorted(joined) == sorted(
         [sorted([uid["c"], uid["d"]]), [uid["b"]]]
     )
+    service.close()
+
+
+def test_without_serialization_a_call_never_waits_for_one_in_the_driver() -> None:
+    """serialize=False (the ComputeDomain plugin): a channel prepare waiting in the driver for its
+    daemon must not hold up the daemon's own claim; the second call enters the driver while the first
+    is still there (seen on a real 1.36 cluster: the daemon's prepare waited out the 45 s channel wait)."""
+    driver = _SlowDriver()
+    service = DraService(driver, kube=None, serializer=RequestSerializer(enabled=False))  # type: ignore[arg-type]
+    answers: dict[str, dict[str, str]] = {}
+    first = threading.Thread(target=lambda: answers.update(a=service.unprepare([_ref("a")])))
+    first.start()
+    assert driver.entered.wait(10)
+    second = threading.Thread(target=lambda: answers.update(b=service.unprepare([_ref("b")])))
+    second.start()
+    second.join(10)
+    assert not second.is_alive() and answers["b"] == {"b": ""}
+    assert driver.calls == [["a"], ["b"]] and first.is_alive()
+    driver.release.set()
+    first.join(10)
+    assert answers["a"] == {"a": ""}
     service.close()

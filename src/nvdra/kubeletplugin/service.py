@@ -15,6 +15,8 @@ Invariants owned here:
   it once for all of them; calls naming the same claim UID, or prepares whose allocations name the same
   device, are never joined (the driver sees them one after another, as without joining), and each
   caller still gets exactly its own claims' answers;
+  with serialization off (the ComputeDomain plugin) nothing is joined either: every call enters the
+  driver at once, so no call waits for another;
 * an empty request is the liveness probe: answered empty at once, no lock, no driver call;
 * each call gets a monotonically increasing request id used in its log lines; request and response
   are logged at DEBUG.
@@ -77,7 +79,12 @@ class _GroupCommit(Generic[_Item, _Answer]):
         """The driver's answers for a call with ``items``; raises what the driver call raised.
 
         ``keys``: what the call names (claim UIDs, devices); calls sharing a key are never joined.
+        With serialization off each call goes straight to the driver: joining would make a call
+        wait for another one still in the driver (a ComputeDomain channel prepare waits up to 45 s
+        for the daemon whose own claim is then prepared only after it).
         """
+        if not self._serializer.enabled:
+            return self._call(list(items))
         job: _Job[_Item, _Answer] = _Job(items, frozenset(keys))
         with self._cond:
             self._pending.append(job)

@@ -123,6 +123,7 @@ class ComputeDomainDriver(CheckpointedDriver):
         self._specs = specs
         self._kube = kube
         self._sleep = sleep
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
         self._where: dict[str, tuple[str, str]] = {}  # domain UID -> (namespace, name); immutable
@@ -137,6 +138,11 @@ class ComputeDomainDriver(CheckpointedDriver):
             self._checkpoint = cp
             self._sweep_specs(self._specs, cp)
         return report
+
+    def stop(self) -> None:
+        """End every channel prepare's wait for its daemon now (retryable error): on SIGTERM the gRPC
+        server drains in-flight calls, and a wait of up to ``ready_timeout_s`` would outlast the grace."""
+        self._stopping.set()
 
     def resources(self) -> DriverResources:
         """One pool named after the node with ``daemon-0`` and ``channel-0`` (host-managed: the channel)."""
@@ -363,9 +369,14 @@ class ComputeDomainDriver(CheckpointedDriver):
                 why = str(exc)
             if not why:
                 return
+            if self._stopping.is_set():
+                raise NotReady(f"{why}; the plugin is stopping")
             if time.monotonic() + delay > deadline:
                 raise NotReady(why)
-            self._sleep(delay)
+            if self._sleep is time.sleep:
+                self._stopping.wait(delay)
+            else:
+                self._sleep(delay)
             delay = min(delay * 2, 3.0)
 
     # -- unprepare -------------------------------------------------------------------------------

@@ -149,6 +149,7 @@ def serve(
         helper: Helper | None = None
         if sockets:
             helper = serve_sockets(config, InstrumentedDriver(driver, metrics), api, stack, serialize=False)
+            stack.callback(driver.stop)  # runs before the sockets close: no call drains for 45 s
             helper.publish_resources(driver.resources())
         port, metrics_port = serve_endpoints(config, stack, helper, metrics)
         yield RunningCdPlugin(

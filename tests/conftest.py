@@ -1,4 +1,4 @@
-"""Test tiers: ``pytest -m "not slow"`` is the inner loop (under a minute on 2 cores); CI runs everything.
+"""Test tiers: ``pytest -m "not slow" -n 4`` is the inner loop (~40 s on 2 cores); CI runs everything.
 
 Whole areas are slow by nature and are marked here, so no test in them can be forgotten: the crash,
 restart, fuzz and state-machine suites (tests/reliability), the end-to-end runs of the real console

@@ -54,7 +54,15 @@ def plugin(sockdir: Path, store: FakeKube, state: Path) -> Iterator[tuple[Runnin
             registered = kubelet.register(
                 config.kubelet_registrar_directory_path / f"{DRIVER}-reg.sock", api="v1"
             )
-            wait_for("the ResourceSlice", store.resource_slices)
+            # the pool has several slices, written one after another: wait for the partition device itself
+            wait_for(
+                f"{PARTITION} to be published",
+                lambda: any(
+                    d["name"] == PARTITION
+                    for s in store.resource_slices()
+                    for d in s["spec"].get("devices") or []
+                ),
+            )
             yield running, registered
 
 

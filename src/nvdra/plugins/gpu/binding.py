@@ -81,19 +81,30 @@ VFIO_CONDITIONS = ConditionKinds(
 
 @attrs.frozen
 class BindingConditionsView:
-    """Publishes the binding conditions on every VFIO device."""
+    """Publishes ``kinds``' binding conditions on every device of ``device_type`` (``vfio`` by default;
+    the fabric binder uses it for partition devices, with ``bindsToNode``)."""
+
+    device_type: str = "vfio"
+    kinds: ConditionKinds = VFIO_CONDITIONS
+    binds_to_node: bool = False
 
     def allocatable(self) -> Mapping[str, AllocatableDevice]:
         """No extra devices."""
         return {}
 
     def decorate(self, resources: DriverResources, held: Collection[str]) -> DriverResources:
-        """VFIO devices with ``bindingConditions`` and ``bindingFailureConditions``."""
+        """Those devices with ``bindingConditions``, ``bindingFailureConditions`` (and ``bindsToNode``)."""
+        fields: dict[str, Any] = {
+            "bindingConditions": [self.kinds.ready],
+            "bindingFailureConditions": [self.kinds.failed],
+        }
+        if self.binds_to_node:
+            fields = {"bindsToNode": True, **fields}
 
         def one(d: Mapping[str, Any]) -> dict[str, Any]:
-            if ((d.get("attributes") or {}).get("type") or {}).get("string") != "vfio":
+            if ((d.get("attributes") or {}).get("type") or {}).get("string") != self.device_type:
                 return dict(d)
-            return {**d, "bindingConditions": [BOUND], "bindingFailureConditions": [BIND_FAILED]}
+            return {**d, **fields}
 
         pools = {
             name: Pool(

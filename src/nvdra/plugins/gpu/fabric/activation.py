@@ -28,10 +28,7 @@ config with fabric logic Disabled) hands the partition back the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
-
-import attrs
+from collections.abc import Callable, Sequence
 
 from nvdra.core.checkpoint import Checkpoint, ClaimState
 from nvdra.core.config import VirtualizationModel
@@ -40,8 +37,7 @@ from nvdra.core.errors import ClaimError, NvdraError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.fabric import FabricMode, policy_for
 from nvdra.kubeletplugin.objects import ObjectApi
-from nvdra.kubeletplugin.types import DriverResources, Pool
-from nvdra.plugins.gpu.binding import Binder, ConditionKinds
+from nvdra.plugins.gpu.binding import Binder, BindingConditionsView, ConditionKinds
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import Effects
@@ -54,7 +50,6 @@ __all__ = [
     "ACTIVE",
     "FABRIC_CONDITIONS",
     "FAILED",
-    "PartitionConditionsView",
     "partition_binding_views",
     "start_partition_binder",
 ]
@@ -73,41 +68,6 @@ FABRIC_CONDITIONS = ConditionKinds(
 STATE_FILE = "fabric-binder.json"
 
 
-@attrs.frozen
-class PartitionConditionsView:
-    """Publishes the binding conditions (and ``bindsToNode``) on every partition device."""
-
-    def allocatable(self) -> Mapping[str, AllocatableDevice]:
-        """No extra devices."""
-        return {}
-
-    def decorate(self, resources: DriverResources, held: Collection[str]) -> DriverResources:
-        """Partition devices with ``bindingConditions``, ``bindingFailureConditions``, ``bindsToNode``."""
-
-        def one(d: Mapping[str, Any]) -> dict[str, Any]:
-            if ((d.get("attributes") or {}).get("type") or {}).get("string") != PARTITION_TYPE:
-                return dict(d)
-            return {
-                **d,
-                "bindsToNode": True,
-                "bindingConditions": [ACTIVE],
-                "bindingFailureConditions": [FAILED],
-            }
-
-        pools = {
-            name: Pool(
-                slices=tuple(attrs.evolve(s, devices=tuple(one(d) for d in s.devices)) for s in pool.slices),
-                generation=pool.generation,
-            )
-            for name, pool in resources.pools.items()
-        }
-        return DriverResources(pools=pools)
-
-    def refuse(self, name: str, held: Collection[str]) -> str | None:
-        """Never."""
-        return None
-
-
 def _conditioned(node: NodeFabric | None, gates: FeatureGates, publish: bool) -> bool:
     """Partition devices carry conditions: the gate, published partitions, FM in SharedNVSwitch mode."""
     return (
@@ -120,11 +80,15 @@ def _conditioned(node: NodeFabric | None, gates: FeatureGates, publish: bool) ->
 
 def partition_binding_views(
     gates: FeatureGates, planners: Sequence[object], publish: bool
-) -> list[PartitionConditionsView]:
+) -> list[BindingConditionsView]:
     """The view, when partition devices are published (``publish``: ``--publish-fabric-partitions``) on a
     SharedNVSwitch node and DeviceBindingConditions is on; else none."""
     node = planned_node_fabric(planners)
-    return [PartitionConditionsView()] if _conditioned(node, gates, publish) else []
+    return (
+        [BindingConditionsView(PARTITION_TYPE, FABRIC_CONDITIONS, binds_to_node=True)]
+        if _conditioned(node, gates, publish)
+        else []
+    )
 
 
 def _record(node: NodeFabric, device: AllocatableDevice, claim: str) -> FabricPartition:

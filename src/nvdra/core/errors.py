@@ -29,7 +29,7 @@ is what it may retry. (The trailing underscore keeps the builtin ``SystemError``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "CdiError",
@@ -110,9 +110,22 @@ class ClaimError(UserError):
 
 
 class NvmlError(SystemError_):
-    """An NVML call failed. ``code`` is the NVML return value (see nvml.h)."""
+    """An NVML call failed. ``code`` is the NVML return value (see nvml.h).
+
+    A subclass names its return value as a class keyword (``class NvmlX(NvmlError, code=N)``), which
+    registers it for :func:`nvml_error_for_code`.
+    """
 
     code: int = 999
+    _by_code: ClassVar[dict[int, type[NvmlError]]] = {}
+
+    def __init_subclass__(cls, *, code: int, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        taken = NvmlError._by_code.get(code)
+        if taken is not None:
+            raise TypeError(f"{cls.__name__}: NVML return value {code} is already {taken.__name__}'s")
+        cls.code = code
+        NvmlError._by_code[code] = cls
 
     def __init__(self, message: str, *, code: int | None = None) -> None:
         if code is not None:
@@ -120,61 +133,44 @@ class NvmlError(SystemError_):
         super().__init__(message)
 
 
-class NvmlUninitialized(NvmlError):
-    code = 1
+class NvmlUninitialized(NvmlError, code=1):
+    """NVML_ERROR_UNINITIALIZED: NVML was not initialised."""
 
 
-class NvmlInvalidArgument(NvmlError):
-    code = 2
+class NvmlInvalidArgument(NvmlError, code=2):
+    """NVML_ERROR_INVALID_ARGUMENT: an argument is out of range (e.g. a device index)."""
 
 
-class NvmlNotSupported(NvmlError):
-    code = 3
+class NvmlNotSupported(NvmlError, code=3):
+    """NVML_ERROR_NOT_SUPPORTED: the device or driver does not support the call."""
 
 
-class NvmlNoPermission(NvmlError):
-    code = 4
+class NvmlNoPermission(NvmlError, code=4):
+    """NVML_ERROR_NO_PERMISSION: the caller lacks the privilege the call needs."""
 
 
-class NvmlNotFound(NvmlError):
-    code = 6
+class NvmlNotFound(NvmlError, code=6):
+    """NVML_ERROR_NOT_FOUND: the object asked for does not exist."""
 
 
-class NvmlLibraryNotFound(NvmlError):
-    code = 12
+class NvmlLibraryNotFound(NvmlError, code=12):
+    """NVML_ERROR_LIBRARY_NOT_FOUND: no loadable libnvidia-ml."""
 
 
-class NvmlGpuLost(NvmlError):
-    code = 15
+class NvmlGpuLost(NvmlError, code=15):
+    """NVML_ERROR_GPU_IS_LOST: the GPU fell off the bus or stopped answering."""
 
 
-class NvmlResetRequired(NvmlError):
-    code = 16
+class NvmlResetRequired(NvmlError, code=16):
+    """NVML_ERROR_RESET_REQUIRED: the GPU needs a reset first."""
 
 
-class NvmlInUse(NvmlError):
-    code = 19
+class NvmlInUse(NvmlError, code=19):
+    """NVML_ERROR_IN_USE: the operation is blocked by a running process or a held instance."""
 
 
-class NvmlInsufficientResources(NvmlError):
-    code = 23
-
-
-_NVML_BY_CODE: dict[int, type[NvmlError]] = {
-    cls.code: cls
-    for cls in (
-        NvmlUninitialized,
-        NvmlInvalidArgument,
-        NvmlNotSupported,
-        NvmlNoPermission,
-        NvmlNotFound,
-        NvmlLibraryNotFound,
-        NvmlGpuLost,
-        NvmlResetRequired,
-        NvmlInUse,
-        NvmlInsufficientResources,
-    )
-}
+class NvmlInsufficientResources(NvmlError, code=23):
+    """NVML_ERROR_INSUFFICIENT_RESOURCES: not enough free resources (e.g. MIG slices)."""
 
 
 def nvml_error_for_code(code: int, message: str) -> NvmlError:
@@ -187,7 +183,7 @@ def nvml_error_for_code(code: int, message: str) -> NvmlError:
     Returns:
         An instance of the matching subclass, or a plain :class:`NvmlError` carrying ``code``.
     """
-    cls = _NVML_BY_CODE.get(code)
+    cls = NvmlError._by_code.get(code)
     if cls is None:
         return NvmlError(message, code=code)
     return cls(message)

@@ -151,17 +151,6 @@ def _split_args(tokens: list[Token], open_index: int, close_index: int) -> list[
     return args
 
 
-def _is_bind(tokens: list[Token], i: int) -> bool:
-    return (
-        tokens[i].text == "cel"
-        and (i == 0 or tokens[i - 1].text != ".")
-        and i + 3 < len(tokens)
-        and tokens[i + 1].text == "."
-        and tokens[i + 2].text == "bind"
-        and tokens[i + 3].text == "("
-    )
-
-
 def rewrite_bind(expr: str) -> str:
     """Rewrite every ``cel.bind(v, init, body)`` into ``[init].map(v, body)[0]`` (innermost too).
 
@@ -170,7 +159,7 @@ def rewrite_bind(expr: str) -> str:
     """
     tokens = tokenize(expr)
     for i in range(len(tokens)):
-        if not _is_bind(tokens, i):
+        if _namespaced_at(tokens, i) != "cel.bind":
             continue
         close = _closing(tokens, i + 3)
         args = _split_args(tokens, i + 3, close)

@@ -22,7 +22,7 @@ PACKAGES = [
     "nvdra.kubeletplugin",
     "nvdra.nvml",
 ]
-DATA_DIRS = {"profiles", "protos", "fakelib", "__pycache__", "_proto"}
+DATA_DIRS = {"profiles", "protos", "fakelib", "crds", "__pycache__", "_proto"}
 
 
 @pytest.mark.parametrize("name", PACKAGES)

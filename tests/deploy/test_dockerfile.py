@@ -108,6 +108,24 @@ def test_copied_paths_exist_and_pass_the_ignore_file() -> None:
         assert sent(src.rstrip("/")), src
 
 
+def test_every_link_in_the_package_points_at_what_the_build_copies() -> None:
+    """A symlink under src/ (the packaged CRDs) resolves, inside the repository, to a path the build
+    stage copies before it installs the package; else the image would install a dangling link."""
+    build = stages()[0][1]
+    install = next(i for i, (word, args) in enumerate(build) if word == "RUN" and "pip install" in args)
+    copied = [
+        p.rstrip("/")
+        for word, args in build[:install]
+        if word == "COPY" and "--from=" not in args
+        for p in [q for q in args.split() if not q.startswith("--")][:-1]
+    ]
+    links = [p for p in (REPO / "src").rglob("*") if p.is_symlink()]
+    assert links
+    for link in links:
+        target = link.resolve().relative_to(REPO).as_posix()
+        assert any(target == c or target.startswith(c + "/") for c in copied), (link, target)
+
+
 def test_the_init_script_lands_where_the_chart_runs_it() -> None:
     """The chart's init container command is the path the Dockerfile installs the prestart script to."""
     text = (CONTAINER / "Dockerfile").read_text()

@@ -223,23 +223,36 @@ def test_no_python_reprs_in_messages(tmp_path: Path) -> None:
 
 
 def test_custom_resources_are_checked_against_the_crds_given(tmp_path: Path) -> None:
-    """With --crd (the chart's crds/), a ComputeDomain is checked like a built-in kind: a misspelled
-    field is named; without it, a custom kind is skipped, with the reason."""
+    """A ComputeDomain is checked like a built-in kind against the CRDs nvdra ships (the chart's crds/,
+    installed with the package), or against those given with --crd; a custom kind no CRD serves is
+    skipped, with the reason."""
     path = tmp_path / "cd.yaml"
     path.write_text(
         "apiVersion: resource.nvidia.com/v1beta1\nkind: ComputeDomain\nmetadata: {name: cd, namespace: ns}\n"
         "spec:\n  numNode: 2\n  channel: {resourceClaimTemplate: {name: t}}\n"
     )
     crds = REPO / "deployments" / "helm" / "nvdra" / "crds"
-    checked = run(str(path), "--crd", str(crds))
-    assert checked.exit_code == 1
-    assert f'{path}:5: error: spec.numNode: unknown field "numNode"' in checked.output
-    assert "did you mean numNodes?" in checked.output
-    skipped = run(str(path))
-    assert skipped.exit_code == 0 and "ComputeDomain ns/cd: skipped" in skipped.output
-    everything = run(str(SPECS), "--crd", str(crds))
+    for checked in (run(str(path)), run(str(path), "--crd", str(crds))):
+        assert checked.exit_code == 1
+        assert f'{path}:5: error: spec.numNode: unknown field "numNode"' in checked.output
+        assert "did you mean numNodes?" in checked.output
+    other = tmp_path / "other.yaml"
+    other.write_text("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: ns}\n")
+    skipped = run(str(other))
+    assert skipped.exit_code == 0 and "Widget ns/w: skipped" in skipped.output
+    everything = run(str(SPECS))
     assert everything.exit_code == 0, everything.output
     assert " 0 skipped" in everything.output
+
+
+def test_the_packaged_crds_are_the_charts() -> None:
+    """``nvdra.imex/crds`` is the chart's crds/ folder itself (one copy of each CRD)."""
+    from nvdra.tool.schemas import packaged_crds
+
+    names = sorted(p.name for p in (REPO / "deployments" / "helm" / "nvdra" / "crds").glob("*.yaml"))
+    kinds = sorted(c["spec"]["names"]["kind"] for c in packaged_crds())
+    assert len(names) == len(kinds) == 2
+    assert kinds == ["ComputeDomain", "ComputeDomainClique"]
 
 
 def test_v1alpha3_and_the_classic_resource_class_get_their_v1_equivalent(tmp_path: Path) -> None:

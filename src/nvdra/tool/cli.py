@@ -284,8 +284,8 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
     "crd_paths",
     multiple=True,
     metavar="FILE|DIR",
-    help="CustomResourceDefinitions whose schemas check custom resources (e.g. the chart's crds/ for "
-    "ComputeDomains); CRDs among the inputs count too. Repeatable.",
+    help="CustomResourceDefinitions whose schemas check custom resources, over the ComputeDomain CRDs "
+    "nvdra ships; CRDs among the inputs count too. Repeatable.",
 )
 @click.option("-q", "--quiet", is_flag=True, default=False, help="Print only problems and the summary.")
 def validate(  # noqa: PLR0917 - click passes every option as an argument

@@ -164,6 +164,23 @@ CrdSchemas = dict[tuple[str, str], Mapping[str, Any]]
 """(apiVersion, kind) → the served version's ``openAPIV3Schema`` of a CustomResourceDefinition."""
 
 
+@lru_cache(maxsize=1)
+def packaged_crds() -> tuple[Mapping[str, Any], ...]:
+    """The CustomResourceDefinitions nvdra serves (ComputeDomain, ComputeDomainClique), as installed
+    with the package: the chart's ``crds/`` files themselves (``nvdra/imex/crds`` links to them)."""
+    from importlib.resources import files
+
+    import yaml
+
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    folder = files("nvdra.imex").joinpath("crds")
+    return tuple(
+        yaml.load(item.read_text(encoding="utf-8"), Loader=loader)
+        for item in sorted(folder.iterdir(), key=lambda i: i.name)
+        if item.name.endswith(".yaml")
+    )
+
+
 def crd_schemas(crds: list[Mapping[str, Any]]) -> CrdSchemas:
     """The schema of every served version of every CustomResourceDefinition given."""
     out: CrdSchemas = {}

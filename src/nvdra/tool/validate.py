@@ -40,7 +40,14 @@ from nvdra.fabric.requirements import demand_findings, fix_claim
 from nvdra.imex.objects import workload_claim_template
 from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.inputs import POD_SPEC_PATHS, Document, field_path, parse_path
-from nvdra.tool.schemas import CrdSchemas, SchemaUnavailable, crd_problems, crd_schemas, schema_problems
+from nvdra.tool.schemas import (
+    CrdSchemas,
+    SchemaUnavailable,
+    crd_problems,
+    crd_schemas,
+    packaged_crds,
+    schema_problems,
+)
 
 __all__ = ["Finding", "Report", "fix_sources", "v1_equivalent", "validate_documents"]
 
@@ -655,10 +662,12 @@ def validate_documents(
 ) -> list[Report]:
     """A report for every document, in order (claims and templates resolve across all of them).
 
-    Custom resources are checked against ``crds`` and the CustomResourceDefinitions in ``docs``.
+    Custom resources are checked against the CustomResourceDefinitions in ``docs``, else ``crds``, else
+    the ones nvdra ships (ComputeDomain, ComputeDomainClique).
     """
     index = _index(docs)
-    definitions = [*crds, *(d.obj for d in docs if d.kind == "CustomResourceDefinition")]
+    inputs = [d.obj for d in docs if d.kind == "CustomResourceDefinition"]
+    definitions = [*packaged_crds(), *crds, *inputs]  # later ones win: what the user gives, then its inputs
     schemas = crd_schemas(definitions)
     return [
         validate_document(d, gates=gates, kubernetes_version=kubernetes_version, index=index, crds=schemas)

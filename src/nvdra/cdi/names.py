@@ -32,25 +32,27 @@ __all__ = [
 
 _LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ALNUM = _LETTERS | frozenset("0123456789")
-_VENDOR_CLASS_INNER = _ALNUM | frozenset("_-.")
-_DEVICE_INNER = _VENDOR_CLASS_INNER | frozenset(":")
 
 # Linux NAME_MAX; a spec file name (with its ".yaml") must fit in one directory entry.
 _NAME_MAX = 255
 
 
-def _validate_vendor_or_class(what: str, value: str) -> None:
+def _check_name(what: str, value: str, *, letter_first: bool, punctuation: str) -> None:
+    """The CDI parser's name rule: an ASCII letter (or, unless ``letter_first``, a digit) starts it,
+    an ASCII letter or digit ends it, and between them stand those and the ``punctuation`` characters."""
     if not value:
         raise CdiError(f"invalid CDI {what} name: empty")
-    if value[0] not in _LETTERS:
-        raise CdiError(f"invalid CDI {what} name {value!r}: must start with an ASCII letter")
+    first, start = (_LETTERS, "an ASCII letter") if letter_first else (_ALNUM, "an ASCII letter or digit")
+    if value[0] not in first:
+        raise CdiError(f"invalid CDI {what} name {value!r}: must start with {start}")
     if value[-1] not in _ALNUM:
         raise CdiError(f"invalid CDI {what} name {value!r}: must end with an ASCII letter or digit")
     for char in value[1:-1]:
-        if char not in _VENDOR_CLASS_INNER:
+        if char not in _ALNUM and char not in punctuation:
+            allowed = ", ".join(repr(c) for c in punctuation)
             raise CdiError(
                 f"invalid CDI {what} name {value!r}: character {char!r} not allowed "
-                "(allowed: ASCII letters, digits, '_', '-', '.')"
+                f"(allowed: ASCII letters, digits, {allowed})"
             )
 
 
@@ -60,7 +62,7 @@ def validate_vendor_name(vendor: str) -> None:
     Raises:
         CdiError: the name breaks the CDI parser rules; the message names the offending character.
     """
-    _validate_vendor_or_class("vendor", vendor)
+    _check_name("vendor", vendor, letter_first=True, punctuation="_-.")
 
 
 def validate_class_name(cls: str) -> None:
@@ -69,7 +71,7 @@ def validate_class_name(cls: str) -> None:
     Raises:
         CdiError: the name breaks the CDI parser rules.
     """
-    _validate_vendor_or_class("class", cls)
+    _check_name("class", cls, letter_first=True, punctuation="_-.")
 
 
 def validate_device_name(name: str) -> None:
@@ -79,16 +81,7 @@ def validate_device_name(name: str) -> None:
         CdiError: the name is empty, does not start/end with an ASCII letter or digit, or holds a
             character outside ``[A-Za-z0-9_.:-]``.
     """
-    if not name:
-        raise CdiError("invalid CDI device name: empty")
-    if name[0] not in _ALNUM or name[-1] not in _ALNUM:
-        raise CdiError(f"invalid CDI device name {name!r}: must start and end with an ASCII letter or digit")
-    for char in name[1:-1]:
-        if char not in _DEVICE_INNER:
-            raise CdiError(
-                f"invalid CDI device name {name!r}: character {char!r} not allowed "
-                "(allowed: ASCII letters, digits, '_', '-', '.', ':')"
-            )
+    _check_name("device", name, letter_first=False, punctuation="_-.:")
 
 
 def kind(vendor: str, cls: str) -> str:

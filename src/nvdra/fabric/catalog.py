@@ -43,76 +43,40 @@ class BoardTable:
     rows: tuple[tuple[int, tuple[int, ...], int], ...]
 
 
-def _singles(first_id: int, modules: Sequence[int]) -> list[tuple[int, tuple[int, ...], int]]:
-    return [(first_id + i, (m,), 0) for i, m in enumerate(modules)]
-
-
 def _r(lo: int, hi: int) -> tuple[int, ...]:
     return tuple(range(lo, hi + 1))
 
 
-_H100 = BoardTable(
-    name="hgx-h100",
-    rows=(
-        (0, _r(1, 8), 18),
-        (1, _r(1, 4), 18),
-        (2, _r(5, 8), 18),
-        (3, (1, 3), 18),
-        (4, (2, 4), 18),
-        (5, (5, 7), 18),
-        (6, (6, 8), 18),
-        *_singles(7, _r(1, 8)),
-    ),
+def _board(
+    name: str, first_id: int, modules: tuple[int, ...], *tiers: tuple[int, Sequence[tuple[int, ...]]]
+) -> BoardTable:
+    """A board's table as FM's guide lists it: ids count up from ``first_id`` through each tier's module
+    groups (a tier: NVLinks per GPU, then groups, larger sizes first), then one single per module."""
+    groups = [(links, group) for links, tier in tiers for group in tier] + [(0, (m,)) for m in modules]
+    return BoardTable(
+        name=name, rows=tuple((first_id + i, group, links) for i, (links, group) in enumerate(groups))
+    )
+
+
+_H100 = _board("hgx-h100", 0, _r(1, 8), (18, (_r(1, 8), _r(1, 4), _r(5, 8), (1, 3), (2, 4), (5, 7), (6, 8))))
+_B200 = _board("hgx-b200", 1, _r(1, 8), (18, (_r(1, 8), _r(1, 4), _r(5, 8), (1, 2), (3, 4), (5, 6), (7, 8))))
+_A100 = _board(
+    "hgx-a100",
+    0,
+    _r(1, 16),
+    (12, (_r(1, 16), _r(1, 8), _r(9, 16))),
+    (12, (_r(1, 4) + _r(9, 12), _r(5, 8) + _r(13, 16), _r(1, 4) + _r(13, 16), _r(5, 8) + _r(9, 12))),
+    (12, (_r(1, 4), _r(5, 8), _r(9, 12), _r(13, 16))),
+    (12, tuple((2 * i + 1, 2 * i + 2) for i in range(8))),
 )
-_B200 = BoardTable(
-    name="hgx-b200",
-    rows=(
-        (1, _r(1, 8), 18),
-        (2, _r(1, 4), 18),
-        (3, _r(5, 8), 18),
-        (4, (1, 2), 18),
-        (5, (3, 4), 18),
-        (6, (5, 6), 18),
-        (7, (7, 8), 18),
-        *_singles(8, _r(1, 8)),
-    ),
-)
-_A100 = BoardTable(
-    name="hgx-a100",
-    rows=(
-        (0, _r(1, 16), 12),
-        (1, _r(1, 8), 12),
-        (2, _r(9, 16), 12),
-        (3, _r(1, 4) + _r(9, 12), 12),
-        (4, _r(5, 8) + _r(13, 16), 12),
-        (5, _r(1, 4) + _r(13, 16), 12),
-        (6, _r(5, 8) + _r(9, 12), 12),
-        (7, _r(1, 4), 12),
-        (8, _r(5, 8), 12),
-        (9, _r(9, 12), 12),
-        (10, _r(13, 16), 12),
-        *[(11 + i, (2 * i + 1, 2 * i + 2), 12) for i in range(8)],
-        *_singles(19, _r(1, 16)),
-    ),
-)
-_HGX2 = BoardTable(
-    name="hgx-2",
-    rows=(
-        (0, _r(1, 16), 6),
-        (1, _r(1, 8), 6),
-        (2, _r(9, 16), 6),
-        (3, (1, 4, 6, 7, 9, 12, 14, 15), 5),
-        (4, (2, 3, 5, 8, 10, 11, 13, 16), 5),
-        (5, (1, 4, 6, 7), 5),
-        (6, (2, 3, 5, 8), 5),
-        (7, (9, 12, 14, 15), 5),
-        (8, (10, 11, 13, 16), 5),
-        *[
-            (9 + i, pair, 5)
-            for i, pair in enumerate(((1, 4), (2, 3), (5, 8), (6, 7), (9, 12), (10, 11), (13, 16), (14, 15)))
-        ],
-        *_singles(17, _r(1, 16)),
-    ),
+_HGX2 = _board(
+    "hgx-2",
+    0,
+    _r(1, 16),
+    (6, (_r(1, 16), _r(1, 8), _r(9, 16))),
+    (5, ((1, 4, 6, 7, 9, 12, 14, 15), (2, 3, 5, 8, 10, 11, 13, 16))),
+    (5, ((1, 4, 6, 7), (2, 3, 5, 8), (9, 12, 14, 15), (10, 11, 13, 16))),
+    (5, ((1, 4), (2, 3), (5, 8), (6, 7), (9, 12), (10, 11), (13, 16), (14, 15))),
 )
 
 BOARD_TABLES: Mapping[str, BoardTable] = {t.name: t for t in (_H100, _B200, _A100, _HGX2)}
@@ -209,6 +173,30 @@ def _per_link(topology: Topology, gpus: Iterable[int]) -> int:
     return min(known) if known else 0
 
 
+def _listed_partitions(
+    topology: Topology, listed: Iterable[tuple[int, Sequence[int], int]], source: str
+) -> tuple[Partition, ...]:
+    """Partitions from (id, module ids, NVLinks per GPU) rows, a board table's or Fabric Manager's: a row
+    naming no module or one this node lacks is left out; links are capped by what NVML sees active."""
+    modules = topology.by_module()
+    out = []
+    for pid, mods, links in listed:
+        if mods and all(m in modules for m in mods):
+            gpus = tuple(sorted(modules[m].index for m in mods))
+            usable = _usable_links(topology, gpus, links)
+            out.append(
+                Partition(
+                    id=pid,
+                    gpus=gpus,
+                    module_ids=tuple(sorted(mods)),
+                    links_per_gpu=usable,
+                    bandwidth_gbps=usable * _per_link(topology, gpus) if len(gpus) > 1 else 0,
+                    source=source,
+                )
+            )
+    return tuple(out)
+
+
 @attrs.frozen(kw_only=True)
 class PartitionCatalog:
     """Every partition of a node, with lookups by id, by GPU set and by size."""
@@ -248,23 +236,7 @@ class PartitionCatalog:
     @classmethod
     def from_table(cls, topology: Topology, table: BoardTable) -> PartitionCatalog:
         """The rows of ``table`` whose modules all exist on this node."""
-        modules = topology.by_module()
-        out = []
-        for pid, mods, links in table.rows:
-            if all(m in modules for m in mods):
-                gpus = tuple(sorted(modules[m].index for m in mods))
-                usable = _usable_links(topology, gpus, links)
-                out.append(
-                    Partition(
-                        id=pid,
-                        gpus=gpus,
-                        module_ids=tuple(sorted(mods)),
-                        links_per_gpu=usable,
-                        bandwidth_gbps=usable * _per_link(topology, gpus) if len(gpus) > 1 else 0,
-                        source=table.name,
-                    )
-                )
-        return cls(partitions=tuple(out), source=table.name)
+        return cls(partitions=_listed_partitions(topology, table.rows, table.name), source=table.name)
 
     @classmethod
     def from_fabric_manager(
@@ -275,23 +247,7 @@ class PartitionCatalog:
         Partitions naming a module this node does not have are left out (FM and NVML disagree only on a
         broken node; the partition cannot be verified, so it is not offered).
         """
-        modules = topology.by_module()
-        out = []
-        for pid, mods, links in listed:
-            if mods and all(m in modules for m in mods):
-                gpus = tuple(sorted(modules[m].index for m in mods))
-                usable = _usable_links(topology, gpus, links)
-                out.append(
-                    Partition(
-                        id=pid,
-                        gpus=gpus,
-                        module_ids=tuple(sorted(mods)),
-                        links_per_gpu=usable,
-                        bandwidth_gbps=usable * _per_link(topology, gpus) if len(gpus) > 1 else 0,
-                        source="fabric-manager",
-                    )
-                )
-        return cls(partitions=tuple(out), source="fabric-manager")
+        return cls(partitions=_listed_partitions(topology, listed, "fabric-manager"), source="fabric-manager")
 
     def get(self, partition_id: int) -> Partition | None:
         """The partition with this id, or None."""

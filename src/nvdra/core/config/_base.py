@@ -10,13 +10,16 @@ Invariants owned here:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from nvdra.core.errors import ConfigError
+from nvdra.core.featuregates import FeatureGates
 
 __all__ = [
     "ConfigErrors",
+    "ConfigModel",
     "FieldProblem",
     "allowed_names",
     "child_path",
@@ -131,6 +134,20 @@ def raise_problems(errors: Sequence[ConfigError], *, context: str = "") -> None:
         raise flat[0]
     if flat:
         raise ConfigErrors(flat, context=context)
+
+
+class ConfigModel(abc.ABC):
+    """Base of the opaque config models: :meth:`validate` raises every :meth:`problems` at once."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def problems(self, gates: FeatureGates, path: str = "$") -> list[ConfigError]:
+        """Everything wrong with this config under ``gates``, each located under ``path``."""
+
+    def validate(self, gates: FeatureGates, path: str = "$") -> None:
+        """Raise one :class:`ConfigError` (or :class:`ConfigErrors`) listing every problem."""
+        raise_problems(self.problems(gates, path))
 
 
 def allowed_names(values: Iterable[str]) -> str:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from nvdra.core.config._base import FieldProblem, child_path, json_name, raise_problems
+from nvdra.core.config._base import ConfigModel, FieldProblem, child_path, json_name
 from nvdra.core.config.fabric import (
     FabricStrategy,
     FabricTopologyConfig,
@@ -52,7 +52,7 @@ def decode_legacy_partition_id(raw: Any) -> str:
 
 
 @attrs.frozen(kw_only=True)
-class GpuConfig:
+class GpuConfig(ConfigModel):
     """Opaque config of kind ``GpuConfig`` (applies to devices of type ``gpu``)."""
 
     KIND: ClassVar[str] = "GpuConfig"
@@ -121,10 +121,6 @@ class GpuConfig:
                 )
             ]
         return []
-
-    def validate(self, gates: FeatureGates, path: str = "$") -> None:
-        """Raise one :class:`ConfigError` (or :class:`ConfigErrors`) listing every problem."""
-        raise_problems(self.problems(gates, path))
 
     @property
     def effective_fabric_topology(self) -> FabricTopologyConfig | None:

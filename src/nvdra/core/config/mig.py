@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import attrs
 
-from nvdra.core.config._base import child_path, json_name, raise_problems
+from nvdra.core.config._base import ConfigModel, child_path, json_name
 from nvdra.core.config.sharing import MigDeviceSharing, SharingStrategy
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
@@ -19,7 +19,7 @@ __all__ = ["MigDeviceConfig"]
 
 
 @attrs.frozen(kw_only=True)
-class MigDeviceConfig:
+class MigDeviceConfig(ConfigModel):
     """Opaque config of kind ``MigDeviceConfig`` (applies to devices of type ``mig``)."""
 
     KIND: ClassVar[str] = "MigDeviceConfig"
@@ -38,7 +38,3 @@ class MigDeviceConfig:
         if self.sharing is None:
             return []
         return self.sharing.problems(gates, child_path(path, "sharing"))
-
-    def validate(self, gates: FeatureGates, path: str = "$") -> None:
-        """Raise one :class:`ConfigError` (or :class:`ConfigErrors`) listing every problem."""
-        raise_problems(self.problems(gates, path))

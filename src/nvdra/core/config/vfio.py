@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import attrs
 
-from nvdra.core.config._base import child_path, json_name, raise_problems
+from nvdra.core.config._base import ConfigModel, child_path, json_name
 from nvdra.core.config.fabric import FabricTopologyConfig
 from nvdra.core.config.gpu import fabric_gate_problem
 from nvdra.core.errors import ConfigError
@@ -47,7 +47,7 @@ class IommuConfig:
 
 
 @attrs.frozen(kw_only=True)
-class VfioDeviceConfig:
+class VfioDeviceConfig(ConfigModel):
     """Opaque config of kind ``VfioDeviceConfig`` (applies to devices of type ``vfio``)."""
 
     KIND: ClassVar[str] = "VfioDeviceConfig"
@@ -76,10 +76,6 @@ class VfioDeviceConfig:
         if not gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
             return [fabric_gate_problem(path, VFIO_FABRIC_FIELDS[0])]
         return self.fabric_topology_config.problems(child_path(path, "fabricTopologyConfig"))
-
-    def validate(self, gates: FeatureGates, path: str = "$") -> None:
-        """Raise one :class:`ConfigError` (or :class:`ConfigErrors`) listing every problem."""
-        raise_problems(self.problems(gates, path))
 
     @property
     def effective_fabric_topology(self) -> FabricTopologyConfig | None:

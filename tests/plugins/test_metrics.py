@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nvdra.plugins.metrics import BUCKETS, ERROR_TYPES, PluginMetrics, start_metrics_server
+from nvdra.kubeletplugin.types import ClaimRef, PrepareResult
+from nvdra.plugins.metrics import (
+    BUCKETS,
+    ERROR_TYPES,
+    InstrumentedDriver,
+    PluginMetrics,
+    start_metrics_server,
+)
 
 DRIVER = "gpu.nvidia.com"
 
@@ -69,3 +78,31 @@ def test_server_answers_only_on_the_metrics_path() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _HalfFailing:
+    """Prepare answers one error per batch; unprepare raises."""
+
+    def prepare_resource_claims(self, claims: Sequence[dict[str, Any]]) -> Mapping[str, PrepareResult]:
+        return {c["uid"]: PrepareResult(error="no" if i == 0 else "") for i, c in enumerate(claims)}
+
+    def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> Mapping[str, str]:
+        raise RuntimeError("gone")
+
+    def handle_error(self, error: BaseException, message: str) -> None:
+        """Nothing to do."""
+
+
+def test_instrumented_driver_counts_failed_claims_and_raised_batches() -> None:
+    m = PluginMetrics(driver=DRIVER, node="n1")
+    driver = InstrumentedDriver(_HalfFailing(), m)
+    assert driver.prepare_resource_claims([{"uid": "a"}, {"uid": "b"}, {"uid": "c"}])["a"].error == "no"
+    with pytest.raises(RuntimeError):
+        driver.unprepare_resource_claims([ClaimRef(namespace="ns", name=n, uid=n) for n in "xy"])
+    got = samples(m.render())
+    prepare = key("nvidia_dra_node_prepare_errors_total", driver=DRIVER, error_type="prepare_devices")
+    unprepare = key("nvidia_dra_node_unprepare_errors_total", driver=DRIVER, error_type="unprepare_devices")
+    assert (got[prepare], got[unprepare]) == (1, 2)
+    for op in ("prepare", "unprepare"):
+        assert got[key("nvidia_dra_requests_total", driver=DRIVER, operation=op)] == 1
+        assert got[key("nvidia_dra_requests_inflight", driver=DRIVER, operation=op)] == 0

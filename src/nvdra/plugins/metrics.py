@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import prometheus_client
@@ -40,6 +40,7 @@ BUCKETS: tuple[float, ...] = tuple(0.05 * 2**k for k in range(9))
 ERROR_TYPES = ("lock_acquire", "prepare_devices", "unprepare_devices", "publish_resources")
 OPERATIONS = ("prepare", "unprepare")
 _NS = "nvidia_dra"
+_R = TypeVar("_R")
 
 
 class _PreparedDevices(Collector):
@@ -151,33 +152,37 @@ class InstrumentedDriver:
 
     def prepare_resource_claims(self, claims: Sequence[dict[str, Any]]) -> Mapping[str, PrepareResult]:
         """Prepare, timing the call and counting per-claim failures as ``prepare_devices``."""
-        started = self.metrics.begin("prepare")
-        try:
-            results = self.driver.prepare_resource_claims(claims)
-        except Exception:
-            self.metrics.error("prepare", "prepare_devices", max(1, len(claims)))
-            raise
-        finally:
-            self.metrics.end("prepare", started)
-        failed = sum(1 for r in results.values() if r.error)
-        if failed:
-            self.metrics.error("prepare", "prepare_devices", failed)
-        return results
+        return self._counted(
+            "prepare",
+            len(claims),
+            lambda: self.driver.prepare_resource_claims(claims),
+            lambda r: bool(r.error),
+        )
 
     def unprepare_resource_claims(self, claims: Sequence[ClaimRef]) -> Mapping[str, str]:
         """Unprepare, timing the call and counting per-claim failures as ``unprepare_devices``."""
-        started = self.metrics.begin("unprepare")
+        return self._counted(
+            "unprepare", len(claims), lambda: self.driver.unprepare_resource_claims(claims), bool
+        )
+
+    def _counted(
+        self, operation: str, claims: int, call: Callable[[], Mapping[str, _R]], failed: Callable[[_R], bool]
+    ) -> Mapping[str, _R]:
+        """One timed request of ``operation``; a raise counts every claim of the batch (at least one) as
+        ``<operation>_devices``, an answer each claim whose result ``failed``."""
+        error_type = f"{operation}_devices"
+        started = self.metrics.begin(operation)
         try:
-            errors = self.driver.unprepare_resource_claims(claims)
+            results = call()
         except Exception:
-            self.metrics.error("unprepare", "unprepare_devices", max(1, len(claims)))
+            self.metrics.error(operation, error_type, max(1, claims))
             raise
         finally:
-            self.metrics.end("unprepare", started)
-        failed = sum(1 for e in errors.values() if e)
-        if failed:
-            self.metrics.error("unprepare", "unprepare_devices", failed)
-        return errors
+            self.metrics.end(operation, started)
+        bad = sum(1 for r in results.values() if failed(r))
+        if bad:
+            self.metrics.error(operation, error_type, bad)
+        return results
 
     def handle_error(self, error: BaseException, message: str) -> None:
         """Background errors are slice publishing errors here: count, then delegate."""

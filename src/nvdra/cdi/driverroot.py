@@ -26,6 +26,8 @@ import re
 import stat
 import threading
 
+import attrs
+
 from nvdra.cdi.installation import CharDevice, DriverFile, DriverInstallation, DriverLibrary, MigCapNodes
 from nvdra.core.driverroot import LIBRARY_DIRS
 from nvdra.core.errors import CdiError
@@ -330,30 +332,28 @@ def discover_driver(
     )
 
 
+@attrs.define(eq=False)
 class DriverRoot:
     """A driver root with a cached discovery, for the prepare path.
 
-    ``installation()`` discovers once and then answers from the cache (upstream caches its common edits
-    too); ``refresh()`` rediscovers, e.g. after a driver upgrade. Thread-safe. MIG capability nodes are
-    read on every ``mig_caps()`` call because MIG devices are created and destroyed at run time.
+    Takes the arguments of :func:`discover_driver`. ``installation()`` discovers once and then answers
+    from the cache (upstream caches its common edits too); ``refresh()`` rediscovers, e.g. after a driver
+    upgrade. Thread-safe. MIG capability nodes are read on every ``mig_caps()`` call because MIG devices
+    are created and destroyed at run time.
     """
 
-    def __init__(
-        self,
-        host_root: str,
-        container_root: str | None = None,
-        *,
-        driver_version: str | None = None,
-        proc_root: str | None = None,
-        proc_devices_path: str | None = None,
-    ) -> None:
-        self.host_root = host_root
-        self.container_root = container_root if container_root is not None else host_root
-        self._driver_version = driver_version
-        self._proc_root = proc_root
-        self._proc_devices_path = proc_devices_path
-        self._lock = threading.Lock()
-        self._cached: DriverInstallation | None = None
+    host_root: str
+    _container_root: str | None = attrs.field(default=None, alias="container_root")
+    _driver_version: str | None = attrs.field(default=None, kw_only=True)
+    _proc_root: str | None = attrs.field(default=None, kw_only=True)
+    _proc_devices_path: str | None = attrs.field(default=None, kw_only=True)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _cached: DriverInstallation | None = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def container_root(self) -> str:
+        """Where this process sees the driver root (``host_root`` unless given)."""
+        return self.host_root if self._container_root is None else self._container_root
 
     def installation(self) -> DriverInstallation:
         """The cached discovery, discovering on first use.
@@ -379,11 +379,14 @@ class DriverRoot:
     def _discover(self) -> DriverInstallation:
         return discover_driver(
             self.host_root,
-            self.container_root,
+            self._container_root,
             driver_version=self._driver_version,
             proc_root=self._proc_root,
             proc_devices_path=self._proc_devices_path,
         )
+
+    def _reader(self) -> _Reader:
+        return _reader(self.host_root, self._container_root, self._proc_root, self._proc_devices_path)
 
     def mig_caps(self, parent_minor: int, gi: int, ci: int) -> MigCapNodes:
         """The GI- and CI-access capability nodes of MIG device ``gpu<parent_minor>/gi<gi>/ci<ci>``.
@@ -391,7 +394,7 @@ class DriverRoot:
         Raises:
             CdiError: a capability file is missing or malformed, or ``nvidia-caps`` is not in /proc/devices.
         """
-        reader = _reader(self.host_root, self.container_root, self._proc_root, self._proc_devices_path)
+        reader = self._reader()
         base = f"/proc/driver/nvidia/capabilities/gpu{parent_minor}/mig/gi{gi}"
         return MigCapNodes(gi=reader.cap_node(f"{base}/access"), ci=reader.cap_node(f"{base}/ci{ci}/access"))
 
@@ -406,7 +409,7 @@ class DriverRoot:
         """
         if channel < 0:
             raise CdiError(f"IMEX channel {channel}: must be >= 0")
-        reader = _reader(self.host_root, self.container_root, self._proc_root, self._proc_devices_path)
+        reader = self._reader()
         path = f"/dev/nvidia-caps-imex-channels/channel{channel}"
         major = reader.major_of(("nvidia-caps-imex-channels",), path)
         return CharDevice(path=path, host_path=_join(reader.dev_host_root, path), major=major, minor=channel)

@@ -41,28 +41,23 @@ _HOOK_ENV = ("NVIDIA_CTK_DEBUG=false",)
 _CREATE_CONTAINER = "createContainer"
 
 
-def _node(device: CharDevice) -> DeviceNode:
+def _node(device: CharDevice, *, node_type: str = "", permissions: str = "rwm") -> DeviceNode:
+    """``device`` as a spec's device node (by default an existing node, ``rwm`` as upstream writes it)."""
     return DeviceNode(
         path=device.path,
         host_path=device.host_path,
+        type=node_type,
         major=device.major,
         minor=device.minor,
         file_mode=device.file_mode,
-        permissions="rwm",
+        permissions=permissions,
     )
 
 
 def char_device_node(device: CharDevice) -> DeviceNode:
     """A node the host may not have yet (MIG caps, IMEX channels, fabric-imex-mgmt): the explicit type
     and numbers let the runtime create it without a stat (upstream writes them the same way)."""
-    return DeviceNode(
-        path=device.path,
-        host_path=device.host_path,
-        type="c",
-        major=device.major,
-        minor=device.minor,
-        file_mode=device.file_mode,
-    )
+    return _node(device, node_type="c", permissions="")
 
 
 def _hook(hook_path: str, *args: str) -> Hook:

@@ -44,7 +44,7 @@ def test_the_code_keyword_overrides_per_instance_only() -> None:
 
 
 def test_a_second_class_for_a_taken_code_is_refused() -> None:
-    with pytest.raises(TypeError, match="NVML return value 19 is already NvmlInUse's"):
+    with pytest.raises(TypeError, match="_Twin: return value 19 is already NvmlInUse's"):
 
         class _Twin(NvmlError, code=NvmlInUse.code):
             """Would shadow NvmlInUse."""

@@ -13,10 +13,12 @@ The tree::
     │   └── ClaimError               a ResourceClaim cannot be prepared as allocated (no allocation,
     │                                UID mismatch, device held by another claim, config kind mismatch)
     └── SystemError_                 the node or a service failed: retrying may succeed
-        ├── NvmlError                an NVML call failed (``code`` holds the NVML return value)
-        │   ├── NvmlLibraryNotFound  libnvidia-ml.so.1 was not found (names the paths searched)
-        │   ├── NvmlNotFound, NvmlNotSupported, NvmlInvalidArgument, NvmlInsufficientResources,
-        │   └── NvmlInUse, NvmlGpuLost, NvmlNoPermission, NvmlUninitialized, NvmlResetRequired
+        ├── ReturnCodeError          an SDK call returned an error value (``code``); one family per SDK
+        │   ├── NvmlError            an NVML call failed (``code`` holds the NVML return value)
+        │   │   ├── NvmlLibraryNotFound  libnvidia-ml.so.1 was not found (names the paths searched)
+        │   │   ├── NvmlNotFound, NvmlNotSupported, NvmlInvalidArgument, NvmlInsufficientResources,
+        │   │   └── NvmlInUse, NvmlGpuLost, NvmlNoPermission, NvmlUninitialized, NvmlResetRequired
+        │   └── FabricManagerError   (nvdra.fabric.manager) a Fabric Manager SDK call failed (``fmReturn_t``)
         ├── KubeApiError             the API server answered an error (``status`` holds the HTTP code)
         │   ├── KubeNotFound (404), KubeConflict (409), KubeUnavailable (connect error, 429, 5xx)
         ├── CheckpointError          the checkpoint file is unreadable or corrupt
@@ -29,7 +31,7 @@ is what it may retry. (The trailing underscore keeps the builtin ``SystemError``
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 __all__ = [
     "CdiError",
@@ -54,6 +56,7 @@ __all__ = [
     "NvmlNotSupported",
     "NvmlResetRequired",
     "NvmlUninitialized",
+    "ReturnCodeError",
     "SystemError_",
     "UserError",
     "nvml_error_for_code",
@@ -109,28 +112,48 @@ class ClaimError(UserError):
     """A ResourceClaim cannot be prepared as allocated."""
 
 
-class NvmlError(SystemError_):
-    """An NVML call failed. ``code`` is the NVML return value (see nvml.h).
+class ReturnCodeError(SystemError_):
+    """Root of an SDK's error family (NVML, Fabric Manager), keyed by the SDK's numeric return value.
 
-    A subclass names its return value as a class keyword (``class NvmlX(NvmlError, code=N)``), which
-    registers it for :func:`nvml_error_for_code`.
+    A direct subclass is a family; its subclasses name their return value as a class keyword
+    (``class NvmlX(NvmlError, code=N)``), which registers them for the family's :meth:`for_code`. A
+    subclass without ``code=`` keeps its parent's value and is not registered. ``code`` on an instance
+    may differ from its class's (a plain family error carries whatever value the SDK returned).
     """
 
-    code: int = 999
-    _by_code: ClassVar[dict[int, type[NvmlError]]] = {}
+    code: int
+    _by_code: ClassVar[dict[int, type[ReturnCodeError]]]
 
-    def __init_subclass__(cls, *, code: int, **kwargs: object) -> None:
+    def __init_subclass__(cls, *, code: int | None = None, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        taken = NvmlError._by_code.get(code)
+        if ReturnCodeError in cls.__bases__:
+            cls._by_code = {}
+        if code is None:
+            return
+        taken = cls._by_code.get(code)
         if taken is not None:
-            raise TypeError(f"{cls.__name__}: NVML return value {code} is already {taken.__name__}'s")
+            raise TypeError(f"{cls.__name__}: return value {code} is already {taken.__name__}'s")
         cls.code = code
-        NvmlError._by_code[code] = cls
+        cls._by_code[code] = cls
 
     def __init__(self, message: str, *, code: int | None = None) -> None:
         if code is not None:
             self.code = code
         super().__init__(message)
+
+    @classmethod
+    def for_code(cls, code: int, message: str) -> Self:
+        """The most specific error of this family for ``code``: its registered class, else ``cls``."""
+        found = cls._by_code.get(code)
+        if found is not None and issubclass(found, cls):
+            return found(message, code=code)
+        return cls(message, code=code)
+
+
+class NvmlError(ReturnCodeError):
+    """An NVML call failed. ``code`` is the NVML return value (see nvml.h)."""
+
+    code = 999
 
 
 class NvmlUninitialized(NvmlError, code=1):
@@ -183,10 +206,7 @@ def nvml_error_for_code(code: int, message: str) -> NvmlError:
     Returns:
         An instance of the matching subclass, or a plain :class:`NvmlError` carrying ``code``.
     """
-    cls = NvmlError._by_code.get(code)
-    if cls is None:
-        return NvmlError(message, code=code)
-    return cls(message)
+    return NvmlError.for_code(code, message)
 
 
 class KubeApiError(SystemError_):

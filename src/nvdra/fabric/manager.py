@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from nvdra.core.errors import SystemError_
+from nvdra.core.errors import ReturnCodeError
 from nvdra.fabric.models import FabricMode
 
 __all__ = [
@@ -38,81 +38,58 @@ __all__ = [
 ]
 
 
-class FabricManagerError(SystemError_):
+class FabricManagerError(ReturnCodeError):
     """A Fabric Manager SDK call failed; ``code`` is the ``fmReturn_t``."""
-
-    code: int = -2
-
-    def __init__(self, message: str, *, code: int | None = None) -> None:
-        if code is not None:
-            self.code = code
-        super().__init__(message)
-
-
-class FmBadParam(FabricManagerError):
-    """FM_ST_BADPARAM (-1): a bad argument, e.g. an unknown partition id."""
-
-    code = -1
-
-
-class FmGenericError(FabricManagerError):
-    """FM_ST_GENERIC_ERROR (-2)."""
 
     code = -2
 
 
-class FmNotSupported(FabricManagerError):
+class FmBadParam(FabricManagerError, code=-1):
+    """FM_ST_BADPARAM (-1): a bad argument, e.g. an unknown partition id."""
+
+
+class FmGenericError(FabricManagerError, code=-2):
+    """FM_ST_GENERIC_ERROR (-2)."""
+
+
+class FmNotSupported(FabricManagerError, code=-3):
     """FM_ST_NOT_SUPPORTED (-3): the call needs another FABRIC_MODE (e.g. partitions in bare-metal mode)."""
 
-    code = -3
 
-
-class FmUninitialized(FabricManagerError):
+class FmUninitialized(FabricManagerError, code=-4):
     """FM_ST_UNINITIALIZED (-4): the library is not initialised — or, quirk, the partition is not active."""
 
-    code = -4
 
-
-class FmTimeout(FabricManagerError):
+class FmTimeout(FabricManagerError, code=-5):
     """FM_ST_TIMEOUT (-5)."""
 
-    code = -5
 
-
-class FmVersionMismatch(FabricManagerError):
+class FmVersionMismatch(FabricManagerError, code=-6):
     """FM_ST_VERSION_MISMATCH (-6): struct version words differ between client and FM."""
 
-    code = -6
 
-
-class FmInUse(FabricManagerError):
+class FmInUse(FabricManagerError, code=-7):
     """FM_ST_IN_USE (-7): the partition is active, or its GPUs are in another active partition."""
 
-    code = -7
 
-
-class FmNotConfigured(FabricManagerError):
+class FmNotConfigured(FabricManagerError, code=-8):
     """FM_ST_NOT_CONFIGURED (-8): FM is initialising or waits for the activated-partition list."""
 
-    code = -8
 
-
-class FmConnectionNotValid(FabricManagerError):
+class FmConnectionNotValid(FabricManagerError, code=-9):
     """FM_ST_CONNECTION_NOT_VALID (-9): FM cannot be reached at the address."""
 
-    code = -9
 
-
-class FmNvlinkError(FabricManagerError):
+class FmNvlinkError(FabricManagerError, code=-10):
     """FM_ST_NVLINK_ERROR (-10): NVLink training or routing failed for the partition."""
-
-    code = -10
 
 
 class FmLibraryNotFound(FabricManagerError):
-    """``libnvfm.so`` could not be loaded (the Fabric Manager SDK package is not installed)."""
+    """``libnvfm.so`` could not be loaded (the Fabric Manager SDK package is not installed).
 
-    code = -2
+    No ``fmReturn_t`` of its own: it carries the family's default code, -2 (FM_ST_GENERIC_ERROR), and
+    :func:`fm_error_for_code` never builds it.
+    """
 
 
 FM_RETURN_NAMES: Mapping[int, tuple[str, str]] = {
@@ -149,28 +126,11 @@ FM_RETURN_NAMES: Mapping[int, tuple[str, str]] = {
 }
 """Every ``fmReturn_t``: value → (name, meaning). Values -11 and below belong to the multi-node FM API."""
 
-_BY_CODE: Mapping[int, type[FabricManagerError]] = {
-    cls.code: cls
-    for cls in (
-        FmBadParam,
-        FmGenericError,
-        FmNotSupported,
-        FmUninitialized,
-        FmTimeout,
-        FmVersionMismatch,
-        FmInUse,
-        FmNotConfigured,
-        FmConnectionNotValid,
-        FmNvlinkError,
-    )
-}
-
 
 def fm_error_for_code(code: int, doing: str) -> FabricManagerError:
     """The most specific error for ``fmReturn_t`` ``code``; the message names the call and the code."""
     name, meaning = FM_RETURN_NAMES.get(code, (f"fmReturn_t {code}", "unknown Fabric Manager return code"))
-    cls = _BY_CODE.get(code, FabricManagerError)
-    return cls(f"Fabric Manager {doing}: {name} ({code}): {meaning}", code=code)
+    return FabricManagerError.for_code(code, f"Fabric Manager {doing}: {name} ({code}): {meaning}")
 
 
 @attrs.frozen(kw_only=True)

@@ -135,18 +135,10 @@ class _Recorder:
             return _vval(parse_semver(text, normalize=normalize))
 
         def is_semver(text: str, normalize: bool = False) -> bool:
-            try:
-                parse_semver(text, normalize=normalize)
-            except ValueError:
-                return False
-            return True
+            return _parses(lambda: parse_semver(text, normalize=normalize))
 
         def is_quantity(text: str) -> bool:
-            try:
-                Quantity.parse(text)
-            except ValueError:
-                return False
-            return True
+            return _parses(lambda: Quantity.parse(text))
 
         def arith(name: str, sign: int) -> Callable[[Any, Any], dict[str, str]]:
             def op(a: Any, b: Any) -> dict[str, str]:
@@ -183,6 +175,15 @@ class _Recorder:
 
 
 # -- the Kubernetes CEL libraries the engine lacks (strings ext, lists, sets, regex) -----------------
+
+
+def _parses(parse: Callable[[], object]) -> bool:
+    """Whether ``parse()`` succeeds (a ``ValueError`` means the text is not of its kind)."""
+    try:
+        parse()
+    except ValueError:
+        return False
+    return True
 
 
 def _no_overload(function: str, *args: Any) -> TypeError:

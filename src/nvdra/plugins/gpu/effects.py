@@ -82,7 +82,10 @@ class EffectPlanner(Protocol):
 class EffectExecutor(Protocol):
     """Performs and undoes the effects of some record types."""
 
-    records: tuple[type[EffectRecord], ...]
+    @property
+    def records(self) -> tuple[type[EffectRecord], ...]:
+        """The record types this executor applies and undoes."""
+        ...
 
     def apply(self, record: EffectRecord) -> Applied:
         """Make the change; raise an NvdraError on failure."""

@@ -18,7 +18,9 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import attrs
 
 from nvdra.cdi import ContainerEdits, Mount
 from nvdra.core.config import GpuConfig, MigDeviceConfig, SharingStrategy
@@ -224,29 +226,22 @@ def _shm_size() -> str:
     return "65536k"
 
 
+def _delays(delays: Sequence[float]) -> tuple[float, ...]:
+    return tuple(delays)
+
+
+@attrs.define(kw_only=True, eq=False)
 class MpsExecutor:
     """Starts and stops MPS control daemons."""
 
-    records: tuple[type[EffectRecord], ...] = (MpsPlan,)
-
-    def __init__(
-        self,
-        *,
-        api: ObjectApi,
-        runner: HostCommandRunner,
-        config: PluginConfig,
-        gates: FeatureGates,
-        retry_delays: Sequence[float] = RETRY_DELAYS,
-        sleep: Callable[[float], None] = time.sleep,
-        driver_root: Path | None = None,
-    ) -> None:
-        self.driver_root = driver_root
-        self.api = api
-        self.runner = runner
-        self.config = config
-        self.gates = gates
-        self.retry_delays = tuple(retry_delays)
-        self.sleep = sleep
+    records: ClassVar[tuple[type[EffectRecord], ...]] = (MpsPlan,)
+    api: ObjectApi
+    runner: HostCommandRunner
+    config: PluginConfig
+    gates: FeatureGates
+    retry_delays: tuple[float, ...] = attrs.field(default=RETRY_DELAYS, converter=_delays)
+    sleep: Callable[[float], None] = time.sleep
+    driver_root: Path | None = None
 
     def root(self, daemon_id: str) -> Path:
         """``<plugin dir>/mps/<id>``."""

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import attrs
+
 from nvdra.core.devices import Inventory
 from nvdra.core.errors import HostError
 from nvdra.core.faults import reach
@@ -103,23 +105,15 @@ def _int(text: str, base: int = 10) -> int | None:
         return None
 
 
+@attrs.define(kw_only=True, eq=False)
 class SysfsHost:
     """The real host (see the module docstring). Paths are where the host's trees are visible."""
 
-    def __init__(
-        self,
-        *,
-        sys_root: Path = Path("/sys"),
-        dev_root: Path = Path("/dev"),
-        host_root: Path = Path("/host-root"),
-        driver_root: Path = Path("/driver-root"),
-        persistenced_socket: Path = Path("/run/nvidia-persistenced/socket"),
-    ) -> None:
-        self.sys_root = sys_root
-        self._dev_root = dev_root
-        self.host_root = host_root
-        self.driver_root = driver_root
-        self.persistenced_socket = persistenced_socket
+    sys_root: Path = Path("/sys")
+    _dev_root: Path = Path("/dev")
+    host_root: Path = Path("/host-root")
+    driver_root: Path = Path("/driver-root")
+    persistenced_socket: Path = Path("/run/nvidia-persistenced/socket")
 
     @property
     def dev_root(self) -> Path:

@@ -84,39 +84,23 @@ class ModelPolicy:
         return partition.bandwidth_gbps * min(links, partition.links_per_gpu) // partition.links_per_gpu
 
 
+_POLICY_ROWS: tuple[tuple[VirtualizationModel, bool, frozenset[FabricMode | None], bool, bool, bool], ...] = (
+    # model, fabric logic, node Fabric Manager modes, activates, whole partition, needs vfio
+    (VirtualizationModel.BARE_METAL, True, frozenset({None, FabricMode.BARE_METAL}), False, False, False),
+    (VirtualizationModel.FULL_PASSTHROUGH, True, frozenset({None}), False, True, True),
+    (VirtualizationModel.SHARED_NVSWITCH, True, frozenset({FabricMode.SHARED_NVSWITCH}), True, True, False),
+    (VirtualizationModel.VGPU, False, frozenset({FabricMode.VGPU}), False, True, False),
+)
 POLICIES: Mapping[VirtualizationModel, ModelPolicy] = {
-    VirtualizationModel.BARE_METAL: ModelPolicy(
-        model=VirtualizationModel.BARE_METAL,
-        fabric_logic=True,
-        node_modes=frozenset({None, FabricMode.BARE_METAL}),
-        activates=False,
-        whole_partition=False,
-        needs_vfio=False,
-    ),
-    VirtualizationModel.FULL_PASSTHROUGH: ModelPolicy(
-        model=VirtualizationModel.FULL_PASSTHROUGH,
-        fabric_logic=True,
-        node_modes=frozenset({None}),
-        activates=False,
-        whole_partition=True,
-        needs_vfio=True,
-    ),
-    VirtualizationModel.SHARED_NVSWITCH: ModelPolicy(
-        model=VirtualizationModel.SHARED_NVSWITCH,
-        fabric_logic=True,
-        node_modes=frozenset({FabricMode.SHARED_NVSWITCH}),
-        activates=True,
-        whole_partition=True,
-        needs_vfio=False,
-    ),
-    VirtualizationModel.VGPU: ModelPolicy(
-        model=VirtualizationModel.VGPU,
-        fabric_logic=False,
-        node_modes=frozenset({FabricMode.VGPU}),
-        activates=False,
-        whole_partition=True,
-        needs_vfio=False,
-    ),
+    model: ModelPolicy(
+        model=model,
+        fabric_logic=logic,
+        node_modes=modes,
+        activates=activates,
+        whole_partition=whole,
+        needs_vfio=vfio,
+    )
+    for model, logic, modes, activates, whole, vfio in _POLICY_ROWS
 }
 """The policy of every virtualization model."""
 

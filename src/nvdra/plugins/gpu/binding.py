@@ -135,6 +135,7 @@ def _condition(type_: str, status: str, reason: str, message: str) -> dict[str, 
     return {"type": type_, "status": status, "reason": reason, "message": message}
 
 
+@attrs.define(kw_only=True, eq=False)
 class Binder:
     """Makes the VFIO binding conditions of this node's allocated claims true (see the module docstring).
 
@@ -152,34 +153,24 @@ class Binder:
             claim's prepare did not take over).
     """
 
-    def __init__(
-        self,
-        api: ObjectApi,
-        *,
-        driver_name: str,
-        node_name: str,
-        bind: Callable[[str, str], None],
-        unbind: Callable[[str, str], None],
-        prepared: Callable[[], Collection[str]],
-        state_path: Path,
-        max_attempts: int = 3,
-        kinds: ConditionKinds = VFIO_CONDITIONS,
-        handover: Callable[[str, str], None] | None = None,
-    ) -> None:
-        self.api = api
-        self.driver_name = driver_name
-        self.node_name = node_name
-        self._bind = bind
-        self._unbind = unbind
-        self._prepared = prepared
-        self.state_path = state_path
-        self.max_attempts = max_attempts
-        self.kinds = kinds
-        self._handover = handover
-        self._attempts: dict[tuple[str, str], int] = {}
-        self._status = ClaimStatusWriter(api, driver_name=driver_name)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    api: ObjectApi = attrs.field(kw_only=False)
+    driver_name: str
+    node_name: str
+    _bind: Callable[[str, str], None]
+    _unbind: Callable[[str, str], None]
+    _prepared: Callable[[], Collection[str]]
+    state_path: Path
+    max_attempts: int = 3
+    kinds: ConditionKinds = VFIO_CONDITIONS
+    _handover: Callable[[str, str], None] | None = None
+    _attempts: dict[tuple[str, str], int] = attrs.field(init=False, factory=dict)
+    _status: ClaimStatusWriter = attrs.field(init=False)
+    _stop: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _thread: threading.Thread | None = attrs.field(init=False, default=None)
+
+    @_status.default
+    def _status_writer(self) -> ClaimStatusWriter:
+        return ClaimStatusWriter(self.api, driver_name=self.driver_name)
 
     # -- state ------------------------------------------------------------------------------------
 

@@ -50,11 +50,9 @@ class DriverFile:
 
 
 @attrs.frozen(kw_only=True)
-class DriverLibrary:
+class DriverLibrary(DriverFile):
     """A versioned driver library, e.g. ``/usr/lib64/libcuda.so.570.170.01`` (soname ``libcuda.so.1``)."""
 
-    path: str
-    host_path: str
     soname: str | None
     dev_link: bool  # also create the unversioned "lib<x>.so" link (libcuda, libnvidia-ml)
 
@@ -98,8 +96,7 @@ class DriverInstallation:
     @property
     def mounted_files(self) -> tuple[DriverFile, ...]:
         """Every file to bind-mount (binaries, firmware, libraries), sorted by container path."""
-        libs = tuple(DriverFile(path=lib.path, host_path=lib.host_path) for lib in self.libraries)
-        return tuple(sorted((*self.binaries, *self.firmware, *libs), key=lambda f: f.path))
+        return tuple(sorted((*self.binaries, *self.firmware, *self.libraries), key=lambda f: f.path))
 
     @property
     def libcuda_dir(self) -> str:

@@ -38,6 +38,11 @@ __all__ = ["HealthTracker", "health_view", "start_health_monitor"]
 log = logging.getLogger(__name__)
 
 
+def _device_table(devices: Mapping[str, AllocatableDevice]) -> dict[str, AllocatableDevice]:
+    return dict(devices)
+
+
+@attrs.define(kw_only=True, eq=False)
 class HealthTracker:
     """Health of the driver's devices; a ``DeviceView`` of :class:`~nvdra.plugins.gpu.driver.GpuDriver`.
 
@@ -50,29 +55,20 @@ class HealthTracker:
         clock: must be the clock the monitor stamps events with.
     """
 
-    def __init__(
-        self,
-        devices: Mapping[str, AllocatableDevice],
-        *,
-        pool_name: str,
-        policy: HealthPolicy,
-        reporter: HealthReporter | None = None,
-        on_change: Callable[[], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.devices = dict(devices)
-        self.pool_name = pool_name
-        self.policy = policy
-        self.reporter = reporter
-        self.on_change = on_change
-        self._clock = clock
-        self._wall = wall_clock
-        self._lock = threading.Lock()
-        self._state = HealthState()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+    devices: dict[str, AllocatableDevice] = attrs.field(kw_only=False, converter=_device_table)
+    pool_name: str
+    policy: HealthPolicy
+    reporter: HealthReporter | None = None
+    on_change: Callable[[], None] | None = None
+    _clock: Callable[[], float] = attrs.field(default=time.monotonic, alias="clock")
+    _wall: Callable[[], float] = attrs.field(default=time.time, alias="wall_clock")
+    _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _state: HealthState = attrs.field(init=False, factory=HealthState)
+    _stop: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _wake: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _thread: threading.Thread | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
         self._report()
 
     # -- state -------------------------------------------------------------------------------------

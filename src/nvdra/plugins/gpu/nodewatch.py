@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from nvdra.core.errors import KubeApiError
 from nvdra.core.featuregates import FeatureGates, Gate, parse_bool
 from nvdra.kubeletplugin import KubeApi
@@ -75,6 +77,7 @@ def effective_fabric_gate(base: FeatureGates, labels: dict[str, str]) -> tuple[b
     return state.enabled, f"{state.source}{f' ({state.detail})' if state.detail else ''}"
 
 
+@attrs.define(kw_only=True, eq=False)
 class FabricLabelWatch:
     """Calls ``on_change`` once the node's label changes the FabricTopologySupport gate (see module).
 
@@ -86,24 +89,20 @@ class FabricLabelWatch:
         on_change: called (on the watch thread, once) when the effective value differs from ``current``.
     """
 
-    def __init__(
-        self,
-        api: ObjectApi,
-        node_name: str,
-        *,
-        base: FeatureGates,
-        current: bool,
-        on_change: Callable[[], None],
-    ) -> None:
-        self.node_name = node_name
-        self._base = base
-        self._current = current
-        self._on_change = on_change
-        self.changed = False
-        self._informer = Informer(
-            api, NODES, field_selector=f"metadata.name={node_name}", name=f"node {node_name}"
-        )
-        self._informer.add_handler(on_add=self._check, on_update=lambda _old, new: self._check(new))
+    api: ObjectApi = attrs.field(kw_only=False)
+    node_name: str = attrs.field(kw_only=False)
+    _base: FeatureGates
+    _current: bool
+    _on_change: Callable[[], None]
+    changed: bool = attrs.field(init=False, default=False)
+    _informer: Informer = attrs.field(init=False)
+
+    @_informer.default
+    def _node_informer(self) -> Informer:
+        name = self.node_name
+        informer = Informer(self.api, NODES, field_selector=f"metadata.name={name}", name=f"node {name}")
+        informer.add_handler(on_add=self._check, on_update=lambda _old, new: self._check(new))
+        return informer
 
     def start(self) -> FabricLabelWatch:
         """Start watching. Returns self."""

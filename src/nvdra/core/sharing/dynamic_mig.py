@@ -139,25 +139,45 @@ def _full_gpu_device(gpu: Gpu, inventory: Inventory) -> dict[str, Any]:
     return device
 
 
-def _candidate_device(candidate: MigCandidate, inventory: Inventory) -> dict[str, Any]:
-    gpu, profile = candidate.gpu, candidate.profile
-    attributes = dict(gpu_device(gpu, inventory)["attributes"])
-    del attributes["uuid"]  # the MIG device does not exist yet
-    attributes["type"] = {"string": "mig"}
-    attributes["parentUUID"] = {"string": gpu.uuid}
-    attributes["profile"] = {"string": profile.name}
-    values = _profile_values(profile)
-    capacity = {cap: {"value": str(values[counter])} for cap, counter, _ in _DIMENSIONS}
-    capacity["memory"] = _quantity("memory", values["memory"])
-    consumed = dict(values)
-    for i in candidate.placement.slices:
-        consumed[f"memory-slice-{i}"] = 1
-    return {
-        "name": candidate.name,
-        "attributes": dict(sorted(attributes.items())),
-        "capacity": dict(sorted(capacity.items())),
-        "consumesCounters": _consumes(gpu, consumed),
-    }
+def _copied(items: list[tuple[str, dict[str, str]]]) -> dict[str, dict[str, str]]:
+    return {k: dict(v) for k, v in items}
+
+
+def _candidate_devices(gpu: Gpu, inventory: Inventory) -> list[dict[str, Any]]:
+    """The devices of every candidate of ``gpu`` (in profile and placement order).
+
+    The GPU's attributes are rendered once and each profile's capacities once, then copied into each
+    device (every device owns its dicts: nothing rendered is shared between two devices).
+    """
+    shared = dict(gpu_device(gpu, inventory)["attributes"])
+    del shared["uuid"]  # the MIG device does not exist yet
+    shared["type"] = {"string": "mig"}
+    shared["parentUUID"] = {"string": gpu.uuid}
+    counter_set = counter_set_name(gpu)
+    out: list[dict[str, Any]] = []
+    for profile in gpu.mig_profiles:
+        if profile.memory_slices <= 0:
+            continue
+        attributes = sorted({**shared, "profile": {"string": profile.name}}.items())
+        values = {k: _quantity(k, v) for k, v in _profile_values(profile).items()}
+        capacity = sorted(
+            [(cap, values[counter]) for cap, counter, _ in _DIMENSIONS] + [("memory", values["memory"])]
+        )
+        for placement in profile.placements:
+            consumed = dict(values)
+            for i in placement.slices:
+                consumed[f"memory-slice-{i}"] = {"value": "1"}
+            out.append(
+                {
+                    "name": mig_device_name(gpu.minor, profile.name, profile.id, placement.start),
+                    "attributes": _copied(attributes),
+                    "capacity": _copied(capacity),
+                    "consumesCounters": [
+                        {"counterSet": counter_set, "counters": _copied(sorted(consumed.items()))}
+                    ],
+                }
+            )
+    return out
 
 
 def _classic_devices(gpu: Gpu, inventory: Inventory) -> list[dict[str, Any]]:
@@ -210,7 +230,7 @@ def render_dynamic_mig(inventory: Inventory) -> DynamicMigLayout | None:
         if not qualifies_for_dynamic_mig(gpu):
             out.append(GpuSlice(gpu=gpu, devices=tuple(_classic_devices(gpu, inventory)), counter_set=None))
             continue
-        devices = [_candidate_device(c, inventory) for c in mig_candidates(gpu)]
+        devices = _candidate_devices(gpu, inventory)
         if gpu.architecture in _RESET_LESS_ARCHS:
             devices.append(_full_gpu_device(gpu, inventory))
         counters = {k: _quantity(k, v) for k, v in sorted(gpu_counters(gpu).items())}

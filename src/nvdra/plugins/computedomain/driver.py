@@ -92,41 +92,33 @@ def cd_devices() -> tuple[JsonObject, ...]:
     )
 
 
+@attrs.define(kw_only=True, eq=False)
 class ComputeDomainDriver(CheckpointedDriver):
-    """Implements :class:`nvdra.kubeletplugin.types.DraDriver` for ComputeDomains."""
+    """Implements :class:`nvdra.kubeletplugin.types.DraDriver` for ComputeDomains.
 
-    def __init__(
-        self,
-        *,
-        node_name: str,
-        clique_id: str,
-        gates: FeatureGates,
-        store: CheckpointStore,
-        specs: CdClaimSpecs,
-        kube: CdKube,
-        namespace: str,
-        domains_dir: Path,
-        ready_timeout_s: float = 45.0,
-        sleep: Callable[[float], None] = time.sleep,
-        host_imex: Callable[[], str] | None = None,
-    ) -> None:
-        """``host_imex``: host-managed IMEX (``--imex-mode=hostManaged``): says why the node's own IMEX
-        daemon is not ready ("" when it is); no daemon device then, no node label, no daemon wait."""
-        self.node_name = node_name
-        self.host_imex = host_imex
-        self.clique_id = clique_id
-        self.gates = gates
-        self.namespace = namespace
-        self.domains_dir = domains_dir
-        self.ready_timeout_s = ready_timeout_s
-        self._store = store
-        self._specs = specs
-        self._kube = kube
-        self._sleep = sleep
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
-        self._where: dict[str, tuple[str, str]] = {}  # domain UID -> (namespace, name); immutable
+    ``host_imex``: host-managed IMEX (``--imex-mode=hostManaged``): says why the node's own IMEX daemon
+    is not ready ("" when it is); no daemon device then, no node label, no daemon wait.
+    """
+
+    node_name: str
+    clique_id: str
+    gates: FeatureGates
+    _store: CheckpointStore
+    _specs: CdClaimSpecs
+    _kube: CdKube
+    namespace: str
+    domains_dir: Path
+    ready_timeout_s: float = 45.0
+    _sleep: Callable[[float], None] = time.sleep
+    host_imex: Callable[[], str] | None = None
+    _stopping: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _checkpoint: Checkpoint = attrs.field(init=False)
+    _where: dict[str, tuple[str, str]] = attrs.field(init=False, factory=dict)  # UID -> (ns, name), fixed
+
+    @_checkpoint.default
+    def _empty_checkpoint(self) -> Checkpoint:
+        return Checkpoint(node_boot_id=self._store.boot_id)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from nvdra.kubeletplugin import ApiServer, FakeKube
-from nvdra.kubeletplugin.objects import NODES, ObjectStore
+from nvdra.kubeletplugin.objects import NODES
+from nvdra.kubeletplugin.store.objectstore import ObjectStore
 from tests.kubeletplugin.wire import Wire
 
 

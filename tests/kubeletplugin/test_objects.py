@@ -8,7 +8,9 @@ import pytest
 
 from nvdra.core.errors import KubeConflict, KubeNotFound
 from nvdra.kubeletplugin import ApiServer, FakeKube, KubernetesKubeApi
-from nvdra.kubeletplugin.objects import DEPLOYMENTS, NODES, ResourceType, match_labels, merge_patch
+from nvdra.kubeletplugin.objects import DEPLOYMENTS, NODES, ResourceType
+from nvdra.kubeletplugin.store.patches import merge_patch
+from nvdra.kubeletplugin.store.selectors import match_labels
 
 WIDGETS = ResourceType(group="example.com", version="v1", plural="widgets", kind="Widget")
 

@@ -29,7 +29,6 @@ from nvdra.kubeletplugin.objects import (
     RESOURCE_CLAIM_TEMPLATES,
     RESOURCE_CLAIMS,
     ObjectApi,
-    ObjectStore,
     ResourceType,
 )
 from nvdra.kubeletplugin.publisher import (
@@ -42,6 +41,7 @@ from nvdra.kubeletplugin.ratelimit import RateLimiterStatistics, TokenBucket
 from nvdra.kubeletplugin.registration import RegistrationStatus
 from nvdra.kubeletplugin.serialize import RequestSerializer
 from nvdra.kubeletplugin.sockets import SocketPaths, socket_paths
+from nvdra.kubeletplugin.store.objectstore import ObjectStore
 from nvdra.kubeletplugin.types import (
     ClaimRef,
     DraDriver,

@@ -33,10 +33,10 @@ from nvdra.kubeletplugin.objects import (
     NODES,
     RESOURCE_CLAIMS,
     RESOURCE_SLICES,
-    ObjectStore,
     ResourceType,
     WatchStream,
 )
+from nvdra.kubeletplugin.store.objectstore import ObjectStore
 
 __all__ = ["FakeKube", "KubeCall", "validate_resource_slice"]
 

@@ -32,7 +32,8 @@ from typing import Any
 import attrs
 
 from nvdra.core.errors import KubeApiError
-from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, WatchEvent, WatchStream, match_labels
+from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, WatchEvent, WatchStream
+from nvdra.kubeletplugin.store.selectors import match_labels
 
 __all__ = ["Backoff", "EventHandler", "Informer", "InformerStats", "object_key"]
 

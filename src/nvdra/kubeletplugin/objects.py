@@ -1,42 +1,21 @@
-"""Generic Kubernetes objects: a resource type, the ``ObjectApi`` protocol, and an in-memory store.
+"""Generic Kubernetes objects: resource types, the ``ObjectApi`` protocol, watch events, Status bodies.
 
-The names live in :mod:`nvdra.kubeletplugin.store`, one module per concern; this module gathers them:
-:class:`ObjectApi` and the resource types (``store.api``), :class:`ObjectStore` with the
-kube-apiserver's semantics (``store.objectstore``, whose docstring lists them), patches, selectors,
-schema pruning and validation rules.
+Drivers need more of the API than the toolkit's own ``KubeApi`` (MPS daemons are Deployments, the
+ComputeDomain side works with its CRDs, DaemonSets, ResourceClaimTemplates, Node labels, Leases).
+:class:`ObjectApi` covers them with raw JSON and the API server's semantics; the ``kubernetes``-client
+adapter, :class:`~nvdra.kubeletplugin.FakeKube` and the test :class:`~nvdra.kubeletplugin.ApiServer`
+implement it; :mod:`nvdra.kubeletplugin.store` is the strict in-process implementation
+(:class:`~nvdra.kubeletplugin.store.objectstore.ObjectStore`, patches, selectors, validation).
 """
 
 from __future__ import annotations
 
-from nvdra.kubeletplugin.store.api import (
-    DAEMON_SETS,
-    DEPLOYMENTS,
-    DEVICE_CLASSES,
-    LEASES,
-    NAMESPACES,
-    NODES,
-    PODS,
-    RESOURCE_CLAIM_TEMPLATES,
-    RESOURCE_CLAIMS,
-    RESOURCE_SLICES,
-    JsonObject,
-    ObjectApi,
-    ResourceType,
-    WatchEvent,
-    WatchStream,
-    expired_status,
-    failure_status,
-)
-from nvdra.kubeletplugin.store.objectstore import Admission, ObjectStore, Validator
-from nvdra.kubeletplugin.store.patches import json_patch, merge_patch, strategic_merge_patch
-from nvdra.kubeletplugin.store.rules import (
-    claim_spec_problems,
-    meta_problems,
-    raw_extension_paths,
-    raw_extensions,
-)
-from nvdra.kubeletplugin.store.schema import drop_field, unknown_fields
-from nvdra.kubeletplugin.store.selectors import FieldSelector, LabelSelector, match_fields, match_labels
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import attrs
+
+from nvdra.core.errors import KubeApiError
 
 __all__ = [
     "DAEMON_SETS",
@@ -49,27 +28,203 @@ __all__ = [
     "RESOURCE_CLAIMS",
     "RESOURCE_CLAIM_TEMPLATES",
     "RESOURCE_SLICES",
-    "Admission",
-    "FieldSelector",
     "JsonObject",
-    "LabelSelector",
     "ObjectApi",
-    "ObjectStore",
     "ResourceType",
-    "Validator",
     "WatchEvent",
     "WatchStream",
-    "claim_spec_problems",
-    "drop_field",
     "expired_status",
     "failure_status",
-    "json_patch",
-    "match_fields",
-    "match_labels",
-    "merge_patch",
-    "meta_problems",
-    "raw_extension_paths",
-    "raw_extensions",
-    "strategic_merge_patch",
-    "unknown_fields",
 ]
+
+JsonObject = dict[str, Any]
+
+_BUILTIN_GROUPS = frozenset({"", "apps", "batch", "policy", "autoscaling"})
+
+
+@attrs.frozen(kw_only=True)
+class ResourceType:
+    """An API resource: group ("" = core), version, plural, kind, and whether it lives in a namespace."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+    status_subresource: bool = True
+
+    @property
+    def api_version(self) -> str:
+        """``v1`` for the core group, else ``<group>/<version>``."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def custom(self) -> bool:
+        """Whether this is a custom resource (a group outside Kubernetes' own: no ``*.k8s.io``, ``apps``…)."""
+        return not (self.group in _BUILTIN_GROUPS or self.group.endswith(".k8s.io"))
+
+    @property
+    def qualified(self) -> str:
+        """``<plural>.<group>`` (``<plural>`` for the core group), as the apiserver names it in errors."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def qualified_kind(self) -> str:
+        """``<Kind>.<group>`` (``<Kind>`` for the core group), as 422 messages name it."""
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+    def path(self, namespace: str | None = None, name: str | None = None, *, status: bool = False) -> str:
+        """The REST path of the collection, or of one object (and its status subresource)."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is None and name is not None:
+            raise KubeApiError(f"{self.plural} are namespaced: a namespace is required", status=400)
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{name}" + ("/status" if status else "")
+        return base
+
+
+NODES = ResourceType(group="", version="v1", plural="nodes", kind="Node", namespaced=False)
+NAMESPACES = ResourceType(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
+PODS = ResourceType(group="", version="v1", plural="pods", kind="Pod")
+DEPLOYMENTS = ResourceType(group="apps", version="v1", plural="deployments", kind="Deployment")
+DAEMON_SETS = ResourceType(group="apps", version="v1", plural="daemonsets", kind="DaemonSet")
+LEASES = ResourceType(
+    group="coordination.k8s.io", version="v1", plural="leases", kind="Lease", status_subresource=False
+)
+RESOURCE_CLAIMS = ResourceType(
+    group="resource.k8s.io", version="v1", plural="resourceclaims", kind="ResourceClaim"
+)
+DEVICE_CLASSES = ResourceType(
+    group="resource.k8s.io",
+    version="v1",
+    plural="deviceclasses",
+    kind="DeviceClass",
+    namespaced=False,
+    status_subresource=False,
+)
+RESOURCE_CLAIM_TEMPLATES = ResourceType(
+    group="resource.k8s.io",
+    version="v1",
+    plural="resourceclaimtemplates",
+    kind="ResourceClaimTemplate",
+    status_subresource=False,
+)
+RESOURCE_SLICES = ResourceType(
+    group="resource.k8s.io",
+    version="v1",
+    plural="resourceslices",
+    kind="ResourceSlice",
+    namespaced=False,
+    status_subresource=False,
+)
+
+
+@attrs.frozen(kw_only=True)
+class WatchEvent:
+    """One watch event as the API server streams it: ``{"type": …, "object": …}``.
+
+    ``type`` is ADDED, MODIFIED, DELETED, BOOKMARK (``object`` carries only
+    ``metadata.resourceVersion``) or ERROR (``object`` is a ``Status``; code 410 means the requested
+    resourceVersion is too old: list again).
+    """
+
+    type: str
+    object: JsonObject
+
+
+class WatchStream(Protocol):
+    """An open watch: iterate for events; :meth:`close` ends the iteration from any thread."""
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        """Events in resourceVersion order until the server ends the watch or :meth:`close`."""
+        ...
+
+    def close(self) -> None:
+        """End the watch (idempotent)."""
+        ...
+
+
+class ObjectApi(Protocol):
+    """Generic object access, raw JSON. Errors: KubeNotFound (404), KubeConflict (409), KubeApiError."""
+
+    def get_object(self, rt: ResourceType, name: str, namespace: str | None = None) -> JsonObject:
+        """GET one object."""
+        ...
+
+    def list_objects(
+        self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = ""
+    ) -> list[JsonObject]:
+        """LIST objects (all namespaces when ``namespace`` is None), optionally label-selected."""
+        ...
+
+    def create_object(self, rt: ResourceType, body: JsonObject) -> JsonObject:
+        """CREATE (``generateName`` allowed); 409 if the name exists."""
+        ...
+
+    def update_object(self, rt: ResourceType, body: JsonObject, *, status: bool = False) -> JsonObject:
+        """UPDATE (PUT), guarded by ``metadata.resourceVersion``; ``status=True`` writes the subresource."""
+        ...
+
+    def patch_object(
+        self, rt: ResourceType, name: str, patch: JsonObject, namespace: str | None = None
+    ) -> JsonObject:
+        """JSON merge patch (RFC 7386) of one object."""
+        ...
+
+    def delete_object(
+        self, rt: ResourceType, name: str, namespace: str | None = None, *, uid: str | None = None
+    ) -> None:
+        """DELETE (with a UID precondition when given); a missing object is not an error."""
+        ...
+
+    def list_versioned(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> tuple[list[JsonObject], str]:
+        """LIST, with the list's ``metadata.resourceVersion`` (where a watch of the same query resumes)."""
+        ...
+
+    def watch_objects(
+        self,
+        rt: ResourceType,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        resource_version: str = "",
+        timeout_s: float = 300.0,
+        allow_bookmarks: bool = True,
+    ) -> WatchStream:
+        """WATCH changes after ``resource_version`` (``""``: ADDED for every current object first).
+
+        The server ends the stream after ``timeout_s``; a too old version yields one ERROR event (410).
+        """
+        ...
+
+
+_ERROR_EXPIRED = "Expired"
+
+
+def failure_status(code: int, reason: str, message: str) -> JsonObject:
+    """A ``meta/v1 Status`` failure body as the API server writes it."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+def expired_status(message: str) -> JsonObject:
+    """The 410 ``Expired`` Status a watch ends with when its resourceVersion is too old."""
+    return failure_status(410, _ERROR_EXPIRED, message)

@@ -82,11 +82,10 @@ from nvdra.kubeletplugin.objects import (
     RESOURCE_SLICES,
     ResourceType,
     WatchStream,
-    drop_field,
     failure_status,
-    raw_extensions,
-    unknown_fields,
 )
+from nvdra.kubeletplugin.store.rules import raw_extensions
+from nvdra.kubeletplugin.store.schema import drop_field, unknown_fields
 from nvdra.kubeletplugin.testing_claimstatus import claim_status_denial
 from nvdra.kubeletplugin.testing_rbac import Attributes, Rbac, forbidden_message, service_account_user
 from nvdra.kubeletplugin.testing_tables import table_version, to_table

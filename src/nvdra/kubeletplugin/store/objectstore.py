@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 import attrs
 
 from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
-from nvdra.kubeletplugin.store.api import (
+from nvdra.kubeletplugin.objects import (
     NAMESPACES,
     JsonObject,
     ResourceType,

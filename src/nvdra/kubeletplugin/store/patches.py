@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from nvdra.core.errors import KubeApiError
-from nvdra.kubeletplugin.store.api import JsonObject
+from nvdra.kubeletplugin.objects import JsonObject
 
 __all__ = ["apply_patch", "json_patch", "merge_patch", "strategic_merge_patch"]
 

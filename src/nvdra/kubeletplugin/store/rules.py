@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nvdra.core.errors import KubeApiError
-from nvdra.kubeletplugin.store.api import JsonObject, ResourceType
+from nvdra.kubeletplugin.objects import JsonObject, ResourceType
 from nvdra.kubeletplugin.store.schema import value_at
 
 __all__ = [

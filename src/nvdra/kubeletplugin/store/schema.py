@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from nvdra.kubeletplugin.store.api import JsonObject
+from nvdra.kubeletplugin.objects import JsonObject
 
 __all__ = ["CrdRules", "drop_field", "transition_rules", "unknown_fields", "value_at"]
 

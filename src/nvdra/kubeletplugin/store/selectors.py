@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from nvdra.core.errors import KubeApiError
-from nvdra.kubeletplugin.store.api import JsonObject, ResourceType
+from nvdra.kubeletplugin.objects import JsonObject, ResourceType
 
 __all__ = ["FieldSelector", "LabelSelector", "match_fields", "match_labels"]
 

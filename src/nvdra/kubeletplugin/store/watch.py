@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from nvdra.kubeletplugin.store.api import JsonObject, ResourceType, WatchEvent
+from nvdra.kubeletplugin.objects import JsonObject, ResourceType, WatchEvent
 
 if TYPE_CHECKING:
     from nvdra.kubeletplugin.store.objectstore import ObjectStore

@@ -41,8 +41,8 @@ from nvdra.kubeletplugin.objects import (
     PODS,
     RESOURCE_CLAIM_TEMPLATES,
     RESOURCE_CLAIMS,
-    match_labels,
 )
+from nvdra.kubeletplugin.store.selectors import match_labels
 from nvdra.plugins.computedomain.controller import ComputeDomainController
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon
 from nvdra.plugins.computedomain.fakeimex import FakeImexRunner, ImexFabric

@@ -177,6 +177,32 @@ def test_optional_calls_answer_none_on_an_older_driver(real: Real) -> None:
         assert backend.numa_node(0) is None
 
 
+def test_memory_info_reports_the_whole_framebuffer_free_in_both_struct_versions(real: Real) -> None:
+    """v1 and v2 answer the simulator's total, all of it free; v2 keeps its version word, and another
+    version word is ARGUMENT_VERSION_MISMATCH (25)."""
+    import pynvml
+
+    backend = real("dgx-h100")
+    sim = SimulatedNvml("dgx-h100")
+    with nvml_session(sim):
+        total = sim.memory_total(0)
+    with nvml_session(backend):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        v1 = pynvml.nvmlDeviceGetMemoryInfo(handle)
+        v2 = pynvml.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
+        assert (v1.total, v1.free, v1.used) == (total, total, 0)
+        assert (v2.version, v2.total, v2.free, v2.used, v2.reserved) == (
+            pynvml.nvmlMemory_v2,
+            total,
+            total,
+            0,
+            0,
+        )
+        with pytest.raises(pynvml.NVMLError) as raised:
+            pynvml.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2 - (1 << 24))
+        assert raised.value.value == 25
+
+
 def test_init_failure_names_the_library_and_nvml_error(real: Real) -> None:
     """nvmlInitWithFlags's own code comes back as the nvdra error, naming the library it came from."""
     backend = real("pcie-l4", faults=[("nvmlInitWithFlags", 9)])

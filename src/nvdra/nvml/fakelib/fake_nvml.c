@@ -509,6 +509,11 @@ static struct gpu *device(void *handle, struct ci **mig, nvmlReturn_t *rc) {
     struct gpu *g = device((handle), NULL, &drc_);                          \
     if (!g) LEAVE(drc_);
 
+/* A versioned struct argument: NULL is INVALID_ARGUMENT, another version word ARGUMENT_VERSION_MISMATCH. */
+#define VERSIONED_ARG(p, want)                                              \
+    if (!(p)) LEAVE(NVML_ERROR_INVALID_ARGUMENT);                          \
+    if ((p)->version != (want)) LEAVE(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+
 static struct gi *gi_of(void *handle, struct gpu **gp) {
     struct hdr *h = handle;
     for (int i = 0; i < g_ngpus; i++) {
@@ -778,21 +783,15 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(void *device_, nvmlMemory_t *m) {
     ENTER("nvmlDeviceGetMemoryInfo");
     GPU(device_);
     if (!m) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    m->total = g->memory;
-    m->used = 0;
-    m->free = g->memory;
+    *m = (nvmlMemory_t){.total = g->memory, .free = g->memory};
     LEAVE(NVML_SUCCESS);
 }
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(void *device_, nvmlMemory_v2_t *m) {
     ENTER("nvmlDeviceGetMemoryInfo_v2");
     GPU(device_);
-    if (!m) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    if (m->version != MEMORY_V2) LEAVE(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
-    m->total = g->memory;
-    m->reserved = 0;
-    m->used = 0;
-    m->free = g->memory;
+    VERSIONED_ARG(m, MEMORY_V2);
+    *m = (nvmlMemory_v2_t){.version = MEMORY_V2, .total = g->memory, .free = g->memory};
     LEAVE(NVML_SUCCESS);
 }
 
@@ -808,8 +807,7 @@ nvmlReturn_t nvmlDeviceGetNumaNodeId(void *device_, int *node) {
 nvmlReturn_t nvmlDeviceGetAddressingMode(void *device_, nvmlDeviceAddressingMode_t *mode) {
     ENTER("nvmlDeviceGetAddressingMode");
     GPU(device_);
-    if (!mode) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    if (mode->version != ADDRESSING_V1) LEAVE(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    VERSIONED_ARG(mode, ADDRESSING_V1);
     if (g->addressing < 0) LEAVE(NVML_ERROR_NOT_SUPPORTED);
     mode->value = (unsigned int)g->addressing;
     LEAVE(NVML_SUCCESS);
@@ -872,8 +870,8 @@ static void fill_gi_profile(const struct profile *p, nvmlGpuInstanceProfileInfo_
 nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoV(void *device_, unsigned int profile, nvmlGpuInstanceProfileInfo_v2_t *info) {
     ENTER("nvmlDeviceGetGpuInstanceProfileInfoV");
     GPU(device_);
-    if (!info || profile >= 0x12) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    if (info->version != GI_PROFILE_V2) LEAVE(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    if (profile >= 0x12) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    VERSIONED_ARG(info, GI_PROFILE_V2);
     nvmlReturn_t rc = mig_queries(g);
     if (rc) LEAVE(rc);
     for (int i = 0; i < g->nprofiles; i++)
@@ -884,8 +882,7 @@ nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoV(void *device_, unsigned int pr
 nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoByIdV(void *device_, unsigned int profileId, nvmlGpuInstanceProfileInfo_v2_t *info) {
     ENTER("nvmlDeviceGetGpuInstanceProfileInfoByIdV");
     GPU(device_);
-    if (!info) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    if (info->version != GI_PROFILE_V2) LEAVE(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    VERSIONED_ARG(info, GI_PROFILE_V2);
     nvmlReturn_t rc = mig_queries(g);
     if (rc) LEAVE(rc);
     struct profile *p = profile_by_id(g, profileId);
@@ -1018,8 +1015,8 @@ nvmlReturn_t nvmlGpuInstanceGetComputeInstanceProfileInfoV(void *gpuInstance, un
     ENTER("nvmlGpuInstanceGetComputeInstanceProfileInfoV");
     struct gpu *g;
     struct gi *x = gi_of(gpuInstance, &g);
-    if (!x || !info || profile >= 7) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    if (info->version != CI_PROFILE_V2) LEAVE(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
+    if (!x || profile >= 7) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    VERSIONED_ARG(info, CI_PROFILE_V2);
     if (engProfile != 0 || CI_ENUM_SLICES[profile] > x->slices) LEAVE(NVML_ERROR_NOT_SUPPORTED);
     struct profile *gp = profile_by_id(g, (unsigned int)x->profile_id);
     int slices = CI_ENUM_SLICES[profile];

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import gc
 import json
 import secrets
 import threading
@@ -43,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
+import orjson
 
 from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 from nvdra.kubeletplugin.objects import (
@@ -71,9 +73,54 @@ __all__ = ["Admission", "ObjectStore", "Validator"]
 _T = TypeVar("_T")
 
 
+_ORJSON_PLAIN = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+class _CollectorPause:
+    """The cyclic garbage collector off while copies are built (nested and concurrent pauses count)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pauses = 0
+        self._was_enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._pauses == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._pauses += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pauses -= 1
+                if self._pauses == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_collector_paused = _CollectorPause()
+
+
 def _clone(value: _T) -> _T:
-    """An independent copy of a JSON value (faster than ``copy.deepcopy`` for JSON)."""
-    copied: _T = json.loads(json.dumps(value))
+    """An independent copy of a JSON value, as a JSON round trip gives it (tuples become lists).
+
+    orjson makes the round trip (~4x the standard library on a DynamicMIG rack's ResourceSlices);
+    values it leaves to a caller's hook (str and int subclasses such as enums, datetimes, dataclasses)
+    or refuses (non-string keys, integers beyond 64 bits, lone surrogates) take the standard
+    library's round trip as before, which converts or raises TypeError/ValueError the same way. Unlike
+    it, orjson writes NaN and infinities as null and a UUID or a plain Enum member as its value (no
+    JSON client sends either). The collector is paused meanwhile: a tree fresh from the parser holds
+    no cycle, so collecting during the copy only costs time.
+    """
+    with _collector_paused():
+        try:
+            copied: _T = orjson.loads(orjson.dumps(value, option=_ORJSON_PLAIN))
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            copied = json.loads(json.dumps(value))
     return copied
 
 

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from nvdra.core.devices import MigPlacement
+from nvdra.core.devices import FabricInfo, MigPlacement
 
 __all__ = [
     "ComputeInstanceRef",
@@ -188,16 +188,9 @@ class NvLinkRecord:
         return cls(link=link, active=False, version=0, remote_type=NVLINK_REMOTE_UNKNOWN, remote_bus_id="")
 
 
-@attrs.frozen(kw_only=True)
-class FabricInfoRecord:
-    """``nvmlGpuFabricInfo_v3_t`` in nvdra terms; ``cluster_uuid`` is canonical UUID text."""
-
-    state: int  # FABRIC_STATE_*
-    status: int  # nvmlReturn_t, meaningful only when state is COMPLETED
-    cluster_uuid: str
-    clique_id: int
-    health_mask: int = 0
-    health_summary: int = 0  # 0 not supported, 1 healthy, 2 unhealthy, 3 limited capacity
+FabricInfoRecord = FabricInfo
+"""``nvmlGpuFabricInfo_v3_t`` in nvdra terms: the inventory's own record (``state`` one of FABRIC_STATE_*,
+``cluster_uuid`` canonical UUID text), so discovery passes it on as it is."""
 
 
 @attrs.frozen(kw_only=True)

@@ -127,16 +127,9 @@ def _mig_devices(
 
 def _fabric(backend: b.NvmlBackend, index: int) -> FabricInfo | None:
     try:
-        f = backend.fabric_info(index)
+        return backend.fabric_info(index)
     except NvmlNotSupported:
         return None
-    return FabricInfo(
-        state=f.state,
-        status=f.status,
-        cluster_uuid=f.cluster_uuid,
-        clique_id=f.clique_id,
-        health_mask=f.health_mask,
-    )
 
 
 def _nvlinks(backend: b.NvmlBackend, index: int) -> tuple[NvLink, ...]:

@@ -96,3 +96,17 @@ def test_adapter_round_trips_generic_objects(tmp_path: Path) -> None:
                 ResourceType(group="x.io", version="v1", plural="nope", kind="Nope"), "a", "default"
             )
         api.close()
+
+
+def test_resource_type_of_splits_the_api_version_and_guesses_the_plural_as_the_apiserver() -> None:
+    """``of`` derives group, version and plural: ``es`` after a final s, ``ies`` for a final y."""
+    assert ResourceType.of("v1", "Node", namespaced=False) == ResourceType(
+        group="", version="v1", plural="nodes", kind="Node", namespaced=False
+    )
+    classes = ResourceType.of("resource.k8s.io/v1", "DeviceClass", status_subresource=False)
+    assert (classes.group, classes.version, classes.plural) == ("resource.k8s.io", "v1", "deviceclasses")
+    assert not classes.status_subresource
+    assert ResourceType.of("policy/v1", "PodSecurityPolicy").plural == "podsecuritypolicies"
+    assert (
+        ResourceType.of("apps/v1", "DaemonSet").path("ns", "x") == "/apis/apps/v1/namespaces/ns/daemonsets/x"
+    )

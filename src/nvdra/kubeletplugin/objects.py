@@ -18,6 +18,7 @@ import attrs
 from nvdra.core.errors import KubeApiError
 
 __all__ = [
+    "BUILTIN_TYPES",
     "DAEMON_SETS",
     "DEPLOYMENTS",
     "DEVICE_CLASSES",
@@ -53,6 +54,32 @@ class ResourceType:
     namespaced: bool = True
     status_subresource: bool = True
 
+    @classmethod
+    def of(
+        cls, api_version: str, kind: str, *, namespaced: bool = True, status_subresource: bool = True
+    ) -> ResourceType:
+        """The type of ``kind`` at ``api_version`` (``v1``, ``<group>/<version>``).
+
+        Its plural is the one the apiserver guesses for a kind: lower case, then ``es`` after a final
+        ``s``, ``ies`` for a final ``y``, else ``s`` (``DeviceClass`` → ``deviceclasses``).
+        """
+        group, _, version = api_version.rpartition("/")
+        lower = kind.lower()
+        if lower.endswith("s"):
+            plural = lower + "es"
+        elif lower.endswith("y"):
+            plural = lower[:-1] + "ies"
+        else:
+            plural = lower + "s"
+        return cls(
+            group=group,
+            version=version,
+            plural=plural,
+            kind=kind,
+            namespaced=namespaced,
+            status_subresource=status_subresource,
+        )
+
     @property
     def api_version(self) -> str:
         """``v1`` for the core group, else ``<group>/<version>``."""
@@ -86,40 +113,30 @@ class ResourceType:
         return base
 
 
-NODES = ResourceType(group="", version="v1", plural="nodes", kind="Node", namespaced=False)
-NAMESPACES = ResourceType(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
-PODS = ResourceType(group="", version="v1", plural="pods", kind="Pod")
-DEPLOYMENTS = ResourceType(group="apps", version="v1", plural="deployments", kind="Deployment")
-DAEMON_SETS = ResourceType(group="apps", version="v1", plural="daemonsets", kind="DaemonSet")
-LEASES = ResourceType(
-    group="coordination.k8s.io", version="v1", plural="leases", kind="Lease", status_subresource=False
+_RESOURCE = "resource.k8s.io/v1"
+NODES = ResourceType.of("v1", "Node", namespaced=False)
+NAMESPACES = ResourceType.of("v1", "Namespace", namespaced=False)
+PODS = ResourceType.of("v1", "Pod")
+DEPLOYMENTS = ResourceType.of("apps/v1", "Deployment")
+DAEMON_SETS = ResourceType.of("apps/v1", "DaemonSet")
+LEASES = ResourceType.of("coordination.k8s.io/v1", "Lease", status_subresource=False)
+RESOURCE_CLAIMS = ResourceType.of(_RESOURCE, "ResourceClaim")
+DEVICE_CLASSES = ResourceType.of(_RESOURCE, "DeviceClass", namespaced=False, status_subresource=False)
+RESOURCE_CLAIM_TEMPLATES = ResourceType.of(_RESOURCE, "ResourceClaimTemplate", status_subresource=False)
+RESOURCE_SLICES = ResourceType.of(_RESOURCE, "ResourceSlice", namespaced=False, status_subresource=False)
+BUILTIN_TYPES: tuple[ResourceType, ...] = (
+    NODES,
+    NAMESPACES,
+    PODS,
+    DEPLOYMENTS,
+    DAEMON_SETS,
+    LEASES,
+    RESOURCE_CLAIMS,
+    RESOURCE_CLAIM_TEMPLATES,
+    DEVICE_CLASSES,
+    RESOURCE_SLICES,
 )
-RESOURCE_CLAIMS = ResourceType(
-    group="resource.k8s.io", version="v1", plural="resourceclaims", kind="ResourceClaim"
-)
-DEVICE_CLASSES = ResourceType(
-    group="resource.k8s.io",
-    version="v1",
-    plural="deviceclasses",
-    kind="DeviceClass",
-    namespaced=False,
-    status_subresource=False,
-)
-RESOURCE_CLAIM_TEMPLATES = ResourceType(
-    group="resource.k8s.io",
-    version="v1",
-    plural="resourceclaimtemplates",
-    kind="ResourceClaimTemplate",
-    status_subresource=False,
-)
-RESOURCE_SLICES = ResourceType(
-    group="resource.k8s.io",
-    version="v1",
-    plural="resourceslices",
-    kind="ResourceSlice",
-    namespaced=False,
-    status_subresource=False,
-)
+"""The resource types every test :class:`~nvdra.kubeletplugin.ApiServer` serves (``register`` adds more)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -70,14 +70,7 @@ from nvdra.kubeletplugin._kube import (
 )
 from nvdra.kubeletplugin.fake import FakeKube
 from nvdra.kubeletplugin.objects import (
-    DAEMON_SETS,
-    DEPLOYMENTS,
-    DEVICE_CLASSES,
-    LEASES,
-    NAMESPACES,
-    NODES,
-    PODS,
-    RESOURCE_CLAIM_TEMPLATES,
+    BUILTIN_TYPES,
     RESOURCE_CLAIMS,
     RESOURCE_SLICES,
     ResourceType,
@@ -116,19 +109,6 @@ _GENERIC = re.compile(
     r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"
     r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"
 )
-BUILTIN_TYPES: tuple[ResourceType, ...] = (
-    NODES,
-    NAMESPACES,
-    PODS,
-    DEPLOYMENTS,
-    DAEMON_SETS,
-    LEASES,
-    RESOURCE_CLAIMS,
-    RESOURCE_CLAIM_TEMPLATES,
-    DEVICE_CLASSES,
-    RESOURCE_SLICES,
-)
-"""The resource types every :class:`ApiServer` serves (more are added with :meth:`ApiServer.register`)."""
 
 
 def status_body(code: int, message: str) -> JsonObject:

@@ -47,6 +47,7 @@ from nvdra.alloc import Allocator, allocated_devices, builtin_device_classes
 from nvdra.core.errors import KubeApiError, KubeNotFound, NvdraError
 from nvdra.kubeletplugin import ApiServer, ClaimRef, FakeKube, KubeletClient, RegisteredPlugin
 from nvdra.kubeletplugin.objects import (
+    BUILTIN_TYPES,
     DAEMON_SETS,
     DEPLOYMENTS,
     DEVICE_CLASSES,
@@ -58,7 +59,6 @@ from nvdra.kubeletplugin.objects import (
     RESOURCE_SLICES,
     ResourceType,
 )
-from nvdra.kubeletplugin.testing_apiserver import BUILTIN_TYPES
 from nvdra.kubeletplugin.types import PrepareResult
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
@@ -70,9 +70,9 @@ log = logging.getLogger(__name__)
 JsonObject = dict[str, Any]
 NODE = "playground-node"
 NAMESPACE = "nvdra"
-STATEFUL_SETS = ResourceType(group="apps", version="v1", plural="statefulsets", kind="StatefulSet")
-REPLICA_SETS = ResourceType(group="apps", version="v1", plural="replicasets", kind="ReplicaSet")
-JOBS = ResourceType(group="batch", version="v1", plural="jobs", kind="Job")
+STATEFUL_SETS = ResourceType.of("apps/v1", "StatefulSet")
+REPLICA_SETS = ResourceType.of("apps/v1", "ReplicaSet")
+JOBS = ResourceType.of("batch/v1", "Job")
 WORKLOADS = (DEPLOYMENTS, STATEFUL_SETS, REPLICA_SETS, DAEMON_SETS, JOBS)
 """Kinds whose pods the loop creates from their template (one node: a DaemonSet makes one pod)."""
 SERVED: tuple[ResourceType, ...] = (STATEFUL_SETS, REPLICA_SETS, JOBS, *BUILTIN_TYPES)

@@ -42,13 +42,8 @@ class UnknownDevice(UserError):
     """The device or UUID is not published on the node."""
 
 
-_RULES = ResourceType(
-    group="resource.k8s.io",
-    version="v1beta2",
-    plural="devicetaintrules",
-    kind="DeviceTaintRule",
-    namespaced=False,
-    status_subresource=False,
+_RULES = ResourceType.of(
+    "resource.k8s.io/v1beta2", "DeviceTaintRule", namespaced=False, status_subresource=False
 )
 
 

@@ -19,16 +19,8 @@ __all__ = ["CLIQUES", "COMPUTE_DOMAINS", "KIND_TYPES", "CdKube", "CountingApi"]
 
 JsonObject = dict[str, Any]
 
-COMPUTE_DOMAINS = ResourceType(
-    group="resource.nvidia.com", version="v1beta1", plural="computedomains", kind="ComputeDomain"
-)
-CLIQUES = ResourceType(
-    group="resource.nvidia.com",
-    version="v1beta1",
-    plural="computedomaincliques",
-    kind="ComputeDomainClique",
-    status_subresource=False,
-)
+COMPUTE_DOMAINS = ResourceType.of("resource.nvidia.com/v1beta1", "ComputeDomain")
+CLIQUES = ResourceType.of("resource.nvidia.com/v1beta1", "ComputeDomainClique", status_subresource=False)
 
 
 class CdKube(KubeApi, ObjectApi, Protocol):

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from nvdra.plugins.computedomain.flags import VERBOSITY
 __all__ = [
     "PATH_FLAGS",
     "SHUTDOWN_DEADLINE",
+    "FlagRow",
     "JsonFormatter",
     "KlogFormatter",
     "check_feature_gates",
@@ -37,7 +38,9 @@ __all__ = [
     "kubelet_plugin_options",
     "logging_options",
     "option",
+    "stacked",
     "stop_on_signals",
+    "table_options",
     "wait_for_signal",
     "wait_interruptibly",
 ]
@@ -84,11 +87,17 @@ def check_profile(_: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-# The flags every nvdra kubelet plugin takes, one row per upstream flag in upstream's order:
-# (names, environment variable(s), default, help). click takes each flag's type from its default, and
-# a non-empty default is shown in --help; ``None`` marks the required flag, the namespace's help is
-# each plugin's own.
-_PLUGIN_FLAGS: tuple[tuple[tuple[str, ...], str | list[str], Any, str], ...] = (
+FlagRow = (
+    tuple[str | tuple[str, ...], str | list[str], Any, str]
+    | tuple[str | tuple[str, ...], str | list[str], Any, str, click.ParamType[Any]]
+)
+"""A row of a flag table (:func:`table_options`): name(s), environment variable(s), default, help, and a
+click type where the default's own type is not the flag's (a duration). ``None`` as the default marks a
+required flag; any other default but ``""`` is shown in --help."""
+
+# The flags every nvdra kubelet plugin takes, one row per upstream flag in upstream's order; the
+# namespace's help is each plugin's own.
+_PLUGIN_FLAGS: tuple[FlagRow, ...] = (
     (("--node-name",), "NODE_NAME", None, "Name of the node this plugin runs on."),
     (("--namespace",), "NAMESPACE", "default", ""),
     (("--cdi-root",), "CDI_ROOT", "/etc/cdi", "Where CDI specs go."),
@@ -145,17 +154,39 @@ _FLAG_CHECKS: dict[str, Callable[[click.Context, click.Parameter, str], str]] = 
 
 def kubelet_plugin_options(*, namespace_help: str) -> Callable[[F], F]:
     """Decorate a click command with the flags every nvdra kubelet plugin takes (:data:`_PLUGIN_FLAGS`)."""
+    flags = table_options(_PLUGIN_FLAGS, empty_help=namespace_help, checks=_FLAG_CHECKS)
+    return stacked([flags, logging_options()])
+
+
+def table_options(
+    rows: Iterable[FlagRow],
+    *,
+    empty_help: str = "",
+    checks: Mapping[str, Callable[[click.Context, click.Parameter, str], str]] | None = None,
+) -> Callable[[F], F]:
+    """Decorate a click command with one :func:`option` per row of a flag table, in the table's order.
+
+    A row without help text gets ``empty_help``; a row whose first name is in ``checks`` gets that
+    callback.
+    """
     decorators: list[Callable[[F], F]] = []
-    for names, env, default, help_text in _PLUGIN_FLAGS:
-        kw: dict[str, Any] = {"help": help_text or namespace_help}
+    for names, env, default, help_text, *click_type in rows:
+        kw: dict[str, Any] = {"help": help_text or empty_help}
         if default is None:
             kw["required"] = True
         else:
             kw.update(default=default, show_default=default != "")
-        if names[0] in _FLAG_CHECKS:
-            kw["callback"] = _FLAG_CHECKS[names[0]]
-        decorators.append(option(*names, env=env, **kw))
-    decorators.append(logging_options())
+        if click_type:
+            kw["type"] = click_type[0]
+        all_names = (names,) if isinstance(names, str) else names
+        if checks and all_names[0] in checks:
+            kw["callback"] = checks[all_names[0]]
+        decorators.append(option(*all_names, env=env, **kw))
+    return stacked(decorators)
+
+
+def stacked(decorators: Sequence[Callable[[F], F]]) -> Callable[[F], F]:
+    """One decorator doing what ``decorators`` stacked in this order (the first one outermost) do."""
 
     def apply(func: F) -> F:
         for decorate in reversed(decorators):
@@ -212,13 +243,7 @@ def logging_options(*, version: bool = True, group: bool = False) -> Callable[[F
     ]
     if version:
         decorators.append(click.version_option(package_name="nvdra", message="%(prog)s %(version)s"))
-
-    def apply(func: F) -> F:
-        for decorate in reversed(decorators):
-            func = decorate(func)
-        return func
-
-    return apply
+    return stacked(decorators)
 
 
 def fields(**values: Any) -> dict[str, Any]:

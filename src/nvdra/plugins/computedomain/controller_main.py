@@ -22,8 +22,7 @@ from nvdra.imex.hostmode import ImexDeployment
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
 from nvdra.plugins.computedomain.flags import DURATION
-from nvdra.plugins.flags import configure_logging, logging_options
-from nvdra.plugins.flags import option as _opt
+from nvdra.plugins.flags import FlagRow, configure_logging, logging_options, table_options
 
 __all__ = ["main"]
 
@@ -48,121 +47,106 @@ def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.Th
     return server
 
 
+# The controller's flags, in --help order (rows as :data:`~nvdra.plugins.flags.FlagRow`).
+_FLAGS: tuple[FlagRow, ...] = (
+    ("--pod-name", "POD_NAME", None, "Lease identity."),
+    ("--namespace", "NAMESPACE", "default", "Driver namespace."),
+    ("--image-name", "IMAGE_NAME", None, "Image of the CD daemon pods."),
+    (
+        "--cd-daemon-image-pull-secret-names",
+        "CD_DAEMON_IMAGE_PULL_SECRET_NAMES",
+        "",
+        "Comma list of image pull Secrets for the CD daemon pods.",
+    ),
+    ("--log-verbosity-cd-daemon", "LOG_VERBOSITY_CD_DAEMON", 0, "The -v level the CD daemon pods log with."),
+    (
+        "--max-nodes-per-imex-domain",
+        "MAX_NODES_PER_IMEX_DOMAIN",
+        18,
+        "Most nodes in one IMEX domain (clique); the daemons of more nodes wait.",
+    ),
+    ("--http-endpoint", "HTTP_ENDPOINT", "", "Metrics listen address (off when empty)."),
+    ("--metrics-path", "METRICS_PATH", "/metrics", "HTTP path of the metrics."),
+    (
+        "--additional-namespaces",
+        "ADDITIONAL_NAMESPACES",
+        "",
+        "Comma list of more namespaces the controller may create daemon objects in.",
+    ),
+    (
+        "--leader-election-enabled",
+        "LEADER_ELECTION_ENABLED",
+        False,
+        "Run only while holding the Lease (several replicas, one active).",
+    ),
+    (
+        "--leader-election-lease-lock-namespace",
+        "LEADER_ELECTION_LEASE_LOCK_NAMESPACE",
+        "default",
+        "Namespace of the leader-election Lease.",
+    ),
+    (
+        "--leader-election-lease-lock-name",
+        "LEADER_ELECTION_LEASE_LOCK_NAME",
+        "nvidia-compute-domain-controller",
+        "Name of the leader-election Lease.",
+    ),
+    (
+        "--leader-election-lease-duration",
+        "LEADER_ELECTION_LEASE_DURATION",
+        "15s",
+        "How long a Lease holds without renewal.",
+        DURATION,
+    ),
+    (
+        "--leader-election-renew-deadline",
+        "LEADER_ELECTION_RENEW_DEADLINE",
+        "10s",
+        "How long the holder tries to renew before it gives up.",
+        DURATION,
+    ),
+    (
+        "--leader-election-retry-period",
+        "LEADER_ELECTION_RETRY_PERIOD",
+        "2s",
+        "How often candidates try to take the Lease.",
+        DURATION,
+    ),
+    (
+        "--resync-period",
+        "RESYNC_PERIOD",
+        "5m",
+        "A full reconcile pass this often even without any change (changes are watched).",
+        DURATION,
+    ),
+    ("--kubeconfig", "KUBECONFIG", "", "Kubeconfig path; in-cluster config when empty."),
+    ("--kube-api-qps", "KUBE_API_QPS", 5.0, "Client-side API request rate."),
+    ("--kube-api-burst", "KUBE_API_BURST", 10, "Client-side API request burst."),
+    ("--feature-gates", "FEATURE_GATES", "", "Comma list of Gate=true|false."),
+    (
+        "--imex-mode",
+        "IMEX_MODE",
+        "driverManaged",
+        "IMEX deployment mode: driverManaged (a DaemonSet per ComputeDomain) or hostManaged (the nodes "
+        "run nvidia-imex; needs the HostManagedIMEXDaemon feature gate).",
+    ),
+    (
+        "--imex-isolation",
+        "IMEX_ISOLATION",
+        "domain",
+        "IMEX isolation strategy: domain, or channel (not yet supported).",
+    ),
+    (
+        "--simulate",
+        "NVDRA_SIMULATE",
+        "",
+        "Simulated node profile of the cluster's plugins; the CD daemons get it too (fake IMEX).",
+    ),
+)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@_opt("--pod-name", env="POD_NAME", required=True, help="Lease identity.")
-@_opt("--namespace", env="NAMESPACE", default="default", show_default=True, help="Driver namespace.")
-@_opt("--image-name", env="IMAGE_NAME", required=True, help="Image of the CD daemon pods.")
-@_opt(
-    "--cd-daemon-image-pull-secret-names",
-    env="CD_DAEMON_IMAGE_PULL_SECRET_NAMES",
-    default="",
-    help="Comma list of image pull Secrets for the CD daemon pods.",
-)
-@_opt(
-    "--log-verbosity-cd-daemon",
-    env="LOG_VERBOSITY_CD_DAEMON",
-    default=0,
-    type=int,
-    help="The -v level the CD daemon pods log with.",
-)
-@_opt(
-    "--max-nodes-per-imex-domain",
-    env="MAX_NODES_PER_IMEX_DOMAIN",
-    default=18,
-    type=int,
-    show_default=True,
-    help="Most nodes in one IMEX domain (clique); the daemons of more nodes wait.",
-)
-@_opt("--http-endpoint", env="HTTP_ENDPOINT", default="", help="Metrics listen address (off when empty).")
-@_opt(
-    "--metrics-path",
-    env="METRICS_PATH",
-    default="/metrics",
-    show_default=True,
-    help="HTTP path of the metrics.",
-)
-@_opt(
-    "--additional-namespaces",
-    env="ADDITIONAL_NAMESPACES",
-    default="",
-    help="Comma list of more namespaces the controller may create daemon objects in.",
-)
-@_opt(
-    "--leader-election-enabled",
-    env="LEADER_ELECTION_ENABLED",
-    default=False,
-    type=bool,
-    help="Run only while holding the Lease (several replicas, one active).",
-)
-@_opt(
-    "--leader-election-lease-lock-namespace",
-    env="LEADER_ELECTION_LEASE_LOCK_NAMESPACE",
-    default="default",
-    help="Namespace of the leader-election Lease.",
-)
-@_opt(
-    "--leader-election-lease-lock-name",
-    env="LEADER_ELECTION_LEASE_LOCK_NAME",
-    default="nvidia-compute-domain-controller",
-    help="Name of the leader-election Lease.",
-)
-@_opt(
-    "--leader-election-lease-duration",
-    env="LEADER_ELECTION_LEASE_DURATION",
-    default="15s",
-    type=DURATION,
-    show_default=True,
-    help="How long a Lease holds without renewal.",
-)
-@_opt(
-    "--leader-election-renew-deadline",
-    env="LEADER_ELECTION_RENEW_DEADLINE",
-    default="10s",
-    type=DURATION,
-    show_default=True,
-    help="How long the holder tries to renew before it gives up.",
-)
-@_opt(
-    "--leader-election-retry-period",
-    env="LEADER_ELECTION_RETRY_PERIOD",
-    default="2s",
-    type=DURATION,
-    show_default=True,
-    help="How often candidates try to take the Lease.",
-)
-@_opt(
-    "--resync-period",
-    env="RESYNC_PERIOD",
-    default="5m",
-    type=DURATION,
-    show_default=True,
-    help="A full reconcile pass this often even without any change (changes are watched).",
-)
-@_opt("--kubeconfig", env="KUBECONFIG", default="", help="Kubeconfig path; in-cluster config when empty.")
-@_opt("--kube-api-qps", env="KUBE_API_QPS", default=5.0, type=float, help="Client-side API request rate.")
-@_opt("--kube-api-burst", env="KUBE_API_BURST", default=10, type=int, help="Client-side API request burst.")
-@_opt("--feature-gates", env="FEATURE_GATES", default="", help="Comma list of Gate=true|false.")
-@_opt(
-    "--imex-mode",
-    env="IMEX_MODE",
-    default="driverManaged",
-    show_default=True,
-    help="IMEX deployment mode: driverManaged (a DaemonSet per ComputeDomain) or hostManaged (the nodes "
-    "run nvidia-imex; needs the HostManagedIMEXDaemon feature gate).",
-)
-@_opt(
-    "--imex-isolation",
-    env="IMEX_ISOLATION",
-    default="domain",
-    show_default=True,
-    help="IMEX isolation strategy: domain, or channel (not yet supported).",
-)
-@_opt(
-    "--simulate",
-    env="NVDRA_SIMULATE",
-    default="",
-    help="Simulated node profile of the cluster's plugins; the CD daemons get it too (fake IMEX).",
-)
+@table_options(_FLAGS)
 @logging_options()
 def main(verbosity: int, **f: Any) -> None:
     """Reconcile ComputeDomains: DaemonSets, claim templates, cliques, status."""

@@ -34,8 +34,7 @@ from nvdra.core.errors import HostError, NvdraError
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.nvml import load_profile, make_simulated_driver_root
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon, SubprocessRunner
-from nvdra.plugins.flags import configure_logging, logging_options
-from nvdra.plugins.flags import option as _opt
+from nvdra.plugins.flags import FlagRow, configure_logging, logging_options, table_options
 
 __all__ = ["SIMULATED_ROOT", "binaries_root", "find_imex_binary", "main"]
 
@@ -112,51 +111,44 @@ def _check_writable(settings: DaemonSettings) -> None:
             )
 
 
-def _flags(fn: Any) -> Any:
-    for name, env, default in reversed(
-        [
-            ("--cliqueid", "CLIQUE_ID", ""),
-            ("--compute-domain-uuid", "COMPUTE_DOMAIN_UUID", ""),
-            ("--compute-domain-name", "COMPUTE_DOMAIN_NAME", ""),
-            ("--compute-domain-namespace", "COMPUTE_DOMAIN_NAMESPACE", "default"),
-            ("--node-name", "NODE_NAME", ""),
-            ("--pod-ip", "POD_IP", ""),
-            ("--pod-uid", "POD_UID", ""),
-            ("--pod-name", "POD_NAME", ""),
-            ("--pod-namespace", "POD_NAMESPACE", "default"),
-            ("--feature-gates", "FEATURE_GATES", ""),
-            ("--imexd-dir", "IMEXD_DIR", "/imexd"),
-            ("--root", "NVDRA_DAEMON_ROOT", "/"),
-            ("--simulate", "NVDRA_SIMULATE", ""),
-            ("--kubeconfig", "KUBECONFIG", ""),
-        ]
-    ):
-        fn = _opt(name, env=env, default=default, help=_HELP[name])(fn)
-    return _opt(
+# The flags of ``run`` and ``check``, in --help order (rows as :data:`~nvdra.plugins.flags.FlagRow`).
+_FLAGS: tuple[FlagRow, ...] = (
+    (
         "--max-nodes-per-imex-domain",
-        env="MAX_NODES_PER_IMEX_DOMAIN",
-        default=18,
-        type=int,
-        help="Most nodes in one IMEX domain (clique).",
-    )(fn)
-
-
-_HELP = {
-    "--cliqueid": "This node's NVLink clique (<cluster UUID>.<clique id>); empty: no IMEX on this node.",
-    "--compute-domain-uuid": "UID of the ComputeDomain this daemon serves.",
-    "--compute-domain-name": "Name of the ComputeDomain.",
-    "--compute-domain-namespace": "Namespace of the ComputeDomain.",
-    "--node-name": "Name of the node the daemon runs on.",
-    "--pod-ip": "The daemon pod's IP (its IMEX peer address).",
-    "--pod-uid": "The daemon pod's UID.",
-    "--pod-name": "The daemon pod's name.",
-    "--pod-namespace": "The daemon pod's namespace.",
-    "--feature-gates": "Comma list of Gate=true|false.",
-    "--imexd-dir": "Where the IMEX configuration and nodes file are written.",
-    "--root": "The container's own root: where /etc/hosts and the CDI mounts (/imexd, IMEX binaries) are.",
-    "--simulate": "Simulated node profile: run the fake IMEX pair of a driver root generated for it.",
-    "--kubeconfig": "Kubeconfig path; in-cluster config when empty.",
-}
+        "MAX_NODES_PER_IMEX_DOMAIN",
+        18,
+        "Most nodes in one IMEX domain (clique).",
+    ),
+    (
+        "--cliqueid",
+        "CLIQUE_ID",
+        "",
+        "This node's NVLink clique (<cluster UUID>.<clique id>); empty: no IMEX on this node.",
+    ),
+    ("--compute-domain-uuid", "COMPUTE_DOMAIN_UUID", "", "UID of the ComputeDomain this daemon serves."),
+    ("--compute-domain-name", "COMPUTE_DOMAIN_NAME", "", "Name of the ComputeDomain."),
+    ("--compute-domain-namespace", "COMPUTE_DOMAIN_NAMESPACE", "default", "Namespace of the ComputeDomain."),
+    ("--node-name", "NODE_NAME", "", "Name of the node the daemon runs on."),
+    ("--pod-ip", "POD_IP", "", "The daemon pod's IP (its IMEX peer address)."),
+    ("--pod-uid", "POD_UID", "", "The daemon pod's UID."),
+    ("--pod-name", "POD_NAME", "", "The daemon pod's name."),
+    ("--pod-namespace", "POD_NAMESPACE", "default", "The daemon pod's namespace."),
+    ("--feature-gates", "FEATURE_GATES", "", "Comma list of Gate=true|false."),
+    ("--imexd-dir", "IMEXD_DIR", "/imexd", "Where the IMEX configuration and nodes file are written."),
+    (
+        "--root",
+        "NVDRA_DAEMON_ROOT",
+        "/",
+        "The container's own root: where /etc/hosts and the CDI mounts (/imexd, IMEX binaries) are.",
+    ),
+    (
+        "--simulate",
+        "NVDRA_SIMULATE",
+        "",
+        "Simulated node profile: run the fake IMEX pair of a driver root generated for it.",
+    ),
+    ("--kubeconfig", "KUBECONFIG", "", "Kubeconfig path; in-cluster config when empty."),
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -167,7 +159,7 @@ def main(verbosity: int) -> None:
 
 
 @main.command()
-@_flags
+@table_options(_FLAGS)
 def run(**f: Any) -> None:
     """Register, supervise nvidia-imex until SIGTERM, then leave the clique."""
     try:
@@ -193,7 +185,7 @@ def run(**f: Any) -> None:
 
 
 @main.command()
-@_flags
+@table_options(_FLAGS)
 def check(**f: Any) -> None:
     """Probe: exit 0 iff ``nvidia-imex-ctl -q`` prints READY (always 0 without a clique)."""
     try:

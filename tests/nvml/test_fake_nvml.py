@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nvdra.core.errors import NvmlError, NvmlGpuLost, NvmlInUse, NvmlUninitialized
+from nvdra.core.errors import NvmlError, NvmlGpuLost, NvmlInUse, NvmlNotSupported, NvmlUninitialized
 from nvdra.nvml import (
     PROFILE_NAMES,
     PynvmlBackend,
@@ -201,6 +201,15 @@ def test_memory_info_reports_the_whole_framebuffer_free_in_both_struct_versions(
         with pytest.raises(pynvml.NVMLError) as raised:
             pynvml.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2 - (1 << 24))
         assert raised.value.value == 25
+
+
+def test_a_failed_device_call_names_the_call_the_gpu_and_the_arguments(real: Real) -> None:
+    backend = real("dgx-h100", faults=[("nvmlDeviceGetComputeMode", 15)])
+    with nvml_session(backend):
+        with pytest.raises(NvmlGpuLost, match=r"^nvmlDeviceGetComputeMode\(GPU 0\): "):
+            backend.compute_mode(0)
+        with pytest.raises(NvmlNotSupported, match=r"^nvmlDeviceSetComputeMode\(GPU 1, 1\): "):
+            backend.set_compute_mode(1, 1)  # EXCLUSIVE_THREAD: removed from current drivers
 
 
 def test_init_failure_names_the_library_and_nvml_error(real: Real) -> None:

@@ -110,10 +110,16 @@ class PynvmlBackend:
             self._handles[index] = handle
         return handle
 
+    def _call(self, index: int, fn: str, *args: Any) -> Any:
+        """``fn(<handle of GPU index>, *args)``; an NVML error names the call, the GPU and the arguments."""
+        what = f"{fn}({', '.join([f'GPU {index}', *map(str, args)])})"
+        with self._nvml(what) as n:
+            return getattr(n, fn)(self._h(index, fn), *args)
+
     def _optional(self, what: str, index: int, fn: str, *args: Any) -> Any:
         try:
             with self._nvml(what) as n:
-                return getattr(n, fn)(self._h(index, what), *args)
+                return getattr(n, fn)(self._h(index, fn), *args)
         except NvmlNotSupported:
             return None
         except NvmlError as exc:
@@ -225,10 +231,8 @@ class PynvmlBackend:
 
     def pci_info(self, index: int) -> b.PciInfo:
         """``nvmlDeviceGetPciInfo_v3``: bus id and device id."""
-        h = self._h(index, "pci_info")
-        with self._nvml(f"nvmlDeviceGetPciInfo(GPU {index})") as n:
-            info = n.nvmlDeviceGetPciInfo(h)
-            return b.PciInfo(bus_id=_s(info.busId), device_id=int(info.pciDeviceId))
+        info = self._call(index, "nvmlDeviceGetPciInfo")
+        return b.PciInfo(bus_id=_s(info.busId), device_id=int(info.pciDeviceId))
 
     def memory_total(self, index: int) -> int | None:
         """``nvmlDeviceGetMemoryInfo().total``, None when NOT_SUPPORTED."""
@@ -253,23 +257,17 @@ class PynvmlBackend:
 
     def compute_mode(self, index: int) -> int:
         """``nvmlDeviceGetComputeMode``."""
-        h = self._h(index, "compute_mode")
-        with self._nvml(f"nvmlDeviceGetComputeMode(GPU {index})") as n:
-            return int(n.nvmlDeviceGetComputeMode(h))
+        return int(self._call(index, "nvmlDeviceGetComputeMode"))
 
     def set_compute_mode(self, index: int, mode: int) -> None:
         """``nvmlDeviceSetComputeMode`` (needs root)."""
-        h = self._h(index, "set_compute_mode")
-        with self._nvml(f"nvmlDeviceSetComputeMode(GPU {index}, {mode})") as n:
-            n.nvmlDeviceSetComputeMode(h, mode)
+        self._call(index, "nvmlDeviceSetComputeMode", mode)
 
     # -- MIG: queries ----------------------------------------------------------------------------
     def mig_mode(self, index: int) -> b.MigModeState:
         """``nvmlDeviceGetMigMode``."""
-        h = self._h(index, "mig_mode")
-        with self._nvml(f"nvmlDeviceGetMigMode(GPU {index})") as n:
-            current, pending = n.nvmlDeviceGetMigMode(h)
-            return b.MigModeState(current=bool(current), pending=bool(pending))
+        current, pending = self._call(index, "nvmlDeviceGetMigMode")
+        return b.MigModeState(current=bool(current), pending=bool(pending))
 
     def _placements(self, h: Any, profile_id: int) -> tuple[MigPlacement, ...]:
         with self._nvml(f"nvmlDeviceGetGpuInstancePossiblePlacements(profile {profile_id})") as n:
@@ -313,9 +311,7 @@ class PynvmlBackend:
 
     def gpu_instance_remaining_capacity(self, index: int, profile_id: int) -> int:
         """``nvmlDeviceGetGpuInstanceRemainingCapacity``."""
-        h = self._h(index, "gpu_instance_remaining_capacity")
-        with self._nvml(f"nvmlDeviceGetGpuInstanceRemainingCapacity(GPU {index}, {profile_id})") as n:
-            return int(n.nvmlDeviceGetGpuInstanceRemainingCapacity(h, profile_id))
+        return int(self._call(index, "nvmlDeviceGetGpuInstanceRemainingCapacity", profile_id))
 
     def gpu_instances(self, index: int) -> tuple[b.GpuInstanceRecord, ...]:
         """``nvmlDeviceGetGpuInstances`` for every GI profile the GPU offers, then ``nvmlGpuInstanceGetInfo``.
@@ -384,9 +380,7 @@ class PynvmlBackend:
     # -- MIG: changes ----------------------------------------------------------------------------
     def set_mig_mode(self, index: int, enabled: bool) -> int:
         """``nvmlDeviceSetMigMode``; returns the activation status."""
-        h = self._h(index, "set_mig_mode")
-        with self._nvml(f"nvmlDeviceSetMigMode(GPU {index}, {enabled})") as n:
-            status = int(n.nvmlDeviceSetMigMode(h, 1 if enabled else 0))
+        status = int(self._call(index, "nvmlDeviceSetMigMode", 1 if enabled else 0))
         self._handles.clear()  # the driver may reset the GPU; handles and minors must be re-read
         return status
 
@@ -507,9 +501,7 @@ class PynvmlBackend:
     # -- events ----------------------------------------------------------------------------------
     def supported_event_types(self, index: int) -> int:
         """``nvmlDeviceGetSupportedEventTypes``."""
-        h = self._h(index, "supported_event_types")
-        with self._nvml(f"nvmlDeviceGetSupportedEventTypes(GPU {index})") as n:
-            return int(n.nvmlDeviceGetSupportedEventTypes(h))
+        return int(self._call(index, "nvmlDeviceGetSupportedEventTypes"))
 
     def register_events(self, index: int, mask: int) -> None:
         """``nvmlDeviceRegisterEvents`` on the backend's one event set (created on first use)."""

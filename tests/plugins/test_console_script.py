@@ -30,6 +30,7 @@ from tests.plugin_harness import clean_env, wait_for
 from tests.plugins.conftest import DRIVER, NODE, PROFILE, allocated_claim, result, spec_files
 
 SCRIPT = Path(sys.executable).parent / "nvdra-gpu-plugin"
+DRIVER_READY = f"DRA plugin {DRIVER}: driver ready".encode()  # the helper's line once start-up is done
 pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason=f"console script not installed at {SCRIPT}")
 
 
@@ -99,6 +100,7 @@ class PluginProcess:
     def __init__(self, node: Node, args: list[str], env: Mapping[str, str]) -> None:
         self.node = node
         with node.log.open("ab") as log:
+            self.log_start = log.tell()  # this process's lines come after it
             self.proc = subprocess.Popen([str(SCRIPT), *args], env=dict(env), stdout=log, stderr=log)
 
     def output(self) -> str:
@@ -106,7 +108,8 @@ class PluginProcess:
         return self.node.log.read_text(errors="replace")
 
     def wait_ready(self) -> None:
-        """Wait until both sockets accept connections (the start-up repair runs before they are bound).
+        """Wait until both sockets accept connections and the driver is ready (the sockets are served
+        first; the start-up repair is done once the helper logs the driver ready).
 
         Accepting, not just existing: a SIGKILLed predecessor leaves its socket files behind.
         """
@@ -114,7 +117,9 @@ class PluginProcess:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"plugin exited with {self.proc.returncode}:\n{self.output()}")
-            return accepts(self.node.registration_socket) and accepts(self.node.dra_socket)
+            logged = self.node.log.read_bytes()[self.log_start :]
+            sockets = accepts(self.node.registration_socket) and accepts(self.node.dra_socket)
+            return sockets and DRIVER_READY in logged
 
         wait_for("the plugin's sockets", ready)
 

@@ -32,6 +32,7 @@ from tests.plugin_harness import wait_for
 
 SCRIPT = Path(sys.executable).parent / "nvdra-gpu-plugin"
 DRIVER = "gpu.nvidia.com"
+DRIVER_READY = f"DRA plugin {DRIVER}: driver ready".encode()  # the helper's line once start-up is done
 NODE = "n1"
 NAMESPACE = "nvdra"
 JsonObject = dict[str, Any]
@@ -94,6 +95,7 @@ class Plugin:
         with node.log.open("ab") as log:
             log.write(f"\n===== start (fault {fault or 'none'}) =====\n".encode())
             log.flush()
+            self.log_start = log.tell()  # this process's lines come after it
             self.proc = subprocess.Popen([str(SCRIPT), *node.flags()], env=dict(env), stdout=log, stderr=log)
 
     def output(self) -> str:
@@ -101,12 +103,15 @@ class Plugin:
         return self.node.log.read_text(errors="replace")
 
     def wait_registered(self) -> KubeletClient:
-        """Wait for the sockets, register as the kubelet does; returns the client (caller closes it)."""
+        """Wait for the sockets and the end of the start-up repair (the sockets are served before it:
+        the helper logs the driver ready after it); returns a kubelet client (caller closes it)."""
 
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"plugin exited with {self.proc.returncode}:\n{self.output()}")
-            return _accepts(self.node.registration_socket) and _accepts(self.node.dra_socket)
+            logged = self.node.log.read_bytes()[self.log_start :]
+            sockets = _accepts(self.node.registration_socket) and _accepts(self.node.dra_socket)
+            return sockets and DRIVER_READY in logged
 
         wait_for("the plugin's sockets", ready)
         return KubeletClient(self.node.registrar)

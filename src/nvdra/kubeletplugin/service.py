@@ -18,6 +18,10 @@ Invariants owned here:
   with serialization off (the ComputeDomain plugin) nothing is joined either: every call enters the
   driver at once, so no call waits for another;
 * an empty request is the liveness probe: answered empty at once, no lock, no driver call;
+* start gate: the sockets may be served before the driver is built (:class:`StartGate`). A call that
+  arrives earlier waits for it until shortly before its gRPC deadline; it fails with ``UNAVAILABLE``
+  (retryable: the kubelet calls again) when the driver is not ready by then, when start-up failed or
+  when the plugin is stopping. No claim is fetched and no driver entered before the gate opens;
 * each call gets a monotonically increasing request id used in its log lines; request and response
   are logged at DEBUG.
 """
@@ -38,7 +42,7 @@ from nvdra.kubeletplugin import _grpc
 from nvdra.kubeletplugin.serialize import RequestSerializer
 from nvdra.kubeletplugin.types import ClaimRef, DraDriver, JsonObject, KubeApi, PrepareResult
 
-__all__ = ["DraService", "DraServicer", "add_dra_servicers"]
+__all__ = ["DraService", "DraServicer", "PluginNotReady", "StartGate", "add_dra_servicers"]
 
 _log = logging.getLogger(__name__)
 
@@ -251,21 +255,91 @@ def _unprepare_answer(answered: Mapping[str, str], claim: ClaimRef) -> str:
     return answered[claim.uid]
 
 
+class PluginNotReady(errors.SystemError_):
+    """A DRA call found no driver to serve it: still starting past its deadline, start-up failed, or
+    stopping. Answered as gRPC ``UNAVAILABLE``, which the kubelet retries."""
+
+
+class StartGate:
+    """The :class:`DraService` of a plugin whose sockets may be served before its driver is built.
+
+    :meth:`open` hands the service over once the driver is ready; :meth:`fail` ends the wait of every
+    call for good (start-up failed, or the plugin is stopping). Whichever comes first wins.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._service: DraService | None = None
+        self._failure = ""
+
+    def open(self, service: DraService) -> None:
+        """Let the waiting and all later calls through to ``service``.
+
+        Raises:
+            PluginNotReady: the gate already failed (the plugin is stopping).
+        """
+        with self._cond:
+            if self._failure:
+                raise PluginNotReady(self._failure)
+            self._service = service
+            self._cond.notify_all()
+
+    def fail(self, reason: str) -> None:
+        """Fail every waiting and later call with ``reason`` (no effect once open or failed)."""
+        with self._cond:
+            if self._service is None and not self._failure:
+                self._failure = reason
+                self._cond.notify_all()
+
+    def wait(self, timeout: float | None) -> DraService:
+        """The service; waits up to ``timeout`` seconds (None: until the gate opens or fails).
+
+        Raises:
+            PluginNotReady: the gate failed, or ``timeout`` passed while the driver was still starting.
+        """
+        service = self._service
+        if service is not None:  # the steady state: no lock
+            return service
+        with self._cond:
+            self._cond.wait_for(lambda: self._service is not None or bool(self._failure), timeout)
+            if self._service is not None:
+                return self._service
+            if self._failure:
+                raise PluginNotReady(self._failure)
+        raise PluginNotReady(f"the plugin is still starting: its driver was not ready within {timeout:.1f} s")
+
+
+def _wait_budget(remaining: float | None) -> float | None:
+    """How long a call may wait for the start gate: up to shortly before its deadline (None: none)."""
+    if remaining is None:
+        return None
+    return max(0.0, remaining - min(1.0, remaining / 10))
+
+
 class DraServicer:
     """Adapts a :class:`DraService` to one DRA proto version (the generated service's method names)."""
 
-    def __init__(self, service: DraService, api: _grpc.DraApi) -> None:
-        self.service = service
+    def __init__(self, gate: StartGate, api: _grpc.DraApi) -> None:
+        self.gate = gate
         self.api = api
+
+    def _service(self, context: grpc.ServicerContext) -> DraService:
+        """The service once the driver is ready; aborts the call with UNAVAILABLE when it is not."""
+        try:
+            return self.gate.wait(_wait_budget(context.time_remaining()))
+        except PluginNotReady as exc:
+            _log.warning("%s DRA call refused: %s", self.api.name, exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     def NodePrepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:
         """gRPC NodePrepareResources."""
         claims = _grpc.claims_from_pb(request)
         if not claims:
             return self.api.pb2.NodePrepareResourcesResponse()
-        rid = self.service.next_request_id()
+        service = self._service(context)
+        rid = service.next_request_id()
         _log.debug("[req %d] %s NodePrepareResources request: %s", rid, self.api.name, _names(claims))
-        results = self.service.prepare(claims, request_id=rid)
+        results = service.prepare(claims, request_id=rid)
         failed = {uid: r.error for uid, r in results.items() if r.error}
         if failed:
             _log.warning("[req %d] NodePrepareResources failed claims: %s", rid, failed)
@@ -275,9 +349,12 @@ class DraServicer:
     def NodeUnprepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:
         """gRPC NodeUnprepareResources."""
         claims = _grpc.claims_from_pb(request)
-        rid = self.service.next_request_id()
+        if not claims:
+            return self.api.pb2.NodeUnprepareResourcesResponse()
+        service = self._service(context)
+        rid = service.next_request_id()
         _log.debug("[req %d] %s NodeUnprepareResources request: %s", rid, self.api.name, _names(claims))
-        results = self.service.unprepare(claims, request_id=rid)
+        results = service.unprepare(claims, request_id=rid)
         failed = {uid: e for uid, e in results.items() if e}
         if failed:
             _log.warning("[req %d] NodeUnprepareResources failed claims: %s", rid, failed)
@@ -299,8 +376,8 @@ def _names(claims: Iterable[ClaimRef]) -> list[str]:
     return [str(c) for c in claims]
 
 
-def add_dra_servicers(server: grpc.Server, service: DraService, versions: Iterable[str]) -> None:
-    """Serve ``service`` on ``server`` for each DRA version name (``"v1"``, ``"v1beta1"``).
+def add_dra_servicers(server: grpc.Server, gate: StartGate, versions: Iterable[str]) -> None:
+    """Serve ``gate``'s service on ``server`` for each DRA version name (``"v1"``, ``"v1beta1"``).
 
     Raises:
         ConfigError: an unknown version name.
@@ -309,4 +386,4 @@ def add_dra_servicers(server: grpc.Server, service: DraService, versions: Iterab
         api = _grpc.DRA_APIS.get(version)
         if api is None:
             raise errors.ConfigError("api_versions", version, ", ".join(_grpc.DRA_APIS))
-        api.add_to_server(DraServicer(service, api), server)
+        api.add_to_server(DraServicer(gate, api), server)

@@ -1,10 +1,16 @@
 """The start-up steps every kubelet plugin process shares, said once.
 
 Both plugins' ``serve`` (GPU and ComputeDomain) run one linear start sequence whose undo steps sit on an
-``ExitStack``. The steps they share live here: open NVML (or the simulated node) with its driver roots,
-build the API client from the flags, serve the driver's gRPC sockets with a ResourceSlice publisher,
-and serve the liveness probe and the metrics endpoint. What each plugin builds between them (its
-driver, its specs, its effects) stays in its own ``serve``.
+``ExitStack``. The steps they share live here: serve the gRPC sockets before the driver is built
+(:func:`serve_pending`: the kubelet registers the plugin while it starts, DRA calls wait), open NVML
+(or the simulated node) with its driver roots, build the API client from the flags, hand the built
+driver to the sockets with a ResourceSlice publisher (:func:`driver_ready`), and serve the liveness
+probe and the metrics endpoint. What each plugin builds between them (its driver, its specs, its
+effects) stays in its own ``serve``.
+
+Only what serving the sockets needs is imported here at module level: NVML, the API client, the
+publisher and the metrics are imported by the steps that use them, after the sockets are served
+(docs/performance.md, start-up).
 """
 
 from __future__ import annotations
@@ -12,16 +18,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
 
-from nvdra.kubeletplugin import Helper, KubeApi, KubernetesKubeApi, ResourceSlicePublisher, start
 from nvdra.kubeletplugin.health import HealthReporter
-from nvdra.kubeletplugin.liveness import start_liveness_server
-from nvdra.kubeletplugin.types import DraDriver
-from nvdra.nvml import NvmlBackend, PynvmlBackend, make_simulated_driver_root, nvml_session
-from nvdra.plugins.metrics import PluginMetrics, start_metrics_server
+from nvdra.kubeletplugin.helper import Helper, start_pending
+from nvdra.kubeletplugin.types import DraDriver, KubeApi
 from nvdra.plugins.pluginconfig import KubeletPluginConfig
 
-__all__ = ["api_client", "open_backend", "serve_endpoints", "serve_sockets"]
+if TYPE_CHECKING:
+    from nvdra.kubeletplugin import KubernetesKubeApi
+    from nvdra.nvml import NvmlBackend
+    from nvdra.plugins.metrics import PluginMetrics
+
+__all__ = ["api_client", "driver_ready", "open_backend", "serve_endpoints", "serve_pending"]
 
 
 def open_backend(
@@ -34,6 +44,8 @@ def open_backend(
     so an init failure names its first cause: no ``libnvidia-ml.so.1`` under the root, or NVML's own
     error. A simulated node gets a generated driver root, the same path from the host and the container.
     """
+    from nvdra.nvml import PynvmlBackend, make_simulated_driver_root, nvml_session
+
     backend = simulated() if config.simulate else PynvmlBackend(driver_root=config.container_driver_root)
     stack.enter_context(nvml_session(backend))
     if config.simulate:
@@ -44,39 +56,57 @@ def open_backend(
 
 def api_client(config: KubeletPluginConfig) -> KubernetesKubeApi:
     """The API client of ``--kubeconfig`` (in-cluster when empty), rate-limited by the QPS flags."""
+    from nvdra.kubeletplugin import KubernetesKubeApi
+
     return KubernetesKubeApi.from_kubeconfig(
         config.kubeconfig or None, qps=config.kube_api_qps, burst=config.kube_api_burst
     )
 
 
-def serve_sockets(
+def serve_pending(
     config: KubeletPluginConfig,
-    driver: DraDriver,
-    api: KubeApi,
     stack: ExitStack,
     *,
     serialize: bool = True,
     health: HealthReporter | None = None,
 ) -> Helper:
-    """Serve the driver's DRA and registration sockets (stopped with ``stack``); the ResourceSlice
-    publisher starts once the kubelet confirms the registration, its errors going to the driver."""
-    publisher = ResourceSlicePublisher(
-        api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
-    )
-    helper = start(
-        driver,
+    """Serve the DRA and registration sockets before the driver is built (stopped with ``stack``).
+
+    The kubelet can register the plugin from here on; DRA calls wait until :func:`driver_ready`. When
+    start-up fails (an exception leaves ``stack``), the waiting calls fail with it at once, before the
+    sockets close; the process then exits non-zero, and the kubelet sees the sockets go away.
+    """
+    helper = start_pending(
         driver_name=config.driver_name,
-        kube=api,
         node_name=config.node_name,
         plugin_data_dir=config.plugin_dir,
         registrar_dir=config.kubelet_registrar_directory_path,
         rolling_update_uid=config.pod_uid or None,
         serialize=serialize,
-        publisher=publisher,
         health=health,
     )
     stack.callback(helper.stop)
+
+    def fail_start(
+        exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc is not None:
+            helper.fail_start(exc)
+        return False  # the exception goes on
+
+    stack.push(fail_start)  # unwinds before helper.stop
     return helper
+
+
+def driver_ready(config: KubeletPluginConfig, helper: Helper, driver: DraDriver, api: KubeApi) -> None:
+    """Hand the built driver to the served sockets, with a ResourceSlice publisher that starts once the
+    kubelet confirms the registration, its errors going to the driver."""
+    from nvdra.kubeletplugin.publisher import ResourceSlicePublisher
+
+    publisher = ResourceSlicePublisher(
+        api, driver_name=config.driver_name, node_name=config.node_name, on_error=driver.handle_error
+    )
+    helper.ready(driver, api, publisher=publisher)
 
 
 def serve_endpoints(
@@ -84,6 +114,9 @@ def serve_endpoints(
 ) -> tuple[int | None, int | None]:
     """The liveness probe (``--healthcheck-port`` >= 0, when the sockets are served) and the metrics
     endpoint (``--http-endpoint``), both stopped with ``stack``; their ports (None: not served)."""
+    from nvdra.kubeletplugin.liveness import start_liveness_server
+    from nvdra.plugins.metrics import start_metrics_server
+
     metrics_port: int | None = None
     if config.http_endpoint:
         server, metrics_port = start_metrics_server(config.http_endpoint, config.metrics_path, metrics)

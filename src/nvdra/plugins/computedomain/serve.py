@@ -1,8 +1,9 @@
 """Wire the ComputeDomain driver into a running kubelet plugin (the whole ``nvdra-cd-plugin`` minus signals).
 
-Start order: NVML (or the simulated node) → clique id from fabric info (strict or legacy per
-``CrashOnNVLinkFabricErrors``) → checkpoint → sockets (not serialized: see the driver) → slices after
-the kubelet registered the plugin → liveness → metrics on ``--http-endpoint`` (the GPU plugin's
+Start order: sockets (not serialized: see the driver; DRA calls wait until the driver is ready) →
+NVML (or the simulated node) → clique id from fabric info (strict or legacy per
+``CrashOnNVLinkFabricErrors``) → checkpoint → driver handed to the sockets → slices once the kubelet
+registered the plugin → liveness → metrics on ``--http-endpoint`` (the GPU plugin's
 ``nvidia_dra`` series, ``device_type`` daemon|channel).
 """
 
@@ -38,7 +39,7 @@ from nvdra.plugins.computedomain.kube import CdKube
 from nvdra.plugins.flags import stop_on_signals, wait_for_signal
 from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics
 from nvdra.plugins.pluginconfig import KubeletPluginConfig
-from nvdra.plugins.runner import api_client, open_backend, serve_endpoints, serve_sockets
+from nvdra.plugins.runner import api_client, driver_ready, open_backend, serve_endpoints, serve_pending
 from nvdra.plugins.state import CheckpointStore, read_boot_id
 
 __all__ = ["CdPluginConfig", "RunningCdPlugin", "prepared_device_counts", "serve", "serve_until_signalled"]
@@ -107,6 +108,8 @@ def serve(
     ).check(gate_enabled=gates.enabled(Gate.HOST_MANAGED_IMEX_DAEMON))
     log.info("nvdra-cd-plugin starting; flags: %s", config.describe())
     with ExitStack() as stack:
+        # The kubelet may register the plugin from here on; DRA calls wait for driver_ready below.
+        helper = serve_pending(config, stack, serialize=False) if sockets else None
         backend, host_root, container_root = open_backend(
             config, stack, lambda: _simulated(config, profile_overrides)
         )
@@ -146,10 +149,9 @@ def serve(
             device_types=("daemon", "channel", "unknown"),
             prepared_devices=functools.partial(prepared_device_counts, driver),
         )
-        helper: Helper | None = None
-        if sockets:
-            helper = serve_sockets(config, InstrumentedDriver(driver, metrics), api, stack, serialize=False)
+        if helper is not None:
             stack.callback(driver.stop)  # runs before the sockets close: no call drains for 45 s
+            driver_ready(config, helper, InstrumentedDriver(driver, metrics), api)
             helper.publish_resources(driver.resources())
         port, metrics_port = serve_endpoints(config, stack, helper, metrics)
         yield RunningCdPlugin(

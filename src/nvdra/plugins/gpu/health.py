@@ -190,8 +190,11 @@ class HealthTracker:
                 self.tick()
 
 
-def health_view(config: PluginConfig, gates: FeatureGates, driver: GpuDriver) -> HealthTracker | None:
-    """With NVMLDeviceHealthCheck on: a tracker added to the driver's views, republishing through it."""
+def health_view(
+    config: PluginConfig, gates: FeatureGates, driver: GpuDriver, *, reporter: HealthReporter | None = None
+) -> HealthTracker | None:
+    """With NVMLDeviceHealthCheck on: a tracker added to the driver's views, republishing through it and
+    reporting into ``reporter`` (the served health stream's; default a new one)."""
     if not gates.enabled(Gate.NVML_DEVICE_HEALTH_CHECK):
         return None
     _, malformed = parse_xids(config.additional_xids_to_ignore)
@@ -207,7 +210,7 @@ def health_view(config: PluginConfig, gates: FeatureGates, driver: GpuDriver) ->
         policy=HealthPolicy.from_flags(
             config.additional_xids_to_ignore, quiet_period=config.health_quiet_period or None
         ),
-        reporter=HealthReporter(),
+        reporter=reporter if reporter is not None else HealthReporter(),
         on_change=driver.republish,
     )
     driver.views.append(tracker)

@@ -265,7 +265,7 @@ class ComputeDomainDriver(CheckpointedDriver):
         if ref.uid not in self._checkpoint.claims:
             self._save(self._claim_entry(ref, ClaimState.PREPARE_STARTED, (record,), applied))
         self._label_node(config.domain_id)
-        self._wait_ready(config.domain_id)
+        self._wait_ready(config.domain_id, cd)
         ids = channel_ids(config.allocation_mode)
         if self.clique_id:
             self._specs.write(ref.uid, [(record.device_name, self._specs.channel_edits(ids))])
@@ -328,9 +328,13 @@ class ComputeDomainDriver(CheckpointedDriver):
     def _label_node(self, uid: str) -> None:
         self._set_node_label(uid, add=True)
 
-    def _ready_once(self, uid: str) -> str:
-        """ "" when this node's daemon (and, with numNodes, the domain) is Ready; else why not."""
-        cd = self._domain(uid)
+    def _ready_once(self, uid: str, cd: JsonObject | None = None) -> str:
+        """ "" when this node's daemon (and, with numNodes, the domain) is Ready; else why not.
+
+        ``cd``: the domain as this prepare just read it (the first check needs no second GET of an
+        object whose status lists every node); later checks read it again.
+        """
+        cd = self._domain(uid) if cd is None else cd
         if (
             int((cd.get("spec") or {}).get("numNodes") or 0) > 0
             and (cd.get("status") or {}).get("status") != "Ready"
@@ -351,14 +355,16 @@ class ComputeDomainDriver(CheckpointedDriver):
             return f"the IMEX daemon on node {self.node_name} is not Ready yet"
         return ""
 
-    def _wait_ready(self, uid: str) -> None:
+    def _wait_ready(self, uid: str, cd: JsonObject | None = None) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
         delay = 0.25
+        first: JsonObject | None = cd
         while True:
             try:
-                why = self._ready_once(uid)
+                why = self._ready_once(uid, first)
             except (KubeApiError, NotReady) as exc:
                 why = str(exc)
+            first = None
             if not why:
                 return
             if self._stopping.is_set():

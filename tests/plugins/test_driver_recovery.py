@@ -222,16 +222,14 @@ def test_spec_write_failure_fails_only_that_claim(node: DriverNode) -> None:
     assert {u: c.state for u, c in on_disk(node).claims.items()} == {uid_of(good): "PrepareCompleted"}
 
 
-@pytest.mark.parametrize("fail_at", [2, 3], ids=["prepare-started-save", "prepare-completed-save"])
-def test_checkpoint_write_failure_fails_the_call_and_leaves_nothing_after_restart(
-    node: DriverNode, fail_at: int
-) -> None:
+def test_checkpoint_write_failure_fails_the_call_and_leaves_nothing_after_restart(node: DriverNode) -> None:
     """A failed checkpoint write fails every claim of the call; a restart leaves no spec behind.
 
-    Save 1 is start()'s own; save 2 records PrepareStarted, save 3 PrepareCompleted.
+    Save 1 is start()'s own; save 2 records PrepareCompleted (a claim without effects has no
+    PrepareStarted record: its spec is written beside that save).
     """
     claim = allocated_claim([result("gpu-2")])
-    store = FailingStore(node.checkpoint_path, boot_id="boot-1", fail_at=fail_at)
+    store = FailingStore(node.checkpoint_path, boot_id="boot-1", fail_at=2)
     driver = GpuDriver(
         node_name="n1",
         inventory=node.inventory,

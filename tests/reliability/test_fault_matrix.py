@@ -45,10 +45,13 @@ pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason=f"console script not
 # Fault points each scenario's prepare passes, in the order it passes them (":N" = the N-th time;
 # "before-rename" counts every atomic write of the process, the start's checkpoint write being the first).
 PREPARE_FAULTS: dict[str, tuple[str, ...]] = {
+    # A full GPU has no effects, so no PrepareStarted record: its spec and its PrepareCompleted entry are
+    # written side by side. before-rename:2 = neither in place; :3 = one in place, the other not (whichever
+    # came first); after-cdi-written = the spec durable, the entry maybe; after-prepare-completed = the
+    # entry durable, the spec maybe not (the start then writes it again: GpuDriver._apply).
     "gpu": (
-        "after-prepare-started",
         "before-rename:2",
-        "before-rename:4",
+        "before-rename:3",
         "after-cdi-written",
         "after-prepare-completed",
     ),

@@ -164,6 +164,10 @@ class GpuClaimSpecs:
         if remove_spec(self.cdi_root, claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid)):
             reach("after-cdi-removed")
 
+    def exists(self, claim_uid: str) -> bool:
+        """Whether the claim's spec is in the CDI root."""
+        return self.path(claim_uid).is_file()
+
     def claim_uids(self) -> set[str]:
         """UIDs of the claims whose specs are in the CDI root."""
         return {

@@ -5,13 +5,17 @@ Flow of a prepare call (all claims of one kubelet call are handled together):
 1. *Plan* each claim, purely: pick this driver's allocation results, check every device is one this
    node publishes and that no other prepared claim holds it, resolve and validate the opaque configs.
    A claim that fails here is answered with its error and touches nothing.
-2. Checkpoint every planned claim as ``PrepareStarted`` (one durable write for the call).
-3. Apply each plan (its effects: time slices, MPS, MIG devices, fabric partitions, VFIO bindings; then
+2. Checkpoint every planned claim *with effects* as ``PrepareStarted`` (one durable write for the call;
+   none when no claim has effects). The specs of the claims without effects are written meanwhile.
+3. Apply each plan with effects (time slices, MPS, MIG devices, fabric partitions, VFIO bindings; then
    its CDI spec). A claim that fails here is rolled back.
-4. Checkpoint the survivors as ``PrepareCompleted`` and drop the failures (one durable write).
+4. Checkpoint the survivors as ``PrepareCompleted`` and drop the failures (one durable write); answer
+   once every answered claim's spec and entry are durable (``GpuDriver._apply`` says why a claim
+   without effects needs no ``PrepareStarted`` record).
 
 Unprepare removes what the checkpoint says was made, in reverse, then the entry. Unknown claims
-succeed. Repeating a completed prepare returns the stored answer without touching anything.
+succeed. Repeating a completed prepare returns the stored answer without touching anything (but a
+missing spec of a claim without effects, which a crash between its two writes leaves, is rewritten).
 
 At start the checkpoint is loaded with repair (see :mod:`nvdra.plugins.state`), ``PrepareStarted``
 entries — prepares that died half-way and were never reported to the kubelet — are rolled back, and
@@ -23,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -93,6 +97,10 @@ class ClaimSpecs(Protocol):
 
     def remove(self, claim_uid: str) -> None:
         """Remove the claim's spec; a missing spec is fine."""
+        ...
+
+    def exists(self, claim_uid: str) -> bool:
+        """Whether the claim's spec is on disk."""
         ...
 
     def claim_uids(self) -> set[str]:
@@ -175,6 +183,10 @@ class GpuDriver(CheckpointedDriver):
             self._store.save(cp)
             self._checkpoint = cp
             self._sweep_specs(self._specs, cp)
+            for claim in cp.claims.values():  # a crash between a spec-only claim's two writes
+                failure = self._restore_spec(claim)
+                if failure:
+                    log.error("cannot restore the CDI spec of claim %s: %s", claim, failure)
         return report
 
     def close(self) -> None:
@@ -280,7 +292,7 @@ class GpuDriver(CheckpointedDriver):
                 ref = claim_ref(claim)
                 done = self._checkpoint.claims.get(ref.uid)
                 if done is not None and done.state is ClaimState.PREPARE_COMPLETED:
-                    results[ref.uid] = PrepareResult(devices=self._prepared(done.devices))
+                    results[ref.uid] = self._completed_answer(done)
                     continue
                 if done is not None and not self._undo_entry(done):
                     # An earlier attempt died half-way and its effects cannot be rolled back yet.
@@ -463,31 +475,62 @@ class GpuDriver(CheckpointedDriver):
         return out
 
     def _apply(self, plans: Sequence[_Plan]) -> dict[str, PrepareResult]:
-        started = self._checkpoint
-        for plan in plans:
-            started = started.with_claim(_entry(plan, ClaimState.PREPARE_STARTED))
-        # Without effects, a claim's spec write overlaps the PrepareStarted write: a spec is inert until the
-        # kubelet gets its id, and one left by a crash without an entry is swept at start. With effects the
-        # spec needs what they produced, and they may only start once their intent is durable.
-        early = {
-            p.ref.uid: self._io.submit(self._specs.write, p.ref.uid, p.allocated)
-            for p in plans
-            if not p.effects
-        }
-        try:
-            self._store.save(started)
-        except (NvdraError, OSError) as exc:
-            for plan in plans:
-                if plan.ref.uid in early:
-                    early[plan.ref.uid].exception()
-                    self._specs.remove(plan.ref.uid)
-            return {p.ref.uid: self._failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
-        self._checkpoint = started
-        reach("after-prepare-started")
+        """Durable stages: claims with effects ``PrepareStarted`` → effects → spec → ``PrepareCompleted``;
+        claims whose only change is their CDI spec (no effect: a full GPU, a static MIG device, admin
+        access) get no ``PrepareStarted`` record: their spec write runs beside the checkpoint writes and
+        their ``PrepareCompleted`` entry goes into the same write as the others'. Every answer is sent
+        only once its spec and its entry are both durable.
+
+        Crash-safe for a spec-only claim whichever write lands first, because the kubelet learns its CDI
+        ids only from the answer: a spec without an entry is an orphan that the next start removes
+        (:func:`~nvdra.plugins.claims.sweep_orphan_specs`); an entry without its spec was never answered,
+        so the kubelet sends the prepare again, and a repeated prepare of a completed claim without
+        effects rewrites a missing spec from the recorded devices before it answers
+        (``_completed_answer``); an unprepare instead removes the entry and finds no spec to remove. Such
+        a claim's spec is a function of its devices alone, so the rewritten spec is the one the crash
+        lost. (tests/plugins/test_spec_only_prepare.py, the fault matrix's gpu cases.)
+        """
+        quick = [p for p in plans if not p.effects]
+        slow = [p for p in plans if p.effects]
+        # A spec is inert until the kubelet gets its id: the spec-only claims' writes start now.
+        early = {p.ref.uid: self._io.submit(self._specs.write, p.ref.uid, p.allocated) for p in quick}
         results: dict[str, PrepareResult] = {}
+        completed = self._checkpoint
+        if slow:
+            # Effects may only start once their intent is durable; their spec needs what they produced.
+            started = self._checkpoint
+            for plan in slow:
+                started = started.with_claim(_entry(plan, ClaimState.PREPARE_STARTED))
+            try:
+                self._store.save(started)
+            except (NvdraError, OSError) as exc:
+                self._drop_specs(quick, early)
+                return {p.ref.uid: self._failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
+            self._checkpoint = started
+            reach("after-prepare-started")
+            completed = self._apply_all_effects(slow, started, results)
+        for plan in quick:  # recorded before their specs are known durable: see the docstring
+            completed = completed.with_claim(_entry(plan, ClaimState.PREPARE_COMPLETED))
+        try:
+            self._store.save(completed)
+        except (NvdraError, OSError) as exc:
+            # Nothing new is recorded as complete: report failure. Spec-only claims have no entry, so their
+            # specs go; the PrepareStarted entries stay, so a retry or the next start rolls them back.
+            self._drop_specs(quick, early)
+            return {p.ref.uid: self._failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
+        self._checkpoint = completed
+        reach("after-prepare-completed")
+        results.update(self._answer_spec_only(quick, early))
+        return results
+
+    def _apply_all_effects(
+        self, plans: Sequence[_Plan], started: Checkpoint, results: dict[str, PrepareResult]
+    ) -> Checkpoint:
+        """Apply each plan's effects and spec (their intent is durable); ``started`` with the survivors
+        completed and the rolled-back failures dropped; each plan's answer goes into ``results``."""
         completed = started
         for plan in plans:
-            failure = early[plan.ref.uid].exception() if plan.ref.uid in early else self._apply_effects(plan)
+            failure = self._apply_effects(plan)
             if failure is not None:
                 self._specs.remove(plan.ref.uid)
                 if self._undo(plan.effects, str(plan.ref)):
@@ -496,15 +539,58 @@ class GpuDriver(CheckpointedDriver):
                 continue
             completed = completed.with_claim(_entry(plan, ClaimState.PREPARE_COMPLETED))
             results[plan.ref.uid] = PrepareResult(devices=self._prepared(plan.devices))
-        try:
-            self._store.save(completed)
-        except (NvdraError, OSError) as exc:
-            # The specs exist but are not recorded as complete: report failure; the PrepareStarted entries
-            # stay, so a retry or the next start rolls them back.
-            return {p.ref.uid: self._failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
-        self._checkpoint = completed
-        reach("after-prepare-completed")
+        return completed
+
+    def _answer_spec_only(
+        self, plans: Sequence[_Plan], writes: Mapping[str, Future[None]]
+    ) -> dict[str, PrepareResult]:
+        """The answers of the spec-only claims once their entries are durable: each waits for its spec."""
+        results: dict[str, PrepareResult] = {}
+        failed = []
+        for plan in plans:
+            failure = writes[plan.ref.uid].exception()
+            if failure is None:
+                results[plan.ref.uid] = PrepareResult(devices=self._prepared(plan.devices))
+            else:
+                self._specs.remove(plan.ref.uid)
+                results[plan.ref.uid] = self._failed(plan.ref, str(failure))
+                failed.append(plan.ref.uid)
+        if failed:  # failure path only: drop their entries again (if this write fails, a retry rewrites)
+            try:
+                self._store.save(self._checkpoint.without(*failed))
+                self._checkpoint = self._checkpoint.without(*failed)
+            except (NvdraError, OSError) as exc:
+                log.error("cannot drop the entries of claims whose CDI spec failed: %s", exc)
         return results
+
+    def _drop_specs(self, plans: Sequence[_Plan], writes: Mapping[str, Future[None]]) -> None:
+        """Remove the specs of claims that will get no entry, once their writes have ended."""
+        for plan in plans:
+            writes[plan.ref.uid].exception()
+            self._specs.remove(plan.ref.uid)
+
+    def _completed_answer(self, done: PreparedClaim) -> PrepareResult:
+        """The stored answer of a completed claim, its spec first restored if a crash lost it."""
+        failure = self._restore_spec(done)
+        if failure:
+            ref = ClaimRef(namespace=done.namespace, name=done.name, uid=done.uid)
+            return self._failed(ref, f"cannot restore its CDI spec: {failure}")
+        return PrepareResult(devices=self._prepared(done.devices))
+
+    def _restore_spec(self, done: PreparedClaim) -> str:
+        """Rewrite the missing spec of a completed claim without effects (a crash after its entry, before
+        its spec: see ``_apply``; its spec is a function of its devices); why it failed, or ""."""
+        if done.applied or self._specs.exists(done.uid):
+            return ""
+        missing = [d.device_name for d in done.devices if d.device_name not in self._devices]
+        if missing:
+            return f"device {missing[0]!r} is not published by this node"
+        log.warning("claim %s is prepared but its CDI spec is missing; writing it again", done)
+        try:
+            self._specs.write(done.uid, [self._devices[d.device_name] for d in done.devices])
+        except (NvdraError, OSError) as exc:
+            return str(exc)
+        return ""
 
     def _apply_effects(self, plan: _Plan) -> BaseException | None:
         """Apply a plan's effects in order, then write its spec; the first failure is returned."""

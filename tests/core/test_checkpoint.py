@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from nvdra.core.checkpoint import (
     Checkpoint,
+    CheckpointEncoder,
     DeviceRecord,
     PreparedClaim,
     decode_checkpoint,
@@ -45,6 +47,74 @@ def test_round_trip(boot: str, entries: list[PreparedClaim]) -> None:
     for c in entries:
         cp = cp.with_claim(c)
     assert decode_checkpoint(encode_checkpoint(cp)) == cp
+
+
+def _whole_document(cp: Checkpoint) -> bytes:
+    """The file as one json.dumps of the whole document writes it (the format before the per-claim
+    assembly; files written by earlier versions are these bytes)."""
+    data = {
+        "nodeBootID": cp.node_boot_id,
+        "claims": {
+            uid: {
+                "state": c.state.value,
+                "namespace": c.namespace,
+                "name": c.name,
+                "devices": [
+                    {
+                        "requests": list(d.requests),
+                        "poolName": d.pool_name,
+                        "deviceName": d.device_name,
+                        "cdiDeviceIDs": list(d.cdi_device_ids),
+                        **({"shareID": d.share_id} if d.share_id is not None else {}),
+                        **({"adminAccess": True} if d.admin_access else {}),
+                    }
+                    for d in c.devices
+                ],
+                "applied": [dict(a) for a in c.applied],
+            }
+            for uid, c in cp.claims.items()
+        },
+    }
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    doc = {
+        "kind": "nvdra.checkpoint",
+        "version": 1,
+        "checksum": "sha256:" + hashlib.sha256(canonical).hexdigest(),
+        "data": data,
+    }
+    return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+
+
+odd_text = st.text(max_size=8)  # newlines, quotes, non-ASCII: JSON escapes them inside strings
+odd_claims = st.builds(
+    PreparedClaim,
+    uid=odd_text,
+    namespace=odd_text,
+    name=odd_text,
+    state=st.sampled_from(["PrepareStarted", "PrepareCompleted"]),
+    devices=st.lists(devices, max_size=2).map(tuple),
+    applied=st.lists(
+        st.dictionaries(odd_text, st.none() | st.integers() | odd_text | st.lists(odd_text, max_size=2)),
+        max_size=2,
+    ).map(tuple),
+)
+
+
+@given(boot=odd_text, entries=st.lists(odd_claims, max_size=4), drop=st.integers(0, 3))
+def test_bytes_equal_the_whole_document_dump_cached_or_not(
+    boot: str, entries: list[PreparedClaim], drop: int
+) -> None:
+    """The per-claim assembly writes the very bytes of one dump of the whole document, and so does the
+    caching encoder across a sequence of checkpoints that share claims (as successive saves do)."""
+    encoder = CheckpointEncoder()
+    cp = Checkpoint(node_boot_id=boot)
+    assert encoder.encode(cp) == encode_checkpoint(cp) == _whole_document(cp)
+    for c in entries:
+        cp = cp.with_claim(c)
+        assert encoder.encode(cp) == encode_checkpoint(cp) == _whole_document(cp)
+    cp = cp.without(*[c.uid for c in entries[:drop]])
+    assert encoder.encode(cp) == _whole_document(cp)
+    assert decode_checkpoint(encoder.encode(cp)) == cp
 
 
 def _sample() -> bytes:

@@ -49,6 +49,7 @@ from nvdra.core.errors import CheckpointError
 __all__ = [
     "CHECKPOINT_VERSION",
     "Checkpoint",
+    "CheckpointEncoder",
     "ClaimState",
     "DeviceRecord",
     "PreparedClaim",
@@ -159,14 +160,69 @@ def _canonical(data: Any) -> bytes:
 
 
 def encode_checkpoint(cp: Checkpoint) -> bytes:
-    """Serialise with a checksum over the canonical JSON of the payload."""
-    data = {
-        "nodeBootID": cp.node_boot_id,
-        "claims": {uid: _claim_to_json(c) for uid, c in sorted(cp.claims.items())},
-    }
-    checksum = "sha256:" + hashlib.sha256(_canonical(data)).hexdigest()
-    doc = {"kind": _KIND, "version": CHECKPOINT_VERSION, "checksum": checksum, "data": data}
-    return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+    """Serialise with a checksum over the canonical JSON of the payload.
+
+    The bytes are those of ``json.dumps(doc, sort_keys=True, indent=1)`` of the whole document (plus a
+    newline), with the checksum over ``json.dumps(data, sort_keys=True, separators=(",", ":"))``; they
+    are assembled from each claim's own two texts (:func:`_claim_texts`) so that
+    :class:`CheckpointEncoder` can keep those between writes.
+    """
+    return _document(cp.node_boot_id, [(uid, *_claim_texts(c)) for uid, c in sorted(cp.claims.items())])
+
+
+class CheckpointEncoder:
+    """:func:`encode_checkpoint`, remembering each claim's texts between calls.
+
+    A :class:`PreparedClaim` is immutable, and a checkpoint written after a call shares every claim the
+    call did not touch with the one written before it, so only the new entries are encoded again (the
+    indented JSON is Python's pure-Python encoder: ~40 µs a claim). Keeps the texts of the claims of the
+    last checkpoint encoded only. Not thread-safe (the store's callers serialize).
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[int, tuple[PreparedClaim, str, str]] = {}
+
+    def encode(self, cp: Checkpoint) -> bytes:
+        """The bytes :func:`encode_checkpoint` returns for ``cp``."""
+        texts: dict[int, tuple[PreparedClaim, str, str]] = {}
+        parts = []
+        for uid, claim in sorted(cp.claims.items()):
+            known = self._texts.get(id(claim))
+            if known is None or known[0] is not claim:  # the object itself: an id may be reused
+                known = (claim, *_claim_texts(claim))
+            texts[id(claim)] = known
+            parts.append((uid, known[1], known[2]))
+        self._texts = texts
+        return _document(cp.node_boot_id, parts)
+
+
+_CLAIM_INDENT = "\n" + " " * 3  # a claim object sits at depth 3 of the indented document
+
+
+def _claim_texts(c: PreparedClaim) -> tuple[str, str]:
+    """A claim's canonical JSON and its indented JSON as it appears inside the document."""
+    obj = _claim_to_json(c)
+    pretty = json.dumps(obj, sort_keys=True, indent=1).replace("\n", _CLAIM_INDENT)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")), pretty
+
+
+def _document(boot_id: str, claims: list[tuple[str, str, str]]) -> bytes:
+    """The file from each claim's (uid, canonical, indented) texts, in uid order (JSON escapes every
+    newline inside a string, so re-indenting a claim's lines is exact)."""
+    boot = json.dumps(boot_id)
+    keys = [json.dumps(uid) for uid, _, _ in claims]
+    canonical = ",".join(f"{k}:{c}" for k, (_, c, _) in zip(keys, claims, strict=True))
+    data = '{"claims":{' + canonical + '},"nodeBootID":' + boot + "}"
+    checksum = "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+    if claims:
+        body = ",\n   ".join(f"{k}: {p}" for k, (_, _, p) in zip(keys, claims, strict=True))
+        pretty = "{\n   " + body + "\n  }"
+    else:
+        pretty = "{}"
+    return (
+        f'{{\n "checksum": "{checksum}",\n "data": {{\n  "claims": {pretty},\n  "nodeBootID": {boot}\n }},'
+        f'\n "kind": {json.dumps(_KIND)},\n "version": {CHECKPOINT_VERSION}\n}}\n'
+    ).encode()
 
 
 def _req(obj: Mapping[str, Any], key: str, typ: type, where: str) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 import attrs
 
 from nvdra.cdi import atomic_write
-from nvdra.core.checkpoint import Checkpoint, PreparedClaim, decode_checkpoint, encode_checkpoint
+from nvdra.core.checkpoint import Checkpoint, CheckpointEncoder, PreparedClaim, decode_checkpoint
 from nvdra.core.errors import CheckpointError
 
 __all__ = ["CheckpointStore", "LoadReport", "read_boot_id"]
@@ -59,6 +59,7 @@ class CheckpointStore:
         # The bytes last read or written here. During a rolling update two plugin instances share the
         # file (serialized by a flock); an instance must not act on its stale copy, see reload_if_changed.
         self._known: bytes | None = None
+        self._encoder = CheckpointEncoder()  # re-encodes only the entries new since the last save
 
     def load(self) -> tuple[Checkpoint, LoadReport]:
         """Read the checkpoint, repairing what cannot be used (see the module docstring)."""
@@ -106,7 +107,7 @@ class CheckpointStore:
 
     def save(self, cp: Checkpoint) -> None:
         """Write atomically and durably. Raises CdiError/OSError-derived errors from the writer."""
-        data = encode_checkpoint(cp)
+        data = self._encoder.encode(cp)
         self._known = None  # unknown until the write has succeeded
         atomic_write(self.path, data, mode=0o600)
         self._known = data

@@ -11,7 +11,9 @@ hold each of the 8 GPUs at once and a call can carry 64 claims.
   trips, the claim GET, four atomic writes and a durable unlink, one after another).
 
 For each row: the round's p50, that p50 over the one-claim round's p50 (the goals: 64 claims at most 8 times,
-8 callers at most 4 times), and claims prepared+unprepared per second.
+8 callers at most 4 times), claims prepared+unprepared per second, and the CPU the plugin process and the
+API server process spent per claim (user+system, from /proc; the machine is shared, so CPU per claim is
+steadier than wall time).
 
 Usage: python benchmarks/batch.py [--rounds 40] [--out batch.json]
 """
@@ -35,6 +37,12 @@ from nvdra.kubeletplugin import ClaimRef, KubeletClient
 
 GPUS = 8
 SCENARIO: dict[str, Any] = {"profile": "dgx-h100", "gates": "", "parameters": None, "admin": True}
+
+
+def cpu_s(pid: int) -> float:
+    """User+system CPU seconds a process has used so far (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def round_trip(plugin: Any, refs: Sequence[ClaimRef]) -> float:
@@ -69,12 +77,19 @@ def main() -> None:
     summary: dict[str, Any] = {"load_start": os.getloadavg()[0], "batches": [], "callers": []}
     with Node(SCENARIO, groups, total_rounds * 8) as node, KubeletClient(node.reg) as kubelet:
         plugin, _ = start_up(node, kubelet)
+        assert node.plugin is not None
+        pids = {"plugin": node.plugin.pid, "api": node.api.pid}
         probe = FloorProbe(kubelet, node.reg_sock, node.kubeconfig, node.tmp)
         base = 0.0
         for size in (1, 8, 64):
             times, floors = [], []
+            cpu = {"plugin": 0.0, "api": 0.0}
             for r in range(total_rounds):  # each round beside one floor, so both see the same load
+                before = {k: cpu_s(pid) for k, pid in pids.items()}
                 times.append(round_trip(plugin, batch_refs(size, r)))
+                if r >= args.warmup:
+                    for k, pid in pids.items():
+                        cpu[k] += cpu_s(pid) - before[k]
                 floors.append(probe.once(0))
             times, floors = times[args.warmup :], floors[args.warmup :]
             print(f"  ({size} claims per call: done)", file=sys.stderr, flush=True)
@@ -88,6 +103,8 @@ def main() -> None:
                 "over_floor": p50 / pct(floors, 50),
                 "over_one_claim": p50 / base,
                 "claims_per_s": size * len(times) / sum(times),
+                "plugin_cpu_ms_per_claim": cpu["plugin"] * 1000 / (size * len(times)),
+                "api_cpu_ms_per_claim": cpu["api"] * 1000 / (size * len(times)),
             }
             summary["batches"].append(row)
         for callers in (1, 8):
@@ -97,12 +114,14 @@ def main() -> None:
                 results[g] = [round_trip(plugin, [claim_ref(g, r * 8 + 1)]) for r in range(total_rounds)]
 
             threads = [threading.Thread(target=run, args=(g,)) for g in range(callers)]
+            before = {k: cpu_s(pid) for k, pid in pids.items()}
             t0 = time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             wall = time.perf_counter() - t0
+            used = {k: (cpu_s(pid) - before[k]) * 1000 / (callers * total_rounds) for k, pid in pids.items()}
             flat = [x for r in results for x in r[args.warmup :]]
             summary["callers"].append(
                 {
@@ -110,6 +129,8 @@ def main() -> None:
                     "pair_p50_ms": pct(flat, 50),
                     "pair_p99_ms": pct(flat, 99),
                     "claims_per_s": callers * total_rounds / wall,
+                    "plugin_cpu_ms_per_claim": used["plugin"],
+                    "api_cpu_ms_per_claim": used["api"],
                 }
             )
         one = summary["callers"][0]["pair_p50_ms"]
@@ -122,13 +143,15 @@ def main() -> None:
             f"{row['claims_per_call']:>3} claims per call: round p50 {row['round_p50_ms']:7.2f} ms "
             f"p99 {row['round_p99_ms']:7.2f} ms  {row['over_one_claim']:5.2f}x one claim  "
             f"{row['claims_per_s']:7.0f} claims/s  (floor of one claim beside it "
-            f"{row['floor_p50_ms']:.2f} ms: {row['over_floor']:.2f}x)"
+            f"{row['floor_p50_ms']:.2f} ms: {row['over_floor']:.2f}x)  CPU per claim: plugin "
+            f"{row['plugin_cpu_ms_per_claim']:.2f} ms, API server {row['api_cpu_ms_per_claim']:.2f} ms"
         )
     for row in summary["callers"]:
         print(
             f"{row['callers']:>3} concurrent callers: pair p50 {row['pair_p50_ms']:7.2f} ms "
             f"p99 {row['pair_p99_ms']:7.2f} ms  {row['over_one_caller']:5.2f}x one caller  "
-            f"{row['claims_per_s']:7.0f} claims/s"
+            f"{row['claims_per_s']:7.0f} claims/s  CPU per claim: plugin "
+            f"{row['plugin_cpu_ms_per_claim']:.2f} ms, API server {row['api_cpu_ms_per_claim']:.2f} ms"
         )
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2))

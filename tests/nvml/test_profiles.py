@@ -47,7 +47,7 @@ def test_dgx_a100_facts() -> None:
     assert {g.model.name for g in p.gpus} == {"NVIDIA A100-SXM4-40GB"}
     assert {g.model.memory_mib for g in p.gpus} == {40960}
     assert [n for _, n in p.nvlink.switches] == [2] * 6
-    assert not p.fabric.supported
+    assert p.fabric is None
     assert not any(g.mig_enabled for g in p.gpus)
 
 
@@ -58,7 +58,7 @@ def test_dgx_h100_facts() -> None:
     assert [g.module_id for g in p.gpus] == list(range(1, 9))
     assert {g.numa_node for g in p.gpus} == {0, 1}
     assert [n for _, n in p.nvlink.switches] == [4, 4, 5, 5]
-    assert p.fabric.supported and p.fabric.state == 3
+    assert p.fabric is not None and p.fabric.state == 3
     assert p.fabric.cluster_uuid == "00000000-0000-0000-0000-000000000000"
 
 
@@ -74,6 +74,7 @@ def test_gb200_tray_facts() -> None:
     assert [g.module_id for g in p.gpus] == [1, 2, 3, 4]
     assert {g.addressing_mode for g in p.gpus} == {2}
     assert sum(n for _, n in p.nvlink.switches) == 18
+    assert p.fabric is not None
     assert p.fabric.cluster_uuid != "00000000-0000-0000-0000-000000000000"
     assert p.fabric.clique_id != 0
 

@@ -148,7 +148,7 @@ def render_fake_nvml_state(
     if capabilities is not None:
         lines.append(f"capabilities {capabilities}")
     f = profile.fabric
-    if f.supported:
+    if f is not None:
         lines.append(
             f"fabric {f.state} {f.status} {f.cluster_uuid} {f.clique_id} {f.health_mask} {f.health_summary}"
         )

@@ -52,11 +52,11 @@ from typing import Any, TypeVar
 
 import attrs
 
+from nvdra.core.devices import FabricInfo
 from nvdra.core.errors import ConfigError
 
 __all__ = [
     "PROFILE_NAMES",
-    "FabricSpec",
     "GpuModel",
     "GpuSpec",
     "MigDeviceSpec",
@@ -169,19 +169,6 @@ class NvLinkTopology:
 
 
 @attrs.frozen(kw_only=True)
-class FabricSpec:
-    """What ``nvmlDeviceGetGpuFabricInfoV`` answers on every GPU (``supported`` False = NOT_SUPPORTED)."""
-
-    supported: bool = False
-    state: int = 0
-    status: int = 0
-    cluster_uuid: str = "00000000-0000-0000-0000-000000000000"
-    clique_id: int = 0
-    health_mask: int = 0
-    health_summary: int = 0
-
-
-@attrs.frozen(kw_only=True)
 class NodeProfile:
     """A validated simulated node."""
 
@@ -192,7 +179,7 @@ class NodeProfile:
     cuda_driver_version: int
     gpus: tuple[GpuSpec, ...]
     nvlink: NvLinkTopology = NvLinkTopology()
-    fabric: FabricSpec = FabricSpec()
+    fabric: FabricInfo | None = None  # nvmlDeviceGetGpuFabricInfoV on every GPU; None: NOT_SUPPORTED
     fabric_manager_mode: int | None = None  # FABRIC_MODE of the node's Fabric Manager; None = none runs
 
 
@@ -418,9 +405,9 @@ def _links_used(topo: NvLinkTopology, index: int) -> int:
     return 0
 
 
-def _fabric(raw: Any, path: str) -> FabricSpec:
+def _fabric(raw: Any, path: str) -> FabricInfo | None:
     if raw == "unsupported":
-        return FabricSpec()
+        return None
     r = _Reader(raw, path)
     state = r.get("state", str)
     r.check("state", state, state in _FABRIC_STATES, ", ".join(_FABRIC_STATES))
@@ -429,8 +416,7 @@ def _fabric(raw: Any, path: str) -> FabricSpec:
         cluster = str(uuid_mod.UUID(cluster))
     except ValueError:
         r.check("cluster_uuid", cluster, False, "a UUID")
-    spec = FabricSpec(
-        supported=True,
+    spec = FabricInfo(
         state=_FABRIC_STATES[state],
         status=r.get("status", int, 0),
         cluster_uuid=cluster,

@@ -527,17 +527,9 @@ class SimulatedNvml:
     def fabric_info(self, index: int) -> b.FabricInfoRecord:
         """Fabric registration from the profile; NOT_SUPPORTED where the profile says so (pre-Hopper)."""
         with self._call("fabric_info", index):
-            f = self.profile.fabric
-            if not f.supported:
+            if self.profile.fabric is None:
                 raise NvmlNotSupported("fabric_info: GPU fabric info is not supported on this GPU")
-            return b.FabricInfoRecord(
-                state=f.state,
-                status=f.status,
-                cluster_uuid=f.cluster_uuid,
-                clique_id=f.clique_id,
-                health_mask=f.health_mask,
-                health_summary=f.health_summary,
-            )
+            return self.profile.fabric
 
     # -- NvmlBackend: events ---------------------------------------------------------------------
     def supported_event_types(self, index: int) -> int:

@@ -104,3 +104,20 @@ def test_plugins_refuse_bad_values_as_usage_errors(script: str, args: list[str],
     result = CliRunner().invoke(SCRIPTS[script].load(), ["--node-name", "n", *args], prog_name=script)
     assert result.exit_code == 2, result.output
     assert flag in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["devices", "--kubeconfig", "/nonexistent/kubeconfig"],
+        ["taint", "node-1", "--key", "example.com/maint", "--kubeconfig", "/nonexistent/kubeconfig"],
+        ["untaint", "node-1", "--kubeconfig", "/nonexistent/kubeconfig"],
+    ],
+)
+def test_a_library_error_in_any_subcommand_is_one_line_and_exit_1(args: list[str]) -> None:
+    result = CliRunner().invoke(SCRIPTS["nvdra"].load(), args, prog_name="nvdra")
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        "Error: --kubeconfig: [Errno 2] No such file or directory: '/nonexistent/kubeconfig' "
+        "'/nonexistent/kubeconfig'; allowed: a readable kubeconfig"
+    ]

@@ -27,7 +27,18 @@ __all__ = ["main"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Tool(click.Group):
+    """The ``nvdra`` group: any subcommand a library error ends prints its one line (exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; an :class:`NvdraError` becomes a :class:`click.ClickException`."""
+        try:
+            return super().invoke(ctx)
+        except NvdraError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Tool, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @logging_options(group=True)
 def main(verbosity: int) -> None:
     """nvdra: the NVIDIA GPU DRA driver, as a library and tools.
@@ -81,10 +92,7 @@ def demo(ctx: click.Context, profile: str) -> None:
     _check_profile(profile)
     from nvdra.tool.demo import run_demo
 
-    try:
-        run_demo(click.echo, profile=profile)
-    except NvdraError as exc:
-        raise click.ClickException(str(exc)) from exc
+    run_demo(click.echo, profile=profile)
 
 
 @demo.command("computedomain")
@@ -92,10 +100,7 @@ def demo_computedomain() -> None:
     """ComputeDomains on a simulated NVL72 rack: controller, daemons, IMEX, channel claims."""
     from nvdra.plugins.computedomain.demo import run_demo
 
-    try:
-        run_demo(click.echo)
-    except NvdraError as exc:
-        raise click.ClickException(str(exc)) from exc
+    run_demo(click.echo)
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -167,10 +172,7 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
 
         if kubeconfig is None:
             raise click.UsageError("give --simulate PROFILE or --kubeconfig PATH")
-        try:
-            objects = cluster_slices(kubeconfig, node)
-        except NvdraError as exc:
-            raise click.ClickException(str(exc)) from exc
+        objects = cluster_slices(kubeconfig, node)
     else:
         _check_profile(profile)
         labels = _labels(node_labels)
@@ -185,8 +187,6 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
             )
         except FeatureGateError as exc:
             raise click.BadParameter(str(exc), param_hint="--feature-gates") from exc
-        except NvdraError as exc:
-            raise click.ClickException(str(exc)) from exc
         objects = slice_objects(published.resources, driver=DRIVER_NAME, node_name=node_name)
     print_objects(
         objects,
@@ -241,20 +241,17 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
     if profile is not None:
         _check_profile(profile)
     gates = _parse_gates(feature_gates)
-    try:
-        ok = run_explain(
-            inputs,
-            profile=profile,
-            kubeconfig=kubeconfig,
-            node=node,
-            class_files=class_files,
-            gates=gates,
-            output=output,
-            echo=click.echo,
-            no_headers=no_headers,
-        )
-    except NvdraError as exc:
-        raise click.ClickException(str(exc)) from exc
+    ok = run_explain(
+        inputs,
+        profile=profile,
+        kubeconfig=kubeconfig,
+        node=node,
+        class_files=class_files,
+        gates=gates,
+        output=output,
+        echo=click.echo,
+        no_headers=no_headers,
+    )
     sys.exit(0 if ok else 1)
 
 
@@ -351,20 +348,19 @@ def playground(profile: str, feature_gates: str, port: int, workdir: Path | None
     _check_profile(profile)
     _parse_gates(feature_gates)
     stop = stop_on_signals()
-    with tempfile.TemporaryDirectory(prefix="nvdra-playground-") as tmp:
-        try:
-            with run_playground(
-                workdir or Path(tmp), profile=profile, feature_gates=feature_gates, port=port, out=click.echo
-            ) as pg:
-                click.echo(f"kubeconfig: {pg.kubeconfig}\n")
-                click.echo(f"  export KUBECONFIG={pg.kubeconfig}")
-                click.echo("  kubectl apply -f demo/specs/quickstart/gpu-test1.yaml")
-                click.echo("  kubectl get resourceslices,resourceclaims,pods -A -o wide")
-                click.echo("  kubectl delete -f demo/specs/quickstart/gpu-test1.yaml\n")
-                click.echo("Ctrl-C stops it.")
-                wait_interruptibly(stop)
-        except NvdraError as exc:
-            raise click.ClickException(str(exc)) from exc
+    with (
+        tempfile.TemporaryDirectory(prefix="nvdra-playground-") as tmp,
+        run_playground(
+            workdir or Path(tmp), profile=profile, feature_gates=feature_gates, port=port, out=click.echo
+        ) as pg,
+    ):
+        click.echo(f"kubeconfig: {pg.kubeconfig}\n")
+        click.echo(f"  export KUBECONFIG={pg.kubeconfig}")
+        click.echo("  kubectl apply -f demo/specs/quickstart/gpu-test1.yaml")
+        click.echo("  kubectl get resourceslices,resourceclaims,pods -A -o wide")
+        click.echo("  kubectl delete -f demo/specs/quickstart/gpu-test1.yaml\n")
+        click.echo("Ctrl-C stops it.")
+        wait_interruptibly(stop)
 
 
 @main.command()
@@ -385,7 +381,7 @@ def partitions(profile: str, output: str, no_headers: bool) -> None:
     _check_profile(profile)
     try:
         rows = partition_rows(simulated_node_fabric(profile, os.environ))
-    except (NvdraError, ValueError) as exc:
+    except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if output in ("json", "yaml"):
         import json as json_module
@@ -442,11 +438,8 @@ def taint(  # noqa: PLR0917 - click passes every option as an argument
     """
     from nvdra.tool.taint import taint as write_rule
 
-    try:
-        api, name = _taint_target(kubeconfig, node, device, uuid)
-        rule = write_rule(api, node=node, key=key, effect=effect, value=value, device=name)
-    except NvdraError as exc:
-        raise click.ClickException(str(exc)) from exc
+    api, name = _taint_target(kubeconfig, node, device, uuid)
+    rule = write_rule(api, node=node, key=key, effect=effect, value=value, device=name)
     click.echo(f"devicetaintrule/{rule['metadata']['name']} tainted {node}/{name or '*'} {key}:{effect}")
 
 
@@ -460,11 +453,8 @@ def untaint(node: str, device: str, uuid: str, key: str, kubeconfig: str | None)
     """Delete the DeviceTaintRules `nvdra taint` wrote for a node (or one device, or one key)."""
     from nvdra.tool.taint import untaint as delete_rules
 
-    try:
-        api, name = _taint_target(kubeconfig, node, device, uuid)
-        gone = delete_rules(api, node=node, device=name, key=key)
-    except NvdraError as exc:
-        raise click.ClickException(str(exc)) from exc
+    api, name = _taint_target(kubeconfig, node, device, uuid)
+    gone = delete_rules(api, node=node, device=name, key=key)
     for rule in gone:
         click.echo(f"devicetaintrule/{rule} deleted")
     if not gone:

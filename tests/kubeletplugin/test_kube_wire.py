@@ -120,6 +120,9 @@ def test_list_versioned_and_a_streamed_watch(recorder: tuple[_Recorder, Kubernet
     assert (items, version) == ([], "42")
     assert "labelSelector=a%3Db" in server.requests[-1][1]
     assert "fieldSelector=metadata.name%3Dn" in server.requests[-1][1]
+    assert api.list_objects(NODES, field_selector="spec.unschedulable=true") == []
+    assert "fieldSelector=spec.unschedulable%3Dtrue" in server.requests[-1][1]
+    assert "labelSelector" not in server.requests[-1][1]
     node = {"kind": "Node", "apiVersion": "v1", "metadata": {"name": "n", "resourceVersion": "43"}}
     server.watch_lines = [
         json.dumps({"type": "ADDED", "object": node}).encode() + b"\n",

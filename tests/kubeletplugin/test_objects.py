@@ -8,7 +8,7 @@ import pytest
 
 from nvdra.core.errors import KubeConflict, KubeNotFound
 from nvdra.kubeletplugin import ApiServer, FakeKube, KubernetesKubeApi
-from nvdra.kubeletplugin.objects import DEPLOYMENTS, NODES, ResourceType
+from nvdra.kubeletplugin.objects import DEPLOYMENTS, NODES, Query, ResourceType
 from nvdra.kubeletplugin.store.patches import merge_patch
 from nvdra.kubeletplugin.store.selectors import match_labels
 
@@ -110,3 +110,12 @@ def test_resource_type_of_splits_the_api_version_and_guesses_the_plural_as_the_a
     assert (
         ResourceType.of("apps/v1", "DaemonSet").path("ns", "x") == "/apis/apps/v1/namespaces/ns/daemonsets/x"
     )
+
+
+def test_query_fills_the_watch_defaults_and_names_only_the_set_parameters() -> None:
+    """A bare query watches from now for 300 s with bookmarks; only set selectors reach the URL."""
+    bare = Query()
+    assert (bare.resource_version, bare.timeout_s, bare.allow_bookmarks) == ("", 300.0, True)
+    assert bare.params() == {}
+    query = Query(field_selector="metadata.name=a", resource_version="7", timeout_s=5)
+    assert query.params() == {"fieldSelector": "metadata.name=a", "resourceVersion": "7"}

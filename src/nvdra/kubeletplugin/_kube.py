@@ -33,7 +33,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -42,7 +42,14 @@ import nvdra
 from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeNotFound, KubeUnavailable
 from nvdra.core.resourceslice import to_v1beta1_device
 from nvdra.kubeletplugin._restconfig import light_client
-from nvdra.kubeletplugin.objects import ResourceType, WatchEvent, WatchStream
+from nvdra.kubeletplugin.objects import (
+    Query,
+    ResourceType,
+    Selectors,
+    WatchEvent,
+    WatchOptions,
+    WatchStream,
+)
 from nvdra.kubeletplugin.ratelimit import TokenBucket
 
 __all__ = [
@@ -616,17 +623,10 @@ class KubernetesKubeApi:
         return self._from_wire(rt, self._json("GET", wire.path(namespace, quote(name, safe=""))))
 
     def list_objects(
-        self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = ""
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> list[JsonObject]:
-        """LIST objects (all namespaces when ``namespace`` is None), optionally label-selected."""
-        wire = self._wire_type(rt)
-        self._limiter.acquire()
-        query = {"labelSelector": label_selector} if label_selector else None
-        items: list[JsonObject] = self._json("GET", wire.path(namespace), query=query).get("items") or []
-        for item in items:  # list items come without apiVersion/kind
-            item.setdefault("apiVersion", wire.api_version)
-            item.setdefault("kind", rt.kind)
-        return [self._from_wire(rt, item) for item in items]
+        """LIST objects (all namespaces when ``namespace`` is None), optionally label-/field-selected."""
+        return self.list_versioned(rt, namespace, **selectors)[0]
 
     def create_object(self, rt: ResourceType, body: JsonObject) -> JsonObject:
         """POST an object."""
@@ -673,18 +673,12 @@ class KubernetesKubeApi:
         return self._from_wire(rt, answer)
 
     def list_versioned(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> tuple[list[JsonObject], str]:
         """LIST, with the list's ``metadata.resourceVersion`` (where a watch of the same query resumes)."""
         wire = self._wire_type(rt)
         self._limiter.acquire()
-        query = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
-        listed = self._json("GET", wire.path(namespace), query=query or None)
+        listed = self._json("GET", wire.path(namespace), query=Query(**selectors).params() or None)
         items: list[JsonObject] = listed.get("items") or []
         for item in items:  # list items come without apiVersion/kind
             item.setdefault("apiVersion", wire.api_version)
@@ -693,31 +687,17 @@ class KubernetesKubeApi:
         return [self._from_wire(rt, item) for item in items], version
 
     def watch_objects(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
-        resource_version: str = "",
-        timeout_s: float = 300.0,
-        allow_bookmarks: bool = True,
+        self, rt: ResourceType, namespace: str | None = None, **options: Unpack[WatchOptions]
     ) -> WatchStream:
         """``GET …?watch=1``: events read as they arrive (one limiter token to open the watch).
 
         The server ends the watch after ``timeout_s``; the stream's ``close()`` shuts the connection
         at once, from any thread. Objects of ``resource.k8s.io`` in the events are converted to v1.
         """
-        seconds = timeout_s
-        query = {"watch": "1", "timeoutSeconds": str(max(1, int(seconds)))}
-        for key, value in (
-            ("labelSelector", label_selector),
-            ("fieldSelector", field_selector),
-            ("resourceVersion", resource_version),
-        ):
-            if value:
-                query[key] = value
-        if allow_bookmarks:
+        wanted = Query(**options)
+        seconds = wanted.timeout_s
+        query = {"watch": "1", "timeoutSeconds": str(max(1, int(seconds))), **wanted.params()}
+        if wanted.allow_bookmarks:
             query["allowWatchBookmarks"] = "true"
         wire = self._wire_type(rt)
         path = wire.path(namespace)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from typing import Any
+from typing import Any, Unpack
 
 import attrs
 
@@ -34,6 +34,8 @@ from nvdra.kubeletplugin.objects import (
     RESOURCE_CLAIMS,
     RESOURCE_SLICES,
     ResourceType,
+    Selectors,
+    WatchOptions,
     WatchStream,
 )
 from nvdra.kubeletplugin.store.objectstore import ObjectStore
@@ -372,7 +374,7 @@ class FakeKube:
         return self.objects.get_object(rt, name, namespace)
 
     def list_objects(
-        self, rt: ResourceType, namespace: str | None = None, **selectors: str
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> list[JsonObject]:
         """LIST objects, optionally label- and field-selected (see :meth:`ObjectStore.list_objects`)."""
         return self.objects.list_objects(rt, namespace, **selectors)
@@ -398,11 +400,13 @@ class FakeKube:
         self.objects.delete_object(rt, name, namespace, uid=uid)
 
     def list_versioned(
-        self, rt: ResourceType, namespace: str | None = None, **selectors: str
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> tuple[list[JsonObject], str]:
         """LIST with the list's resourceVersion (``selectors``: see :meth:`ObjectStore.list_versioned`)."""
         return self.objects.list_versioned(rt, namespace, **selectors)
 
-    def watch_objects(self, rt: ResourceType, namespace: str | None = None, **options: Any) -> WatchStream:
+    def watch_objects(
+        self, rt: ResourceType, namespace: str | None = None, **options: Unpack[WatchOptions]
+    ) -> WatchStream:
         """WATCH objects in memory (``options``: see :meth:`ObjectStore.watch_objects`)."""
         return self.objects.watch_objects(rt, namespace, **options)

@@ -11,7 +11,7 @@ implement it; :mod:`nvdra.kubeletplugin.store` is the strict in-process implemen
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict, Unpack
 
 import attrs
 
@@ -31,8 +31,11 @@ __all__ = [
     "RESOURCE_SLICES",
     "JsonObject",
     "ObjectApi",
+    "Query",
     "ResourceType",
+    "Selectors",
     "WatchEvent",
+    "WatchOptions",
     "WatchStream",
     "expired_status",
     "failure_status",
@@ -164,6 +167,45 @@ class WatchStream(Protocol):
         ...
 
 
+class Selectors(TypedDict, total=False):
+    """What a LIST or WATCH selects, as keyword arguments (missing or ``""``: everything)."""
+
+    label_selector: str
+    field_selector: str
+
+
+class WatchOptions(Selectors, total=False):
+    """A WATCH's keyword arguments: the selectors, where it starts, when the server ends it, bookmarks."""
+
+    resource_version: str
+    timeout_s: float
+    allow_bookmarks: bool
+
+
+@attrs.frozen(kw_only=True)
+class Query:
+    """A LIST's or WATCH's keyword arguments (:class:`WatchOptions`) with the defaults filled in.
+
+    ``resource_version`` ``""`` starts a watch with an ADDED event for every current object; the server
+    ends a watch after ``timeout_s``; ``allow_bookmarks`` asks for BOOKMARK events.
+    """
+
+    label_selector: str = ""
+    field_selector: str = ""
+    resource_version: str = ""
+    timeout_s: float = 300.0
+    allow_bookmarks: bool = True
+
+    def params(self) -> dict[str, str]:
+        """The URL query parameters of the set selectors and resourceVersion, as the apiserver names them."""
+        named = (
+            ("labelSelector", self.label_selector),
+            ("fieldSelector", self.field_selector),
+            ("resourceVersion", self.resource_version),
+        )
+        return {key: value for key, value in named if value}
+
+
 class ObjectApi(Protocol):
     """Generic object access, raw JSON. Errors: KubeNotFound (404), KubeConflict (409), KubeApiError."""
 
@@ -172,9 +214,9 @@ class ObjectApi(Protocol):
         ...
 
     def list_objects(
-        self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = ""
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> list[JsonObject]:
-        """LIST objects (all namespaces when ``namespace`` is None), optionally label-selected."""
+        """LIST objects (all namespaces when ``namespace`` is None), optionally label-/field-selected."""
         ...
 
     def create_object(self, rt: ResourceType, body: JsonObject) -> JsonObject:
@@ -198,30 +240,17 @@ class ObjectApi(Protocol):
         ...
 
     def list_versioned(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> tuple[list[JsonObject], str]:
         """LIST, with the list's ``metadata.resourceVersion`` (where a watch of the same query resumes)."""
         ...
 
     def watch_objects(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
-        resource_version: str = "",
-        timeout_s: float = 300.0,
-        allow_bookmarks: bool = True,
+        self, rt: ResourceType, namespace: str | None = None, **options: Unpack[WatchOptions]
     ) -> WatchStream:
-        """WATCH changes after ``resource_version`` (``""``: ADDED for every current object first).
+        """WATCH changes after ``resource_version`` (defaults and meaning: :class:`Query`).
 
-        The server ends the stream after ``timeout_s``; a too old version yields one ERROR event (410).
+        A too old version yields one ERROR event (410).
         """
         ...
 

@@ -41,7 +41,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import attrs
 import orjson
@@ -50,8 +50,11 @@ from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 from nvdra.kubeletplugin.objects import (
     NAMESPACES,
     JsonObject,
+    Query,
     ResourceType,
+    Selectors,
     WatchEvent,
+    WatchOptions,
     WatchStream,
     expired_status,
 )
@@ -393,29 +396,18 @@ class ObjectStore:
         ]
 
     def list_objects(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> list[JsonObject]:
         """LIST objects, sorted by namespace and name."""
-        return self.list_versioned(
-            rt, namespace, label_selector=label_selector, field_selector=field_selector
-        )[0]
+        return self.list_versioned(rt, namespace, **selectors)[0]
 
     def list_versioned(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> tuple[list[JsonObject], str]:
         """LIST objects and the revision the list was taken at (the list's ``resourceVersion``)."""
-        labels = LabelSelector.parse(label_selector)
-        fields = FieldSelector.parse(field_selector, rt)
+        query = Query(**selectors)
+        labels = LabelSelector.parse(query.label_selector)
+        fields = FieldSelector.parse(query.field_selector, rt)
         with self._lock:
             self._on_call("list", rt.plural, "")
             items = [_clone(obj) for obj in self._selected(rt, namespace, labels, fields)]
@@ -851,15 +843,7 @@ class ObjectStore:
     # --- watch -----------------------------------------------------------------------------------
 
     def watch_objects(
-        self,
-        rt: ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str = "",
-        field_selector: str = "",
-        resource_version: str = "",
-        timeout_s: float = 300.0,
-        allow_bookmarks: bool = True,
+        self, rt: ResourceType, namespace: str | None = None, **options: Unpack[WatchOptions]
     ) -> WatchStream:
         """WATCH: a stream of events as the apiserver sends them, starting at the call.
 
@@ -872,8 +856,10 @@ class ObjectStore:
         Raises:
             KubeApiError: 400 for a malformed selector or resourceVersion.
         """
-        labels = LabelSelector.parse(label_selector)
-        fields = FieldSelector.parse(field_selector, rt)
+        query = Query(**options)
+        resource_version = query.resource_version
+        labels = LabelSelector.parse(query.label_selector)
+        fields = FieldSelector.parse(query.field_selector, rt)
         if resource_version not in ("", "0") and not resource_version.isdigit():
             raise KubeApiError(
                 f"resourceVersion: Invalid value: {resource_version!r}: must be an integer", status=400
@@ -908,8 +894,8 @@ class ObjectStore:
             selected,
             position=position,
             initial=initial,
-            timeout_s=timeout_s,
-            allow_bookmarks=allow_bookmarks,
+            timeout_s=query.timeout_s,
+            allow_bookmarks=query.allow_bookmarks,
         )
 
     def _expired(self, position: int) -> WatchEvent:

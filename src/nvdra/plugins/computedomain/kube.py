@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from nvdra.core.errors import KubeConflict
-from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, WatchStream
+from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, Selectors, WatchOptions, WatchStream
 from nvdra.kubeletplugin.types import KubeApi
 
 __all__ = ["CLIQUES", "COMPUTE_DOMAINS", "KIND_TYPES", "CdKube", "CountingApi"]
@@ -84,11 +84,11 @@ class CountingApi:
         return result
 
     def list_objects(
-        self, rt: ResourceType, namespace: str | None = None, *, label_selector: str = ""
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> list[JsonObject]:
         """Counted LIST."""
         self._count("list", rt.plural)
-        result: list[JsonObject] = self._inner.list_objects(rt, namespace, label_selector=label_selector)
+        result: list[JsonObject] = self._inner.list_objects(rt, namespace, **selectors)
         return result
 
     def create_object(self, rt: ResourceType, body: JsonObject) -> JsonObject:
@@ -118,15 +118,17 @@ class CountingApi:
         self._write("delete", rt.plural, self._inner.delete_object, rt, name, namespace, uid=uid)
 
     def list_versioned(
-        self, rt: ResourceType, namespace: str | None = None, **selectors: str
+        self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
     ) -> tuple[list[JsonObject], str]:
-        """Counted LIST (with the list's resourceVersion); ``selectors`` as the store takes them."""
+        """Counted LIST (with the list's resourceVersion)."""
         self._count("list", rt.plural)
         result: tuple[list[JsonObject], str] = self._inner.list_versioned(rt, namespace, **selectors)
         return result
 
-    def watch_objects(self, rt: ResourceType, namespace: str | None = None, **kw: Any) -> WatchStream:
+    def watch_objects(
+        self, rt: ResourceType, namespace: str | None = None, **options: Unpack[WatchOptions]
+    ) -> WatchStream:
         """Counted WATCH (one per watch request; the events it streams are not requests)."""
         self._count("watch", rt.plural)
-        stream: WatchStream = self._inner.watch_objects(rt, namespace, **kw)
+        stream: WatchStream = self._inner.watch_objects(rt, namespace, **options)
         return stream

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nvdra.core import errors
-from nvdra.core.errors import NvmlError, NvmlGpuLost, NvmlInUse, nvml_error_for_code
+from nvdra.core.errors import NvmlError, NvmlGpuLost, NvmlInUse, ReturnCodeError, nvml_error_for_code
 
 # nvml.h: nvmlReturn_t values the driver tells apart.
 _NVML_H = {
@@ -50,3 +50,23 @@ def test_a_second_class_for_a_taken_code_is_refused() -> None:
             """Would shadow NvmlInUse."""
 
     assert nvml_error_for_code(19, "x").__class__ is NvmlInUse
+
+
+def test_each_family_keeps_its_own_codes() -> None:
+    """A second SDK's family may reuse NVML's values; for_code looks only inside its own family."""
+
+    class _Sdk(ReturnCodeError):
+        """A made-up SDK's errors."""
+
+        code = -1
+
+    class _SdkBusy(_Sdk, code=19):
+        """The made-up SDK's 'busy'."""
+
+    busy = _Sdk.for_code(19, "sdkCall")
+    assert type(busy) is _SdkBusy and busy.code == 19
+    assert type(NvmlError.for_code(19, "nvmlCall")) is NvmlInUse
+    assert type(_Sdk.for_code(23, "sdkCall")) is _Sdk
+    assert (
+        type(NvmlInUse.for_code(15, "nvmlCall")) is NvmlInUse
+    )  # a class answers only with its own subclasses

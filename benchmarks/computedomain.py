@@ -10,8 +10,14 @@ NVLink clique. Printed beside the measured writes is the floor the design needs:
     plugins:    1 node label per node;  daemons: 1 registration patch per node
 
 Time to Ready is wall time from creating the domain until every channel claim is prepared; the
-controller's poll period is one simulation round here, so rounds are reported too.
-Usage: python benchmarks/computedomain.py [sizes...]
+controller's poll period is one simulation round here, so rounds are reported too. ``ms_per_node`` is
+that time per node: flat when the work grows as O(N); ``ready_cpu_s`` is this process's CPU time
+meanwhile (less sensitive to other jobs on the machine than the wall time). Each node's plugin state
+(checkpoint, CDI specs, driver root) lives under ``--state-dir`` (default: /dev/shm where it exists,
+else the temp dir): on one machine the 1,000 nodes' durable writes (7 fsynced files each) would
+otherwise all queue on one disk, which measures that disk rather than the design; ``--state-dir
+/tmp`` shows it.
+Usage: python benchmarks/computedomain.py [sizes...] [--state-dir DIR] [--out FILE.json]
 
 ``python benchmarks/computedomain.py idle [nodes] [window_s]`` measures the API requests per minute of an
 idle ComputeDomain (default 100 nodes, all Ready, nothing changing): the controller and every daemon as
@@ -27,8 +33,11 @@ with either model.
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import math
+import os
 import sys
 import tempfile
 import threading
@@ -47,22 +56,32 @@ from nvdra.plugins.computedomain.kube import COMPUTE_DOMAINS
 from nvdra.plugins.computedomain.simcluster import CLUSTER_UUID, SimCluster
 
 
-def run(n: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as base, tempfile.TemporaryDirectory(prefix="cdb-") as sock:
+def default_state_dir() -> str | None:
+    """/dev/shm when this machine has it (a tmpfs), else None (the temp dir)."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def run(n: int, state_dir: str | None = None) -> dict[str, float]:
+    """One n-node domain to Ready; node state under ``state_dir`` (None: the temp dir)."""
+    with (
+        tempfile.TemporaryDirectory(dir=state_dir) as base,
+        tempfile.TemporaryDirectory(prefix="cdb-") as sock,
+    ):
         t0 = time.monotonic()
         with SimCluster(Path(base), Path(sock), nodes=n, sockets=n <= 18) as c:
             setup = time.monotonic() - t0
-            start = time.monotonic()
+            start, cpu = time.monotonic(), time.process_time()
             cd = c.create_domain("bench", num_nodes=n)
             c.schedule_workload(cd, c.nodes)
             rounds = c.run_until("all channels", lambda: all(not x.pending for x in c.nodes), max_rounds=100)
-            ready = time.monotonic() - start
+            ready, ready_cpu = time.monotonic() - start, time.process_time() - cpu
             cliques = math.ceil(n / 18)
             floor = 4 + 2 * cliques + 2 + 2 * n
             return {
                 "nodes": n,
                 "setup_s": setup,
                 "ready_s": ready,
+                "ready_cpu_s": ready_cpu,
                 "rounds": rounds,
                 "writes": c.writes(),
                 "controller": c.writes("controller"),
@@ -70,6 +89,7 @@ def run(n: int) -> dict[str, float]:
                 "daemon": c.writes("daemon"),
                 "conflicts": c.conflicts(),
                 "floor": floor,
+                "ms_per_node": ready * 1000 / n,
             }
 
 
@@ -207,11 +227,17 @@ def main() -> None:
             f"  + watch renewals (5 min):  {renewals:>8.1f}   measured with 5 s watches: {measured}, x 5/300"
         )
         return
-    sizes = [int(a) for a in sys.argv[1:]] or [2, 18, 72, 1000]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[2, 18, 72, 1000])
+    parser.add_argument("--state-dir", default=default_state_dir(), help="where the nodes' state lives")
+    parser.add_argument("--out", help="also write the rows here (JSON)")
+    args = parser.parse_args()
     cols = [
         "nodes",
         "setup_s",
         "ready_s",
+        "ready_cpu_s",
+        "ms_per_node",
         "rounds",
         "writes",
         "floor",
@@ -220,10 +246,18 @@ def main() -> None:
         "daemon",
         "conflicts",
     ]
-    print("  ".join(f"{c:>10}" for c in cols))
-    for n in sizes:
-        row = run(n)
-        print("  ".join(f"{row[c]:>10.2f}" if isinstance(row[c], float) else f"{row[c]:>10}" for c in cols))
+    print(
+        f"node state under {args.state_dir or tempfile.gettempdir()}; load average {os.getloadavg()[0]:.1f}"
+    )
+    print("  ".join(f"{c:>11}" for c in cols))
+    rows = []
+    for n in args.sizes:
+        row = run(n, args.state_dir)
+        rows.append(row)
+        print("  ".join(f"{row[c]:>11.2f}" if isinstance(row[c], float) else f"{row[c]:>11}" for c in cols))
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"state_dir": args.state_dir, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from importlib.metadata import entry_points
 
 import click
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from nvdra.plugins.flags import JsonFormatter, KlogFormatter, fields
@@ -121,3 +122,15 @@ def test_a_library_error_in_any_subcommand_is_one_line_and_exit_1(args: list[str
         "Error: --kubeconfig: [Errno 2] No such file or directory: '/nonexistent/kubeconfig' "
         "'/nonexistent/kubeconfig'; allowed: a readable kubeconfig"
     ]
+
+
+def test_partitions_prints_like_every_listing_command() -> None:
+    """-o name: the partition ids; -o yaml: a kind: List whose items keep the table's column order."""
+    nvdra = SCRIPTS["nvdra"].load()
+    names = CliRunner().invoke(nvdra, ["partitions", "--simulate", "dgx-h100", "-o", "name"])
+    listed = CliRunner().invoke(nvdra, ["partitions", "--simulate", "dgx-h100", "-o", "yaml"])
+    assert names.exit_code == listed.exit_code == 0, names.output + listed.output
+    items = yaml.safe_load(listed.output)["items"]
+    assert names.output.split() == [item["ID"] for item in items] and len(items) > 1
+    assert list(items[0]) == ["ID", "SIZE", "GPUS", "MODULES", "BANDWIDTH", "STATE"]
+    assert listed.output.startswith("apiVersion: v1\nkind: List\n")

@@ -16,7 +16,7 @@ from nvdra.nvml import PROFILE_NAMES
 from nvdra.plugins.flags import configure_logging, logging_options
 from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.devices import node_publication, slice_device_rows, slice_objects
-from nvdra.tool.output import as_list, format_table, output_options, print_objects
+from nvdra.tool.output import output_options, print_objects
 from nvdra.tool.schemas import DEFAULT_KUBERNETES_VERSION
 
 if TYPE_CHECKING:
@@ -383,21 +383,15 @@ def partitions(profile: str, output: str, no_headers: bool) -> None:
         rows = partition_rows(simulated_node_fabric(profile, os.environ))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    if output in ("json", "yaml"):
-        import json as json_module
-
-        import yaml
-
-        listed = as_list(rows)
-        click.echo(
-            json_module.dumps(listed, indent=2) if output == "json" else yaml.safe_dump(listed).rstrip()
-        )
-    elif output == "name":
-        for row in rows:
-            click.echo(next(iter(row.values()), ""))
-    else:
-        for line in format_table(rows, no_headers=no_headers) or ["no NVLink partitions"]:
-            click.echo(line)
+    print_objects(
+        rows,
+        output=output,
+        echo=click.echo,
+        rows=lambda _wide: rows,
+        no_headers=no_headers,
+        empty="no NVLink partitions",
+        name=lambda row: next(iter(row.values()), ""),
+    )
 
 
 def _taint_target(kubeconfig: str | None, node: str, device: str, uuid: str) -> tuple[ObjectApi, str]:

@@ -85,15 +85,17 @@ def print_objects(
     rows: Callable[[bool], list[dict[str, str]]],
     no_headers: bool = False,
     empty: str = "No resources found.",
+    name: Callable[[Mapping[str, Any]], str] = object_name,
 ) -> None:
-    """Print ``objects`` in ``output``; ``rows(wide)`` gives the table rows for table/wide."""
+    """Print ``objects`` in ``output``; ``rows(wide)`` gives the table rows for table/wide, ``name`` an
+    object's ``-o name`` line."""
     if output == "json":
         echo(json.dumps(as_list(objects), indent=2))
     elif output == "yaml":
         echo(yaml.safe_dump(as_list(objects), sort_keys=False).rstrip())
     elif output == "name":
         for obj in objects:
-            echo(object_name(obj))
+            echo(name(obj))
     else:
         lines = format_table(rows(output == "wide"), no_headers=no_headers)
         for line in lines or [empty]:

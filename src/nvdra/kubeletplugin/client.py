@@ -16,13 +16,13 @@ import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import attrs
 import grpc
 
 from nvdra.core import errors
+from nvdra.core.closing import Closing
 from nvdra.kubeletplugin import _grpc
 from nvdra.kubeletplugin._grpc import PluginRpcError
 from nvdra.kubeletplugin._proto import (
@@ -74,7 +74,7 @@ def _rpc_error(what: str, exc: grpc.RpcError) -> PluginRpcError:
     return PluginRpcError(f"{what}: {name}: {text}", code=name)
 
 
-class KubeletClient:
+class KubeletClient(Closing):
     """Registers DRA plugins found in ``registrar_dir`` and talks to them like a kubelet.
 
     Args:
@@ -167,14 +167,6 @@ class KubeletClient:
         for channel in channels:
             channel.close()
 
-    def __enter__(self) -> KubeletClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 def _choose_api(info: PluginInfo, forced: str | None) -> _grpc.DraApi:
     if info.type != DRA_PLUGIN_TYPE:
@@ -236,7 +228,7 @@ class RegisteredPlugin:
         return HealthWatch(stub.NodeWatchResources(dra_health_v1alpha1_pb2.NodeWatchResourcesRequest()))
 
 
-class HealthWatch:
+class HealthWatch(Closing):
     """An open health stream: iterating yields each complete device-health list."""
 
     def __init__(self, call: Any) -> None:
@@ -255,10 +247,4 @@ class HealthWatch:
         """End the stream."""
         self._call.cancel()
 
-    def __enter__(self) -> HealthWatch:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.cancel()
+    close = cancel

@@ -35,10 +35,10 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Protocol
 
 from nvdra.core import errors
+from nvdra.core.closing import Closing
 from nvdra.kubeletplugin import _grpc
 from nvdra.kubeletplugin.health import HealthReporter, HealthServicer
 from nvdra.kubeletplugin.registration import HEALTH_TOKEN, RegistrationServicer, RegistrationStatus
@@ -68,7 +68,7 @@ class SlicePublisher(Protocol):
         ...
 
 
-class Helper:
+class Helper(Closing):
     """A running plugin: its two servers, its registration state and its slice publishing.
 
     Built by :func:`start` or :func:`start_pending`; use it as a context manager or call :meth:`stop`.
@@ -215,12 +215,8 @@ class Helper:
             self._service.close()
         _log.info("DRA plugin %s stopped", self.driver_name)
 
-    def __enter__(self) -> Helper:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def close(self) -> None:
+        """Stop with the default grace (what a ``with`` block does on leaving)."""
         self.stop()
 
 

@@ -49,14 +49,14 @@ import re
 import secrets
 import socket
 import threading
-import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 
+from nvdra.core.closing import Closing
 from nvdra.core.errors import ConfigError, KubeApiError, KubeNotFound
 from nvdra.kubeletplugin._kube import (
     RESOURCE_GROUP,
@@ -370,7 +370,7 @@ class _Server(http.server.ThreadingHTTPServer):
     api: ApiServer
 
 
-class ApiServer:
+class ApiServer(Closing):
     """An HTTP Kubernetes API server on 127.0.0.1 backed by a :class:`FakeKube` (context manager).
 
     Example::
@@ -496,7 +496,7 @@ class ApiServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def start(self) -> ApiServer:
+    def start(self) -> Self:
         """Serve in a daemon thread. Returns self."""
         if self._thread is None:
             self._thread = threading.Thread(
@@ -523,13 +523,8 @@ class ApiServer:
                     continue
         self._httpd.server_close()
 
-    def __enter__(self) -> ApiServer:
+    def __enter__(self) -> Self:
         return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
-    ) -> None:
-        self.close()
 
     def write_kubeconfig(self, path: str | Path, *, token: str | None = None) -> Path:
         """Write a kubeconfig (plain http) that points at this server, with ``token`` (else the admin

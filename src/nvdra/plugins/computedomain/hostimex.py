@@ -16,8 +16,8 @@ import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 
+from nvdra.core.closing import Closing
 from nvdra.core.errors import HostError
 from nvdra.imex.hostmode import host_imex_ready
 
@@ -59,7 +59,7 @@ class HostImexCheck:
         return ""
 
 
-class SimulatedHostImex:
+class SimulatedHostImex(Closing):
     """A host ``nvidia-imex`` command service on a unix socket (the fake's QUERY protocol)."""
 
     def __init__(self, path: Path, *, ready: bool = True) -> None:
@@ -98,11 +98,3 @@ class SimulatedHostImex:
         self._sock.close()
         self._thread.join(2)
         self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> SimulatedHostImex:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -16,6 +16,7 @@ import yaml
 
 from nvdra.cdi import (
     ContainerEdits,
+    Device,
     DeviceNode,
     atomic_write,
     claim_spec,
@@ -27,6 +28,7 @@ from nvdra.cdi import (
     remove_stale_temp_files,
     write_spec,
 )
+from nvdra.cdi.spec import Spec
 from nvdra.core.errors import CdiError, CheckpointError
 
 UID = "0b5f4d1e-1111-4222-8333-444455556666"
@@ -179,6 +181,45 @@ def test_read_spec_rejects_garbage(tmp_path: Path) -> None:
     bad.write_text("cdiVersion: 0.3.0\nkind: a/b\ndevices: []\nbogus: 1\n")
     with pytest.raises(CdiError, match="bogus"):
         read_spec(bad)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["0b5f4d1e-1111-4222-8333-444455556666-gpu-0"],
+        ["uid-gpu-0", "uid-gpu-1", "uid-gpu-0-mig-1g.10gb-19-0"],
+        ["123", "1e5", "0x1F", "1_000", "2001-12-14", ".5", "yes", "Off", "null", "true", "a:b", "x.y"],
+    ],
+    ids=["one", "several", "names-yaml-would-type-or-quote"],
+)
+def test_device_entries_from_the_cache_equal_the_whole_document(names: list[str]) -> None:
+    """Device entries rendered once per edits with the name put in: the same bytes as one dump, also for
+    names YAML would read as another type (quoted there) and for annotated devices."""
+    node = ContainerEdits(
+        device_nodes=(DeviceNode(path="/dev/nvidia0", host_path="/r/dev/nvidia0", major=195),)
+    )
+    edits = [node, ContainerEdits(), node + ContainerEdits(env=("A=1",))]
+    devices = tuple(
+        Device(
+            name=name,
+            container_edits=edits[i % len(edits)],
+            annotations={"k8s.io/x": "y"} if i == 1 else {},
+        )
+        for i, name in enumerate(names)
+    )
+    for top in ({}, {"nvidia.com/a": "b"}):
+        spec = Spec(
+            cdi_version="0.6.0",
+            kind="k8s.gpu.nvidia.com/claim",
+            devices=devices,
+            container_edits=SPEC.container_edits,
+            annotations=top,
+        )
+        for _ in range(2):  # rendered, then from the cache
+            whole = yaml.safe_dump(
+                spec.to_dict(), sort_keys=False, default_flow_style=False, explicit_start=True
+            )
+            assert encode_spec(spec) == whole.encode()
 
 
 def test_encoding_reuses_common_edits_without_changing_the_output() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 from nvdra.cdi.claims import SPEC_EXTENSION
 from nvdra.cdi.names import check_path_component
-from nvdra.cdi.spec import ContainerEdits, Spec
+from nvdra.cdi.spec import ContainerEdits, Device, Spec
 from nvdra.core.errors import CdiError, SystemError_
 from nvdra.core.faults import reach
 
@@ -213,16 +214,59 @@ def _edits_block(edits: ContainerEdits) -> str:
     return _dump({"containerEdits": edits.to_dict()})
 
 
+@functools.lru_cache(maxsize=16)
+def _top_block(cdi_version: str, kind: str, annotations: tuple[tuple[str, str], ...]) -> str:
+    top: dict[str, Any] = {"cdiVersion": cdi_version, "kind": kind}
+    if annotations:
+        top["annotations"] = dict(annotations)
+    return _dump(top)
+
+
+_NAME = "nvdra-device-name"  # stands for the device's name in a cached devices[] entry
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+
+
+@functools.lru_cache(maxsize=256)
+def _device_template(edits: ContainerEdits) -> tuple[str, str]:
+    """A ``devices[]`` entry with these edits, as the YAML before and after its name."""
+    text = _dump({"devices": [{"name": _NAME, "containerEdits": edits.to_dict()}]})
+    before, after = text.removeprefix("devices:\n").split(_NAME, 1)
+    return before, after
+
+
+def _plain(name: str) -> bool:
+    """Whether YAML writes ``name`` as it is (a plain scalar that reads back as a string), as it does
+    the stand-in name of :func:`_device_template`."""
+    import yaml
+
+    if not _PLAIN_NAME.match(name):
+        return False
+    resolvers = yaml.resolver.Resolver.yaml_implicit_resolvers.get(name[0], [])
+    return not any(regexp.match(name) for _, regexp in resolvers)
+
+
+def _device_entry(device: Device) -> str:
+    if device.annotations or not _plain(device.name):
+        return _dump({"devices": [device.to_dict()]}).removeprefix("devices:\n")
+    before, after = _device_template(device.container_edits)
+    return before + device.name + after
+
+
 def encode_spec(spec: Spec) -> bytes:
     """The spec as a YAML document, keys in CDI's field order.
 
-    The spec-level ``containerEdits`` (the driver's common edits, the bulk of every claim spec) come
-    last in the document and are the same for every claim, so their YAML is rendered once and reused;
-    the output is byte-identical to dumping the whole document at once.
+    Byte-identical to dumping the whole document at once, but put together from cached pieces: the
+    spec-level ``containerEdits`` (the driver's common edits, the bulk of every claim spec, the same for
+    every claim), the top fields, and each device's entry rendered once per distinct edits with its name
+    put in (names that YAML would quote or type are rendered in full).
     """
-    head = spec.to_dict()
-    head.pop("containerEdits", None)
-    text = "---\n" + _dump(head)
+    if not spec.devices:
+        head = spec.to_dict()
+        head.pop("containerEdits", None)
+        text = "---\n" + _dump(head)
+    else:
+        text = "---\n" + _top_block(spec.cdi_version, spec.kind, tuple(spec.annotations.items()))
+        text += "devices:\n" + "".join(_device_entry(d) for d in spec.devices)
     if not spec.container_edits.is_empty():
         text += _edits_block(spec.container_edits)
     return text.encode()

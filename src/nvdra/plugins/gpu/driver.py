@@ -24,10 +24,11 @@ CDI specs that no checkpoint entry owns are removed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -162,7 +163,7 @@ class GpuDriver(CheckpointedDriver):
         self._lock = threading.Lock()
         self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
         # Spec writes/removals overlap with checkpoint writes (see _apply and unprepare for why).
-        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nvdra-io")
+        self._io = ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="nvdra-io")
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -493,7 +494,9 @@ class GpuDriver(CheckpointedDriver):
         quick = [p for p in plans if not p.effects]
         slow = [p for p in plans if p.effects]
         # A spec is inert until the kubelet gets its id: the spec-only claims' writes start now.
-        early = {p.ref.uid: self._io.submit(self._specs.write, p.ref.uid, p.allocated) for p in quick}
+        early = self._spread(
+            {p.ref.uid: functools.partial(self._specs.write, p.ref.uid, p.allocated) for p in quick}
+        )
         results: dict[str, PrepareResult] = {}
         completed = self._checkpoint
         if slow:
@@ -541,14 +544,13 @@ class GpuDriver(CheckpointedDriver):
             results[plan.ref.uid] = PrepareResult(devices=self._prepared(plan.devices))
         return completed
 
-    def _answer_spec_only(
-        self, plans: Sequence[_Plan], writes: Mapping[str, Future[None]]
-    ) -> dict[str, PrepareResult]:
+    def _answer_spec_only(self, plans: Sequence[_Plan], writes: _Outcomes) -> dict[str, PrepareResult]:
         """The answers of the spec-only claims once their entries are durable: each waits for its spec."""
         results: dict[str, PrepareResult] = {}
         failed = []
+        failures = writes()
         for plan in plans:
-            failure = writes[plan.ref.uid].exception()
+            failure = failures[plan.ref.uid]
             if failure is None:
                 results[plan.ref.uid] = PrepareResult(devices=self._prepared(plan.devices))
             else:
@@ -563,11 +565,27 @@ class GpuDriver(CheckpointedDriver):
                 log.error("cannot drop the entries of claims whose CDI spec failed: %s", exc)
         return results
 
-    def _drop_specs(self, plans: Sequence[_Plan], writes: Mapping[str, Future[None]]) -> None:
+    def _drop_specs(self, plans: Sequence[_Plan], writes: _Outcomes) -> None:
         """Remove the specs of claims that will get no entry, once their writes have ended."""
+        writes()
         for plan in plans:
-            writes[plan.ref.uid].exception()
             self._specs.remove(plan.ref.uid)
+
+    def _spread(self, calls: Mapping[str, Callable[[], None]]) -> _Outcomes:
+        """Start ``calls`` on the I/O threads, an equal share each (one hand-off per thread rather than
+        one per call: a 64-claim call's spec writes woke the waiting thread 64 times); returns what
+        waits for them: each call's exception, or None, by key."""
+        keys = list(calls)
+        shares = min(_IO_THREADS, len(keys))
+        runs = [self._io.submit(_run_each, [calls[k] for k in keys[i::shares]]) for i in range(shares)]
+
+        def outcomes() -> dict[str, BaseException | None]:
+            out: dict[str, BaseException | None] = {}
+            for i, run in enumerate(runs):
+                out.update(zip(keys[i::shares], run.result(), strict=True))
+            return out
+
+        return outcomes
 
     def _completed_answer(self, done: PreparedClaim) -> PrepareResult:
         """The stored answer of a completed claim, its spec first restored if a crash lost it."""
@@ -647,7 +665,7 @@ class GpuDriver(CheckpointedDriver):
             remaining = self._checkpoint.without(*(c.uid for c in done))
             # Crash-safe in either order: a spec without an entry is swept at start; an entry without a
             # spec is unprepared again by the kubelet's retry.
-            removals = [self._io.submit(self._specs.remove, c.uid) for c in done]
+            removals = self._spread({c.uid: functools.partial(self._specs.remove, c.uid) for c in done})
             try:
                 self._store.save(remaining)
                 reach("after-unprepare-checkpoint")
@@ -655,13 +673,32 @@ class GpuDriver(CheckpointedDriver):
                 for c in done:
                     errors[c.uid] = f"cannot write checkpoint while unpreparing claim {c}: {exc}"
                 remaining = self._checkpoint
-            for claim, fut in zip(done, removals, strict=True):
-                failure = fut.exception()
+            removed = removals()
+            for claim in done:
+                failure = removed[claim.uid]
                 if failure is not None and not errors[claim.uid]:
                     errors[claim.uid] = f"cannot remove CDI spec of claim {claim}: {failure}"
             self._checkpoint = remaining
         self.republish()
         return errors
+
+
+_IO_THREADS = 4
+_Outcomes = Callable[[], Mapping[str, BaseException | None]]
+"""Waits for calls spread over the I/O threads; each call's exception or None, by key."""
+
+
+def _run_each(calls: Sequence[Callable[[], None]]) -> list[BaseException | None]:
+    """Run the calls in order; each one's exception (any: as a Future records it) or None."""
+    out: list[BaseException | None] = []
+    for call in calls:
+        try:
+            call()
+        except BaseException as exc:  # handed to the caller, as a Future would
+            out.append(exc)
+        else:
+            out.append(None)
+    return out
 
 
 def _entry(plan: _Plan, state: ClaimState) -> PreparedClaim:

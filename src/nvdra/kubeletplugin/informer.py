@@ -92,6 +92,11 @@ def _version(obj: JsonObject) -> int | None:
         return None
 
 
+def _backoff_or_default(backoff: Backoff | None) -> Backoff:
+    return backoff or Backoff()
+
+
+@attrs.define(eq=False, repr=False)
 class Informer:
     """Keeps a local cache of one query current by list+watch (see the module docstring).
 
@@ -107,41 +112,30 @@ class Informer:
         name: for log lines (default: the plural and selectors).
     """
 
-    def __init__(
-        self,
-        api: ObjectApi,
-        rt: ResourceType,
-        *,
-        namespace: str | None = None,
-        label_selector: str = "",
-        field_selector: str = "",
-        resync_s: float = 300.0,
-        watch_timeout_s: float = 300.0,
-        backoff: Backoff | None = None,
-        name: str = "",
-    ) -> None:
-        self._api = api
-        self.rt = rt
-        self.namespace = namespace
-        self.label_selector = label_selector
-        self.field_selector = field_selector
-        self.resync_s = resync_s
-        self.watch_timeout_s = watch_timeout_s
-        self.backoff = backoff or Backoff()
-        self.name = name or " ".join(
-            p for p in (rt.plural, namespace or "", label_selector, field_selector) if p
-        )
-        self.stats = InformerStats()
-        self._lock = threading.Lock()
-        self._cache: dict[str, JsonObject] = {}
-        self._deleted: dict[str, int] = {}  # key -> resourceVersion of its DELETED event (for apply)
-        self._handlers: list[EventHandler] = []
-        self._synced = threading.Event()
-        self._stop = threading.Event()
-        self._stream: WatchStream | None = None
-        self._thread: threading.Thread | None = None
-        self._rng = random.Random()
-        self._version = ""
+    _api: ObjectApi
+    rt: ResourceType
+    namespace: str | None = attrs.field(default=None, kw_only=True)
+    label_selector: str = attrs.field(default="", kw_only=True)
+    field_selector: str = attrs.field(default="", kw_only=True)
+    resync_s: float = attrs.field(default=300.0, kw_only=True)
+    watch_timeout_s: float = attrs.field(default=300.0, kw_only=True)
+    backoff: Backoff = attrs.field(default=None, converter=_backoff_or_default, kw_only=True)
+    name: str = attrs.field(default="", kw_only=True)
+    stats: InformerStats = attrs.field(init=False, factory=InformerStats)
+    _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _cache: dict[str, JsonObject] = attrs.field(init=False, factory=dict)
+    _deleted: dict[str, int] = attrs.field(init=False, factory=dict)  # key -> version it was deleted at
+    _handlers: list[EventHandler] = attrs.field(init=False, factory=list)
+    _synced: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _stop: threading.Event = attrs.field(init=False, factory=threading.Event)
+    _stream: WatchStream | None = attrs.field(init=False, default=None)
+    _thread: threading.Thread | None = attrs.field(init=False, default=None)
+    _rng: random.Random = attrs.field(init=False, factory=random.Random)
+    _version: str = attrs.field(init=False, default="")
+
+    def __attrs_post_init__(self) -> None:
+        selection = (self.rt.plural, self.namespace or "", self.label_selector, self.field_selector)
+        self.name = self.name or " ".join(p for p in selection if p)
 
     # --- consumer side -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ no client-library model objects, so the prepare path parses JSON once and nothin
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -152,3 +152,16 @@ class DriverResources:
     """Everything a driver wants published for its node, keyed by pool name (usually the node name)."""
 
     pools: Mapping[str, Pool]
+
+    def with_devices(
+        self, change: Callable[[tuple[JsonObject, ...]], Iterable[JsonObject]]
+    ) -> DriverResources:
+        """These pools and slices (generations, counters kept), each slice's devices ``change(devices)``."""
+        return DriverResources(
+            pools={
+                name: attrs.evolve(
+                    pool, slices=tuple(attrs.evolve(s, devices=tuple(change(s.devices))) for s in pool.slices)
+                )
+                for name, pool in self.pools.items()
+            }
+        )

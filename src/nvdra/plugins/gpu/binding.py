@@ -36,7 +36,7 @@ from nvdra.core.effects import EffectRecord
 from nvdra.core.errors import ClaimError, KubeApiError, NvdraError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS, ObjectApi
-from nvdra.kubeletplugin.types import DriverResources, Pool
+from nvdra.kubeletplugin.types import DriverResources
 from nvdra.plugins.devicestatus import ClaimStatusWriter
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.devices import AllocatableDevice
@@ -106,14 +106,7 @@ class BindingConditionsView:
                 return dict(d)
             return {**d, **fields}
 
-        pools = {
-            name: Pool(
-                slices=tuple(attrs.evolve(s, devices=tuple(one(d) for d in s.devices)) for s in pool.slices),
-                generation=pool.generation,
-            )
-            for name, pool in resources.pools.items()
-        }
-        return DriverResources(pools=pools)
+        return resources.with_devices(lambda devices: map(one, devices))
 
     def refuse(self, name: str, held: Collection[str]) -> str | None:
         """Never."""

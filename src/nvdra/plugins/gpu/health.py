@@ -25,7 +25,7 @@ from nvdra.core.devices import Inventory
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.health import HealthEvent, HealthPolicy, HealthState, parse_xids
 from nvdra.kubeletplugin.health import DeviceHealth, HealthReporter, HealthStatus
-from nvdra.kubeletplugin.types import DriverResources, Pool
+from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import NvmlBackend
 from nvdra.nvml.health import HealthMonitor
 from nvdra.plugins.gpu.config import PluginConfig
@@ -158,14 +158,7 @@ class HealthTracker:
         state = self._state
         if not state.taints:
             return resources
-        pools = {
-            name: Pool(
-                slices=tuple(attrs.evolve(s, devices=tuple(state.decorate(s.devices))) for s in pool.slices),
-                generation=pool.generation,
-            )
-            for name, pool in resources.pools.items()
-        }
-        return DriverResources(pools=pools)
+        return resources.with_devices(state.decorate)
 
     # -- recovery timer ----------------------------------------------------------------------------
     def start(self) -> None:

@@ -20,7 +20,7 @@ import attrs
 from nvdra.core.devices import Inventory
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
-from nvdra.kubeletplugin.types import DriverResources, Pool
+from nvdra.kubeletplugin.types import DriverResources
 from nvdra.plugins.gpu.devices import AllocatableDevice
 
 __all__ = ["NUMA_NODE", "ListAttributesView", "check_list_attributes", "list_attribute_views"]
@@ -66,16 +66,7 @@ class ListAttributesView:
 
     def decorate(self, resources: DriverResources, held: Collection[str]) -> DriverResources:
         """Every slice's GPU and MIG devices with their NUMA node list."""
-        pools = {
-            name: Pool(
-                slices=tuple(
-                    attrs.evolve(s, devices=tuple(self._decorated(d) for d in s.devices)) for s in pool.slices
-                ),
-                generation=pool.generation,
-            )
-            for name, pool in resources.pools.items()
-        }
-        return DriverResources(pools=pools)
+        return resources.with_devices(lambda devices: map(self._decorated, devices))
 
     def refuse(self, name: str, held: Collection[str]) -> str | None:
         """Never."""

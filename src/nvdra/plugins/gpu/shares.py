@@ -18,7 +18,7 @@ from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.shares import SharesOption, apply_consumable_shares, parse_consumable_shares
 from nvdra.core.sharing import MpsPlan
 from nvdra.core.sharing.timeslicing import TimeSlice
-from nvdra.kubeletplugin.types import DriverResources, Pool
+from nvdra.kubeletplugin.types import DriverResources
 from nvdra.plugins.gpu.devices import AllocatableDevice
 
 __all__ = [
@@ -60,17 +60,7 @@ class ConsumableSharesView:
 
     def decorate(self, resources: DriverResources, held: Collection[str]) -> DriverResources:
         """Every slice's GPU and MIG devices made shareable."""
-        pools = {
-            name: Pool(
-                slices=tuple(
-                    attrs.evolve(s, devices=tuple(apply_consumable_shares(s.devices, self.option)))
-                    for s in pool.slices
-                ),
-                generation=pool.generation,
-            )
-            for name, pool in resources.pools.items()
-        }
-        return DriverResources(pools=pools)
+        return resources.with_devices(lambda devices: apply_consumable_shares(devices, self.option))
 
     def refuse(self, name: str, held: Collection[str]) -> str | None:
         """Never: whether a share may join its holders is the driver's check (it sees the shareIDs)."""

@@ -1,19 +1,24 @@
 """Run every benchmark and write one JSON summary (and, with --plot, the figure of docs/performance.md).
 
-Parts:
-- ``plugin_bench``: per claim kind (full GPU, TimeSlicing-shared GPU, dynamic MIG slice, fabric
-  partition) the prepare+unprepare pair p50/p99 over the real sockets beside the contract's floor
-  measured in the same run, start → registered and → slices visible, idle RSS; throughput with N
-  concurrent kubelet callers; RSS over 10,000 cycles;
-- ResourceSlice rendering and publishing (into the API store, validated) for the largest profiles;
-- the existing benchmark scripts, run as they are and their output kept verbatim:
-  ``prepare_latency.py``, ``batch.py`` (1/8/64 claims per call, 1/8 callers, claims/s beside the floor),
-  ``startup.py`` (start → registered / slices visible, imports before registration, idle RSS of both
-  plugins and the controller), ``many_nodes.py`` (10,000 claims across 100 simulated nodes),
-  ``fabric_planner.py`` (partition planner), ``allocation.py``
-  (allocator), ``dynamic_mig.py``, ``computedomain.py``.
+Parts (``--parts``, default all):
+- ``latency``, ``throughput``, ``memory`` (``plugin_bench``): per claim kind (full GPU, TimeSlicing-shared
+  GPU, dynamic MIG slice, fabric partition) the prepare+unprepare pair p50/p99 over the real sockets
+  beside the contract's floor measured in the same run, start → registered and → slices visible, idle
+  RSS; throughput with N concurrent kubelet callers; RSS over 10,000 cycles;
+- ``slices``: ResourceSlice rendering and publishing (into the API store, validated) for the largest
+  profiles; ``rack``: a GB200 NVL72 rack's DynamicMIG devices (18 trays, 1,872 devices) rendered and
+  created in one store, render and create timed apart (issue 16's goal: < 200 ms);
+- ``scripts``: the other benchmark scripts, run as they are, their output kept verbatim and their
+  ``--out`` JSON where they write one: ``prepare_latency.py``, ``batch.py`` (1/8/64 claims per call,
+  1/8 callers, claims/s beside the floor), ``startup.py`` (start → registered / slices visible,
+  imports before registration, idle RSS of both plugins and the controller), ``many_nodes.py``
+  (10,000 claims across 100 simulated nodes), ``fabric_planner.py``, ``allocation.py``,
+  ``dynamic_mig.py``; ``cd``: ``computedomain.py`` (2, 18, 72 and 1,000 nodes to Ready, writes beside
+  the O(N) floor; ``--quick``: 2, 18, 72, 300) and its idle request rate.
 
-Usage: python benchmarks/run_all.py --out bench.json [--plot docs/performance.png] [--quick]
+At the end it prints issue 16's figures as one table (``issue16`` in the JSON), each beside its goal.
+
+Usage: python benchmarks/run_all.py --out bench.json [--plot docs/performance.png] [--quick] [--parts rack,cd]
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -79,76 +85,231 @@ def render_and_publish(repeat: int = 20) -> list[dict[str, Any]]:
 
 def nvl72_rack(repeat: int = 7) -> dict[str, Any]:
     """A GB200 NVL72 rack's DynamicMIG devices: 18 compute trays of 4 GPUs, rendered and created in one
-    FakeKube (issue 16's goal: under 200 ms for the rack)."""
+    FakeKube, which validates each slice as the API server would (issue 16's goal: under 200 ms for the
+    rack). Render (devices → slice bodies) and create are timed apart; ``p50_ms`` is their sum."""
     inventory = simulated_inventory("gb200-nvl72-tray")
     gates = parse_feature_gates("DynamicMIG=true")
-    times, devices = [], 0
+    totals, renders, creates, devices, slices = [], [], [], 0, 0
     for _ in range(repeat):
-        kube, devices = FakeKube(), 0
-        t0 = time.perf_counter()
+        kube, devices, slices, render, create = FakeKube(), 0, 0, 0.0, 0.0
         for tray in range(18):
             node = f"tray-{tray}"
-            for obj in slice_objects(
+            t0 = time.perf_counter()
+            objects = slice_objects(
                 driver_resources(inventory, node, gates), driver="gpu.nvidia.com", node_name=node
-            ):
+            )
+            t1 = time.perf_counter()
+            for obj in objects:
                 kube.create_resource_slice(obj)
-                devices += len(obj["spec"].get("devices", []))
-        times.append(time.perf_counter() - t0)
+            create += time.perf_counter() - t1
+            render += t1 - t0
+            slices += len(objects)
+            devices += sum(len(o["spec"].get("devices", [])) for o in objects)
+        renders.append(render)
+        creates.append(create)
+        totals.append(render + create)
     return {
         "trays": 18,
+        "slices": slices,
         "devices": devices,
-        "p50_ms": statistics.median(times) * 1000,
-        "min_ms": min(times) * 1000,
+        "p50_ms": statistics.median(totals) * 1000,
+        "min_ms": min(totals) * 1000,
+        "render_p50_ms": statistics.median(renders) * 1000,
+        "create_p50_ms": statistics.median(creates) * 1000,
+        "load": os.getloadavg()[0],
     }
 
 
-def script(name: str, *args: str) -> dict[str, Any]:
-    """Run one existing benchmark script; keep its output."""
-    t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, str(HERE / name), *args], capture_output=True, text=True, check=False, timeout=1800
-    )
+def script(name: str, *args: str, json_out: bool = False) -> dict[str, Any]:
+    """Run one existing benchmark script; keep its output (and its ``--out`` JSON with ``json_out``)."""
+    with tempfile.TemporaryDirectory(prefix="nvdra-bench-") as tmp:
+        out = Path(tmp) / "out.json"
+        argv = [*args, "--out", str(out)] if json_out else list(args)
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, str(HERE / name), *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1800,
+        )
+        data = json.loads(out.read_text()) if json_out and out.exists() else None
     return {
         "script": name,
         "args": list(args),
         "returncode": done.returncode,
         "seconds": round(time.perf_counter() - t0, 1),
+        "load_after": round(os.getloadavg()[0], 1),
         "output": done.stdout.strip().splitlines(),
+        "stderr_tail": done.stderr.strip().splitlines()[-5:] if done.returncode else [],
+        "data": data,
     }
 
 
+def _data(summary: dict[str, Any], name: str, first_arg: str | None = None) -> Any:
+    """The ``--out`` JSON of one script run (None when it did not run or wrote none)."""
+    for s in summary.get("scripts", []):
+        if s["script"] == name and (first_arg is None or s["args"][:1] == [first_arg]):
+            return s.get("data")
+    return None
+
+
+def issue16_table(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """Issue 16's figures, each beside its floor or goal, from whatever parts ran."""
+    rows: list[dict[str, str]] = []
+
+    def add(figure: str, value: str, goal: str) -> None:
+        rows.append({"figure": figure, "value": value, "goal": goal})
+
+    for r in summary.get("latency", []):
+        add(
+            f"pair p50, {r['scenario']} (plugin_bench)",
+            f"{r['pair_p50_ms']:.2f} ms = {r['ratio_p50']:.2f}x floor {r['floor_p50_ms']:.2f} ms; "
+            f"p99/p50 {r['pair_p99_ms'] / r['pair_p50_ms']:.1f}",
+            "full GPU <= 0.85x floor, p99 <= 2x p50",
+        )
+    batch = _data(summary, "batch.py")
+    if batch:
+        for b in batch.get("batches", []):
+            add(
+                f"{b['claims_per_call']} claims in one call (batch.py)",
+                f"{b['over_one_claim']:.1f}x one claim, {b['claims_per_s']:.0f} claims/s",
+                "64 claims <= 8x one claim" if b["claims_per_call"] == 64 else "-",
+            )
+        for c in batch.get("callers", []):
+            add(
+                f"{c['callers']} concurrent callers (batch.py)",
+                f"{c.get('over_one_caller', 1.0):.1f}x one caller, {c['claims_per_s']:.0f} claims/s",
+                "8 callers <= 4x one" if c["callers"] == 8 else "-",
+            )
+    startup = _data(summary, "startup.py")
+    if startup:
+        for name, p in startup.get("plugins", {}).items():
+            add(
+                f"{name} start -> registered / slices visible, RSS (startup.py)",
+                f"{p['registered_p50_ms']:.0f} / {p['slices_visible_p50_ms']:.0f} ms, "
+                f"{p['rss_idle_mib']:.1f} MiB, {p['modules_before_registration']} modules",
+                "<= 250 / 500 ms, <= 60 MiB",
+            )
+        for key, value in startup.items():
+            if key.startswith("controller_rss_mib"):
+                add(
+                    f"CD controller RSS (startup.py{key[len('controller_rss_mib') :]})",
+                    f"{value:.1f} MiB",
+                    "<= 60 MiB",
+                )
+    mem = summary.get("memory")
+    if mem:
+        end = next(v for k, v in mem.items() if k.startswith("rss_after_") and k != "rss_after_1000_mib")
+        add(
+            f"GPU plugin RSS idle / 1,000 / {mem['cycles']:,} cycles (plugin_bench)",
+            f"{mem['rss_idle_mib']:.1f} / {mem['rss_after_1000_mib']:.1f} / {end:.1f} MiB",
+            "<= 60 MiB, no growth 1,000 -> 10,000",
+        )
+    many = _data(summary, "many_nodes.py")
+    if many:
+        add(
+            f"{many['claims']:,} claims on {many['nodes']} nodes (many_nodes.py)",
+            f"{many['run_s']:.1f} s, {many['claims_per_s']:.0f} claims/s, {many['errors']} errors",
+            "no error",
+        )
+    rack = summary.get("nvl72_dynamic_mig_rack")
+    if rack:
+        add(
+            f"NVL72 rack DynamicMIG, {rack['devices']:,} devices in {rack['slices']} slices (run_all)",
+            f"p50 {rack['p50_ms']:.0f} ms (render {rack['render_p50_ms']:.0f} + create "
+            f"{rack['create_p50_ms']:.0f}), min {rack['min_ms']:.0f} ms, load {rack['load']:.1f}",
+            "< 200 ms",
+        )
+    cd = _data(summary, "computedomain.py")
+    if cd:
+        for r in cd.get("rows", []):
+            add(
+                f"{r['nodes']:,}-node ComputeDomain to Ready (computedomain.py)",
+                f"{r['ready_s']:.1f} s ({r['ready_cpu_s']:.1f} s CPU, {r['ms_per_node']:.1f} ms/node), "
+                f"{r['writes']} writes vs floor {r['floor']}, {r['conflicts']} conflicts",
+                "O(N) writes, time printed",
+            )
+    return rows
+
+
 def plot(summary: dict[str, Any], path: Path) -> None:
-    """Pair p50 beside its floor per claim kind, and throughput per number of callers (PNG)."""
+    """Four panels (PNG): pair p50 beside its floor per claim kind, throughput per number of callers,
+    the NVL72 rack's render + create beside the 200 ms goal, and the ComputeDomain's time to Ready and
+    writes per node over its size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = summary["latency"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [3, 2]})
-    xs = range(len(rows))
-    left.bar([x - 0.2 for x in xs], [r["pair_p50_ms"] for r in rows], 0.4, label="nvdra p50")
-    left.bar([x + 0.2 for x in xs], [r["floor_p50_ms"] for r in rows], 0.4, label="floor p50")
-    left.set_xticks(list(xs), [r["scenario"].split(" (")[0] for r in rows], fontsize=8)
-    left.set_ylabel("prepare+unprepare pair (ms)")
-    left.legend(fontsize=8)
-    tput = summary["throughput"]
-    right.plot([t["callers"] for t in tput], [t["pairs_per_s"] for t in tput], marker="o")
-    right.set_xlabel("concurrent kubelet callers")
-    right.set_ylabel("pairs / s")
-    right.set_ylim(bottom=0)
-    fig.suptitle("nvdra-gpu-plugin, simulated nodes, 2 cores, no GPU", fontsize=9)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4))
+    (pairs_ax, tput_ax), (rack_ax, cd_ax) = axes
+    for ax in axes.flat:
+        ax.tick_params(labelsize=8)
+    rows = summary.get("latency") or []
+    if rows:
+        xs = range(len(rows))
+        pairs_ax.bar([x - 0.2 for x in xs], [r["pair_p50_ms"] for r in rows], 0.4, label="nvdra p50")
+        pairs_ax.bar([x + 0.2 for x in xs], [r["floor_p50_ms"] for r in rows], 0.4, label="floor p50")
+        pairs_ax.set_xticks(list(xs), [r["scenario"].split(" (")[0] for r in rows], fontsize=8)
+        pairs_ax.legend(fontsize=8)
+    pairs_ax.set_ylabel("prepare+unprepare pair (ms)", fontsize=8)
+    tput = summary.get("throughput") or []
+    if tput:
+        tput_ax.plot([t["callers"] for t in tput], [t["pairs_per_s"] for t in tput], marker="o")
+    tput_ax.set_xlabel("concurrent kubelet callers", fontsize=8)
+    tput_ax.set_ylabel("pairs / s", fontsize=8)
+    tput_ax.set_ylim(bottom=0)
+    rack = summary.get("nvl72_dynamic_mig_rack")
+    if rack:
+        rack_ax.barh([0], [rack["render_p50_ms"]], label="render (devices → slices)")
+        rack_ax.barh(
+            [0], [rack["create_p50_ms"]], left=[rack["render_p50_ms"]], label="create (validated store)"
+        )
+        rack_ax.axvline(200, color="red", linestyle="--", label="goal 200 ms")
+        rack_ax.set_yticks([0], [f"NVL72 rack\n{rack['devices']:,} devices"], fontsize=8)
+        rack_ax.set_xlim(0, max(220, rack["p50_ms"] * 1.1))
+        rack_ax.legend(fontsize=7, loc="lower right")
+    rack_ax.set_xlabel("render + publish, p50 (ms)", fontsize=8)
+    cd = (_data(summary, "computedomain.py") or {}).get("rows") or []
+    if cd:
+        nodes = [r["nodes"] for r in cd]
+        cd_ax.plot(nodes, [r["ready_s"] for r in cd], marker="o", label="time to Ready (s)")
+        cd_ax.plot(nodes, [r["ready_cpu_s"] for r in cd], marker=".", label="CPU time (s)")
+        cd_ax.set_xscale("log")
+        cd_ax.set_yscale("log")
+        writes = cd_ax.twinx()
+        writes.plot(
+            nodes, [r["writes"] / r["nodes"] for r in cd], color="gray", linestyle=":", label="writes/node"
+        )
+        writes.plot(
+            nodes, [r["floor"] / r["nodes"] for r in cd], color="black", linestyle="--", label="floor/node"
+        )
+        writes.set_ylabel("API writes per node", fontsize=8)
+        writes.tick_params(labelsize=8)
+        writes.set_ylim(bottom=0)
+        writes.legend(fontsize=7, loc="center right")
+        cd_ax.legend(fontsize=7, loc="upper left")
+    cd_ax.set_xlabel("ComputeDomain nodes (in-memory API server)", fontsize=8)
+    fig.suptitle("nvdra, simulated nodes, 2 cores, no GPU", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
 
 
+PARTS = ("latency", "throughput", "memory", "slices", "rack", "scripts", "cd")
+
+
 def main() -> None:
-    """Run everything; write the summary."""
+    """Run the chosen parts; write the summary; print issue 16's table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench.json")
     parser.add_argument("--plot", help="write the PNG figure here (needs matplotlib)")
     parser.add_argument("--quick", action="store_true", help="fewer pairs, 2,000 cycles, smaller CD sizes")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        parser.error(f"--parts: unknown {sorted(parts - set(PARTS))}; known: {', '.join(PARTS)}")
     pairs, cycles = (100, 2000) if args.quick else (500, 10_000)
     summary: dict[str, Any] = {
         "machine": {
@@ -156,29 +317,51 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "gpu": "none (simulated NVML)",
+            "load_start": os.getloadavg()[0],
         },
-        "latency": [plugin_bench.latency(name, pairs, 50) for name in plugin_bench.SCENARIOS],
-        "throughput": plugin_bench.throughput([1, 2, 4, 8], per_caller=100 if args.quick else 200),
-        "memory": plugin_bench.memory(cycles),
-        "slices": render_and_publish(),
-        "nvl72_dynamic_mig_rack": nvl72_rack(),
+        "quick": args.quick,
     }
-    summary["scripts"] = [
-        script("prepare_latency.py", "--pairs", str(pairs)),
-        script("batch.py", "--rounds", "10" if args.quick else "40"),
-        script("startup.py", "--runs", "3" if args.quick else "7"),
-        script("many_nodes.py", *(["--nodes", "20", "--claims", "2000"] if args.quick else [])),
-        script("fabric_planner.py", *(["--decisions", "500", "--arrivals", "3000"] if args.quick else [])),
-        script("allocation.py"),
-        script("dynamic_mig.py"),
-        script("computedomain.py", *(["2", "18", "72"] if args.quick else [])),
-        script("computedomain.py", "idle", "100", "10" if args.quick else "30"),
-    ]
+    if "latency" in parts:
+        summary["latency"] = [plugin_bench.latency(name, pairs, 50) for name in plugin_bench.SCENARIOS]
+    if "throughput" in parts:
+        summary["throughput"] = plugin_bench.throughput([1, 2, 4, 8], per_caller=100 if args.quick else 200)
+    if "memory" in parts:
+        summary["memory"] = plugin_bench.memory(cycles)
+    if "slices" in parts:
+        summary["slices"] = render_and_publish(5 if args.quick else 20)
+    if "rack" in parts:
+        summary["nvl72_dynamic_mig_rack"] = nvl72_rack()
+    summary["scripts"] = []
+    if "scripts" in parts:
+        summary["scripts"] += [
+            script("prepare_latency.py", "--pairs", str(pairs)),
+            script("batch.py", "--rounds", "10" if args.quick else "40", json_out=True),
+            script("startup.py", "--runs", "3" if args.quick else "7", json_out=True),
+            script(
+                "many_nodes.py", *(["--nodes", "20", "--claims", "2000"] if args.quick else []), json_out=True
+            ),
+            script(
+                "fabric_planner.py", *(["--decisions", "500", "--arrivals", "3000"] if args.quick else [])
+            ),
+            script("allocation.py"),
+            script("dynamic_mig.py"),
+        ]
+    if "cd" in parts:
+        summary["scripts"] += [
+            script("computedomain.py", *(["2", "18", "72", "300"] if args.quick else []), json_out=True),
+            script("computedomain.py", "idle", "100", "10" if args.quick else "30"),
+        ]
+    summary["machine"]["load_end"] = os.getloadavg()[0]
+    summary["issue16"] = issue16_table(summary)
     Path(args.out).write_text(json.dumps(summary, indent=2))
-    print(json.dumps({k: v for k, v in summary.items() if k != "scripts"}, indent=1))
+    shown = {k: v for k, v in summary.items() if k not in ("scripts", "issue16")}
+    print(json.dumps(shown, indent=1))
     for s in summary["scripts"]:
-        print(f"\n== {s['script']} (rc {s['returncode']}, {s['seconds']} s)")
-        print("\n".join(s["output"]))
+        print(f"\n== {s['script']} {' '.join(s['args'])} (rc {s['returncode']}, {s['seconds']} s)")
+        print("\n".join(s["output"] + s["stderr_tail"]))
+    print("\n== issue 16 (figure | nvdra now | goal)")
+    for row in summary["issue16"]:
+        print(f"{row['figure']:<72} | {row['value']} | {row['goal']}")
     if args.plot:
         plot(summary, Path(args.plot))
 

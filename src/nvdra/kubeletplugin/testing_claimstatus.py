@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nvdra.kubeletplugin.testing_rbac import Attributes, forbidden_message
+from nvdra.kubeletplugin.types import device_status_key
 
 __all__ = ["NODE_NAME_EXTRA", "allocated_node", "claim_status_denial", "modified_drivers"]
 
@@ -37,25 +38,16 @@ _SERVICE_ACCOUNT = re.compile(r"^system:serviceaccount:[^:]+:[^:]+$")
 _NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-def _device_key(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    return (
-        str(entry.get("driver", "")),
-        str(entry.get("pool", "")),
-        str(entry.get("device", "")),
-        str(entry.get("shareID") or ""),
-    )
-
-
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def modified_drivers(new_status: Mapping[str, Any], old_status: Mapping[str, Any]) -> list[str]:
     """The drivers whose ``status.devices`` entries were added, removed or changed, sorted."""
-    old = {_device_key(d): _canonical(d) for d in old_status.get("devices") or []}
+    old = {device_status_key(d): _canonical(d) for d in old_status.get("devices") or []}
     drivers: set[str] = set()
     for entry in new_status.get("devices") or []:
-        key = _device_key(entry)
+        key = device_status_key(entry)
         before = old.pop(key, None)
         if before is None or before != _canonical(entry):
             drivers.add(key[0])

@@ -25,9 +25,21 @@ __all__ = [
     "PrepareResult",
     "PreparedDevice",
     "Slice",
+    "device_status_key",
 ]
 
 JsonObject = dict[str, Any]
+
+
+def device_status_key(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """What identifies a ResourceClaim ``status.devices[]`` entry: driver, pool, device and shareID
+    (the list's map keys; a missing shareID is "")."""
+    return (
+        str(entry.get("driver", "")),
+        str(entry.get("pool", "")),
+        str(entry.get("device", "")),
+        str(entry.get("shareID") or ""),
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS, ObjectApi
-from nvdra.kubeletplugin.types import ClaimRef, DraDriver, PrepareResult
+from nvdra.kubeletplugin.types import ClaimRef, DraDriver, PrepareResult, device_status_key
 
 __all__ = ["ClaimStatusReporter", "ClaimStatusWriter", "ready_condition"]
 
@@ -46,15 +46,6 @@ def _now() -> str:
 def ready_condition(message: str, *, status: str = "True", reason: str = "Prepared") -> JsonObject:
     """A ``metav1.Condition`` of type ``Ready`` (the time is filled in when written)."""
     return {"type": "Ready", "status": status, "reason": reason, "message": message}
-
-
-def _key(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
-    return (
-        str(entry.get("driver", "")),
-        str(entry.get("pool", "")),
-        str(entry.get("device", "")),
-        str(entry.get("shareID") or ""),
-    )
 
 
 def _with_times(entry: JsonObject, before: Mapping[str, Any] | None) -> JsonObject:
@@ -74,9 +65,9 @@ def merged_devices(
     current: Sequence[Mapping[str, Any]], driver_name: str, mine: Sequence[JsonObject]
 ) -> list[JsonObject]:
     """``status.devices`` with this driver's entries replaced by ``mine`` (others kept, in order)."""
-    before = {_key(d): d for d in current if d.get("driver") == driver_name}
+    before = {device_status_key(d): d for d in current if d.get("driver") == driver_name}
     others = [dict(d) for d in current if d.get("driver") != driver_name]
-    return others + [_with_times(e, before.get(_key(e))) for e in mine]
+    return others + [_with_times(e, before.get(device_status_key(e))) for e in mine]
 
 
 class ClaimStatusReporter:

@@ -51,6 +51,7 @@ from nvdra.kubeletplugin.objects import (
     WatchStream,
 )
 from nvdra.kubeletplugin.ratelimit import TokenBucket
+from nvdra.kubeletplugin.types import JsonObject
 
 __all__ = [
     "RESOURCE_GROUP",
@@ -71,7 +72,6 @@ __all__ = [
     "user_agent",
 ]
 
-JsonObject = dict[str, Any]
 _log = logging.getLogger(__name__)
 RESOURCE_GROUP = "resource.k8s.io"
 SUPPORTED_VERSIONS = ("v1", "v1beta2", "v1beta1")  # preference order

@@ -39,10 +39,10 @@ from nvdra.kubeletplugin.objects import (
     WatchStream,
 )
 from nvdra.kubeletplugin.store.objectstore import ObjectStore
+from nvdra.kubeletplugin.types import JsonObject
 
 __all__ = ["FakeKube", "KubeCall", "validate_resource_slice"]
 
-JsonObject = dict[str, Any]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ATTRIBUTE_TYPES = frozenset({"int", "bool", "string", "version"})

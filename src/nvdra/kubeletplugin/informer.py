@@ -27,19 +27,17 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
 from nvdra.core.errors import KubeApiError
 from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, WatchEvent, WatchStream
 from nvdra.kubeletplugin.store.selectors import match_labels
+from nvdra.kubeletplugin.types import JsonObject
 
 __all__ = ["Backoff", "EventHandler", "Informer", "InformerStats", "object_key"]
 
 log = logging.getLogger(__name__)
-
-JsonObject = dict[str, Any]
 
 
 @attrs.frozen(kw_only=True)

@@ -11,11 +11,12 @@ implement it; :mod:`nvdra.kubeletplugin.store` is the strict in-process implemen
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol, TypedDict, Unpack
+from typing import Protocol, TypedDict, Unpack
 
 import attrs
 
 from nvdra.core.errors import KubeApiError
+from nvdra.kubeletplugin.types import JsonObject
 
 __all__ = [
     "BUILTIN_TYPES",
@@ -41,7 +42,6 @@ __all__ = [
     "failure_status",
 ]
 
-JsonObject = dict[str, Any]
 
 _BUILTIN_GROUPS = frozenset({"", "apps", "batch", "policy", "autoscaling"})
 

@@ -82,10 +82,10 @@ from nvdra.kubeletplugin.store.schema import drop_field, unknown_fields
 from nvdra.kubeletplugin.testing_claimstatus import claim_status_denial
 from nvdra.kubeletplugin.testing_rbac import Attributes, Rbac, forbidden_message, service_account_user
 from nvdra.kubeletplugin.testing_tables import table_version, to_table
+from nvdra.kubeletplugin.types import JsonObject
 
 __all__ = ["BUILTIN_TYPES", "AdmissionRequest", "ApiServer"]
 
-JsonObject = dict[str, Any]
 _REASONS = {
     400: "BadRequest",
     401: "Unauthorized",

@@ -31,7 +31,6 @@ from nvdra.kubeletplugin.types import device_status_key
 
 __all__ = ["NODE_NAME_EXTRA", "allocated_node", "claim_status_denial", "modified_drivers"]
 
-JsonObject = dict[str, Any]
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 _GROUP = "resource.k8s.io"
 _SERVICE_ACCOUNT = re.compile(r"^system:serviceaccount:[^:]+:[^:]+$")

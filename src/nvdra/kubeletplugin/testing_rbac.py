@@ -29,7 +29,6 @@ import attrs
 
 __all__ = ["Attributes", "Grant", "Rbac", "forbidden_message", "service_account_user", "used_but_not_granted"]
 
-JsonObject = dict[str, Any]
 _DISCOVERY = ("/api", "/api/*", "/apis", "/apis/*", "/version", "/version/", "/healthz", "/livez", "/readyz")
 
 

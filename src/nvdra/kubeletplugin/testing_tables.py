@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nvdra.core.errors import KubeApiError
+from nvdra.kubeletplugin.types import JsonObject
 
 __all__ = ["TABLE_VERSIONS", "human_age", "table_version", "to_table"]
 
-JsonObject = dict[str, Any]
 Column = tuple[str, str, int]  # (name, type, priority)
 Printer = Callable[[JsonObject, datetime], list[Any]]
 

@@ -1,19 +1,23 @@
 """Start-up of the kubelet plugins measured from outside: start → registered, → slices visible, and what
-each process imports before it has registered (``python -X importtime``).
+each process imports before it serves its sockets (``python -X importtime``).
 
 For each plugin (``nvdra-gpu-plugin --simulate dgx-h100``, ``nvdra-cd-plugin --simulate dgx-h100``):
 an API server process (plugin_bench's ``--serve-api``), the plugin's console script, and this process as
 the kubelet, which registers the plugin as soon as its registration socket appears.
 
-- start → registered: spawning the plugin until the kubelet stand-in's NotifyRegistrationStatus returns;
-- start → slices visible: until the API server lists the node's ResourceSlices of the driver;
+- start → registered: spawning the plugin until the kubelet stand-in's NotifyRegistrationStatus returns
+  (and, inside it, start → socket: until the registration socket exists);
+- start → slices visible: until the API server reports the driver's first ResourceSlice of the node, on a
+  watch opened before the spawn (event-driven: polling the in-memory API server every few ms would take
+  CPU from the plugin on a 2-core box while it builds its driver after registering);
 - floor, in the same run: the interpreter alone (``python -c pass``) and the interpreter importing only
   grpc (what serving a socket needs at the least) — the part of the start-up no plugin code can remove;
   and the kubelet stand-in's own share of "registered": its first call on a new gRPC channel to the
   running plugin (a new client, GetInfo), which the real kubelet (Go) pays far less of;
-- one more start with ``PYTHONPROFILEIMPORTTIME=1``: the modules imported before the plugin logged its
-  registration, grouped by top-level package (the sum of each module's own import time), and the heavy
-  packages (``kubernetes``, ``yaml``, ``cel``, ``prometheus_client``...) named if any was imported then.
+- one more start with ``PYTHONPROFILEIMPORTTIME=1``: the modules imported before the plugin logged that
+  it serves its sockets (from then on the kubelet can register it; the driver is built afterwards),
+  grouped by top-level package (the sum of each module's own import time), and the heavy packages
+  (``kubernetes``, ``yaml``, ``cel``, ``prometheus_client``...) named if any was imported then.
 
 ``--baseline-src DIR`` also measures another checkout's ``src`` (e.g. ``git archive HEAD~3 src | tar -x``)
 in the same run, interleaved with this one, so that a change is measured beside what it replaces.
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from nvdra.kubeletplugin import KubeletClient, KubernetesKubeApi
+from nvdra.kubeletplugin.objects import RESOURCE_SLICES
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -46,7 +51,7 @@ PLUGINS = {
     "gpu": {"script": "nvdra-gpu-plugin", "driver": "gpu.nvidia.com"},
     "cd": {"script": "nvdra-cd-plugin", "driver": "compute-domain.nvidia.com"},
 }
-REGISTERED_LOG = "kubelet registered DRA driver"
+SERVING_LOG = "DRA plugin {driver} on node"  # the helper's line once both sockets are served
 
 
 def spawn(node: Node, plugin: str, *, env: dict[str, str] | None = None, stderr: Any = None) -> float:
@@ -71,28 +76,34 @@ def one_start(plugin: str, *, env: dict[str, str] | None = None, stderr: Any = N
     driver = PLUGINS[plugin]["driver"]
     with Node(SCENARIOS["full-gpu"], [["gpu-0"]], 1) as node, KubeletClient(node.reg) as kubelet:
         kube = KubernetesKubeApi.from_kubeconfig(str(node.kubeconfig))
+        slices = kube.watch_objects(RESOURCE_SLICES, timeout_s=60)
         sock = node.reg / f"{driver}-reg.sock"
         started = spawn(node, plugin, env=env, stderr=stderr)
         while not sock.exists():
             if time.perf_counter() - started > 60:
                 raise TimeoutError(f"{plugin}: no registration socket after 60 s")
             time.sleep(0.001)
+        socket_up = time.perf_counter() - started
         kubelet.register(sock)
         registered = time.perf_counter() - started
         with KubeletClient(node.reg) as fresh:  # the stand-in's own cost: a new channel and one call
             t0 = time.perf_counter()
             fresh.get_info(sock)
             stand_in = time.perf_counter() - t0
-        while not kube.list_resource_slices(driver=driver, node_name=NODE):
-            if time.perf_counter() - started > 60:
-                raise TimeoutError(f"{plugin}: no ResourceSlice after 60 s")
-            time.sleep(0.002)
+        for event in slices:
+            spec = event.object.get("spec") or {}
+            if event.type == "ADDED" and spec.get("driver") == driver and spec.get("nodeName") == NODE:
+                break
+        else:
+            raise TimeoutError(f"{plugin}: no ResourceSlice after 60 s")
         visible = time.perf_counter() - started
+        slices.close()
         kube.close()
         time.sleep(1.0)  # settled: publishing done, threads started
         assert node.plugin is not None
         rss = rss_mib(node.plugin.pid)
     return {
+        "socket_ms": socket_up * 1000,
         "registered_ms": registered * 1000,
         "slices_visible_ms": visible * 1000,
         "rss_mib": rss,
@@ -131,29 +142,32 @@ def interpreter_ms(code: str) -> float:
 
 
 def import_breakdown(plugin: str, env: dict[str, str]) -> dict[str, Any]:
-    """Imports the plugin completed before it logged its registration, by top-level package (ms)."""
+    """Imports the plugin completed before it served its sockets (the kubelet can register it from
+    then on; what it imports afterwards, while building its driver, does not delay registration), by
+    top-level package (ms)."""
     with tempfile.TemporaryFile("w+") as err:
         one_start(plugin, env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, stderr=err)
         err.seek(0)
         lines = err.read().splitlines()
     by_package: dict[str, float] = defaultdict(float)
     modules: list[str] = []
-    seen_registration = False
+    marker = SERVING_LOG.format(driver=PLUGINS[plugin]["driver"])
+    serving = False
     for line in lines:
-        if REGISTERED_LOG in line:
-            seen_registration = True
+        if marker in line:
+            serving = True
             break
         if not line.startswith("import time:") or "|" not in line or "cumulative" in line:
             continue
         self_us, _, name = (part.strip() for part in line.split(":", 1)[1].split("|"))
         modules.append(name)
         by_package[name.split(".")[0]] += int(self_us) / 1000  # each module's own time, by package
-    if not seen_registration:
-        raise RuntimeError(f"{plugin}: the log has no {REGISTERED_LOG!r} line")
+    if not serving:
+        raise RuntimeError(f"{plugin}: the log has no {marker!r} line")
     tops = {m.split(".")[0] for m in modules}
     return {
-        "modules_before_registration": len(modules),
-        "heavy_before_registration": sorted(t for t in tops if t in HEAVY),
+        "modules_before_serving": len(modules),
+        "heavy_before_serving": sorted(t for t in tops if t in HEAVY),
         "total_import_ms": sum(by_package.values()),
         "top_level_ms": dict(sorted(by_package.items(), key=lambda kv: -kv[1])[:12]),
     }
@@ -190,6 +204,7 @@ def main() -> None:
                 runs[name].append(one_start(plugin, env=env))
         for name, env in variants.items():
             reg = statistics.median(r["registered_ms"] for r in runs[name])
+            sock = statistics.median(r["socket_ms"] for r in runs[name])
             rss = statistics.median(r["rss_mib"] for r in runs[name])
             stand_in = statistics.median(r["stand_in_first_call_ms"] for r in runs[name])
             vis = statistics.median(r["slices_visible_ms"] for r in runs[name])
@@ -197,6 +212,7 @@ def main() -> None:
             summary["plugins"][f"{plugin} ({name})"] = {
                 "runs": runs[name],
                 "registered_p50_ms": reg,
+                "socket_p50_ms": sock,
                 "slices_visible_p50_ms": vis,
                 "rss_idle_mib": rss,
                 "stand_in_first_call_p50_ms": stand_in,
@@ -208,15 +224,16 @@ def main() -> None:
                 min(r["slices_visible_ms"] for r in runs[name]),
             )
             print(
-                f"{PLUGINS[plugin]['script']:<17} {name:<8} start → registered p50 {reg:5.0f} ms  "
+                f"{PLUGINS[plugin]['script']:<17} {name:<8} start → socket p50 {sock:5.0f} ms  "
+                f"→ registered p50 {reg:5.0f} ms  "
                 f"→ slices visible p50 {vis:5.0f} ms  (min {low[0]:.0f} / {low[1]:.0f} ms)  "
                 f"idle RSS {rss:.1f} MiB  (stand-in's first call on a new channel {stand_in:.0f} ms)"
             )
-            heavy = ", ".join(breakdown["heavy_before_registration"]) or "none"
-            count = breakdown["modules_before_registration"]
-            print(f"  imported before registration: {count} modules; heavy: {heavy}")
+            heavy = ", ".join(breakdown["heavy_before_serving"]) or "none"
+            count = breakdown["modules_before_serving"]
+            print(f"  imported before serving the sockets: {count} modules; heavy: {heavy}")
             print(
-                f"  import time before registration {breakdown['total_import_ms']:.0f} ms; by package (ms): "
+                f"  import time before serving {breakdown['total_import_ms']:.0f} ms; by package (ms): "
                 + ", ".join(f"{k} {v:.0f}" for k, v in breakdown["top_level_ms"].items())
             )
     for name, env in variants.items():

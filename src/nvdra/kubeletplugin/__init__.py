@@ -6,42 +6,21 @@ ResourceSlices through :class:`ResourceSlicePublisher` once the kubelet has conf
 For tests: :class:`FakeKube` (in-memory API), :class:`ApiServer` (in-process HTTP API server) and
 :class:`KubeletClient` (registers and calls a plugin over its real sockets, as the kubelet does).
 
-Importing this package loads grpc but not the kubernetes client (:class:`KubernetesKubeApi` needs it only
-for kubeconfigs with exec or auth-provider credentials), nor the test tools (loaded on first use).
+Importing this package loads grpc and what serving the sockets needs, nothing more: the API client
+(:class:`KubernetesKubeApi`, urllib3; the kubernetes client only for kubeconfigs with exec or
+auth-provider credentials), the object store, informer, publisher, liveness server and the test tools
+are loaded on first use, so that a plugin registers with the kubelet without waiting for them.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from nvdra.kubeletplugin._grpc import PluginRpcError
-from nvdra.kubeletplugin._kube import KubernetesKubeApi
-from nvdra.kubeletplugin.fake import FakeKube, KubeCall
 from nvdra.kubeletplugin.health import DeviceHealth, HealthReporter, HealthStatus
 from nvdra.kubeletplugin.helper import Helper, SlicePublisher, start
-from nvdra.kubeletplugin.informer import Backoff, Informer
-from nvdra.kubeletplugin.liveness import start_liveness_server
 from nvdra.kubeletplugin.logrepeat import RepeatFilter
-from nvdra.kubeletplugin.objects import (
-    DAEMON_SETS,
-    DEPLOYMENTS,
-    LEASES,
-    NODES,
-    PODS,
-    RESOURCE_CLAIM_TEMPLATES,
-    RESOURCE_CLAIMS,
-    ObjectApi,
-    ResourceType,
-)
-from nvdra.kubeletplugin.publisher import (
-    DroppedFieldsError,
-    PublisherStatistics,
-    ResourceSlicePublisher,
-    RetryPolicy,
-)
-from nvdra.kubeletplugin.ratelimit import RateLimiterStatistics, TokenBucket
 from nvdra.kubeletplugin.registration import RegistrationStatus
 from nvdra.kubeletplugin.serialize import RequestSerializer
 from nvdra.kubeletplugin.sockets import SocketPaths, socket_paths
-from nvdra.kubeletplugin.store.objectstore import ObjectStore
 from nvdra.kubeletplugin.types import (
     ClaimRef,
     DraDriver,
@@ -53,7 +32,8 @@ from nvdra.kubeletplugin.types import (
     Slice,
 )
 
-if TYPE_CHECKING:  # test tools, loaded on first use (see __getattr__)
+if TYPE_CHECKING:  # loaded on first use (see __getattr__)
+    from nvdra.kubeletplugin._kube import KubernetesKubeApi
     from nvdra.kubeletplugin.client import (
         HealthWatch,
         KubeletClient,
@@ -61,11 +41,49 @@ if TYPE_CHECKING:  # test tools, loaded on first use (see __getattr__)
         RegisteredPlugin,
         RegistrationRejected,
     )
+    from nvdra.kubeletplugin.fake import FakeKube, KubeCall
+    from nvdra.kubeletplugin.informer import Backoff, Informer
+    from nvdra.kubeletplugin.liveness import start_liveness_server
+    from nvdra.kubeletplugin.objects import (
+        DAEMON_SETS,
+        DEPLOYMENTS,
+        LEASES,
+        NODES,
+        PODS,
+        RESOURCE_CLAIM_TEMPLATES,
+        RESOURCE_CLAIMS,
+        ObjectApi,
+        ResourceType,
+    )
+    from nvdra.kubeletplugin.publisher import (
+        DroppedFieldsError,
+        PublisherStatistics,
+        ResourceSlicePublisher,
+        RetryPolicy,
+    )
+    from nvdra.kubeletplugin.ratelimit import RateLimiterStatistics, TokenBucket
+    from nvdra.kubeletplugin.store.objectstore import ObjectStore
     from nvdra.kubeletplugin.testing_apiserver import ApiServer
 
 # The kubelet stand-in and the HTTP API server are test tools: a plugin never needs them, and importing
 # them (http.server, email, the kubelet client's protos) would delay its registration with the kubelet.
+# The API client (urllib3), object store, informer, publisher and liveness server are needed only
+# once the plugin builds its driver, after it has registered (docs/performance.md, start-up).
+_OBJECTS = ("DAEMON_SETS", "DEPLOYMENTS", "LEASES", "NODES", "PODS", "RESOURCE_CLAIM_TEMPLATES")
 _LAZY = {
+    **dict.fromkeys(
+        (*_OBJECTS, "RESOURCE_CLAIMS", "ObjectApi", "ResourceType"), "nvdra.kubeletplugin.objects"
+    ),
+    **dict.fromkeys(
+        ("DroppedFieldsError", "PublisherStatistics", "ResourceSlicePublisher", "RetryPolicy"),
+        "nvdra.kubeletplugin.publisher",
+    ),
+    **dict.fromkeys(("RateLimiterStatistics", "TokenBucket"), "nvdra.kubeletplugin.ratelimit"),
+    **dict.fromkeys(("Backoff", "Informer"), "nvdra.kubeletplugin.informer"),
+    **dict.fromkeys(("FakeKube", "KubeCall"), "nvdra.kubeletplugin.fake"),
+    "KubernetesKubeApi": "nvdra.kubeletplugin._kube",
+    "ObjectStore": "nvdra.kubeletplugin.store.objectstore",
+    "start_liveness_server": "nvdra.kubeletplugin.liveness",
     "ApiServer": "nvdra.kubeletplugin.testing_apiserver",
     "HealthWatch": "nvdra.kubeletplugin.client",
     "KubeletClient": "nvdra.kubeletplugin.client",
@@ -76,7 +94,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import a test tool on first use."""
+    """Import a lazily loaded name (see ``_LAZY``) on first use."""
     if name in _LAZY:
         import importlib
 

@@ -155,6 +155,7 @@ class DraService:
         self.driver = driver
         self.kube = kube
         self.serializer = serializer if serializer is not None else RequestSerializer()
+        self._fetch_workers = fetch_workers
         self._pool = futures.ThreadPoolExecutor(
             max_workers=fetch_workers, thread_name_prefix="nvdra-claim-get"
         )
@@ -198,11 +199,19 @@ class DraService:
         return {c.uid: results[c.uid] for c in claims}
 
     def _fetch_all(self, claims: Sequence[ClaimRef]) -> list[_Fetched]:
-        # The first GET runs in the calling thread: a one-claim call (the common case) pays no
-        # thread hand-off, and an n-claim call keeps n - 1 helpers busy.
-        pending = [self._pool.submit(self._fetch, c) for c in claims[1:]]
-        first = self._fetch(claims[0])
-        return [first, *(f.result() for f in pending)]
+        # The claims are dealt out in equal shares, the first share fetched in the calling thread: a
+        # one-claim call (the common case) pays no thread hand-off, and an n-claim call one hand-off
+        # per helper rather than per claim (a 64-claim call created and waited on 63 futures).
+        shares = min(self._fetch_workers + 1, len(claims))
+        pending = [self._pool.submit(self._fetch_each, claims[i::shares]) for i in range(1, shares)]
+        fetched: list[_Fetched | None] = [None] * len(claims)
+        fetched[0::shares] = self._fetch_each(claims[0::shares])
+        for i, share in enumerate(pending, start=1):
+            fetched[i::shares] = share.result()
+        return [f for f in fetched if f is not None]
+
+    def _fetch_each(self, claims: Sequence[ClaimRef]) -> list[_Fetched]:
+        return [self._fetch(c) for c in claims]
 
     def _fetch(self, ref: ClaimRef) -> _Fetched:
         where = f"ResourceClaim {ref.namespace}/{ref.name}"

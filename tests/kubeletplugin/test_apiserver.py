@@ -200,10 +200,10 @@ def test_close_ends_open_keep_alive_connections() -> None:
 
 def test_nagle_is_off_in_the_handler() -> None:
     """The handler disables Nagle: two-write answers must not stall on delayed ACKs."""
-    from nvdra.kubeletplugin import testing_apiserver
+    from nvdra.kubeletplugin.testing_http import Handler
 
-    assert testing_apiserver._Handler.disable_nagle_algorithm is True
-    assert testing_apiserver._Handler.protocol_version == "HTTP/1.1"
+    assert Handler.disable_nagle_algorithm is True
+    assert Handler.protocol_version == "HTTP/1.1"
 
 
 def test_importing_the_test_server_does_not_load_the_kubernetes_client() -> None:

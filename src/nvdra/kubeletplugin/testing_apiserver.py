@@ -4,7 +4,8 @@ It serves discovery (``/version``, ``/api``, ``/apis``, ``/apis/resource.k8s.io`
 of every registered kind (built-ins, ``resource.k8s.io`` at each served version, CRDs installed with
 :meth:`ApiServer.install_crd`): get, list, watch, create, update, patch, delete, the ``status``
 subresource, with Kubernetes-shaped ``Status`` error bodies. The write rules are the store's (see
-:mod:`nvdra.kubeletplugin.objects`); over HTTP also:
+:mod:`nvdra.kubeletplugin.store.objectstore`); the HTTP transport is :mod:`.testing_http`, what a
+request names and carries :mod:`.testing_requests`; over HTTP also:
 - objects are stored in the v1 shape (by the ``FakeKube``) and converted to and from the version named
   in the request path; a version the store does not serve is a 404, a body of another version a 400,
   and so is a body with fields the path's version does not have (``basic`` outside v1beta1, ``exactly``
@@ -40,8 +41,6 @@ subresource, with Kubernetes-shaped ``Status`` error bodies. The write rules are
 from __future__ import annotations
 
 import functools
-import http.server
-import importlib.util
 import json
 import json.decoder
 import json.scanner
@@ -52,12 +51,10 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import parse_qs, unquote, urlsplit
-
-import attrs
+from urllib.parse import unquote
 
 from nvdra.core.closing import Closing
-from nvdra.core.errors import ConfigError, KubeApiError, KubeNotFound
+from nvdra.core.errors import KubeApiError, KubeNotFound
 from nvdra.kubeletplugin._kube import (
     RESOURCE_GROUP,
     SUPPORTED_VERSIONS,
@@ -75,50 +72,31 @@ from nvdra.kubeletplugin.objects import (
     RESOURCE_SLICES,
     ResourceType,
     WatchStream,
-    failure_status,
 )
 from nvdra.kubeletplugin.store.rules import raw_extensions
-from nvdra.kubeletplugin.store.schema import drop_field, unknown_fields
-from nvdra.kubeletplugin.testing_claimstatus import claim_status_denial
+from nvdra.kubeletplugin.store.schema import drop_field
+from nvdra.kubeletplugin.testing_claimstatus import NODE_NAME_EXTRA, claim_status_denial
+from nvdra.kubeletplugin.testing_http import Answer, Handler, Server, WatchAnswer
 from nvdra.kubeletplugin.testing_rbac import Attributes, Rbac, forbidden_message, service_account_user
+from nvdra.kubeletplugin.testing_requests import (
+    OBJECT_PATH,
+    AdmissionRequest,
+    builtin_unknown_fields,
+    decode_with_spans,
+    request_attributes,
+    without_directives,
+)
 from nvdra.kubeletplugin.testing_tables import table_version, to_table
 from nvdra.kubeletplugin.types import JsonObject
 
 __all__ = ["BUILTIN_TYPES", "AdmissionRequest", "ApiServer"]
 
-_REASONS = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    409: "Conflict",
-    410: "Gone",
-    415: "UnsupportedMediaType",
-    422: "Invalid",
-    429: "TooManyRequests",
-    500: "InternalError",
-    503: "ServiceUnavailable",
-}
 _GROUP_PREFIX = f"/apis/{RESOURCE_GROUP}/"
 _SLICES = re.compile(r"^/apis/resource\.k8s\.io/(?P<v>[^/]+)/resourceslices(?:/(?P<name>[^/]+))?$")
 _CLAIM = re.compile(
     r"^/apis/resource\.k8s\.io/(?P<v>[^/]+)/namespaces/(?P<ns>[^/]+)/resourceclaims/(?P<name>[^/]+)$"
 )
-_GENERIC = re.compile(
-    r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"
-    r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>status))?)?$"
-)
-
-
-def status_body(code: int, message: str) -> JsonObject:
-    """A ``meta/v1 Status`` failure body as the API server writes it, with the reason of ``code``."""
-    return failure_status(code, _REASONS.get(code, "Unknown"), message)
-
-
-_OBJECT_EVENTS = frozenset({"ADDED", "MODIFIED", "DELETED"})
 _ADMIN = "system:admin"
-NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 _PATCH_TYPES = {
     "application/merge-patch+json": "merge",
     "application/strategic-merge-patch+json": "strategic",
@@ -126,248 +104,6 @@ _PATCH_TYPES = {
 }
 _RAW_KINDS = re.compile(r"/(resourceclaims|resourceclaimtemplates|deviceclasses)(/|$)")
 _FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
-
-
-@attrs.frozen(kw_only=True)
-class AdmissionRequest:
-    """A write as validating admission sees it (the ``request``, ``object`` and ``oldObject`` of a
-    ValidatingAdmissionPolicy): CREATE has no ``old_object``, DELETE no ``object``, a PATCH is an UPDATE."""
-
-    operation: str
-    user: str
-    groups: tuple[str, ...]
-    extra: Mapping[str, list[str]]
-    group: str
-    version: str
-    resource: str
-    subresource: str
-    kind: str
-    namespace: str
-    name: str
-    object: JsonObject | None
-    old_object: JsonObject | None
-    dry_run: bool
-
-    @property
-    def qualified(self) -> str:
-        """``<plural>.<group>`` (``<plural>`` for the core group)."""
-        return f"{self.resource}.{self.group}" if self.group else self.resource
-
-
-@attrs.frozen
-class _Answer:
-    code: int
-    body: JsonObject
-    warnings: list[str]
-
-
-@attrs.frozen
-class _WatchAnswer:
-    stream: WatchStream
-    convert: Callable[[JsonObject], JsonObject]
-
-
-def _decode_with_spans(text: str) -> tuple[Any, dict[int, tuple[int, int]]]:
-    """Decode JSON and remember where each object and array was in ``text`` (by ``id`` of the value).
-
-    The apiserver keeps a RawExtension's bytes as the request carried them; this recovers them.
-    """
-    spans: dict[int, tuple[int, int]] = {}
-    decoder = json.JSONDecoder()
-    # The pure-Python scanner takes its parsers from the decoder: wrap them to note each span.
-    base_object: Any = getattr(json.decoder, "JSONObject")  # noqa: B009 - untyped in typeshed
-    base_array: Any = getattr(json.decoder, "JSONArray")  # noqa: B009
-
-    def parse_object(s_and_end: tuple[str, int], *args: Any) -> tuple[Any, int]:
-        value, end = base_object(s_and_end, *args)
-        spans[id(value)] = (s_and_end[1] - 1, end)
-        return value, end
-
-    def parse_array(s_and_end: tuple[str, int], scan_once: Any) -> tuple[Any, int]:
-        value, end = base_array(s_and_end, scan_once)
-        spans[id(value)] = (s_and_end[1] - 1, end)
-        return value, end
-
-    decoder.parse_object = parse_object  # type: ignore[attr-defined]
-    decoder.parse_array = parse_array  # type: ignore[attr-defined]
-    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
-    return decoder.decode(text), spans
-
-
-def request_attributes(user: str, method: str, path: str, query: Mapping[str, str]) -> Attributes:
-    """The authorizer's view of a request: verb, group, resource, subresource, namespace, name."""
-    match = _GENERIC.match(path)
-    if match is None or (match["cv"] is None and match["group"] is None):
-        return Attributes(user=user, verb=method.lower() if method != "GET" else "get", path=path)
-    name = unquote(match["name"] or "")
-    watching = query.get("watch") in ("1", "true", "True")
-    verbs = {
-        "GET": "get" if name else ("watch" if watching else "list"),
-        "POST": "create",
-        "PUT": "update",
-        "PATCH": "patch",
-        "DELETE": "delete" if name else "deletecollection",
-    }
-    return Attributes(
-        user=user,
-        verb=verbs.get(method, method.lower()),
-        api_group=match["group"] or "",
-        resource=match["plural"],
-        subresource=match["sub"] or "",
-        namespace=unquote(match["ns"] or ""),
-        name=name,
-        path=path,
-    )
-
-
-@functools.lru_cache(maxsize=4)
-def _builtin_definitions(version: tuple[int, int]) -> dict[str, Any] | None:
-    """Kubernetes ``version``'s strict OpenAPI definitions, from ``kubernetes-validate`` (None: absent)."""
-    spec = importlib.util.find_spec("kubernetes_validate")
-    if spec is None or spec.origin is None:
-        return None
-    root = Path(spec.origin).parent / "kubernetes-json-schema"
-    available = sorted(
-        (tuple(int(p) for p in d.name[1:].split("-")[0].split(".")[:2]), d)
-        for d in root.glob("v*-local-strict")
-        if (d / "_definitions.json").is_file()
-    )
-    chosen = [d for v, d in available if v <= version] or [d for _, d in available]
-    if not chosen:
-        return None
-    loaded: dict[str, Any] = json.loads((chosen[-1] / "_definitions.json").read_text())
-    return loaded.get("$defs") or loaded.get("definitions") or {}
-
-
-def _builtin_unknown_fields(
-    rt: ResourceType, version: str, kind: str, obj: Any, release: tuple[int, int]
-) -> list[str] | None:
-    defs = _builtin_definitions(release)
-    if defs is None:
-        return None
-    package = "core" if not rt.group else rt.group.split(".")[0]
-    schema = defs.get(f"io.k8s.api.{package}.{version}.{kind}")
-    if schema is None:
-        return None
-    return unknown_fields(schema, obj, defs=defs)
-
-
-def _without_directives(patch: Any) -> Any:
-    """A merge patch as an object: ``null`` (delete) and ``$``-directives left out."""
-    if isinstance(patch, dict):
-        return {
-            k: _without_directives(v)
-            for k, v in patch.items()
-            if v is not None and not str(k).startswith("$")
-        }
-    if isinstance(patch, list):
-        return [_without_directives(v) for v in patch]
-    return patch
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """One keep-alive connection; routes to the owning :class:`ApiServer`."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    timeout = 60
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: tests and benchmarks read stdout."""
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.api.track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        self.server.api.track(self.connection, open_=False)
-        super().finish()
-
-    def _send(self, code: int, body: JsonObject, warnings: list[str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        for warning in warnings or []:
-            self.send_header("Warning", f"299 - {json.dumps(warning)}")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _stream(self, watch: _WatchAnswer) -> None:
-        """A watch: newline-delimited JSON events in chunks, until the watch ends or the client goes."""
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        api = self.server.api
-        api.track_watch(watch.stream, open_=True)
-        try:
-            for event in watch.stream:
-                obj = watch.convert(event.object) if event.type in _OBJECT_EVENTS else event.object
-                data = (
-                    json.dumps({"type": event.type, "object": obj}, separators=(",", ":")) + "\n"
-                ).encode()
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except OSError:
-            self.close_connection = True  # the client went away
-        finally:
-            watch.stream.close()
-            api.track_watch(watch.stream, open_=False)
-
-    def _read(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
-    def _dispatch(self, method: str) -> None:
-        url = urlsplit(self.path)
-        query: dict[str, str] = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        api = self.server.api
-        try:
-            data = self._read() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
-            user = api.authenticate(self.headers.get("Authorization"))
-            api.authorize_request(user, method, url.path, query)
-            content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
-            answer = api.handle(method, url.path, query, data, content_type)
-            if method == "GET" and _GENERIC.match(url.path):
-                answer = api.as_table(answer, self.headers.get("Accept"), query)
-        except KubeApiError as exc:
-            code = exc.status or 500
-            self._send(code, status_body(code, str(exc)))
-            return
-        except ConfigError as exc:  # a v1 body that v1beta1 cannot express
-            self._send(422, status_body(422, str(exc)))
-            return
-        except Exception as exc:  # a bug here answers as the apiserver's panic handler does: a 500
-            self._send(500, status_body(500, f"Internal error occurred: {type(exc).__name__}: {exc}"))
-            return
-        if isinstance(answer, _WatchAnswer):
-            self._stream(answer)
-        else:
-            self._send(answer.code, answer.body, answer.warnings)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    api: ApiServer
 
 
 class ApiServer(Closing):
@@ -410,7 +146,7 @@ class ApiServer(Closing):
         self._watches: set[WatchStream] = set()
         if admission is not None or rbac is not None:  # rbac: the claim status checks
             self.store.objects.admission = self._admit
-        self._httpd = _Server(("127.0.0.1", port), _Handler)
+        self._httpd = Server(("127.0.0.1", port), Handler)
         self._httpd.api = self
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
@@ -418,7 +154,7 @@ class ApiServer(Closing):
         self._routes: list[tuple[re.Pattern[str], Callable[..., tuple[int, JsonObject]]]] = [
             (_SLICES, self._slices),
             (_CLAIM, self._claim),
-            (_GENERIC, self._generic),
+            (OBJECT_PATH, self._generic),
         ]
         self._types: dict[tuple[str, str, str], ResourceType] = {}
         self._printer_columns: dict[str, list[JsonObject]] = {}  # "<apiVersion>/<Kind>" -> CRD columns
@@ -441,8 +177,8 @@ class ApiServer(Closing):
         return rt
 
     def as_table(
-        self, answer: _Answer | _WatchAnswer, accept: str | None, query: Mapping[str, str]
-    ) -> _Answer | _WatchAnswer:
+        self, answer: Answer | WatchAnswer, accept: str | None, query: Mapping[str, str]
+    ) -> Answer | WatchAnswer:
         """The answer to a GET of objects as the ``meta.k8s.io`` Table the ``Accept`` header asks for
         first (:mod:`.testing_tables`: the printers' columns), or unchanged when it asks for plain JSON.
         A watch sends one Table per event, the column definitions in the first only."""
@@ -455,7 +191,7 @@ class ApiServer(Closing):
             include_object=query.get("includeObject", ""),
             custom_columns=self._printer_columns,
         )
-        if isinstance(answer, _WatchAnswer):
+        if isinstance(answer, WatchAnswer):
             tabulate({})  # a bad includeObject is a 400 before the watch starts
             convert, sent = answer.convert, [False]
 
@@ -463,11 +199,11 @@ class ApiServer(Closing):
                 first, sent[0] = not sent[0], True
                 return tabulate(convert(obj), headers=first)
 
-            return _WatchAnswer(answer.stream, table_event)
+            return WatchAnswer(answer.stream, table_event)
         if answer.code != 200 or "metadata" not in answer.body:
             return answer
         table = tabulate(answer.body)
-        return _Answer(200, table, answer.warnings)
+        return Answer(200, table, answer.warnings)
 
     def add_user(
         self, user: str, token: str | None = None, *, extra: Mapping[str, list[str]] | None = None
@@ -646,7 +382,7 @@ class ApiServer(Closing):
 
     def handle(
         self, method: str, path: str, query: dict[str, str], data: bytes, content_type: str
-    ) -> _Answer | _WatchAnswer:
+    ) -> Answer | WatchAnswer:
         """Answer one authorized request whose body is ``data`` (JSON, or a patch of ``content_type``)."""
         ctx = self._ctx
         ctx.warnings, ctx.content_type, ctx.spans, ctx.text = [], content_type, {}, ""
@@ -666,7 +402,7 @@ class ApiServer(Closing):
             try:
                 ctx.text = data.decode()
                 if method in ("POST", "PUT") and _RAW_KINDS.search(path):
-                    body, ctx.spans = _decode_with_spans(ctx.text)
+                    body, ctx.spans = decode_with_spans(ctx.text)
                 else:
                     body = json.loads(ctx.text)
             except ValueError as exc:
@@ -676,9 +412,9 @@ class ApiServer(Closing):
                 shape = "a JSON array of operations" if wants_list else "a JSON object"
                 raise KubeApiError(f"request body must be {shape}", status=400)
         code, answer = self.route(method, path, query, body)
-        if isinstance(answer, _WatchAnswer):
+        if isinstance(answer, WatchAnswer):
             return answer
-        return _Answer(code, answer, list(ctx.warnings))
+        return Answer(code, answer, list(ctx.warnings))
 
     def route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         """Answer one request: (HTTP status, JSON body or a watch). Errors leave as :class:`KubeApiError`."""
@@ -725,7 +461,7 @@ class ApiServer(Closing):
             unknown = self.store.objects.unknown_fields(rt, obj)
         else:
             kind = obj.get("kind") or rt.kind
-            unknown = _builtin_unknown_fields(rt, version, kind, obj, self.store.kubernetes_version)
+            unknown = builtin_unknown_fields(rt, version, kind, obj, self.store.kubernetes_version)
             if unknown is None and mode == "Strict":
                 raise KubeApiError(
                     f"fieldValidation=Strict for {rt.qualified}: the kubernetes-validate package (the "
@@ -749,7 +485,7 @@ class ApiServer(Closing):
         ns: str | None,
         query: Mapping[str, str],
         convert: Callable[[JsonObject], JsonObject],
-    ) -> _WatchAnswer:
+    ) -> WatchAnswer:
         try:
             timeout = float(query.get("timeoutSeconds") or 1800)
         except ValueError:
@@ -765,7 +501,7 @@ class ApiServer(Closing):
             timeout_s=timeout,
             allow_bookmarks=query.get("allowWatchBookmarks") in ("1", "true", "True"),
         )
-        return _WatchAnswer(stream, convert)
+        return WatchAnswer(stream, convert)
 
     def _list(
         self,
@@ -942,7 +678,7 @@ class ApiServer(Closing):
         if method == "PATCH" and name:
             patch_type = _PATCH_TYPES.get(self._ctx.content_type, "merge")
             if patch_type != "json":
-                self._check_fields(rt, version, {"kind": rt.kind, **_without_directives(body)}, query)
+                self._check_fields(rt, version, {"kind": rt.kind, **without_directives(body)}, query)
             patched = objects.patch_object(rt, name, body, ns, patch_type=patch_type, status=sub == "status")
             return 200, out(patched)
         if method == "DELETE" and name:

@@ -144,3 +144,39 @@ def test_gated_feature_modules_load_when_their_gates_are_on(tmp_path: Path) -> N
         "nvdra.plugins.gpu.vfio",
         "nvdra.plugins.gpu.binding",
     } <= set(json.loads(out))
+
+
+# What the GPU plugin needs only once its sockets are served: it registers with the kubelet first and
+# builds its driver afterwards (nvdra.plugins.gpu.assembly), so none of these may load before that.
+AFTER_SOCKETS = (
+    "urllib3",
+    "prometheus_client",
+    "tenacity",
+    "nvdra.nvml",
+    "nvdra.cdi",
+    "nvdra.plugins.gpu.assembly",
+    "nvdra.plugins.gpu.driver",
+    "nvdra.plugins.metrics",
+    "nvdra.kubeletplugin._kube",
+    "nvdra.kubeletplugin.publisher",
+    "nvdra.kubeletplugin.objects",
+)
+
+
+def test_gpu_plugin_imports_only_what_serving_its_sockets_needs() -> None:
+    """The GPU plugin's entry point loads grpc and the toolkit's socket modules, none of the modules its
+    driver build needs (API client, NVML, CDI, metrics, publisher); serving the sockets loads none either."""
+    start = (
+        "import tempfile, pathlib, contextlib\n"
+        "import nvdra.plugins.gpu.main\n"
+        "from nvdra.plugins.gpu.config import PluginConfig\n"
+        "from nvdra.plugins.runner import serve_pending\n"
+        "root = pathlib.Path(tempfile.mkdtemp(prefix='nvdra-'))\n"
+        "config = PluginConfig(node_name='n1', cdi_root=root / 'cdi', kubelet_registrar_directory_path="
+        "root / 'reg', kubelet_plugins_directory_path=root / 'plugins')\n"
+        "with contextlib.ExitStack() as stack:\n"
+        "    serve_pending(config, stack)"
+    )
+    loaded = _loaded_after(start)
+    assert {"grpc", "nvdra.kubeletplugin.helper", "nvdra.plugins.gpu.serve"} <= loaded
+    assert sorted(m for m in loaded if any(m == a or m.startswith(f"{a}.") for a in AFTER_SOCKETS)) == []

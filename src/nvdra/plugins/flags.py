@@ -78,9 +78,11 @@ def check_feature_gates(_: click.Context, param: click.Parameter, value: str) ->
 
 def check_profile(_: click.Context, param: click.Parameter, value: str) -> str:
     """A click callback: ``--simulate`` names a built-in profile or an existing file (else exit 2)."""
+    if not value:
+        return value  # on real hardware: no NVML module loaded before the sockets are served
     from nvdra.nvml import PROFILE_NAMES
 
-    if value and value not in PROFILE_NAMES and not Path(value).is_file():
+    if value not in PROFILE_NAMES and not Path(value).is_file():
         raise click.BadParameter(
             f"{value}: not a built-in profile ({', '.join(PROFILE_NAMES)}) nor a YAML file", param=param
         )

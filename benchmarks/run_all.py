@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,75 +162,107 @@ def issue16_table(summary: dict[str, Any]) -> list[dict[str, str]]:
     def add(figure: str, value: str, goal: str) -> None:
         rows.append({"figure": figure, "value": value, "goal": goal})
 
-    for r in summary.get("latency", []):
-        add(
-            f"pair p50, {r['scenario']} (plugin_bench)",
-            f"{r['pair_p50_ms']:.2f} ms = {r['ratio_p50']:.2f}x floor {r['floor_p50_ms']:.2f} ms; "
-            f"p99/p50 {r['pair_p99_ms'] / r['pair_p50_ms']:.1f}",
-            "full GPU <= 0.85x floor, p99 <= 2x p50",
-        )
-    batch = _data(summary, "batch.py")
-    if batch:
-        for b in batch.get("batches", []):
+    def section(fill: Callable[[], None], what: str) -> None:
+        # The scripts' JSON belongs to them and may change: a missing key costs its row, not the run.
+        try:
+            fill()
+        except (KeyError, TypeError, StopIteration, ZeroDivisionError) as exc:
+            add(what, f"? (the output has no {exc!s})", "-")
+
+    def latency() -> None:
+        for r in summary.get("latency", []):
             add(
-                f"{b['claims_per_call']} claims in one call (batch.py)",
-                f"{b['over_one_claim']:.1f}x one claim, {b['claims_per_s']:.0f} claims/s",
-                "64 claims <= 8x one claim" if b["claims_per_call"] == 64 else "-",
+                f"pair p50, {r['scenario']} (plugin_bench)",
+                f"{r['pair_p50_ms']:.2f} ms = {r['ratio_p50']:.2f}x floor {r['floor_p50_ms']:.2f} ms; "
+                f"p99/p50 {r['pair_p99_ms'] / r['pair_p50_ms']:.1f}",
+                "full GPU <= 0.85x floor, p99 <= 2x p50",
             )
-        for c in batch.get("callers", []):
-            add(
-                f"{c['callers']} concurrent callers (batch.py)",
-                f"{c.get('over_one_caller', 1.0):.1f}x one caller, {c['claims_per_s']:.0f} claims/s",
-                "8 callers <= 4x one" if c["callers"] == 8 else "-",
-            )
-    startup = _data(summary, "startup.py")
-    if startup:
-        for name, p in startup.get("plugins", {}).items():
-            add(
-                f"{name} start -> registered / slices visible, RSS (startup.py)",
-                f"{p['registered_p50_ms']:.0f} / {p['slices_visible_p50_ms']:.0f} ms, "
-                f"{p['rss_idle_mib']:.1f} MiB, {p['modules_before_registration']} modules",
-                "<= 250 / 500 ms, <= 60 MiB",
-            )
-        for key, value in startup.items():
-            if key.startswith("controller_rss_mib"):
+
+    def batch() -> None:
+        batch = _data(summary, "batch.py")
+        if batch:
+            for b in batch.get("batches", []):
                 add(
-                    f"CD controller RSS (startup.py{key[len('controller_rss_mib') :]})",
-                    f"{value:.1f} MiB",
-                    "<= 60 MiB",
+                    f"{b['claims_per_call']} claims in one call (batch.py)",
+                    f"{b['over_one_claim']:.1f}x one claim, {b['claims_per_s']:.0f} claims/s",
+                    "64 claims <= 8x one claim" if b["claims_per_call"] == 64 else "-",
                 )
-    mem = summary.get("memory")
-    if mem:
-        end = next(v for k, v in mem.items() if k.startswith("rss_after_") and k != "rss_after_1000_mib")
-        add(
-            f"GPU plugin RSS idle / 1,000 / {mem['cycles']:,} cycles (plugin_bench)",
-            f"{mem['rss_idle_mib']:.1f} / {mem['rss_after_1000_mib']:.1f} / {end:.1f} MiB",
-            "<= 60 MiB, no growth 1,000 -> 10,000",
-        )
-    many = _data(summary, "many_nodes.py")
-    if many:
-        add(
-            f"{many['claims']:,} claims on {many['nodes']} nodes (many_nodes.py)",
-            f"{many['run_s']:.1f} s, {many['claims_per_s']:.0f} claims/s, {many['errors']} errors",
-            "no error",
-        )
-    rack = summary.get("nvl72_dynamic_mig_rack")
-    if rack:
-        add(
-            f"NVL72 rack DynamicMIG, {rack['devices']:,} devices in {rack['slices']} slices (run_all)",
-            f"p50 {rack['p50_ms']:.0f} ms (render {rack['render_p50_ms']:.0f} + create "
-            f"{rack['create_p50_ms']:.0f}), min {rack['min_ms']:.0f} ms, load {rack['load']:.1f}",
-            "< 200 ms",
-        )
-    cd = _data(summary, "computedomain.py")
-    if cd:
-        for r in cd.get("rows", []):
+            for c in batch.get("callers", []):
+                add(
+                    f"{c['callers']} concurrent callers (batch.py)",
+                    f"{c.get('over_one_caller', 1.0):.1f}x one caller, {c['claims_per_s']:.0f} claims/s",
+                    "8 callers <= 4x one" if c["callers"] == 8 else "-",
+                )
+
+    def startup() -> None:
+        startup = _data(summary, "startup.py")
+        if startup:
+            for name, p in startup.get("plugins", {}).items():
+                add(
+                    f"{name} start -> registered / slices visible, RSS (startup.py)",
+                    f"{p['registered_p50_ms']:.0f} / {p['slices_visible_p50_ms']:.0f} ms, "
+                    f"{p['rss_idle_mib']:.1f} MiB, "
+                    f"{p.get('modules_before_serving', p.get('modules_before_registration', '?'))} modules",
+                    "<= 250 / 500 ms, <= 60 MiB",
+                )
+            for key, value in startup.items():
+                if key.startswith("controller_rss_mib"):
+                    add(
+                        f"CD controller RSS (startup.py{key[len('controller_rss_mib') :]})",
+                        f"{value:.1f} MiB",
+                        "<= 60 MiB",
+                    )
+
+    def memory() -> None:
+        mem = summary.get("memory")
+        if mem:
+            end = next(v for k, v in mem.items() if k.startswith("rss_after_") and k != "rss_after_1000_mib")
             add(
-                f"{r['nodes']:,}-node ComputeDomain to Ready (computedomain.py)",
-                f"{r['ready_s']:.1f} s ({r['ready_cpu_s']:.1f} s CPU, {r['ms_per_node']:.1f} ms/node), "
-                f"{r['writes']} writes vs floor {r['floor']}, {r['conflicts']} conflicts",
-                "O(N) writes, time printed",
+                f"GPU plugin RSS idle / 1,000 / {mem['cycles']:,} cycles (plugin_bench)",
+                f"{mem['rss_idle_mib']:.1f} / {mem['rss_after_1000_mib']:.1f} / {end:.1f} MiB",
+                "<= 60 MiB, no growth 1,000 -> 10,000",
             )
+
+    def many() -> None:
+        many = _data(summary, "many_nodes.py")
+        if many:
+            add(
+                f"{many['claims']:,} claims on {many['nodes']} nodes (many_nodes.py)",
+                f"{many['run_s']:.1f} s, {many['claims_per_s']:.0f} claims/s, {many['errors']} errors",
+                "no error",
+            )
+
+    def rack() -> None:
+        rack = summary.get("nvl72_dynamic_mig_rack")
+        if rack:
+            add(
+                f"NVL72 rack DynamicMIG, {rack['devices']:,} devices in {rack['slices']} slices (run_all)",
+                f"p50 {rack['p50_ms']:.0f} ms (render {rack['render_p50_ms']:.0f} + create "
+                f"{rack['create_p50_ms']:.0f}), min {rack['min_ms']:.0f} ms, load {rack['load']:.1f}",
+                "< 200 ms",
+            )
+
+    def cd() -> None:
+        cd = _data(summary, "computedomain.py")
+        if cd:
+            for r in cd.get("rows", []):
+                add(
+                    f"{r['nodes']:,}-node ComputeDomain to Ready (computedomain.py)",
+                    f"{r['ready_s']:.1f} s ({r['ready_cpu_s']:.1f} s CPU, {r['ms_per_node']:.1f} ms/node), "
+                    f"{r['writes']} writes vs floor {r['floor']}, {r['conflicts']} conflicts",
+                    "O(N) writes, time printed",
+                )
+
+    for fill, what in (
+        (latency, "pair latency (plugin_bench)"),
+        (batch, "batch.py"),
+        (startup, "startup.py"),
+        (memory, "memory (plugin_bench)"),
+        (many, "many_nodes.py"),
+        (rack, "NVL72 rack"),
+        (cd, "computedomain.py"),
+    ):
+        section(fill, what)
     return rows
 
 
@@ -352,6 +385,7 @@ def main() -> None:
             script("computedomain.py", "idle", "100", "10" if args.quick else "30"),
         ]
     summary["machine"]["load_end"] = os.getloadavg()[0]
+    Path(args.out).write_text(json.dumps(summary, indent=2))  # kept even if the table below fails
     summary["issue16"] = issue16_table(summary)
     Path(args.out).write_text(json.dumps(summary, indent=2))
     shown = {k: v for k, v in summary.items() if k not in ("scripts", "issue16")}

@@ -59,7 +59,7 @@ from nvdra.kubeletplugin.objects import (
     RESOURCE_SLICES,
     ResourceType,
 )
-from nvdra.kubeletplugin.types import PrepareResult
+from nvdra.kubeletplugin.types import JsonObject, PrepareResult
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
 
@@ -67,7 +67,6 @@ __all__ = ["ClusterLoop", "Playground", "PlaygroundApiServer", "playground"]
 
 log = logging.getLogger(__name__)
 
-JsonObject = dict[str, Any]
 NODE = "playground-node"
 NAMESPACE = "nvdra"
 STATEFUL_SETS = ResourceType.of("apps/v1", "StatefulSet")

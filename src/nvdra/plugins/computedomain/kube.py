@@ -13,11 +13,10 @@ from typing import Any, Protocol, Unpack
 
 from nvdra.core.errors import KubeConflict
 from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, Selectors, WatchOptions, WatchStream
-from nvdra.kubeletplugin.types import KubeApi
+from nvdra.kubeletplugin.types import JsonObject, KubeApi
 
 __all__ = ["CLIQUES", "COMPUTE_DOMAINS", "KIND_TYPES", "CdKube", "CountingApi"]
 
-JsonObject = dict[str, Any]
 
 COMPUTE_DOMAINS = ResourceType.of("resource.nvidia.com/v1beta1", "ComputeDomain")
 CLIQUES = ResourceType.of("resource.nvidia.com/v1beta1", "ComputeDomainClique", status_subresource=False)

@@ -43,6 +43,7 @@ from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeNotFo
 from nvdra.core.resourceslice import to_v1beta1_device
 from nvdra.kubeletplugin._restconfig import light_client
 from nvdra.kubeletplugin.objects import (
+    PATCH_CONTENT_TYPES,
     Query,
     ResourceType,
     Selectors,
@@ -87,13 +88,6 @@ _EXACT_FIELDS = (
     "tolerations",
     "capacity",
 )
-
-
-_PATCH_TYPES = {
-    "merge": "application/merge-patch+json",
-    "json": "application/json-patch+json",
-    "strategic": "application/strategic-merge-patch+json",
-}
 
 
 def user_agent(component: str | None = None) -> str:
@@ -659,9 +653,9 @@ class KubernetesKubeApi:
 
         The patch itself is sent as given: keep it version-neutral.
         """
-        content_type = _PATCH_TYPES.get(patch_type)
+        content_type = PATCH_CONTENT_TYPES.get(patch_type)
         if content_type is None:
-            raise ValueError(f"patch_type {patch_type!r}: one of {sorted(_PATCH_TYPES)}")
+            raise ValueError(f"patch_type {patch_type!r}: one of {sorted(PATCH_CONTENT_TYPES)}")
         wire = self._wire_type(rt)
         self._limiter.acquire()
         answer = self._json(

@@ -26,6 +26,7 @@ __all__ = [
     "LEASES",
     "NAMESPACES",
     "NODES",
+    "PATCH_CONTENT_TYPES",
     "PODS",
     "RESOURCE_CLAIMS",
     "RESOURCE_CLAIM_TEMPLATES",
@@ -254,6 +255,13 @@ class ObjectApi(Protocol):
         """
         ...
 
+
+PATCH_CONTENT_TYPES = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+"""A PATCH's ``patch_type`` → the Content-Type that names it on the wire."""
 
 _ERROR_EXPIRED = "Expired"
 

@@ -68,6 +68,7 @@ from nvdra.kubeletplugin._kube import (
 from nvdra.kubeletplugin.fake import FakeKube
 from nvdra.kubeletplugin.objects import (
     BUILTIN_TYPES,
+    PATCH_CONTENT_TYPES,
     RESOURCE_CLAIMS,
     RESOURCE_SLICES,
     ResourceType,
@@ -97,11 +98,7 @@ _CLAIM = re.compile(
     r"^/apis/resource\.k8s\.io/(?P<v>[^/]+)/namespaces/(?P<ns>[^/]+)/resourceclaims/(?P<name>[^/]+)$"
 )
 _ADMIN = "system:admin"
-_PATCH_TYPES = {
-    "application/merge-patch+json": "merge",
-    "application/strategic-merge-patch+json": "strategic",
-    "application/json-patch+json": "json",
-}
+_PATCH_TYPES = {content_type: patch_type for patch_type, content_type in PATCH_CONTENT_TYPES.items()}
 _RAW_KINDS = re.compile(r"/(resourceclaims|resourceclaimtemplates|deviceclasses)(/|$)")
 _FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
 

@@ -167,3 +167,19 @@ def test_claims_of_one_call_are_fetched_before_the_lock(
         first.join(10)
         second.join(10)
     assert sorted(map(tuple, driver.prepared)) == [("uid-a",), ("uid-b",)]
+
+
+def test_a_many_claim_call_answers_each_claim_from_its_own_get(
+    running: Running, driver: TinyDriver, store: ClaimStore
+) -> None:
+    """23 claims over the fetch threads' shares (8 helpers and the calling thread): every claim is
+    fetched once, missing ones fail alone, and the driver gets the others in the kubelet's order."""
+    refs = [ClaimRef(namespace="default", name=f"c{i}", uid=f"uid-{i}") for i in range(23)]
+    for i, ref in enumerate(refs):
+        if i % 5 != 3:  # c3, c8, c13, c18 do not exist
+            store.add(make_claim(ref.name, ref.uid))
+    results = _plugin(running, "v1").prepare(refs)
+    assert sorted(store.gets) == sorted((r.namespace, r.name) for r in refs)
+    assert {uid for uid, r in results.items() if r.error} == {"uid-3", "uid-8", "uid-13", "uid-18"}
+    assert all("not found" in results[f"uid-{i}"].error for i in (3, 8, 13, 18))
+    assert driver.prepared == [[r.uid for i, r in enumerate(refs) if i % 5 != 3]]

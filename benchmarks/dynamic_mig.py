@@ -1,4 +1,5 @@
-"""DynamicMIG figures: ResourceSlice rendering of a dgx-h100 (all placements of 8 GPUs) and the prepare
+"""DynamicMIG figures: ResourceSlice rendering of a dgx-h100 (all placements of 8 GPUs) and of a GB200
+NVL72 rack (18 trays of 4 GPUs; ``run_all.py`` also creates them in the API store), and the prepare
 latency of a dynamic MIG claim on the simulated node, beside the same driver preparing a full GPU (the
 floor: checkpoint writes and CDI spec without any MIG work).
 
@@ -24,18 +25,21 @@ from nvdra.kubeletplugin.types import ClaimRef
 from nvdra.tool.devices import driver_resources, simulated_inventory, slice_objects
 
 
-def _render() -> None:
-    inv = simulated_inventory("dgx-h100")
+def _render(profile: str, nodes: int = 1) -> None:
+    """Render ``nodes`` nodes of ``profile`` (the NVL72 rack: 18 trays), without publishing."""
+    inv = simulated_inventory(profile)
     gates = parse_feature_gates("DynamicMIG=true")
     times = []
-    for _ in range(50):
+    for _ in range(50 if nodes == 1 else 9):
         t0 = time.perf_counter()
-        res = driver_resources(inv, "n1", gates)
-        objs = slice_objects(res, driver="gpu.nvidia.com", node_name="n1")
+        objs = []
+        for n in range(nodes):
+            res = driver_resources(inv, f"n{n}", gates)
+            objs += slice_objects(res, driver="gpu.nvidia.com", node_name=f"n{n}")
         times.append((time.perf_counter() - t0) * 1000)
     devices = sum(len(o["spec"].get("devices", [])) for o in objs)
     print(
-        f"render dgx-h100 DynamicMIG: {devices} devices in {len(objs)} slices, "
+        f"render {profile} x {nodes} DynamicMIG: {devices} devices in {len(objs)} slices, "
         f"p50 {statistics.median(times):.2f} ms"
     )
 
@@ -61,7 +65,8 @@ def _prepare(device: str, n: int = 40) -> list[float]:
 
 def main() -> None:
     """Print the figures."""
-    _render()
+    _render("dgx-h100")
+    _render("gb200-nvl72-tray", nodes=18)  # a GB200 NVL72 rack
     mig = _prepare("gpu-0-mig-1g10gb-19-3")
     full = _prepare("gpu-1")
     print(f"prepare dynamic MIG claim (create GI+CI, CDI caps): p50 {statistics.median(mig):.2f} ms")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from nvdra.kubeletplugin.store.objectstore import _clone
+from nvdra.kubeletplugin.store.state import clone
 
 
 class _Color(enum.StrEnum):
@@ -22,7 +22,7 @@ def test_copy_is_independent_and_canonical() -> None:
         "spec": {"devices": [{"name": "gpu-0", "attrs": {"a": {"int": 1}}}]},
         "t": (1, 2),
     }
-    copied = _clone(original)
+    copied = clone(original)
     assert copied == {"spec": {"devices": [{"name": "gpu-0", "attrs": {"a": {"int": 1}}}]}, "t": [1, 2]}
     copied["spec"]["devices"][0]["attrs"]["a"]["int"] = 2
     assert original["spec"]["devices"][0]["attrs"]["a"]["int"] == 1
@@ -38,7 +38,7 @@ def test_copy_is_independent_and_canonical() -> None:
     ],
 )
 def test_values_orjson_refuses_go_through_json(value: dict[Any, Any], expected: dict[str, Any]) -> None:
-    copied = _clone(value)
+    copied = clone(value)
     assert copied == expected
     assert type(next(iter(copied.values()))) is type(next(iter(expected.values())))
 
@@ -46,7 +46,7 @@ def test_values_orjson_refuses_go_through_json(value: dict[Any, Any], expected: 
 @pytest.mark.parametrize("value", [{"k": datetime.datetime(2026, 1, 1)}, {"k": b"x"}, {"k": {1}}])
 def test_non_json_values_raise(value: dict[str, Any]) -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
-        _clone(value)
+        clone(value)
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -54,10 +54,10 @@ def test_collector_state_is_restored(enabled: bool) -> None:
     was = gc.isenabled()
     (gc.enable if enabled else gc.disable)()
     try:
-        _clone({"a": [1, 2, {"b": 3}]})
+        clone({"a": [1, 2, {"b": 3}]})
         assert gc.isenabled() is enabled
         with pytest.raises(TypeError):
-            _clone({"k": object()})
+            clone({"k": object()})
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
@@ -71,7 +71,7 @@ def test_concurrent_copies_leave_the_collector_on() -> None:
     def work() -> None:
         barrier.wait()
         for _ in range(20):
-            assert _clone(body) == body
+            assert clone(body) == body
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:

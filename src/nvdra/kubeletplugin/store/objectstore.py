@@ -28,23 +28,19 @@ keeps the kube-apiserver's semantics:
 - watch: events (ADDED, MODIFIED, DELETED, BOOKMARK) after a revision, from a bounded history;
   a revision older than the history is answered by an ERROR event with a 410 ``Expired`` Status
   (:meth:`ObjectStore.compact` forgets history, as etcd's compaction does).
+
+The class comes in parts: :mod:`.state` (objects, the revision, the event history), :mod:`.deletion`
+(finalizers, propagation, the garbage collector, terminating namespaces) and :mod:`.watch`; this module
+adds configuration, reads and writes.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import gc
-import json
 import secrets
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
-from typing import Any, TypeVar, Unpack
-
-import attrs
-import orjson
+from collections.abc import Iterator, Mapping
+from typing import Any, Unpack
 
 from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 from nvdra.kubeletplugin.objects import (
@@ -53,11 +49,8 @@ from nvdra.kubeletplugin.objects import (
     Query,
     ResourceType,
     Selectors,
-    WatchEvent,
-    WatchOptions,
-    WatchStream,
-    expired_status,
 )
+from nvdra.kubeletplugin.store.deletion import Deletions
 from nvdra.kubeletplugin.store.patches import apply_patch
 from nvdra.kubeletplugin.store.rules import (
     builtin_update_problems,
@@ -69,88 +62,13 @@ from nvdra.kubeletplugin.store.rules import (
 )
 from nvdra.kubeletplugin.store.schema import CrdRules, drop_field, transition_rules, unknown_fields, value_at
 from nvdra.kubeletplugin.store.selectors import FieldSelector, LabelSelector
-from nvdra.kubeletplugin.store.watch import StoreWatch
+from nvdra.kubeletplugin.store.state import Admission, Key, Validator, clone, now
+from nvdra.kubeletplugin.store.watch import Watching
 
 __all__ = ["Admission", "ObjectStore", "Validator"]
 
-_T = TypeVar("_T")
 
-
-_ORJSON_PLAIN = (
-    orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-)
-
-
-class _CollectorPause:
-    """The cyclic garbage collector off while copies are built (nested and concurrent pauses count)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pauses = 0
-        self._was_enabled = False
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._pauses == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._pauses += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._pauses -= 1
-                if self._pauses == 0 and self._was_enabled:
-                    gc.enable()
-
-
-_collector_paused = _CollectorPause()
-
-
-def _clone(value: _T) -> _T:
-    """An independent copy of a JSON value, as a JSON round trip gives it (tuples become lists).
-
-    orjson makes the round trip (~4x the standard library on a DynamicMIG rack's ResourceSlices);
-    values it leaves to a caller's hook (str and int subclasses such as enums, datetimes, dataclasses)
-    or refuses (non-string keys, integers beyond 64 bits, lone surrogates) take the standard
-    library's round trip as before, which converts or raises TypeError/ValueError the same way. Unlike
-    it, orjson writes NaN and infinities as null and a UUID or a plain Enum member as its value (no
-    JSON client sends either). The collector is paused meanwhile: a tree fresh from the parser holds
-    no cycle, so collecting during the copy only costs time.
-    """
-    with _collector_paused():
-        try:
-            copied: _T = orjson.loads(orjson.dumps(value, option=_ORJSON_PLAIN))
-        except TypeError:  # orjson.JSONEncodeError is a TypeError
-            copied = json.loads(json.dumps(value))
-    return copied
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-_Key = tuple[str, str, str, str]  # (group, plural, namespace, name)
-Validator = Callable[[JsonObject, JsonObject | None], None]
-Admission = Callable[[str, "ResourceType", JsonObject | None, JsonObject | None], None]
-"""A per-kind rule: (new object, current object or None on create); raises a 422 KubeApiError."""
-
-
-@attrs.frozen
-class _Event:
-    revision: int
-    type: str  # ADDED, MODIFIED, DELETED
-    key: _Key
-    obj: JsonObject
-    previous: JsonObject | None
-
-
-_PROPAGATION = ("Background", "Foreground", "Orphan")
-_FOREGROUND = "foregroundDeletion"
-
-
-class ObjectStore:
+class ObjectStore(Deletions, Watching):
     """Thread-safe in-memory objects with the API server semantics listed in the module docstring.
 
     Args:
@@ -159,42 +77,6 @@ class ObjectStore:
         strict_namespaces: refuse objects in a Namespace that does not exist (404), as the apiserver's
             NamespaceLifecycle admission does; off, an unknown namespace counts as an existing one.
     """
-
-    def __init__(
-        self,
-        *,
-        on_call: Callable[[str, str, str], None] | None = None,
-        history: int = 10_000,
-        strict_namespaces: bool = False,
-    ) -> None:
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._objects: dict[_Key, JsonObject] = {}
-        self._by_type: dict[tuple[str, str], dict[_Key, JsonObject]] = {}
-        self._raw: dict[_Key, dict[str, str]] = {}
-        self._revision = 0
-        self._events: list[_Event] = []
-        self._event_revisions: list[int] = []
-        self._compacted = 0  # events up to this revision are forgotten
-        self._orphaning: set[str] = set()  # owners deleted with propagationPolicy Orphan
-        self._history = history
-        self._validators: dict[tuple[str, str], list[Validator]] = {}
-        self._crds: dict[tuple[str, str], CrdRules] = {}
-        self.strict_namespaces = strict_namespaces
-        self.admission: Admission | None = None
-        """Called with (operation, type, object, old object) before a write is kept: CREATE (no old
-        object), UPDATE (patches too), DELETE (no object); it raises to refuse (validating admission)."""
-        self.bookmark_interval = 60.0
-        """Seconds between BOOKMARK events of a watch that asked for them (the apiserver: about 60)."""
-        self._on_call = on_call or (lambda verb, resource, name: None)
-
-    def _set(self, key: _Key, obj: JsonObject) -> None:
-        self._objects[key] = obj
-        self._by_type.setdefault((key[0], key[1]), {})[key] = obj
-
-    def _pop(self, key: _Key) -> JsonObject | None:
-        self._by_type.get((key[0], key[1]), {}).pop(key, None)
-        return self._objects.pop(key, None)
 
     # --- configuration ---------------------------------------------------------------------------
 
@@ -266,51 +148,7 @@ class ObjectStore:
                     self._compacted,
                 ) = saved
 
-    # --- revisions and watch events --------------------------------------------------------------
-
-    @property
-    def revision(self) -> int:
-        """The newest revision (etcd's): the resourceVersion of the last write."""
-        with self._lock:
-            return self._revision
-
-    def _bump(self) -> str:
-        self._revision += 1
-        return str(self._revision)
-
-    def _record(self, kind: str, key: _Key, obj: JsonObject, previous: JsonObject | None) -> None:
-        self._events.append(
-            _Event(self._revision, kind, key, obj, previous)
-        )  # stored objects are never mutated
-        self._event_revisions.append(self._revision)
-        if len(self._events) > self._history:
-            drop = len(self._events) - self._history
-            self._compacted = self._event_revisions[drop - 1]
-            del self._events[:drop], self._event_revisions[:drop]
-        self._changed.notify_all()
-
-    def compact(self, revision: int | None = None) -> None:
-        """Forget watch history up to ``revision`` (default: all of it), as etcd's compaction does."""
-        with self._lock:
-            upto = self._revision if revision is None else min(revision, self._revision)
-            cut = bisect.bisect_right(self._event_revisions, upto)
-            del self._events[:cut], self._event_revisions[:cut]
-            self._compacted = max(self._compacted, upto)
-
     # --- helpers ---------------------------------------------------------------------------------
-
-    def _key(self, rt: ResourceType, name: str, namespace: str | None) -> _Key:
-        return (rt.group, rt.plural, (namespace or "default") if rt.namespaced else "", name)
-
-    def _missing(self, rt: ResourceType, name: str) -> KubeNotFound:
-        return KubeNotFound(f'{rt.qualified} "{name}" not found', status=404)
-
-    def _conflict(self, rt: ResourceType, name: str) -> KubeConflict:
-        return KubeConflict(
-            f'Operation cannot be fulfilled on {rt.qualified} "{name}": the object has been modified; '
-            "please apply your changes to the latest version and try again",
-            status=409,
-        )
 
     def _raw_texts(self, rt: ResourceType, obj: JsonObject, raw: Mapping[str, str] | None) -> dict[str, str]:
         return {
@@ -355,12 +193,12 @@ class ObjectStore:
     def put(self, rt: ResourceType, obj: JsonObject) -> JsonObject:
         """Store ``obj`` as given (test seeding: keeps a given UID and status), bumping the revision."""
         with self._lock:
-            stored = _clone(obj)
+            stored = clone(obj)
             meta = stored.setdefault("metadata", {})
             if rt.namespaced:
                 meta.setdefault("namespace", "default")
             meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("creationTimestamp", _now())
+            meta.setdefault("creationTimestamp", now())
             meta.setdefault("generation", 1)
             meta["resourceVersion"] = self._bump()
             stored["apiVersion"], stored["kind"] = rt.api_version, rt.kind
@@ -369,7 +207,7 @@ class ObjectStore:
             self._set(key, stored)
             self._raw[key] = self._raw_texts(rt, stored, None)
             self._record("MODIFIED" if previous else "ADDED", key, stored, previous)
-            return _clone(stored)
+            return clone(stored)
 
     def get_object(self, rt: ResourceType, name: str, namespace: str | None = None) -> JsonObject:
         """GET one object."""
@@ -382,18 +220,7 @@ class ObjectStore:
             obj = self._objects.get(self._key(rt, name, namespace))
             if obj is None:
                 raise self._missing(rt, name)
-            return _clone(obj)
-
-    def _selected(
-        self, rt: ResourceType, namespace: str | None, labels: LabelSelector, fields: FieldSelector
-    ) -> list[JsonObject]:
-        return [
-            obj
-            for (_, _, ns, _), obj in sorted(self._by_type.get((rt.group, rt.plural), {}).items())
-            if (namespace is None or not rt.namespaced or ns == namespace)
-            and labels.matches(obj.get("metadata", {}).get("labels") or {})
-            and fields.matches(obj)
-        ]
+            return clone(obj)
 
     def list_objects(
         self, rt: ResourceType, namespace: str | None = None, **selectors: Unpack[Selectors]
@@ -410,13 +237,13 @@ class ObjectStore:
         fields = FieldSelector.parse(query.field_selector, rt)
         with self._lock:
             self._on_call("list", rt.plural, "")
-            items = [_clone(obj) for obj in self._selected(rt, namespace, labels, fields)]
+            items = [clone(obj) for obj in self._selected(rt, namespace, labels, fields)]
             return items, str(self._revision)
 
     def all_objects(self, rt: ResourceType) -> list[JsonObject]:
         """Every stored object of ``rt`` (copies), not logged and never faulted (test inspection)."""
         with self._lock:
-            return [_clone(obj) for _, obj in sorted(self._by_type.get((rt.group, rt.plural), {}).items())]
+            return [clone(obj) for _, obj in sorted(self._by_type.get((rt.group, rt.plural), {}).items())]
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -432,7 +259,7 @@ class ObjectStore:
                 the byte comparison of immutable specs; in-process callers leave it None (compact).
         """
         with self._lock:
-            obj = _clone(body)
+            obj = clone(body)
             meta = obj.setdefault("metadata", {})
             self._on_call("create", rt.plural, meta.get("name") or meta.get("generateName", ""))
             if meta.get("resourceVersion"):
@@ -465,12 +292,12 @@ class ObjectStore:
             self._validate(rt, obj, None)
             if self.admission is not None:
                 self.admission("CREATE", rt, obj, None)
-            meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=_now())
+            meta.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=now())
             meta["resourceVersion"] = self._bump()
             self._set(key, obj)
             self._raw[key] = self._raw_texts(rt, obj, raw)
             self._record("ADDED", key, obj, None)
-            return _clone(obj)
+            return clone(obj)
 
     def _generated(self, rt: ResourceType, base: str, namespace: str | None) -> str:
         while True:
@@ -520,12 +347,12 @@ class ObjectStore:
                     f"{cur_meta['uid']}",
                     status=409,
                 )
-            return self._store(rt, key, current, _clone(body), status=status, raw=raw)
+            return self._store(rt, key, current, clone(body), status=status, raw=raw)
 
     def _store(
         self,
         rt: ResourceType,
-        key: _Key,
+        key: Key,
         current: JsonObject,
         new: JsonObject,
         *,
@@ -535,7 +362,7 @@ class ObjectStore:
         """Apply the update strategy (status/main split, kept metadata, immutables) and write."""
         cur_meta = current["metadata"]
         if status:
-            obj = _clone(current)
+            obj = clone(current)
             if "status" in new:
                 obj["status"] = new["status"]
             else:
@@ -549,7 +376,7 @@ class ObjectStore:
         if self.admission is not None:
             self.admission("UPDATE", rt, obj, current)
         if obj == current and raw_texts == self._raw.get(key, {}):
-            return _clone(current)  # no change: no write, no new revision, no event
+            return clone(current)  # no change: no write, no new revision, no event
         obj["metadata"]["resourceVersion"] = self._bump()
         self._raw[key] = raw_texts
         if obj["metadata"].get("deletionTimestamp") and not obj["metadata"].get("finalizers"):
@@ -557,16 +384,16 @@ class ObjectStore:
         else:
             self._set(key, obj)
             self._record("MODIFIED", key, obj, current)
-        return _clone(obj)
+        return clone(obj)
 
     def _prepare_main(
-        self, rt: ResourceType, key: _Key, current: JsonObject, obj: JsonObject, raw: Mapping[str, str] | None
+        self, rt: ResourceType, key: Key, current: JsonObject, obj: JsonObject, raw: Mapping[str, str] | None
     ) -> tuple[JsonObject, dict[str, str]]:
         """The update strategy of the main resource: status and system metadata kept, immutables checked."""
         cur_meta = current["metadata"]
         if rt.status_subresource:
             if "status" in current:
-                obj["status"] = _clone(current["status"])
+                obj["status"] = clone(current["status"])
             else:
                 obj.pop("status", None)
         meta = obj.setdefault("metadata", {})
@@ -661,269 +488,3 @@ class ObjectStore:
                 )
             # The apiserver patches the JSON it re-serialized: RawExtensions come back compact.
             return self._store(rt, key, current, patched, status=status, raw=None)
-
-    def delete_object(
-        self,
-        rt: ResourceType,
-        name: str,
-        namespace: str | None = None,
-        *,
-        uid: str | None = None,
-        resource_version: str | None = None,
-        missing_ok: bool = True,
-        propagation: str = "Background",
-    ) -> JsonObject | None:
-        """DELETE: gone at once, or only marked (deletionTimestamp) while finalizers remain.
-
-        ``propagation`` is the DeleteOptions' ``propagationPolicy``: ``Background`` (dependents go after
-        the owner), ``Foreground`` (the owner waits, with the ``foregroundDeletion`` finalizer, until its
-        dependents are gone) or ``Orphan`` (dependents stay, without their reference to the owner).
-
-        Returns:
-            the object as deleted or marked; None if it did not exist and ``missing_ok``.
-
-        Raises:
-            KubeNotFound: no such object and not ``missing_ok``.
-            KubeConflict: a ``uid`` or ``resource_version`` precondition does not hold.
-        """
-        with self._lock:
-            self._on_call("delete", rt.plural, name)
-            key = self._key(rt, name, namespace)
-            current = self._objects.get(key)
-            if current is None:
-                if missing_ok:
-                    return None
-                raise self._missing(rt, name)
-            cur_meta = current["metadata"]
-            if uid is not None and cur_meta["uid"] != uid:
-                raise KubeConflict(
-                    f"Precondition failed: UID in precondition: {uid}, UID in object meta: {cur_meta['uid']}",
-                    status=409,
-                )
-            if resource_version is not None and cur_meta["resourceVersion"] != resource_version:
-                raise KubeConflict(
-                    f"Precondition failed: ResourceVersion in precondition: {resource_version}, "
-                    f"ResourceVersion in object meta: {cur_meta['resourceVersion']}",
-                    status=409,
-                )
-            if propagation not in _PROPAGATION:
-                raise invalid(
-                    rt,
-                    name,
-                    [
-                        f'propagationPolicy: Unsupported value: "{propagation}": supported values: '
-                        '"Foreground", "Background", "Orphan"'
-                    ],
-                )
-            if self.admission is not None:
-                self.admission("DELETE", rt, None, current)
-            return self._delete(rt, key, propagation)
-
-    def _dependents(self, uid: str) -> list[_Key]:
-        return [
-            k
-            for k, o in self._objects.items()
-            if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])
-        ]
-
-    def _delete(self, rt: ResourceType, key: _Key, propagation: str = "Background") -> JsonObject:
-        current = self._objects[key]
-        cur_meta = current["metadata"]
-        is_namespace = (rt.group, rt.plural) == ("", "namespaces")
-        if propagation == "Orphan":
-            self._orphaning.add(cur_meta["uid"])
-        elif propagation == "Foreground" and self._dependents(cur_meta["uid"]):
-            return self._delete_foreground(key, current)
-        if cur_meta.get("finalizers") or is_namespace:
-            if cur_meta.get("deletionTimestamp"):
-                return _clone(current)
-            marked = _clone(current)
-            marked["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
-            if is_namespace:
-                marked.setdefault("status", {})["phase"] = "Terminating"
-            marked["metadata"]["resourceVersion"] = self._bump()
-            self._set(key, marked)
-            self._record("MODIFIED", key, marked, current)
-            if is_namespace:
-                self._empty_namespace(key[3])
-            return _clone(marked)
-        removed = _clone(current)
-        removed["metadata"]["resourceVersion"] = self._bump()
-        self._remove(key, removed)
-        return removed
-
-    def _delete_foreground(self, key: _Key, current: JsonObject) -> JsonObject:
-        """Foreground: mark the owner (``foregroundDeletion``), delete its dependents, then release it."""
-        marked = _clone(current)
-        meta = marked["metadata"]
-        meta.setdefault("deletionTimestamp", _now())
-        meta["deletionGracePeriodSeconds"] = 0
-        if _FOREGROUND not in (meta.get("finalizers") or []):
-            meta["finalizers"] = [*(meta.get("finalizers") or []), _FOREGROUND]
-        meta["resourceVersion"] = self._bump()
-        self._set(key, marked)
-        self._record("MODIFIED", key, marked, current)
-        for dependent in self._dependents(meta["uid"]):
-            if dependent in self._objects:
-                self._delete(_type_of(dependent, self._objects[dependent]), dependent)
-        self._release_foreground(meta["uid"])
-        return _clone(self._objects.get(key, marked))
-
-    def _release_foreground(self, owner_uid: str) -> None:
-        """The garbage collector: an owner waiting in foreground deletion goes once its dependents did."""
-        found = [(k, o) for k, o in self._objects.items() if o["metadata"].get("uid") == owner_uid]
-        for key, owner in found:
-            finalizers = owner["metadata"].get("finalizers") or []
-            if _FOREGROUND not in finalizers or self._dependents(owner_uid):
-                continue
-            released = _clone(owner)
-            released["metadata"]["finalizers"] = [f for f in finalizers if f != _FOREGROUND]
-            if not released["metadata"]["finalizers"]:
-                del released["metadata"]["finalizers"]
-            released["metadata"]["resourceVersion"] = self._bump()
-            if released["metadata"].get("finalizers"):
-                self._set(key, released)
-                self._record("MODIFIED", key, released, owner)
-            else:
-                self._remove(key, released)
-
-    def _remove(self, key: _Key, obj: JsonObject) -> None:
-        """Drop a stored object (revision already bumped), then what depended on it."""
-        previous = self._pop(key)
-        self._raw.pop(key, None)
-        self._record("DELETED", key, obj, previous)
-        self._collect_garbage(obj["metadata"].get("uid"))
-        for reference in obj["metadata"].get("ownerReferences") or []:
-            self._release_foreground(str(reference.get("uid")))
-        if key[2]:
-            self._finish_namespace(key[2])
-
-    def _collect_garbage(self, gone_uid: str | None) -> None:
-        """Delete objects whose owners are all gone (the garbage collector's background policy), or
-        drop their reference to an owner deleted with the ``Orphan`` policy."""
-        if not gone_uid:
-            return
-        if gone_uid in self._orphaning:
-            self._orphaning.discard(gone_uid)
-            for key in self._dependents(gone_uid):
-                dependent = self._objects[key]
-                orphan = _clone(dependent)
-                refs = [r for r in orphan["metadata"]["ownerReferences"] if r.get("uid") != gone_uid]
-                orphan["metadata"]["ownerReferences"] = refs
-                if not refs:
-                    del orphan["metadata"]["ownerReferences"]
-                orphan["metadata"]["resourceVersion"] = self._bump()
-                self._set(key, orphan)
-                self._record("MODIFIED", key, orphan, dependent)
-            return
-        alive = {o["metadata"].get("uid") for o in self._objects.values()}
-        for key, obj in list(self._objects.items()):
-            owners = [r.get("uid") for r in obj["metadata"].get("ownerReferences") or []]
-            if gone_uid in owners and not any(u in alive for u in owners) and key in self._objects:
-                self._delete(_type_of(key, obj), key)
-
-    def _empty_namespace(self, namespace: str) -> None:
-        """The namespace controller: delete everything in a Terminating namespace."""
-        for key, obj in list(self._objects.items()):
-            if key[2] == namespace and key in self._objects:
-                self._delete(_type_of(key, obj), key)
-        self._finish_namespace(namespace)
-
-    def _finish_namespace(self, namespace: str) -> None:
-        key = self._key(NAMESPACES, namespace, None)
-        ns = self._objects.get(key)
-        if ns is None or not ns["metadata"].get("deletionTimestamp") or ns["metadata"].get("finalizers"):
-            return
-        if any(k[2] == namespace for k in self._objects):
-            return
-        removed = _clone(ns)
-        removed["metadata"]["resourceVersion"] = self._bump()
-        self._remove(key, removed)
-
-    # --- watch -----------------------------------------------------------------------------------
-
-    def watch_objects(
-        self, rt: ResourceType, namespace: str | None = None, **options: Unpack[WatchOptions]
-    ) -> WatchStream:
-        """WATCH: a stream of events as the apiserver sends them, starting at the call.
-
-        ``resource_version`` "" or "0" starts with an ADDED event per existing object; a revision N
-        yields every change after N, or one ERROR event with a 410 Expired Status if the history no
-        longer reaches back to N. An object that stops (starts) matching the selectors is a DELETED
-        (ADDED) event. The stream ends after ``timeout_s`` seconds (with a BOOKMARK when
-        ``allow_bookmarks``, which also sends one every :attr:`bookmark_interval`) or on ``close()``.
-
-        Raises:
-            KubeApiError: 400 for a malformed selector or resourceVersion.
-        """
-        query = Query(**options)
-        resource_version = query.resource_version
-        labels = LabelSelector.parse(query.label_selector)
-        fields = FieldSelector.parse(query.field_selector, rt)
-        if resource_version not in ("", "0") and not resource_version.isdigit():
-            raise KubeApiError(
-                f"resourceVersion: Invalid value: {resource_version!r}: must be an integer", status=400
-            )
-        self._on_call("watch", rt.plural, "")
-
-        def selected(obj: JsonObject | None) -> bool:
-            if obj is None:
-                return False
-            meta = obj.get("metadata") or {}
-            return (
-                (namespace is None or not rt.namespaced or meta.get("namespace") == namespace)
-                and labels.matches(meta.get("labels") or {})
-                and fields.matches(obj)
-            )
-
-        with self._lock:  # the starting point is the request's moment, as with the API server
-            initial: list[WatchEvent] = []
-            if resource_version in ("", "0"):
-                initial = [
-                    WatchEvent(type="ADDED", object=_clone(o))
-                    for o in self._selected(rt, namespace, labels, fields)
-                ]
-                position = self._revision
-            else:
-                position = int(resource_version)
-                if position < self._compacted:
-                    initial = [self._expired(position)]
-        return StoreWatch(
-            self,
-            rt,
-            selected,
-            position=position,
-            initial=initial,
-            timeout_s=query.timeout_s,
-            allow_bookmarks=query.allow_bookmarks,
-        )
-
-    def _expired(self, position: int) -> WatchEvent:
-        message = f"too old resource version: {position} ({self._compacted + 1})"
-        return WatchEvent(type="ERROR", object=expired_status(message))
-
-    def _events_after(
-        self, rt: ResourceType, position: int, selected: Callable[[JsonObject | None], bool]
-    ) -> tuple[list[WatchEvent], int]:
-        """Events of ``rt`` after ``position`` as a selecting watcher sees them; the new position."""
-        start = bisect.bisect_right(self._event_revisions, position)
-        events = self._events[start:]
-        pending: list[WatchEvent] = []
-        for event in events:
-            if (event.key[0], event.key[1]) != (rt.group, rt.plural):
-                continue
-            now_in, was_in = selected(event.obj), selected(event.previous)
-            kind = event.type
-            if event.type == "MODIFIED" and now_in != was_in:
-                kind = "ADDED" if now_in else "DELETED"
-            if now_in or was_in:
-                pending.append(WatchEvent(type=kind, object=_clone(event.obj)))
-        return pending, events[-1].revision if events else position
-
-
-def _type_of(key: _Key, obj: JsonObject) -> ResourceType:
-    """The resource type of a stored object (for deletes the store starts itself)."""
-    version = str(obj.get("apiVersion", "v1")).rsplit("/", 1)[-1]
-    return ResourceType(
-        group=key[0], version=version, plural=key[1], kind=str(obj.get("kind", "")), namespaced=bool(key[2])
-    )

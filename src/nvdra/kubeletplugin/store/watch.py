@@ -1,18 +1,110 @@
-"""An open watch of the in-process store: initial events, then changes, bookmarks and the timeout."""
+"""WATCH of the in-process store: the events after a revision as a selecting watcher sees them, and an
+open watch (initial events, then changes, bookmarks and the timeout)."""
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Unpack
 
-from nvdra.kubeletplugin.objects import JsonObject, ResourceType, WatchEvent
+from nvdra.core.errors import KubeApiError
+from nvdra.kubeletplugin.objects import (
+    JsonObject,
+    Query,
+    ResourceType,
+    WatchEvent,
+    WatchOptions,
+    WatchStream,
+    expired_status,
+)
+from nvdra.kubeletplugin.store.selectors import FieldSelector, LabelSelector
+from nvdra.kubeletplugin.store.state import StoreState, clone
 
-if TYPE_CHECKING:
-    from nvdra.kubeletplugin.store.objectstore import ObjectStore
+__all__ = ["StoreWatch", "Watching"]
 
-__all__ = ["StoreWatch"]
+
+class Watching(StoreState):
+    """WATCH of the store's history (a part of the :class:`~.objectstore.ObjectStore`)."""
+
+    def watch_objects(
+        self, rt: ResourceType, namespace: str | None = None, **options: Unpack[WatchOptions]
+    ) -> WatchStream:
+        """WATCH: a stream of events as the apiserver sends them, starting at the call.
+
+        ``resource_version`` "" or "0" starts with an ADDED event per existing object; a revision N
+        yields every change after N, or one ERROR event with a 410 Expired Status if the history no
+        longer reaches back to N. An object that stops (starts) matching the selectors is a DELETED
+        (ADDED) event. The stream ends after ``timeout_s`` seconds (with a BOOKMARK when
+        ``allow_bookmarks``, which also sends one every :attr:`bookmark_interval`) or on ``close()``.
+
+        Raises:
+            KubeApiError: 400 for a malformed selector or resourceVersion.
+        """
+        query = Query(**options)
+        resource_version = query.resource_version
+        labels = LabelSelector.parse(query.label_selector)
+        fields = FieldSelector.parse(query.field_selector, rt)
+        if resource_version not in ("", "0") and not resource_version.isdigit():
+            raise KubeApiError(
+                f"resourceVersion: Invalid value: {resource_version!r}: must be an integer", status=400
+            )
+        self._on_call("watch", rt.plural, "")
+
+        def selected(obj: JsonObject | None) -> bool:
+            if obj is None:
+                return False
+            meta = obj.get("metadata") or {}
+            return (
+                (namespace is None or not rt.namespaced or meta.get("namespace") == namespace)
+                and labels.matches(meta.get("labels") or {})
+                and fields.matches(obj)
+            )
+
+        with self._lock:  # the starting point is the request's moment, as with the API server
+            initial: list[WatchEvent] = []
+            if resource_version in ("", "0"):
+                initial = [
+                    WatchEvent(type="ADDED", object=clone(o))
+                    for o in self._selected(rt, namespace, labels, fields)
+                ]
+                position = self._revision
+            else:
+                position = int(resource_version)
+                if position < self._compacted:
+                    initial = [self._expired(position)]
+        return StoreWatch(
+            self,
+            rt,
+            selected,
+            position=position,
+            initial=initial,
+            timeout_s=query.timeout_s,
+            allow_bookmarks=query.allow_bookmarks,
+        )
+
+    def _expired(self, position: int) -> WatchEvent:
+        message = f"too old resource version: {position} ({self._compacted + 1})"
+        return WatchEvent(type="ERROR", object=expired_status(message))
+
+    def _events_after(
+        self, rt: ResourceType, position: int, selected: Callable[[JsonObject | None], bool]
+    ) -> tuple[list[WatchEvent], int]:
+        """Events of ``rt`` after ``position`` as a selecting watcher sees them; the new position."""
+        start = bisect.bisect_right(self._event_revisions, position)
+        events = self._events[start:]
+        pending: list[WatchEvent] = []
+        for event in events:
+            if (event.key[0], event.key[1]) != (rt.group, rt.plural):
+                continue
+            now_in, was_in = selected(event.obj), selected(event.previous)
+            kind = event.type
+            if event.type == "MODIFIED" and now_in != was_in:
+                kind = "ADDED" if now_in else "DELETED"
+            if now_in or was_in:
+                pending.append(WatchEvent(type=kind, object=clone(event.obj)))
+        return pending, events[-1].revision if events else position
 
 
 class StoreWatch:
@@ -20,7 +112,7 @@ class StoreWatch:
 
     def __init__(
         self,
-        store: ObjectStore,
+        store: Watching,
         rt: ResourceType,
         selected: Callable[[JsonObject | None], bool],
         *,

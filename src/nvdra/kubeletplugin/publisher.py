@@ -335,18 +335,34 @@ def _check_pool(pool_name: str, slices: Sequence[Slice]) -> None:
             seen.add(name)
 
 
+_CANONICAL_KEYS = _QUANTITY_KEYS | {"validValues"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _quantity_key(value: str) -> Any:
+    """A quantity string's comparison key (its normalized value); the string itself if it is none.
+    Cached: a DynamicMIG node's slices spell the same few dozen quantities thousands of times."""
+    try:
+        return ("quantity", parse_quantity(value).normalize())
+    except ValueError:
+        return value
+
+
 def _canonical(value: Any, key: str = "") -> Any:
     """A comparison key: quantities by value, taints without the server-set ``timeAdded``."""
     if isinstance(value, dict):
         return {k: _canonical(v, k) for k, v in value.items() if k != "timeAdded"}
     if isinstance(value, list):
         return [_canonical(v, key) for v in value]
-    if isinstance(value, str) and key in _QUANTITY_KEYS | {"validValues"}:
-        try:
-            return ("quantity", parse_quantity(value).normalize())
-        except ValueError:
-            return value
+    if isinstance(value, str) and key in _CANONICAL_KEYS:
+        return _quantity_key(value)
     return value
+
+
+def _same(sent: Any, stored: Any) -> bool:
+    """Whether two specs are equal up to quantity spelling and ``timeAdded``: plainly equal specs
+    (the usual case) are, without building their comparison keys."""
+    return bool(sent == stored or _canonical(sent) == _canonical(stored))
 
 
 def _generation(obj: JsonObject) -> int:
@@ -634,8 +650,10 @@ class ResourceSlicePublisher:
             self._apply(name, plan)
 
     def _unchanged(self, pool: str, index: int, spec: JsonObject, existing: JsonObject) -> bool:
-        want, have = _canonical(spec), _canonical(existing.get("spec", {}))
-        return bool(want == have or self._adopted.get((pool, index)) == (want, have))
+        stored = existing.get("spec", {})
+        if _same(spec, stored):
+            return True
+        return bool(self._adopted.get((pool, index)) == (_canonical(spec), _canonical(stored)))
 
     def _apply(self, pool: str, plan: PoolPlan) -> None:
         if plan.delete_first:
@@ -663,8 +681,10 @@ class ResourceSlicePublisher:
 
     def _record(self, pool: str, index: int, sent: JsonObject, stored: JsonObject) -> None:
         """Adopt what the server stored when it differs from what was sent, and say so once."""
+        if _same(sent["spec"], stored.get("spec", {})):
+            return
         want, have = _canonical(sent["spec"]), _canonical(stored.get("spec", {}))
-        if want == have or self._adopted.get((pool, index)) == (want, have):
+        if self._adopted.get((pool, index)) == (want, have):
             return
         self._adopted[(pool, index)] = (want, have)
         name = stored.get("metadata", {}).get("name", "")

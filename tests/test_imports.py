@@ -165,10 +165,13 @@ AFTER_SOCKETS = (
 
 def test_gpu_plugin_imports_only_what_serving_its_sockets_needs() -> None:
     """The GPU plugin's entry point loads grpc and the toolkit's socket modules, none of the modules its
-    driver build needs (API client, NVML, CDI, metrics, publisher); serving the sockets loads none either."""
+    driver build needs (API client, NVML, CDI, metrics, publisher); checking --simulate and serving the
+    sockets load none either."""
     start = (
         "import tempfile, pathlib, contextlib\n"
         "import nvdra.plugins.gpu.main\n"
+        "from nvdra.plugins.flags import check_profile\n"
+        "check_profile(None, None, 'dgx-h100')  # --simulate's check\n"
         "from nvdra.plugins.gpu.config import PluginConfig\n"
         "from nvdra.plugins.runner import serve_pending\n"
         "root = pathlib.Path(tempfile.mkdtemp(prefix='nvdra-'))\n"

@@ -54,6 +54,7 @@ import attrs
 
 from nvdra.core.devices import FabricInfo
 from nvdra.core.errors import ConfigError
+from nvdra.core.profiles import PROFILE_NAMES
 
 __all__ = [
     "PROFILE_NAMES",
@@ -65,17 +66,6 @@ __all__ = [
     "NvLinkTopology",
     "load_profile",
 ]
-
-PROFILE_NAMES: tuple[str, ...] = (
-    "a100-mig",
-    "dgx-a100",
-    "dgx-h100",
-    "gb200-nvl72-tray",
-    "hgx-h200",
-    "pcie-a100-nvlink",
-    "pcie-l4",
-)
-"""Built-in node profiles (file stems in ``nvdra/nvml/profiles``)."""
 
 MODELS_FILE = "gpu-models.yaml"
 _ADDRESSING = {"None": 0, "HMM": 1, "ATS": 2, "unsupported": None}

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
+from nvdra.core.profiles import PROFILE_NAMES  # not nvdra.nvml: NVML's modules load after the sockets
 from nvdra.kubeletplugin.logrepeat import install_repeat_filter
 from nvdra.plugins.computedomain.flags import VERBOSITY
 
@@ -78,11 +79,7 @@ def check_feature_gates(_: click.Context, param: click.Parameter, value: str) ->
 
 def check_profile(_: click.Context, param: click.Parameter, value: str) -> str:
     """A click callback: ``--simulate`` names a built-in profile or an existing file (else exit 2)."""
-    if not value:
-        return value  # on real hardware: no NVML module loaded before the sockets are served
-    from nvdra.nvml import PROFILE_NAMES
-
-    if value not in PROFILE_NAMES and not Path(value).is_file():
+    if value and value not in PROFILE_NAMES and not Path(value).is_file():
         raise click.BadParameter(
             f"{value}: not a built-in profile ({', '.join(PROFILE_NAMES)}) nor a YAML file", param=param
         )

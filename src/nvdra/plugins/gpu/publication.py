@@ -23,7 +23,7 @@ import attrs
 
 from nvdra.core.devices import Inventory
 from nvdra.core.featuregates import FeatureGates, parse_feature_gates
-from nvdra.kubeletplugin import FakeKube, KubeApi
+from nvdra.kubeletplugin import KubeApi
 from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 from nvdra.plugins.gpu.config import PluginConfig
@@ -105,6 +105,7 @@ def offline_publication(
         UserError: ``config.simulate`` is empty.
     """
     from nvdra.core.errors import UserError
+    from nvdra.kubeletplugin import FakeKube  # the in-memory store: never loaded by the plugin itself
     from nvdra.plugins.gpu.binding import binding_views
     from nvdra.plugins.gpu.fabric import build_fabric_effects, planned_node_fabric
     from nvdra.plugins.gpu.fabric.activation import partition_binding_views

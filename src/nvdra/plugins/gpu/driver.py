@@ -504,24 +504,18 @@ class GpuDriver(CheckpointedDriver):
             started = self._checkpoint
             for plan in slow:
                 started = started.with_claim(_entry(plan, ClaimState.PREPARE_STARTED))
-            try:
-                self._store.save(started)
-            except (NvdraError, OSError) as exc:
-                self._drop_specs(quick, early)
-                return {p.ref.uid: self._failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
-            self._checkpoint = started
+            unsaved = self._save_or_fail(started, plans, quick, early)
+            if unsaved is not None:
+                return unsaved
             reach("after-prepare-started")
             completed = self._apply_all_effects(slow, started, results)
         for plan in quick:  # recorded before their specs are known durable: see the docstring
             completed = completed.with_claim(_entry(plan, ClaimState.PREPARE_COMPLETED))
-        try:
-            self._store.save(completed)
-        except (NvdraError, OSError) as exc:
-            # Nothing new is recorded as complete: report failure. Spec-only claims have no entry, so their
-            # specs go; the PrepareStarted entries stay, so a retry or the next start rolls them back.
-            self._drop_specs(quick, early)
-            return {p.ref.uid: self._failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
-        self._checkpoint = completed
+        # If this write fails, nothing new is recorded as complete; the PrepareStarted entries stay, so a
+        # retry or the next start rolls them back.
+        unsaved = self._save_or_fail(completed, plans, quick, early)
+        if unsaved is not None:
+            return unsaved
         reach("after-prepare-completed")
         results.update(self._answer_spec_only(quick, early))
         return results
@@ -564,6 +558,20 @@ class GpuDriver(CheckpointedDriver):
             except (NvdraError, OSError) as exc:
                 log.error("cannot drop the entries of claims whose CDI spec failed: %s", exc)
         return results
+
+    def _save_or_fail(
+        self, checkpoint: Checkpoint, plans: Sequence[_Plan], quick: Sequence[_Plan], early: _Outcomes
+    ) -> dict[str, PrepareResult] | None:
+        """Save ``checkpoint`` and make it the current one (None); when it cannot be written, the
+        spec-only claims' specs (``quick``, being written by ``early``) go, since they get no entry, and
+        every claim of the call is answered with the failure."""
+        try:
+            self._store.save(checkpoint)
+        except (NvdraError, OSError) as exc:
+            self._drop_specs(quick, early)
+            return {p.ref.uid: self._failed(p.ref, f"cannot write checkpoint: {exc}") for p in plans}
+        self._checkpoint = checkpoint
+        return None
 
     def _drop_specs(self, plans: Sequence[_Plan], writes: _Outcomes) -> None:
         """Remove the specs of claims that will get no entry, once their writes have ended."""

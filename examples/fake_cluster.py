@@ -26,6 +26,7 @@ from nvdra.kubeletplugin import (
     DriverResources,
     FakeKube,
     KubeletClient,
+    PluginOptions,
     PreparedDevice,
     PrepareResult,
     RegisteredPlugin,
@@ -162,15 +163,13 @@ def fake_cluster(make_driver: Callable[[Path], D], driver_name: str) -> Iterator
         kube = FakeKube()
         kube.add_node(NODE)
         publisher = ResourceSlicePublisher(kube, driver_name=driver_name, node_name=NODE)
-        helper = start(
-            driver,
+        options = PluginOptions(
             driver_name=driver_name,
-            kube=kube,
             node_name=NODE,
             plugin_data_dir=work / "plugins" / driver_name,
             registrar_dir=work / "plugins_registry",
-            publisher=publisher,
         )
+        helper = start(driver, kube, options, publisher=publisher)
         with helper, KubeletClient(work / "plugins_registry") as kubelet:
             helper.publish_resources(driver.resources())
             registered = kubelet.register(helper.registration_socket)

@@ -12,7 +12,7 @@ import pytest
 from nvdra.kubeletplugin import helper as helper_mod
 from nvdra.kubeletplugin.client import KubeletClient, RegistrationRejected
 from nvdra.kubeletplugin.health import DeviceHealth, HealthReporter, HealthStatus
-from nvdra.kubeletplugin.helper import Helper
+from nvdra.kubeletplugin.helper import Helper, PluginOptions
 from nvdra.kubeletplugin.registration import RegistrationServicer
 from nvdra.kubeletplugin.sockets import UnixSocketServer
 from tests.kubeletplugin.conftest import DRIVER, ClaimStore, TinyDriver
@@ -20,15 +20,10 @@ from tests.kubeletplugin.conftest import DRIVER, ClaimStore, TinyDriver
 
 def _start(dirs: tuple[Path, Path], **kwargs: Any) -> Helper:
     data, reg = dirs
-    return helper_mod.start(
-        TinyDriver(),
-        driver_name=DRIVER,
-        kube=ClaimStore(),
-        node_name="n",
-        plugin_data_dir=data,
-        registrar_dir=reg,
-        **kwargs,
+    options = PluginOptions(
+        driver_name=DRIVER, node_name="n", plugin_data_dir=data, registrar_dir=reg, **kwargs
     )
+    return helper_mod.start(TinyDriver(), ClaimStore(), options)
 
 
 def _fake_registrar(

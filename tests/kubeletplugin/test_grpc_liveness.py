@@ -10,7 +10,7 @@ import pytest
 
 from nvdra.kubeletplugin import helper as helper_mod
 from nvdra.kubeletplugin._proto import grpc_health_v1_pb2, grpc_health_v1_pb2_grpc
-from nvdra.kubeletplugin.helper import Helper
+from nvdra.kubeletplugin.helper import Helper, PluginOptions
 from nvdra.kubeletplugin.liveness import start_liveness_server
 from tests.kubeletplugin.conftest import DRIVER, ClaimStore, TinyDriver
 
@@ -21,14 +21,8 @@ Check = Callable[..., int]  # the probe: an optional service name -> its status
 @pytest.fixture
 def plugin(dirs: tuple[Path, Path]) -> Iterator[Helper]:
     data, reg = dirs
-    h = helper_mod.start(
-        TinyDriver(),
-        driver_name=DRIVER,
-        kube=ClaimStore(),
-        node_name="n",
-        plugin_data_dir=data,
-        registrar_dir=reg,
-    )
+    options = PluginOptions(driver_name=DRIVER, node_name="n", plugin_data_dir=data, registrar_dir=reg)
+    h = helper_mod.start(TinyDriver(), ClaimStore(), options)
     yield h
     h.stop(0)
 

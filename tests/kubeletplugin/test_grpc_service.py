@@ -11,7 +11,7 @@ import pytest
 from nvdra.core import errors
 from nvdra.kubeletplugin import helper as helper_mod
 from nvdra.kubeletplugin.client import KubeletClient, RegisteredPlugin
-from nvdra.kubeletplugin.helper import Helper
+from nvdra.kubeletplugin.helper import Helper, PluginOptions
 from nvdra.kubeletplugin.types import ClaimRef
 from tests.kubeletplugin.conftest import DRIVER, ClaimStore, TinyDriver, make_claim
 
@@ -36,9 +36,8 @@ Running = tuple[Helper, KubeletClient]
 @pytest.fixture
 def running(dirs: tuple[Path, Path], driver: TinyDriver, store: ClaimStore) -> Iterator[Running]:
     data, reg = dirs
-    h = helper_mod.start(
-        driver, driver_name=DRIVER, kube=store, node_name="node-a", plugin_data_dir=data, registrar_dir=reg
-    )
+    options = PluginOptions(driver_name=DRIVER, node_name="node-a", plugin_data_dir=data, registrar_dir=reg)
+    h = helper_mod.start(driver, store, options)
     with h, KubeletClient(reg, timeout=10) as kubelet:
         yield h, kubelet
 

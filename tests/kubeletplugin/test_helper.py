@@ -15,7 +15,7 @@ from nvdra.core import errors
 from nvdra.kubeletplugin import helper as helper_mod
 from nvdra.kubeletplugin.client import KubeletClient, PluginRpcError
 from nvdra.kubeletplugin.health import HealthReporter
-from nvdra.kubeletplugin.helper import Helper
+from nvdra.kubeletplugin.helper import Helper, PluginOptions
 from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, Slice
 from tests.kubeletplugin.conftest import DRIVER, ClaimStore, RecordingPublisher, TinyDriver
 
@@ -24,15 +24,12 @@ RESOURCES = DriverResources(pools={"node-a": Pool(slices=(Slice(devices=({"name"
 
 def _start(dirs: tuple[Path, Path], **kwargs: Any) -> Helper:
     data, reg = dirs
-    return helper_mod.start(
-        kwargs.pop("driver", TinyDriver()),
-        driver_name=DRIVER,
-        kube=ClaimStore(),
-        node_name="node-a",
-        plugin_data_dir=data,
-        registrar_dir=reg,
-        **kwargs,
+    driver = kwargs.pop("driver", TinyDriver())
+    publisher = kwargs.pop("publisher", None)
+    options = PluginOptions(
+        driver_name=DRIVER, node_name="node-a", plugin_data_dir=data, registrar_dir=reg, **kwargs
     )
+    return helper_mod.start(driver, ClaimStore(), options, publisher=publisher)
 
 
 def test_get_info_describes_the_plugin(dirs: tuple[Path, Path]) -> None:

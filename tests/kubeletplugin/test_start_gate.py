@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 from nvdra.kubeletplugin.client import KubeletClient, PluginRpcError, RegisteredPlugin
-from nvdra.kubeletplugin.helper import Helper, start_pending
+from nvdra.kubeletplugin.helper import Helper, PluginOptions, start_pending
 from nvdra.kubeletplugin.service import PluginNotReady, StartGate
 from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, Slice
 from tests.kubeletplugin.conftest import DRIVER, ClaimStore, RecordingPublisher, TinyDriver, make_claim
@@ -28,7 +28,9 @@ _T = TypeVar("_T")
 def pending(dirs: tuple[Path, Path]) -> Iterator[Helper]:
     """A helper serving its sockets with no driver yet."""
     data, reg = dirs
-    helper = start_pending(driver_name=DRIVER, node_name="node-a", plugin_data_dir=data, registrar_dir=reg)
+    helper = start_pending(
+        PluginOptions(driver_name=DRIVER, node_name="node-a", plugin_data_dir=data, registrar_dir=reg)
+    )
     with helper:
         yield helper
 
@@ -116,7 +118,9 @@ def test_a_call_whose_deadline_comes_first_gets_unavailable_before_it(
 def test_stopping_before_ready_ends_waiting_calls(dirs: tuple[Path, Path]) -> None:
     """Stopping a plugin that never became ready fails its waiting calls with UNAVAILABLE."""
     data, reg = dirs
-    helper = start_pending(driver_name=DRIVER, node_name="node-a", plugin_data_dir=data, registrar_dir=reg)
+    helper = start_pending(
+        PluginOptions(driver_name=DRIVER, node_name="node-a", plugin_data_dir=data, registrar_dir=reg)
+    )
     with KubeletClient(reg) as kubelet:
         plugin = _registered(kubelet, helper)
         call = _in_thread(lambda: plugin.prepare([CLAIM]))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nvdra.kubeletplugin._grpc import PluginRpcError
 from nvdra.kubeletplugin.health import DeviceHealth, HealthReporter, HealthStatus
-from nvdra.kubeletplugin.helper import Helper, SlicePublisher, start
+from nvdra.kubeletplugin.helper import Helper, PluginOptions, SlicePublisher, start
 from nvdra.kubeletplugin.logrepeat import RepeatFilter
 from nvdra.kubeletplugin.registration import RegistrationStatus
 from nvdra.kubeletplugin.serialize import RequestSerializer
@@ -132,6 +132,7 @@ __all__ = [
     "ObjectApi",
     "ObjectStore",
     "PluginInfo",
+    "PluginOptions",
     "PluginRpcError",
     "Pool",
     "PrepareResult",

@@ -37,6 +37,8 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+import attrs
+
 from nvdra.core import errors
 from nvdra.core.closing import Closing
 from nvdra.kubeletplugin import _grpc
@@ -47,7 +49,7 @@ from nvdra.kubeletplugin.service import DraService, StartGate, add_dra_servicers
 from nvdra.kubeletplugin.sockets import SocketPaths, UnixSocketServer, socket_paths
 from nvdra.kubeletplugin.types import DraDriver, DriverResources, KubeApi
 
-__all__ = ["Helper", "SlicePublisher", "start", "start_pending"]
+__all__ = ["Helper", "PluginOptions", "SlicePublisher", "start", "start_pending"]
 
 _log = logging.getLogger(__name__)
 
@@ -220,43 +222,50 @@ class Helper(Closing):
         self.stop()
 
 
-def start(
-    driver: DraDriver,
-    *,
-    driver_name: str,
-    kube: KubeApi,
-    node_name: str,
-    plugin_data_dir: Path | str,
-    registrar_dir: Path | str,
-    rolling_update_uid: str | None = None,
-    serialize: bool = True,
-    flock_dir: Path | str | None = None,
-    publisher: SlicePublisher | None = None,
-    health: HealthReporter | None = None,
-    api_versions: Sequence[str] = ("v1", "v1beta1"),
-    grpc_workers: int = 8,
-    fetch_workers: int = 8,
-) -> Helper:
-    """Start serving a DRA driver to the kubelet: :func:`start_pending`, then :meth:`Helper.ready`.
+@attrs.frozen(kw_only=True)
+class PluginOptions:
+    """Where and how a DRA plugin serves the kubelet: what :func:`start` and :func:`start_pending` take.
 
-    Args:
-        driver: the driver implementation.
+    Attributes:
         driver_name: DRA driver name (``gpu.nvidia.com``).
-        kube: API adapter; the helper uses it to GET claims on the prepare path.
         node_name: this node.
         plugin_data_dir: the driver's own directory (created 0750 if missing); holds ``dra.sock``.
-        registrar_dir: the kubelet's plugin registry directory (must exist).
+        registrar_dir: the kubelet's plugin registry directory (created 0750 if missing).
         rolling_update_uid: this pod's UID to run old and new pod side by side (kubelet ≥ 1.33):
             per-pod socket names and a cross-process ``flock`` on ``serialize.lock``.
         serialize: False disables all serialization of prepare/unprepare.
         flock_dir: directory of ``serialize.lock`` (default ``plugin_data_dir``); setting it turns the
             cross-process lock on even without rolling updates.
-        publisher: ResourceSlice publisher, started after the kubelet registered the plugin.
         health: device-health source for the ``v1alpha1.DRAResourceHealth`` stream; None serves the
             stream with no device reports (it is served either way, see the module docstring).
         api_versions: DRA versions to serve and announce, most preferred first.
         grpc_workers: handler threads of the DRA server (each health stream holds one).
         fetch_workers: threads for concurrent claim GETs within one call.
+    """
+
+    driver_name: str
+    node_name: str
+    plugin_data_dir: Path | str
+    registrar_dir: Path | str
+    rolling_update_uid: str | None = None
+    serialize: bool = True
+    flock_dir: Path | str | None = None
+    health: HealthReporter | None = None
+    api_versions: Sequence[str] = ("v1", "v1beta1")
+    grpc_workers: int = 8
+    fetch_workers: int = 8
+
+
+def start(
+    driver: DraDriver, kube: KubeApi, options: PluginOptions, *, publisher: SlicePublisher | None = None
+) -> Helper:
+    """Start serving a DRA driver to the kubelet: :func:`start_pending`, then :meth:`Helper.ready`.
+
+    Args:
+        driver: the driver implementation.
+        kube: API adapter; the helper uses it to GET claims on the prepare path.
+        options: names, directories and serving choices (:class:`PluginOptions`).
+        publisher: ResourceSlice publisher, started after the kubelet registered the plugin.
 
     Returns:
         The running :class:`Helper`.
@@ -265,38 +274,13 @@ def start(
         ConfigError: bad version names or socket paths that cannot fit.
         HostError: a socket cannot be created.
     """
-    helper = start_pending(
-        driver_name=driver_name,
-        node_name=node_name,
-        plugin_data_dir=plugin_data_dir,
-        registrar_dir=registrar_dir,
-        rolling_update_uid=rolling_update_uid,
-        serialize=serialize,
-        flock_dir=flock_dir,
-        health=health,
-        api_versions=api_versions,
-        grpc_workers=grpc_workers,
-        fetch_workers=fetch_workers,
-    )
+    helper = start_pending(options)
     helper.ready(driver, kube, publisher=publisher)
     return helper
 
 
-def start_pending(
-    *,
-    driver_name: str,
-    node_name: str,
-    plugin_data_dir: Path | str,
-    registrar_dir: Path | str,
-    rolling_update_uid: str | None = None,
-    serialize: bool = True,
-    flock_dir: Path | str | None = None,
-    health: HealthReporter | None = None,
-    api_versions: Sequence[str] = ("v1", "v1beta1"),
-    grpc_workers: int = 8,
-    fetch_workers: int = 8,
-) -> Helper:
-    """Serve the DRA and registration sockets before the driver exists (arguments as for :func:`start`).
+def start_pending(options: PluginOptions) -> Helper:
+    """Serve the DRA and registration sockets before the driver exists.
 
     The kubelet can register the plugin at once; DRA calls wait until :meth:`Helper.ready` hands the
     driver over, and fail with ``UNAVAILABLE`` after :meth:`Helper.fail_start` or :meth:`Helper.stop`.
@@ -305,35 +289,36 @@ def start_pending(
         ConfigError: bad version names or socket paths that cannot fit.
         HostError: a socket cannot be created.
     """
-    data_dir, reg_dir = Path(plugin_data_dir), Path(registrar_dir)
+    o = options
+    data_dir, reg_dir = Path(o.plugin_data_dir), Path(o.registrar_dir)
     os.makedirs(data_dir, mode=0o750, exist_ok=True)
     # The kubelet creates its registry dir, but a plugin started first (or in a test) must not fail.
     os.makedirs(reg_dir, mode=0o750, exist_ok=True)
     paths = socket_paths(
-        driver_name=driver_name,
+        driver_name=o.driver_name,
         plugin_data_dir=data_dir,
         registrar_dir=reg_dir,
-        rolling_update_uid=rolling_update_uid,
+        rolling_update_uid=o.rolling_update_uid,
     )
-    lock_dir = Path(flock_dir) if flock_dir is not None else (data_dir if rolling_update_uid else None)
+    lock_dir = Path(o.flock_dir) if o.flock_dir is not None else (data_dir if o.rolling_update_uid else None)
     helper = Helper(
-        driver_name=driver_name,
-        node_name=node_name,
+        driver_name=o.driver_name,
+        node_name=o.node_name,
         paths=paths,
         make_service=partial(
             _make_service,
-            serialize=serialize,
+            serialize=o.serialize,
             lock_file=lock_dir / SERIALIZE_LOCK_NAME if lock_dir is not None else None,
-            fetch_workers=fetch_workers,
+            fetch_workers=o.fetch_workers,
         ),
-        health=health if health is not None else HealthReporter(),
+        health=o.health if o.health is not None else HealthReporter(),
     )
     try:
-        helper._serve(api_versions, grpc_workers)
+        helper._serve(o.api_versions, o.grpc_workers)
     except BaseException:
         helper.stop(grace=0)
         raise
-    _log.info("DRA plugin %s on node %s: %s, %s", driver_name, node_name, paths.dra, paths.registration)
+    _log.info("DRA plugin %s on node %s: %s, %s", o.driver_name, o.node_name, paths.dra, paths.registration)
     return helper
 
 

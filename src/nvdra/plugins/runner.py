@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from nvdra.kubeletplugin.health import HealthReporter
-from nvdra.kubeletplugin.helper import Helper, start_pending
+from nvdra.kubeletplugin.helper import Helper, PluginOptions, start_pending
 from nvdra.kubeletplugin.types import DraDriver, KubeApi
 from nvdra.plugins.pluginconfig import KubeletPluginConfig
 
@@ -77,13 +77,15 @@ def serve_pending(
     sockets close; the process then exits non-zero, and the kubelet sees the sockets go away.
     """
     helper = start_pending(
-        driver_name=config.driver_name,
-        node_name=config.node_name,
-        plugin_data_dir=config.plugin_dir,
-        registrar_dir=config.kubelet_registrar_directory_path,
-        rolling_update_uid=config.pod_uid or None,
-        serialize=serialize,
-        health=health,
+        PluginOptions(
+            driver_name=config.driver_name,
+            node_name=config.node_name,
+            plugin_data_dir=config.plugin_dir,
+            registrar_dir=config.kubelet_registrar_directory_path,
+            rolling_update_uid=config.pod_uid or None,
+            serialize=serialize,
+            health=health,
+        )
     )
     stack.callback(helper.stop)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -29,15 +30,24 @@ devices = st.builds(
     share_id=st.none() | names,
     admin_access=st.booleans(),
 )
-claims = st.builds(
-    PreparedClaim,
-    uid=names,
-    namespace=names,
-    name=names,
-    state=st.sampled_from(["PrepareStarted", "PrepareCompleted"]),
-    devices=st.lists(devices, max_size=3).map(tuple),
-    applied=st.lists(st.dictionaries(names, names, max_size=2), max_size=2).map(tuple),
-)
+
+
+def claims_of(
+    text: st.SearchStrategy[str], applied: st.SearchStrategy[dict[str, Any]], most_devices: int
+) -> st.SearchStrategy[PreparedClaim]:
+    """Claims whose uid, namespace and name are ``text``, with up to two ``applied`` effect records."""
+    return st.builds(
+        PreparedClaim,
+        uid=text,
+        namespace=text,
+        name=text,
+        state=st.sampled_from(["PrepareStarted", "PrepareCompleted"]),
+        devices=st.lists(devices, max_size=most_devices).map(tuple),
+        applied=st.lists(applied, max_size=2).map(tuple),
+    )
+
+
+claims = claims_of(names, st.dictionaries(names, names, max_size=2), most_devices=3)
 
 
 @given(boot=names, entries=st.lists(claims, max_size=4))
@@ -86,17 +96,10 @@ def _whole_document(cp: Checkpoint) -> bytes:
 
 
 odd_text = st.text(max_size=8)  # newlines, quotes, non-ASCII: JSON escapes them inside strings
-odd_claims = st.builds(
-    PreparedClaim,
-    uid=odd_text,
-    namespace=odd_text,
-    name=odd_text,
-    state=st.sampled_from(["PrepareStarted", "PrepareCompleted"]),
-    devices=st.lists(devices, max_size=2).map(tuple),
-    applied=st.lists(
-        st.dictionaries(odd_text, st.none() | st.integers() | odd_text | st.lists(odd_text, max_size=2)),
-        max_size=2,
-    ).map(tuple),
+odd_claims = claims_of(
+    odd_text,
+    st.dictionaries(odd_text, st.none() | st.integers() | odd_text | st.lists(odd_text, max_size=2)),
+    most_devices=2,
 )
 
 

@@ -17,6 +17,7 @@ from nvdra.core.checkpoint import Checkpoint
 from nvdra.kubeletplugin.types import ClaimRef
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.devices import AllocatableDevice
+from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import Applied
 from nvdra.plugins.state import CheckpointStore
 from tests.plugins.conftest import (
@@ -49,17 +50,8 @@ class CountingStore(CheckpointStore):
             raise Killed
 
 
-class SpecsDyingAtWrite(GpuClaimSpecs):
-    """Real specs, except that the process dies before a spec write (the rename never happens)."""
-
-    def write(
-        self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
-    ) -> None:
-        raise Killed
-
-
-class SpecsHeldBack(GpuClaimSpecs):
-    """Real specs whose writes wait until ``release`` is set (to show the answer waits for them)."""
+class NodeSpecs(GpuClaimSpecs):
+    """The real specs of ``node``'s CDI root and driver root."""
 
     def __init__(self, node: DriverNode) -> None:
         super().__init__(
@@ -68,6 +60,22 @@ class SpecsHeldBack(GpuClaimSpecs):
             container_driver_root=node.driver_root,
             driver_version=node.inventory.driver_version,
         )
+
+
+class SpecsDyingAtWrite(NodeSpecs):
+    """Real specs, except that the process dies before a spec write (the rename never happens)."""
+
+    def write(
+        self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
+    ) -> None:
+        raise Killed
+
+
+class SpecsHeldBack(NodeSpecs):
+    """Real specs whose writes wait until ``release`` is set (to show the answer waits for them)."""
+
+    def __init__(self, node: DriverNode) -> None:
+        super().__init__(node)
         self.release = threading.Event()
 
     def write(
@@ -75,6 +83,15 @@ class SpecsHeldBack(GpuClaimSpecs):
     ) -> None:
         assert self.release.wait(10)
         super().write(claim_uid, devices, applied)
+
+
+def dying_after_the_entry(node: DriverNode) -> GpuDriver:
+    """A started driver whose process dies once a call's checkpoint write is durable, before its spec."""
+    dying = node.driver(start=False)
+    dying._specs = SpecsDyingAtWrite(node)
+    dying._store = CountingStore(node, kill_after=2)  # start()'s save, then the call's: then the kill
+    dying.start()
+    return dying
 
 
 def test_one_durable_checkpoint_write_per_prepare_without_effects(node: DriverNode) -> None:
@@ -120,15 +137,7 @@ def test_crash_after_the_entry_before_the_spec_is_healed_by_the_retry(node: Driv
     gone = reference.unprepare_resource_claims([ClaimRef(namespace="default", name="x", uid=uid_of(claim))])
     assert gone == {uid_of(claim): ""} and spec_files(node.cdi_root) == []
 
-    dying = node.driver(start=False)
-    dying._specs = SpecsDyingAtWrite(
-        cdi_root=node.cdi_root,
-        host_driver_root=node.driver_root,
-        container_driver_root=node.driver_root,
-        driver_version=node.inventory.driver_version,
-    )
-    dying._store = CountingStore(node, kill_after=2)  # start()'s save, then the call's: then the kill
-    dying.start()
+    dying = dying_after_the_entry(node)
     with pytest.raises(Killed):
         prepare_one(dying, claim)
     assert on_disk(node).claims[uid_of(claim)].state == "PrepareCompleted"
@@ -158,15 +167,7 @@ def test_a_retry_restores_a_spec_lost_while_running(node: DriverNode) -> None:
 def test_crash_after_the_entry_before_the_spec_then_unprepare(node: DriverNode) -> None:
     """Order 1, then the pod goes away instead: the unprepare drops the entry; nothing is left."""
     claim = allocated_claim([result("gpu-4")])
-    dying = node.driver(start=False)
-    dying._specs = SpecsDyingAtWrite(
-        cdi_root=node.cdi_root,
-        host_driver_root=node.driver_root,
-        container_driver_root=node.driver_root,
-        driver_version=node.inventory.driver_version,
-    )
-    dying._store = CountingStore(node, kill_after=2)
-    dying.start()
+    dying = dying_after_the_entry(node)
     with pytest.raises(Killed):
         prepare_one(dying, claim)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,18 @@ class FailingSpecs(GpuClaimSpecs):
         if claim_uid in self.fail_uids:
             raise CdiError(f"cannot write CDI spec for {claim_uid}: No space left on device")
         super().write(claim_uid, devices, applied)
+
+    def write_many(
+        self, claims: Mapping[str, Sequence[AllocatableDevice]]
+    ) -> dict[str, BaseException | None]:
+        """A call's batch: the failing claims fail alike, the others are written for real."""
+        out: dict[str, BaseException | None] = {
+            uid: CdiError(f"cannot write CDI spec for {uid}: No space left on device")
+            for uid in claims
+            if uid in self.fail_uids
+        }
+        out.update(super().write_many({uid: d for uid, d in claims.items() if uid not in self.fail_uids}))
+        return out
 
 
 class FailingStore(CheckpointStore):

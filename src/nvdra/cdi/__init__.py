@@ -71,8 +71,10 @@ from nvdra.cdi.writer import (
     read_spec,
     remove_durably,
     remove_spec,
+    remove_specs,
     remove_stale_temp_files,
     write_spec,
+    write_specs,
 )
 
 __all__ = [
@@ -127,6 +129,7 @@ __all__ = [
     "read_spec",
     "remove_durably",
     "remove_spec",
+    "remove_specs",
     "remove_stale_temp_files",
     "transient_spec_name",
     "validate_class_name",
@@ -135,4 +138,5 @@ __all__ = [
     "validate_spec",
     "validate_vendor_name",
     "write_spec",
+    "write_specs",
 ]

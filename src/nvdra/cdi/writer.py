@@ -17,8 +17,10 @@ import contextlib
 import functools
 import os
 import re
+import sys
 import tempfile
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +31,19 @@ from nvdra.core.errors import CdiError, SystemError_
 from nvdra.core.faults import reach
 
 __all__ = [
+    "SYNCFS_MIN_FILES",
     "atomic_write",
+    "atomic_write_many",
     "encode_spec",
     "fsync_directory",
     "read_spec",
     "remove_durably",
+    "remove_many_durably",
     "remove_spec",
+    "remove_specs",
     "remove_stale_temp_files",
     "write_spec",
+    "write_specs",
 ]
 
 _TMP_SUFFIX = ".tmp"
@@ -172,6 +179,185 @@ def remove_durably(path: str | Path, *, error_cls: type[SystemError_] = CdiError
         raise error_cls(f"cannot remove {target}: {e.strerror}") from e
     fsync_directory(target.parent, error_cls=error_cls)
     return True
+
+
+# Batches of at least this many files are made durable by one syncfs(2) of their filesystem rather than
+# one fsync(2) each (see atomic_write_many).
+SYNCFS_MIN_FILES = 4
+_SYNCFS_KERNEL = (5, 8)  # syncfs reports writeback errors from Linux 5.8 on; before, it could hide one
+
+
+@functools.cache
+def _libc_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs`` where it exists and reports errors (Linux >= 5.8), else None."""
+    import ctypes
+    import ctypes.util
+
+    release = os.uname().release if hasattr(os, "uname") else ""
+    found = re.match(r"(\d+)\.(\d+)", release)
+    if sys.platform != "linux" or not found or (int(found[1]), int(found[2])) < _SYNCFS_KERNEL:
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        func: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return func
+
+
+def _sync_files(fds: Sequence[int], use_syncfs: bool) -> None:
+    """Make the data and inodes of open files in one filesystem durable: one syncfs, or one fsync each.
+
+    Raises:
+        OSError: the sync failed (a write error of any of them: none may be renamed into place).
+    """
+    syncfs = _libc_syncfs() if use_syncfs else None
+    if syncfs is None:
+        for fd in fds:
+            os.fsync(fd)
+        return
+    import ctypes
+
+    if syncfs(fds[0]) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def atomic_write_many(
+    directory: str | Path,
+    files: Mapping[str, bytes],
+    mode: int = 0o644,
+    *,
+    error_cls: type[SystemError_] = CdiError,
+) -> dict[str, SystemError_ | None]:
+    """Replace each ``<directory>/<name>`` with its data, atomically and durably: :func:`atomic_write`
+    for many files of one directory, with their durability points shared.
+
+    Every temp file is written without a sync, then all of them are made durable at once (one
+    ``syncfs(2)`` of their filesystem for :data:`SYNCFS_MIN_FILES` or more, else one ``fsync`` each),
+    then each is renamed over its target, then the directory is synced once. Crash-safe exactly as
+    that many atomic writes are: no temp file is renamed before its data is durable, so after a crash
+    each target holds its old or its new content in full; a temp file a crash leaves is swept by
+    :func:`remove_stale_temp_files` at the next start; and nothing is reported written before the
+    directory sync that makes its rename durable. syncfs also writes out what other processes left dirty on
+    that filesystem, so it is used only where one call has several files to sync (a 64-claim call:
+    one sync instead of 64, ~17 -> ~2 ms on the development disk), and only where it reports writeback
+    errors (Linux >= 5.8; elsewhere, and where libc has no syncfs, each file is fsynced).
+    A CDI root on tmpfs (``/var/run/cdi``) makes both free.
+
+    Returns:
+        Each name's failure (``error_cls``, naming the file), or None once it is durably in place. A
+        failed sync fails every file of the batch (none is renamed); a failed directory sync fails
+        every renamed one (as :func:`atomic_write` would fail).
+    """
+    root = Path(directory)
+    out: dict[str, SystemError_ | None] = {}
+    written: list[tuple[str, int, str]] = []  # name, open fd, temp path
+    pending: list[tuple[str, str]] = []  # name, temp path: synced and closed, not yet renamed
+    try:
+        _write_temp_files(root, files, mode, error_cls=error_cls, written=written, out=out)
+        if not written:
+            return out
+        try:
+            _sync_files([fd for _, fd, _ in written], use_syncfs=len(written) >= SYNCFS_MIN_FILES)
+        except OSError as e:
+            out.update(
+                {name: error_cls(f"cannot write {root / name}: {e.strerror or e}") for name, _, _ in written}
+            )
+            return out
+        while written:
+            name, fd, tmp = written.pop(0)
+            pending.append((name, tmp))
+            os.close(fd)
+        while pending:
+            name, tmp = pending[0]
+            reach("before-rename")
+            try:
+                os.replace(tmp, root / name)
+            except OSError as e:
+                _unlink_quietly(tmp)
+                out[name] = error_cls(f"cannot write {root / name}: {e.strerror or e}")
+            else:
+                out[name] = None
+            pending.pop(0)
+    finally:  # after a failure or a fault point's exception: no temp file stays behind
+        for _, fd, tmp in written:
+            _close_and_unlink(fd, tmp)
+        for _, tmp in pending:
+            _unlink_quietly(tmp)
+    renamed = [name for name, failure in out.items() if failure is None]
+    if renamed:
+        try:
+            fsync_directory(root, error_cls=error_cls)
+        except SystemError_ as e:
+            out.update(dict.fromkeys(renamed, e))
+    return out
+
+
+def _write_temp_files(
+    root: Path,
+    files: Mapping[str, bytes],
+    mode: int,
+    *,
+    error_cls: type[SystemError_],
+    written: list[tuple[str, int, str]],
+    out: dict[str, SystemError_ | None],
+) -> None:
+    """Write each file's temp file, unsynced, appending (name, fd, temp path) to ``written``; a file
+    that cannot be written gets its failure in ``out`` and leaves no temp file."""
+    for name, data in files.items():
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=_TMP_SUFFIX, dir=root)
+        except OSError as e:
+            out[name] = error_cls(f"cannot create a temp file for {root / name}: {e.strerror}")
+            continue
+        written.append((name, fd, tmp))
+        try:
+            if mode != 0o600:  # mkstemp creates 0600
+                os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as e:
+            out[name] = error_cls(f"cannot write {root / name}: {e.strerror or e}")
+            written.pop()
+            _close_and_unlink(fd, tmp)
+
+
+def _close_and_unlink(fd: int, tmp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    _unlink_quietly(tmp)
+
+
+def remove_many_durably(
+    paths: Sequence[Path], *, error_cls: type[SystemError_] = CdiError
+) -> dict[Path, SystemError_ | bool]:
+    """Unlink files of one directory and fsync it once after all of them; a missing file is fine.
+
+    Returns:
+        Each path's outcome: True if it was removed, False if there was none, or its failure (a failed
+        directory sync fails every removed one).
+    """
+    out: dict[Path, SystemError_ | bool] = {}
+    removed: list[Path] = []
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            out[path] = False
+        except OSError as e:
+            out[path] = error_cls(f"cannot remove {path}: {e.strerror}")
+        else:
+            removed.append(path)
+    if removed:
+        try:
+            fsync_directory(removed[0].parent, error_cls=error_cls)
+        except SystemError_ as e:
+            out.update(dict.fromkeys(removed, e))
+            return out
+    out.update(dict.fromkeys(removed, True))
+    return out
 
 
 def remove_stale_temp_files(directory: str | Path) -> list[Path]:
@@ -318,6 +504,49 @@ def remove_spec(cdi_root: str | Path, name: str) -> bool:
         CdiError: the name could escape ``cdi_root`` or the removal failed.
     """
     return remove_durably(Path(cdi_root) / (check_path_component(name, "CDI spec name") + SPEC_EXTENSION))
+
+
+def write_specs(cdi_root: str | Path, specs: Mapping[str, Spec]) -> dict[str, SystemError_ | None]:
+    """:func:`write_spec` for many specs (by file name without extension), made durable together
+    (:func:`atomic_write_many`).
+
+    Returns:
+        Each name's failure, or None once its spec is durably in place.
+
+    Raises:
+        CdiError: ``cdi_root`` cannot be created.
+    """
+    root = Path(cdi_root)
+    out: dict[str, SystemError_ | None] = {}
+    files: dict[str, bytes] = {}
+    for name, spec in specs.items():
+        try:
+            files[check_path_component(name, "CDI spec name") + SPEC_EXTENSION] = encode_spec(spec)
+        except CdiError as e:
+            out[name] = e
+    _ensure_directory(root)
+    for file, failure in atomic_write_many(root, files, 0o644).items():
+        out[file.removesuffix(SPEC_EXTENSION)] = failure
+    return out
+
+
+def remove_specs(cdi_root: str | Path, names: Sequence[str]) -> dict[str, SystemError_ | bool]:
+    """:func:`remove_spec` for many specs, with one directory fsync after all the unlinks.
+
+    Returns:
+        Each name's outcome: True if its spec was removed, False if there was none, or its failure.
+    """
+    root = Path(cdi_root)
+    out: dict[str, SystemError_ | bool] = {}
+    paths: dict[Path, str] = {}
+    for name in names:
+        try:
+            paths[root / (check_path_component(name, "CDI spec name") + SPEC_EXTENSION)] = name
+        except CdiError as e:
+            out[name] = e
+    for path, outcome in remove_many_durably(list(paths)).items():
+        out[paths[path]] = outcome
+    return out
 
 
 def read_spec(path: str | Path) -> Spec:

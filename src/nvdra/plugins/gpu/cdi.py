@@ -16,7 +16,7 @@ a VM launcher that has no use for them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -25,6 +25,7 @@ from nvdra.cdi import (
     ContainerEdits,
     DeviceNode,
     DriverRoot,
+    Spec,
     claim_device_id,
     claim_spec,
     claim_spec_name,
@@ -32,9 +33,12 @@ from nvdra.cdi import (
     gpu_edits,
     mig_edits,
     remove_spec,
+    remove_specs,
     remove_stale_temp_files,
     write_spec,
+    write_specs,
 )
+from nvdra.core.errors import NvdraError
 from nvdra.core.faults import reach
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import Applied
@@ -131,6 +135,47 @@ class GpuClaimSpecs:
         An effect's per-device edits replace that device's default edits (e.g. a MIG device created at
         prepare); its claim edits are added to the spec-level edits (e.g. an MPS pipe mount).
         """
+        write_spec(self.cdi_root, self._spec(claim_uid, devices, applied), self._name(claim_uid))
+        reach("after-cdi-written")
+
+    def write_many(
+        self, claims: Mapping[str, Sequence[AllocatableDevice]]
+    ) -> dict[str, BaseException | None]:
+        """Write the specs of many claims without effects (claim UID → devices) as :meth:`write` would,
+        made durable together (:func:`~nvdra.cdi.write_specs`: one sync for the batch, one directory
+        fsync); each claim's failure, or None once its spec is durable."""
+        out: dict[str, BaseException | None] = {}
+        specs: dict[str, Spec] = {}
+        for uid, devices in claims.items():
+            try:
+                specs[self._name(uid)] = self._spec(uid, devices, ())
+            except (NvdraError, OSError) as exc:
+                out[uid] = exc
+        written = write_specs(self.cdi_root, specs) if specs else {}
+        for uid in claims:
+            if uid not in out:
+                out[uid] = written[self._name(uid)]
+                if out[uid] is None:
+                    reach("after-cdi-written")
+        return out
+
+    def remove_many(self, claim_uids: Sequence[str]) -> dict[str, BaseException | None]:
+        """Remove many claims' specs durably, with one directory fsync after all of them; each claim's
+        failure, or None (a missing spec is fine)."""
+        removed = remove_specs(self.cdi_root, [self._name(uid) for uid in claim_uids])
+        out: dict[str, BaseException | None] = {}
+        for uid in claim_uids:
+            outcome = removed[self._name(uid)]
+            out[uid] = None if isinstance(outcome, bool) else outcome
+            if outcome is True:
+                reach("after-cdi-removed")
+        return out
+
+    @staticmethod
+    def _name(claim_uid: str) -> str:
+        return claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid)
+
+    def _spec(self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied]) -> Spec:
         overrides: dict[str, ContainerEdits] = {}
         claim_edits = ContainerEdits()
         for a in applied:
@@ -155,9 +200,7 @@ class GpuClaimSpecs:
                 for d in devices
             ]
             common = self.common() + claim_edits
-        spec = claim_spec(CDI_VENDOR, CDI_CLASS, claim_uid, rendered, common)
-        write_spec(self.cdi_root, spec, claim_spec_name(CDI_VENDOR, CDI_CLASS, claim_uid))
-        reach("after-cdi-written")
+        return claim_spec(CDI_VENDOR, CDI_CLASS, claim_uid, rendered, common)
 
     def remove(self, claim_uid: str) -> None:
         """Remove the claim's spec durably; a missing file is fine."""

@@ -182,7 +182,7 @@ class DraService:
 
     # -- prepare -------------------------------------------------------------------------------
 
-    def prepare(self, claims: Sequence[ClaimRef], *, request_id: int = 0) -> dict[str, PrepareResult]:
+    def prepare(self, claims: Sequence[ClaimRef], request_id: int = 0) -> dict[str, PrepareResult]:
         """Prepare ``claims``; returns exactly one result per claim UID."""
         if not claims:
             return {}
@@ -246,7 +246,7 @@ class DraService:
 
     # -- unprepare -----------------------------------------------------------------------------
 
-    def unprepare(self, claims: Sequence[ClaimRef], *, request_id: int = 0) -> dict[str, str]:
+    def unprepare(self, claims: Sequence[ClaimRef], request_id: int = 0) -> dict[str, str]:
         """Unprepare ``claims``; returns one error message per claim UID ("" = success)."""
         if not claims:
             return {}
@@ -340,34 +340,37 @@ class DraServicer:
             _log.warning("%s DRA call refused: %s", self.api.name, exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
-    def NodePrepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """gRPC NodePrepareResources."""
+    def _call(
+        self,
+        method: str,
+        request: Any,
+        context: grpc.ServicerContext,
+        run: Callable[[DraService, Sequence[ClaimRef], int], Mapping[str, _Answer]],
+        error_of: Callable[[_Answer], str],
+    ) -> Mapping[str, _Answer]:
+        """One DRA call: ``run(service, claims, request id)`` once the driver is ready, its failed claims
+        logged. A call without claims (the kubelet's liveness probe) is answered at once, even before."""
         claims = _grpc.claims_from_pb(request)
         if not claims:
-            return self.api.pb2.NodePrepareResourcesResponse()
+            return {}
         service = self._service(context)
         rid = service.next_request_id()
-        _log.debug("[req %d] %s NodePrepareResources request: %s", rid, self.api.name, _names(claims))
-        results = service.prepare(claims, request_id=rid)
-        failed = {uid: r.error for uid, r in results.items() if r.error}
+        _log.debug("[req %d] %s %s request: %s", rid, self.api.name, method, _names(claims))
+        results = run(service, claims, rid)
+        failed = {uid: error_of(r) for uid, r in results.items() if error_of(r)}
         if failed:
-            _log.warning("[req %d] NodePrepareResources failed claims: %s", rid, failed)
-        _log.debug("[req %d] NodePrepareResources response: %s", rid, results)
+            _log.warning("[req %d] %s failed claims: %s", rid, method, failed)
+        _log.debug("[req %d] %s response: %s", rid, method, results)
+        return results
+
+    def NodePrepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """gRPC NodePrepareResources."""
+        results = self._call("NodePrepareResources", request, context, DraService.prepare, lambda r: r.error)
         return _grpc.prepare_response_to_pb(self.api, results)
 
     def NodeUnprepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:
         """gRPC NodeUnprepareResources."""
-        claims = _grpc.claims_from_pb(request)
-        if not claims:
-            return self.api.pb2.NodeUnprepareResourcesResponse()
-        service = self._service(context)
-        rid = service.next_request_id()
-        _log.debug("[req %d] %s NodeUnprepareResources request: %s", rid, self.api.name, _names(claims))
-        results = service.unprepare(claims, request_id=rid)
-        failed = {uid: e for uid, e in results.items() if e}
-        if failed:
-            _log.warning("[req %d] NodeUnprepareResources failed claims: %s", rid, failed)
-        _log.debug("[req %d] NodeUnprepareResources response: %s", rid, results)
+        results = self._call("NodeUnprepareResources", request, context, DraService.unprepare, lambda e: e)
         return _grpc.unprepare_response_to_pb(self.api, results)
 
 

@@ -564,6 +564,14 @@ static struct profile *profile_by_id(struct gpu *g, unsigned int id) {
     return NULL;
 }
 
+/* For a MIG profile query on GPU g: p, the profile with this id (mig_queries' answer first; an unknown id is
+   INVALID_ARGUMENT). */
+#define QUERIED_PROFILE(id)                                                 \
+    nvmlReturn_t mrc_ = mig_queries(g);                                     \
+    if (mrc_) LEAVE(mrc_);                                                  \
+    struct profile *p = profile_by_id(g, (id));                             \
+    if (!p) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+
 static int used_slices(const struct gpu *g, int mem[8]) {
     int compute = 0;
     memset(mem, 0, 8 * sizeof(int));
@@ -883,10 +891,7 @@ nvmlReturn_t nvmlDeviceGetGpuInstanceProfileInfoByIdV(void *device_, unsigned in
     ENTER("nvmlDeviceGetGpuInstanceProfileInfoByIdV");
     GPU(device_);
     VERSIONED_ARG(info, GI_PROFILE_V2);
-    nvmlReturn_t rc = mig_queries(g);
-    if (rc) LEAVE(rc);
-    struct profile *p = profile_by_id(g, profileId);
-    if (!p) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    QUERIED_PROFILE(profileId);
     fill_gi_profile(p, info);
     LEAVE(NVML_SUCCESS);
 }
@@ -896,10 +901,7 @@ nvmlReturn_t nvmlDeviceGetGpuInstancePossiblePlacements_v2(void *device_, unsign
     ENTER("nvmlDeviceGetGpuInstancePossiblePlacements_v2");
     GPU(device_);
     if (!count) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    nvmlReturn_t rc = mig_queries(g);
-    if (rc) LEAVE(rc);
-    struct profile *p = profile_by_id(g, profileId);
-    if (!p) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    QUERIED_PROFILE(profileId);
     if (!placements) { *count = (unsigned int)p->nstarts; LEAVE(NVML_SUCCESS); }
     if (*count < (unsigned int)p->nstarts) { *count = (unsigned int)p->nstarts; LEAVE(NVML_ERROR_INSUFFICIENT_SIZE); }
     for (int i = 0; i < p->nstarts; i++) {
@@ -914,10 +916,7 @@ nvmlReturn_t nvmlDeviceGetGpuInstanceRemainingCapacity(void *device_, unsigned i
     ENTER("nvmlDeviceGetGpuInstanceRemainingCapacity");
     GPU(device_);
     if (!count) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
-    nvmlReturn_t rc = mig_queries(g);
-    if (rc) LEAVE(rc);
-    struct profile *p = profile_by_id(g, profileId);
-    if (!p) LEAVE(NVML_ERROR_INVALID_ARGUMENT);
+    QUERIED_PROFILE(profileId);
     *count = (unsigned int)remaining(g, p);
     LEAVE(NVML_SUCCESS);
 }

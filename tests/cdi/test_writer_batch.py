@@ -176,3 +176,21 @@ def test_write_specs_refuses_a_name_that_escapes_the_root(tmp_path: Path) -> Non
     assert isinstance(out["../x"], CdiError)
     assert out["good"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.yaml"]
+
+
+@pytest.mark.parametrize("count", [2, SYNCFS_MIN_FILES, 12])
+def test_no_file_is_renamed_before_the_batch_is_synced(
+    tmp_path: Path, syncs: _Syncs, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    """A crash after a rename must find the renamed file's data durable: every sync comes first."""
+    seen: list[tuple[int, int]] = []
+    real_replace = os.replace
+
+    def replace(src: str, dst: str | Path) -> None:
+        seen.append((syncs.syncfs, syncs.file_fsyncs))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_many(tmp_path, _files(count))
+    expected = (1, 0) if count >= SYNCFS_MIN_FILES else (0, count)
+    assert seen == [expected] * count

@@ -32,6 +32,14 @@ SCENARIOS = {
             gates="",
             claims=(_claim("00000000-0000-4000-8000-000000000001", ["gpu-1"], "gpu"),),
         ),
+        Scenario(  # one call with six full-GPU claims: their specs are written and removed as one batch
+            name="gpu-batch",
+            profile="dgx-h100",
+            gates="",
+            claims=tuple(
+                _claim(f"b{g}000000-0000-4000-8000-000000000100", [f"gpu-{g}"], "gpu") for g in range(6)
+            ),
+        ),
         Scenario(
             name="timeslicing",
             profile="dgx-h100",

@@ -55,6 +55,17 @@ PREPARE_FAULTS: dict[str, tuple[str, ...]] = {
         "after-cdi-written",
         "after-prepare-completed",
     ),
+    # Six spec-only claims in one call: their specs are one batch (unsynced temp files, one sync, the
+    # renames, one directory fsync) beside the call's checkpoint write. before-rename:2 = nothing in
+    # place; :5 = some specs renamed; :8 = all but one of the seven renames done (whichever is last);
+    # after-cdi-written:3 = every spec durable (all six are after the batch's directory fsync).
+    "gpu-batch": (
+        "before-rename:2",
+        "before-rename:5",
+        "before-rename:8",
+        "after-cdi-written:3",
+        "after-prepare-completed",
+    ),
     "timeslicing": (
         "after-prepare-started",
         "after-timeslice-set:1",
@@ -77,6 +88,7 @@ PREPARE_FAULTS: dict[str, tuple[str, ...]] = {
 # ... and its unprepare (counts include what the prepare before it in the same process passed).
 UNPREPARE_FAULTS: dict[str, tuple[str, ...]] = {
     "gpu": ("after-cdi-removed", "after-unprepare-checkpoint"),
+    "gpu-batch": ("after-cdi-removed:2", "after-unprepare-checkpoint"),
     "timeslicing": ("after-undo",),
     "mps": ("after-undo",),
     "dynamic-mig": ("after-mig-ci-destroyed:1", "after-undo:1", "after-unprepare-checkpoint"),

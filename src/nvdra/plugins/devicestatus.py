@@ -29,12 +29,11 @@ from typing import Any
 
 from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS, ObjectApi
-from nvdra.kubeletplugin.types import ClaimRef, DraDriver, PrepareResult, device_status_key
+from nvdra.kubeletplugin.types import ClaimRef, DraDriver, JsonObject, PrepareResult, device_status_key
 
 __all__ = ["ClaimStatusReporter", "ClaimStatusWriter", "ready_condition"]
 
 log = logging.getLogger(__name__)
-JsonObject = dict[str, Any]
 Describe = Callable[[str], Sequence[JsonObject]]
 """Claim UID → the status entries of its prepared devices (empty when the driver knows no such claim)."""
 

@@ -34,7 +34,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import attrs
 
@@ -50,13 +49,13 @@ from nvdra.kubeletplugin.objects import (
     ObjectApi,
     ResourceType,
 )
+from nvdra.kubeletplugin.types import JsonObject
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, KIND_TYPES
 
 __all__ = ["ComputeDomainController", "LeaseElector", "Metrics"]
 
 log = logging.getLogger(__name__)
 
-JsonObject = dict[str, Any]
 _TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 

@@ -46,7 +46,7 @@ from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.imex import CD_DRIVER_NAME, DOMAIN_LABEL, channel_ids, clique_object_name
 from nvdra.imex.config import TEMPLATE_VALUES
 from nvdra.kubeletplugin.objects import NODES
-from nvdra.kubeletplugin.types import ClaimRef, DriverResources, Pool, PrepareResult, Slice
+from nvdra.kubeletplugin.types import ClaimRef, DriverResources, JsonObject, Pool, PrepareResult, Slice
 from nvdra.plugins.claims import CheckpointedDriver, claim_ref
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, CdKube
@@ -56,7 +56,6 @@ __all__ = ["ComputeDomainDriver", "NotReady", "cd_devices"]
 
 log = logging.getLogger(__name__)
 
-JsonObject = dict[str, Any]
 _TYPES = {"daemon-0": DeviceType.DAEMON, "channel-0": DeviceType.CHANNEL}
 
 

@@ -43,6 +43,7 @@ from nvdra.kubeletplugin.objects import (
     RESOURCE_CLAIMS,
 )
 from nvdra.kubeletplugin.store.selectors import match_labels
+from nvdra.kubeletplugin.types import JsonObject
 from nvdra.plugins.computedomain.controller import ComputeDomainController
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon
 from nvdra.plugins.computedomain.fakeimex import FakeImexRunner, ImexFabric
@@ -51,7 +52,6 @@ from nvdra.plugins.computedomain.serve import CdPluginConfig, RunningCdPlugin, s
 
 __all__ = ["CLUSTER_UUID", "ProcessDaemon", "SimCluster", "SimNode", "rack_clique"]
 
-JsonObject = dict[str, Any]
 CLUSTER_UUID = "8c1f3e52-6a0d-4b7e-9f24-3d95a1c7e0b6"
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
@@ -22,6 +21,7 @@ from nvdra.core.featuregates import FeatureGates, Gate, parse_bool
 from nvdra.kubeletplugin import KubeApi
 from nvdra.kubeletplugin.informer import Informer
 from nvdra.kubeletplugin.objects import NODES, ObjectApi
+from nvdra.kubeletplugin.types import JsonObject
 
 __all__ = ["FABRIC_LABEL", "FabricLabelWatch", "effective_fabric_gate", "fabric_gate_for_node"]
 
@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 # Here rather than in nvdra.plugins.gpu.fabric (which re-exports both), so that reading the label at
 # start loads none of the fabric modules while the gate is off.
 FABRIC_LABEL = "resource.nvidia.com/fabric-topology-support"
-
-JsonObject = dict[str, Any]
 
 
 def fabric_gate_for_node(gates: FeatureGates, api: KubeApi, node_name: str) -> FeatureGates:

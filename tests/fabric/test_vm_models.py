@@ -357,6 +357,9 @@ class KilledAtSpecWrite:
     def remove(self, claim_uid: str) -> None:
         self.inner.remove(claim_uid)
 
+    def exists(self, claim_uid: str) -> bool:
+        return bool(self.inner.exists(claim_uid))
+
     def claim_uids(self) -> set[str]:
         return set(self.inner.claim_uids())
 

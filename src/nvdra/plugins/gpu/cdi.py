@@ -146,15 +146,17 @@ class GpuClaimSpecs:
         fsync); each claim's failure, or None once its spec is durable."""
         out: dict[str, BaseException | None] = {}
         specs: dict[str, Spec] = {}
+        names: dict[str, str] = {}
         for uid, devices in claims.items():
             try:
-                specs[self._name(uid)] = self._spec(uid, devices, ())
+                names[uid] = self._name(uid)
+                specs[names[uid]] = self._spec(uid, devices, ())
             except (NvdraError, OSError) as exc:
                 out[uid] = exc
         written = write_specs(self.cdi_root, specs) if specs else {}
         for uid in claims:
             if uid not in out:
-                out[uid] = written[self._name(uid)]
+                out[uid] = written[names[uid]]
                 if out[uid] is None:
                     reach("after-cdi-written")
         return out
@@ -162,10 +164,16 @@ class GpuClaimSpecs:
     def remove_many(self, claim_uids: Sequence[str]) -> dict[str, BaseException | None]:
         """Remove many claims' specs durably, with one directory fsync after all of them; each claim's
         failure, or None (a missing spec is fine)."""
-        removed = remove_specs(self.cdi_root, [self._name(uid) for uid in claim_uids])
         out: dict[str, BaseException | None] = {}
+        names: dict[str, str] = {}
         for uid in claim_uids:
-            outcome = removed[self._name(uid)]
+            try:
+                names[uid] = self._name(uid)
+            except NvdraError as exc:
+                out[uid] = exc
+        removed = remove_specs(self.cdi_root, list(names.values()))
+        for uid, name in names.items():
+            outcome = removed[name]
             out[uid] = None if isinstance(outcome, bool) else outcome
             if outcome is True:
                 reach("after-cdi-removed")

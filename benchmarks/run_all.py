@@ -197,15 +197,8 @@ def issue16_table(summary: dict[str, Any]) -> list[dict[str, str]]:
     def add(figure: str, value: str, goal: str) -> None:
         rows.append({"figure": figure, "value": value, "goal": goal})
 
-    def section(fill: Callable[[], None], what: str) -> None:
-        # The scripts' JSON belongs to them and may change: a missing key costs its row, not the run.
-        try:
-            fill()
-        except (KeyError, TypeError, StopIteration, ZeroDivisionError) as exc:
-            add(what, f"? (the output has no {exc!s})", "-")
-
-    def latency() -> None:
-        for r in summary.get("latency", []):
+    def latency(latency: list[dict[str, Any]]) -> None:
+        for r in latency:
             add(
                 f"pair p50, {r['scenario']} (plugin_bench)",
                 f"{r['pair_p50_ms']:.2f} ms = {r['ratio_p50']:.2f}x floor {r['floor_p50_ms']:.2f} ms; "
@@ -213,93 +206,88 @@ def issue16_table(summary: dict[str, Any]) -> list[dict[str, str]]:
                 "<= 0.85x floor, p99 <= 2x p50" if r["scenario"].startswith("full") else "-",
             )
 
-    def batch() -> None:
-        batch = _data(summary, "batch.py")
-        if batch:
-            for b in batch.get("batches", []):
-                add(
-                    f"{b['claims_per_call']} claims in one call (batch.py)",
-                    f"{b['over_one_claim']:.1f}x one claim, {b['claims_per_s']:.0f} claims/s",
-                    "64 claims <= 8x one claim" if b["claims_per_call"] == 64 else "-",
-                )
-            for c in batch.get("callers", []):
-                add(
-                    f"{c['callers']} concurrent callers (batch.py)",
-                    f"{c.get('over_one_caller', 1.0):.1f}x one caller, {c['claims_per_s']:.0f} claims/s",
-                    "8 callers <= 4x one" if c["callers"] == 8 else "-",
-                )
-
-    def startup() -> None:
-        startup = _data(summary, "startup.py")
-        if startup:
-            for name, p in startup.get("plugins", {}).items():
-                add(
-                    f"{name} start -> registered / slices visible, RSS (startup.py)",
-                    f"{p['registered_p50_ms']:.0f} / {p['slices_visible_p50_ms']:.0f} ms, "
-                    f"{p['rss_idle_mib']:.1f} MiB, "
-                    f"{p.get('modules_before_serving', p.get('modules_before_registration', '?'))} modules",
-                    "<= 250 / 500 ms, <= 60 MiB",
-                )
-            for key, value in startup.items():
-                if key.startswith("controller_rss_mib"):
-                    add(
-                        f"CD controller RSS (startup.py{key[len('controller_rss_mib') :]})",
-                        f"{value:.1f} MiB",
-                        "<= 60 MiB",
-                    )
-
-    def memory() -> None:
-        mem = summary.get("memory")
-        if mem:
-            end = next(v for k, v in mem.items() if k.startswith("rss_after_") and k != "rss_after_1000_mib")
+    def batch(batch: dict[str, Any]) -> None:
+        for b in batch.get("batches", []):
             add(
-                f"GPU plugin RSS idle / 1,000 / {mem['cycles']:,} cycles (plugin_bench)",
-                f"{mem['rss_idle_mib']:.1f} / {mem['rss_after_1000_mib']:.1f} / {end:.1f} MiB",
-                "<= 60 MiB, no growth 1,000 -> 10,000",
+                f"{b['claims_per_call']} claims in one call (batch.py)",
+                f"{b['over_one_claim']:.1f}x one claim, {b['claims_per_s']:.0f} claims/s",
+                "64 claims <= 8x one claim" if b["claims_per_call"] == 64 else "-",
+            )
+        for c in batch.get("callers", []):
+            add(
+                f"{c['callers']} concurrent callers (batch.py)",
+                f"{c.get('over_one_caller', 1.0):.1f}x one caller, {c['claims_per_s']:.0f} claims/s",
+                "8 callers <= 4x one" if c["callers"] == 8 else "-",
             )
 
-    def many() -> None:
-        many = _data(summary, "many_nodes.py")
-        if many:
+    def startup(startup: dict[str, Any]) -> None:
+        for name, p in startup.get("plugins", {}).items():
             add(
-                f"{many['claims']:,} claims on {many['nodes']} nodes (many_nodes.py)",
-                f"{many['run_s']:.1f} s, {many['claims_per_s']:.0f} claims/s, {many['errors']} errors",
-                "no error",
+                f"{name} start -> registered / slices visible, RSS (startup.py)",
+                f"{p['registered_p50_ms']:.0f} / {p['slices_visible_p50_ms']:.0f} ms, "
+                f"{p['rss_idle_mib']:.1f} MiB, "
+                f"{p.get('modules_before_serving', p.get('modules_before_registration', '?'))} modules",
+                "<= 250 / 500 ms, <= 60 MiB",
             )
-
-    def rack() -> None:
-        rack = summary.get("nvl72_dynamic_mig_rack")
-        if rack:
-            add(
-                f"NVL72 rack DynamicMIG, {rack['devices']:,} devices in {rack['slices']} slices (run_all)",
-                f"p50 {rack['p50_ms']:.0f} ms (render {rack['render_p50_ms']:.0f} + create "
-                f"{rack['create_p50_ms']:.0f}), min {rack['min_ms']:.0f} ms; through the plugin's "
-                f"publisher {rack['publisher_p50_ms']:.0f} ms, unchanged resync "
-                f"{rack['publisher_resync_p50_ms']:.0f} ms; load {rack['load']:.1f}",
-                "< 200 ms",
-            )
-
-    def cd() -> None:
-        cd = _data(summary, "computedomain.py")
-        if cd:
-            for r in cd.get("rows", []):
+        for key, value in startup.items():
+            if key.startswith("controller_rss_mib"):
                 add(
-                    f"{r['nodes']:,}-node ComputeDomain to Ready (computedomain.py)",
-                    f"{r['ready_s']:.1f} s ({r['ready_cpu_s']:.1f} s CPU, {r['ms_per_node']:.1f} ms/node), "
-                    f"{r['writes']} writes vs floor {r['floor']}, {r['conflicts']} conflicts",
-                    "O(N) writes, time printed",
+                    f"CD controller RSS (startup.py{key[len('controller_rss_mib') :]})",
+                    f"{value:.1f} MiB",
+                    "<= 60 MiB",
                 )
 
-    for fill, what in (
-        (latency, "pair latency (plugin_bench)"),
-        (batch, "batch.py"),
-        (startup, "startup.py"),
-        (memory, "memory (plugin_bench)"),
-        (many, "many_nodes.py"),
-        (rack, "NVL72 rack"),
-        (cd, "computedomain.py"),
-    ):
-        section(fill, what)
+    def memory(mem: dict[str, Any]) -> None:
+        end = next(v for k, v in mem.items() if k.startswith("rss_after_") and k != "rss_after_1000_mib")
+        add(
+            f"GPU plugin RSS idle / 1,000 / {mem['cycles']:,} cycles (plugin_bench)",
+            f"{mem['rss_idle_mib']:.1f} / {mem['rss_after_1000_mib']:.1f} / {end:.1f} MiB",
+            "<= 60 MiB, no growth 1,000 -> 10,000",
+        )
+
+    def many(many: dict[str, Any]) -> None:
+        add(
+            f"{many['claims']:,} claims on {many['nodes']} nodes (many_nodes.py)",
+            f"{many['run_s']:.1f} s, {many['claims_per_s']:.0f} claims/s, {many['errors']} errors",
+            "no error",
+        )
+
+    def rack(rack: dict[str, Any]) -> None:
+        add(
+            f"NVL72 rack DynamicMIG, {rack['devices']:,} devices in {rack['slices']} slices (run_all)",
+            f"p50 {rack['p50_ms']:.0f} ms (render {rack['render_p50_ms']:.0f} + create "
+            f"{rack['create_p50_ms']:.0f}), min {rack['min_ms']:.0f} ms; through the plugin's "
+            f"publisher {rack['publisher_p50_ms']:.0f} ms, unchanged resync "
+            f"{rack['publisher_resync_p50_ms']:.0f} ms; load {rack['load']:.1f}",
+            "< 200 ms",
+        )
+
+    def cd(cd: dict[str, Any]) -> None:
+        for r in cd.get("rows", []):
+            add(
+                f"{r['nodes']:,}-node ComputeDomain to Ready (computedomain.py)",
+                f"{r['ready_s']:.1f} s ({r['ready_cpu_s']:.1f} s CPU, {r['ms_per_node']:.1f} ms/node), "
+                f"{r['writes']} writes vs floor {r['floor']}, {r['conflicts']} conflicts",
+                "O(N) writes, time printed",
+            )
+
+    sections: tuple[tuple[Callable[[Any], None], str, Any], ...] = (
+        (latency, "pair latency (plugin_bench)", summary.get("latency")),
+        (batch, "batch.py", _data(summary, "batch.py")),
+        (startup, "startup.py", _data(summary, "startup.py")),
+        (memory, "memory (plugin_bench)", summary.get("memory")),
+        (many, "many_nodes.py", _data(summary, "many_nodes.py")),
+        (rack, "NVL72 rack", summary.get("nvl72_dynamic_mig_rack")),
+        (cd, "computedomain.py", _data(summary, "computedomain.py")),
+    )
+    for fill, what, data in sections:  # a part that did not run (no data) has no rows
+        if not data:
+            continue
+        # The scripts' JSON belongs to them and may change: a missing key costs its row, not the run.
+        try:
+            fill(data)
+        except (KeyError, TypeError, StopIteration, ZeroDivisionError) as exc:
+            add(what, f"? (the output has no {exc!s})", "-")
     return rows
 
 

@@ -8,6 +8,8 @@ elsewhere carry ``@pytest.mark.slow`` themselves.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         path = Path(str(item.path))
         if any(path == area or area in path.parents for area in SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    """A short directory for unix sockets: pytest's ``tmp_path`` (longer still under pytest-xdist) can
+    exceed the 107-byte socket path limit."""
+    with tempfile.TemporaryDirectory(prefix="nvdra-") as tmp:
+        yield Path(tmp)

@@ -8,11 +8,7 @@ the plugin did must lie within the chart's grants.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from nvdra.kubeletplugin import ApiServer, FakeKube, KubeletClient
 from nvdra.kubeletplugin.testing_rbac import Rbac, service_account_user
@@ -22,13 +18,6 @@ from tests.plugin_harness import cd_plugin_config, wait_for
 
 PLUGIN_ACCOUNT = "nvdra-kubeletplugin"
 USER = service_account_user(NAMESPACE, PLUGIN_ACCOUNT)
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    """A short directory for unix sockets."""
-    with tempfile.TemporaryDirectory(prefix="nvdra-id-") as d:
-        yield Path(d)
 
 
 def used(server: ApiServer) -> set[tuple[str, str, str]]:

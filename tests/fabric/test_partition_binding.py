@@ -28,9 +28,7 @@ from nvdra.plugins.gpu.fabric.activation import ACTIVE, FABRIC_CONDITIONS, FAILE
 from nvdra.plugins.gpu.publication import offline_publication
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
 from tests.plugin_harness import plugin_config, wait_for
-from tests.plugins.conftest import DRIVER, NODE, allocated_claim, gpu_config, opaque, result, sockdir
-
-__all__ = ["sockdir"]
+from tests.plugins.conftest import DRIVER, NODE, allocated_claim, gpu_config, opaque, result
 
 JsonObject = dict[str, Any]
 GATES = "FabricTopologySupport=true,DeviceBindingConditions=true"

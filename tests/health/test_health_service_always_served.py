@@ -9,10 +9,8 @@ plugins keep the stream open and send nothing: no error, no invented health.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,13 +67,6 @@ def assert_open_and_silent(plugin: RegisteredPlugin) -> None:
     assert reader.ended.is_set()
     assert reader.error is None
     assert reader.messages == []
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    """A short directory for unix sockets."""
-    with tempfile.TemporaryDirectory(prefix="nvdra-hs-") as d:
-        yield Path(d)
 
 
 def test_gpu_plugin_serves_an_open_silent_stream_without_health_checks(

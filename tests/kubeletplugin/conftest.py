@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,13 +144,6 @@ class RecordingPublisher:
 
     def stop(self, timeout: float | None = None) -> None:
         self.events.append(("stop", None))
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    """A short directory (pytest's tmp_path can exceed the 107-byte unix socket path limit)."""
-    with tempfile.TemporaryDirectory(prefix="nvdra-") as tmp:
-        yield Path(tmp)
 
 
 @pytest.fixture

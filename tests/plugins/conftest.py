@@ -6,7 +6,6 @@ JSON schema, and allocated ResourceClaims in the v1 JSON shape the API server re
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -254,10 +253,3 @@ def node(tmp_path: Path, inventory: Inventory, driver_root: Path) -> Iterator[Dr
     made = DriverNode(tmp_path, inventory, driver_root)
     yield made
     made.close()
-
-
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
-    """A short directory for unix sockets (pytest's tmp_path can exceed the 107-byte path limit)."""
-    with tempfile.TemporaryDirectory(prefix="nvdra-") as tmp:
-        yield Path(tmp)

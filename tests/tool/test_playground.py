@@ -25,8 +25,8 @@ pytestmark = [
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[Playground]:
-    with playground(tmp_path, profile="dgx-h100") as running:
+def pg(sockdir: Path) -> Iterator[Playground]:
+    with playground(sockdir, profile="dgx-h100") as running:
         yield running
 
 
@@ -125,10 +125,10 @@ spec:
     assert "nodeName" not in pod["spec"]
 
 
-def test_workloads_and_the_mps_daemon_run(tmp_path: Path) -> None:
+def test_workloads_and_the_mps_daemon_run(sockdir: Path) -> None:
     """A Deployment's pods are made from its template; an MPS claim's prepare waits for the daemon
     Deployment the plugin creates, whose pod the loop starts meanwhile."""
-    with playground(tmp_path, profile="dgx-h100", feature_gates="MPSSupport=true") as pg:
+    with playground(sockdir, profile="dgx-h100", feature_gates="MPSSupport=true") as pg:
         spec = str(REPO / "demo" / "specs" / "quickstart" / "gpu-test-mps.yaml")
         assert kubectl(pg, "apply", "-f", spec).returncode == 0
 

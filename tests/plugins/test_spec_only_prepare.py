@@ -9,7 +9,7 @@ happen; a restart is a new GpuDriver object over the same CDI root and checkpoin
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -70,14 +70,6 @@ class SpecsDyingAtWrite(NodeSpecs):
     ) -> None:
         raise Killed
 
-    def rendered(self, claim_uid: str, devices: Sequence[AllocatableDevice]) -> Callable[[], None]:
-        super().rendered(claim_uid, devices)  # rendering happens; the write that follows does not
-
-        def write() -> None:
-            raise Killed
-
-        return write
-
 
 class SpecsHeldBack(NodeSpecs):
     """Real specs whose writes wait until ``release`` is set (to show the answer waits for them)."""
@@ -91,15 +83,6 @@ class SpecsHeldBack(NodeSpecs):
     ) -> None:
         assert self.release.wait(10)
         super().write(claim_uid, devices, applied)
-
-    def rendered(self, claim_uid: str, devices: Sequence[AllocatableDevice]) -> Callable[[], None]:
-        write = super().rendered(claim_uid, devices)
-
-        def held_back() -> None:
-            assert self.release.wait(10)
-            write()
-
-        return held_back
 
 
 def dying_after_the_entry(node: DriverNode) -> GpuDriver:
@@ -217,56 +200,3 @@ def test_crash_after_the_spec_before_the_entry_is_swept_at_start(node: DriverNod
     assert spec_files(node.cdi_root) == []
     assert not prepare_one(restarted, claim).error
     assert spec_files(node.cdi_root) == [node.spec_path(uid_of(claim))]
-
-
-def test_a_rendered_spec_writes_what_write_writes(node: DriverNode) -> None:
-    """The one-claim path renders the spec on the calling thread and hands only its write to an I/O
-    thread: the file is byte for byte what ``write`` makes, and nothing is on disk before the call."""
-    specs = NodeSpecs(node)
-    devices = [node.driver(start=False)._devices["gpu-2"]]
-    specs.write("uid-a", devices)
-    write = specs.rendered("uid-b", devices)
-    assert not node.spec_path("uid-b").exists()
-    write()
-    expected = node.spec_path("uid-a").read_text().replace("uid-a", "uid-b")
-    assert node.spec_path("uid-b").read_text() == expected
-
-
-def test_a_one_claim_prepare_writes_its_spec_off_the_calling_thread(node: DriverNode) -> None:
-    """The spec of a one-claim call is written by an I/O thread while the caller writes the entry; the
-    answer comes once both are durable."""
-    writers: list[str] = []
-
-    class Watched(NodeSpecs):
-        def rendered(self, claim_uid: str, devices: Sequence[AllocatableDevice]) -> Callable[[], None]:
-            write = super().rendered(claim_uid, devices)
-
-            def watched() -> None:
-                writers.append(threading.current_thread().name)
-                write()
-
-            return watched
-
-    driver = node.driver(start=False)
-    driver._specs = Watched(node)
-    driver.start()
-    claim = allocated_claim([result("gpu-1")])
-    answer = prepare_one(driver, claim)
-    assert not answer.error and len(writers) == 1
-    assert writers[0] != threading.current_thread().name and writers[0].startswith("nvdra-io")
-    assert node.spec_path(uid_of(claim)).is_file()
-    assert on_disk(node).claims[uid_of(claim)].state == "PrepareCompleted"
-
-
-def test_a_save_reuses_only_the_bytes_encoded_for_the_same_checkpoint(node: DriverNode) -> None:
-    """``CheckpointStore.encode`` keeps its bytes for a save of that very checkpoint; saving any other
-    checkpoint encodes it afresh (never stale bytes)."""
-    store = CheckpointStore(node.checkpoint_path, boot_id="boot-1")
-    first = Checkpoint(node_boot_id="boot-1")
-    data = store.encode(first)
-    store.save(first)
-    assert node.checkpoint_path.read_bytes() == data
-    store.encode(first)
-    other = Checkpoint(node_boot_id="boot-2")
-    store.save(other)
-    assert b"boot-2" in node.checkpoint_path.read_bytes()

@@ -73,7 +73,6 @@ from nvdra.cdi.writer import (
     remove_spec,
     remove_specs,
     remove_stale_temp_files,
-    write_encoded_spec,
     write_spec,
     write_specs,
 )
@@ -138,7 +137,6 @@ __all__ = [
     "validate_edits",
     "validate_spec",
     "validate_vendor_name",
-    "write_encoded_spec",
     "write_spec",
     "write_specs",
 ]

@@ -42,7 +42,6 @@ __all__ = [
     "remove_spec",
     "remove_specs",
     "remove_stale_temp_files",
-    "write_encoded_spec",
     "write_spec",
     "write_specs",
 ]
@@ -488,20 +487,10 @@ def write_spec(cdi_root: str | Path, spec: Spec, name: str) -> Path:
     Raises:
         CdiError: the name could escape ``cdi_root``, or the directory or file cannot be written.
     """
-    return write_encoded_spec(cdi_root, encode_spec(spec), name)
-
-
-def write_encoded_spec(cdi_root: str | Path, data: bytes, name: str) -> Path:
-    """:func:`write_spec` of a spec already encoded (:func:`encode_spec`): a thread given only this
-    has system calls to make, no rendering.
-
-    Raises:
-        CdiError: the name could escape ``cdi_root``, or the directory or file cannot be written.
-    """
     root = Path(cdi_root)
     path = root / (check_path_component(name, "CDI spec name") + SPEC_EXTENSION)
     _ensure_directory(root)
-    atomic_write(path, data, 0o644)
+    atomic_write(path, encode_spec(spec), 0o644)
     return path
 
 

@@ -60,7 +60,6 @@ class CheckpointStore:
         # file (serialized by a flock); an instance must not act on its stale copy, see reload_if_changed.
         self._known: bytes | None = None
         self._encoder = CheckpointEncoder()  # re-encodes only the entries new since the last save
-        self._encoded: tuple[Checkpoint, bytes] | None = None  # see encode()
 
     def load(self) -> tuple[Checkpoint, LoadReport]:
         """Read the checkpoint, repairing what cannot be used (see the module docstring)."""
@@ -106,20 +105,9 @@ class CheckpointStore:
         cp, _ = self.load()
         return cp
 
-    def encode(self, cp: Checkpoint) -> bytes:
-        """The bytes :meth:`save` writes for ``cp``, kept for a save of this same object that follows.
-
-        A caller that starts other I/O beside the save encodes first, so that the save's thread goes
-        straight to its system calls (which release the GIL) once the other I/O has started.
-        """
-        data = self._encoder.encode(cp)
-        self._encoded = (cp, data)
-        return data
-
     def save(self, cp: Checkpoint) -> None:
         """Write atomically and durably. Raises CdiError/OSError-derived errors from the writer."""
-        encoded, self._encoded = self._encoded, None
-        data = encoded[1] if encoded is not None and encoded[0] is cp else self._encoder.encode(cp)
+        data = self._encoder.encode(cp)
         self._known = None  # unknown until the write has succeeded
         atomic_write(self.path, data, mode=0o600)
         self._known = data

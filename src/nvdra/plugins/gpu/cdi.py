@@ -16,7 +16,7 @@ a VM launcher that has no use for them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -30,13 +30,11 @@ from nvdra.cdi import (
     claim_spec,
     claim_spec_name,
     common_edits,
-    encode_spec,
     gpu_edits,
     mig_edits,
     remove_spec,
     remove_specs,
     remove_stale_temp_files,
-    write_encoded_spec,
     write_spec,
     write_specs,
 )
@@ -139,21 +137,6 @@ class GpuClaimSpecs:
         """
         write_spec(self.cdi_root, self._spec(claim_uid, devices, applied), self._name(claim_uid))
         reach("after-cdi-written")
-
-    def rendered(self, claim_uid: str, devices: Sequence[AllocatableDevice]) -> Callable[[], None]:
-        """:meth:`write` of a claim without effects in two steps: the spec is rendered now, and the call
-        returned writes it, so that a thread given that call has only system calls to make.
-
-        Raises:
-            CdiError: the spec cannot be rendered (a claim UID that cannot name a CDI device).
-        """
-        data, name = encode_spec(self._spec(claim_uid, devices, ())), self._name(claim_uid)
-
-        def write() -> None:
-            write_encoded_spec(self.cdi_root, data, name)
-            reach("after-cdi-written")
-
-        return write
 
     def write_many(
         self, claims: Mapping[str, Sequence[AllocatableDevice]]

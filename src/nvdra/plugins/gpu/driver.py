@@ -28,7 +28,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -94,10 +94,6 @@ class ClaimSpecs(Protocol):
         self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
     ) -> None:
         """Write (atomically, durably) the claim's spec, with the edits the applied effects contribute."""
-        ...
-
-    def rendered(self, claim_uid: str, devices: Sequence[AllocatableDevice]) -> Callable[[], None]:
-        """The spec of a claim without effects rendered now; the call returned writes it as ``write``."""
         ...
 
     def remove(self, claim_uid: str) -> None:
@@ -508,18 +504,10 @@ class GpuDriver(CheckpointedDriver):
         """
         quick = [p for p in plans if not p.effects]
         slow = [p for p in plans if p.effects]
-        if len(quick) == 1 and not slow:
-            return self._apply_spec_only(quick[0])
-        done = [_entry(plan, ClaimState.PREPARE_COMPLETED) for plan in quick]
-        completed = self._checkpoint
-        if not slow:
-            # The call's one write, encoded before the spec writes start: this thread then goes straight
-            # to the disk while an I/O thread renders the specs (writes start ~0.15 ms apart otherwise).
-            completed = _with_claims(completed, done)
-            self._store.encode(completed)
         # A spec is inert until the kubelet gets its id: the spec-only claims' writes start now.
         early = self._write_specs(quick)
         results: dict[str, PrepareResult] = {}
+        completed = self._checkpoint
         if slow:
             # Effects may only start once their intent is durable; their spec needs what they produced.
             started = self._checkpoint
@@ -530,7 +518,8 @@ class GpuDriver(CheckpointedDriver):
                 return unsaved
             reach("after-prepare-started")
             completed = self._apply_all_effects(slow, started, results)
-            completed = _with_claims(completed, done)  # before their specs are known durable: see above
+        for plan in quick:  # recorded before their specs are known durable: see the docstring
+            completed = completed.with_claim(_entry(plan, ClaimState.PREPARE_COMPLETED))
         # If this write fails, nothing new is recorded as complete; the PrepareStarted entries stay, so a
         # retry or the next start rolls them back.
         unsaved = self._save_or_fail(completed, plans, quick, early)
@@ -539,29 +528,6 @@ class GpuDriver(CheckpointedDriver):
         reach("after-prepare-completed")
         results.update(self._answer_spec_only(quick, early))
         return results
-
-    def _apply_spec_only(self, plan: _Plan) -> dict[str, PrepareResult]:
-        """A call of one claim without effects (a full GPU): :meth:`_apply`'s two writes, both rendered
-        here first, then the spec written on an I/O thread and the entry on this one. With nothing but
-        system calls left to make, the two threads reach the disk together; an I/O thread given the
-        spec to render got the GIL only once this thread blocked in its first fsync (~0.25 ms later)."""
-        completed = self._checkpoint.with_claim(_entry(plan, ClaimState.PREPARE_COMPLETED))
-        self._store.encode(completed)
-        writing: Future[list[BaseException | None]] | None = None
-        unrendered: BaseException | None = None
-        try:
-            writing = self._io.submit(_run_each, [self._specs.rendered(plan.ref.uid, plan.allocated)])
-        except (NvdraError, OSError) as exc:  # as a failed write: no entry is kept, the claim fails
-            unrendered = exc
-
-        def written() -> dict[str, BaseException | None]:
-            return {plan.ref.uid: writing.result()[0] if writing is not None else unrendered}
-
-        unsaved = self._save_or_fail(completed, [plan], [plan], written)
-        if unsaved is not None:
-            return unsaved
-        reach("after-prepare-completed")
-        return self._answer_spec_only([plan], written)
 
     def _apply_all_effects(
         self, plans: Sequence[_Plan], started: Checkpoint, results: dict[str, PrepareResult]
@@ -749,7 +715,6 @@ class GpuDriver(CheckpointedDriver):
             if not done:
                 return errors
             remaining = self._checkpoint.without(*(c.uid for c in done))
-            self._store.encode(remaining)  # before the removals start, as in _apply
             # Crash-safe in either order: a spec without an entry is swept at start; an entry without a
             # spec is unprepared again by the kubelet's retry.
             removals = self._remove_specs([c.uid for c in done])
@@ -787,12 +752,6 @@ def _run_each(calls: Sequence[Callable[[], None]]) -> list[BaseException | None]
         else:
             out.append(None)
     return out
-
-
-def _with_claims(checkpoint: Checkpoint, claims: Sequence[PreparedClaim]) -> Checkpoint:
-    for claim in claims:
-        checkpoint = checkpoint.with_claim(claim)
-    return checkpoint
 
 
 def _entry(plan: _Plan, state: ClaimState) -> PreparedClaim:

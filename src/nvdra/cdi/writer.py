@@ -218,6 +218,8 @@ def _sync_files(fds: Sequence[int], use_syncfs: bool) -> None:
         return
     import ctypes
 
+    # syncfs reports a writeback error of the filesystem seen since the given file was opened: the first
+    # temp file was opened before the others were written, so an error writing any of them is seen.
     if syncfs(fds[0]) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

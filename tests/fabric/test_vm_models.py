@@ -20,7 +20,6 @@ from nvdra.core.featuregates import parse_feature_gates
 from nvdra.fabric import FabricMode, SimulatedFabricManager, Topology, nvswitch_functions
 from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import load_profile, make_simulated_driver_root
-from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.effects import Applied, EffectExecutor, Effects
 from nvdra.plugins.gpu.fabric import ACTIVATE_KIND, fabric_effects
@@ -31,6 +30,7 @@ from tests.fabric.conftest import profile_inventory
 from tests.fabric.test_scheduler_agrees import claim_context, readme_claim
 from tests.plugins.conftest import (
     DriverNode,
+    KilledAtSpecWrite,
     allocated_claim,
     cdi_schema,
     gpu_config,
@@ -340,30 +340,6 @@ class KillOnApply:
         self.inner.undo(record)
 
 
-class KilledAtSpecWrite:
-    """CDI specs whose write never happens: the plugin dies after every effect, before the checkpoint."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def device_id(self, claim_uid: str, device_name: str) -> str:
-        return str(self.inner.device_id(claim_uid, device_name))
-
-    def write(
-        self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
-    ) -> None:
-        raise Killed
-
-    def remove(self, claim_uid: str) -> None:
-        self.inner.remove(claim_uid)
-
-    def exists(self, claim_uid: str) -> bool:
-        return bool(self.inner.exists(claim_uid))
-
-    def claim_uids(self) -> set[str]:
-        return set(self.inner.claim_uids())
-
-
 def test_killed_mid_bind_is_rolled_back_at_start(vm: VmNode) -> None:
     """Killed after binding two of four GPUs: the restarted plugin binds them back, activates nothing."""
     fm = vm.fm()
@@ -385,7 +361,7 @@ def test_killed_after_activation_is_rolled_back_in_reverse(vm: VmNode) -> None:
     fm = vm.fm()
     claim = vfio_claim([0, 1, 2, 3], virtualizationModel="SharedNVSwitch")
     doomed = vm.driver(fm)
-    doomed._specs = KilledAtSpecWrite(doomed._specs)
+    doomed._specs = KilledAtSpecWrite(doomed._specs, Killed)
     with pytest.raises(Killed):
         prepare_one(doomed, claim)
     assert fm.active_ids() == {1} and vm.drivers([0, 1, 2, 3]) == [VFIO] * 4

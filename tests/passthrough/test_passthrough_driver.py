@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +10,20 @@ import pytest
 
 from nvdra.core.featuregates import parse_feature_gates
 from nvdra.kubeletplugin.types import DriverResources
-from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.driver import GpuDriver
-from nvdra.plugins.gpu.effects import Applied, Effects
+from nvdra.plugins.gpu.effects import Effects
 from nvdra.plugins.gpu.vfio import PassthroughView, VfioExecutor, VfioPlanner, ensure_vfio_ready
 from nvdra.plugins.gpu.vfio_host import SimulatedSysfs, make_simulated_sysfs
-from tests.plugins.conftest import DriverNode, allocated_claim, opaque, prepare_one, ref_of, result, uid_of
+from tests.plugins.conftest import (
+    DriverNode,
+    KilledAtSpecWrite,
+    allocated_claim,
+    opaque,
+    prepare_one,
+    ref_of,
+    result,
+    uid_of,
+)
 
 JsonObject = dict[str, Any]
 GATES = "PassthroughSupport=true"
@@ -161,35 +169,11 @@ class Killed(BaseException):
     """The process dies (SIGKILL) at this point: nothing after it runs."""
 
 
-class KilledAfterBind:
-    """CDI specs whose write never happens: the plugin dies after the effects and before the checkpoint."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def device_id(self, claim_uid: str, device_name: str) -> str:
-        return str(self.inner.device_id(claim_uid, device_name))
-
-    def write(
-        self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
-    ) -> None:
-        raise Killed
-
-    def remove(self, claim_uid: str) -> None:
-        self.inner.remove(claim_uid)
-
-    def exists(self, claim_uid: str) -> bool:
-        return bool(self.inner.exists(claim_uid))
-
-    def claim_uids(self) -> set[str]:
-        return set(self.inner.claim_uids())
-
-
 def test_killed_between_bind_and_checkpoint_is_rolled_back_at_start(pt: Passthrough) -> None:
     """The plugin dies after binding but before PrepareCompleted: the next start binds the GPU back to
     nvidia, re-enables persistence, and drops the half-done entry."""
     driver = pt.driver()
-    driver._specs = KilledAfterBind(driver._specs)
+    driver._specs = KilledAtSpecWrite(driver._specs, Killed)
     claim = vfio_claim()
     with pytest.raises(Killed):
         prepare_one(driver, claim)

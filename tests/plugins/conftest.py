@@ -7,7 +7,7 @@ JSON schema, and allocated ResourceClaims in the v1 JSON shape the API server re
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from nvdra.core.featuregates import parse_feature_gates
 from nvdra.kubeletplugin.types import ClaimRef, PrepareResult
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile, make_simulated_driver_root
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
-from nvdra.plugins.gpu.driver import GpuDriver
-from nvdra.plugins.gpu.effects import Effects
+from nvdra.plugins.gpu.devices import AllocatableDevice
+from nvdra.plugins.gpu.driver import ClaimSpecs, GpuDriver
+from nvdra.plugins.gpu.effects import Applied, Effects
 from nvdra.plugins.state import CheckpointStore
 from tests.cdi_schema import cdi_validator
 
@@ -253,3 +254,37 @@ def node(tmp_path: Path, inventory: Inventory, driver_root: Path) -> Iterator[Dr
     made = DriverNode(tmp_path, inventory, driver_root)
     yield made
     made.close()
+
+
+class KilledAtSpecWrite:
+    """A driver's CDI specs whose writes never happen: the plugin dies there (``kill`` is raised), after
+    the claim's effects and before its checkpoint entry; everything else is the real specs'."""
+
+    def __init__(self, inner: ClaimSpecs, kill: type[BaseException]) -> None:
+        self.inner = inner
+        self.kill = kill
+
+    def device_id(self, claim_uid: str, device_name: str) -> str:
+        return self.inner.device_id(claim_uid, device_name)
+
+    def write(
+        self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
+    ) -> None:
+        raise self.kill
+
+    def write_many(
+        self, claims: Mapping[str, Sequence[AllocatableDevice]]
+    ) -> dict[str, BaseException | None]:
+        raise self.kill
+
+    def remove(self, claim_uid: str) -> None:
+        self.inner.remove(claim_uid)
+
+    def remove_many(self, claim_uids: Sequence[str]) -> dict[str, BaseException | None]:
+        return self.inner.remove_many(claim_uids)
+
+    def exists(self, claim_uid: str) -> bool:
+        return self.inner.exists(claim_uid)
+
+    def claim_uids(self) -> set[str]:
+        return self.inner.claim_uids()

@@ -108,8 +108,12 @@ def serve_while(
     """
     while True:
         relabeled = threading.Event()
-        with serve(config, kube=kube, on_node_change=relabeled.set):
-            log.info("nvdra-gpu-plugin running; waiting for the kubelet to register it")
+        with serve(config, kube=kube, on_node_change=relabeled.set) as running:
+            # The sockets are served before the driver is built: the kubelet may have registered us already.
+            if running.helper.wait_registered(0):
+                log.info("nvdra-gpu-plugin running; registered with the kubelet")
+            else:
+                log.info("nvdra-gpu-plugin running; waiting for the kubelet to register it")
             while not stop.wait(0.2) and not relabeled.is_set():
                 continue  # short slices, so the main thread runs the signal handlers
             if stop.is_set():

@@ -137,11 +137,7 @@ def atomic_write(
         raise error_cls(f"cannot create a temp file for {target}: {e.strerror}") from e
     try:
         try:
-            if mode != 0o600:  # mkstemp creates 0600
-                os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _fill(fd, data, mode)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -153,6 +149,15 @@ def atomic_write(
             raise error_cls(f"cannot write {target}: {e.strerror or e}") from e
         raise
     fsync_directory(directory, error_cls=error_cls)
+
+
+def _fill(fd: int, data: bytes, mode: int) -> None:
+    """Give a fresh temp file its mode (mkstemp creates 0600) and all of ``data`` (no fsync)."""
+    if mode != 0o600:
+        os.fchmod(fd, mode)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _unlink_quietly(path: str) -> None:
@@ -315,11 +320,7 @@ def _write_temp_files(
             continue
         written.append((name, fd, tmp))
         try:
-            if mode != 0o600:  # mkstemp creates 0600
-                os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _fill(fd, data, mode)
         except OSError as e:
             out[name] = error_cls(f"cannot write {root / name}: {e.strerror or e}")
             written.pop()

@@ -60,6 +60,12 @@ class _Job(Generic[_Item, _Answer]):
         self.answers: Mapping[str, _Answer] = {}
         self.error: BaseException | None = None
         self.done = False
+        self.lead = False
+        # Held until the job is answered or handed the lead: its caller alone is woken then (a shared
+        # condition's notify_all woke every waiting caller after each driver call, all but the answered
+        # ones only to go back to sleep).
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class _GroupCommit(Generic[_Item, _Answer]):
@@ -67,7 +73,8 @@ class _GroupCommit(Generic[_Item, _Answer]):
 
     Whoever finds no call running leads: it takes the waiting jobs (its own among them, in arrival
     order, leaving out any that names a key already taken), makes one driver call for all of them, and
-    repeats until its own job is answered; the others wait for their answers.
+    repeats until its own job is answered, then hands the lead to the first waiting job; the others
+    wait for their answers (or the lead).
     """
 
     def __init__(
@@ -75,7 +82,7 @@ class _GroupCommit(Generic[_Item, _Answer]):
     ) -> None:
         self._serializer = serializer
         self._call = call
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
         self._pending: list[_Job[_Item, _Answer]] = []
         self._running = False
 
@@ -90,27 +97,34 @@ class _GroupCommit(Generic[_Item, _Answer]):
         if not self._serializer.enabled:
             return self._call(list(items))
         job: _Job[_Item, _Answer] = _Job(items, frozenset(keys))
-        with self._cond:
+        with self._mutex:
             self._pending.append(job)
-            while not job.done and self._running:
-                self._cond.wait()
-            lead = not job.done
-            if lead:
-                self._running = True
-        if lead:
+            job.lead = not self._running
+            self._running = True
+        if not job.lead:
+            job.wake.acquire()  # until answered, or handed the lead by the lead before it
+        if job.lead:
             try:
                 while not job.done:
                     self._execute(self._take())
             finally:
-                with self._cond:
-                    self._running = False
-                    self._cond.notify_all()
+                self._hand_over()
         if job.error is not None:
             raise job.error
         return job.answers
 
+    def _hand_over(self) -> None:
+        """The lead is done: the first waiting job leads next (its caller is woken), or none runs."""
+        with self._mutex:
+            if not self._pending:
+                self._running = False
+                return
+            following = self._pending[0]
+            following.lead = True
+        following.wake.release()
+
     def _take(self) -> list[_Job[_Item, _Answer]]:
-        with self._cond:
+        with self._mutex:
             batch: list[_Job[_Item, _Answer]] = []
             taken: set[str] = set()
             for job in self._pending:
@@ -128,10 +142,14 @@ class _GroupCommit(Generic[_Item, _Answer]):
                 answers = self._call([item for job in batch for item in job.items])
         except Exception as exc:  # every caller of the batch reports it for its claims
             error = exc
-        with self._cond:
+        except BaseException as exc:  # so is this one (no caller waits for ever), then the lead raises it
+            error = exc
+            raise
+        finally:
             for job in batch:
                 job.answers, job.error, job.done = answers, error, True
-            self._cond.notify_all()
+                if not job.lead:
+                    job.wake.release()
 
 
 class DraService:
@@ -355,12 +373,15 @@ class DraServicer:
             return {}
         service = self._service(context)
         rid = service.next_request_id()
-        _log.debug("[req %d] %s %s request: %s", rid, self.api.name, method, _names(claims))
+        debug = _log.isEnabledFor(logging.DEBUG)
+        if debug:  # the claims' names are not built for a message that is not logged
+            _log.debug("[req %d] %s %s request: %s", rid, self.api.name, method, _names(claims))
         results = run(service, claims, rid)
         failed = {uid: error_of(r) for uid, r in results.items() if error_of(r)}
         if failed:
             _log.warning("[req %d] %s failed claims: %s", rid, method, failed)
-        _log.debug("[req %d] %s response: %s", rid, method, results)
+        if debug:
+            _log.debug("[req %d] %s response: %s", rid, method, results)
         return results
 
     def NodePrepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:

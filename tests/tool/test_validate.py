@@ -4,6 +4,7 @@ errors exit 2."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,23 @@ def test_custom_resources_are_checked_against_the_crds_given(tmp_path: Path) -> 
     everything = run(str(SPECS))
     assert everything.exit_code == 0, everything.output
     assert " 0 skipped" in everything.output
+
+
+def test_without_jsonschema_a_custom_resource_is_skipped_with_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain ``pip install nvdra`` has no jsonschema: a ComputeDomain is skipped, saying which extra
+    checks it, rather than the command failing."""
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import fails as when it is not installed
+    path = tmp_path / "cd.yaml"
+    path.write_text(
+        "apiVersion: resource.nvidia.com/v1beta1\nkind: ComputeDomain\nmetadata: {name: cd, namespace: ns}\n"
+        "spec:\n  numNodes: 2\n  channel: {resourceClaimTemplate: {name: t}}\n"
+    )
+    result = run(str(path))
+    assert result.exit_code == 0, result.output
+    assert "ComputeDomain ns/cd: skipped" in result.output
+    assert "pip install 'nvdra[validate]'" in result.output
 
 
 def test_the_packaged_crds_are_the_charts() -> None:

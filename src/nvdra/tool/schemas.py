@@ -219,12 +219,18 @@ def _unknown(schema: Mapping[str, Any], value: Any, path: tuple[str | int, ...])
 
 
 def crd_problems(obj: Mapping[str, Any], schemas: CrdSchemas) -> list[Problem] | None:
-    """Problems of a custom resource against its CRD's schema; None when no CRD given serves it."""
-    import jsonschema
+    """Problems of a custom resource against its CRD's schema; None when no CRD given serves it.
 
+    Raises:
+        SchemaUnavailable: a CRD serves it, but jsonschema (of the ``validate`` extra) is not installed.
+    """
     schema = schemas.get((str(obj.get("apiVersion")), str(obj.get("kind"))))
     if schema is None:
         return None
+    try:
+        import jsonschema
+    except ImportError as exc:
+        raise SchemaUnavailable("CRD schemas need jsonschema (pip install 'nvdra[validate]')") from exc
     validator = jsonschema.Draft7Validator(schema)
     out: list[Problem] = []
     for error in sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path]):

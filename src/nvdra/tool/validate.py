@@ -636,8 +636,8 @@ def validate_document(
         if report.fixed is not None:  # the v1 equivalent also says its fabricTopologyConfig
             report.fixed = fix_claim(report.fixed)[0]
         return report
-    custom = crd_problems(obj, crds)
     try:
+        custom = crd_problems(obj, crds)
         found = custom if custom is not None else schema_problems(obj, kubernetes_version)
         for path, message in found:
             chk.error(path, message)

@@ -24,13 +24,12 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from plugin_bench import Node, claim_ref, start_up
+from plugin_bench import Node, claim_ref, concurrently, start_up
 from prepare_latency import FloorProbe, pct
 
 from nvdra.kubeletplugin import ClaimRef, KubeletClient
@@ -113,19 +112,12 @@ def main() -> None:
             # removed spec files (one-claim pairs measured then are ~25% slower; the plugin itself is
             # idle): let it settle, so that the one-caller figure the ratios divide by is steady state.
             time.sleep(SETTLE_S)
-            results: list[list[float]] = [[] for _ in range(callers)]
-
-            def run(g: int, results: list[list[float]] = results) -> None:
-                results[g] = [round_trip(plugin, [claim_ref(g, r * 8 + 1)]) for r in range(total_rounds)]
-
-            threads = [threading.Thread(target=run, args=(g,)) for g in range(callers)]
             before = {k: cpu_s(pid) for k, pid in pids.items()}
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t0
+
+            def cycle(g: int) -> list[float]:
+                return [round_trip(plugin, [claim_ref(g, r * 8 + 1)]) for r in range(total_rounds)]
+
+            results, wall = concurrently(callers, cycle)
             used = {k: (cpu_s(pid) - before[k]) * 1000 / (callers * total_rounds) for k, pid in pids.items()}
             flat = [x for r in results for x in r[args.warmup :]]
             summary["callers"].append(

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,23 @@ def latency(name: str, n_pairs: int, warmup: int) -> dict[str, Any]:
     }
 
 
+def concurrently(callers: int, work: Callable[[int], list[float]]) -> tuple[list[list[float]], float]:
+    """Run ``work(g)`` for callers g = 0..callers-1 at once, each on its own thread; returns each
+    caller's result and the wall seconds from the first start to the last end."""
+    results: list[list[float]] = [[] for _ in range(callers)]
+
+    def run(g: int) -> None:
+        results[g] = work(g)
+
+    threads = [threading.Thread(target=run, args=(g,)) for g in range(callers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - t0
+
+
 def throughput(callers: Sequence[int], per_caller: int) -> list[dict[str, Any]]:
     """Pairs per second with N concurrent kubelet callers, each cycling claims of its own GPU."""
     rows = []
@@ -259,18 +276,9 @@ def throughput(callers: Sequence[int], per_caller: int) -> list[dict[str, Any]]:
         plugin, _ = start_up(node, kubelet)
         pairs(plugin, [claim_ref(0, i) for i in range(20)])  # warm up
         for n in callers:
-            results: list[list[float]] = [[] for _ in range(n)]
-
-            def run(g: int, results: list[list[float]] = results) -> None:
-                results[g] = pairs(plugin, [claim_ref(g, i) for i in range(per_caller)])
-
-            threads = [threading.Thread(target=run, args=(g,)) for g in range(n)]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t0
+            results, wall = concurrently(
+                n, lambda g: pairs(plugin, [claim_ref(g, i) for i in range(per_caller)])
+            )
             flat = [x for r in results for x in r]
             rows.append(
                 {

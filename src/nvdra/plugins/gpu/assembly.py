@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from nvdra.core.devices import Inventory
 from nvdra.core.featuregates import FeatureGates, Gate, parse_feature_gates
@@ -75,6 +75,29 @@ def assemble(
     repaired under the start-up lock before the driver takes calls, slices published only once the
     driver is ready (and the kubelet registered the plugin).
     """
+    built = _build_driver(config, stack, kube=kube, on_node_change=on_node_change)
+    return _go_live(config, helper, stack, built, on_node_change=on_node_change)
+
+
+class _Built(NamedTuple):
+    """What :func:`_build_driver` made, for :func:`_go_live`."""
+
+    backend: NvmlBackend
+    inventory: Inventory
+    api: KubeApi
+    gates: FeatureGates
+    effects: Effects
+    driver: GpuDriver
+
+
+def _build_driver(
+    config: PluginConfig,
+    stack: ExitStack,
+    *,
+    kube: KubeApi | None,
+    on_node_change: Callable[[], None] | None,
+) -> _Built:
+    """Discovery, the node's gates, and the driver with its state repaired under the start-up lock."""
     backend, host_root, container_root = open_backend(config, stack, lambda: _simulated(config))
     inventory = discover_inventory(backend)
     log.info("discovered %d GPUs (driver %s)", len(inventory.gpus), inventory.driver_version)
@@ -123,6 +146,20 @@ def assemble(
 
         sweep_unknown_mig(backend, gates, driver.checkpoint())
     startup.close()
+    return _Built(backend=backend, inventory=inventory, api=api, gates=gates, effects=effects, driver=driver)
+
+
+def _go_live(
+    config: PluginConfig,
+    helper: Helper,
+    stack: ExitStack,
+    built: _Built,
+    *,
+    on_node_change: Callable[[], None] | None,
+) -> RunningPlugin:
+    """Hand the driver to the served ``helper`` (waiting DRA calls go on), publish, and start the loops
+    around it: status reports, binders, health, endpoints, the node-label watch."""
+    backend, inventory, api, gates, effects, driver = built
     health = _health_view(config, gates, driver, helper.health)
     metrics = PluginMetrics(
         driver=config.driver_name, node=config.node_name, prepared_devices=driver.prepared_device_counts

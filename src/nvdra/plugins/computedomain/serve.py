@@ -100,8 +100,8 @@ def serve(
         ready_timeout_s: how long one channel prepare waits for the local daemon (upstream: 45 s).
         sockets: False builds the driver without serving it (benchmarks drive it directly).
     """
-    # One linear start sequence on purpose, as in the GPU plugin: the step order is the design, and
-    # every step's undo sits on the ExitStack right after it.
+    # The step order is the design (sockets, driver, hand-over, endpoints), and every step's undo sits on
+    # the ExitStack right after it.
     gates = parse_feature_gates(config.feature_gates, env=os.environ)
     imex = ImexDeployment(
         mode=config.imex_mode, isolation=config.imex_isolation, host_socket_path=config.imex_host_socket_path
@@ -110,39 +110,16 @@ def serve(
     with ExitStack() as stack:
         # The kubelet may register the plugin from here on; DRA calls wait for driver_ready below.
         helper = serve_pending(config, stack, serialize=False) if sockets else None
-        backend, host_root, container_root = open_backend(
-            config, stack, lambda: _simulated(config, profile_overrides)
-        )
-        inventory = discover_inventory(backend)
-        strict = gates.enabled(Gate.CRASH_ON_NVLINK_FABRIC_ERRORS)
-        clique = clique_id_of(((g.uuid, g.fabric) for g in inventory.gpus), strict=strict)
-        log.info(
-            "node %s: NVLink clique %r (%s mode)", config.node_name, clique, "strict" if strict else "legacy"
-        )
-        config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         api: CdKube = kube or api_client(config)
-        root = DriverRoot(str(host_root), str(container_root), driver_version=inventory.driver_version)
-        specs = CdClaimSpecs(
-            cdi_root=config.cdi_root,
-            driver_root=root,
-            # A generated root carries its own proc/; a real driver root does not: the kernel's /proc.
-            proc_root=container_root if (container_root / "proc/devices").exists() else Path("/"),
-            hook_path=install_cdi_hook(config),  # the image's hook, copied into the plugin dir
-        )
-        store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
-        driver = ComputeDomainDriver(
-            node_name=config.node_name,
-            clique_id=clique,
+        driver = _build_driver(
+            config,
+            stack,
+            api,
             gates=gates,
-            store=store,
-            specs=specs,
-            kube=api,
-            namespace=config.namespace,
-            domains_dir=config.plugin_dir / "domains",
+            imex=imex,
+            profile_overrides=profile_overrides,
             ready_timeout_s=ready_timeout_s,
-            host_imex=HostImexCheck(container_root, imex.host_socket_path) if imex.host_managed else None,
         )
-        driver.start()
         metrics = PluginMetrics(
             driver=config.driver_name,
             node=config.node_name,
@@ -157,12 +134,58 @@ def serve(
         yield RunningCdPlugin(
             config=config,
             gates=gates,
-            clique_id=clique,
+            clique_id=driver.clique_id,
             driver=driver,
             helper=helper,
             liveness_port=port,
             metrics_port=metrics_port,
         )
+
+
+def _build_driver(
+    config: CdPluginConfig,
+    stack: ExitStack,
+    api: CdKube,
+    *,
+    gates: FeatureGates,
+    imex: ImexDeployment,
+    profile_overrides: Mapping[str, Any] | None,
+    ready_timeout_s: float,
+) -> ComputeDomainDriver:
+    """Discovery, this node's NVLink clique, and the driver with its checkpoint repaired (started)."""
+    backend, host_root, container_root = open_backend(
+        config, stack, lambda: _simulated(config, profile_overrides)
+    )
+    inventory = discover_inventory(backend)
+    strict = gates.enabled(Gate.CRASH_ON_NVLINK_FABRIC_ERRORS)
+    clique = clique_id_of(((g.uuid, g.fabric) for g in inventory.gpus), strict=strict)
+    log.info(
+        "node %s: NVLink clique %r (%s mode)", config.node_name, clique, "strict" if strict else "legacy"
+    )
+    config.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    root = DriverRoot(str(host_root), str(container_root), driver_version=inventory.driver_version)
+    specs = CdClaimSpecs(
+        cdi_root=config.cdi_root,
+        driver_root=root,
+        # A generated root carries its own proc/; a real driver root does not: the kernel's /proc.
+        proc_root=container_root if (container_root / "proc/devices").exists() else Path("/"),
+        hook_path=install_cdi_hook(config),  # the image's hook, copied into the plugin dir
+    )
+    store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
+    driver = ComputeDomainDriver(
+        node_name=config.node_name,
+        clique_id=clique,
+        gates=gates,
+        store=store,
+        specs=specs,
+        kube=api,
+        namespace=config.namespace,
+        domains_dir=config.plugin_dir / "domains",
+        ready_timeout_s=ready_timeout_s,
+        host_imex=HostImexCheck(container_root, imex.host_socket_path) if imex.host_managed else None,
+    )
+    driver.start()
+    return driver
 
 
 def prepared_device_counts(driver: ComputeDomainDriver) -> dict[str, int]:

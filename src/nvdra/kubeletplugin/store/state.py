@@ -4,11 +4,9 @@ of watch events, and independent copies of JSON values."""
 from __future__ import annotations
 
 import bisect
-import contextlib
-import gc
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -30,33 +28,6 @@ _ORJSON_PLAIN = (
 )
 
 
-class _CollectorPause:
-    """The cyclic garbage collector off while copies are built (nested and concurrent pauses count)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pauses = 0
-        self._was_enabled = False
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._pauses == 0:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-            self._pauses += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._pauses -= 1
-                if self._pauses == 0 and self._was_enabled:
-                    gc.enable()
-
-
-_collector_paused = _CollectorPause()
-
-
 def clone(value: _T) -> _T:
     """An independent copy of a JSON value, as a JSON round trip gives it (tuples become lists).
 
@@ -65,14 +36,12 @@ def clone(value: _T) -> _T:
     or refuses (non-string keys, integers beyond 64 bits, lone surrogates) take the standard
     library's round trip as before, which converts or raises TypeError/ValueError the same way. Unlike
     it, orjson writes NaN and infinities as null and a UUID or a plain Enum member as its value (no
-    JSON client sends either). The collector is paused meanwhile: a tree fresh from the parser holds
-    no cycle, so collecting during the copy only costs time.
+    JSON client sends either).
     """
-    with _collector_paused():
-        try:
-            copied: _T = orjson.loads(orjson.dumps(value, option=_ORJSON_PLAIN))
-        except TypeError:  # orjson.JSONEncodeError is a TypeError
-            copied = json.loads(json.dumps(value))
+    try:
+        copied: _T = orjson.loads(orjson.dumps(value, option=_ORJSON_PLAIN))
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        copied = json.loads(json.dumps(value))
     return copied
 
 

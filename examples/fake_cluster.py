@@ -9,6 +9,8 @@ calls ``NodePrepareResources`` / ``NodeUnprepareResources``. Both examples in th
 
 from __future__ import annotations
 
+__all__ = ["FakeCluster", "PublishingDriver", "fake_cluster", "unprepare_each", "write_claim_devices"]
+
 import tempfile
 import time
 import uuid
@@ -33,8 +35,6 @@ from nvdra.kubeletplugin import (
     ResourceSlicePublisher,
     start,
 )
-
-__all__ = ["FakeCluster", "PublishingDriver", "fake_cluster", "unprepare_each", "write_claim_devices"]
 
 NODE = "node-a"
 

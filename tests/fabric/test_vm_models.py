@@ -9,6 +9,8 @@ A crash is simulated in-process: a ``BaseException`` the driver does not catch s
 
 from __future__ import annotations
 
+__all__ = ["cdi_schema"]  # the shared CDI schema fixture
+
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,6 @@ from tests.plugins.conftest import (
     spec_files,
     uid_of,
 )
-
-__all__ = ["cdi_schema"]  # the shared CDI schema fixture
 
 JsonObject = dict[str, Any]
 GATES = "FabricTopologySupport=true,PassthroughSupport=true"

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tests.plugins.conftest import cdi_schema, driver_root, inventory, node
-
 __all__ = ["cdi_schema", "driver_root", "inventory", "node"]
+
+from tests.plugins.conftest import cdi_schema, driver_root, inventory, node

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["SCENARIOS", "node_for"]
+
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,8 +12,6 @@ from pathlib import Path
 from nvdra.kubeletplugin import ApiServer, FakeKube
 from tests.plugins.conftest import allocated_claim, gpu_config, opaque, result
 from tests.reliability.faultnode import NODE, FaultNode, JsonObject, Scenario, deployment_controller
-
-__all__ = ["SCENARIOS", "node_for"]
 
 
 def _claim(uid: str, devices: list[str], request: str, config: JsonObject | None = None) -> JsonObject:

@@ -6,29 +6,6 @@ why there is none, per request and per candidate device. Imports ``nvdra.core`` 
 (``common-expression-language``, in :mod:`nvdra.alloc._cel` only).
 """
 
-from nvdra.alloc._cel import (
-    COST_LIMIT,
-    CelCompileError,
-    CelError,
-    CelEvalError,
-    Comparison,
-    DeviceInput,
-    Selector,
-    compile_selector,
-)
-from nvdra.alloc.allocator import Allocator, Outcome
-from nvdra.alloc.capacity import capacity_consumption, consumed_capacity
-from nvdra.alloc.classes import builtin_device_classes
-from nvdra.alloc.explain import CandidateVerdict, Diagnosis, RequestDiagnosis, diagnose
-from nvdra.alloc.model import (
-    AllocationInputError,
-    ClaimSpec,
-    DeviceId,
-    allocated_devices,
-    parse_claim,
-)
-from nvdra.alloc.values import Quantity, Semver, parse_semver
-
 __all__ = [
     "COST_LIMIT",
     "AllocationInputError",
@@ -56,3 +33,26 @@ __all__ = [
     "parse_claim",
     "parse_semver",
 ]
+
+from nvdra.alloc._cel import (
+    COST_LIMIT,
+    CelCompileError,
+    CelError,
+    CelEvalError,
+    Comparison,
+    DeviceInput,
+    Selector,
+    compile_selector,
+)
+from nvdra.alloc.allocator import Allocator, Outcome
+from nvdra.alloc.capacity import capacity_consumption, consumed_capacity
+from nvdra.alloc.classes import builtin_device_classes
+from nvdra.alloc.explain import CandidateVerdict, Diagnosis, RequestDiagnosis, diagnose
+from nvdra.alloc.model import (
+    AllocationInputError,
+    ClaimSpec,
+    DeviceId,
+    allocated_devices,
+    parse_claim,
+)
+from nvdra.alloc.values import Quantity, Semver, parse_semver

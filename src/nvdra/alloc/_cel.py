@@ -22,6 +22,17 @@ which is how ``nvdra explain`` says by how much a capacity selector failed.
 
 from __future__ import annotations
 
+__all__ = [
+    "COST_LIMIT",
+    "CelCompileError",
+    "CelError",
+    "CelEvalError",
+    "Comparison",
+    "DeviceInput",
+    "Selector",
+    "compile_selector",
+]
+
 import itertools
 import json
 import logging
@@ -37,17 +48,6 @@ import cel
 from nvdra.alloc import celsyntax
 from nvdra.alloc.values import Quantity, Semver, parse_semver
 from nvdra.core.errors import UserError
-
-__all__ = [
-    "COST_LIMIT",
-    "CelCompileError",
-    "CelError",
-    "CelEvalError",
-    "Comparison",
-    "DeviceInput",
-    "Selector",
-    "compile_selector",
-]
 
 COST_LIMIT = 1_000_000  # resourceapi.CELSelectorExpressionMaxCost
 MAX_EXPRESSION_LENGTH = 10 * 1024

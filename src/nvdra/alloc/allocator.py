@@ -16,6 +16,8 @@ constraint, counter and taint rule (the property tests check it against a brute-
 
 from __future__ import annotations
 
+__all__ = ["Allocator", "Outcome", "capacity_refusal", "lookup_attribute", "taint_blocks"]
+
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -39,8 +41,6 @@ from nvdra.alloc.model import (
 )
 from nvdra.alloc.result import allocation_result
 from nvdra.alloc.taintrules import with_taint_rules
-
-__all__ = ["Allocator", "Outcome", "capacity_refusal", "lookup_attribute", "taint_blocks"]
 
 DEFAULT_MAX_STEPS = 200_000  # the scheduler bounds a filter by time (10 s); this bounds it by work
 

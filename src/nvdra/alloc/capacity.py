@@ -19,14 +19,6 @@ Pure functions over API-shaped dicts and exact :class:`~decimal.Decimal` quantit
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from decimal import ROUND_CEILING, Decimal
-from typing import Any
-
-from nvdra.alloc.model import AllocationInputError, DeviceId
-from nvdra.alloc.values import readable_quantity
-from nvdra.core.quantity import format_bytes, parse_quantity
-
 __all__ = [
     "Consumption",
     "capacity_consumption",
@@ -34,6 +26,14 @@ __all__ = [
     "format_capacity",
     "shares_device",
 ]
+
+from collections.abc import Iterable, Mapping
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from nvdra.alloc.model import AllocationInputError, DeviceId
+from nvdra.alloc.values import readable_quantity
+from nvdra.core.quantity import format_bytes, parse_quantity
 
 Consumption = dict[str, Decimal]
 """Capacity name → quantity consumed (one allocation, or a device's sum)."""

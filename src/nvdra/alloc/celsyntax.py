@@ -19,11 +19,6 @@ Positions are 0-based offsets into the original expression; :func:`render_error`
 
 from __future__ import annotations
 
-import itertools
-import re
-
-import attrs
-
 __all__ = [
     "DEVICE_FIELDS",
     "MAX_RANGE",
@@ -37,6 +32,11 @@ __all__ = [
     "static_problems",
     "tokenize",
 ]
+
+import itertools
+import re
+
+import attrs
 
 DEVICE_FIELDS = frozenset({"driver", "attributes", "capacity", "allowMultipleAllocations"})
 MAX_RANGE = 48  # ResourceSliceMaxAttributeValuesPerDevice; ≥ the 32 attributes a device map can hold

@@ -9,9 +9,9 @@ published as devices; the class selects nothing on a cluster that publishes none
 
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = ["builtin_device_classes"]
+
+from typing import Any
 
 _GPU = "gpu.nvidia.com"
 _CD = "compute-domain.nvidia.com"

@@ -12,6 +12,8 @@ are what failed, and the diagnosis says how the eligible devices split by each c
 
 from __future__ import annotations
 
+__all__ = ["CandidateVerdict", "Diagnosis", "RequestDiagnosis", "diagnose"]
+
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -31,8 +33,6 @@ from nvdra.alloc.allocator import (
 )
 from nvdra.alloc.model import Candidate, ClaimSpec, RequestSpec, parse_claim
 from nvdra.alloc.values import Quantity, readable_quantity
-
-__all__ = ["CandidateVerdict", "Diagnosis", "RequestDiagnosis", "diagnose"]
 
 
 @attrs.frozen

@@ -15,19 +15,19 @@ Pure: :func:`extended_resource_claim` builds that claim from a pod spec and the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from decimal import Decimal
-from typing import Any
-
-from nvdra.alloc.model import AllocationInputError
-from nvdra.core.quantity import parse_quantity
-
 __all__ = [
     "EXTENDED_CLAIM_ANNOTATION",
     "IMPLICIT_PREFIX",
     "extended_resource_claim",
     "extended_resource_classes",
 ]
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from nvdra.alloc.model import AllocationInputError
+from nvdra.core.quantity import parse_quantity
 
 EXTENDED_CLAIM_ANNOTATION = "resource.kubernetes.io/extended-resource-claim"
 IMPLICIT_PREFIX = "deviceclass.resource.kubernetes.io/"

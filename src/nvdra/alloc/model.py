@@ -13,15 +13,6 @@ Anything the allocator cannot honour raises :class:`AllocationInputError` naming
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
-from typing import Any
-
-import attrs
-
-from nvdra.core.errors import UserError
-from nvdra.core.quantity import parse_quantity
-
 __all__ = [
     "AllocationInputError",
     "Candidate",
@@ -35,6 +26,15 @@ __all__ = [
     "gather_pools",
     "parse_claim",
 ]
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from nvdra.core.errors import UserError
+from nvdra.core.quantity import parse_quantity
 
 DeviceId = tuple[str, str, str]  # (driver, pool, device): a device's identity everywhere
 MAX_RESULTS = 32  # resourceapi.AllocationResultsMaxSize

@@ -14,13 +14,6 @@ they select and labelled as nvdra's, so ``nvdra untaint`` removes exactly those.
 
 from __future__ import annotations
 
-import hashlib
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-from nvdra.alloc.model import AllocationInputError
-
 __all__ = [
     "MANAGED_BY",
     "TAINT_EFFECTS",
@@ -28,6 +21,13 @@ __all__ = [
     "taint_rule",
     "with_taint_rules",
 ]
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from nvdra.alloc.model import AllocationInputError
 
 TAINT_EFFECTS = ("NoSchedule", "NoExecute")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "nvdra"}

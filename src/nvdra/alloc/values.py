@@ -13,6 +13,8 @@ Invariants:
 
 from __future__ import annotations
 
+__all__ = ["Quantity", "Semver", "format_quantity", "parse_semver", "readable_quantity"]
+
 import re
 from decimal import Decimal
 from functools import total_ordering
@@ -20,8 +22,6 @@ from functools import total_ordering
 import attrs
 
 from nvdra.core.quantity import parse_quantity
-
-__all__ = ["Quantity", "Semver", "format_quantity", "parse_semver", "readable_quantity"]
 
 _DECIMAL = (("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3))
 _BINARY = (("Ei", 1024**6), ("Pi", 1024**5), ("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024))

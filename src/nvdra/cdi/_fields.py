@@ -6,11 +6,6 @@ Decoding is strict the way the CDI loader is: an unknown key or a wrongly typed 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
-
-from nvdra.core.errors import CdiError
-
 __all__ = [
     "JsonDict",
     "annotations_field",
@@ -22,6 +17,11 @@ __all__ = [
     "str_field",
     "strs_field",
 ]
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from nvdra.core.errors import CdiError
 
 JsonDict = dict[str, Any]
 _T = TypeVar("_T")

@@ -13,15 +13,6 @@ path is built.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-import attrs
-
-from nvdra.cdi.names import check_path_component, kind, qualified_name, transient_spec_name
-from nvdra.cdi.spec import ContainerEdits, Device, Spec
-from nvdra.cdi.validate import minimum_version, validate_spec
-
 __all__ = [
     "SPEC_EXTENSION",
     "claim_device_id",
@@ -30,6 +21,15 @@ __all__ = [
     "claim_spec_name",
     "claim_spec_path",
 ]
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from nvdra.cdi.names import check_path_component, kind, qualified_name, transient_spec_name
+from nvdra.cdi.spec import ContainerEdits, Device, Spec
+from nvdra.cdi.validate import minimum_version, validate_spec
 
 SPEC_EXTENSION = ".yaml"
 

@@ -20,6 +20,17 @@ naming the root and the paths searched; :class:`DriverRoot` caches one discovery
 
 from __future__ import annotations
 
+__all__ = [
+    "BINARY_DIRS",
+    "DRIVER_BINARIES",
+    "DRIVER_LIBRARIES",
+    "LIBRARY_DIRS",
+    "DriverRoot",
+    "discover_driver",
+    "find_binary",
+    "read_proc_devices",
+]
+
 import os
 import posixpath
 import re
@@ -31,17 +42,6 @@ import attrs
 from nvdra.cdi.installation import CharDevice, DriverFile, DriverInstallation, DriverLibrary, MigCapNodes
 from nvdra.core.driverroot import LIBRARY_DIRS
 from nvdra.core.errors import CdiError
-
-__all__ = [
-    "BINARY_DIRS",
-    "DRIVER_BINARIES",
-    "DRIVER_LIBRARIES",
-    "LIBRARY_DIRS",
-    "DriverRoot",
-    "discover_driver",
-    "find_binary",
-    "read_proc_devices",
-]
 
 BINARY_DIRS: tuple[str, ...] = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 """Where upstream looks for the driver binaries (its default ``PATH``), relative to the driver root."""

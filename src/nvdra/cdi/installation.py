@@ -11,12 +11,6 @@ minor), so rendering the same installation twice gives byte-identical specs.
 
 from __future__ import annotations
 
-import posixpath
-
-import attrs
-
-from nvdra.core.errors import CdiError
-
 __all__ = [
     "DEFAULT_FILE_MODE",
     "CharDevice",
@@ -25,6 +19,12 @@ __all__ = [
     "DriverLibrary",
     "MigCapNodes",
 ]
+
+import posixpath
+
+import attrs
+
+from nvdra.core.errors import CdiError
 
 DEFAULT_FILE_MODE = 0o666
 """What upstream's specs carry for NVIDIA device nodes (``fileMode: 438``)."""

@@ -16,8 +16,6 @@ make a spec land outside the CDI root.
 
 from __future__ import annotations
 
-from nvdra.core.errors import CdiError
-
 __all__ = [
     "check_path_component",
     "kind",
@@ -29,6 +27,8 @@ __all__ = [
     "validate_device_name",
     "validate_vendor_name",
 ]
+
+from nvdra.core.errors import CdiError
 
 _LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ALNUM = _LETTERS | frozenset("0123456789")

@@ -18,9 +18,6 @@ writes them. Everything is deterministic: equal inputs render equal edits.
 
 from __future__ import annotations
 
-from nvdra.cdi.installation import CharDevice, DriverInstallation, MigCapNodes
-from nvdra.cdi.spec import ContainerEdits, DeviceNode, Hook, Mount
-
 __all__ = [
     "DEFAULT_HOOK_PATH",
     "MOUNT_OPTIONS",
@@ -30,6 +27,9 @@ __all__ = [
     "imex_channel_edits",
     "mig_edits",
 ]
+
+from nvdra.cdi.installation import CharDevice, DriverInstallation, MigCapNodes
+from nvdra.cdi.spec import ContainerEdits, DeviceNode, Hook, Mount
 
 DEFAULT_HOOK_PATH = "/usr/bin/nvidia-cdi-hook"
 """Where the ``nvidia-cdi-hook`` binary is on the host (upstream's default)."""

@@ -12,6 +12,17 @@ requires it), the spec-level one only when it has content.
 
 from __future__ import annotations
 
+__all__ = [
+    "ContainerEdits",
+    "Device",
+    "DeviceNode",
+    "Hook",
+    "IntelRdt",
+    "Mount",
+    "NetDevice",
+    "Spec",
+]
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,17 +40,6 @@ from nvdra.cdi._fields import (
     strs_field,
 )
 from nvdra.core.errors import CdiError
-
-__all__ = [
-    "ContainerEdits",
-    "Device",
-    "DeviceNode",
-    "Hook",
-    "IntelRdt",
-    "Mount",
-    "NetDevice",
-    "Spec",
-]
 
 
 @attrs.frozen(kw_only=True)

@@ -13,13 +13,6 @@ device, well-formed env entries, device nodes, hooks, mounts, Intel RDT and net 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping
-
-from nvdra.cdi.names import parse_kind, validate_device_name
-from nvdra.cdi.spec import ContainerEdits, Spec
-from nvdra.core.errors import CdiError
-
 __all__ = [
     "CURRENT_VERSION",
     "EARLIEST_VERSION",
@@ -29,6 +22,13 @@ __all__ = [
     "validate_edits",
     "validate_spec",
 ]
+
+import re
+from collections.abc import Iterator, Mapping
+
+from nvdra.cdi.names import parse_kind, validate_device_name
+from nvdra.cdi.spec import ContainerEdits, Spec
+from nvdra.core.errors import CdiError
 
 KNOWN_VERSIONS: tuple[str, ...] = (
     "0.1.0",

@@ -13,6 +13,22 @@ caller's nvdra error class (``CdiError`` by default) naming the path.
 
 from __future__ import annotations
 
+__all__ = [
+    "SYNCFS_MIN_FILES",
+    "atomic_write",
+    "atomic_write_many",
+    "encode_spec",
+    "fsync_directory",
+    "read_spec",
+    "remove_durably",
+    "remove_many_durably",
+    "remove_spec",
+    "remove_specs",
+    "remove_stale_temp_files",
+    "write_spec",
+    "write_specs",
+]
+
 import contextlib
 import functools
 import os
@@ -29,22 +45,6 @@ from nvdra.cdi.names import check_path_component
 from nvdra.cdi.spec import ContainerEdits, Device, Spec
 from nvdra.core.errors import CdiError, SystemError_
 from nvdra.core.faults import reach
-
-__all__ = [
-    "SYNCFS_MIN_FILES",
-    "atomic_write",
-    "atomic_write_many",
-    "encode_spec",
-    "fsync_directory",
-    "read_spec",
-    "remove_durably",
-    "remove_many_durably",
-    "remove_spec",
-    "remove_specs",
-    "remove_stale_temp_files",
-    "write_spec",
-    "write_specs",
-]
 
 _TMP_SUFFIX = ".tmp"
 # yaml is imported by the functions that use it, on the first spec written or read: a plugin registers

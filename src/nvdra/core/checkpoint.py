@@ -36,16 +36,6 @@ refused (the store moves it aside), never half-read. The upstream Go plugin's la
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import json
-from collections.abc import Mapping
-from typing import Any
-
-import attrs
-
-from nvdra.core.errors import CheckpointError
-
 __all__ = [
     "CHECKPOINT_VERSION",
     "Checkpoint",
@@ -56,6 +46,16 @@ __all__ = [
     "decode_checkpoint",
     "encode_checkpoint",
 ]
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from nvdra.core.errors import CheckpointError
 
 CHECKPOINT_VERSION = 1
 _KIND = "nvdra.checkpoint"

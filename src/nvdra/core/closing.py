@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+__all__ = ["Closing"]
+
 import abc
 from types import TracebackType
 from typing import Self
-
-__all__ = ["Closing"]
 
 
 class Closing(abc.ABC):

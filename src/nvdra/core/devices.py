@@ -12,12 +12,6 @@ Invariants owned here:
 
 from __future__ import annotations
 
-import re
-
-import attrs
-
-from nvdra.core.ids import DeviceName, GpuUuid, MigUuid, PciBusId
-
 __all__ = [
     "ARCHITECTURES",
     "BRANDS",
@@ -36,6 +30,12 @@ __all__ = [
     "pci_bus_id_from_nvml",
     "semver_normalize",
 ]
+
+import re
+
+import attrs
+
+from nvdra.core.ids import DeviceName, GpuUuid, MigUuid, PciBusId
 
 ARCHITECTURES: dict[int, str] = {
     2: "Kepler",

@@ -18,6 +18,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["EffectCodec", "EffectRecord", "effect_field", "effect_to_json"]
+
 import enum
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -28,8 +30,6 @@ from cattrs.errors import ClassValidationError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from nvdra.core.errors import CheckpointError, ConfigError
-
-__all__ = ["EffectCodec", "EffectRecord", "effect_field", "effect_to_json"]
 
 R = TypeVar("R", bound="EffectRecord")
 

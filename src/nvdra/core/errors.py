@@ -31,8 +31,6 @@ is what it may retry. (The trailing underscore keeps the builtin ``SystemError``
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
-
 __all__ = [
     "CdiError",
     "CheckpointError",
@@ -61,6 +59,8 @@ __all__ = [
     "UserError",
     "nvml_error_for_code",
 ]
+
+from typing import Any, ClassVar, Self
 
 
 class NvdraError(Exception):

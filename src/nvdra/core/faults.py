@@ -15,11 +15,11 @@ Cost when nothing is armed: :func:`reach` is one ``is None`` test.
 
 from __future__ import annotations
 
+__all__ = ["FAULT_ENV", "FAULT_POINTS", "FaultAction", "arm", "armed", "parse_fault", "reach"]
+
 import itertools
 import threading
 from collections.abc import Callable, Mapping
-
-__all__ = ["FAULT_ENV", "FAULT_POINTS", "FaultAction", "arm", "armed", "parse_fault", "reach"]
 
 FAULT_ENV = "NVDRA_FAULT_POINT"
 """The environment variable the process edge reads to arm a point (read there, never here)."""

@@ -19,13 +19,6 @@ Invariants owned here:
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterator, Mapping
-
-import attrs
-
-from nvdra.core.errors import FeatureGateError
-
 __all__ = [
     "FABRIC_TOPOLOGY_ENV",
     "KNOWN_GATES",
@@ -38,6 +31,13 @@ __all__ = [
     "parse_bool",
     "parse_feature_gates",
 ]
+
+import enum
+from collections.abc import Iterator, Mapping
+
+import attrs
+
+from nvdra.core.errors import FeatureGateError
 
 FABRIC_TOPOLOGY_ENV = "FABRIC_TOPOLOGY_SUPPORT"
 """Environment variable that also switches ``FabricTopologySupport`` (the user's README names it)."""

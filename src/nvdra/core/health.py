@@ -29,12 +29,6 @@ Invariants owned here:
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
-
-import attrs
-
 __all__ = [
     "DEFAULT_IGNORED_XIDS",
     "TAINT_GPU_LOST",
@@ -48,6 +42,12 @@ __all__ = [
     "TaintEffect",
     "parse_xids",
 ]
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
 
 TAINT_XID = "gpu.nvidia.com/xid"
 TAINT_GPU_LOST = "gpu.nvidia.com/gpu-lost"

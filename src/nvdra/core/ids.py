@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NewType
-
 __all__ = ["ClaimUid", "DeviceName", "GpuUuid", "MigUuid", "PciBusId", "PoolName"]
+
+from typing import NewType
 
 GpuUuid = NewType("GpuUuid", str)
 """``GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`` as NVML reports it."""

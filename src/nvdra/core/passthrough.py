@@ -16,14 +16,6 @@ Pure code over facts read from sysfs (by ``nvdra.plugins.gpu.vfio``). Upstream (
 
 from __future__ import annotations
 
-import uuid as uuid_mod
-from collections.abc import Collection, Iterable, Mapping
-from typing import Any
-
-import attrs
-
-from nvdra.core.quantity import format_bytes
-
 __all__ = [
     "GPU_PCI_CLASSES",
     "NVIDIA_DRIVER",
@@ -37,6 +29,14 @@ __all__ = [
     "vfio_device_name",
     "vfio_uuid",
 ]
+
+import uuid as uuid_mod
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from nvdra.core.quantity import format_bytes
 
 NVIDIA_VENDOR_ID = 0x10DE
 GPU_PCI_CLASSES = frozenset({0x0300, 0x0302})  # VGA compatible, 3D controller (class >> 8)

@@ -8,11 +8,11 @@ plain numbers, and rounds fractional results up to whole units as the API server
 
 from __future__ import annotations
 
+__all__ = ["format_bytes", "parse_quantity"]
+
 import math
 import re
 from decimal import Decimal, InvalidOperation
-
-__all__ = ["format_bytes", "parse_quantity"]
 
 _BINARY = (("Ei", 1024**6), ("Pi", 1024**5), ("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024))
 _SUFFIXES: dict[str, Decimal] = {

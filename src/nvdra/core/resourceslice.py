@@ -14,6 +14,14 @@ Rules owned here:
 
 from __future__ import annotations
 
+__all__ = [
+    "GPU_DRIVER_NAME",
+    "gpu_device",
+    "render_gpu_devices",
+    "static_mig_device",
+    "to_v1beta1_device",
+]
+
 from typing import Any
 
 from nvdra.core.devices import (
@@ -24,14 +32,6 @@ from nvdra.core.devices import (
     semver_normalize,
 )
 from nvdra.core.quantity import format_bytes
-
-__all__ = [
-    "GPU_DRIVER_NAME",
-    "gpu_device",
-    "render_gpu_devices",
-    "static_mig_device",
-    "to_v1beta1_device",
-]
 
 GPU_DRIVER_NAME = "gpu.nvidia.com"
 

@@ -22,14 +22,6 @@ never shared. Pure: the functions take and return device dicts (v1 shape).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-import attrs
-
-from nvdra.core.errors import ConfigError
-from nvdra.core.quantity import format_bytes, parse_quantity
-
 __all__ = [
     "CONSUMABLE_SHARES_ENV",
     "CONSUMABLE_SHARES_FLAG",
@@ -39,6 +31,14 @@ __all__ = [
     "apply_consumable_shares",
     "parse_consumable_shares",
 ]
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from nvdra.core.errors import ConfigError
+from nvdra.core.quantity import format_bytes, parse_quantity
 
 CONSUMABLE_SHARES_FLAG = "--consumable-shares"
 CONSUMABLE_SHARES_ENV = "CONSUMABLE_SHARES"

@@ -16,36 +16,6 @@ Imports only :mod:`nvdra.core`; nothing here loads a native library at import.
 
 from __future__ import annotations
 
-from nvdra.fabric.catalog import BOARD_TABLES, BoardTable, Partition, PartitionCatalog, detect_board
-from nvdra.fabric.libnvfm import LibnvfmFabricManager, fm_address
-from nvdra.fabric.manager import (
-    FM_RETURN_NAMES,
-    FabricManager,
-    FabricManagerError,
-    FmBadParam,
-    FmGpuInfo,
-    FmInUse,
-    FmLibraryNotFound,
-    FmNotConfigured,
-    FmNotSupported,
-    FmPartitionInfo,
-    FmPciDevice,
-    FmUninitialized,
-    fm_error_for_code,
-)
-from nvdra.fabric.models import POLICIES, FabricMode, ModelPolicy, describe_mode, policy_for
-from nvdra.fabric.planner import PartitionChoice, PartitionRequest, objective, plan_partition
-from nvdra.fabric.simulated import FABRIC_MODE_ENV, SimulatedFabricManager, simulated_fabric_mode
-from nvdra.fabric.topology import (
-    LINK_RATES,
-    PATH_LATENCY_MS,
-    GpuLinks,
-    LinkRate,
-    PathClass,
-    Topology,
-    nvswitch_functions,
-)
-
 __all__ = [
     "BOARD_TABLES",
     "FABRIC_MODE_ENV",
@@ -87,3 +57,33 @@ __all__ = [
     "policy_for",
     "simulated_fabric_mode",
 ]
+
+from nvdra.fabric.catalog import BOARD_TABLES, BoardTable, Partition, PartitionCatalog, detect_board
+from nvdra.fabric.libnvfm import LibnvfmFabricManager, fm_address
+from nvdra.fabric.manager import (
+    FM_RETURN_NAMES,
+    FabricManager,
+    FabricManagerError,
+    FmBadParam,
+    FmGpuInfo,
+    FmInUse,
+    FmLibraryNotFound,
+    FmNotConfigured,
+    FmNotSupported,
+    FmPartitionInfo,
+    FmPciDevice,
+    FmUninitialized,
+    fm_error_for_code,
+)
+from nvdra.fabric.models import POLICIES, FabricMode, ModelPolicy, describe_mode, policy_for
+from nvdra.fabric.planner import PartitionChoice, PartitionRequest, objective, plan_partition
+from nvdra.fabric.simulated import FABRIC_MODE_ENV, SimulatedFabricManager, simulated_fabric_mode
+from nvdra.fabric.topology import (
+    LINK_RATES,
+    PATH_LATENCY_MS,
+    GpuLinks,
+    LinkRate,
+    PathClass,
+    Topology,
+    nvswitch_functions,
+)

@@ -26,13 +26,6 @@ nanoseconds and ``maxLatency`` (ms) is compared as ``floor(maxLatency * 1e6)``.
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Mapping
-
-from nvdra.core.config.fabric import VirtualizationModel
-from nvdra.fabric.models import POLICIES, FabricMode
-
 __all__ = [
     "DOMAIN",
     "MODE_ATTRIBUTE",
@@ -48,6 +41,13 @@ __all__ = [
     "partition_attribute",
     "passthrough_bandwidth_attribute",
 ]
+
+import math
+import re
+from collections.abc import Mapping
+
+from nvdra.core.config.fabric import VirtualizationModel
+from nvdra.fabric.models import POLICIES, FabricMode
 
 DOMAIN = "gpu.nvidia.com"
 """The GPU driver's name, the domain of its attributes (``nvdra.plugins.gpu.config.DRIVER_NAME``)."""

@@ -18,12 +18,6 @@ GPUs exist on the node; a partition's ``bandwidth_gbps`` is per GPU, both direct
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-
-import attrs
-
-from nvdra.fabric.topology import Topology
-
 __all__ = [
     "BOARD_TABLES",
     "BoardTable",
@@ -33,6 +27,12 @@ __all__ = [
     "derive_partitions",
     "detect_board",
 ]
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+from nvdra.fabric.topology import Topology
 
 
 @attrs.frozen(kw_only=True)

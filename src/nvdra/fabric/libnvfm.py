@@ -18,6 +18,16 @@ Loading the library happens in :meth:`LibnvfmFabricManager.connect`, never at im
 
 from __future__ import annotations
 
+__all__ = [
+    "ADDRESS_ENV",
+    "LIBRARY_ENV",
+    "UNIX_SOCKET_ENV",
+    "FmAddress",
+    "LibnvfmFabricManager",
+    "fm_address",
+    "struct_version",
+]
+
 import ctypes
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,16 +44,6 @@ from nvdra.fabric.manager import (
     fm_error_for_code,
 )
 from nvdra.fabric.models import FabricMode
-
-__all__ = [
-    "ADDRESS_ENV",
-    "LIBRARY_ENV",
-    "UNIX_SOCKET_ENV",
-    "FmAddress",
-    "LibnvfmFabricManager",
-    "fm_address",
-    "struct_version",
-]
 
 ADDRESS_ENV = "NVIDIA_FABRICMANAGER_ADDRESS"
 UNIX_SOCKET_ENV = "NVIDIA_FABRICMANAGER_UNIX_SOCKET"

@@ -8,14 +8,6 @@ module id (FM leaves ``uuid`` and ``pciBusId`` empty there).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
-
-import attrs
-
-from nvdra.core.errors import ReturnCodeError
-from nvdra.fabric.models import FabricMode
-
 __all__ = [
     "FM_RETURN_NAMES",
     "FabricManager",
@@ -36,6 +28,14 @@ __all__ = [
     "FmVersionMismatch",
     "fm_error_for_code",
 ]
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from nvdra.core.errors import ReturnCodeError
+from nvdra.fabric.models import FabricMode
 
 
 class FabricManagerError(ReturnCodeError):

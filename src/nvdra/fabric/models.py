@@ -17,6 +17,8 @@ full passthrough count as 0 GB/s, so a bandwidth bound refuses them rather than 
 
 from __future__ import annotations
 
+__all__ = ["POLICIES", "FabricMode", "ModelPolicy", "policy_for"]
+
 import enum
 from collections.abc import Mapping
 
@@ -25,8 +27,6 @@ import attrs
 from nvdra.core.config.fabric import VirtualizationModel
 from nvdra.fabric.catalog import Partition
 from nvdra.fabric.topology import Topology
-
-__all__ = ["POLICIES", "FabricMode", "ModelPolicy", "policy_for"]
 
 
 class FabricMode(enum.IntEnum):

@@ -19,6 +19,8 @@ out are the partition's first ``count`` free GPUs (all of it when it is handed o
 
 from __future__ import annotations
 
+__all__ = ["PartitionChoice", "PartitionRequest", "objective", "plan_partition", "usable"]
+
 from collections.abc import Collection, Iterator
 
 import attrs
@@ -27,8 +29,6 @@ from nvdra.core.config.fabric import VirtualizationModel
 from nvdra.fabric.catalog import Partition, PartitionCatalog
 from nvdra.fabric.models import policy_for
 from nvdra.fabric.topology import Topology
-
-__all__ = ["PartitionChoice", "PartitionRequest", "objective", "plan_partition", "usable"]
 
 
 @attrs.frozen(kw_only=True)

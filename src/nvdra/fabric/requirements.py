@@ -34,6 +34,19 @@ unmet ones as one line each (``nvdra validate``, the admission webhook); :func:`
 
 from __future__ import annotations
 
+__all__ = [
+    "MAX_GPU_BANDWIDTH_GBPS",
+    "MIN_PAIR_LATENCY_MS",
+    "Demand",
+    "demand_findings",
+    "demand_problems",
+    "fabric_demands",
+    "fix_claim",
+    "group_selectors",
+    "selector",
+    "unmeetable",
+]
+
 import copy
 import math
 import re
@@ -57,19 +70,6 @@ from nvdra.fabric.attributes import (
     passthrough_bandwidth_attribute,
 )
 from nvdra.fabric.topology import LINK_RATES, PATH_LATENCY_MS, PathClass
-
-__all__ = [
-    "MAX_GPU_BANDWIDTH_GBPS",
-    "MIN_PAIR_LATENCY_MS",
-    "Demand",
-    "demand_findings",
-    "demand_problems",
-    "fabric_demands",
-    "fix_claim",
-    "group_selectors",
-    "selector",
-    "unmeetable",
-]
 
 MAX_GPU_NVLINKS = 18
 """The most NVLinks any GPU has (Hopper and Blackwell SXM: 18)."""

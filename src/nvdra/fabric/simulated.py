@@ -21,6 +21,8 @@ The state is guarded by a lock: the plugin's gRPC threads may call concurrently.
 
 from __future__ import annotations
 
+__all__ = ["FABRIC_MODE_ENV", "SimulatedFabricManager", "board_partitions", "simulated_fabric_mode"]
+
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -28,8 +30,6 @@ from nvdra.fabric.catalog import BOARD_TABLES, detect_board
 from nvdra.fabric.manager import FmGpuInfo, FmPartitionInfo, FmPciDevice, fm_error_for_code
 from nvdra.fabric.models import FabricMode
 from nvdra.fabric.topology import Topology
-
-__all__ = ["FABRIC_MODE_ENV", "SimulatedFabricManager", "board_partitions", "simulated_fabric_mode"]
 
 FABRIC_MODE_ENV = "NVDRA_SIMULATE_FABRIC_MODE"
 """Overrides a simulated node's FABRIC_MODE: 0, 1 or 2, or ``none`` (no Fabric Manager on the host, as

@@ -23,13 +23,6 @@ Invariants: GPUs are keyed by NVML index; a topology is immutable; ``pair_bandwi
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterable, Mapping
-
-import attrs
-
-from nvdra.core.devices import Gpu, Inventory
-
 __all__ = [
     "LINK_RATES",
     "PATH_LATENCY_MS",
@@ -39,6 +32,13 @@ __all__ = [
     "Topology",
     "nvswitch_functions",
 ]
+
+import enum
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from nvdra.core.devices import Gpu, Inventory
 
 
 @attrs.frozen(kw_only=True)

@@ -12,36 +12,6 @@ Processes (plugin, controller, daemon) and the fake ``nvidia-imex`` live in
 
 from __future__ import annotations
 
-from nvdra.imex.channels import DEFAULT_CHANNEL_COUNT, PUBLISHED_CHANNEL, channel_ids
-from nvdra.imex.cliques import (
-    IndexAssignment,
-    assign_indices,
-    clique_id_of,
-    clique_object_name,
-    group_by_clique,
-    parse_clique_id,
-)
-from nvdra.imex.config import (
-    dns_name,
-    parse_config,
-    parse_hosts_block,
-    parse_nodes_file,
-    render_config,
-    render_nodes_file,
-    update_hosts,
-)
-from nvdra.imex.objects import (
-    CD_DRIVER_NAME,
-    CLIQUE_LABEL,
-    DOMAIN_LABEL,
-    FINALIZER,
-    daemon_claim_template,
-    daemon_set,
-    daemon_set_name,
-    workload_claim_template,
-)
-from nvdra.imex.reconcile import Action, Observed, Settings, desired_status, plan, pod_ready, refresh
-
 __all__ = [
     "CD_DRIVER_NAME",
     "CLIQUE_LABEL",
@@ -75,3 +45,33 @@ __all__ = [
     "update_hosts",
     "workload_claim_template",
 ]
+
+from nvdra.imex.channels import DEFAULT_CHANNEL_COUNT, PUBLISHED_CHANNEL, channel_ids
+from nvdra.imex.cliques import (
+    IndexAssignment,
+    assign_indices,
+    clique_id_of,
+    clique_object_name,
+    group_by_clique,
+    parse_clique_id,
+)
+from nvdra.imex.config import (
+    dns_name,
+    parse_config,
+    parse_hosts_block,
+    parse_nodes_file,
+    render_config,
+    render_nodes_file,
+    update_hosts,
+)
+from nvdra.imex.objects import (
+    CD_DRIVER_NAME,
+    CLIQUE_LABEL,
+    DOMAIN_LABEL,
+    FINALIZER,
+    daemon_claim_template,
+    daemon_set,
+    daemon_set_name,
+    workload_claim_template,
+)
+from nvdra.imex.reconcile import Action, Observed, Settings, desired_status, plan, pod_ready, refresh

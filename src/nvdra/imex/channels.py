@@ -7,10 +7,10 @@ ComputeDomain's own daemons) or get every channel (``All``). Only ``channel-0`` 
 
 from __future__ import annotations
 
+__all__ = ["DEFAULT_CHANNEL_COUNT", "PUBLISHED_CHANNEL", "channel_ids"]
+
 from nvdra.core.config import ChannelAllocationMode
 from nvdra.core.errors import ConfigError
-
-__all__ = ["DEFAULT_CHANNEL_COUNT", "PUBLISHED_CHANNEL", "channel_ids"]
 
 DEFAULT_CHANNEL_COUNT = 2048
 PUBLISHED_CHANNEL = 0

@@ -14,13 +14,6 @@ several cliques — each its own IMEX domain with its own indices — so domains
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-
-import attrs
-
-from nvdra.core.devices import FabricInfo
-from nvdra.core.errors import ConfigError, HostError
-
 __all__ = [
     "FABRIC_COMPLETED",
     "FABRIC_NOT_SUPPORTED",
@@ -31,6 +24,13 @@ __all__ = [
     "group_by_clique",
     "parse_clique_id",
 ]
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+from nvdra.core.devices import FabricInfo
+from nvdra.core.errors import ConfigError, HostError
 
 FABRIC_NOT_SUPPORTED = 0
 FABRIC_COMPLETED = 3

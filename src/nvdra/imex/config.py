@@ -15,11 +15,6 @@ Invariants: rendering is deterministic (equal inputs, equal bytes); :func:`parse
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Mapping, Sequence
-
-from nvdra.core.errors import ConfigError
-
 __all__ = [
     "CONFIG_FILE",
     "DNS_NAME_FORMAT",
@@ -35,6 +30,11 @@ __all__ = [
     "render_nodes_file",
     "update_hosts",
 ]
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+
+from nvdra.core.errors import ConfigError
 
 CONFIG_FILE = "/imexd/imexd.cfg"
 NODES_FILE = "/imexd/nodes.cfg"

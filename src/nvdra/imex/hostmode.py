@@ -16,10 +16,6 @@ the only one implemented; ``channel`` is refused, as upstream refuses it. Pure.
 
 from __future__ import annotations
 
-import attrs
-
-from nvdra.core.errors import ConfigError
-
 __all__ = [
     "DEFAULT_HOST_SOCKET_PATH",
     "DRIVER_MANAGED",
@@ -27,6 +23,10 @@ __all__ = [
     "ImexDeployment",
     "host_imex_ready",
 ]
+
+import attrs
+
+from nvdra.core.errors import ConfigError
 
 DRIVER_MANAGED = "driverManaged"
 HOST_MANAGED = "hostManaged"

@@ -9,11 +9,6 @@ label ``resource.nvidia.com/computeDomain=<cdUID>`` on all of them and on the no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from nvdra.core.config import ChannelAllocationMode
-
 __all__ = [
     "API_VERSION",
     "CD_DRIVER_NAME",
@@ -29,6 +24,11 @@ __all__ = [
     "domain_uid",
     "workload_claim_template",
 ]
+
+from collections.abc import Mapping
+from typing import Any
+
+from nvdra.core.config import ChannelAllocationMode
 
 JsonObject = dict[str, Any]
 

@@ -29,6 +29,8 @@ before the domain list was taken.
 
 from __future__ import annotations
 
+__all__ = ["Action", "Observed", "Settings", "desired_status", "plan", "pod_ready", "refresh"]
+
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -45,8 +47,6 @@ from nvdra.imex.objects import (
     domain_uid,
     workload_claim_template,
 )
-
-__all__ = ["Action", "Observed", "Settings", "desired_status", "plan", "pod_ready", "refresh"]
 
 JsonObject = dict[str, Any]
 Verb = Literal["create", "update", "update-status", "patch", "delete"]

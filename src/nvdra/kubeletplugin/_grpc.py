@@ -12,20 +12,6 @@ reads passes through a function here that has a typed signature. Invariants owne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
-
-import attrs
-
-from nvdra.core import errors
-from nvdra.kubeletplugin._proto import (
-    dra_v1_pb2,
-    dra_v1_pb2_grpc,
-    dra_v1beta1_pb2,
-    dra_v1beta1_pb2_grpc,
-)
-from nvdra.kubeletplugin.types import ClaimRef, PreparedDevice, PrepareResult
-
 __all__ = [
     "DRA_APIS",
     "DraApi",
@@ -39,6 +25,20 @@ __all__ = [
     "unprepare_response_from_pb",
     "unprepare_response_to_pb",
 ]
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from nvdra.core import errors
+from nvdra.kubeletplugin._proto import (
+    dra_v1_pb2,
+    dra_v1_pb2_grpc,
+    dra_v1beta1_pb2,
+    dra_v1beta1_pb2_grpc,
+)
+from nvdra.kubeletplugin.types import ClaimRef, PreparedDevice, PrepareResult
 
 
 class PluginRpcError(errors.SystemError_):

@@ -25,6 +25,25 @@ What it owns:
 
 from __future__ import annotations
 
+__all__ = [
+    "RESOURCE_GROUP",
+    "SUPPORTED_VERSIONS",
+    "KubernetesKubeApi",
+    "claim_from_version",
+    "claim_to_version",
+    "error_for_status",
+    "parse_server_version",
+    "pick_resource_version",
+    "resource_from_version",
+    "resource_to_version",
+    "shape_problems",
+    "slice_from_version",
+    "slice_to_version",
+    "template_from_version",
+    "template_to_version",
+    "user_agent",
+]
+
 import contextlib
 import json
 import logging
@@ -53,25 +72,6 @@ from nvdra.kubeletplugin.objects import (
 )
 from nvdra.kubeletplugin.ratelimit import TokenBucket
 from nvdra.kubeletplugin.types import JsonObject
-
-__all__ = [
-    "RESOURCE_GROUP",
-    "SUPPORTED_VERSIONS",
-    "KubernetesKubeApi",
-    "claim_from_version",
-    "claim_to_version",
-    "error_for_status",
-    "parse_server_version",
-    "pick_resource_version",
-    "resource_from_version",
-    "resource_to_version",
-    "shape_problems",
-    "slice_from_version",
-    "slice_to_version",
-    "template_from_version",
-    "template_to_version",
-    "user_agent",
-]
 
 _log = logging.getLogger(__name__)
 RESOURCE_GROUP = "resource.k8s.io"

@@ -16,6 +16,8 @@ Anything else (exec or auth-provider credentials, basic auth, impersonation, pro
 
 from __future__ import annotations
 
+__all__ = ["LightApiClient", "RestConfig", "in_cluster_config", "kubeconfig_config", "light_client"]
+
 import atexit
 import base64
 import contextlib
@@ -31,8 +33,6 @@ from typing import Any
 import attrs
 
 from nvdra.core.errors import ConfigError
-
-__all__ = ["LightApiClient", "RestConfig", "in_cluster_config", "kubeconfig_config", "light_client"]
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REFRESH_S = 60.0

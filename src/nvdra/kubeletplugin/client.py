@@ -12,6 +12,15 @@ plugin, not channel setup. gRPC failures raise :class:`PluginRpcError`.
 
 from __future__ import annotations
 
+__all__ = [
+    "HealthWatch",
+    "KubeletClient",
+    "PluginInfo",
+    "PluginRpcError",
+    "RegisteredPlugin",
+    "RegistrationRejected",
+]
+
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator
@@ -34,15 +43,6 @@ from nvdra.kubeletplugin._proto import (
 from nvdra.kubeletplugin.health import DeviceHealth, health_from_pb
 from nvdra.kubeletplugin.registration import DRA_PLUGIN_TYPE, HEALTH_TOKEN
 from nvdra.kubeletplugin.types import ClaimRef, PrepareResult
-
-__all__ = [
-    "HealthWatch",
-    "KubeletClient",
-    "PluginInfo",
-    "PluginRpcError",
-    "RegisteredPlugin",
-    "RegistrationRejected",
-]
 
 
 class RegistrationRejected(errors.UserError):

@@ -20,6 +20,8 @@ are the ones a driver meets over HTTP. Invariants:
 
 from __future__ import annotations
 
+__all__ = ["FakeKube", "KubeCall", "validate_resource_slice"]
+
 import re
 import threading
 import uuid
@@ -40,8 +42,6 @@ from nvdra.kubeletplugin.objects import (
 )
 from nvdra.kubeletplugin.store.objectstore import ObjectStore
 from nvdra.kubeletplugin.types import JsonObject
-
-__all__ = ["FakeKube", "KubeCall", "validate_resource_slice"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -11,6 +11,8 @@ reporter is closed, or the server stops.
 
 from __future__ import annotations
 
+__all__ = ["DeviceHealth", "HealthReporter", "HealthServicer", "HealthStatus", "health_from_pb"]
+
 import enum
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -21,8 +23,6 @@ import attrs
 import grpc
 
 from nvdra.kubeletplugin._proto import dra_health_v1alpha1_pb2, dra_health_v1alpha1_pb2_grpc
-
-__all__ = ["DeviceHealth", "HealthReporter", "HealthServicer", "HealthStatus", "health_from_pb"]
 
 _MAX_MESSAGE = 1024
 

@@ -29,6 +29,8 @@ hands the driver over later. Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["Helper", "PluginOptions", "SlicePublisher", "start", "start_pending"]
+
 import logging
 import os
 import threading
@@ -48,8 +50,6 @@ from nvdra.kubeletplugin.serialize import SERIALIZE_LOCK_NAME, RequestSerializer
 from nvdra.kubeletplugin.service import DraService, StartGate, add_dra_servicers
 from nvdra.kubeletplugin.sockets import SocketPaths, UnixSocketServer, socket_paths
 from nvdra.kubeletplugin.types import DraDriver, DriverResources, KubeApi
-
-__all__ = ["Helper", "PluginOptions", "SlicePublisher", "start", "start_pending"]
 
 _log = logging.getLogger(__name__)
 

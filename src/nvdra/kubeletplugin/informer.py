@@ -22,6 +22,8 @@ decision does not act on the state before its own write (the watch event follows
 
 from __future__ import annotations
 
+__all__ = ["Backoff", "EventHandler", "Informer", "InformerStats", "object_key"]
+
 import logging
 import random
 import threading
@@ -34,8 +36,6 @@ from nvdra.core.errors import KubeApiError
 from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, WatchEvent, WatchStream
 from nvdra.kubeletplugin.store.selectors import match_labels
 from nvdra.kubeletplugin.types import JsonObject
-
-__all__ = ["Backoff", "EventHandler", "Informer", "InformerStats", "object_key"]
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,8 @@ socket from poisoning later checks (probes run every 10 to 30 s, so channel setu
 
 from __future__ import annotations
 
+__all__ = ["LIVENESS_SERVICES", "LivenessServicer", "start_liveness_server"]
+
 import logging
 from concurrent import futures
 from pathlib import Path
@@ -24,8 +26,6 @@ from nvdra.kubeletplugin._proto import (
     pluginregistration_pb2,
     pluginregistration_pb2_grpc,
 )
-
-__all__ = ["LIVENESS_SERVICES", "LivenessServicer", "start_liveness_server"]
 
 LIVENESS_SERVICES = frozenset({"", "liveness"})
 

@@ -8,12 +8,12 @@ passes with the count of those it stood for appended. A line that changes passes
 
 from __future__ import annotations
 
+__all__ = ["RepeatFilter", "install_repeat_filter"]
+
 import logging
 import threading
 import time
 from collections.abc import Callable
-
-__all__ = ["RepeatFilter", "install_repeat_filter"]
 
 
 class RepeatFilter(logging.Filter):

@@ -10,14 +10,6 @@ implement it; :mod:`nvdra.kubeletplugin.store` is the strict in-process implemen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol, TypedDict, Unpack
-
-import attrs
-
-from nvdra.core.errors import KubeApiError
-from nvdra.kubeletplugin.types import JsonObject
-
 __all__ = [
     "BUILTIN_TYPES",
     "DAEMON_SETS",
@@ -43,6 +35,13 @@ __all__ = [
     "failure_status",
 ]
 
+from collections.abc import Iterator
+from typing import Protocol, TypedDict, Unpack
+
+import attrs
+
+from nvdra.core.errors import KubeApiError
+from nvdra.kubeletplugin.types import JsonObject
 
 _BUILTIN_GROUPS = frozenset({"", "apps", "batch", "policy", "autoscaling"})
 

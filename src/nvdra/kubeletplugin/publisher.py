@@ -25,6 +25,19 @@ Invariants, per pool:
 
 from __future__ import annotations
 
+__all__ = [
+    "CounterPlacement",
+    "DroppedFieldsError",
+    "PoolPlan",
+    "PoolTarget",
+    "PublisherStatistics",
+    "ResourceSlicePublisher",
+    "RetryPolicy",
+    "counter_placement",
+    "plan_pool",
+    "split_pool",
+]
+
 import enum
 import functools
 import logging
@@ -42,19 +55,6 @@ from tenacity.wait import wait_base
 from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeUnavailable
 from nvdra.core.quantity import parse_quantity
 from nvdra.kubeletplugin.types import DriverResources, KubeApi, Pool, Slice
-
-__all__ = [
-    "CounterPlacement",
-    "DroppedFieldsError",
-    "PoolPlan",
-    "PoolTarget",
-    "PublisherStatistics",
-    "ResourceSlicePublisher",
-    "RetryPolicy",
-    "counter_placement",
-    "plan_pool",
-    "split_pool",
-]
 
 JsonObject = dict[str, Any]
 _log = logging.getLogger(__name__)

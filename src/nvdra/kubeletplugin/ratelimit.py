@@ -12,6 +12,8 @@ prepare path never does: queueing it behind slice traffic is what made the Go pl
 
 from __future__ import annotations
 
+__all__ = ["RateLimiterStatistics", "TokenBucket"]
+
 import threading
 import time
 from collections.abc import Callable
@@ -19,8 +21,6 @@ from collections.abc import Callable
 import attrs
 
 from nvdra.core.errors import ConfigError
-
-__all__ = ["RateLimiterStatistics", "TokenBucket"]
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,8 @@ answer, and reports the outcome with ``NotifyRegistrationStatus``. Invariants ow
 
 from __future__ import annotations
 
+__all__ = ["DRA_PLUGIN_TYPE", "HEALTH_TOKEN", "RegistrationServicer", "RegistrationStatus"]
+
 import logging
 import threading
 import time
@@ -24,8 +26,6 @@ import attrs
 import grpc
 
 from nvdra.kubeletplugin._proto import pluginregistration_pb2, pluginregistration_pb2_grpc
-
-__all__ = ["DRA_PLUGIN_TYPE", "HEALTH_TOKEN", "RegistrationServicer", "RegistrationStatus"]
 
 DRA_PLUGIN_TYPE = "DRAPlugin"
 HEALTH_TOKEN = "v1alpha1.DRAResourceHealth"

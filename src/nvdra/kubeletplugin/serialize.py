@@ -13,6 +13,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["SERIALIZE_LOCK_NAME", "RequestSerializer"]
+
 import contextlib
 import fcntl
 import os
@@ -21,8 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from nvdra.core import errors
-
-__all__ = ["SERIALIZE_LOCK_NAME", "RequestSerializer"]
 
 SERIALIZE_LOCK_NAME = "serialize.lock"
 """File name of the cross-process lock inside the plugin data (or flock) directory."""

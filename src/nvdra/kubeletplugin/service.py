@@ -28,6 +28,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["DraService", "DraServicer", "PluginNotReady", "StartGate", "add_dra_servicers"]
+
 import itertools
 import logging
 import threading
@@ -41,8 +43,6 @@ from nvdra.core import errors
 from nvdra.kubeletplugin import _grpc
 from nvdra.kubeletplugin.serialize import RequestSerializer
 from nvdra.kubeletplugin.types import ClaimRef, DraDriver, JsonObject, KubeApi, PrepareResult
-
-__all__ = ["DraService", "DraServicer", "PluginNotReady", "StartGate", "add_dra_servicers"]
 
 _log = logging.getLogger(__name__)
 

@@ -18,6 +18,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["MAX_SOCKET_PATH_BYTES", "SocketPaths", "UnixSocketServer", "remove_stale_socket", "socket_paths"]
+
 import base64
 import hashlib
 import logging
@@ -31,8 +33,6 @@ import attrs
 import grpc
 
 from nvdra.core import errors
-
-__all__ = ["MAX_SOCKET_PATH_BYTES", "SocketPaths", "UnixSocketServer", "remove_stale_socket", "socket_paths"]
 
 MAX_SOCKET_PATH_BYTES = 107
 """Longest usable unix socket path: ``sun_path`` is 108 bytes including the terminating NUL."""

@@ -40,6 +40,8 @@ request names and carries :mod:`.testing_requests`; over HTTP also:
 
 from __future__ import annotations
 
+__all__ = ["BUILTIN_TYPES", "AdmissionRequest", "ApiServer"]
+
 import functools
 import json
 import json.decoder
@@ -89,8 +91,6 @@ from nvdra.kubeletplugin.testing_requests import (
 )
 from nvdra.kubeletplugin.testing_tables import table_version, to_table
 from nvdra.kubeletplugin.types import JsonObject
-
-__all__ = ["BUILTIN_TYPES", "AdmissionRequest", "ApiServer"]
 
 _GROUP_PREFIX = f"/apis/{RESOURCE_GROUP}/"
 _SLICES = re.compile(r"^/apis/resource\.k8s\.io/(?P<v>[^/]+)/resourceslices(?:/(?P<name>[^/]+))?$")

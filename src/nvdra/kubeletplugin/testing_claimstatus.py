@@ -21,6 +21,8 @@ resource="resourceclaims/driver", verb="[associated-node:update arbitrary-node:u
 
 from __future__ import annotations
 
+__all__ = ["NODE_NAME_EXTRA", "allocated_node", "claim_status_denial", "modified_drivers"]
+
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -28,8 +30,6 @@ from typing import Any
 
 from nvdra.kubeletplugin.testing_rbac import Attributes, forbidden_message
 from nvdra.kubeletplugin.types import device_status_key
-
-__all__ = ["NODE_NAME_EXTRA", "allocated_node", "claim_status_denial", "modified_drivers"]
 
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 _GROUP = "resource.k8s.io"

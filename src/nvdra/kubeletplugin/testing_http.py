@@ -3,6 +3,8 @@ answers with Kubernetes ``Status`` bodies, chunked watch streams."""
 
 from __future__ import annotations
 
+__all__ = ["Answer", "Handler", "Server", "WatchAnswer", "status_body"]
+
 import http.client
 import http.server
 import io
@@ -23,8 +25,6 @@ from nvdra.kubeletplugin.types import JsonObject
 
 if TYPE_CHECKING:
     from nvdra.kubeletplugin.testing_apiserver import ApiServer
-
-__all__ = ["Answer", "Handler", "Server", "WatchAnswer", "status_body"]
 
 _REASONS = {
     400: "BadRequest",

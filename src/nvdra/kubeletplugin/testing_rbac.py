@@ -22,12 +22,12 @@ chart renders) the way the kube-apiserver's RBAC authorizer does:
 
 from __future__ import annotations
 
+__all__ = ["Attributes", "Grant", "Rbac", "forbidden_message", "service_account_user", "used_but_not_granted"]
+
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
-
-__all__ = ["Attributes", "Grant", "Rbac", "forbidden_message", "service_account_user", "used_but_not_granted"]
 
 _DISCOVERY = ("/api", "/api/*", "/apis", "/apis/*", "/version", "/version/", "/healthz", "/livez", "/readyz")
 

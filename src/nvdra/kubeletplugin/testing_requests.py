@@ -4,6 +4,15 @@ built-in kind's schema does not declare, and the view validating admission gets 
 
 from __future__ import annotations
 
+__all__ = [
+    "OBJECT_PATH",
+    "AdmissionRequest",
+    "builtin_unknown_fields",
+    "decode_with_spans",
+    "request_attributes",
+    "without_directives",
+]
+
 import functools
 import importlib.util
 import json
@@ -21,15 +30,6 @@ from nvdra.kubeletplugin.objects import ResourceType
 from nvdra.kubeletplugin.store.schema import unknown_fields
 from nvdra.kubeletplugin.testing_rbac import Attributes
 from nvdra.kubeletplugin.types import JsonObject
-
-__all__ = [
-    "OBJECT_PATH",
-    "AdmissionRequest",
-    "builtin_unknown_fields",
-    "decode_with_spans",
-    "request_attributes",
-    "without_directives",
-]
 
 OBJECT_PATH = re.compile(
     r"^/(?:api/(?P<cv>v1)|apis/(?P<group>[^/]+)/(?P<gv>[^/]+))"

@@ -22,14 +22,14 @@ object as ``includeObject`` asks: ``Metadata`` (the default: a ``PartialObjectMe
 
 from __future__ import annotations
 
+__all__ = ["TABLE_VERSIONS", "human_age", "table_version", "to_table"]
+
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from nvdra.core.errors import KubeApiError
 from nvdra.kubeletplugin.types import JsonObject
-
-__all__ = ["TABLE_VERSIONS", "human_age", "table_version", "to_table"]
 
 Column = tuple[str, str, int]  # (name, type, priority)
 Printer = Callable[[JsonObject, datetime], list[Any]]

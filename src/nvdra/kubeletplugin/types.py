@@ -11,11 +11,6 @@ no client-library model objects, so the prepare path parses JSON once and nothin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
-
-import attrs
-
 __all__ = [
     "ClaimRef",
     "DraDriver",
@@ -27,6 +22,11 @@ __all__ = [
     "Slice",
     "device_status_key",
 ]
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
 
 JsonObject = dict[str, Any]
 

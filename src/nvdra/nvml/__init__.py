@@ -13,27 +13,6 @@ Importing this package loads neither pynvml nor the NVML library: that happens o
 
 from __future__ import annotations
 
-from nvdra.nvml._backend import (
-    ComputeInstanceRef,
-    DeviceIdentity,
-    FabricInfoRecord,
-    GpuInstanceProfileInfo,
-    GpuInstanceRecord,
-    MigDeviceRecord,
-    MigModeState,
-    NvLinkRecord,
-    NvmlBackend,
-    PciInfo,
-)
-from nvdra.nvml._conformance import CheckResult, run_conformance
-from nvdra.nvml._driver_root import make_simulated_driver_root, refresh_mig_capabilities
-from nvdra.nvml._profile import PROFILE_NAMES, NodeProfile, load_profile
-from nvdra.nvml._pynvml import PynvmlBackend
-from nvdra.nvml._session import nvml_session
-from nvdra.nvml._simstate import SimulatedGpuState, SimulatedNodeState
-from nvdra.nvml._simulated import SimulatedNvml
-from nvdra.nvml.discovery import discover_gpu, discover_inventory, mig_profile_name
-
 __all__ = [
     "PROFILE_NAMES",
     "CheckResult",
@@ -61,6 +40,27 @@ __all__ = [
     "refresh_mig_capabilities",
     "run_conformance",
 ]
+
+from nvdra.nvml._backend import (
+    ComputeInstanceRef,
+    DeviceIdentity,
+    FabricInfoRecord,
+    GpuInstanceProfileInfo,
+    GpuInstanceRecord,
+    MigDeviceRecord,
+    MigModeState,
+    NvLinkRecord,
+    NvmlBackend,
+    PciInfo,
+)
+from nvdra.nvml._conformance import CheckResult, run_conformance
+from nvdra.nvml._driver_root import make_simulated_driver_root, refresh_mig_capabilities
+from nvdra.nvml._profile import PROFILE_NAMES, NodeProfile, load_profile
+from nvdra.nvml._pynvml import PynvmlBackend
+from nvdra.nvml._session import nvml_session
+from nvdra.nvml._simstate import SimulatedGpuState, SimulatedNodeState
+from nvdra.nvml._simulated import SimulatedNvml
+from nvdra.nvml.discovery import discover_gpu, discover_inventory, mig_profile_name
 
 for _name in __all__:
     _obj = globals()[_name]

@@ -17,12 +17,6 @@ Invariants owned here:
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
-import attrs
-
-from nvdra.core.devices import FabricInfo, MigPlacement
-
 __all__ = [
     "ComputeInstanceRef",
     "DeviceIdentity",
@@ -36,6 +30,12 @@ __all__ = [
     "NvmlBackend",
     "PciInfo",
 ]
+
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from nvdra.core.devices import FabricInfo, MigPlacement
 
 # nvmlComputeMode_t values.
 COMPUTE_MODE_DEFAULT = 0

@@ -14,6 +14,15 @@ The backend must be initialised by the caller for the ``check_*`` functions;
 
 from __future__ import annotations
 
+__all__ = [
+    "MUTATING_CHECKS",
+    "READ_ONLY_CHECKS",
+    "CheckResult",
+    "ConformanceFailure",
+    "ConformanceSkipped",
+    "run_conformance",
+]
+
 import re
 import uuid as uuid_mod
 from collections.abc import Callable
@@ -32,15 +41,6 @@ from nvdra.core.errors import (
 from nvdra.core.resourceslice import render_gpu_devices
 from nvdra.nvml import _backend as b
 from nvdra.nvml.discovery import discover_inventory, mig_profile_name
-
-__all__ = [
-    "MUTATING_CHECKS",
-    "READ_ONLY_CHECKS",
-    "CheckResult",
-    "ConformanceFailure",
-    "ConformanceSkipped",
-    "run_conformance",
-]
 
 _GPU_UUID = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _MIG_UUID = re.compile(r"^MIG-[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")

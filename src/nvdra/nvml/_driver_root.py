@@ -36,6 +36,15 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = [
+    "FABRIC_IMEX_MGMT_MINOR",
+    "SIMULATED_CHAR_MAJORS",
+    "ci_access_minor",
+    "gi_access_minor",
+    "make_simulated_driver_root",
+    "refresh_mig_capabilities",
+]
+
 import functools
 import shutil
 import sys
@@ -45,15 +54,6 @@ from pathlib import Path
 from nvdra.core.errors import NvmlNotSupported
 from nvdra.nvml import _backend as b
 from nvdra.nvml._profile import NodeProfile
-
-__all__ = [
-    "FABRIC_IMEX_MGMT_MINOR",
-    "SIMULATED_CHAR_MAJORS",
-    "ci_access_minor",
-    "gi_access_minor",
-    "make_simulated_driver_root",
-    "refresh_mig_capabilities",
-]
 
 SIMULATED_CHAR_MAJORS: tuple[tuple[int, str], ...] = (
     (1, "mem"),

@@ -43,6 +43,18 @@ wait runs: ``event <gpu> <type hex> <data> <gi> <ci>`` or ``lost <gpu>`` (see
 
 from __future__ import annotations
 
+__all__ = [
+    "FAKE_NVML_SONAME",
+    "FAKE_NVML_STATE_ENV",
+    "FAKE_NVML_STATE_FILE",
+    "append_fake_nvml_event",
+    "build_fake_nvml",
+    "fake_nvml_source",
+    "install_fake_nvml",
+    "lose_fake_nvml_gpu",
+    "render_fake_nvml_state",
+]
+
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -55,18 +67,6 @@ from nvdra.nvml._profile import NodeProfile
 from nvdra.nvml._simevents import SUPPORTED_EVENTS, link_remotes
 from nvdra.nvml._simstate import _MIG_NAMESPACE
 from nvdra.nvml._simulated import SimulatedNvml
-
-__all__ = [
-    "FAKE_NVML_SONAME",
-    "FAKE_NVML_STATE_ENV",
-    "FAKE_NVML_STATE_FILE",
-    "append_fake_nvml_event",
-    "build_fake_nvml",
-    "fake_nvml_source",
-    "install_fake_nvml",
-    "lose_fake_nvml_gpu",
-    "render_fake_nvml_state",
-]
 
 FAKE_NVML_STATE_ENV = "NVDRA_FAKE_NVML_STATE"
 """Environment variable naming the state file (overrides the file beside the library)."""

@@ -42,6 +42,17 @@ A bad profile raises :class:`~nvdra.core.errors.ConfigError` whose path names th
 
 from __future__ import annotations
 
+__all__ = [
+    "PROFILE_NAMES",
+    "GpuModel",
+    "GpuSpec",
+    "MigDeviceSpec",
+    "MigProfileSpec",
+    "NodeProfile",
+    "NvLinkTopology",
+    "load_profile",
+]
+
 import hashlib
 import re
 import uuid as uuid_mod
@@ -55,17 +66,6 @@ import attrs
 from nvdra.core.devices import FabricInfo
 from nvdra.core.errors import ConfigError
 from nvdra.core.profiles import PROFILE_NAMES
-
-__all__ = [
-    "PROFILE_NAMES",
-    "GpuModel",
-    "GpuSpec",
-    "MigDeviceSpec",
-    "MigProfileSpec",
-    "NodeProfile",
-    "NvLinkTopology",
-    "load_profile",
-]
 
 MODELS_FILE = "gpu-models.yaml"
 _ADDRESSING = {"None": 0, "HMM": 1, "ATS": 2, "unsupported": None}

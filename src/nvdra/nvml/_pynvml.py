@@ -20,6 +20,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["LIBRARY_SEARCH_DIRS", "PynvmlBackend", "find_nvml_library"]
+
 import ctypes
 import threading
 import uuid as uuid_mod
@@ -32,8 +34,6 @@ from nvdra.core.devices import MigPlacement
 from nvdra.core.driverroot import NVML_LIBRARY_DIRS
 from nvdra.core.errors import NvmlError, NvmlLibraryNotFound, NvmlNotSupported, nvml_error_for_code
 from nvdra.nvml import _backend as b
-
-__all__ = ["LIBRARY_SEARCH_DIRS", "PynvmlBackend", "find_nvml_library"]
 
 LIBRARY_SEARCH_DIRS: tuple[str, ...] = NVML_LIBRARY_DIRS
 """Where ``libnvidia-ml.so.1`` is looked for under the driver root (the one list in nvdra.core)."""

@@ -11,6 +11,8 @@ a clean end it is logged, not raised, since the process is stopping anyway.
 
 from __future__ import annotations
 
+__all__ = ["nvml_session"]
+
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +20,6 @@ from typing import TypeVar
 
 from nvdra.core.errors import NvmlError
 from nvdra.nvml._backend import NvmlBackend
-
-__all__ = ["nvml_session"]
 
 log = logging.getLogger(__name__)
 B = TypeVar("B", bound=NvmlBackend)

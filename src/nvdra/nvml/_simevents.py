@@ -7,14 +7,14 @@ simulator's lock, so injection and waiting see one consistent state.
 
 from __future__ import annotations
 
+__all__ = ["SUPPORTED_EVENTS", "EventQueue", "link_remotes"]
+
 import threading
 from collections import deque
 
 from nvdra.core.errors import NvmlGpuLost, NvmlNotSupported, nvml_error_for_code
 from nvdra.nvml import _backend as b
 from nvdra.nvml._profile import GpuSpec, NodeProfile
-
-__all__ = ["SUPPORTED_EVENTS", "EventQueue", "link_remotes"]
 
 SUPPORTED_EVENTS = (
     b.EVENT_SINGLE_BIT_ECC | b.EVENT_DOUBLE_BIT_ECC | b.EVENT_PSTATE | b.EVENT_XID_CRITICAL | b.EVENT_CLOCK

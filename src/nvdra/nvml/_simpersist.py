@@ -21,6 +21,8 @@ the old or the new state, never a torn file.
 
 from __future__ import annotations
 
+__all__ = ["GpuStateHolder", "dump_state", "read_state", "restore_gpu", "write_state"]
+
 import contextlib
 import json
 import os
@@ -38,8 +40,6 @@ from nvdra.nvml._simstate import (
     SimulatedGpuInstance,
     mig_uuid,
 )
-
-__all__ = ["GpuStateHolder", "dump_state", "read_state", "restore_gpu", "write_state"]
 
 _KIND = "nvdra.simulated-nvml"
 _VERSION = 1

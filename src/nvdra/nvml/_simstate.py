@@ -17,6 +17,15 @@ so they are deterministic. The class is not locked: :class:`SimulatedNvml` seria
 
 from __future__ import annotations
 
+__all__ = [
+    "MigGeometry",
+    "SimulatedComputeInstance",
+    "SimulatedGpuInstance",
+    "SimulatedGpuState",
+    "SimulatedNodeState",
+    "mig_uuid",
+]
+
 import uuid as uuid_mod
 
 import attrs
@@ -30,15 +39,6 @@ from nvdra.core.errors import (
 )
 from nvdra.nvml._backend import GpuInstanceRecord
 from nvdra.nvml._profile import GpuModel, MigProfileSpec
-
-__all__ = [
-    "MigGeometry",
-    "SimulatedComputeInstance",
-    "SimulatedGpuInstance",
-    "SimulatedGpuState",
-    "SimulatedNodeState",
-    "mig_uuid",
-]
 
 _MIG_NAMESPACE = uuid_mod.UUID("6c0f5e1e-1d0b-4f7c-9d55-2a3f6b1c9e40")
 

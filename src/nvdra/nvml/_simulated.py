@@ -28,6 +28,8 @@ One ``threading.RLock`` guards all state; every public method holds it for its w
 
 from __future__ import annotations
 
+__all__ = ["SimulatedGpuState", "SimulatedNodeState", "SimulatedNvml"]
+
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -53,8 +55,6 @@ from nvdra.nvml._profile import GpuSpec, NodeProfile, load_profile
 from nvdra.nvml._simevents import SUPPORTED_EVENTS, EventQueue, link_remotes
 from nvdra.nvml._simpersist import dump_state, read_state, restore_gpu, write_state
 from nvdra.nvml._simstate import MigGeometry, SimulatedGpuState, SimulatedNodeState
-
-__all__ = ["SimulatedGpuState", "SimulatedNodeState", "SimulatedNvml"]
 
 _MIB = 1024 * 1024
 _HOPPER = 9

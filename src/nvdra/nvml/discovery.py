@@ -12,6 +12,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["discover_gpu", "discover_inventory", "mig_profile_name"]
+
 import math
 
 from nvdra.core.devices import (
@@ -28,8 +30,6 @@ from nvdra.core.devices import (
 from nvdra.core.errors import NvmlNotFound, NvmlNotSupported
 from nvdra.core.ids import GpuUuid, MigUuid
 from nvdra.nvml import _backend as b
-
-__all__ = ["discover_gpu", "discover_inventory", "mig_profile_name"]
 
 _GIB = 1024**3
 _MIB = 1024**2

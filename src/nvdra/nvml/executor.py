@@ -20,6 +20,8 @@ Invariants owned here (upstream-driver §5.3, nvidia-hardware §1.4):
 
 from __future__ import annotations
 
+__all__ = ["MigExecutor", "MigKey"]
+
 import contextlib
 import logging
 import threading
@@ -30,8 +32,6 @@ import attrs
 from nvdra.core.errors import NvmlError, NvmlInUse, NvmlNotFound, NvmlResetRequired
 from nvdra.core.faults import reach
 from nvdra.nvml._backend import GpuInstanceRecord, MigDeviceRecord, NvmlBackend
-
-__all__ = ["MigExecutor", "MigKey"]
 
 log = logging.getLogger(__name__)
 

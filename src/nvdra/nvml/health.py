@@ -18,6 +18,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["HealthMonitor"]
+
 import logging
 import threading
 import time
@@ -26,8 +28,6 @@ from collections.abc import Callable, Sequence
 from nvdra.core.errors import NvmlError, NvmlGpuLost
 from nvdra.core.health import EventKind, HealthEvent
 from nvdra.nvml import _backend as b
-
-__all__ = ["HealthMonitor"]
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,8 @@ is left alone.
 
 from __future__ import annotations
 
+__all__ = ["HOOK_NAME", "install_cdi_hook"]
+
 import logging
 import os
 import shutil
@@ -24,8 +26,6 @@ from pathlib import Path
 from nvdra.cdi import DEFAULT_HOOK_PATH, atomic_write
 from nvdra.core.errors import HostError
 from nvdra.plugins.pluginconfig import KubeletPluginConfig
-
-__all__ = ["HOOK_NAME", "install_cdi_hook"]
 
 log = logging.getLogger(__name__)
 

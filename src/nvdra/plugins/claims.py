@@ -9,13 +9,6 @@ What differs between the drivers (what a prepare plans and changes on the node) 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
-
-from nvdra.core.checkpoint import Checkpoint, ClaimState, DeviceRecord, PreparedClaim
-from nvdra.kubeletplugin.types import ClaimRef, PreparedDevice, PrepareResult
-
 __all__ = [
     "CheckpointedDriver",
     "OwnedSpecs",
@@ -25,6 +18,13 @@ __all__ = [
     "prepared_devices",
     "sweep_orphan_specs",
 ]
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from nvdra.core.checkpoint import Checkpoint, ClaimState, DeviceRecord, PreparedClaim
+from nvdra.kubeletplugin.types import ClaimRef, PreparedDevice, PrepareResult
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,8 @@ what each prepared claim's entries are (``describe``).
 
 from __future__ import annotations
 
+__all__ = ["ClaimStatusReporter", "ClaimStatusWriter", "ready_condition"]
+
 import datetime
 import logging
 import threading
@@ -30,8 +32,6 @@ from typing import Any
 from nvdra.core.errors import KubeApiError, KubeConflict, KubeNotFound
 from nvdra.kubeletplugin.objects import RESOURCE_CLAIMS, ObjectApi
 from nvdra.kubeletplugin.types import ClaimRef, DraDriver, JsonObject, PrepareResult, device_status_key
-
-__all__ = ["ClaimStatusReporter", "ClaimStatusWriter", "ready_condition"]
 
 log = logging.getLogger(__name__)
 Describe = Callable[[str], Sequence[JsonObject]]

@@ -7,14 +7,14 @@ on the real console scripts and read the line written to stderr just before.
 
 from __future__ import annotations
 
+__all__ = ["arm_from_environment", "kill_self"]
+
 import contextlib
 import os
 import signal
 from collections.abc import Mapping
 
 from nvdra.core.faults import FAULT_ENV, arm, parse_fault
-
-__all__ = ["arm_from_environment", "kill_self"]
 
 
 def kill_self(name: str, seen: int) -> None:

@@ -7,24 +7,6 @@ Upstream's binaries bridge every flag to an environment variable named like the 
 
 from __future__ import annotations
 
-import faulthandler
-import json
-import logging
-import os
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
-
-import click
-
-from nvdra.core.profiles import PROFILE_NAMES  # not nvdra.nvml: NVML's modules load after the sockets
-from nvdra.kubeletplugin.logrepeat import install_repeat_filter
-from nvdra.plugins.computedomain.flags import VERBOSITY
-
 __all__ = [
     "PATH_FLAGS",
     "SHUTDOWN_DEADLINE",
@@ -45,6 +27,24 @@ __all__ = [
     "wait_for_signal",
     "wait_interruptibly",
 ]
+
+import faulthandler
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from nvdra.core.profiles import PROFILE_NAMES  # not nvdra.nvml: NVML's modules load after the sockets
+from nvdra.kubeletplugin.logrepeat import install_repeat_filter
+from nvdra.plugins.computedomain.flags import VERBOSITY
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -21,6 +21,8 @@ ComputeDomain plugin) to count its calls; a call counts one request per claim ba
 
 from __future__ import annotations
 
+__all__ = ["BUCKETS", "ERROR_TYPES", "InstrumentedDriver", "PluginMetrics", "start_metrics_server"]
+
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -33,8 +35,6 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from nvdra.kubeletplugin.types import ClaimRef, DraDriver, PrepareResult
-
-__all__ = ["BUCKETS", "ERROR_TYPES", "InstrumentedDriver", "PluginMetrics", "start_metrics_server"]
 
 BUCKETS: tuple[float, ...] = tuple(0.05 * 2**k for k in range(9))
 ERROR_TYPES = ("lock_acquire", "prepare_devices", "unprepare_devices", "publish_resources")

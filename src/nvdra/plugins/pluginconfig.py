@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+__all__ = ["KubeletPluginConfig", "simulated_profile_dir"]
+
 import hashlib
 from pathlib import Path
 
 import attrs
-
-__all__ = ["KubeletPluginConfig", "simulated_profile_dir"]
 
 
 def simulated_profile_dir(base: Path, simulate: str) -> Path:

@@ -15,6 +15,8 @@ publisher and the metrics are imported by the steps that use them, after the soc
 
 from __future__ import annotations
 
+__all__ = ["api_client", "driver_ready", "open_backend", "serve_endpoints", "serve_pending"]
+
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
     from nvdra.kubeletplugin import KubernetesKubeApi
     from nvdra.nvml import NvmlBackend
     from nvdra.plugins.metrics import PluginMetrics
-
-__all__ = ["api_client", "driver_ready", "open_backend", "serve_endpoints", "serve_pending"]
 
 
 def open_backend(

@@ -14,6 +14,8 @@ Saving goes through :func:`nvdra.cdi.atomic_write` (temp file, fsync, rename, di
 
 from __future__ import annotations
 
+__all__ = ["CheckpointStore", "LoadReport", "read_boot_id"]
+
 import logging
 import time
 from pathlib import Path
@@ -23,8 +25,6 @@ import attrs
 from nvdra.cdi import atomic_write
 from nvdra.core.checkpoint import Checkpoint, CheckpointEncoder, PreparedClaim, decode_checkpoint
 from nvdra.core.errors import CheckpointError
-
-__all__ = ["CheckpointStore", "LoadReport", "read_boot_id"]
 
 log = logging.getLogger(__name__)
 

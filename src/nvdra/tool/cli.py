@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["main"]
+
 import re
 import sys
 from collections.abc import Callable
@@ -21,8 +23,6 @@ from nvdra.tool.schemas import DEFAULT_KUBERNETES_VERSION
 
 if TYPE_CHECKING:
     from nvdra.kubeletplugin.objects import ObjectApi
-
-__all__ = ["main"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

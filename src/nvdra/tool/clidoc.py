@@ -8,6 +8,8 @@ are listed from the profile registry.
 
 from __future__ import annotations
 
+__all__ = ["SCRIPTS", "profile_list", "render"]
+
 import inspect
 import sys
 from importlib.metadata import entry_points
@@ -16,8 +18,6 @@ from pathlib import Path
 import click
 
 from nvdra.nvml import PROFILE_NAMES, load_profile
-
-__all__ = ["SCRIPTS", "profile_list", "render"]
 
 SCRIPTS = (
     "nvdra",

@@ -13,6 +13,8 @@ MPSSupport and DynamicMIG exclude each other, so the plugin runs twice: first wi
 
 from __future__ import annotations
 
+__all__ = ["DEMO_CLAIMS", "MIG_GATES", "SHARING_GATES", "allocated_claim", "run_demo"]
+
 import logging
 import tempfile
 import time
@@ -39,8 +41,6 @@ from nvdra.tool.demo_session import (
     gpu_request,
     table,
 )
-
-__all__ = ["DEMO_CLAIMS", "MIG_GATES", "SHARING_GATES", "allocated_claim", "run_demo"]
 
 SHARING_GATES = "TimeSlicingSettings=true,MPSSupport=true"
 MIG_GATES = "DynamicMIG=true"

@@ -15,6 +15,19 @@ Deployment ready shortly after it appears, which is all the plugin waits for.
 
 from __future__ import annotations
 
+__all__ = [
+    "NAMESPACE",
+    "NODE",
+    "DemoClaim",
+    "DemoSession",
+    "DemoSkip",
+    "FakeKubeController",
+    "allocated_claim",
+    "demo_cluster",
+    "gpu_request",
+    "table",
+]
+
 import threading
 import time
 import uuid
@@ -32,19 +45,6 @@ from nvdra.kubeletplugin.objects import DEPLOYMENTS
 from nvdra.kubeletplugin.types import PrepareResult
 from nvdra.plugins.gpu.config import DRIVER_NAME, PluginConfig
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
-
-__all__ = [
-    "NAMESPACE",
-    "NODE",
-    "DemoClaim",
-    "DemoSession",
-    "DemoSkip",
-    "FakeKubeController",
-    "allocated_claim",
-    "demo_cluster",
-    "gpu_request",
-    "table",
-]
 
 Out = Callable[[str], None]
 NODE = "demo-node"

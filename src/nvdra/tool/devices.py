@@ -9,6 +9,15 @@ named after the node).
 
 from __future__ import annotations
 
+__all__ = [
+    "device_rows",
+    "driver_resources",
+    "node_publication",
+    "simulated_inventory",
+    "slice_device_rows",
+    "slice_objects",
+]
+
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,15 +30,6 @@ from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.fabric.partitions import check_partition_flag
 from nvdra.plugins.gpu.publication import Publication, node_resources, offline_publication
-
-__all__ = [
-    "device_rows",
-    "driver_resources",
-    "node_publication",
-    "simulated_inventory",
-    "slice_device_rows",
-    "slice_objects",
-]
 
 
 def node_publication(

@@ -10,6 +10,17 @@ lists every candidate), or the claims with ``status.allocation`` filled as YAML/
 
 from __future__ import annotations
 
+__all__ = [
+    "ClusterView",
+    "allocate_claim",
+    "cluster_slices",
+    "cluster_view",
+    "load_documents",
+    "render",
+    "simulated_slices",
+    "slice_rows",
+]
+
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,17 +43,6 @@ from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.devices import node_publication, slice_objects
 from nvdra.tool.inputs import POD_SPEC_PATHS
 from nvdra.tool.output import format_table
-
-__all__ = [
-    "ClusterView",
-    "allocate_claim",
-    "cluster_slices",
-    "cluster_view",
-    "load_documents",
-    "render",
-    "simulated_slices",
-    "slice_rows",
-]
 
 CLAIM_KINDS = ("ResourceClaim", "ResourceClaimTemplate")
 CD_DRIVER = "compute-domain.nvidia.com"

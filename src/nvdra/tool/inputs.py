@@ -11,14 +11,6 @@ error, an empty file, a document that is not an object); the other files are sti
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
-
-import attrs
-import yaml
-
 __all__ = [
     "POD_SPEC_PATHS",
     "Document",
@@ -29,6 +21,14 @@ __all__ = [
     "parse_path",
     "read_sources",
 ]
+
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 EXTENSIONS = (".yaml", ".yml", ".json")

@@ -7,14 +7,14 @@ get`` does (``kubectl apply -f`` accepts it); ``-o name`` prints ``resource.grou
 
 from __future__ import annotations
 
+__all__ = ["OUTPUTS", "as_list", "format_table", "object_name", "output_options", "print_objects"]
+
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import click
 import yaml
-
-__all__ = ["OUTPUTS", "as_list", "format_table", "object_name", "output_options", "print_objects"]
 
 OUTPUTS = ("table", "wide", "yaml", "json", "name")
 F = TypeVar("F", bound=Callable[..., Any])

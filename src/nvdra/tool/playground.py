@@ -32,6 +32,8 @@ authentication: a playground, not a cluster.
 
 from __future__ import annotations
 
+__all__ = ["ClusterLoop", "Playground", "PlaygroundApiServer", "playground"]
+
 import logging
 import threading
 import time
@@ -62,8 +64,6 @@ from nvdra.kubeletplugin.objects import (
 from nvdra.kubeletplugin.types import JsonObject, PrepareResult
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import RunningPlugin, serve
-
-__all__ = ["ClusterLoop", "Playground", "PlaygroundApiServer", "playground"]
 
 log = logging.getLogger(__name__)
 

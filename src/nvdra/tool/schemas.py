@@ -12,13 +12,6 @@ field when one is close.
 
 from __future__ import annotations
 
-import difflib
-import json
-import re
-from collections.abc import Mapping
-from functools import lru_cache
-from typing import Any
-
 __all__ = [
     "DEFAULT_KUBERNETES_VERSION",
     "CrdSchemas",
@@ -28,6 +21,13 @@ __all__ = [
     "crd_schemas",
     "schema_problems",
 ]
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
 
 DEFAULT_KUBERNETES_VERSION = "1.35"
 Problem = tuple[tuple[str | int, ...], str]

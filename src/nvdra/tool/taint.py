@@ -10,16 +10,6 @@ operator's rule and a health taint never overwrite each other: a device is block
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-import attrs
-
-from nvdra.alloc.taintrules import MANAGED_BY, rule_selects, taint_rule
-from nvdra.core.errors import KubeConflict, KubeNotFound, UserError
-from nvdra.kubeletplugin.objects import ObjectApi, ResourceType
-from nvdra.plugins.gpu.config import DRIVER_NAME
-
 __all__ = [
     "RULE_VERSIONS",
     "NoTaintRuleApi",
@@ -29,6 +19,16 @@ __all__ = [
     "taint",
     "untaint",
 ]
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from nvdra.alloc.taintrules import MANAGED_BY, rule_selects, taint_rule
+from nvdra.core.errors import KubeConflict, KubeNotFound, UserError
+from nvdra.kubeletplugin.objects import ObjectApi, ResourceType
+from nvdra.plugins.gpu.config import DRIVER_NAME
 
 RULE_VERSIONS = ("v1beta2", "v1alpha3")
 """DeviceTaintRule versions, newest first (v1beta2: Kubernetes 1.36; v1alpha3: 1.33-1.35)."""

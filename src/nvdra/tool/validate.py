@@ -23,6 +23,8 @@ explain`` says why no device fits it.
 
 from __future__ import annotations
 
+__all__ = ["Finding", "Report", "fix_sources", "v1_equivalent", "validate_documents"]
+
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -48,8 +50,6 @@ from nvdra.tool.schemas import (
     packaged_crds,
     schema_problems,
 )
-
-__all__ = ["Finding", "Report", "fix_sources", "v1_equivalent", "validate_documents"]
 
 CD_DRIVER = "compute-domain.nvidia.com"
 CONFIG_DRIVERS = (DRIVER_NAME, CD_DRIVER)

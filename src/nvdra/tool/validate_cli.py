@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["run_validate"]
+
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -10,8 +12,6 @@ from pathlib import Path
 from nvdra.core.featuregates import FeatureGates
 from nvdra.tool.inputs import load_sources, read_sources
 from nvdra.tool.validate import Report, fix_sources, validate_documents
-
-__all__ = ["run_validate"]
 
 Echo = Callable[[str], None]
 

@@ -10,13 +10,6 @@ Invariants owned here:
 
 from __future__ import annotations
 
-import abc
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-
-from nvdra.core.errors import ConfigError
-from nvdra.core.featuregates import FeatureGates
-
 __all__ = [
     "ConfigErrors",
     "ConfigModel",
@@ -28,6 +21,13 @@ __all__ = [
     "mapping_or_problem",
     "raise_problems",
 ]
+
+import abc
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from nvdra.core.errors import ConfigError
+from nvdra.core.featuregates import FeatureGates
 
 JSON_KEY = "nvdra.json"
 """attrs metadata key holding a field's JSON name."""

@@ -15,6 +15,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["json_names", "make_converter", "structure", "unstructure"]
+
 import enum
 import functools
 import math
@@ -39,8 +41,6 @@ from nvdra.core.config._base import (
 from nvdra.core.config.mps import Quantity, decode_quantity
 from nvdra.core.config.sharing import SharingStrategy
 from nvdra.core.errors import ConfigError
-
-__all__ = ["json_names", "make_converter", "structure", "unstructure"]
 
 T = TypeVar("T")
 

@@ -15,6 +15,16 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = [
+    "API_VERSION",
+    "API_VERSIONS",
+    "KINDS",
+    "Config",
+    "decode_config",
+    "encode_config",
+    "load_config",
+]
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,16 +36,6 @@ from nvdra.core.config.mig import MigDeviceConfig
 from nvdra.core.config.vfio import VFIO_FABRIC_FIELDS, VfioDeviceConfig
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
-
-__all__ = [
-    "API_VERSION",
-    "API_VERSIONS",
-    "KINDS",
-    "Config",
-    "decode_config",
-    "encode_config",
-    "load_config",
-]
 
 API_VERSION = "resource.nvidia.com/v1beta1"
 """The apiVersion nvdra writes (upstream's group and version)."""

@@ -8,6 +8,8 @@ normalizing changes nothing.
 
 from __future__ import annotations
 
+__all__ = ["ChannelAllocationMode", "ComputeDomainChannelConfig", "ComputeDomainDaemonConfig"]
+
 import enum
 from typing import ClassVar, Self
 
@@ -16,8 +18,6 @@ import attrs
 from nvdra.core.config._base import ConfigModel, child_path, json_name
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates
-
-__all__ = ["ChannelAllocationMode", "ComputeDomainChannelConfig", "ComputeDomainDaemonConfig"]
 
 
 class ChannelAllocationMode(enum.StrEnum):

@@ -23,6 +23,14 @@ The rules nvdra adopts (decided here; the user's README example must decode and 
 
 from __future__ import annotations
 
+__all__ = [
+    "PARTITION_SIZES",
+    "FabricStrategy",
+    "FabricTopologyConfig",
+    "VirtualizationModel",
+    "parse_partition_id",
+]
+
 import enum
 import math
 import re
@@ -32,14 +40,6 @@ import attrs
 
 from nvdra.core.config._base import FieldProblem, allowed_names, child_path, json_name
 from nvdra.core.errors import ConfigError
-
-__all__ = [
-    "PARTITION_SIZES",
-    "FabricStrategy",
-    "FabricTopologyConfig",
-    "VirtualizationModel",
-    "parse_partition_id",
-]
 
 PARTITION_SIZES = (2, 4, 8)
 """GPU counts a fabric partition may have."""

@@ -12,6 +12,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["FABRIC_FIELDS", "GpuConfig", "fabric_gate_problem"]
+
 from typing import Any, ClassVar
 
 import attrs
@@ -26,8 +28,6 @@ from nvdra.core.config.fabric import (
 from nvdra.core.config.sharing import GpuSharing, SharingStrategy, TimeSliceInterval, TimeSlicingConfig
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
-
-__all__ = ["FABRIC_FIELDS", "GpuConfig", "fabric_gate_problem"]
 
 FABRIC_FIELDS = ("fabricTopologyConfig", "fabricPartitionID")
 """JSON fields of GpuConfig that belong to the FabricTopologySupport feature."""

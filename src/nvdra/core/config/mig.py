@@ -6,6 +6,8 @@ TimeSlicing, a no-op on MIG devices); there is no time-slice length on MIG devic
 
 from __future__ import annotations
 
+__all__ = ["MigDeviceConfig"]
+
 from typing import ClassVar
 
 import attrs
@@ -14,8 +16,6 @@ from nvdra.core.config._base import ConfigModel, child_path, json_name
 from nvdra.core.config.sharing import MigDeviceSharing, SharingStrategy
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
-
-__all__ = ["MigDeviceConfig"]
 
 
 @attrs.frozen(kw_only=True)

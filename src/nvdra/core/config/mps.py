@@ -11,6 +11,16 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = [
+    "MpsConfig",
+    "Quantity",
+    "decode_quantity",
+    "decode_quantity_map",
+    "encode_quantity_map",
+    "normalize_memory_limit",
+    "resolve_pinned_memory_limits",
+]
+
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -21,16 +31,6 @@ import attrs
 from nvdra.core.config._base import FieldProblem, child_path, json_name, raise_problems
 from nvdra.core.errors import ConfigError
 from nvdra.core.quantity import parse_quantity
-
-__all__ = [
-    "MpsConfig",
-    "Quantity",
-    "decode_quantity",
-    "decode_quantity_map",
-    "encode_quantity_map",
-    "normalize_memory_limit",
-    "resolve_pinned_memory_limits",
-]
 
 _QUANTITY_ALLOWED = "a Kubernetes quantity such as 2Gi, 512Mi or 10G"
 _INDEX = re.compile(r"^[+-]?\d+$")

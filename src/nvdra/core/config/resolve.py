@@ -26,6 +26,15 @@ Rules (invariants owned here):
 
 from __future__ import annotations
 
+__all__ = [
+    "AllocatedDevice",
+    "ConfigGroup",
+    "ConfigSource",
+    "DeviceType",
+    "default_config",
+    "resolve_configs",
+]
+
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -40,15 +49,6 @@ from nvdra.core.config.mig import MigDeviceConfig
 from nvdra.core.config.vfio import VfioDeviceConfig
 from nvdra.core.errors import ClaimError, ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
-
-__all__ = [
-    "AllocatedDevice",
-    "ConfigGroup",
-    "ConfigSource",
-    "DeviceType",
-    "default_config",
-    "resolve_configs",
-]
 
 _CONFIG_PATH = "$.status.allocation.devices.config"
 

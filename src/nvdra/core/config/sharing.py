@@ -14,6 +14,8 @@ Invariants owned here (upstream ``sharing.go`` semantics, restated):
 
 from __future__ import annotations
 
+__all__ = ["GpuSharing", "MigDeviceSharing", "SharingStrategy", "TimeSliceInterval", "TimeSlicingConfig"]
+
 import enum
 
 import attrs
@@ -22,8 +24,6 @@ from nvdra.core.config._base import child_path, json_name
 from nvdra.core.config.mps import MpsConfig
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
-
-__all__ = ["GpuSharing", "MigDeviceSharing", "SharingStrategy", "TimeSliceInterval", "TimeSlicingConfig"]
 
 
 class SharingStrategy(enum.StrEnum):

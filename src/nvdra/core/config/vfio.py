@@ -11,6 +11,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["VFIO_FABRIC_FIELDS", "IommuBackendPolicy", "IommuConfig", "VfioDeviceConfig"]
+
 import enum
 from typing import ClassVar
 
@@ -21,8 +23,6 @@ from nvdra.core.config.fabric import FabricTopologyConfig
 from nvdra.core.config.gpu import fabric_gate_problem
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
-
-__all__ = ["VFIO_FABRIC_FIELDS", "IommuBackendPolicy", "IommuConfig", "VfioDeviceConfig"]
 
 VFIO_FABRIC_FIELDS = ("fabricTopologyConfig",)
 """JSON fields of VfioDeviceConfig that belong to the FabricTopologySupport feature."""

@@ -7,29 +7,6 @@ device dicts; executors in
 
 from __future__ import annotations
 
-from nvdra.core.sharing.dynamic_mig import (
-    DynamicMigLayout,
-    GpuSlice,
-    MigCandidate,
-    candidates_by_name,
-    counter_set_name,
-    gpu_counters,
-    mig_candidates,
-    qualifies_for_dynamic_mig,
-    render_dynamic_mig,
-    resetless_toggle,
-)
-from nvdra.core.sharing.mps import (
-    MPS_KIND,
-    MpsDevice,
-    MpsPlan,
-    ShareLimits,
-    mps_daemon_id,
-    plan_mps,
-    share_limits,
-)
-from nvdra.core.sharing.timeslicing import TIMESLICE_KIND, TimeSlice, plan_time_slicing
-
 __all__ = [
     "MPS_KIND",
     "TIMESLICE_KIND",
@@ -52,3 +29,26 @@ __all__ = [
     "resetless_toggle",
     "share_limits",
 ]
+
+from nvdra.core.sharing.dynamic_mig import (
+    DynamicMigLayout,
+    GpuSlice,
+    MigCandidate,
+    candidates_by_name,
+    counter_set_name,
+    gpu_counters,
+    mig_candidates,
+    qualifies_for_dynamic_mig,
+    render_dynamic_mig,
+    resetless_toggle,
+)
+from nvdra.core.sharing.mps import (
+    MPS_KIND,
+    MpsDevice,
+    MpsPlan,
+    ShareLimits,
+    mps_daemon_id,
+    plan_mps,
+    share_limits,
+)
+from nvdra.core.sharing.timeslicing import TIMESLICE_KIND, TimeSlice, plan_time_slicing

@@ -21,14 +21,6 @@ Invariants owned here (upstream-driver §3.1, §3.4, §5.3):
 
 from __future__ import annotations
 
-from typing import Any
-
-import attrs
-
-from nvdra.core.devices import Gpu, Inventory, MigPlacement, MigProfile, mig_device_name
-from nvdra.core.quantity import format_bytes
-from nvdra.core.resourceslice import gpu_device, static_mig_device
-
 __all__ = [
     "DynamicMigLayout",
     "GpuSlice",
@@ -41,6 +33,14 @@ __all__ = [
     "render_dynamic_mig",
     "resetless_toggle",
 ]
+
+from typing import Any
+
+import attrs
+
+from nvdra.core.devices import Gpu, Inventory, MigPlacement, MigProfile, mig_device_name
+from nvdra.core.quantity import format_bytes
+from nvdra.core.resourceslice import gpu_device, static_mig_device
 
 _RESET_LESS_ARCHS = frozenset({"Hopper", "Blackwell", "Rubin"})
 _MIB = 1024 * 1024

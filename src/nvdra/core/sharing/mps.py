@@ -16,6 +16,8 @@ Invariants owned here (upstream-driver §5.2):
 
 from __future__ import annotations
 
+__all__ = ["MPS_KIND", "MpsDevice", "MpsPlan", "ShareLimits", "mps_daemon_id", "plan_mps", "share_limits"]
+
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -25,8 +27,6 @@ import attrs
 from nvdra.core.config import MpsConfig, resolve_pinned_memory_limits
 from nvdra.core.effects import EffectRecord, effect_field
 from nvdra.core.errors import ConfigError
-
-__all__ = ["MPS_KIND", "MpsDevice", "MpsPlan", "ShareLimits", "mps_daemon_id", "plan_mps", "share_limits"]
 
 MPS_KIND = "mps"
 _MIB = 1024 * 1024

@@ -9,6 +9,8 @@ Invariants owned here (upstream-driver §5.1):
 
 from __future__ import annotations
 
+__all__ = ["TIMESLICE_KIND", "TimeSlice", "plan_time_slicing"]
+
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -18,8 +20,6 @@ from nvdra.core.config import GpuConfig, SharingStrategy
 from nvdra.core.config.api import Config
 from nvdra.core.effects import EffectRecord
 from nvdra.core.featuregates import FeatureGates, Gate
-
-__all__ = ["TIMESLICE_KIND", "TimeSlice", "plan_time_slicing"]
 
 TIMESLICE_KIND = "timeslice"
 

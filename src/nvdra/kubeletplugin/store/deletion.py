@@ -4,12 +4,12 @@ the garbage collector's owner references, and Namespaces that stay ``Terminating
 
 from __future__ import annotations
 
+__all__ = ["Deletions"]
+
 from nvdra.core.errors import KubeConflict
 from nvdra.kubeletplugin.objects import NAMESPACES, JsonObject, ResourceType
 from nvdra.kubeletplugin.store.rules import invalid
 from nvdra.kubeletplugin.store.state import Key, StoreState, clone, now
-
-__all__ = ["Deletions"]
 
 _PROPAGATION = ("Background", "Foreground", "Orphan")
 _FOREGROUND = "foregroundDeletion"

@@ -36,6 +36,8 @@ adds configuration, reads and writes.
 
 from __future__ import annotations
 
+__all__ = ["Admission", "ObjectStore", "Validator"]
+
 import contextlib
 import secrets
 import uuid
@@ -64,8 +66,6 @@ from nvdra.kubeletplugin.store.schema import CrdRules, drop_field, transition_ru
 from nvdra.kubeletplugin.store.selectors import FieldSelector, LabelSelector
 from nvdra.kubeletplugin.store.state import Admission, Key, Validator, clone, now
 from nvdra.kubeletplugin.store.watch import Watching
-
-__all__ = ["Admission", "ObjectStore", "Validator"]
 
 
 class ObjectStore(Deletions, Watching):

@@ -3,14 +3,14 @@ strategic merge patch (built-in kinds); every failure is the apiserver's status 
 
 from __future__ import annotations
 
+__all__ = ["apply_patch", "json_patch", "merge_patch", "strategic_merge_patch"]
+
 import copy
 import json
 from typing import Any
 
 from nvdra.core.errors import KubeApiError
 from nvdra.kubeletplugin.objects import JsonObject
-
-__all__ = ["apply_patch", "json_patch", "merge_patch", "strategic_merge_patch"]
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -3,15 +3,6 @@ fields, and the RawExtensions compared by their bytes."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Mapping
-from typing import Any
-
-from nvdra.core.errors import KubeApiError
-from nvdra.kubeletplugin.objects import JsonObject, ResourceType
-from nvdra.kubeletplugin.store.schema import value_at
-
 __all__ = [
     "builtin_update_problems",
     "claim_spec_problems",
@@ -21,6 +12,15 @@ __all__ = [
     "raw_extension_paths",
     "raw_extensions",
 ]
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from nvdra.core.errors import KubeApiError
+from nvdra.kubeletplugin.objects import JsonObject, ResourceType
+from nvdra.kubeletplugin.store.schema import value_at
 
 
 def compact_json(value: Any) -> str:

@@ -3,6 +3,8 @@ CRD's ``self == oldSelf`` transition rules."""
 
 from __future__ import annotations
 
+__all__ = ["CrdRules", "drop_field", "transition_rules", "unknown_fields", "value_at"]
+
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -10,8 +12,6 @@ from typing import Any
 import attrs
 
 from nvdra.kubeletplugin.objects import JsonObject
-
-__all__ = ["CrdRules", "drop_field", "transition_rules", "unknown_fields", "value_at"]
 
 _OBJECT_META_FIELDS = frozenset(
     {

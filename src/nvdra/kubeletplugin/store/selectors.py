@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["FieldSelector", "LabelSelector", "match_fields", "match_labels"]
+
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -10,8 +12,6 @@ import attrs
 
 from nvdra.core.errors import KubeApiError
 from nvdra.kubeletplugin.objects import JsonObject, ResourceType
-
-__all__ = ["FieldSelector", "LabelSelector", "match_fields", "match_labels"]
 
 _SET_TERM = re.compile(r"^\s*(?P<key>[^\s!=,()]+)\s+(?P<op>in|notin)\s+\((?P<values>[^()]*)\)\s*$")
 _KEY = re.compile(r"^([a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")

@@ -3,6 +3,8 @@ of watch events, and independent copies of JSON values."""
 
 from __future__ import annotations
 
+__all__ = ["Admission", "Event", "Key", "StoreState", "Validator", "clone", "now"]
+
 import bisect
 import json
 import threading
@@ -17,8 +19,6 @@ from nvdra.core.errors import KubeConflict, KubeNotFound
 from nvdra.kubeletplugin.objects import JsonObject, ResourceType
 from nvdra.kubeletplugin.store.schema import CrdRules
 from nvdra.kubeletplugin.store.selectors import FieldSelector, LabelSelector
-
-__all__ = ["Admission", "Event", "Key", "StoreState", "Validator", "clone", "now"]
 
 _T = TypeVar("_T")
 

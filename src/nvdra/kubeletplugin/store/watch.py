@@ -3,6 +3,8 @@ open watch (initial events, then changes, bookmarks and the timeout)."""
 
 from __future__ import annotations
 
+__all__ = ["StoreWatch", "Watching"]
+
 import bisect
 import threading
 import time
@@ -21,8 +23,6 @@ from nvdra.kubeletplugin.objects import (
 )
 from nvdra.kubeletplugin.store.selectors import FieldSelector, LabelSelector
 from nvdra.kubeletplugin.store.state import StoreState, clone
-
-__all__ = ["StoreWatch", "Watching"]
 
 
 class Watching(StoreState):

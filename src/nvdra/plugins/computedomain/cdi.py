@@ -14,6 +14,8 @@ The channel major comes from ``/proc/devices`` (``nvidia-caps-imex-channels``), 
 
 from __future__ import annotations
 
+__all__ = ["CDI_VENDOR", "FABRIC_MGMT_CAP", "IMEX_BINARIES", "CdClaimSpecs"]
+
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,8 +39,6 @@ from nvdra.cdi import (
     write_spec,
 )
 from nvdra.core.errors import CdiError
-
-__all__ = ["CDI_VENDOR", "FABRIC_MGMT_CAP", "IMEX_BINARIES", "CdClaimSpecs"]
 
 CDI_VENDOR = "k8s.compute-domain.nvidia.com"
 CDI_CLASS = "claim"

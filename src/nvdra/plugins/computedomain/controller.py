@@ -28,6 +28,8 @@ instance that does not lead retries every ``retry_period_s``.
 
 from __future__ import annotations
 
+__all__ = ["ComputeDomainController", "LeaseElector", "Metrics"]
+
 import logging
 import threading
 import time
@@ -51,8 +53,6 @@ from nvdra.kubeletplugin.objects import (
 )
 from nvdra.kubeletplugin.types import JsonObject
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, KIND_TYPES
-
-__all__ = ["ComputeDomainController", "LeaseElector", "Metrics"]
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,8 @@ Leader-election durations take Go spellings (``15s``) or plain seconds (``15``);
 
 from __future__ import annotations
 
+__all__ = ["main"]
+
 import http.server
 import os
 import signal
@@ -23,8 +25,6 @@ from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
 from nvdra.plugins.computedomain.flags import DURATION
 from nvdra.plugins.flags import FlagRow, configure_logging, logging_options, table_options
-
-__all__ = ["main"]
 
 
 def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.ThreadingHTTPServer:

@@ -22,6 +22,8 @@ controller's next pass. A daemon without a clique only registers and idles; its 
 
 from __future__ import annotations
 
+__all__ = ["DaemonSettings", "ImexDaemon", "ProcessHandle", "ProcessRunner", "SubprocessRunner"]
+
 import contextlib
 import logging
 import signal
@@ -46,8 +48,6 @@ from nvdra.imex import (
 from nvdra.kubeletplugin.informer import EventHandler, Informer
 from nvdra.kubeletplugin.objects import PODS, ObjectApi, ResourceType
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS
-
-__all__ = ["DaemonSettings", "ImexDaemon", "ProcessHandle", "ProcessRunner", "SubprocessRunner"]
 
 log = logging.getLogger(__name__)
 

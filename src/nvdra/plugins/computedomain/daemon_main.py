@@ -19,6 +19,8 @@ device. A daemon that cannot write them says so in one line instead of failing l
 
 from __future__ import annotations
 
+__all__ = ["SIMULATED_ROOT", "binaries_root", "find_imex_binary", "main"]
+
 import logging
 import os
 import signal
@@ -35,8 +37,6 @@ from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.nvml import load_profile, make_simulated_driver_root
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon, SubprocessRunner
 from nvdra.plugins.flags import FlagRow, configure_logging, logging_options, table_options
-
-__all__ = ["SIMULATED_ROOT", "binaries_root", "find_imex_binary", "main"]
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,8 @@ domain down, checking nothing is left behind. Also runnable as ``python -m nvdra
 
 from __future__ import annotations
 
+__all__ = ["run_demo"]
+
 import logging
 import tempfile
 import time
@@ -16,8 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nvdra.plugins.computedomain.simcluster import SimCluster
-
-__all__ = ["run_demo"]
 
 Out = Callable[[str], None]
 

@@ -22,6 +22,8 @@ own claim is prepared; the driver's lock guards only the checkpoint.
 
 from __future__ import annotations
 
+__all__ = ["ComputeDomainDriver", "NotReady", "cd_devices"]
+
 import logging
 import shutil
 import threading
@@ -51,8 +53,6 @@ from nvdra.plugins.claims import CheckpointedDriver, claim_ref
 from nvdra.plugins.computedomain.cdi import CdClaimSpecs
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, CdKube
 from nvdra.plugins.state import CheckpointStore, LoadReport
-
-__all__ = ["ComputeDomainDriver", "NotReady", "cd_devices"]
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,8 @@ The in-process pair behaves the same at the interfaces the daemon uses:
 
 from __future__ import annotations
 
+__all__ = ["FakeImex", "FakeImexProcess", "FakeImexRunner", "ImexFabric", "imex_ctl_main", "imex_main"]
+
 import os
 import signal
 import socket
@@ -43,8 +45,6 @@ from pathlib import Path
 
 from nvdra.core.errors import ConfigError, HostError
 from nvdra.imex.config import parse_config, parse_hosts_block, parse_nodes_file
-
-__all__ = ["FakeImex", "FakeImexProcess", "FakeImexRunner", "ImexFabric", "imex_ctl_main", "imex_main"]
 
 
 class ImexFabric:

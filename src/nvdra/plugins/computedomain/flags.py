@@ -9,12 +9,12 @@ that names the accepted forms.
 
 from __future__ import annotations
 
+__all__ = ["DURATION", "VERBOSITY", "Duration", "Verbosity", "parse_duration"]
+
 import re
 from typing import Any
 
 import click
-
-__all__ = ["DURATION", "VERBOSITY", "Duration", "Verbosity", "parse_duration"]
 
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|us|µs|ns|m|s)")

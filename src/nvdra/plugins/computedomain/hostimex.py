@@ -11,6 +11,8 @@ READY or NOT_READY as the test sets it, so host-managed mode runs the same progr
 
 from __future__ import annotations
 
+__all__ = ["HostImexCheck", "SimulatedHostImex"]
+
 import socket
 import subprocess
 import threading
@@ -20,8 +22,6 @@ from pathlib import Path
 from nvdra.core.closing import Closing
 from nvdra.core.errors import HostError
 from nvdra.imex.hostmode import host_imex_ready
-
-__all__ = ["HostImexCheck", "SimulatedHostImex"]
 
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 

@@ -7,6 +7,8 @@ scale tests).
 
 from __future__ import annotations
 
+__all__ = ["CLIQUES", "COMPUTE_DOMAINS", "KIND_TYPES", "CdKube", "CountingApi"]
+
 import threading
 from collections import Counter
 from typing import Any, Protocol, Unpack
@@ -14,9 +16,6 @@ from typing import Any, Protocol, Unpack
 from nvdra.core.errors import KubeConflict
 from nvdra.kubeletplugin.objects import ObjectApi, ResourceType, Selectors, WatchOptions, WatchStream
 from nvdra.kubeletplugin.types import JsonObject, KubeApi
-
-__all__ = ["CLIQUES", "COMPUTE_DOMAINS", "KIND_TYPES", "CdKube", "CountingApi"]
-
 
 COMPUTE_DOMAINS = ResourceType.of("resource.nvidia.com/v1beta1", "ComputeDomain")
 CLIQUES = ResourceType.of("resource.nvidia.com/v1beta1", "ComputeDomainClique", status_subresource=False)

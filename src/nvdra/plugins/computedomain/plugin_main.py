@@ -6,6 +6,8 @@ Flags and environment twins are upstream's CD plugin set (the GPU plugin's minus
 
 from __future__ import annotations
 
+__all__ = ["main"]
+
 import sys
 from typing import Any
 
@@ -15,8 +17,6 @@ from nvdra.core.errors import NvdraError
 from nvdra.plugins.computedomain.serve import CdPluginConfig, serve_until_signalled
 from nvdra.plugins.faults import arm_from_environment
 from nvdra.plugins.flags import configure_logging, flag_values, kubelet_plugin_options, option
-
-__all__ = ["main"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

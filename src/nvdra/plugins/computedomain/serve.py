@@ -9,6 +9,8 @@ registered the plugin → liveness → metrics on ``--http-endpoint`` (the GPU p
 
 from __future__ import annotations
 
+__all__ = ["CdPluginConfig", "RunningCdPlugin", "prepared_device_counts", "serve", "serve_until_signalled"]
+
 import functools
 import json
 import logging
@@ -41,8 +43,6 @@ from nvdra.plugins.metrics import InstrumentedDriver, PluginMetrics
 from nvdra.plugins.pluginconfig import KubeletPluginConfig
 from nvdra.plugins.runner import api_client, driver_ready, open_backend, serve_endpoints, serve_pending
 from nvdra.plugins.state import CheckpointStore, read_boot_id
-
-__all__ = ["CdPluginConfig", "RunningCdPlugin", "prepared_device_counts", "serve", "serve_until_signalled"]
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,8 @@ goes through :class:`~nvdra.plugins.computedomain.kube.CountingApi` so writes an
 
 from __future__ import annotations
 
+__all__ = ["CLUSTER_UUID", "ProcessDaemon", "SimCluster", "SimNode", "rack_clique"]
+
 import os
 import random
 import re
@@ -49,8 +51,6 @@ from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon
 from nvdra.plugins.computedomain.fakeimex import FakeImexRunner, ImexFabric
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, CountingApi
 from nvdra.plugins.computedomain.serve import CdPluginConfig, RunningCdPlugin, serve
-
-__all__ = ["CLUSTER_UUID", "ProcessDaemon", "SimCluster", "SimNode", "rack_clique"]
 
 CLUSTER_UUID = "8c1f3e52-6a0d-4b7e-9f24-3d95a1c7e0b6"
 

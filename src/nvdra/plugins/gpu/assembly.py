@@ -8,6 +8,8 @@ the kubelet can register the plugin without waiting for any of these modules to 
 
 from __future__ import annotations
 
+__all__ = ["assemble", "build_effects"]
+
 import logging
 import os
 from collections.abc import Callable
@@ -46,8 +48,6 @@ from nvdra.plugins.state import CheckpointStore
 
 if TYPE_CHECKING:
     from nvdra.plugins.gpu.health import HealthTracker
-
-__all__ = ["assemble", "build_effects"]
 
 # Feature modules (fabric, passthrough/VFIO, binding conditions, DynamicMIG, health) are imported where
 # their gate or flag is on, not here: a plugin with the default gates starts without loading them

@@ -23,6 +23,17 @@ partition devices use it too (:mod:`nvdra.plugins.gpu.fabric.activation`).
 
 from __future__ import annotations
 
+__all__ = [
+    "BIND_FAILED",
+    "BOUND",
+    "VFIO_CONDITIONS",
+    "Binder",
+    "BindingConditionsView",
+    "ConditionKinds",
+    "binding_views",
+    "start_binder",
+]
+
 import json
 import logging
 import threading
@@ -41,17 +52,6 @@ from nvdra.plugins.devicestatus import ClaimStatusWriter
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.driver import DeviceView
-
-__all__ = [
-    "BIND_FAILED",
-    "BOUND",
-    "VFIO_CONDITIONS",
-    "Binder",
-    "BindingConditionsView",
-    "ConditionKinds",
-    "binding_views",
-    "start_binder",
-]
 
 log = logging.getLogger(__name__)
 

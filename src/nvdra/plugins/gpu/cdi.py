@@ -16,6 +16,15 @@ a VM launcher that has no use for them.
 
 from __future__ import annotations
 
+__all__ = [
+    "CDI_CLASS",
+    "CDI_VENDOR",
+    "IOMMU_API_DEVICES",
+    "PASSTHROUGH_ENV",
+    "GpuClaimSpecs",
+    "is_passthrough",
+]
+
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -42,15 +51,6 @@ from nvdra.core.errors import NvdraError
 from nvdra.core.faults import reach
 from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import Applied
-
-__all__ = [
-    "CDI_CLASS",
-    "CDI_VENDOR",
-    "IOMMU_API_DEVICES",
-    "PASSTHROUGH_ENV",
-    "GpuClaimSpecs",
-    "is_passthrough",
-]
 
 CDI_VENDOR = "k8s.gpu.nvidia.com"
 CDI_CLASS = "claim"

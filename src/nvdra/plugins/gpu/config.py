@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+__all__ = ["DRIVER_NAME", "PluginConfig"]
+
 from pathlib import Path
 
 import attrs
 
 from nvdra.plugins.pluginconfig import KubeletPluginConfig, simulated_profile_dir
-
-__all__ = ["DRIVER_NAME", "PluginConfig"]
 
 DRIVER_NAME = "gpu.nvidia.com"
 

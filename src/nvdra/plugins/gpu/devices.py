@@ -6,6 +6,8 @@ A ``partition`` device (``--publish-fabric-partitions``) is an NVLink partition 
 
 from __future__ import annotations
 
+__all__ = ["AllocatableDevice", "allocatable_devices"]
+
 from typing import Literal
 
 import attrs
@@ -14,8 +16,6 @@ from nvdra.core.devices import Gpu, Inventory, MigDevice, MigPlacement, MigProfi
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.core.passthrough import VfioDevice
 from nvdra.core.sharing import mig_candidates, qualifies_for_dynamic_mig, resetless_toggle
-
-__all__ = ["AllocatableDevice", "allocatable_devices"]
 
 DeviceType = Literal["gpu", "mig", "vfio", "partition"]
 

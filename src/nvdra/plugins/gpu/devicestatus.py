@@ -10,13 +10,13 @@ VFIO device ``iommuGroup`` where known; ``adminAccess`` when the claim only obse
 
 from __future__ import annotations
 
+__all__ = ["gpu_device_status"]
+
 from typing import Any
 
 from nvdra.core.checkpoint import DeviceRecord
 from nvdra.plugins.devicestatus import ready_condition
 from nvdra.plugins.gpu.devices import AllocatableDevice
-
-__all__ = ["gpu_device_status"]
 
 
 def _data(device: AllocatableDevice, record: DeviceRecord) -> dict[str, Any]:

@@ -24,6 +24,8 @@ CDI specs that no checkpoint entry owns are removed.
 
 from __future__ import annotations
 
+__all__ = ["ClaimSpecs", "GpuDriver"]
+
 import functools
 import logging
 import threading
@@ -60,8 +62,6 @@ if TYPE_CHECKING:
 
 # The fabric, DynamicMIG and device-metadata modules (~70 ms of imports) load only where their gate or
 # flag is on, so a plugin with the default gates registers without them (tests/test_imports.py).
-
-__all__ = ["ClaimSpecs", "GpuDriver"]
 
 log = logging.getLogger(__name__)
 

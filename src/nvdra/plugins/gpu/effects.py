@@ -24,6 +24,8 @@ and for the whole claim (e.g. the MPS pipe directory mount).
 
 from __future__ import annotations
 
+__all__ = ["Applied", "ClaimContext", "EffectExecutor", "EffectPlanner", "Effects", "expect"]
+
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -35,8 +37,6 @@ from nvdra.core.effects import EffectCodec, EffectRecord, effect_to_json
 from nvdra.core.errors import ConfigError
 from nvdra.kubeletplugin.types import ClaimRef
 from nvdra.plugins.gpu.devices import AllocatableDevice
-
-__all__ = ["Applied", "ClaimContext", "EffectExecutor", "EffectPlanner", "Effects", "expect"]
 
 R = TypeVar("R", bound=EffectRecord)
 

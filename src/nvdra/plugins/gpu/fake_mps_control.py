@@ -15,14 +15,14 @@ Every command is appended to ``control.log``. The simulated driver root carries 
 
 from __future__ import annotations
 
+__all__ = ["STATE_FILE", "install_fake_mps_control", "main", "read_state"]
+
 import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-__all__ = ["STATE_FILE", "install_fake_mps_control", "main", "read_state"]
 
 STATE_FILE = "nvdra-fake-mps.json"
 

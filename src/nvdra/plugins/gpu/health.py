@@ -14,6 +14,8 @@ quiet-period recovery rule.
 
 from __future__ import annotations
 
+__all__ = ["HealthTracker", "health_view", "start_health_monitor"]
+
 import logging
 import threading
 import time
@@ -32,8 +34,6 @@ from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.devices import AllocatableDevice, allocatable_devices
 from nvdra.plugins.gpu.driver import GpuDriver
 from nvdra.plugins.gpu.fabric.partitions import partition_devices
-
-__all__ = ["HealthTracker", "health_view", "start_health_monitor"]
 
 log = logging.getLogger(__name__)
 

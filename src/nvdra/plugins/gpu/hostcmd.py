@@ -17,6 +17,15 @@ its output; a command the simulator does not understand is an error, never silen
 
 from __future__ import annotations
 
+__all__ = [
+    "COMPUTE_MODES",
+    "HostCommandRunner",
+    "HostCommands",
+    "SimulatedHostCommands",
+    "set_compute_mode",
+    "set_timeslice",
+]
+
 import os
 import subprocess
 import threading
@@ -26,15 +35,6 @@ from typing import Protocol
 
 from nvdra.core.errors import HostError, NvmlError
 from nvdra.nvml import SimulatedNvml
-
-__all__ = [
-    "COMPUTE_MODES",
-    "HostCommandRunner",
-    "HostCommands",
-    "SimulatedHostCommands",
-    "set_compute_mode",
-    "set_timeslice",
-]
 
 COMPUTE_MODES: dict[str, int] = {"DEFAULT": 0, "PROHIBITED": 2, "EXCLUSIVE_PROCESS": 3}
 """``nvidia-smi -c`` names → nvmlComputeMode_t."""

@@ -12,6 +12,8 @@ gate on (:func:`check_list_attributes`); on 1.36 the cluster's gate must be on t
 
 from __future__ import annotations
 
+__all__ = ["NUMA_NODE", "ListAttributesView", "check_list_attributes", "list_attribute_views"]
+
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -22,8 +24,6 @@ from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates, Gate
 from nvdra.kubeletplugin.types import DriverResources
 from nvdra.plugins.gpu.devices import AllocatableDevice
-
-__all__ = ["NUMA_NODE", "ListAttributesView", "check_list_attributes", "list_attribute_views"]
 
 NUMA_NODE = "resource.kubernetes.io/numaNode"
 LIST_ATTRIBUTES_SINCE = (1, 36)

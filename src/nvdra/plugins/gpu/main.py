@@ -6,6 +6,8 @@ one; ``--simulate PROFILE`` (``NVDRA_SIMULATE``) runs on a simulated node instea
 
 from __future__ import annotations
 
+__all__ = ["main"]
+
 import sys
 from typing import Any
 
@@ -16,8 +18,6 @@ from nvdra.plugins.faults import arm_from_environment
 from nvdra.plugins.flags import configure_logging, flag_values, kubelet_plugin_options, option
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import serve_until_signalled
-
-__all__ = ["main"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -11,6 +11,17 @@ appended to the first device of each request. Both files are written as a ``devi
 
 from __future__ import annotations
 
+__all__ = [
+    "CONTAINER_DIR",
+    "METADATA_KIND",
+    "DeviceMetadata",
+    "MetadataDevice",
+    "MetadataExecutor",
+    "MetadataPlanner",
+    "metadata_cdi_id",
+    "with_metadata_ids",
+]
+
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,17 +46,6 @@ from nvdra.core.errors import CdiError
 from nvdra.fabric.topology import nvswitch_functions
 from nvdra.kubeletplugin.types import ClaimRef
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, Effects, expect
-
-__all__ = [
-    "CONTAINER_DIR",
-    "METADATA_KIND",
-    "DeviceMetadata",
-    "MetadataDevice",
-    "MetadataExecutor",
-    "MetadataPlanner",
-    "metadata_cdi_id",
-    "with_metadata_ids",
-]
 
 METADATA_KIND = "device-metadata"
 CONTAINER_DIR = "/var/run/kubernetes.io/dra-device-attributes"

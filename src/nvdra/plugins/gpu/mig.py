@@ -14,6 +14,15 @@ device that no completed claim owns (upstream's start-up sweep).
 
 from __future__ import annotations
 
+__all__ = [
+    "MIG_CREATE_KIND",
+    "DynamicMigExecutor",
+    "DynamicMigPlanner",
+    "MigCreate",
+    "dynamic_mig_resources",
+    "sweep_unknown_mig",
+]
+
 import logging
 from collections.abc import Callable
 from typing import ClassVar
@@ -31,15 +40,6 @@ from nvdra.kubeletplugin.types import DriverResources, Pool, Slice
 from nvdra.nvml import NvmlBackend
 from nvdra.nvml.executor import MigExecutor, MigKey
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, expect
-
-__all__ = [
-    "MIG_CREATE_KIND",
-    "DynamicMigExecutor",
-    "DynamicMigPlanner",
-    "MigCreate",
-    "dynamic_mig_resources",
-    "sweep_unknown_mig",
-]
 
 log = logging.getLogger(__name__)
 

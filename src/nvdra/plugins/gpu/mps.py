@@ -12,6 +12,17 @@ step tolerates a change that never happened, so a failed or half-done prepare is
 
 from __future__ import annotations
 
+__all__ = [
+    "CONTAINER_PIPE_DIR",
+    "DAEMON_LABEL",
+    "MPS_DIR_MODES",
+    "MpsExecutor",
+    "MpsPlanner",
+    "deployment_name",
+    "make_mps_dirs",
+    "render_deployment",
+]
+
 import contextlib
 import os
 import shutil
@@ -34,17 +45,6 @@ from nvdra.kubeletplugin.objects import DEPLOYMENTS, ObjectApi
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, expect
 from nvdra.plugins.gpu.hostcmd import HostCommandRunner, set_compute_mode
-
-__all__ = [
-    "CONTAINER_PIPE_DIR",
-    "DAEMON_LABEL",
-    "MPS_DIR_MODES",
-    "MpsExecutor",
-    "MpsPlanner",
-    "deployment_name",
-    "make_mps_dirs",
-    "render_deployment",
-]
 
 CONTAINER_PIPE_DIR = "/tmp/nvidia-mps"
 DAEMON_LABEL = "resource.nvidia.com/mps-control-daemon"

@@ -16,6 +16,8 @@ Two ways to run the control program (upstream-driver §5.2):
 
 from __future__ import annotations
 
+__all__ = ["ControlInvocation", "control_invocation", "main", "run_daemon"]
+
 import os
 import signal
 import subprocess
@@ -27,8 +29,6 @@ import attrs
 import click
 
 from nvdra.plugins.flags import configure_logging, logging_options, wait_interruptibly
-
-__all__ = ["ControlInvocation", "control_invocation", "main", "run_daemon"]
 
 _LIB_DIRS = ("usr/lib64", "usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "usr/lib")
 

@@ -11,6 +11,8 @@ that leaves the gate as it was (``false`` under a gate that is off anyway) chang
 
 from __future__ import annotations
 
+__all__ = ["FABRIC_LABEL", "FabricLabelWatch", "effective_fabric_gate", "fabric_gate_for_node"]
+
 import logging
 from collections.abc import Callable
 
@@ -22,8 +24,6 @@ from nvdra.kubeletplugin import KubeApi
 from nvdra.kubeletplugin.informer import Informer
 from nvdra.kubeletplugin.objects import NODES, ObjectApi
 from nvdra.kubeletplugin.types import JsonObject
-
-__all__ = ["FABRIC_LABEL", "FabricLabelWatch", "effective_fabric_gate", "fabric_gate_for_node"]
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ go through these functions, so what the tool shows is what the plugin writes:
 
 from __future__ import annotations
 
+__all__ = ["Publication", "node_gates", "node_resources", "offline_publication"]
+
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -35,8 +37,6 @@ from nvdra.plugins.gpu.simnode import simulated_nvml_state
 
 if TYPE_CHECKING:
     from nvdra.plugins.gpu.fabric import NodeFabric
-
-__all__ = ["Publication", "node_gates", "node_resources", "offline_publication"]
 
 
 def node_gates(config: PluginConfig, api: KubeApi, env: Mapping[str, str]) -> FeatureGates:

@@ -9,6 +9,8 @@ This module imports no more than serving the sockets needs (tests/test_imports.p
 
 from __future__ import annotations
 
+__all__ = ["RunningPlugin", "serve", "serve_until_signalled", "serve_while"]
+
 import logging
 import os
 import threading
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
     from nvdra.plugins.devicestatus import ClaimStatusReporter
     from nvdra.plugins.gpu.driver import GpuDriver
     from nvdra.plugins.gpu.effects import Effects
-
-__all__ = ["RunningPlugin", "serve", "serve_until_signalled", "serve_while"]
 
 log = logging.getLogger(__name__)
 

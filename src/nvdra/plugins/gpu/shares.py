@@ -8,6 +8,14 @@ holders); a device held without a share stays exclusive.
 
 from __future__ import annotations
 
+__all__ = [
+    "ConsumableSharesView",
+    "keep_shared",
+    "shares_option",
+    "shares_views",
+    "time_slice_conflict",
+]
+
 from collections.abc import Collection, Mapping, Sequence
 
 import attrs
@@ -20,14 +28,6 @@ from nvdra.core.sharing import MpsPlan
 from nvdra.core.sharing.timeslicing import TimeSlice
 from nvdra.kubeletplugin.types import DriverResources
 from nvdra.plugins.gpu.devices import AllocatableDevice
-
-__all__ = [
-    "ConsumableSharesView",
-    "keep_shared",
-    "shares_option",
-    "shares_views",
-    "time_slice_conflict",
-]
 
 
 def shares_option(text: str, gates: FeatureGates) -> SharesOption:

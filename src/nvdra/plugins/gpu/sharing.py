@@ -9,6 +9,8 @@ executors the enabled gates call for.
 
 from __future__ import annotations
 
+__all__ = ["TimeSlicingExecutor", "TimeSlicingPlanner", "host_runner", "sharing_effects"]
+
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -35,8 +37,6 @@ from nvdra.plugins.gpu.hostcmd import (
 )
 from nvdra.plugins.gpu.mig import DynamicMigExecutor, DynamicMigPlanner
 from nvdra.plugins.gpu.mps import MpsExecutor, MpsPlanner
-
-__all__ = ["TimeSlicingExecutor", "TimeSlicingPlanner", "host_runner", "sharing_effects"]
 
 
 class TimeSlicingPlanner:

@@ -19,6 +19,17 @@ simulated as another profile in the same directories never sees what the first o
 
 from __future__ import annotations
 
+__all__ = [
+    "BOOT_ID_FILE",
+    "FM_STATE_FILE",
+    "NVML_STATE_FILE",
+    "PersistentFabricManager",
+    "node_boot_id",
+    "persisted_fabric_manager",
+    "reboot_simulated_node",
+    "simulated_nvml_state",
+]
+
 import json
 import logging
 import os
@@ -36,17 +47,6 @@ from nvdra.plugins.state import read_boot_id
 
 if TYPE_CHECKING:  # nvdra.fabric loads where a Fabric Manager is connected, not at every plugin start
     from nvdra.fabric import FabricManager, FabricMode, FmPartitionInfo, FmPciDevice, SimulatedFabricManager
-
-__all__ = [
-    "BOOT_ID_FILE",
-    "FM_STATE_FILE",
-    "NVML_STATE_FILE",
-    "PersistentFabricManager",
-    "node_boot_id",
-    "persisted_fabric_manager",
-    "reboot_simulated_node",
-    "simulated_nvml_state",
-]
 
 log = logging.getLogger(__name__)
 

@@ -49,6 +49,16 @@ is kept as ``checkpoint.json.upstream`` for a human.
 
 from __future__ import annotations
 
+__all__ = [
+    "UPSTREAM_SUFFIX",
+    "AdoptionContext",
+    "AdoptionReport",
+    "adopt_upstream_checkpoint",
+    "convert_upstream",
+    "is_upstream_checkpoint",
+    "recover_plugin_dir",
+]
+
 import json
 import logging
 import re
@@ -71,16 +81,6 @@ from nvdra.plugins.gpu.config import PluginConfig
 
 if TYPE_CHECKING:  # the MIG and VFIO modules load only when an upstream checkpoint has such devices
     from nvdra.plugins.gpu.mig import MigCreate
-
-__all__ = [
-    "UPSTREAM_SUFFIX",
-    "AdoptionContext",
-    "AdoptionReport",
-    "adopt_upstream_checkpoint",
-    "convert_upstream",
-    "is_upstream_checkpoint",
-    "recover_plugin_dir",
-]
 
 log = logging.getLogger(__name__)
 

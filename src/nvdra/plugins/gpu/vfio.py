@@ -15,6 +15,21 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "BOARD_ATTRIBUTES",
+    "VFIO_KIND",
+    "PassthroughView",
+    "VfioBind",
+    "VfioExecutor",
+    "VfioPlanner",
+    "ensure_vfio_ready",
+    "nvswitch_bind_records",
+    "passthrough_effects",
+    "passthrough_host",
+    "passthrough_views",
+    "vfio_bind_records",
+]
+
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -46,21 +61,6 @@ from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import Applied, ClaimContext, EffectExecutor, EffectPlanner, expect
 from nvdra.plugins.gpu.metadata import MetadataExecutor, MetadataPlanner
 from nvdra.plugins.gpu.vfio_host import PassthroughHost, SimulatedSysfs, SysfsHost, make_simulated_sysfs
-
-__all__ = [
-    "BOARD_ATTRIBUTES",
-    "VFIO_KIND",
-    "PassthroughView",
-    "VfioBind",
-    "VfioExecutor",
-    "VfioPlanner",
-    "ensure_vfio_ready",
-    "nvswitch_bind_records",
-    "passthrough_effects",
-    "passthrough_host",
-    "passthrough_views",
-    "vfio_bind_records",
-]
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ plugin object sees what the previous one left. All reading code is the real code
 
 from __future__ import annotations
 
+__all__ = ["PassthroughHost", "SimulatedSysfs", "SysfsHost", "make_simulated_sysfs"]
+
 import json
 import os
 import subprocess
@@ -28,8 +30,6 @@ from nvdra.core.errors import HostError
 from nvdra.core.faults import reach
 from nvdra.core.passthrough import NVIDIA_DRIVER, VFIO_DRIVER, PciFunction
 from nvdra.fabric.topology import nvswitch_functions
-
-__all__ = ["PassthroughHost", "SimulatedSysfs", "SysfsHost", "make_simulated_sysfs"]
 
 _IORESOURCE_MEM = 0x200
 

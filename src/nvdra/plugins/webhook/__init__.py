@@ -6,16 +6,6 @@
 
 from __future__ import annotations
 
-from nvdra.plugins.webhook.admission import (
-    CONFIG_PATHS,
-    DRIVER_KINDS,
-    RESOURCE_VERSIONS,
-    admission_gates,
-    config_problems,
-    review,
-)
-from nvdra.plugins.webhook.server import VALIDATE_PATH, CertificateStore, WebhookServer
-
 __all__ = [
     "CONFIG_PATHS",
     "DRIVER_KINDS",
@@ -27,3 +17,13 @@ __all__ = [
     "config_problems",
     "review",
 ]
+
+from nvdra.plugins.webhook.admission import (
+    CONFIG_PATHS,
+    DRIVER_KINDS,
+    RESOURCE_VERSIONS,
+    admission_gates,
+    config_problems,
+    review,
+)
+from nvdra.plugins.webhook.server import VALIDATE_PATH, CertificateStore, WebhookServer

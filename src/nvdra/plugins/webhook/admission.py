@@ -26,14 +26,6 @@ Invariants owned here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-from nvdra.core.config import ConfigErrors, load_config
-from nvdra.core.errors import ConfigError
-from nvdra.core.featuregates import FeatureGates, Gate
-from nvdra.fabric.requirements import demand_problems
-
 __all__ = [
     "ADMISSION_API_VERSION",
     "CONFIG_PATHS",
@@ -44,6 +36,14 @@ __all__ = [
     "config_problems",
     "review",
 ]
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nvdra.core.config import ConfigErrors, load_config
+from nvdra.core.errors import ConfigError
+from nvdra.core.featuregates import FeatureGates, Gate
+from nvdra.fabric.requirements import demand_problems
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 RESOURCE_GROUP = "resource.k8s.io"

@@ -7,6 +7,8 @@ the plugins read it), so the chart hands every component the same gate map.
 
 from __future__ import annotations
 
+__all__ = ["main"]
+
 import os
 import sys
 from pathlib import Path
@@ -18,8 +20,6 @@ from nvdra.core.featuregates import parse_feature_gates
 from nvdra.plugins.flags import configure_logging, logging_options
 from nvdra.plugins.webhook.admission import admission_gates
 from nvdra.plugins.webhook.server import serve
-
-__all__ = ["main"]
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 

@@ -19,6 +19,8 @@ Invariants owned here:
 
 from __future__ import annotations
 
+__all__ = ["MAX_BODY_BYTES", "VALIDATE_PATH", "CertificateStore", "WebhookServer"]
+
 import http.server
 import json
 import logging
@@ -35,8 +37,6 @@ from typing import Any
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates
 from nvdra.plugins.webhook.admission import review
-
-__all__ = ["MAX_BODY_BYTES", "VALIDATE_PATH", "CertificateStore", "WebhookServer"]
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,31 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ACTIVATE_KIND",
+    "FABRIC_LABEL",
+    "REASSERT_KIND",
+    "FabricExecutor",
+    "FabricManagerWatch",
+    "FabricPartition",
+    "FabricPlanner",
+    "FabricReassert",
+    "NodeFabric",
+    "build_fabric_effects",
+    "connect_fabric_manager",
+    "fabric_attributes",
+    "fabric_effects",
+    "fabric_gate_for_node",
+    "fabric_manager_watch",
+    "live_owners",
+    "partition_rows",
+    "planned_node_fabric",
+    "reassert_partitions",
+    "simulated_node_fabric",
+    "watch_fabric_manager",
+    "with_fabric_attributes",
+]
+
 from nvdra.plugins.gpu.fabric.executor import (
     REASSERT_KIND,
     FabricExecutor,
@@ -52,28 +77,3 @@ from nvdra.plugins.gpu.fabric.planner import (
     FabricPlanner,
     planned_node_fabric,
 )
-
-__all__ = [
-    "ACTIVATE_KIND",
-    "FABRIC_LABEL",
-    "REASSERT_KIND",
-    "FabricExecutor",
-    "FabricManagerWatch",
-    "FabricPartition",
-    "FabricPlanner",
-    "FabricReassert",
-    "NodeFabric",
-    "build_fabric_effects",
-    "connect_fabric_manager",
-    "fabric_attributes",
-    "fabric_effects",
-    "fabric_gate_for_node",
-    "fabric_manager_watch",
-    "live_owners",
-    "partition_rows",
-    "planned_node_fabric",
-    "reassert_partitions",
-    "simulated_node_fabric",
-    "watch_fabric_manager",
-    "with_fabric_attributes",
-]

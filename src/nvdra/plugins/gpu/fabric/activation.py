@@ -27,6 +27,14 @@ config with fabric logic Disabled) hands the partition back the same way.
 
 from __future__ import annotations
 
+__all__ = [
+    "ACTIVE",
+    "FABRIC_CONDITIONS",
+    "FAILED",
+    "partition_binding_views",
+    "start_partition_binder",
+]
+
 import logging
 from collections.abc import Callable, Sequence
 
@@ -45,14 +53,6 @@ from nvdra.plugins.gpu.fabric.executor import live_owners
 from nvdra.plugins.gpu.fabric.node import NodeFabric
 from nvdra.plugins.gpu.fabric.partitions import PARTITION_TYPE, partition_devices, partitions_enabled
 from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPartition, planned_node_fabric
-
-__all__ = [
-    "ACTIVE",
-    "FABRIC_CONDITIONS",
-    "FAILED",
-    "partition_binding_views",
-    "start_partition_binder",
-]
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,16 @@ plugin, the next call re-asserts the live list before retrying.
 
 from __future__ import annotations
 
+__all__ = [
+    "REASSERT_KIND",
+    "FabricExecutor",
+    "FabricReassert",
+    "build_fabric_effects",
+    "fabric_effects",
+    "live_owners",
+    "reassert_partitions",
+]
+
 import contextlib
 import logging
 import os
@@ -47,16 +57,6 @@ from nvdra.plugins.gpu.effects import Applied, expect
 from nvdra.plugins.gpu.fabric.node import NodeFabric, connect_fabric_manager
 from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPartition, FabricPlanner
 from nvdra.plugins.gpu.simnode import node_boot_id, persisted_fabric_manager
-
-__all__ = [
-    "REASSERT_KIND",
-    "FabricExecutor",
-    "FabricReassert",
-    "build_fabric_effects",
-    "fabric_effects",
-    "live_owners",
-    "reassert_partitions",
-]
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,20 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "FABRIC_LABEL",
+    "FabricManagerWatch",
+    "NodeFabric",
+    "connect_fabric_manager",
+    "fabric_attributes",
+    "fabric_gate_for_node",
+    "fabric_manager_watch",
+    "partition_rows",
+    "simulated_node_fabric",
+    "watch_fabric_manager",
+    "with_fabric_attributes",
+]
+
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,20 +62,6 @@ from nvdra.fabric.libnvfm import read_fabric_mode
 from nvdra.fabric.models import POLICIES
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 from nvdra.plugins.gpu.nodewatch import FABRIC_LABEL, fabric_gate_for_node  # the label, without fabric
-
-__all__ = [
-    "FABRIC_LABEL",
-    "FabricManagerWatch",
-    "NodeFabric",
-    "connect_fabric_manager",
-    "fabric_attributes",
-    "fabric_gate_for_node",
-    "fabric_manager_watch",
-    "partition_rows",
-    "simulated_node_fabric",
-    "watch_fabric_manager",
-    "with_fabric_attributes",
-]
 
 log = logging.getLogger(__name__)
 

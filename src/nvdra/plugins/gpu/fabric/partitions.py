@@ -27,18 +27,6 @@ over the per-device limit of two.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
-
-from nvdra.core.devices import Gpu, Inventory
-from nvdra.core.errors import ConfigError
-from nvdra.core.featuregates import FeatureGates, Gate
-from nvdra.core.quantity import format_bytes
-from nvdra.core.resourceslice import gpu_device
-from nvdra.fabric import Partition, PartitionCatalog, Topology
-from nvdra.plugins.gpu.devices import AllocatableDevice
-
 __all__ = [
     "COUNTER_SET",
     "MAX_COUNTERS_PER_SET",
@@ -51,6 +39,18 @@ __all__ = [
     "render_partition_layout",
     "sharing_refusal",
 ]
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from nvdra.core.devices import Gpu, Inventory
+from nvdra.core.errors import ConfigError
+from nvdra.core.featuregates import FeatureGates, Gate
+from nvdra.core.quantity import format_bytes
+from nvdra.core.resourceslice import gpu_device
+from nvdra.fabric import Partition, PartitionCatalog, Topology
+from nvdra.plugins.gpu.devices import AllocatableDevice
 
 log = logging.getLogger(__name__)
 

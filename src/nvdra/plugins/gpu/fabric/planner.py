@@ -22,6 +22,8 @@ serve containers: the VM paths (vfio-pci) take ``gpu-vfio-<i>`` devices and are 
 
 from __future__ import annotations
 
+__all__ = ["ACTIVATE_KIND", "FabricPartition", "FabricPlanner", "fabric_config", "planned_node_fabric"]
+
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -52,8 +54,6 @@ from nvdra.plugins.gpu.devices import AllocatableDevice
 from nvdra.plugins.gpu.effects import ClaimContext
 from nvdra.plugins.gpu.fabric.node import NodeFabric
 from nvdra.plugins.gpu.vfio import VfioBind, nvswitch_bind_records, vfio_bind_records
-
-__all__ = ["ACTIVATE_KIND", "FabricPartition", "FabricPlanner", "fabric_config", "planned_node_fabric"]
 
 ACTIVATE_KIND = "fabric-partition"
 

@@ -34,6 +34,7 @@ __all__ = [
 
 import enum
 from collections.abc import Iterator, Mapping
+from typing import Literal
 
 import attrs
 
@@ -67,12 +68,8 @@ class Gate(enum.StrEnum):
     LOGGING_BETA_OPTIONS = "LoggingBetaOptions"
 
 
-class Maturity(enum.StrEnum):
-    """A gate's pre-release stage, as Kubernetes component-base names it."""
-
-    ALPHA = "Alpha"
-    BETA = "Beta"
-    GA = "GA"
+Maturity = Literal["Alpha", "Beta"]
+"""A gate's pre-release stage, as Kubernetes component-base names it (no known gate is GA)."""
 
 
 class GateSource(enum.StrEnum):
@@ -88,42 +85,39 @@ class GateSource(enum.StrEnum):
 
 @attrs.frozen(kw_only=True)
 class GateSpec:
-    """A known gate: its default, maturity, and the release that introduced it."""
+    """A known gate: its default and maturity."""
 
     name: str
     default: bool
     maturity: Maturity
-    since: str = ""
-    meta: bool = False
-    """A gate about other gates (``AllAlpha``/``AllBeta``): never switched on by AllAlpha/AllBeta."""
 
 
 KNOWN_GATES: tuple[GateSpec, ...] = (
-    GateSpec(name=Gate.TIME_SLICING_SETTINGS, default=False, maturity=Maturity.ALPHA, since="0.2"),
-    GateSpec(name=Gate.MPS_SUPPORT, default=False, maturity=Maturity.ALPHA, since="0.2"),
-    GateSpec(name=Gate.IMEX_DAEMONS_WITH_DNS_NAMES, default=True, maturity=Maturity.BETA, since="0.2"),
-    GateSpec(name=Gate.PASSTHROUGH_SUPPORT, default=False, maturity=Maturity.ALPHA, since="0.3"),
-    GateSpec(name=Gate.DYNAMIC_MIG, default=False, maturity=Maturity.ALPHA, since="0.3"),
-    GateSpec(name=Gate.NVML_DEVICE_HEALTH_CHECK, default=False, maturity=Maturity.ALPHA, since="0.3"),
-    GateSpec(name=Gate.COMPUTE_DOMAIN_CLIQUES, default=True, maturity=Maturity.BETA, since="0.3"),
-    GateSpec(name=Gate.CRASH_ON_NVLINK_FABRIC_ERRORS, default=True, maturity=Maturity.BETA, since="0.3"),
-    GateSpec(name=Gate.DEVICE_METADATA, default=False, maturity=Maturity.ALPHA, since="0.4"),
-    GateSpec(name=Gate.FABRIC_TOPOLOGY_SUPPORT, default=False, maturity=Maturity.ALPHA, since="nvdra 0.1"),
+    GateSpec(name=Gate.TIME_SLICING_SETTINGS, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.MPS_SUPPORT, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.IMEX_DAEMONS_WITH_DNS_NAMES, default=True, maturity="Beta"),
+    GateSpec(name=Gate.PASSTHROUGH_SUPPORT, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.DYNAMIC_MIG, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.NVML_DEVICE_HEALTH_CHECK, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.COMPUTE_DOMAIN_CLIQUES, default=True, maturity="Beta"),
+    GateSpec(name=Gate.CRASH_ON_NVLINK_FABRIC_ERRORS, default=True, maturity="Beta"),
+    GateSpec(name=Gate.DEVICE_METADATA, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.FABRIC_TOPOLOGY_SUPPORT, default=False, maturity="Alpha"),
     # upstream's newest: the IMEX mode ``hostManaged`` unlocked; list-valued attributes (KEP-6072,
     # needs the cluster's gate of the same name); ``--consumable-shares`` unlocked (KEP-5075)
-    GateSpec(name=Gate.HOST_MANAGED_IMEX_DAEMON, default=False, maturity=Maturity.ALPHA, since="0.5"),
-    GateSpec(name=Gate.DRA_LIST_TYPE_ATTRIBUTES, default=False, maturity=Maturity.ALPHA, since="0.4"),
-    GateSpec(name=Gate.CONSUMABLE_SHARES, default=False, maturity=Maturity.ALPHA, since="0.5"),
+    GateSpec(name=Gate.HOST_MANAGED_IMEX_DAEMON, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.DRA_LIST_TYPE_ATTRIBUTES, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.CONSUMABLE_SHARES, default=False, maturity="Alpha"),
     # nvdra's own (upstream has none): VFIO devices (PassthroughSupport) and SharedNVSwitch partition
     # devices (--publish-fabric-partitions) carry KEP-5007 binding conditions
-    GateSpec(name=Gate.DEVICE_BINDING_CONDITIONS, default=False, maturity=Maturity.ALPHA, since="nvdra 0.1"),
+    GateSpec(name=Gate.DEVICE_BINDING_CONDITIONS, default=False, maturity="Alpha"),
     # component-base gates that upstream's versioned registry also accepts
-    GateSpec(name=Gate.ALL_ALPHA, default=False, maturity=Maturity.ALPHA, meta=True),
-    GateSpec(name=Gate.ALL_BETA, default=False, maturity=Maturity.BETA, meta=True),
+    GateSpec(name=Gate.ALL_ALPHA, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.ALL_BETA, default=False, maturity="Beta"),
     # upstream forces ContextualLogging on before parsing flags: its effective default is true
-    GateSpec(name=Gate.CONTEXTUAL_LOGGING, default=True, maturity=Maturity.BETA),
-    GateSpec(name=Gate.LOGGING_ALPHA_OPTIONS, default=False, maturity=Maturity.ALPHA),
-    GateSpec(name=Gate.LOGGING_BETA_OPTIONS, default=True, maturity=Maturity.BETA),
+    GateSpec(name=Gate.CONTEXTUAL_LOGGING, default=True, maturity="Beta"),
+    GateSpec(name=Gate.LOGGING_ALPHA_OPTIONS, default=False, maturity="Alpha"),
+    GateSpec(name=Gate.LOGGING_BETA_OPTIONS, default=True, maturity="Beta"),
 )
 
 _SPECS: dict[str, GateSpec] = {spec.name: spec for spec in KNOWN_GATES}
@@ -245,7 +239,7 @@ class FeatureGates:
                 "enabled": st.enabled,
                 "source": str(st.source),
                 "detail": st.detail,
-                "maturity": str(st.spec.maturity),
+                "maturity": st.spec.maturity,
                 "default": st.spec.default,
             }
             for st in self.states
@@ -342,13 +336,13 @@ def _resolve(spec: GateSpec, explicit: dict[str, tuple[bool, str]], env_fabric: 
         return GateState(spec=spec, enabled=value, source=GateSource.FLAG, detail=f"--feature-gates {key}")
     if name == Gate.FABRIC_TOPOLOGY_SUPPORT and env_fabric is not None:
         return GateState(spec=spec, enabled=env_fabric, source=GateSource.ENV, detail=FABRIC_TOPOLOGY_ENV)
-    if not spec.meta:
-        for meta, maturity, source in (
-            (Gate.ALL_ALPHA, Maturity.ALPHA, GateSource.ALL_ALPHA),
-            (Gate.ALL_BETA, Maturity.BETA, GateSource.ALL_BETA),
-        ):
-            if spec.maturity is maturity and explicit.get(meta, (False, ""))[0]:
-                return GateState(spec=spec, enabled=True, source=source, detail=f"--feature-gates {meta}")
+    # AllAlpha (AllBeta) is itself alpha (beta): it is on here only when the flag set it, decided above
+    for meta, maturity, source in (
+        (Gate.ALL_ALPHA, "Alpha", GateSource.ALL_ALPHA),
+        (Gate.ALL_BETA, "Beta", GateSource.ALL_BETA),
+    ):
+        if spec.maturity == maturity and explicit.get(meta, (False, ""))[0]:
+            return GateState(spec=spec, enabled=True, source=source, detail=f"--feature-gates {meta}")
     return GateState(spec=spec, enabled=spec.default, source=GateSource.DEFAULT)
 
 

@@ -178,7 +178,7 @@ def _config_findings(parameters: str, path: str, gate_spec: str | None) -> tuple
     everything = _all_gates_on()
     needed = []
     for spec in KNOWN_GATES:
-        if spec.default or spec.meta:
+        if spec.default:
             continue
         try:
             load_config(obj, gates=_without(everything, spec.name), path=path)

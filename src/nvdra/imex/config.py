@@ -16,7 +16,6 @@ Invariants: rendering is deterministic (equal inputs, equal bytes); :func:`parse
 from __future__ import annotations
 
 __all__ = [
-    "CONFIG_FILE",
     "DNS_NAME_FORMAT",
     "HOSTS_BEGIN",
     "HOSTS_END",
@@ -36,7 +35,6 @@ from collections.abc import Mapping, Sequence
 
 from nvdra.core.errors import ConfigError
 
-CONFIG_FILE = "/imexd/imexd.cfg"
 NODES_FILE = "/imexd/nodes.cfg"
 DNS_NAME_FORMAT = "compute-domain-daemon-{:04d}"
 HOSTS_BEGIN = "# BEGIN nvdra compute-domain-daemon peers"

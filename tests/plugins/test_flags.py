@@ -6,6 +6,11 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
+from nvdra.core.errors import HostError
+from nvdra.plugins import flags
+
 SCRIPT = """
 import time
 import nvdra.plugins.flags as flags
@@ -72,3 +77,19 @@ def test_a_signal_delivered_to_another_thread_still_stops_the_plugin() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "stopped"
+
+
+def test_one_line_errors_ends_a_library_error_in_its_line_and_lets_others_through(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An NvdraError in the block exits 1 with ``program: message`` on stderr; another error propagates."""
+    with pytest.raises(SystemExit) as exited, flags.one_line_errors("nvdra-test"):
+        raise HostError("cannot write /imexd")
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == "nvdra-test: cannot write /imexd\n"
+    with pytest.raises(ValueError, match="not ours"), flags.one_line_errors("nvdra-test"):
+        raise ValueError("not ours")
+    with flags.one_line_errors("nvdra-test"):
+        value = int("7")
+    assert value == 7
+    assert capsys.readouterr().err == ""

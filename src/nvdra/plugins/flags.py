@@ -20,6 +20,7 @@ __all__ = [
     "flag_values",
     "kubelet_plugin_options",
     "logging_options",
+    "one_line_errors",
     "option",
     "stacked",
     "stop_on_signals",
@@ -36,12 +37,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from nvdra.core.errors import FeatureGateError, NvdraError
 from nvdra.core.profiles import PROFILE_NAMES  # not nvdra.nvml: NVML's modules load after the sockets
 from nvdra.kubeletplugin.logrepeat import install_repeat_filter
 from nvdra.plugins.computedomain.flags import VERBOSITY
@@ -67,7 +70,6 @@ def option(*names: str, env: str | list[str], **kw: Any) -> Callable[[F], F]:
 
 def check_feature_gates(_: click.Context, param: click.Parameter, value: str) -> str:
     """A click callback: an unknown gate or a bad value is a usage error (exit 2), named by the flag."""
-    from nvdra.core.errors import FeatureGateError
     from nvdra.core.featuregates import parse_feature_gates
 
     try:
@@ -320,6 +322,17 @@ def flag_values(flags: Mapping[str, Any]) -> dict[str, Any]:
 
 SHUTDOWN_DEADLINE = 20.0
 """Seconds a plugin may take to stop after SIGTERM before it dumps its threads and exits anyway."""
+
+
+@contextmanager
+def one_line_errors(program: str) -> Iterator[None]:
+    """End the process on an :class:`~nvdra.core.errors.NvdraError` from the block: its one line on
+    stderr as ``<program>: <message>``, exit status 1 (a traceback would bury the line)."""
+    try:
+        yield
+    except NvdraError as exc:
+        click.echo(f"{program}: {exc}", err=True)
+        sys.exit(1)
 
 
 def stop_on_signals() -> threading.Event:

@@ -15,7 +15,14 @@ publisher and the metrics are imported by the steps that use them, after the soc
 
 from __future__ import annotations
 
-__all__ = ["api_client", "driver_ready", "open_backend", "serve_endpoints", "serve_pending"]
+__all__ = [
+    "api_client",
+    "driver_ready",
+    "open_backend",
+    "run_plugin_process",
+    "serve_endpoints",
+    "serve_pending",
+]
 
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -26,12 +33,24 @@ from typing import TYPE_CHECKING
 from nvdra.kubeletplugin.health import HealthReporter
 from nvdra.kubeletplugin.helper import Helper, PluginOptions, start_pending
 from nvdra.kubeletplugin.types import DraDriver, KubeApi
+from nvdra.plugins.faults import arm_from_environment
+from nvdra.plugins.flags import configure_logging, one_line_errors
 from nvdra.plugins.pluginconfig import KubeletPluginConfig
 
 if TYPE_CHECKING:
     from nvdra.kubeletplugin import KubernetesKubeApi
     from nvdra.nvml import NvmlBackend
     from nvdra.plugins.metrics import PluginMetrics
+
+
+def run_plugin_process(program: str, verbosity: int, serve: Callable[[], None]) -> None:
+    """A kubelet plugin process's ``main`` once its flags are parsed: log as ``-v`` and
+    ``--logging-format`` say, arm the fault point ``NVDRA_FAULT_POINT`` names, then ``serve`` (its
+    config built from the flags, until a signal); a library error ends the process in one line."""
+    configure_logging(verbosity)
+    arm_from_environment()
+    with one_line_errors(program):
+        serve()
 
 
 def open_backend(

@@ -10,21 +10,25 @@ __all__ = ["main"]
 
 import http.server
 import os
-import signal
-import sys
 import threading
 from typing import Any
 
 import click
 
-from nvdra.core.errors import NvdraError
 from nvdra.core.featuregates import Gate, parse_feature_gates
 from nvdra.imex import Settings
 from nvdra.imex.hostmode import ImexDeployment
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
 from nvdra.plugins.computedomain.flags import DURATION
-from nvdra.plugins.flags import FlagRow, configure_logging, logging_options, table_options
+from nvdra.plugins.flags import (
+    FlagRow,
+    configure_logging,
+    logging_options,
+    one_line_errors,
+    stop_on_signals,
+    table_options,
+)
 
 
 def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.ThreadingHTTPServer:
@@ -151,7 +155,7 @@ _FLAGS: tuple[FlagRow, ...] = (
 def main(verbosity: int, **f: Any) -> None:
     """Reconcile ComputeDomains: DaemonSets, claim templates, cliques, status."""
     configure_logging(verbosity)
-    try:
+    with one_line_errors("nvdra-cd-controller"):
         kube = KubernetesKubeApi.from_kubeconfig(
             f["kubeconfig"] or None,
             qps=f["kube_api_qps"],
@@ -189,10 +193,4 @@ def main(verbosity: int, **f: Any) -> None:
         )
         if f["http_endpoint"]:
             _serve_metrics(f["http_endpoint"], f["metrics_path"], controller.metrics)
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        controller.run(stop)
-    except NvdraError as exc:
-        click.echo(f"nvdra-cd-controller: {exc}", err=True)
-        sys.exit(1)
+        controller.run(stop_on_signals())

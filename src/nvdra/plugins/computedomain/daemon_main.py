@@ -23,20 +23,25 @@ __all__ = ["SIMULATED_ROOT", "binaries_root", "find_imex_binary", "main"]
 
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import click
 
 from nvdra.cdi import BINARY_DIRS, find_binary
-from nvdra.core.errors import HostError, NvdraError
+from nvdra.core.errors import HostError
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.nvml import load_profile, make_simulated_driver_root
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon, SubprocessRunner
-from nvdra.plugins.flags import FlagRow, configure_logging, logging_options, table_options
+from nvdra.plugins.flags import (
+    FlagRow,
+    configure_logging,
+    logging_options,
+    one_line_errors,
+    stop_on_signals,
+    table_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,37 +167,25 @@ def main(verbosity: int) -> None:
 @table_options(_FLAGS)
 def run(**f: Any) -> None:
     """Register, supervise nvidia-imex until SIGTERM, then leave the clique."""
-    try:
+    # e.g. a POD_IP that is not an address, an unwritable /imexd, no nvidia-imex
+    with one_line_errors("nvdra-cd-daemon"):
         settings = _settings(f, create=True)
         _check_writable(settings)
         kube = KubernetesKubeApi.from_kubeconfig(f["kubeconfig"] or None, component="cd-daemon")
         daemon = ImexDaemon(settings, kube, SubprocessRunner())
-    except NvdraError as exc:
-        click.echo(f"nvdra-cd-daemon: {exc}", err=True)
-        sys.exit(1)
-    # The children (the fake IMEX reads it) see the same container root.
-    os.environ["NVDRA_DAEMON_ROOT"] = f["root"]
-    if settings.clique_id:
-        log.info("IMEX binaries: %s, %s", settings.imex_binary, settings.ctl_binary)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        daemon.run(stop, watch=True)
-    except NvdraError as exc:  # e.g. a POD_IP that is not an address, an unwritable /imexd
-        click.echo(f"nvdra-cd-daemon: {exc}", err=True)
-        sys.exit(1)
+        # The children (the fake IMEX reads it) see the same container root.
+        os.environ["NVDRA_DAEMON_ROOT"] = f["root"]
+        if settings.clique_id:
+            log.info("IMEX binaries: %s, %s", settings.imex_binary, settings.ctl_binary)
+        daemon.run(stop_on_signals(), watch=True)
 
 
 @main.command()
 @table_options(_FLAGS)
 def check(**f: Any) -> None:
     """Probe: exit 0 iff ``nvidia-imex-ctl -q`` prints READY (always 0 without a clique)."""
-    try:
+    with one_line_errors("nvdra-cd-daemon check"):
         settings = _settings(f, create=False)
-    except NvdraError as exc:
-        click.echo(f"nvdra-cd-daemon check: {exc}", err=True)
-        sys.exit(1)
     ok = not settings.clique_id or SubprocessRunner().run(
         [settings.ctl_binary, "-c", str(settings.config_path), "-q"]
     ) == (0, "READY\n")

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 __all__ = ["main"]
 
-import sys
 from typing import Any
 
 import click
 
-from nvdra.core.errors import NvdraError
 from nvdra.plugins.computedomain.serve import CdPluginConfig, serve_until_signalled
-from nvdra.plugins.faults import arm_from_environment
-from nvdra.plugins.flags import configure_logging, flag_values, kubelet_plugin_options, option
+from nvdra.plugins.flags import flag_values, kubelet_plugin_options, option
+from nvdra.plugins.runner import run_plugin_process
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -47,11 +45,6 @@ from nvdra.plugins.flags import configure_logging, flag_values, kubelet_plugin_o
 )
 def main(verbosity: int, **flags: Any) -> None:
     """Run the compute-domain.nvidia.com DRA kubelet plugin."""
-    configure_logging(verbosity)
-    arm_from_environment()
-    config = CdPluginConfig(**flag_values(flags))
-    try:
-        serve_until_signalled(config)
-    except NvdraError as exc:
-        click.echo(f"nvdra-cd-plugin: {exc}", err=True)
-        sys.exit(1)
+    run_plugin_process(
+        "nvdra-cd-plugin", verbosity, lambda: serve_until_signalled(CdPluginConfig(**flag_values(flags)))
+    )

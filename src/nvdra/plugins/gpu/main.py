@@ -8,16 +8,14 @@ from __future__ import annotations
 
 __all__ = ["main"]
 
-import sys
 from typing import Any
 
 import click
 
-from nvdra.core.errors import NvdraError
-from nvdra.plugins.faults import arm_from_environment
-from nvdra.plugins.flags import configure_logging, flag_values, kubelet_plugin_options, option
+from nvdra.plugins.flags import flag_values, kubelet_plugin_options, option
 from nvdra.plugins.gpu.config import PluginConfig
 from nvdra.plugins.gpu.serve import serve_until_signalled
+from nvdra.plugins.runner import run_plugin_process
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -64,12 +62,6 @@ from nvdra.plugins.gpu.serve import serve_until_signalled
 )
 def main(verbosity: int, **flags: Any) -> None:
     """Run the gpu.nvidia.com DRA kubelet plugin."""
-    configure_logging(verbosity)
-    arm_from_environment()
-    values = flag_values(flags)
-    config = PluginConfig(**values)
-    try:
-        serve_until_signalled(config)
-    except NvdraError as exc:
-        click.echo(f"nvdra-gpu-plugin: {exc}", err=True)
-        sys.exit(1)
+    run_plugin_process(
+        "nvdra-gpu-plugin", verbosity, lambda: serve_until_signalled(PluginConfig(**flag_values(flags)))
+    )

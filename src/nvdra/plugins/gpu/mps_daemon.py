@@ -19,7 +19,6 @@ from __future__ import annotations
 __all__ = ["ControlInvocation", "control_invocation", "main", "run_daemon"]
 
 import os
-import signal
 import subprocess
 import threading
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from pathlib import Path
 import attrs
 import click
 
-from nvdra.plugins.flags import configure_logging, logging_options, wait_interruptibly
+from nvdra.plugins.flags import configure_logging, logging_options, stop_on_signals, wait_interruptibly
 
 _LIB_DIRS = ("usr/lib64", "usr/lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "usr/lib")
 
@@ -115,10 +114,7 @@ def run_daemon(root: Path, env: Mapping[str, str], stop: threading.Event) -> Non
 def main(driver_root: Path, verbosity: int) -> None:
     """Run an MPS control daemon for the GPUs in CUDA_VISIBLE_DEVICES until SIGTERM."""
     configure_logging(verbosity)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    run_daemon(driver_root, os.environ, stop)
+    run_daemon(driver_root, os.environ, stop_on_signals())
 
 
 if __name__ == "__main__":

@@ -10,14 +10,12 @@ from __future__ import annotations
 __all__ = ["main"]
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
-from nvdra.core.errors import NvdraError
 from nvdra.core.featuregates import parse_feature_gates
-from nvdra.plugins.flags import configure_logging, logging_options
+from nvdra.plugins.flags import configure_logging, logging_options, one_line_errors
 from nvdra.plugins.webhook.admission import admission_gates
 from nvdra.plugins.webhook.server import serve
 
@@ -48,7 +46,7 @@ def main(
 ) -> None:
     """Validate nvdra's opaque device configs in ResourceClaims and ResourceClaimTemplates."""
     configure_logging(verbosity)
-    try:
+    with one_line_errors("nvdra-webhook"):
         gates = parse_feature_gates(feature_gates, env=os.environ)
         serve(
             host=bind_address,
@@ -57,6 +55,3 @@ def main(
             key_file=tls_private_key_file,
             gates=admission_gates(gates),
         )
-    except NvdraError as exc:
-        click.echo(f"nvdra-webhook: {exc}", err=True)
-        sys.exit(1)

@@ -135,7 +135,7 @@ def claim_context(profile: str, claim: Mapping[str, Any], devices: list[str]) ->
     groups = resolve_configs(
         config,
         [
-            AllocatedDevice(request="gpus", device=d.name, device_type=DeviceType(d.config_type), pool=NODE)
+            AllocatedDevice(request="gpus", device=d.name, device_type=DeviceType(d.config_type))
             for d in allocated
         ],
         driver=DRIVER,

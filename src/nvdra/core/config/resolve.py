@@ -88,7 +88,6 @@ class AllocatedDevice:
     request: str
     device: str
     device_type: DeviceType
-    pool: str = ""
 
 
 @attrs.frozen(kw_only=True)

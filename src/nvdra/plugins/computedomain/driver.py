@@ -186,7 +186,7 @@ class ComputeDomainDriver(CheckpointedDriver):
         request = str(result.get("request", ""))
         groups = resolve_configs(
             (allocation.get("devices") or {}).get("config") or [],
-            [AllocatedDevice(request=request, device=name, device_type=_TYPES[name], pool=pool)],
+            [AllocatedDevice(request=request, device=name, device_type=_TYPES[name])],
             driver=CD_DRIVER_NAME,
             gates=self.gates,
         )

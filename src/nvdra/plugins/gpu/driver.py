@@ -359,7 +359,6 @@ class GpuDriver(CheckpointedDriver):
                     request=str(r.get("request", "")),
                     device=dev.name,
                     device_type=DeviceType(dev.config_type),
-                    pool=str(r.get("pool", "")),
                 )
                 for r, dev in zip(mine, allocated, strict=True)
             ],

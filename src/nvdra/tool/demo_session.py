@@ -57,11 +57,11 @@ def allocated_claim(
     name: str,
     namespace: str,
     devices: Sequence[str],
-    request: str = "gpu",
     parameters: Mapping[str, Any] | None = None,
     node: str = NODE,
 ) -> JsonObject:
-    """A ResourceClaim as the scheduler leaves it: spec, and ``status.allocation`` naming ``devices``."""
+    """A ResourceClaim as the scheduler leaves it: request "gpu", ``status.allocation`` naming ``devices``."""
+    request = "gpu"
     config = []
     if parameters is not None:
         config = [

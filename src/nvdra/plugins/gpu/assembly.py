@@ -12,7 +12,7 @@ __all__ = ["assemble", "build_effects"]
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, NamedTuple, cast
 
@@ -228,35 +228,31 @@ def build_effects(
     backend: NvmlBackend,
     api: KubeApi,
     *,
-    stack: ExitStack | None = None,
-    on_fm_answer: Callable[[], None] | None = None,
+    stack: ExitStack,
+    on_fm_answer: Callable[[], None] | None,
 ) -> Effects:
     """The effect planners (in order) and executors of this node's enabled features.
 
-    Each feature (sharing, MIG, fabric, passthrough) adds its planner and executor here. With ``stack``
-    and ``on_fm_answer``: while the fabric publishes the board table because Fabric Manager was down,
-    FM is retried and ``on_fm_answer`` called once it answers (the watch stops with ``stack``).
+    Each feature (sharing, MIG, fabric, passthrough) adds its planners and executors here. While the
+    fabric publishes the board table because Fabric Manager was down, FM is retried and
+    ``on_fm_answer`` called once it answers (the watch stops with ``stack``).
     """
-    planners: list[EffectPlanner] = []
-    executors: list[EffectExecutor] = []
-    sharing_planners, sharing_executors = sharing_effects(config, gates, backend, api)
-    planners += sharing_planners
-    executors += sharing_executors
+    features: list[tuple[Sequence[EffectPlanner], Sequence[EffectExecutor]]]
+    features = [sharing_effects(config, gates, backend, api)]
     if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):  # without it: no fabric planner, nothing to watch
         from nvdra.plugins.gpu.fabric import build_fabric_effects, watch_fabric_manager
 
         fabric_planners, fabric_executors = build_fabric_effects(config, gates, backend)
-        if stack is not None:
-            stack.callback(watch_fabric_manager(fabric_planners, config, os.environ, on_fm_answer))
-        planners += fabric_planners
-        executors += fabric_executors
+        stack.callback(watch_fabric_manager(fabric_planners, config, os.environ, on_fm_answer))
+        features.append((fabric_planners, fabric_executors))
     if gates.enabled(Gate.PASSTHROUGH_SUPPORT) or gates.enabled(Gate.DEVICE_METADATA):
         from nvdra.plugins.gpu.vfio import passthrough_effects
 
-        passthrough_planners, passthrough_executors = passthrough_effects(config, gates)
-        planners += passthrough_planners
-        executors += passthrough_executors
-    return Effects(planners, executors)
+        features.append(passthrough_effects(config, gates))
+    return Effects(
+        [planner for planners, _ in features for planner in planners],
+        [executor for _, executors in features for executor in executors],
+    )
 
 
 def _feature_views(config: PluginConfig, gates: FeatureGates, inventory: Inventory) -> list[DeviceView]:

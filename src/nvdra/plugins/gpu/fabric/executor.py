@@ -304,7 +304,7 @@ def fabric_effects(
 def build_fabric_effects(
     config: Any, gates: FeatureGates, backend: Any, env: Mapping[str, str] | None = None
 ) -> tuple[list[FabricPlanner], list[FabricExecutor]]:
-    """What ``serve.build_effects`` registers: discovery, the FM client, the stored checkpoint."""
+    """What ``assembly.build_effects`` registers: discovery, the FM client, the stored checkpoint."""
     if not gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):
         return [], []
     inventory = discover_inventory(backend)

@@ -107,6 +107,16 @@ def test_plugins_refuse_bad_values_as_usage_errors(script: str, args: list[str],
     assert flag in result.output
 
 
+@pytest.mark.parametrize("command", [["demo"], ["devices"], ["explain", "-"], ["playground"], ["partitions"]])
+def test_every_tool_command_refuses_an_unknown_profile_as_the_plugins_do(command: list[str]) -> None:
+    """``nvdra``'s --simulate gets the plugins' own check: exit 2, the flag and the profiles named."""
+    result = CliRunner().invoke(
+        SCRIPTS["nvdra"].load(), [*command, "--simulate", "dgx-h900"], prog_name="nvdra"
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--simulate': dgx-h900: not a built-in profile (" in result.output
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -15,7 +15,7 @@ import click
 from nvdra.core.errors import FeatureGateError, NvdraError
 from nvdra.core.featuregates import FeatureGates, parse_feature_gates
 from nvdra.nvml import PROFILE_NAMES
-from nvdra.plugins.flags import configure_logging, logging_options
+from nvdra.plugins.flags import check_profile, configure_logging, logging_options
 from nvdra.plugins.gpu.config import DRIVER_NAME
 from nvdra.tool.devices import node_publication, slice_device_rows, slice_objects
 from nvdra.tool.output import output_options, print_objects
@@ -48,20 +48,11 @@ def main(verbosity: int) -> None:
     configure_logging(verbosity, tool=True)
 
 
-def _check_profile(profile: str) -> None:
-    """A built-in profile name or an existing YAML file; otherwise a usage error (exit 2)."""
-
-    if profile not in PROFILE_NAMES and not Path(profile).is_file():
-        raise click.BadParameter(
-            f"{profile}: not a built-in profile ({', '.join(PROFILE_NAMES)}) nor a YAML file",
-            param_hint="--simulate",
-        )
-
-
 def _simulate_option(help: str = "", **kwargs: Any) -> Callable[[_F], _F]:
-    """``--simulate PROFILE`` (into ``profile``); ``help`` defaults to naming the built-in profiles."""
+    """``--simulate PROFILE`` (into ``profile``): a built-in profile or a YAML file, else a usage error;
+    ``help`` defaults to naming the built-in profiles."""
     help = help or f"Simulated node: {', '.join(PROFILE_NAMES)}, or a YAML path."
-    return click.option("--simulate", "profile", help=help, **kwargs)
+    return click.option("--simulate", "profile", help=help, callback=check_profile, **kwargs)
 
 
 def _gates_option(help: str, default: str | None = "") -> Callable[[_F], _F]:
@@ -89,7 +80,6 @@ def demo(ctx: click.Context, profile: str) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    _check_profile(profile)
     from nvdra.tool.demo import run_demo
 
     run_demo(click.echo, profile=profile)
@@ -174,7 +164,6 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
             raise click.UsageError("give --simulate PROFILE or --kubeconfig PATH")
         objects = cluster_slices(kubeconfig, node)
     else:
-        _check_profile(profile)
         labels = _labels(node_labels)
         try:
             published = node_publication(
@@ -238,8 +227,6 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
 
     if kubeconfig is not None and profile is not None:
         raise click.UsageError("give either --simulate or --kubeconfig, not both")
-    if profile is not None:
-        _check_profile(profile)
     gates = _parse_gates(feature_gates)
     ok = run_explain(
         inputs,
@@ -345,7 +332,6 @@ def playground(profile: str, feature_gates: str, port: int, workdir: Path | None
     from nvdra.plugins.flags import stop_on_signals, wait_interruptibly
     from nvdra.tool.playground import playground as run_playground
 
-    _check_profile(profile)
     _parse_gates(feature_gates)
     stop = stop_on_signals()
     with (
@@ -378,7 +364,6 @@ def partitions(profile: str, output: str, no_headers: bool) -> None:
 
     from nvdra.plugins.gpu.fabric import partition_rows, simulated_node_fabric
 
-    _check_profile(profile)
     try:
         rows = partition_rows(simulated_node_fabric(profile, os.environ))
     except ValueError as exc:

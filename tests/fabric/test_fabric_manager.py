@@ -34,10 +34,6 @@ FAKE_SOURCE = Path(__file__).parent / "data" / "fake_libnvfm.c"
         (sdk.FmFabricPartitionInfo, 2060, None, None),
         (sdk.FmFabricPartitionList, 131852, 1, 0x0102030C),
         (sdk.FmActivatedFabricPartitionList, 264, 1, 0x01000108),
-        (sdk.FmNvlinkFailedDeviceInfo, 372, None, None),
-        (sdk.FmNvlinkFailedDevices, 10428, 1, 0x010028BC),
-        (sdk.FmUnsupportedFabricPartitionInfo, 72, None, None),
-        (sdk.FmUnsupportedFabricPartitionList, 4616, 1, 0x01001208),
     ],
 )
 def test_sdk_struct_layouts_match_the_headers(

@@ -57,9 +57,7 @@ FM_MAX_STR_LENGTH = 256
 FM_UUID_BUFFER_SIZE = 80
 FM_DEVICE_PCI_BUS_ID_BUFFER_SIZE = 32
 FM_MAX_NUM_GPUS = 16
-FM_MAX_NUM_NVSWITCHES = 12
 FM_MAX_FABRIC_PARTITIONS = 64
-FM_MAX_NUM_NVLINK_PORTS = 64
 FM_CMD_PORT_NUMBER = 6666
 ADDRESS_TYPE_INET, ADDRESS_TYPE_UNIX = 1, 2
 
@@ -135,50 +133,9 @@ class FmActivatedFabricPartitionList(ctypes.Structure):
     ]
 
 
-class FmNvlinkFailedDeviceInfo(ctypes.Structure):
-    """``fmNvlinkFailedDeviceInfo_t``."""
-
-    _fields_ = [
-        ("uuid", ctypes.c_char * FM_UUID_BUFFER_SIZE),
-        ("pciBusId", ctypes.c_char * FM_DEVICE_PCI_BUS_ID_BUFFER_SIZE),
-        ("numPorts", u32),
-        ("portNum", u32 * FM_MAX_NUM_NVLINK_PORTS),
-    ]
-
-
-class FmNvlinkFailedDevices(ctypes.Structure):
-    """``fmNvlinkFailedDevices_v1``."""
-
-    _fields_ = [
-        ("version", u32),
-        ("numGpus", u32),
-        ("numSwitches", u32),
-        ("gpuInfo", FmNvlinkFailedDeviceInfo * FM_MAX_NUM_GPUS),
-        ("switchInfo", FmNvlinkFailedDeviceInfo * FM_MAX_NUM_NVSWITCHES),
-    ]
-
-
-class FmUnsupportedFabricPartitionInfo(ctypes.Structure):
-    """``fmUnsupportedFabricPartitionInfo_t``."""
-
-    _fields_ = [("partitionId", u32), ("numGpus", u32), ("gpuPhysicalIds", u32 * FM_MAX_NUM_GPUS)]
-
-
-class FmUnsupportedFabricPartitionList(ctypes.Structure):
-    """``fmUnsupportedFabricPartitionList_v1``."""
-
-    _fields_ = [
-        ("version", u32),
-        ("numPartitions", u32),
-        ("partitionInfo", FmUnsupportedFabricPartitionInfo * FM_MAX_FABRIC_PARTITIONS),
-    ]
-
-
 CONNECT_PARAMS_VERSION = struct_version(FmConnectParams, 2)
 PARTITION_LIST_VERSION = struct_version(FmFabricPartitionList, 1)
 ACTIVATED_LIST_VERSION = struct_version(FmActivatedFabricPartitionList, 1)
-NVLINK_FAILED_DEVICES_VERSION = struct_version(FmNvlinkFailedDevices, 1)
-UNSUPPORTED_LIST_VERSION = struct_version(FmUnsupportedFabricPartitionList, 1)
 
 
 @attrs.frozen(kw_only=True)

@@ -56,6 +56,7 @@ from typing import Any, Unpack
 from urllib.parse import quote, urlencode
 
 import attrs
+import orjson
 
 import nvdra
 from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeNotFound, KubeUnavailable
@@ -353,16 +354,41 @@ def parse_server_version(info: JsonObject) -> tuple[int, int]:
     raise ConfigError("/version", info, "a Kubernetes version (gitVersion vX.Y.Z, or major and minor)")
 
 
+def _load_body(data: bytes) -> Any:
+    """A JSON answer as Python values: orjson (~3x the standard library on a ResourceClaim); what it
+    refuses (integers beyond 64 bits, NaN) goes to the standard library, so nothing it accepted before
+    is refused now.
+
+    Raises:
+        ValueError: the bytes are not JSON.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def _status_message(status: int, data: bytes, what: str) -> str:
     """The ``message`` of a Kubernetes ``Status`` body, else a short excerpt of the body."""
     try:
-        decoded = json.loads(data)
+        decoded = _load_body(data)
         message = decoded.get("message") if isinstance(decoded, dict) else None
     except ValueError:
         message = None
     if not message:
         message = data[:200].decode("utf-8", "replace") or "no body"
     return f"{what}: HTTP {status}: {message}"
+
+
+@attrs.frozen
+class _Route:
+    """How requests leave, worked out once: the host's urllib3 pool, or the manager behind a proxy."""
+
+    pool: Any  # the HTTP(S)ConnectionPool of the API server; None behind a proxy
+    manager: Any  # the client's PoolManager (used only behind a proxy)
+    prefix: str  # the server URL's path (``/k8s/clusters/c-1``), or the whole URL behind a proxy
+    retries: Any  # urllib3.Retry: 3, as the PoolManager's default; redirects are not followed
+    timeout: Any  # urllib3.Timeout of the adapter's (connect, read)
 
 
 class KubernetesKubeApi:
@@ -395,6 +421,7 @@ class KubernetesKubeApi:
         self._version: str | None = None
         self._server_version: tuple[int, int] | None = None
         self._version_lock = threading.Lock()
+        self._route_cache: _Route | None = None
 
     @classmethod
     def from_kubeconfig(
@@ -458,6 +485,25 @@ class KubernetesKubeApi:
 
     # --- transport -------------------------------------------------------------------------------
 
+    def _route(self) -> _Route:
+        """The pool requests go through, found once (urllib3 is imported on first use, not before)."""
+        route = self._route_cache
+        if route is None:
+            import urllib3
+
+            manager = self._client.rest_client.pool_manager
+            base = str(self._client.param_serialize("GET", "", header_params={}, auth_settings=[])[1])
+            direct = not isinstance(manager, urllib3.ProxyManager)  # a proxy wants the whole URL
+            route = _Route(
+                pool=manager.connection_from_url(base) if direct else None,
+                manager=manager,
+                prefix=(urllib3.util.parse_url(base).path or "").rstrip("/") if direct else base,
+                retries=urllib3.Retry(3),
+                timeout=urllib3.Timeout(connect=self._timeout[0], read=self._timeout[1]),
+            )
+            self._route_cache = route
+        return route
+
     def _open(
         self,
         method: str,
@@ -469,23 +515,36 @@ class KubernetesKubeApi:
         timeout: tuple[float, float] | None = None,
         stream: bool = False,
     ) -> Any:
-        """Send one request through the client's pool; the urllib3 response (unread when ``stream``)."""
-        import urllib3
+        """Send one request through the client's pool; the urllib3 response (unread when ``stream``).
 
+        The request goes straight to the API server's connection pool, with the Timeout and Retry built
+        once: ``PoolManager.request`` would parse the URL, look the pool up and merge the headers again
+        for every request (~50 µs of CPU of a ~215 µs claim GET, measured by benchmarks/claim_get.py).
+        """
+        route = self._route()
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
         # param_serialize adds auth (refreshing tokens), the host and the default headers (user agent).
         req = self._client.param_serialize(method, path, header_params=headers, auth_settings=["BearerToken"])
-        url = req[1] + ("?" + urlencode(query) if query else "")
-        connect, read = timeout or self._timeout
+        target = route.prefix + path + ("?" + urlencode(query) if query else "")
+        if timeout is None:
+            timeout_obj = route.timeout
+        else:
+            import urllib3
+
+            timeout_obj = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        sender = route.manager if route.pool is None else route.pool
         try:
-            return self._client.rest_client.pool_manager.request(
+            return sender.urlopen(
                 method,
-                url,
+                target,
                 body=None if body is None else dump_body(body),
                 headers=req[2],
-                timeout=urllib3.Timeout(connect=connect, read=read),
+                timeout=timeout_obj,
+                retries=route.retries,
+                redirect=False,
+                assert_same_host=False,
                 preload_content=not stream,
             )
         except Exception as exc:  # urllib3 connect/read/protocol errors and socket errors
@@ -512,7 +571,7 @@ class KubernetesKubeApi:
         status, data = self._request(method, path, query=query, body=body, content_type=content_type)
         if not 200 <= status < 300:
             raise error_for_status(status, _status_message(status, data, f"{method} {path}"))
-        decoded: JsonObject = json.loads(data) if data else {}
+        decoded: JsonObject = _load_body(data) if data else {}
         return decoded
 
     # --- KubeApi ---------------------------------------------------------------------------------
@@ -770,7 +829,7 @@ class _HttpWatch:
 
     def _decode(self, line: bytes) -> WatchEvent:
         try:
-            decoded = json.loads(line)
+            decoded = _load_body(line)
             kind, obj = str(decoded["type"]), dict(decoded["object"])
         except (ValueError, KeyError, TypeError) as exc:
             raise KubeApiError(f"{self._what}: not a watch event: {line[:200]!r}", status=0) from exc

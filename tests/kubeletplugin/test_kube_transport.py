@@ -1,0 +1,114 @@
+"""How the kubernetes-client adapter's requests leave: straight to the server's pool, retried as before."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nvdra.core.errors import KubeUnavailable
+from nvdra.kubeletplugin import KubernetesKubeApi
+from nvdra.kubeletplugin._kube import _load_body
+from nvdra.kubeletplugin.objects import NODES
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.paths: list[str] = []
+        self.drop = ""  # "second": answer a connection's first request, drop it at its second; "all"
+        self.answer = b'{"kind":"NodeList","metadata":{"resourceVersion":"7"},"items":[]}'
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.served = 0
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)
+        self.served += 1
+        if self.server.drop == "all" or (self.server.drop == "second" and self.served == 2):
+            self.close_connection = True  # a keep-alive connection the server gave up on: no answer
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.server.answer)))
+        self.end_headers()
+        self.wfile.write(self.server.answer)
+
+
+def _connect(tmp_path: Path, server: _Server, prefix: str = "") -> KubernetesKubeApi:
+    host, port = server.server_address[:2]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://{host!s}:{port}{prefix}"}}],
+        "users": [{"name": "u", "user": {}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    (tmp_path / "kubeconfig").write_text(json.dumps(config))
+    return KubernetesKubeApi.from_kubeconfig(str(tmp_path / "kubeconfig"), qps=0, timeout=(2.0, 2.0))
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server()
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_the_server_urls_path_prefixes_every_request(tmp_path: Path, server: _Server) -> None:
+    """A server behind a path (``https://rancher/k8s/clusters/c-1``) gets its prefix on every request."""
+    api = _connect(tmp_path, server, prefix="/k8s/clusters/c-1/")
+    assert api.list_versioned(NODES, label_selector="a=b") == ([], "7")
+    api.close()
+    assert server.paths == ["/k8s/clusters/c-1/api/v1/nodes?labelSelector=a%3Db"]
+
+
+def test_a_get_on_a_dropped_keep_alive_connection_is_sent_again(tmp_path: Path, server: _Server) -> None:
+    """The pooled connection's server closes it as the next GET arrives: the GET goes out again on a
+    new connection (urllib3's retries, as through the PoolManager) instead of failing the call."""
+    server.drop = "second"
+    api = _connect(tmp_path, server)
+    assert api.list_objects(NODES) == []
+    assert api.list_objects(NODES) == []
+    api.close()
+    assert len(server.paths) == 3  # the dropped request and its resend
+
+
+def test_a_server_that_drops_every_request_is_unavailable(tmp_path: Path, server: _Server) -> None:
+    """When the resends are dropped too, the call fails as a transport error (status 0) after four
+    attempts (urllib3's three retries)."""
+    server.drop = "all"
+    api = _connect(tmp_path, server)
+    with pytest.raises(KubeUnavailable) as info:
+        api.get_node("n")
+    api.close()
+    assert info.value.status == 0
+    assert server.paths == ["/api/v1/nodes/n"] * 4
+
+
+def test_answers_orjson_refuses_are_read_by_the_standard_library() -> None:
+    """orjson reads answers; an integer beyond 64 bits (which it refuses) still parses, and what is
+    not JSON is a ValueError either way."""
+    assert _load_body(b'{"a":[1,"x",{"b":null}]}') == {"a": [1, "x", {"b": None}]}
+    assert _load_body(b'{"n":18446744073709551616}') == {"n": 18446744073709551616}
+    with pytest.raises(ValueError):
+        _load_body(b"not json")

@@ -8,6 +8,9 @@ Upstream's binaries bridge every flag to an environment variable named like the 
 from __future__ import annotations
 
 __all__ = [
+    "FEATURE_GATES_FLAG",
+    "KUBECONFIG_FLAG",
+    "METRICS_FLAGS",
     "PATH_FLAGS",
     "SHUTDOWN_DEADLINE",
     "FlagRow",
@@ -96,6 +99,21 @@ FlagRow = (
 click type where the default's own type is not the flag's (a duration). ``None`` as the default marks a
 required flag; any other default but ``""`` is shown in --help."""
 
+KUBECONFIG_FLAG: FlagRow = (
+    "--kubeconfig",
+    "KUBECONFIG",
+    "",
+    "Kubeconfig path; in-cluster config when empty.",
+)
+"""``--kubeconfig``, as every component that talks to the API server takes it."""
+FEATURE_GATES_FLAG: FlagRow = ("--feature-gates", "FEATURE_GATES", "", "Comma list of Gate=true|false.")
+"""``--feature-gates``: the plugins', the controller's and the daemon's (one gate map from the chart)."""
+METRICS_FLAGS: tuple[FlagRow, ...] = (
+    ("--http-endpoint", "HTTP_ENDPOINT", "", "Metrics listen address (off when empty)."),
+    ("--metrics-path", "METRICS_PATH", "/metrics", "HTTP path of the metrics."),
+)
+"""``--http-endpoint`` and ``--metrics-path``: where the plugins and the controller serve metrics."""
+
 # The flags every nvdra kubelet plugin takes, one row per upstream flag in upstream's order; the
 # namespace's help is each plugin's own.
 _PLUGIN_FLAGS: tuple[FlagRow, ...] = (
@@ -128,9 +146,8 @@ _PLUGIN_FLAGS: tuple[FlagRow, ...] = (
         "The kubelet's plugins directory (the DRA socket and the checkpoint go under it).",
     ),
     (("--healthcheck-port",), "HEALTHCHECK_PORT", -1, "gRPC liveness port: >0 fixed, 0 random, <0 off."),
-    (("--http-endpoint",), "HTTP_ENDPOINT", "", "Metrics listen address (off when empty)."),
-    (("--metrics-path",), "METRICS_PATH", "/metrics", "HTTP path of the metrics."),
-    (("--kubeconfig",), "KUBECONFIG", "", "Kubeconfig path; in-cluster config when empty."),
+    *METRICS_FLAGS,
+    KUBECONFIG_FLAG,
     (
         ("--kube-api-qps",),
         "KUBE_API_QPS",
@@ -138,7 +155,7 @@ _PLUGIN_FLAGS: tuple[FlagRow, ...] = (
         "QPS for background API traffic (claim reads on the prepare path are not throttled).",
     ),
     (("--kube-api-burst",), "KUBE_API_BURST", 10, "Burst for background API traffic."),
-    (("--feature-gates",), "FEATURE_GATES", "", "Comma list of Gate=true|false."),
+    FEATURE_GATES_FLAG,
     (
         ("--simulate",),
         "NVDRA_SIMULATE",

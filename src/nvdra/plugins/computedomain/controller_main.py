@@ -22,6 +22,9 @@ from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
 from nvdra.plugins.computedomain.flags import DURATION
 from nvdra.plugins.flags import (
+    FEATURE_GATES_FLAG,
+    KUBECONFIG_FLAG,
+    METRICS_FLAGS,
     FlagRow,
     configure_logging,
     logging_options,
@@ -69,8 +72,7 @@ _FLAGS: tuple[FlagRow, ...] = (
         18,
         "Most nodes in one IMEX domain (clique); the daemons of more nodes wait.",
     ),
-    ("--http-endpoint", "HTTP_ENDPOINT", "", "Metrics listen address (off when empty)."),
-    ("--metrics-path", "METRICS_PATH", "/metrics", "HTTP path of the metrics."),
+    *METRICS_FLAGS,
     (
         "--additional-namespaces",
         "ADDITIONAL_NAMESPACES",
@@ -123,10 +125,10 @@ _FLAGS: tuple[FlagRow, ...] = (
         "A full reconcile pass this often even without any change (changes are watched).",
         DURATION,
     ),
-    ("--kubeconfig", "KUBECONFIG", "", "Kubeconfig path; in-cluster config when empty."),
+    KUBECONFIG_FLAG,
     ("--kube-api-qps", "KUBE_API_QPS", 5.0, "Client-side API request rate."),
     ("--kube-api-burst", "KUBE_API_BURST", 10, "Client-side API request burst."),
-    ("--feature-gates", "FEATURE_GATES", "", "Comma list of Gate=true|false."),
+    FEATURE_GATES_FLAG,
     (
         "--imex-mode",
         "IMEX_MODE",

@@ -35,6 +35,8 @@ from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.nvml import load_profile, make_simulated_driver_root
 from nvdra.plugins.computedomain.daemon import DaemonSettings, ImexDaemon, SubprocessRunner
 from nvdra.plugins.flags import (
+    FEATURE_GATES_FLAG,
+    KUBECONFIG_FLAG,
     FlagRow,
     configure_logging,
     logging_options,
@@ -138,7 +140,7 @@ _FLAGS: tuple[FlagRow, ...] = (
     ("--pod-uid", "POD_UID", "", "The daemon pod's UID."),
     ("--pod-name", "POD_NAME", "", "The daemon pod's name."),
     ("--pod-namespace", "POD_NAMESPACE", "default", "The daemon pod's namespace."),
-    ("--feature-gates", "FEATURE_GATES", "", "Comma list of Gate=true|false."),
+    FEATURE_GATES_FLAG,
     ("--imexd-dir", "IMEXD_DIR", "/imexd", "Where the IMEX configuration and nodes file are written."),
     (
         "--root",
@@ -152,7 +154,7 @@ _FLAGS: tuple[FlagRow, ...] = (
         "",
         "Simulated node profile: run the fake IMEX pair of a driver root generated for it.",
     ),
-    ("--kubeconfig", "KUBECONFIG", "", "Kubeconfig path; in-cluster config when empty."),
+    KUBECONFIG_FLAG,
 )
 
 

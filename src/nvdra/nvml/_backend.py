@@ -31,11 +31,17 @@ __all__ = [
     "PciInfo",
 ]
 
+import re
 from typing import Protocol, runtime_checkable
 
 import attrs
 
 from nvdra.core.devices import FabricInfo, MigPlacement
+
+# The forms of the identity strings every backend returns (profiles and the conformance suite check them).
+BUS_ID_FORM = re.compile(r"^[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.[0-7]$")  # 00000000:1B:00.0
+GPU_UUID_FORM = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+MIG_UUID_FORM = re.compile(r"^MIG-[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 # nvmlComputeMode_t values.
 COMPUTE_MODE_DEFAULT = 0

@@ -42,9 +42,6 @@ from nvdra.core.resourceslice import render_gpu_devices
 from nvdra.nvml import _backend as b
 from nvdra.nvml.discovery import discover_inventory, mig_profile_name
 
-_GPU_UUID = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_MIG_UUID = re.compile(r"^MIG-[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_BUS_ID = re.compile(r"^[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.[0-7]$")
 _DRIVER = re.compile(r"^\d+\.\d+(\.\d+)?$")
 _UNKNOWN_UUID = "GPU-00000000-0000-0000-0000-000000000000"
 
@@ -127,7 +124,8 @@ def check_identity(backend: b.NvmlBackend) -> None:
         ident, pci = backend.device_identity(i), backend.pci_info(i)
         _expect(ident.index == i, f"GPU {i} reports index {ident.index}")
         _expect(
-            bool(_GPU_UUID.match(ident.uuid)), f"GPU {i} UUID {ident.uuid!r} is not GPU-8-4-4-4-12 lower hex"
+            bool(b.GPU_UUID_FORM.match(ident.uuid)),
+            f"GPU {i} UUID {ident.uuid!r} is not GPU-8-4-4-4-12 lower hex",
         )
         _expect(ident.name.startswith("NVIDIA "), f"GPU {i} name {ident.name!r} lacks the NVIDIA prefix")
         _expect(ident.brand in BRANDS, f"GPU {i} brand {ident.brand} unknown")
@@ -137,7 +135,8 @@ def check_identity(backend: b.NvmlBackend) -> None:
             f"GPU {i} compute capability {ident.cuda_compute_capability}",
         )
         _expect(
-            bool(_BUS_ID.match(pci.bus_id)), f"GPU {i} bus id {pci.bus_id!r} is not 00000000:1B:00.0 form"
+            bool(b.BUS_ID_FORM.match(pci.bus_id)),
+            f"GPU {i} bus id {pci.bus_id!r} is not 00000000:1B:00.0 form",
         )
         _expect(
             pci.device_id & 0xFFFF == 0x10DE, f"GPU {i} pciDeviceId {pci.device_id:#x} lacks vendor 0x10DE"
@@ -217,7 +216,9 @@ def check_mig_devices(backend: b.NvmlBackend) -> None:
         used: set[int] = set()
         gi_ids = set()
         for rec in backend.mig_devices(i):
-            _expect(bool(_MIG_UUID.match(rec.uuid)), f"GPU {i}: MIG UUID {rec.uuid!r} is not MIG-…-5xxx-…")
+            _expect(
+                bool(b.MIG_UUID_FORM.match(rec.uuid)), f"GPU {i}: MIG UUID {rec.uuid!r} is not MIG-…-5xxx-…"
+            )
             _expect(backend.index_by_uuid(rec.uuid) == i, f"GPU {i}: MIG UUID {rec.uuid} resolves elsewhere")
             profile = profiles.get(rec.gi_profile_id)
             _expect(profile is not None, f"GPU {i}: MIG device of unlisted profile {rec.gi_profile_id}")
@@ -296,7 +297,8 @@ def check_nvlinks(backend: b.NvmlBackend) -> None:
                 f"GPU {i} link {r.link}: remote type {r.remote_type}",
             )
             _expect(
-                bool(_BUS_ID.match(r.remote_bus_id)), f"GPU {i} link {r.link}: remote bus {r.remote_bus_id!r}"
+                bool(b.BUS_ID_FORM.match(r.remote_bus_id)),
+                f"GPU {i} link {r.link}: remote bus {r.remote_bus_id!r}",
             )
             if r.remote_type == b.NVLINK_REMOTE_GPU:
                 _expect(
@@ -420,7 +422,7 @@ def _round_trip(
             lambda: backend.create_gpu_instance(i, p.id, bad),
         )
         ci = backend.create_compute_instance(i, gi)
-        _expect(bool(_MIG_UUID.match(ci.uuid)), f"new MIG UUID {ci.uuid!r}")
+        _expect(bool(b.MIG_UUID_FORM.match(ci.uuid)), f"new MIG UUID {ci.uuid!r}")
         listed = [r for r in backend.mig_devices(i) if r.uuid == ci.uuid]
         _expect(
             len(listed) == 1 and listed[0].placement.start == start and listed[0].gi_profile_id == p.id,

@@ -54,7 +54,6 @@ __all__ = [
 ]
 
 import hashlib
-import re
 import uuid as uuid_mod
 from collections.abc import Mapping
 from importlib import resources
@@ -66,12 +65,11 @@ import attrs
 from nvdra.core.devices import FabricInfo
 from nvdra.core.errors import ConfigError
 from nvdra.core.profiles import PROFILE_NAMES
+from nvdra.nvml._backend import BUS_ID_FORM, GPU_UUID_FORM
 
 MODELS_FILE = "gpu-models.yaml"
 _ADDRESSING = {"None": 0, "HMM": 1, "ATS": 2, "unsupported": None}
 _FABRIC_STATES = {"not_supported": 0, "not_started": 1, "in_progress": 2, "completed": 3}
-_BUS_ID = re.compile(r"^[0-9A-F]{8}:[0-9A-F]{2}:[0-9A-F]{2}\.[0-7]$")
-_GPU_UUID = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 T = TypeVar("T")
 
 
@@ -326,9 +324,9 @@ def _gpu(
     r.check("model", model_key, model_key in models, "a key of gpu-models.yaml or gpu_models")
     model = models[model_key]
     bus_id = r.get("bus_id", str)
-    r.check("bus_id", bus_id, bool(_BUS_ID.match(bus_id)), "NVML form like 00000000:1B:00.0")
+    r.check("bus_id", bus_id, bool(BUS_ID_FORM.match(bus_id)), "NVML form like 00000000:1B:00.0")
     uuid = r.get("uuid", str, derive_gpu_uuid(seed, index))
-    r.check("uuid", uuid, bool(_GPU_UUID.match(uuid)), "GPU- followed by 8-4-4-4-12 lower-case hex")
+    r.check("uuid", uuid, bool(GPU_UUID_FORM.match(uuid)), "GPU- followed by 8-4-4-4-12 lower-case hex")
     addressing = r.get("addressing_mode", str, None)
     if addressing is not None:
         r.check("addressing_mode", addressing, addressing in _ADDRESSING, ", ".join(_ADDRESSING))
@@ -357,7 +355,7 @@ def _nvlink(raw: Any, path: str, gpus: tuple[GpuSpec, ...]) -> NvLinkTopology:
     for i, s in enumerate(r.get("switches", list, [])):
         sr = _Reader(s, f"{path}.switches[{i}]")
         bus_id, links = sr.get("bus_id", str), sr.get("links", int)
-        sr.check("bus_id", bus_id, bool(_BUS_ID.match(bus_id)), "NVML form like 00000000:07:00.0")
+        sr.check("bus_id", bus_id, bool(BUS_ID_FORM.match(bus_id)), "NVML form like 00000000:07:00.0")
         sr.done()
         switches.append((bus_id, links))
     pairs = tuple((int(a), int(b)) for a, b in r.get("pairs", list, []))

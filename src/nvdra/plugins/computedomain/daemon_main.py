@@ -169,7 +169,8 @@ def main(verbosity: int) -> None:
 @table_options(_FLAGS)
 def run(**f: Any) -> None:
     """Register, supervise nvidia-imex until SIGTERM, then leave the clique."""
-    # e.g. a POD_IP that is not an address, an unwritable /imexd, no nvidia-imex
+    # What the daemon cannot work with (a POD_IP that is no address, an unwritable /imexd, no
+    # nvidia-imex) ends it in one line.
     with one_line_errors("nvdra-cd-daemon"):
         settings = _settings(f, create=True)
         _check_writable(settings)

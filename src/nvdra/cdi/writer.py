@@ -32,9 +32,9 @@ __all__ = [
 import contextlib
 import functools
 import os
+import random
 import re
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -129,10 +129,10 @@ def atomic_write(
         error_cls: the write failed (full disk, permissions, missing directory, …); the old file is
             intact and no temp file remains.
     """
-    target = Path(path)
-    directory = target.parent
+    target = os.fspath(path)
+    directory = os.path.dirname(target) or "."
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TMP_SUFFIX, dir=directory)
+        fd, tmp = _create_temp(directory, os.path.basename(target))
     except OSError as e:
         raise error_cls(f"cannot create a temp file for {target}: {e.strerror}") from e
     try:
@@ -151,8 +151,32 @@ def atomic_write(
     fsync_directory(directory, error_cls=error_cls)
 
 
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_NAMES = random.Random()
+_TEMP_ATTEMPTS = 100
+if hasattr(os, "register_at_fork"):  # a forked child must not draw its parent's next names
+    os.register_at_fork(after_in_child=_TEMP_NAMES.seed)
+
+
+def _create_temp(directory: str, name: str) -> tuple[int, str]:
+    """Create ``<directory>/.<name>.<8 random characters>.tmp`` (mode 0600, exclusively, as
+    ``tempfile.mkstemp`` does, whose name generator checks the process id on every call): its
+    descriptor open for writing and its path.
+
+    Raises:
+        OSError: it cannot be created (a name already taken is tried again with another one).
+    """
+    for _ in range(_TEMP_ATTEMPTS):
+        tmp = f"{directory}/.{name}.{_TEMP_NAMES.getrandbits(40):010x}{_TMP_SUFFIX}"
+        try:
+            return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temp file name after {_TEMP_ATTEMPTS} attempts")
+
+
 def _fill(fd: int, data: bytes, mode: int) -> None:
-    """Give a fresh temp file its mode (mkstemp creates 0600) and all of ``data`` (no fsync)."""
+    """Give a fresh temp file its mode (it is created 0600) and all of ``data`` (no fsync)."""
     if mode != 0o600:
         os.fchmod(fd, mode)
     view = memoryview(data)
@@ -314,7 +338,7 @@ def _write_temp_files(
     that cannot be written gets its failure in ``out`` and leaves no temp file."""
     for name, data in files.items():
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=_TMP_SUFFIX, dir=root)
+            fd, tmp = _create_temp(os.fspath(root), name)
         except OSError as e:
             out[name] = error_cls(f"cannot create a temp file for {root / name}: {e.strerror}")
             continue
@@ -492,8 +516,16 @@ def write_spec(cdi_root: str | Path, spec: Spec, name: str) -> Path:
     """
     root = Path(cdi_root)
     path = root / (check_path_component(name, "CDI spec name") + SPEC_EXTENSION)
-    _ensure_directory(root)
-    atomic_write(path, encode_spec(spec), 0o644)
+    data = encode_spec(spec)
+    try:
+        atomic_write(path, data, 0o644)
+    except CdiError:
+        # The directory is made when a write finds it missing (nothing was written then), rather than
+        # asked for on every write: one mkdir system call a spec saved.
+        if root.is_dir():
+            raise
+        _ensure_directory(root)
+        atomic_write(path, data, 0o644)
     return path
 
 

@@ -113,10 +113,17 @@ class PluginMetrics:
             )
             for op in OPERATIONS
         }
-        for op in OPERATIONS:  # children exist (at zero) before the first request
-            self._requests.labels(driver, op)
-            self._duration.labels(driver, op)
-            self._inflight.labels(driver, op)
+        # Children exist (at zero) before the first request, and a request's are looked up once here
+        # rather than by label values four times a call (each lookup takes the metric's lock).
+        self._series = {
+            op: (
+                self._inflight.labels(driver, op),
+                self._requests.labels(driver, op),
+                self._duration.labels(driver, op),
+            )
+            for op in OPERATIONS
+        }
+        for op in OPERATIONS:
             for error_type in ERROR_TYPES:
                 self._errors[op].labels(driver, error_type)
         self.registry.register(
@@ -125,14 +132,15 @@ class PluginMetrics:
 
     def begin(self, operation: str) -> float:
         """A request starts; returns its start time for :meth:`end`."""
-        self._inflight.labels(self.driver, operation).inc()
+        self._series[operation][0].inc()
         return time.perf_counter()
 
     def end(self, operation: str, started: float) -> None:
         """A request ended (successfully or not)."""
-        self._inflight.labels(self.driver, operation).dec()
-        self._requests.labels(self.driver, operation).inc()
-        self._duration.labels(self.driver, operation).observe(time.perf_counter() - started)
+        inflight, requests, duration = self._series[operation]
+        inflight.dec()
+        requests.inc()
+        duration.observe(time.perf_counter() - started)
 
     def error(self, operation: str, error_type: str, count: int = 1) -> None:
         """Count errors of a kind (``operation`` prepare|unprepare)."""

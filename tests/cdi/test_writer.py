@@ -71,6 +71,16 @@ def test_write_spec_creates_the_dir_and_round_trips(
     assert leftovers(root) == []
 
 
+def test_write_spec_makes_the_dir_again_when_it_went_away(tmp_path: Path) -> None:
+    """The CDI dir is made when a write finds it missing, also after an earlier write found it there."""
+    root = tmp_path / "cdi"
+    first = write_spec(root, SPEC, NAME)
+    first.unlink()
+    root.rmdir()
+    assert write_spec(root, SPEC, NAME).read_bytes() == encode_spec(SPEC)
+    assert leftovers(root) == []
+
+
 def test_overwrite_replaces_content_and_mode_is_exact(tmp_path: Path) -> None:
     """A second write replaces the file; the requested mode is applied regardless of the umask."""
     target = tmp_path / "state.json"

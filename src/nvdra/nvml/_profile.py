@@ -62,7 +62,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from nvdra.core.devices import FabricInfo
+from nvdra.core.devices import FabricInfo, MigProfile
 from nvdra.core.errors import ConfigError
 from nvdra.core.profiles import PROFILE_NAMES
 from nvdra.nvml._backend import BUS_ID_FORM, GPU_UUID_FORM
@@ -74,23 +74,11 @@ T = TypeVar("T")
 
 
 @attrs.frozen(kw_only=True)
-class MigProfileSpec:
-    """One GPU-instance profile of a GPU model (with its full-size compute instance)."""
+class MigProfileSpec(MigProfile):
+    """One GPU-instance profile of a GPU model (with its full-size compute instance): what discovery
+    reports as a :class:`~nvdra.core.devices.MigProfile`, plus the NVML enum it is queried with."""
 
     profile_enum: int
-    id: int
-    name: str
-    compute_slices: int
-    instance_count: int
-    multiprocessors: int
-    memory_mb: int
-    copy_engines: int
-    decoders: int
-    encoders: int
-    jpeg_engines: int
-    ofa_engines: int
-    placement_starts: tuple[int, ...]
-    memory_slices: int
 
 
 @attrs.frozen(kw_only=True)

@@ -38,7 +38,6 @@ from pathlib import Path
 
 import attrs
 
-from nvdra.core.devices import MigPlacement
 from nvdra.core.errors import (
     ConfigError,
     NvmlError,
@@ -411,7 +410,7 @@ class SimulatedNvml:
                 ofa_count=p.ofa_engines,
                 memory_size_mb=p.memory_mb,
                 is_p2p_supported=False,
-                placements=tuple(MigPlacement(start=s, size=p.memory_slices) for s in p.placement_starts),
+                placements=p.placements,
             )
             for p in sorted(model.mig_profiles, key=lambda p: p.profile_enum)
         )

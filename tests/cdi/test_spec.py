@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from nvdra.cdi import (
     NetDevice,
     Spec,
 )
+from nvdra.cdi._fields import JsonRecord
 from nvdra.core.errors import CdiError
 
 words = st.text(alphabet="abcdefghij/._-=", min_size=1, max_size=8)
@@ -209,3 +211,53 @@ def test_from_dict_is_strict(doc: Any, where: str) -> None:
     """Unknown fields, missing required fields and wrong types are refused with their JSON path."""
     with pytest.raises(CdiError, match=where.replace("[", r"\[").replace("]", r"\]")):
         Spec.from_dict(doc)
+
+
+@pytest.mark.parametrize(
+    ("record", "doc", "message"),
+    [
+        (DeviceNode, {"type": "c"}, "deviceNode.path: required field missing"),
+        (DeviceNode, {"path": "/dev/x", "uid": "0"}, "deviceNode.uid: expected an integer, got '0'"),
+        (Mount, {"hostPath": "/a"}, "mount.containerPath: required field missing"),
+        (Hook, {"hookName": "poststop", "path": "/h", "args": [1]}, "hook.args[0]: expected a string, got 1"),
+        (IntelRdt, {"enableMonitoring": 1}, "intelRdt.enableMonitoring: expected a boolean, got 1"),
+        (NetDevice, {"name": "eth0"}, "netDevice.hostInterfaceName: required field missing"),
+        (
+            ContainerEdits,
+            {"additionalGids": ["5"]},
+            "containerEdits.additionalGids[0]: expected an integer, got '5'",
+        ),
+        (ContainerEdits, {"mounts": {}}, "containerEdits.mounts: expected a list, got dict"),
+        (Device, {"name": "d"}, "device.containerEdits: required field missing"),
+        (
+            Device,
+            {"name": "d", "containerEdits": None},
+            "device.containerEdits: expected an object, got NoneType",
+        ),
+        (Spec, {"cdiVersion": "0.3.0", "kind": "v/c"}, "spec.devices: required field missing"),
+    ],
+)
+def test_each_record_decodes_on_its_own_under_its_json_name(
+    record: type[JsonRecord], doc: dict[str, Any], message: str
+) -> None:
+    """A record decoded on its own names the bad value's path from the record's camelCase name."""
+    with pytest.raises(CdiError) as caught:
+        record.from_dict(doc)
+    assert str(caught.value) == message
+
+
+def test_a_nested_record_is_named_by_the_path_it_was_found_at() -> None:
+    """The caller's path prefixes the field's, as the spec's own decoding passes it down."""
+    with pytest.raises(CdiError, match=r"^x\.devices\[3\]\.name: expected a string, got 7$"):
+        Device.from_dict({"name": 7, "containerEdits": {}}, "x.devices[3]")
+
+
+def test_the_codec_refuses_a_field_type_it_cannot_write() -> None:
+    """A record field of a type the CDI codec has no rule for fails loudly, naming the type."""
+
+    @attrs.frozen(kw_only=True)
+    class Odd(JsonRecord):
+        ratio: float = 0.5
+
+    with pytest.raises(TypeError, match="no CDI JSON codec for a field of type <class 'float'>"):
+        Odd().to_dict()

@@ -162,7 +162,8 @@ def _record_type(t: Any) -> type[JsonRecord] | None:
 
 
 def _codec(t: Any, *, required: bool, default: Any) -> tuple[Callable[[Any], Any], _Decode]:
-    """The encoder and decoder of a field of type ``t``."""
+    """The encoder and decoder of a field of type ``t`` (a record-typed field's ``default`` is a value,
+    not a factory: an absent or null optional record decodes to it)."""
     args = get_args(t)
     if t is str:
         return _same, functools.partial(_str, required=required)
@@ -220,8 +221,7 @@ def _make_plan(cls: type[JsonRecord]) -> _Plan:
     slots = []
     for a in attrs.fields(attrs.resolve_types(cls)):
         required = a.default is attrs.NOTHING or bool(a.metadata.get(_REQUIRED))
-        default = a.default.factory() if isinstance(a.default, attrs.Factory) else a.default  # type: ignore[arg-type]
-        encode, decode = _codec(a.type, required=required, default=default)
+        encode, decode = _codec(a.type, required=required, default=a.default)
         key = a.metadata.get(_NAME, _camel(a.name))
         slots.append(_Slot(a.name, key, required, a.default is None, encode, decode))
     name = cls.__name__

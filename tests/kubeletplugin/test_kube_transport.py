@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from nvdra.core.errors import KubeUnavailable
 from nvdra.kubeletplugin import KubernetesKubeApi
 from nvdra.kubeletplugin._kube import _load_body
 from nvdra.kubeletplugin.objects import NODES
+from tests.webhook.tls import TestCA
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -51,13 +54,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(self.server.answer)
 
 
-def _connect(tmp_path: Path, server: _Server, prefix: str = "") -> KubernetesKubeApi:
+def _connect(
+    tmp_path: Path,
+    server: _Server,
+    prefix: str = "",
+    user: dict[str, str] | None = None,
+    ca: bytes | None = None,
+) -> KubernetesKubeApi:
     host, port = server.server_address[:2]
+    cluster = {"server": f"{'https' if ca else 'http'}://{host!s}:{port}{prefix}"}
+    if ca:
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://{host!s}:{port}{prefix}"}}],
-        "users": [{"name": "u", "user": {}}],
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": user or {}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
         "current-context": "c",
     }
@@ -80,6 +92,35 @@ def test_the_server_urls_path_prefixes_every_request(tmp_path: Path, server: _Se
     assert api.list_versioned(NODES, label_selector="a=b") == ([], "7")
     api.close()
     assert server.paths == ["/k8s/clusters/c-1/api/v1/nodes?labelSelector=a%3Db"]
+
+
+def test_through_the_kubernetes_clients_configuration_too(tmp_path: Path, server: _Server) -> None:
+    """A kubeconfig only the kubernetes client's loaders read (basic auth here) sends through that
+    client's pool the same way: prefix kept, answers read."""
+    api = _connect(tmp_path, server, prefix="/p", user={"username": "a", "password": "b"})
+    assert type(api._client).__module__.startswith("kubernetes.")
+    assert api.list_objects(NODES) == []
+    api.close()
+    assert server.paths == ["/p/api/v1/nodes"]
+
+
+def test_https_with_the_kubeconfigs_ca_only(tmp_path: Path, server: _Server) -> None:
+    """Over TLS the server's certificate is checked against the kubeconfig's CA (and its address):
+    the server's own CA is trusted, another CA's client refuses the server (status 0)."""
+    ca = TestCA()
+    ca.issue(tmp_path / "tls.crt", tmp_path / "tls.key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    api = _connect(tmp_path, server, ca=ca.pem)
+    assert api.list_objects(NODES) == []
+    api.close()
+    stranger = _connect(tmp_path, server, ca=TestCA().pem)
+    with pytest.raises(KubeUnavailable) as info:
+        stranger.list_objects(NODES)
+    stranger.close()
+    assert info.value.status == 0 and "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+    assert server.paths == ["/api/v1/nodes"]
 
 
 def test_a_get_on_a_dropped_keep_alive_connection_is_sent_again(tmp_path: Path, server: _Server) -> None:

@@ -91,7 +91,12 @@ def test_the_server_urls_path_prefixes_every_request(tmp_path: Path, server: _Se
     api = _connect(tmp_path, server, prefix="/k8s/clusters/c-1/")
     assert api.list_versioned(NODES, label_selector="a=b") == ([], "7")
     api.close()
-    assert server.paths == ["/k8s/clusters/c-1/api/v1/nodes?labelSelector=a%3Db"]
+    assert api.list_objects(NODES) == []  # after close, on a new pool
+    api.close()
+    assert server.paths == [
+        "/k8s/clusters/c-1/api/v1/nodes?labelSelector=a%3Db",
+        "/k8s/clusters/c-1/api/v1/nodes",
+    ]
 
 
 def test_through_the_kubernetes_clients_configuration_too(tmp_path: Path, server: _Server) -> None:

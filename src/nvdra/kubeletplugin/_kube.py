@@ -3,8 +3,10 @@
 What it owns:
 - the ``kubernetes`` package is imported lazily, inside functions, so importing this module (for the
   shape conversions and the error mapping, which the test API server shares) never loads it;
-- requests go out through the client's configured REST layer (TLS, auth, token refresh, proxies) and
-  answers are read as raw JSON: no pydantic models are built or parsed (ARCHITECTURE.md §8);
+- requests go out through the client's configured REST layer (TLS, auth, token refresh, proxies):
+  straight to the API server's urllib3 connection pool, found once, with urllib3's retries (a proxy's
+  manager is used as it is); answers are read as raw JSON (orjson): no pydantic models are built or
+  parsed (ARCHITECTURE.md §8);
 - the ``resource.k8s.io`` version is discovered once (v1, else v1beta2, else v1beta1) and every object
   of that group (ResourceSlices, ResourceClaims, ResourceClaimTemplates, DeviceClasses, also through the
   generic ``ObjectApi`` calls) is sent to that version's path and converted at this boundary, so callers
@@ -480,7 +482,8 @@ class KubernetesKubeApi:
         return self._limiter
 
     def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pool (a later request opens a new one, as the PoolManager would)."""
+        self._route_cache = None
         self._client.close()
 
     # --- transport -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from nvdra.cdi import (
     claim_spec,
     claim_spec_name,
     encode_spec,
+    on_memory_filesystem,
     read_spec,
     remove_durably,
     remove_spec,
@@ -247,3 +248,24 @@ def test_encoding_reuses_common_edits_without_changing_the_output() -> None:
     for spec in (SPEC, other, SPEC, bare, other):
         whole = yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=False, explicit_start=True)
         assert encode_spec(spec) == whole.encode()
+
+
+def _mount_types() -> dict[str, str]:
+    """Mount point -> filesystem type, from /proc/self/mounts (empty where there is none)."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return {}
+    return {fields[1]: fields[2] for fields in (line.split() for line in lines) if len(fields) > 2}
+
+
+def test_on_memory_filesystem_tells_tmpfs_from_a_disk(tmp_path: Path) -> None:
+    """tmpfs (fsync free, gone at reboot) is told apart from other filesystems; a missing path is not."""
+    mounts = _mount_types()
+    if mounts.get("/dev/shm") == "tmpfs":
+        assert on_memory_filesystem("/dev/shm")
+    if "/proc" in mounts:
+        assert not on_memory_filesystem("/proc")
+    assert not on_memory_filesystem(tmp_path / "missing")
+    if mounts.get("/") not in (None, "tmpfs", "ramfs", "overlay"):
+        assert not on_memory_filesystem("/")

@@ -263,6 +263,7 @@ class KilledAtSpecWrite:
     def __init__(self, inner: ClaimSpecs, kill: type[BaseException]) -> None:
         self.inner = inner
         self.kill = kill
+        self.in_memory = inner.in_memory
 
     def device_id(self, claim_uid: str, device_name: str) -> str:
         return self.inner.device_id(claim_uid, device_name)

@@ -9,11 +9,12 @@ happen; a restart is a new GpuDriver object over the same CDI root and checkpoin
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
 
 from nvdra.core.checkpoint import Checkpoint
+from nvdra.core.errors import CdiError
 from nvdra.kubeletplugin.types import ClaimRef
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
 from nvdra.plugins.gpu.devices import AllocatableDevice
@@ -200,3 +201,78 @@ def test_crash_after_the_spec_before_the_entry_is_swept_at_start(node: DriverNod
     assert spec_files(node.cdi_root) == []
     assert not prepare_one(restarted, claim).error
     assert spec_files(node.cdi_root) == [node.spec_path(uid_of(claim))]
+
+
+class SpecsInMemory(NodeSpecs):
+    """Real specs that report a memory filesystem and record the thread of each write and removal."""
+
+    def __init__(self, node: DriverNode, *, in_memory: bool) -> None:
+        super().__init__(node)
+        self.in_memory = in_memory
+        self.threads: list[int] = []
+
+    def write(
+        self, claim_uid: str, devices: Sequence[AllocatableDevice], applied: Sequence[Applied] = ()
+    ) -> None:
+        self.threads.append(threading.get_ident())
+        super().write(claim_uid, devices, applied)
+
+    def write_many(
+        self, claims: Mapping[str, Sequence[AllocatableDevice]]
+    ) -> dict[str, BaseException | None]:
+        self.threads.append(threading.get_ident())
+        return super().write_many(claims)
+
+    def remove(self, claim_uid: str) -> None:
+        self.threads.append(threading.get_ident())
+        super().remove(claim_uid)
+
+    def remove_many(self, claim_uids: Sequence[str]) -> dict[str, BaseException | None]:
+        self.threads.append(threading.get_ident())
+        return super().remove_many(claim_uids)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_specs_in_memory_are_written_without_an_io_thread(node: DriverNode, in_memory: bool) -> None:
+    """On tmpfs a spec write overlaps nothing, so the calling thread makes it (one claim and a batch,
+    prepare and unprepare); on a disk it goes to an I/O thread beside the checkpoint write."""
+    driver = node.driver(start=False)
+    specs = SpecsInMemory(node, in_memory=in_memory)
+    driver._specs = specs
+    driver.start()
+    one = [allocated_claim([result("gpu-0")])]
+    two = [allocated_claim([result("gpu-1")]), allocated_claim([result("gpu-2")])]
+    for claims in (one, two):
+        answers = driver.prepare_resource_claims(claims)
+        assert all(not a.error for a in answers.values())
+        assert all(node.spec_path(uid_of(c)).is_file() for c in claims)
+        refs = [ClaimRef(namespace="default", name="x", uid=uid_of(c)) for c in claims]
+        assert driver.unprepare_resource_claims(refs) == {r.uid: "" for r in refs}
+    assert spec_files(node.cdi_root) == [] and not on_disk(node).claims
+    assert len(specs.threads) == 4
+    here = threading.get_ident()
+    assert all((t == here) is in_memory for t in specs.threads)
+
+
+def test_a_failed_spec_write_in_memory_fails_its_claim_alone(node: DriverNode) -> None:
+    """The calling thread's spec write failing is handled as an I/O thread's: the claim fails, its
+    entry is dropped again, the other claim of the call is prepared."""
+
+    class Failing(SpecsInMemory):
+        def write_many(
+            self, claims: Mapping[str, Sequence[AllocatableDevice]]
+        ) -> dict[str, BaseException | None]:
+            out = super().write_many(claims)
+            bad = sorted(claims)[0]
+            self.remove(bad)
+            return {**out, bad: CdiError(f"cannot write CDI spec for {bad}: No space left on device")}
+
+    driver = node.driver(start=False)
+    driver._specs = Failing(node, in_memory=True)
+    driver.start()
+    claims = [allocated_claim([result("gpu-4")]), allocated_claim([result("gpu-5")])]
+    bad = sorted(uid_of(c) for c in claims)[0]
+    answers = driver.prepare_resource_claims(claims)
+    assert "No space left" in answers[bad].error
+    assert [uid for uid, a in answers.items() if not a.error] == [u for u in map(uid_of, claims) if u != bad]
+    assert set(on_disk(node).claims) == {u for u in map(uid_of, claims) if u != bad}

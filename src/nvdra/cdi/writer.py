@@ -19,6 +19,7 @@ __all__ = [
     "atomic_write_many",
     "encode_spec",
     "fsync_directory",
+    "on_memory_filesystem",
     "read_spec",
     "remove_durably",
     "remove_many_durably",
@@ -232,6 +233,32 @@ def _libc_syncfs() -> Callable[[int], int] | None:
     except (OSError, AttributeError):
         return None
     return func
+
+
+# statfs(2) f_type of the filesystems whose files live in memory only (linux/magic.h).
+_MEMORY_FILESYSTEMS = {0x01021994: "tmpfs", 0x858458F6: "ramfs"}
+
+
+def on_memory_filesystem(path: str | Path) -> bool:
+    """Whether ``path`` is on tmpfs or ramfs (``/var/run/cdi`` on most nodes): fsync costs nothing there
+    and its files do not outlive a reboot, so writing one is only CPU. False where it cannot be told
+    (not Linux, no libc ``statfs``, the path missing).
+    """
+    if sys.platform != "linux":
+        return False
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        statfs = libc.statfs
+    except (OSError, AttributeError):
+        return False
+    buf = ctypes.create_string_buffer(256)  # struct statfs (120 bytes on 64-bit Linux); f_type comes first
+    if statfs(os.fsencode(path), buf) != 0:
+        return False
+    f_type = ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    return f_type in _MEMORY_FILESYSTEMS
 
 
 def _sync_files(fds: Sequence[int], use_syncfs: bool) -> None:

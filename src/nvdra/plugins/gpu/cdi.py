@@ -41,6 +41,7 @@ from nvdra.cdi import (
     common_edits,
     gpu_edits,
     mig_edits,
+    on_memory_filesystem,
     remove_spec,
     remove_specs,
     remove_stale_temp_files,
@@ -103,6 +104,8 @@ class GpuClaimSpecs:
         self._common: ContainerEdits | None = None
         cdi_root.mkdir(parents=True, exist_ok=True, mode=0o755)  # never world-writable, whatever the umask
         remove_stale_temp_files(cdi_root)
+        # A spec write on tmpfs is CPU only: the driver then makes it itself (see ClaimSpecs.in_memory).
+        self.in_memory = on_memory_filesystem(cdi_root)
 
     def common(self) -> ContainerEdits:
         """The spec-level edits (cached with the discovery)."""

@@ -86,6 +86,11 @@ class DeviceView(Protocol):
 class ClaimSpecs(Protocol):
     """Per-claim CDI specs (see :class:`nvdra.plugins.gpu.cdi.GpuClaimSpecs`)."""
 
+    in_memory: bool
+    """The specs live on a memory filesystem (tmpfs: ``/var/run/cdi`` on most nodes), where a write or
+    removal blocks on no disk: the driver makes them on the calling thread, since an I/O thread would
+    overlap nothing with the checkpoint write and cost a hand-off."""
+
     def device_id(self, claim_uid: str, device_name: str) -> str:
         """The qualified CDI device name returned to the kubelet."""
         ...
@@ -610,8 +615,14 @@ class GpuDriver(CheckpointedDriver):
     def _batch(
         self, keys: Sequence[str], call: Callable[[], Mapping[str, BaseException | None]]
     ) -> _Outcomes:
-        """Run a batch call on one I/O thread; what waits for it answers every key, with the batch's own
-        exception where the whole call failed."""
+        """Run a batch call on one I/O thread (on this thread for specs in memory); what waits for it
+        answers every key, with the batch's own exception where the whole call failed."""
+        if self._specs.in_memory:
+            try:
+                now = call()
+            except BaseException as exc:  # as on an I/O thread: each claim's failure
+                now = dict.fromkeys(keys, exc)
+            return lambda: now
         run = self._io.submit(call)
 
         def outcomes() -> Mapping[str, BaseException | None]:
@@ -627,6 +638,9 @@ class GpuDriver(CheckpointedDriver):
         one per call: a 64-claim call's spec writes woke the waiting thread 64 times); returns what
         waits for them: each call's exception, or None, by key."""
         keys = list(calls)
+        if self._specs.in_memory:  # nothing to overlap with: run them here, without a hand-off
+            done = dict(zip(keys, _run_each(list(calls.values())), strict=True))
+            return lambda: done
         shares = min(_IO_THREADS, len(keys))
         runs = [self._io.submit(_run_each, [calls[k] for k in keys[i::shares]]) for i in range(shares)]
 

@@ -67,6 +67,7 @@ class Scenario:
     claims: tuple[JsonObject, ...]
     hidden: frozenset[str] = frozenset()  # published devices hidden while the claims are prepared
     env: Mapping[str, str] = attrs.field(factory=dict)
+    cdi_in_memory: bool = False  # the CDI root on tmpfs, as /var/run/cdi is on most nodes
 
     def refs(self) -> list[ClaimRef]:
         """The kubelet's references to the scenario's claims."""

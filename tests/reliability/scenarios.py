@@ -4,11 +4,13 @@ from __future__ import annotations
 
 __all__ = ["SCENARIOS", "node_for"]
 
+import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from nvdra.cdi import on_memory_filesystem
 from nvdra.kubeletplugin import ApiServer, FakeKube
 from tests.plugins.conftest import allocated_claim, gpu_config, opaque, result
 from tests.reliability.faultnode import NODE, FaultNode, JsonObject, Scenario, deployment_controller
@@ -39,6 +41,24 @@ SCENARIOS = {
             claims=tuple(
                 _claim(f"b{g}000000-0000-4000-8000-000000000100", [f"gpu-{g}"], "gpu") for g in range(6)
             ),
+        ),
+        # The same two on a CDI root in memory: the driver writes and removes those specs on the calling
+        # thread, before the checkpoint write (spec first, then entry) rather than beside it.
+        Scenario(
+            name="gpu-tmpfs",
+            profile="dgx-h100",
+            gates="",
+            claims=(_claim("00000000-0000-4000-8000-000000000007", ["gpu-1"], "gpu"),),
+            cdi_in_memory=True,
+        ),
+        Scenario(
+            name="gpu-batch-tmpfs",
+            profile="dgx-h100",
+            gates="",
+            claims=tuple(
+                _claim(f"c{g}000000-0000-4000-8000-000000000100", [f"gpu-{g}"], "gpu") for g in range(6)
+            ),
+            cdi_in_memory=True,
         ),
         Scenario(
             name="timeslicing",
@@ -122,7 +142,13 @@ SCENARIOS = {
 @contextmanager
 def node_for(scenario: Scenario) -> Iterator[FaultNode]:
     """A fresh node (short temp dir for the sockets) with its API server and Deployment controller."""
-    with tempfile.TemporaryDirectory(prefix="nvf-") as tmp:
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="nvf-"))
+        if scenario.cdi_in_memory:  # base/cdi leads there, so every path under the base reads the same
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            memory = stack.enter_context(tempfile.TemporaryDirectory(prefix="nvf-cdi-", dir=shm))
+            (Path(tmp) / "cdi").symlink_to(memory)
+            assert shm is None or on_memory_filesystem(Path(tmp) / "cdi"), f"{shm} is not tmpfs here"
         store = FakeKube()
         store.add_node(NODE)
         with ApiServer(store) as server, deployment_controller(store):

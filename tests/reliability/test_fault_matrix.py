@@ -66,6 +66,21 @@ PREPARE_FAULTS: dict[str, tuple[str, ...]] = {
         "after-cdi-written:3",
         "after-prepare-completed",
     ),
+    # CDI root on tmpfs: the spec (or the batch) is written first, then the entry. before-rename:2 = the
+    # spec not in place; :3 = the spec in place, the entry not; after-cdi-written = the same, durably.
+    "gpu-tmpfs": (
+        "before-rename:2",
+        "before-rename:3",
+        "after-cdi-written",
+        "after-prepare-completed",
+    ),
+    "gpu-batch-tmpfs": (
+        "before-rename:2",
+        "before-rename:5",
+        "before-rename:8",
+        "after-cdi-written:3",
+        "after-prepare-completed",
+    ),
     "timeslicing": (
         "after-prepare-started",
         "after-timeslice-set:1",
@@ -89,6 +104,8 @@ PREPARE_FAULTS: dict[str, tuple[str, ...]] = {
 UNPREPARE_FAULTS: dict[str, tuple[str, ...]] = {
     "gpu": ("after-cdi-removed", "after-unprepare-checkpoint"),
     "gpu-batch": ("after-cdi-removed:2", "after-unprepare-checkpoint"),
+    "gpu-tmpfs": ("after-cdi-removed", "after-unprepare-checkpoint"),
+    "gpu-batch-tmpfs": ("after-cdi-removed:2", "after-unprepare-checkpoint"),
     "timeslicing": ("after-undo",),
     "mps": ("after-undo",),
     "dynamic-mig": ("after-mig-ci-destroyed:1", "after-undo:1", "after-unprepare-checkpoint"),

@@ -1,9 +1,13 @@
-"""Prometheus metrics of the kubelet plugins (upstream's ``nvidia_dra`` series, upstream-driver §4.10).
+"""Prometheus metrics of the kubelet plugins and the ComputeDomain controller (``nvidia_dra`` series).
 
 Built on ``prometheus-client`` (the ecosystem's library: its exposition format, histogram maths and
-WSGI server), one :class:`~prometheus_client.CollectorRegistry` per plugin process, served on
-``--http-endpoint`` at ``--metrics-path`` only. Series, all present at zero before the first request so
-dashboards see them:
+WSGI server), one :class:`~prometheus_client.CollectorRegistry` per process, served on
+``--http-endpoint`` at ``--metrics-path`` only (:func:`start_metrics_server`). This is the one module
+that imports the library (the import-linter contract in pyproject.toml), so both kinds of process
+share one server start and one set of settings.
+
+The plugins' series (:class:`PluginMetrics`, upstream-driver §4.10), all present at zero before the
+first request so dashboards see them:
 
 - ``nvidia_dra_requests_total{driver,operation}`` (counter; operation prepare|unprepare);
 - ``nvidia_dra_request_duration_seconds{driver,operation}`` (histogram, buckets 0.05 s * 2^k, k=0..8);
@@ -12,8 +16,17 @@ dashboards see them:
 - ``nvidia_dra_node_prepare_errors_total`` / ``nvidia_dra_node_unprepare_errors_total``
   ``{driver,error_type}`` (error_type lock_acquire|prepare_devices|unprepare_devices|publish_resources).
 
+The controller's series (:class:`ControllerMetrics`):
+
+- ``nvidia_dra_compute_domain_info{status}`` (gauge: domains per status, Ready and NotReady present at
+  zero, set at the end of each pass);
+- ``nvidia_dra_controller_passes_total`` (counter: reconcile passes);
+- ``nvidia_dra_controller_writes_total{verb,kind}`` (counter: API writes attempted);
+- ``nvidia_dra_controller_write_errors_total{verb,kind,code}`` (counter: failed writes by HTTP status).
+
 Counters carry no ``_created`` series (upstream's Go client has none; the library's switch for it is
-process-wide and is turned off when the first :class:`PluginMetrics` is built).
+process-wide and is turned off when the first :class:`PluginMetrics` or :class:`ControllerMetrics` is
+built).
 
 :class:`InstrumentedDriver` wraps any :class:`~nvdra.kubeletplugin.types.DraDriver` (GPU or
 ComputeDomain plugin) to count its calls; a call counts one request per claim batch, as upstream.
@@ -21,23 +34,38 @@ ComputeDomain plugin) to count its calls; a call counts one request per claim ba
 
 from __future__ import annotations
 
-__all__ = ["BUCKETS", "ERROR_TYPES", "InstrumentedDriver", "PluginMetrics", "start_metrics_server"]
+__all__ = [
+    "BUCKETS",
+    "DOMAIN_STATUSES",
+    "ERROR_TYPES",
+    "ControllerMetrics",
+    "InstrumentedDriver",
+    "PluginMetrics",
+    "start_metrics_server",
+]
 
+import collections
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import prometheus_client
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from nvdra.kubeletplugin.types import ClaimRef, DraDriver, PrepareResult
 
+if TYPE_CHECKING:  # annotations only: the plugins, which import this module too, never load nvdra.imex
+    from nvdra.core.errors import KubeApiError
+    from nvdra.imex import Action
+
 BUCKETS: tuple[float, ...] = tuple(0.05 * 2**k for k in range(9))
 ERROR_TYPES = ("lock_acquire", "prepare_devices", "unprepare_devices", "publish_resources")
+DOMAIN_STATUSES = ("Ready", "NotReady")
 OPERATIONS = ("prepare", "unprepare")
 _NS = "nvidia_dra"
 _R = TypeVar("_R")
@@ -198,6 +226,82 @@ class InstrumentedDriver:
         self.driver.handle_error(error, message)
 
 
+class ControllerMetrics:
+    """The ComputeDomain controller's series, in a registry of its own (:attr:`registry`).
+
+    The controller calls :meth:`record` per write and :meth:`pass_done` per pass; the read-only
+    properties (:attr:`passes`, :attr:`writes`, :attr:`failures`, :attr:`conflicts`, :attr:`domains`)
+    read the same counters back for tests and simulations.
+    """
+
+    def __init__(self) -> None:
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in the library
+        self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
+        self._domains = prometheus_client.Gauge(
+            f"{_NS}_compute_domain_info", "ComputeDomains per status.", ("status",), registry=self.registry
+        )
+        self._passes = prometheus_client.Counter(
+            f"{_NS}_controller_passes", "Reconcile passes.", registry=self.registry
+        )
+        self._writes = prometheus_client.Counter(
+            f"{_NS}_controller_writes", "API writes attempted.", ("verb", "kind"), registry=self.registry
+        )
+        self._errors = prometheus_client.Counter(
+            f"{_NS}_controller_write_errors",
+            "API writes that failed, by HTTP status.",
+            ("verb", "kind", "code"),
+            registry=self.registry,
+        )
+        self._status = {status: self._domains.labels(status) for status in DOMAIN_STATUSES}
+
+    def record(self, action: Action, error: KubeApiError | None) -> None:
+        """Count one write and, when it failed, its status code."""
+        self._writes.labels(action.verb, action.kind).inc()
+        if error is not None:
+            self._errors.labels(action.verb, action.kind, str(error.status)).inc()
+
+    def pass_done(self, statuses: Iterable[str]) -> None:
+        """A pass ended having seen domains of these statuses (one item per domain)."""
+        seen = collections.Counter(statuses)
+        self._passes.inc()
+        for status, gauge in self._status.items():
+            gauge.set(seen[status])
+
+    @property
+    def passes(self) -> int:
+        """Passes so far."""
+        return int(sum(n for _, n in self._samples(self._passes)))
+
+    @property
+    def writes(self) -> dict[tuple[str, str], int]:
+        """Writes so far per (verb, kind)."""
+        return {(v["verb"], v["kind"]): int(n) for v, n in self._samples(self._writes)}
+
+    @property
+    def failures(self) -> dict[tuple[str, str, int], int]:
+        """Failed writes so far per (verb, kind, HTTP status)."""
+        return {(v["verb"], v["kind"], int(v["code"])): int(n) for v, n in self._samples(self._errors)}
+
+    @property
+    def conflicts(self) -> int:
+        """409s seen so far."""
+        return sum(n for (_, _, code), n in self.failures.items() if code == 409)
+
+    @property
+    def domains(self) -> dict[str, int]:
+        """Domains per status at the end of the last pass (Ready and NotReady always present)."""
+        return {v["status"]: int(n) for v, n in self._samples(self._domains)}
+
+    def render(self) -> str:
+        """The text exposition of every series (what a scrape returns)."""
+        return prometheus_client.generate_latest(self.registry).decode()
+
+    @staticmethod
+    def _samples(metric: MetricWrapperBase) -> Iterator[tuple[dict[str, str], float]]:
+        """(labels, value) of each sample of ``metric`` (no ``_created`` samples: they are off)."""
+        return ((s.labels, s.value) for family in metric.collect() for s in family.samples)
+
+
 def _split_endpoint(endpoint: str) -> tuple[str, int]:
     host, _, port = endpoint.rpartition(":")
     return (host.strip("[]") or "0.0.0.0"), int(port or 0)
@@ -210,7 +314,9 @@ class _QuietHandler(WSGIRequestHandler):
         del format, args
 
 
-def start_metrics_server(endpoint: str, path: str, metrics: PluginMetrics) -> tuple[WSGIServer, int]:
+def start_metrics_server(
+    endpoint: str, path: str, metrics: PluginMetrics | ControllerMetrics
+) -> tuple[WSGIServer, int]:
     """Serve ``metrics`` at ``http://<endpoint><path>`` on a daemon thread; returns (server, port).
 
     ``endpoint`` is ``[host]:port`` (``:8080`` = every address; port 0 = any free port); any other path

@@ -28,12 +28,11 @@ instance that does not lead retries every ``retry_period_s``.
 
 from __future__ import annotations
 
-__all__ = ["ComputeDomainController", "LeaseElector", "Metrics"]
+__all__ = ["ComputeDomainController", "LeaseElector"]
 
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -53,51 +52,11 @@ from nvdra.kubeletplugin.objects import (
 )
 from nvdra.kubeletplugin.types import JsonObject
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS, KIND_TYPES
+from nvdra.plugins.metrics import ControllerMetrics
 
 log = logging.getLogger(__name__)
 
 _TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-class Metrics:
-    """Counters of the controller (Prometheus text via :meth:`render`, namespace ``nvidia_dra``)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.passes = 0
-        self.writes: Counter[tuple[str, str]] = Counter()  # (verb, kind)
-        self.failures: Counter[tuple[str, str, int]] = Counter()  # (verb, kind, status)
-        self.domains: Counter[str] = Counter()  # status -> count (gauge, set every pass)
-
-    def record(self, action: Action, error: KubeApiError | None) -> None:
-        """Count one write and its outcome."""
-        with self._lock:
-            self.writes[(action.verb, action.kind)] += 1
-            if error is not None:
-                self.failures[(action.verb, action.kind, error.status)] += 1
-
-    @property
-    def conflicts(self) -> int:
-        """409s seen so far."""
-        with self._lock:
-            return sum(n for (_, _, status), n in self.failures.items() if status == 409)
-
-    def render(self) -> str:
-        """Prometheus text exposition."""
-        lines = ["# TYPE nvidia_dra_compute_domain_info gauge"]
-        with self._lock:
-            for status in ("Ready", "NotReady"):
-                lines.append(f'nvidia_dra_compute_domain_info{{status="{status}"}} {self.domains[status]}')
-            lines.append("# TYPE nvidia_dra_controller_passes_total counter")
-            lines.append(f"nvidia_dra_controller_passes_total {self.passes}")
-            lines.append("# TYPE nvidia_dra_controller_writes_total counter")
-            for (verb, kind), n in sorted(self.writes.items()):
-                lines.append(f'nvidia_dra_controller_writes_total{{verb="{verb}",kind="{kind}"}} {n}')
-            lines.append("# TYPE nvidia_dra_controller_write_errors_total counter")
-            for (verb, kind, code), n in sorted(self.failures.items()):
-                labels = f'verb="{verb}",kind="{kind}",code="{code}"'
-                lines.append(f"nvidia_dra_controller_write_errors_total{{{labels}}} {n}")
-        return "\n".join(lines) + "\n"
 
 
 class LeaseElector:
@@ -206,7 +165,7 @@ class ComputeDomainController:
         self.settings = settings
         self.elector = elector
         self.namespaces = (settings.namespace, *additional_namespaces)
-        self.metrics = Metrics()
+        self.metrics = ControllerMetrics()
         self.resync_s = resync_s
         self.watch_timeout_s = watch_timeout_s
         self.conflict_retries = conflict_retries
@@ -325,11 +284,9 @@ class ComputeDomainController:
             self.metrics.record(current, error)
             if result is not None:
                 written[(action.kind, action.namespace, action.name)] = result
-        with self.metrics._lock:
-            self.metrics.passes += 1
-            self.metrics.domains = Counter(
-                ((cd.get("status") or {}).get("status") or "NotReady") for cd in observed.domains
-            )
+        self.metrics.pass_done(
+            ((cd.get("status") or {}).get("status") or "NotReady") for cd in observed.domains
+        )
         return actions
 
     def _perform(self, action: Action) -> tuple[KubeApiError | None, JsonObject | None]:

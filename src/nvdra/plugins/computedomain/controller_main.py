@@ -8,9 +8,7 @@ from __future__ import annotations
 
 __all__ = ["main"]
 
-import http.server
 import os
-import threading
 from typing import Any
 
 import click
@@ -19,7 +17,7 @@ from nvdra.core.featuregates import Gate, parse_feature_gates
 from nvdra.imex import Settings
 from nvdra.imex.hostmode import ImexDeployment
 from nvdra.kubeletplugin import KubernetesKubeApi
-from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, Metrics
+from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector
 from nvdra.plugins.computedomain.flags import DURATION
 from nvdra.plugins.flags import (
     FEATURE_GATES_FLAG,
@@ -32,27 +30,7 @@ from nvdra.plugins.flags import (
     stop_on_signals,
     table_options,
 )
-
-
-def _serve_metrics(endpoint: str, path: str, metrics: Metrics) -> http.server.ThreadingHTTPServer:
-    host, _, port = endpoint.rpartition(":")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = metrics.render().encode() if self.path == path else b"not found\n"
-            self.send_response(200 if self.path == path else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """Quiet."""
-
-    server = http.server.ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
+from nvdra.plugins.metrics import start_metrics_server
 
 # The controller's flags, in --help order (rows as :data:`~nvdra.plugins.flags.FlagRow`).
 _FLAGS: tuple[FlagRow, ...] = (
@@ -194,5 +172,5 @@ def main(verbosity: int, **f: Any) -> None:
             kube, settings, elector=elector, additional_namespaces=extra, resync_s=f["resync_period"]
         )
         if f["http_endpoint"]:
-            _serve_metrics(f["http_endpoint"], f["metrics_path"], controller.metrics)
+            start_metrics_server(f["http_endpoint"], f["metrics_path"], controller.metrics)
         controller.run(stop_on_signals())

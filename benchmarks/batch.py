@@ -15,7 +15,8 @@ For each row: the round's p50, that p50 over the one-claim round's p50 (the goal
 API server process spent per claim (user+system, from /proc; the machine is shared, so CPU per claim is
 steadier than wall time).
 
-Usage: python benchmarks/batch.py [--rounds 40] [--out batch.json]
+Usage: python benchmarks/batch.py [--rounds 40] [--out batch.json]   (NVDRA_BENCH_CDI_DIR=/dev/shm: the
+CDI root on tmpfs, see plugin_bench.py)
 """
 
 from __future__ import annotations

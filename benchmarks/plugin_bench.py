@@ -17,6 +17,10 @@ Per scenario (claim kind):
 
 Usage: python benchmarks/plugin_bench.py [--pairs 300] [--warmup 50] [--cycles 0] [--callers 1,2,4,8]
        [--parts latency,throughput,memory]
+
+The plugin's CDI root is made under the scenario's temp dir (on its disk), or under
+``$NVDRA_BENCH_CDI_DIR`` when set: ``NVDRA_BENCH_CDI_DIR=/dev/shm`` puts it on tmpfs, as ``/var/run/cdi``
+is on most nodes (the driver then writes specs without an I/O thread). batch.py follows it too.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -151,6 +156,10 @@ class Node:
         self.reg_sock = self.reg / "gpu.nvidia.com-reg.sock"
         self.plugin: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        memory = os.environ.get("NVDRA_BENCH_CDI_DIR")
+        self.cdi_root = (
+            Path(tempfile.mkdtemp(prefix="nvdra-pb-cdi-", dir=memory)) if memory else self.tmp / "cdi"
+        )
 
     def start_plugin(self, *, env: Mapping[str, str] | None = None, stderr: Any = subprocess.DEVNULL) -> None:
         """Spawn the plugin process (the clock for the start-up figures starts here).
@@ -163,7 +172,7 @@ class Node:
         args = [
             *plugin_bin.split(),
             *("--simulate", self.scenario["profile"], "--node-name", NODE),
-            *("--kubeconfig", str(self.kubeconfig), "--cdi-root", str(self.tmp / "cdi")),
+            *("--kubeconfig", str(self.kubeconfig), "--cdi-root", str(self.cdi_root)),
             *("--kubelet-registrar-directory-path", str(self.reg)),
             *("--kubelet-plugins-directory-path", str(self.tmp / "plugins")),
             *("--feature-gates", self.scenario["gates"]),
@@ -179,6 +188,8 @@ class Node:
         assert self.api.stdin is not None
         self.api.stdin.close()
         self.api.wait(10)
+        if self.tmp not in self.cdi_root.parents:  # a CDI root in memory is not left there
+            shutil.rmtree(self.cdi_root, ignore_errors=True)
 
     def __enter__(self) -> Node:
         return self

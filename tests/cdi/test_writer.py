@@ -269,3 +269,24 @@ def test_on_memory_filesystem_tells_tmpfs_from_a_disk(tmp_path: Path) -> None:
     assert not on_memory_filesystem(tmp_path / "missing")
     if mounts.get("/") not in (None, "tmpfs", "ramfs", "overlay"):
         assert not on_memory_filesystem("/")
+
+
+def test_a_taken_temp_name_is_drawn_again_and_exhaustion_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Temp files are created exclusively: a name already there is never reused; when every draw is
+    taken the write fails with the caller's error, leaving the target and the squatter as they were."""
+    from nvdra.cdi import writer
+
+    draws = iter([7, 7, 8])
+    monkeypatch.setattr(writer._TEMP_NAMES, "getrandbits", lambda bits: next(draws))
+    squatter = tmp_path / f".state.json.{7:010x}.tmp"
+    squatter.write_bytes(b"someone else's")
+    atomic_write(tmp_path / "state.json", b"new")
+    assert (tmp_path / "state.json").read_bytes() == b"new"
+    assert squatter.read_bytes() == b"someone else's"
+
+    monkeypatch.setattr(writer._TEMP_NAMES, "getrandbits", lambda bits: 7)
+    with pytest.raises(CheckpointError, match="no free temp file name"):
+        atomic_write(tmp_path / "state.json", b"newer", error_cls=CheckpointError)
+    assert (tmp_path / "state.json").read_bytes() == b"new"

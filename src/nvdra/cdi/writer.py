@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 import contextlib
+import errno
 import functools
 import os
 import random
@@ -160,7 +161,7 @@ if hasattr(os, "register_at_fork"):  # a forked child must not draw its parent's
 
 
 def _create_temp(directory: str, name: str) -> tuple[int, str]:
-    """Create ``<directory>/.<name>.<8 random characters>.tmp`` (mode 0600, exclusively, as
+    """Create ``<directory>/.<name>.<10 random hex digits>.tmp`` (mode 0600, exclusively, as
     ``tempfile.mkstemp`` does, whose name generator checks the process id on every call): its
     descriptor open for writing and its path.
 
@@ -173,7 +174,7 @@ def _create_temp(directory: str, name: str) -> tuple[int, str]:
             return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
         except FileExistsError:
             continue
-    raise FileExistsError(f"no free temp file name after {_TEMP_ATTEMPTS} attempts")
+    raise FileExistsError(errno.EEXIST, f"no free temp file name after {_TEMP_ATTEMPTS} attempts")
 
 
 def _fill(fd: int, data: bytes, mode: int) -> None:

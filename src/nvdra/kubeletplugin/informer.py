@@ -98,9 +98,10 @@ def _backoff_or_default(backoff: Backoff | None) -> Backoff:
 class Informer:
     """Keeps a local cache of one query current by list+watch (see the module docstring).
 
-    Args:
-        api: where to list and watch.
-        rt: the resource type.
+    Built as ``Informer(api, rt, *, namespace=..., ...)``: ``api`` is where to list and watch, ``rt`` the
+    resource type; the keyword fields:
+
+    Attributes:
         namespace: one namespace, or None for all (cluster-scoped types ignore it).
         label_selector: server-side label selection (``a=b,c``).
         field_selector: server-side field selection (``metadata.name=x``).

@@ -19,6 +19,9 @@ the kubelet, which registers the plugin as soon as its registration socket appea
   grouped by top-level package (the sum of each module's own import time), and the heavy packages
   (``kubernetes``, ``yaml``, ``cel``, ``prometheus_client``...) named if any was imported then.
 
+And the ComputeDomain controller's RSS (``nvdra-cd-controller`` against the same kind of API server,
+3 s after its start), without and with its metrics served on ``--http-endpoint`` (scraped once).
+
 ``--baseline-src DIR`` also measures another checkout's ``src`` (e.g. ``git archive HEAD~3 src | tar -x``)
 in the same run, interleaved with this one, so that a change is measured beside what it replaces.
 
@@ -30,11 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -111,19 +116,29 @@ def one_start(plugin: str, *, env: dict[str, str] | None = None, stderr: Any = N
     }
 
 
-def controller_rss(env: dict[str, str], settle: float = 3.0) -> float:
-    """VmRSS (MiB) of ``nvdra-cd-controller`` against an API server, ``settle`` seconds after its start."""
+def controller_rss(env: dict[str, str], settle: float = 3.0, *, metrics: bool = False) -> float:
+    """VmRSS (MiB) of ``nvdra-cd-controller`` against an API server, ``settle`` seconds after its start
+    (``metrics``: serving them on ``--http-endpoint``, scraped once before the reading)."""
     with Node(SCENARIOS["full-gpu"], [["gpu-0"]], 1) as node:
+        port = 0
+        if metrics:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
         args = [
             str(Path(sys.executable).parent / "nvdra-cd-controller"),
             *("--kubeconfig", str(node.kubeconfig), "--pod-name", "bench"),
             *("--leader-election-enabled", "false", "--image-name", "bench"),
+            *(("--http-endpoint", f"127.0.0.1:{port}") if metrics else ()),
         ]
         proc = subprocess.Popen(args, stderr=subprocess.DEVNULL, env={**os.environ, **env})
         try:
             time.sleep(settle)
             if proc.poll() is not None:
                 raise RuntimeError(f"nvdra-cd-controller exited with {proc.returncode}")
+            if metrics:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+                    answer.read()
             return rss_mib(proc.pid)
         finally:
             proc.terminate()
@@ -237,10 +252,9 @@ def main() -> None:
                 + ", ".join(f"{k} {v:.0f}" for k, v in breakdown["top_level_ms"].items())
             )
     for name, env in variants.items():
-        summary[f"controller_rss_mib ({name})"] = controller_rss(env)
-        print(
-            f"nvdra-cd-controller {name:<8} RSS {summary[f'controller_rss_mib ({name})']:.1f} MiB after 3 s"
-        )
+        for metrics, label in ((False, name), (True, f"{name}, metrics served")):
+            summary[f"controller_rss_mib ({label})"] = rss = controller_rss(env, metrics=metrics)
+            print(f"nvdra-cd-controller {label:<22} RSS {rss:.1f} MiB after 3 s")
     print(f"load at the end {os.getloadavg()[0]:.1f}")
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2))

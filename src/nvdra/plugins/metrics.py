@@ -59,7 +59,7 @@ from prometheus_client.registry import Collector
 
 from nvdra.kubeletplugin.types import ClaimRef, DraDriver, PrepareResult
 
-if TYPE_CHECKING:  # annotations only: the plugins, which import this module too, never load nvdra.imex
+if TYPE_CHECKING:  # annotations only: importing this module (the plugins do) loads neither at run time
     from nvdra.core.errors import KubeApiError
     from nvdra.imex import Action
 

@@ -308,6 +308,10 @@ class Phase:
         self.voluntary: list[float] = []
         self.involuntary: list[float] = []
 
+    def cpu_ratio(self, other: Phase) -> float:
+        """Median over the rounds of this phase's CPU a call over ``other``'s in the same round."""
+        return statistics.median(a / b for a, b in zip(self.cpu_us, other.cpu_us, strict=True))
+
     def add(self, server: Server, callers: int, calls: int) -> None:
         """Run one phase against ``server`` and record it."""
         cpu0, vol0, invol0 = server.usage()
@@ -395,10 +399,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         ),
     ]
     for callers in CALLERS:
+        sync = phases["sync", callers]
         print(f"\n{callers} caller{'s' if callers > 1 else ''}:")
         print(f"{'':30}" + "".join(f"{mode:>14}" for mode in MODES))
         for label, cell in rows:
             print(f"{label:30}" + "".join(f"{cell(phases[mode, callers]):>14}" for mode in MODES))
+        ratios = (phases[mode, callers].cpu_ratio(sync) for mode in MODES)
+        print(f"{'CPU / sync, same round':30}" + "".join(f"{r:>14.2f}" for r in ratios))
     if traced:
         print(f"\nstrace -f -c, 1 caller, {args.calls} calls:")
         print(f"{'':30}" + "".join(f"{mode:>14}" for mode in MODES))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nvdra.core.errors import HostError
 from nvdra.kubeletplugin.types import ClaimRef, PrepareResult
 from nvdra.plugins.metrics import (
     BUCKETS,
@@ -63,6 +65,18 @@ def test_requests_errors_and_histogram_buckets_count() -> None:
     assert got[bucket] == 1
     errors = key("nvidia_dra_node_unprepare_errors_total", driver=DRIVER, error_type="unprepare_devices")
     assert got[errors] == 3
+
+
+def test_a_taken_metrics_port_names_the_flag() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        endpoint = f"127.0.0.1:{taken.getsockname()[1]}"
+        with pytest.raises(HostError) as err:
+            start_metrics_server(endpoint, "/metrics", PluginMetrics(driver=DRIVER, node="n1"))
+    assert str(err.value) == (
+        f"metrics server: cannot listen on {endpoint} (--http-endpoint): Address already in use"
+    )
 
 
 def test_server_answers_only_on_the_metrics_path() -> None:

@@ -59,6 +59,21 @@ def test_bad_feature_gates_and_bad_key_pair_exit_1(tmp_path: Path, tls_files: tu
     assert "cannot load the TLS key pair" in result.output
 
 
+def test_a_taken_port_is_one_line_and_exit_1(tls_files: tuple[Path, Path]) -> None:
+    """The apiserver gets no answer from a webhook that cannot listen: it says so in one line, exit 1."""
+    cert, key = tls_files
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["--tls-cert-file", str(cert), "--tls-private-key-file", str(key), "--port", str(port)]
+        result = CliRunner().invoke(main, [*args, "--bind-address", "127.0.0.1"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        f"nvdra-webhook: cannot listen on 127.0.0.1:{port} (--bind-address, --port): Address already in use"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -332,6 +332,12 @@ def start_metrics_server(
         return iter(exposition(environ, start_response))
 
     host, port = _split_endpoint(endpoint)
-    server = make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler)
+    try:
+        server = make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=_QuietHandler)
+    except OSError as exc:  # the port is taken, or the address is not this host's
+        from nvdra.core.errors import HostError
+
+        reason = exc.strerror or exc
+        raise HostError(f"metrics server: cannot listen on {endpoint} (--http-endpoint): {reason}") from exc
     threading.Thread(target=server.serve_forever, name="nvdra-metrics", daemon=True).start()
     return server, server.server_address[1]

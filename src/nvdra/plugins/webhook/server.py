@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nvdra.core.errors import ConfigError
+from nvdra.core.errors import ConfigError, HostError
 from nvdra.core.featuregates import FeatureGates
 from nvdra.plugins.webhook.admission import review
 
@@ -218,7 +218,12 @@ def serve(
     ready: Callable[[WebhookServer], None] | None = None,
 ) -> None:
     """Load the key pair, bind, and serve until SIGTERM or SIGINT (main thread only: it installs handlers)."""
-    server = WebhookServer((host, port), certificates=CertificateStore(cert_file, key_file), gates=gates)
+    certificates = CertificateStore(cert_file, key_file)
+    try:
+        server = WebhookServer((host, port), certificates=certificates, gates=gates)
+    except OSError as exc:  # the port is taken, or the address is not this host's
+        reason = exc.strerror or exc
+        raise HostError(f"cannot listen on {host}:{port} (--bind-address, --port): {reason}") from exc
 
     def stop(signum: int, _frame: object) -> None:
         # shutdown() waits for serve_forever() to return, which runs in this (the main) thread: ask

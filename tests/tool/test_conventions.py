@@ -129,8 +129,8 @@ def test_a_library_error_in_any_subcommand_is_one_line_and_exit_1(args: list[str
     result = CliRunner().invoke(SCRIPTS["nvdra"].load(), args, prog_name="nvdra")
     assert result.exit_code == 1, result.output
     assert result.output.splitlines() == [
-        "Error: --kubeconfig: [Errno 2] No such file or directory: '/nonexistent/kubeconfig' "
-        "'/nonexistent/kubeconfig'; allowed: a readable kubeconfig"
+        "Error: --kubeconfig: No such file or directory '/nonexistent/kubeconfig'; "
+        "allowed: a readable kubeconfig"
     ]
 
 

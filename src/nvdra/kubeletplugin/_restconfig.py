@@ -120,7 +120,9 @@ def kubeconfig_config(path: str | Path) -> RestConfig | None:
     try:
         doc = _load_document(file)
     except Exception as exc:  # OSError, or yaml.YAMLError (not named, so that yaml stays unimported)
-        raise ConfigError("--kubeconfig", str(path), "a readable kubeconfig", reason=str(exc)) from exc
+        # An OSError's text repeats the path the message already names: its strerror says it once.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError("--kubeconfig", str(path), "a readable kubeconfig", reason=reason) from exc
     if not isinstance(doc, Mapping):
         raise ConfigError("--kubeconfig", str(path), "a kubeconfig (a mapping)", reason="not a mapping")
     context = _named(doc, "contexts", str(doc.get("current-context") or ""), "context")

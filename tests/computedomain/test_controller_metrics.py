@@ -7,23 +7,20 @@ import socket
 import subprocess
 import sys
 import urllib.error
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from nvdra.core.errors import KubeApiError
 from nvdra.imex import Action, Settings
 from nvdra.kubeletplugin import ApiServer, FakeKube
 from nvdra.plugins.computedomain.controller import ComputeDomainController
 from nvdra.plugins.computedomain.kube import CLIQUES, COMPUTE_DOMAINS
-from nvdra.plugins.metrics import ControllerMetrics, start_metrics_server
+from nvdra.plugins.metrics import ControllerMetrics
+from tests.exposition import Samples, assert_not_found, key, parse, scrape, serving
 from tests.plugin_harness import clean_env, wait_for
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 TYPES = {
     "nvidia_dra_compute_domain_info": "gauge",
@@ -33,28 +30,11 @@ TYPES = {
 }
 
 
-def parse(text: str) -> tuple[dict[str, str], Samples]:
-    """(family name -> type, every sample keyed by (name, sorted labels)) of an exposition."""
-    families = list(text_string_to_metric_families(text))
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
-    return {f.name: f.type for f in families}, samples
-
-
-def key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    return name, tuple(sorted(labels.items()))
-
-
 def domain(name: str = "job", uid: str = "uid-1") -> dict[str, Any]:
     return {
         "metadata": {"name": name, "namespace": "ns", "uid": uid},
         "spec": {"numNodes": 2, "channel": {"resourceClaimTemplate": {"name": f"{name}-ch"}}},
     }
-
-
-def scrape(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-        assert answer.headers["Content-Type"].startswith("text/plain")
-        return str(answer.read().decode())
 
 
 def test_series_start_at_zero_with_upstreams_types_and_no_created_samples() -> None:
@@ -101,15 +81,9 @@ def test_a_pass_counts_its_writes_and_the_endpoint_serves_them_only_at_the_metri
     controller = ComputeDomainController(kube, Settings(namespace="nvdra"))  # list mode: one pass by hand
     actions = controller.reconcile_once()
     assert actions
-    server, port = start_metrics_server("127.0.0.1:0", "/custom", controller.metrics)
-    try:
+    with serving(controller.metrics, "/custom") as port:
         types, got = parse(scrape(port, "/custom"))
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
-        assert err.value.code == 404
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert_not_found(port, "/metrics")
     assert types == TYPES
     assert got[key("nvidia_dra_controller_passes_total")] == 1
     assert got[key("nvidia_dra_compute_domain_info", status="NotReady")] == 1
@@ -161,9 +135,7 @@ def test_the_controller_process_serves_its_metrics(tmp_path: Path) -> None:
 
             got = wait_for("a pass and the finalizer patch in the metrics", counted, deadline_s=60)
             assert got[key("nvidia_dra_compute_domain_info", status="Ready")] == 0
-            with pytest.raises(urllib.error.HTTPError) as err:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
-            assert err.value.code == 404
+            assert_not_found(port, "/metrics")
         finally:
             proc.terminate()
             proc.wait(30)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from nvdra.core.errors import HostError
 from nvdra.kubeletplugin.types import ClaimRef, PrepareResult
@@ -20,21 +17,9 @@ from nvdra.plugins.metrics import (
     PluginMetrics,
     start_metrics_server,
 )
+from tests.exposition import assert_not_found, key, samples, scrape, serving
 
 DRIVER = "gpu.nvidia.com"
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of an exposition, keyed by (name, sorted labels)."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    return name, tuple(sorted(labels.items()))
 
 
 def test_every_series_starts_at_zero_without_created_samples() -> None:
@@ -81,17 +66,9 @@ def test_a_taken_metrics_port_names_the_flag() -> None:
 
 def test_server_answers_only_on_the_metrics_path() -> None:
     m = PluginMetrics(driver=DRIVER, node="n1")
-    server, port = start_metrics_server("127.0.0.1:0", "custom", m)
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/custom", timeout=5) as r:
-            assert r.headers["Content-Type"].startswith("text/plain")
-            assert "nvidia_dra_requests_total" in r.read().decode()
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
-        assert err.value.code == 404
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(m, "custom") as port:
+        assert "nvidia_dra_requests_total" in scrape(port, "/custom")
+        assert_not_found(port, "/metrics")
 
 
 class _HalfFailing:

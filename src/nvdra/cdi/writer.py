@@ -219,20 +219,28 @@ _SYNCFS_KERNEL = (5, 8)  # syncfs reports writeback errors from Linux 5.8 on; be
 
 
 @functools.cache
-def _libc_syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs`` where it exists and reports errors (Linux >= 5.8), else None."""
+def _libc() -> Any:
+    """The C library through ctypes (errno kept), loaded once; None on other systems than Linux or where
+    it cannot be loaded."""
+    if sys.platform != "linux":
+        return None
     import ctypes
     import ctypes.util
 
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        return None
+
+
+@functools.cache
+def _libc_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs`` where it exists and reports errors (Linux >= 5.8), else None."""
     release = os.uname().release if hasattr(os, "uname") else ""
     found = re.match(r"(\d+)\.(\d+)", release)
-    if sys.platform != "linux" or not found or (int(found[1]), int(found[2])) < _SYNCFS_KERNEL:
+    if not found or (int(found[1]), int(found[2])) < _SYNCFS_KERNEL:
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        func: Callable[[int], int] = libc.syncfs
-    except (OSError, AttributeError):
-        return None
+    func: Callable[[int], int] | None = getattr(_libc(), "syncfs", None)
     return func
 
 
@@ -245,16 +253,11 @@ def on_memory_filesystem(path: str | Path) -> bool:
     and its files do not outlive a reboot, so writing one is only CPU. False where it cannot be told
     (not Linux, no libc ``statfs``, the path missing).
     """
-    if sys.platform != "linux":
+    statfs = getattr(_libc(), "statfs", None)
+    if statfs is None:
         return False
     import ctypes
-    import ctypes.util
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        statfs = libc.statfs
-    except (OSError, AttributeError):
-        return False
     buf = ctypes.create_string_buffer(256)  # struct statfs (120 bytes on 64-bit Linux); f_type comes first
     if statfs(os.fsencode(path), buf) != 0:
         return False

@@ -54,7 +54,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -75,6 +75,9 @@ from nvdra.kubeletplugin.objects import (
 )
 from nvdra.kubeletplugin.ratelimit import TokenBucket
 from nvdra.kubeletplugin.types import JsonObject
+
+if TYPE_CHECKING:  # urllib3 is imported on the first request, after the plugin has registered
+    import urllib3
 
 _log = logging.getLogger(__name__)
 RESOURCE_GROUP = "resource.k8s.io"
@@ -386,11 +389,11 @@ def _status_message(status: int, data: bytes, what: str) -> str:
 class _Route:
     """How requests leave, worked out once: the host's urllib3 pool, or the manager behind a proxy."""
 
-    pool: Any  # the HTTP(S)ConnectionPool of the API server; None behind a proxy
-    manager: Any  # the client's PoolManager (used only behind a proxy)
+    pool: urllib3.HTTPConnectionPool | None  # the API server's (HTTPS) pool; None behind a proxy
+    manager: urllib3.PoolManager  # the client's (used only behind a proxy)
     prefix: str  # the server URL's path (``/k8s/clusters/c-1``), or the whole URL behind a proxy
-    retries: Any  # urllib3.Retry: 3, as the PoolManager's default; redirects are not followed
-    timeout: Any  # urllib3.Timeout of the adapter's (connect, read)
+    retries: urllib3.Retry  # 3, as the PoolManager's default; redirects are not followed
+    timeout: urllib3.Timeout  # the adapter's (connect, read)
 
 
 class KubernetesKubeApi:

@@ -222,14 +222,16 @@ class DriverNode:
         start: bool = True,
         effects: Effects | None = None,
         shares: bool = False,
+        specs: ClaimSpecs | None = None,
     ) -> GpuDriver:
-        """A new driver object (as after a process start), started unless ``start`` is False."""
+        """A new driver object (as after a process start), started unless ``start`` is False; ``specs``
+        replaces the node's spec writer."""
         driver = GpuDriver(
             node_name=self.node_name,
             inventory=self.inventory,
             gates=parse_feature_gates(gates),
             store=self.store(boot_id),
-            specs=self.specs(),
+            specs=self.specs() if specs is None else specs,
             effects=effects,
             shares=shares,
         )

@@ -236,10 +236,8 @@ class SpecsInMemory(NodeSpecs):
 def test_specs_in_memory_are_written_without_an_io_thread(node: DriverNode, in_memory: bool) -> None:
     """On tmpfs a spec write overlaps nothing, so the calling thread makes it (one claim and a batch,
     prepare and unprepare); on a disk it goes to an I/O thread beside the checkpoint write."""
-    driver = node.driver(start=False)
     specs = SpecsInMemory(node, in_memory=in_memory)
-    driver._specs = specs
-    driver.start()
+    driver = node.driver(specs=specs)
     one = [allocated_claim([result("gpu-0")])]
     two = [allocated_claim([result("gpu-1")]), allocated_claim([result("gpu-2")])]
     for claims in (one, two):
@@ -267,9 +265,7 @@ def test_a_failed_spec_write_in_memory_fails_its_claim_alone(node: DriverNode) -
             self.remove(bad)
             return {**out, bad: CdiError(f"cannot write CDI spec for {bad}: No space left on device")}
 
-    driver = node.driver(start=False)
-    driver._specs = Failing(node, in_memory=True)
-    driver.start()
+    driver = node.driver(specs=Failing(node, in_memory=True))
     claims = [allocated_claim([result("gpu-4")]), allocated_claim([result("gpu-5")])]
     bad = sorted(uid_of(c) for c in claims)[0]
     answers = driver.prepare_resource_claims(claims)

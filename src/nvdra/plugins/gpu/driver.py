@@ -30,8 +30,8 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import attrs
 
@@ -178,8 +178,13 @@ class GpuDriver(CheckpointedDriver):
         self._publish_lock = threading.Lock()
         self._lock = threading.Lock()
         self._checkpoint = Checkpoint(node_boot_id=store.boot_id)
-        # Spec writes/removals overlap with checkpoint writes (see _apply and unprepare for why).
-        self._io = ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="nvdra-io")
+        # Spec writes/removals overlap with checkpoint writes (see _apply and unprepare for why); on a
+        # memory filesystem they block on nothing, so they run on the calling thread, without a hand-off.
+        self._io: Executor = (
+            _OnCallingThread()
+            if specs.in_memory
+            else ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="nvdra-io")
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -615,14 +620,8 @@ class GpuDriver(CheckpointedDriver):
     def _batch(
         self, keys: Sequence[str], call: Callable[[], Mapping[str, BaseException | None]]
     ) -> _Outcomes:
-        """Run a batch call on one I/O thread (on this thread for specs in memory); what waits for it
-        answers every key, with the batch's own exception where the whole call failed."""
-        if self._specs.in_memory:
-            try:
-                now = call()
-            except BaseException as exc:  # as on an I/O thread: each claim's failure
-                now = dict.fromkeys(keys, exc)
-            return lambda: now
+        """Run a batch call on one I/O thread; what waits for it answers every key, with the batch's own
+        exception where the whole call failed."""
         run = self._io.submit(call)
 
         def outcomes() -> Mapping[str, BaseException | None]:
@@ -638,9 +637,6 @@ class GpuDriver(CheckpointedDriver):
         one per call: a 64-claim call's spec writes woke the waiting thread 64 times); returns what
         waits for them: each call's exception, or None, by key."""
         keys = list(calls)
-        if self._specs.in_memory:  # nothing to overlap with: run them here, without a hand-off
-            done = dict(zip(keys, _run_each(list(calls.values())), strict=True))
-            return lambda: done
         shares = min(_IO_THREADS, len(keys))
         runs = [self._io.submit(_run_each, [calls[k] for k in keys[i::shares]]) for i in range(shares)]
 
@@ -752,6 +748,24 @@ _IO_THREADS = 4
 _BATCH_MIN = 2  # a call with this many spec writes (or removals) hands them over as one batch
 _Outcomes = Callable[[], Mapping[str, BaseException | None]]
 """Waits for calls spread over the I/O threads; each call's exception or None, by key."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _OnCallingThread(Executor):
+    """Runs each submitted call at once, on the submitting thread (the specs' I/O where the specs are
+    in memory): the Future it returns is already done, with the result or the exception."""
+
+    def submit(self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_R]:
+        """Run ``fn`` now; its outcome as a done Future."""
+        done: Future[_R] = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # recorded, as a thread pool's worker records it
+            done.set_exception(exc)
+        return done
 
 
 def _run_each(calls: Sequence[Callable[[], None]]) -> list[BaseException | None]:

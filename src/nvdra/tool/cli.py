@@ -5,7 +5,6 @@ from __future__ import annotations
 __all__ = ["main"]
 
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,11 +30,15 @@ class _Tool(click.Group):
     """The ``nvdra`` group: any subcommand a library error ends prints its one line (exit 1)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the subcommand; an :class:`NvdraError` becomes a :class:`click.ClickException`."""
+        """Run the subcommand; an :class:`NvdraError` becomes a :class:`click.ClickException`, and a
+        subcommand that returns ``False`` (a problem found) exits with status 1."""
         try:
-            return super().invoke(ctx)
+            verdict = super().invoke(ctx)
         except NvdraError as exc:
             raise click.ClickException(str(exc)) from exc
+        if verdict is False:
+            ctx.exit(1)
+        return verdict
 
 
 @click.group(cls=_Tool, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -206,16 +209,7 @@ def devices(  # noqa: PLR0917 - click passes every option as an argument
 )
 @_gates_option("The simulated node's plugin gates (Gate=true|false,...).")
 @output_options(("table", "wide", "yaml", "json"))
-def explain(  # noqa: PLR0917 - click passes every option as an argument
-    inputs: tuple[str, ...],
-    profile: str | None,
-    kubeconfig: str | None,
-    node: str | None,
-    class_files: tuple[str, ...],
-    feature_gates: str,
-    output: str,
-    no_headers: bool,
-) -> None:
+def explain(inputs: tuple[str, ...], feature_gates: str, **options: Any) -> bool:
     """Allocate claims as the scheduler would, and say why (not); exit 1 when one gets no devices.
 
     FILE|DIR|- hold ResourceClaims, ResourceClaimTemplates, DeviceClasses, and Pods or workloads
@@ -225,21 +219,10 @@ def explain(  # noqa: PLR0917 - click passes every option as an argument
     """
     from nvdra.tool.explain import run_explain
 
-    if kubeconfig is not None and profile is not None:
+    # The options go to run_explain by their names (its signature types them).
+    if options["kubeconfig"] is not None and options["profile"] is not None:
         raise click.UsageError("give either --simulate or --kubeconfig, not both")
-    gates = _parse_gates(feature_gates)
-    ok = run_explain(
-        inputs,
-        profile=profile,
-        kubeconfig=kubeconfig,
-        node=node,
-        class_files=class_files,
-        gates=gates,
-        output=output,
-        echo=click.echo,
-        no_headers=no_headers,
-    )
-    sys.exit(0 if ok else 1)
+    return run_explain(inputs, gates=_parse_gates(feature_gates), echo=click.echo, **options)
 
 
 @main.command()
@@ -279,7 +262,7 @@ def validate(  # noqa: PLR0917 - click passes every option as an argument
     fix: bool,
     crd_paths: tuple[str, ...],
     quiet: bool,
-) -> None:
+) -> bool:
     """Check manifests offline: DRA objects, opaque configs, Pods' claims, other kinds' schemas.
 
     FILE|DIR|- are files, directories (searched recursively for *.yaml, *.yml, *.json) or - for
@@ -292,7 +275,7 @@ def validate(  # noqa: PLR0917 - click passes every option as an argument
             f"{kubernetes_version}: expected MAJOR.MINOR, e.g. 1.35", param_hint="--kubernetes-version"
         )
     gates = _parse_gates(feature_gates) if feature_gates is not None else None
-    ok = run_validate(
+    return run_validate(
         files,
         gates=gates,
         kubernetes_version=kubernetes_version.removeprefix("v"),
@@ -301,7 +284,6 @@ def validate(  # noqa: PLR0917 - click passes every option as an argument
         echo=click.echo,
         crd_paths=crd_paths,
     )
-    sys.exit(0 if ok else 1)
 
 
 @main.command()
@@ -428,7 +410,7 @@ def taint(  # noqa: PLR0917 - click passes every option as an argument
 @click.option("--uuid", default="", help="Only the rule of the device with this UUID.")
 @click.option("--key", default="", help="Only rules of this taint key.")
 @click.option("--kubeconfig", default=None, help="Kubeconfig of the cluster (default: the usual lookup).")
-def untaint(node: str, device: str, uuid: str, key: str, kubeconfig: str | None) -> None:
+def untaint(node: str, device: str, uuid: str, key: str, kubeconfig: str | None) -> bool:
     """Delete the DeviceTaintRules `nvdra taint` wrote for a node (or one device, or one key)."""
     from nvdra.tool.taint import untaint as delete_rules
 
@@ -438,4 +420,4 @@ def untaint(node: str, device: str, uuid: str, key: str, kubeconfig: str | None)
         click.echo(f"devicetaintrule/{rule} deleted")
     if not gone:
         click.echo(f"no nvdra DeviceTaintRule selects {node}/{name or '*'}")
-        sys.exit(1)
+    return bool(gone)

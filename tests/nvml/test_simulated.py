@@ -148,6 +148,7 @@ def test_ci_and_gi_lifecycle(sim: Sim) -> None:
     gi = backend.create_gpu_instance(2, 14, 2)
     ci = backend.create_compute_instance(2, gi)
     assert _MIG.match(ci.uuid)
+    assert backend.mig_devices(2) == (ci,)  # what creating returns is the MIG device as listed
     assert backend.index_by_uuid(ci.uuid) == 2
     with pytest.raises(NvmlInsufficientResources):
         backend.create_compute_instance(2, gi)

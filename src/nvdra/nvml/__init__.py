@@ -16,7 +16,6 @@ from __future__ import annotations
 __all__ = [
     "PROFILE_NAMES",
     "CheckResult",
-    "ComputeInstanceRef",
     "DeviceIdentity",
     "FabricInfoRecord",
     "GpuInstanceProfileInfo",
@@ -42,7 +41,6 @@ __all__ = [
 ]
 
 from nvdra.nvml._backend import (
-    ComputeInstanceRef,
     DeviceIdentity,
     FabricInfoRecord,
     GpuInstanceProfileInfo,

@@ -18,7 +18,6 @@ Invariants owned here:
 from __future__ import annotations
 
 __all__ = [
-    "ComputeInstanceRef",
     "DeviceIdentity",
     "EventRecord",
     "FabricInfoRecord",
@@ -170,15 +169,6 @@ class MigDeviceRecord:
 
 
 @attrs.frozen(kw_only=True)
-class ComputeInstanceRef:
-    """What creating a compute instance returns: its id and the MIG device UUID it makes visible."""
-
-    gi_id: int
-    ci_id: int
-    uuid: str
-
-
-@attrs.frozen(kw_only=True)
 class NvLinkRecord:
     """One NVLink of a GPU. Inactive links report version 0, remote type UNKNOWN and an empty bus id."""
 
@@ -287,8 +277,8 @@ class NvmlBackend(Protocol):
     def create_gpu_instance(self, index: int, profile_id: int, placement_start: int) -> int:
         """Create a GPU instance of ``profile_id`` at memory slice ``placement_start``; returns its GI id."""
 
-    def create_compute_instance(self, index: int, gi_id: int) -> ComputeInstanceRef:
-        """Create the full-size compute instance inside GPU instance ``gi_id``."""
+    def create_compute_instance(self, index: int, gi_id: int) -> MigDeviceRecord:
+        """Create the full-size compute instance inside GPU instance ``gi_id``; the MIG device it makes."""
 
     def destroy_compute_instance(self, index: int, gi_id: int, ci_id: int) -> None:
         """Destroy a compute instance; NOT_FOUND if it does not exist, IN_USE if processes use it."""

@@ -425,7 +425,7 @@ def _round_trip(
         _expect(bool(b.MIG_UUID_FORM.match(ci.uuid)), f"new MIG UUID {ci.uuid!r}")
         listed = [r for r in backend.mig_devices(i) if r.uuid == ci.uuid]
         _expect(
-            len(listed) == 1 and listed[0].placement.start == start and listed[0].gi_profile_id == p.id,
+            listed == [ci] and ci.placement.start == start and ci.gi_profile_id == p.id,
             f"new MIG device not listed as created: {listed}",
         )
         _expect_raises(NvmlInUse, "destroy a GI that holds a CI", lambda: backend.destroy_gpu_instance(i, gi))

@@ -410,7 +410,7 @@ class PynvmlBackend:
                 return profile.slice_count
         raise nvml_error_for_code(_NOT_FOUND, f"GPU {index}: no GPU instance profile with id {profile_id}")
 
-    def create_compute_instance(self, index: int, gi_id: int) -> b.ComputeInstanceRef:
+    def create_compute_instance(self, index: int, gi_id: int) -> b.MigDeviceRecord:
         """Create the full-size CI of a GI (shared engine profile) and read its MIG UUID back."""
         h = self._h(index, "create_compute_instance")
         with self._nvml(f"GPU instance {gi_id} of GPU {index}") as n:
@@ -425,7 +425,7 @@ class PynvmlBackend:
             ci_id = int(n.nvmlComputeInstanceGetInfo(ci).id)
         for rec in self.mig_devices(index):
             if rec.gi_id == gi_id and rec.ci_id == ci_id:
-                return b.ComputeInstanceRef(gi_id=gi_id, ci_id=ci_id, uuid=rec.uuid)
+                return rec
         raise nvml_error_for_code(
             _NOT_FOUND, f"GPU {index}: new compute instance {gi_id}/{ci_id} has no MIG handle"
         )

@@ -441,18 +441,7 @@ class SimulatedNvml:
             assert gpu is not None
             if not gpu.spec.model.mig_capable or not gpu.mig_current:
                 return ()
-            return tuple(
-                b.MigDeviceRecord(
-                    uuid=ci.uuid,
-                    gi_id=gi.gi_id,
-                    ci_id=ci.ci_id,
-                    gi_profile_id=gi.profile_id,
-                    ci_profile_id=ci.ci_profile_id,
-                    placement=gi.placement,
-                )
-                for _, gi in sorted(gpu.geometry.instances.items())
-                for ci in gi.compute_instances
-            )
+            return gpu.geometry.mig_device_records()
 
     def set_mig_mode(self, index: int, enabled: bool) -> int:
         """Request a MIG mode; returns the activation status (see module docstring)."""
@@ -476,13 +465,13 @@ class SimulatedNvml:
             self._require_mig(gpu, "create_gpu_instance", enabled=True)
             return gpu.geometry.create_gpu_instance(profile_id, placement_start)
 
-    def create_compute_instance(self, index: int, gi_id: int) -> b.ComputeInstanceRef:
+    def create_compute_instance(self, index: int, gi_id: int) -> b.MigDeviceRecord:
         """Create the full-size compute instance of a GPU instance."""
         with self._call("create_compute_instance", index) as gpu:
             assert gpu is not None
             self._require_mig(gpu, "create_compute_instance", enabled=True)
             ci = gpu.geometry.create_compute_instance(gi_id)
-            return b.ComputeInstanceRef(gi_id=gi_id, ci_id=ci.ci_id, uuid=ci.uuid)
+            return next(r for r in gpu.geometry.mig_device_records() if r.uuid == ci.uuid)
 
     def destroy_compute_instance(self, index: int, gi_id: int, ci_id: int) -> None:
         """Destroy a compute instance."""

@@ -92,12 +92,11 @@ class MigExecutor:
             gi_id = self.backend.create_gpu_instance(index, key.profile_id, key.start)
             reach("after-mig-gi-created")
             try:
-                self.backend.create_compute_instance(index, gi_id)
+                record = self.backend.create_compute_instance(index, gi_id)
             except NvmlError:
                 self.backend.destroy_gpu_instance(index, gi_id)
                 raise
             reach("after-mig-ci-created")
-            record = next(r for r in self.backend.mig_devices(index) if r.gi_id == gi_id)
             log.info("created MIG device %s (GI %d, CI %d) on %s", record.uuid, gi_id, record.ci_id, key)
             return record
 

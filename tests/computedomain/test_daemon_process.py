@@ -296,7 +296,7 @@ def test_two_node_domain_is_ready_with_daemons_started_as_the_daemonset_says() -
             assert daemon.user == 0 and daemon.command == ["nvdra-cd-daemon", "-v", "0", "run"]
             assert shutil.which("nvidia-imex", path=daemon.env["PATH"]) is None  # not on PATH
             mounted = daemon.root / "usr/bin/nvidia-imex"
-            host_root = node.config().simulated_driver_root
+            host_root = node.config().simulated_tree("driver-root")
             assert mounted.resolve() == (host_root / "usr/bin/nvidia-imex").resolve()
             text = daemon.log_path.read_text()
             assert f"IMEX binaries: {mounted}, {daemon.root}/usr/bin/nvidia-imex-ctl" in text

@@ -117,7 +117,7 @@ def test_channel_waits_for_the_host_daemon_and_nothing_is_labelled(sock_dir: Pat
         assert devices == ["channel-0"]
         registered = kubelet.register(plugin.helper.registration_socket)
         channel = claim(store, "channel-0", "ComputeDomainChannelConfig")
-        root = cfg.simulated_host_dir / "driver-root"
+        root = cfg.simulated_tree("driver-root")
 
         missing = registered.prepare([channel])[channel.uid]
         assert "retryable" in missing.error and "cannot connect" in missing.error  # no host daemon yet

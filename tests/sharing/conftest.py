@@ -42,7 +42,7 @@ class SimNode:
             kubelet_plugins_directory_path=base / "plugins",
             simulate=profile,
         )
-        self.root = make_simulated_driver_root(self.backend, self.config.simulated_driver_root)
+        self.root = make_simulated_driver_root(self.backend, self.config.simulated_tree("driver-root"))
         self.kube = FakeKube()
         self.runner = SimulatedHostCommands(self.backend)
         self.ready_after_checks = 1  # the fake controller marks Deployments ready before the Nth check

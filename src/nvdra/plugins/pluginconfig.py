@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["KubeletPluginConfig", "simulated_profile_dir"]
+__all__ = ["KubeletPluginConfig", "SimulatedTree", "simulated_profile_dir"]
 
 import hashlib
 from pathlib import Path
+from typing import Literal
 
 import attrs
+
+SimulatedTree = Literal["driver-root", "sysfs"]
+"""The trees of a simulated host: ``driver-root`` (device nodes, libraries, binaries) and ``sysfs``
+(its ``sys`` and ``dev`` trees, for VFIO passthrough)."""
 
 
 def simulated_profile_dir(base: Path, simulate: str) -> Path:
@@ -53,34 +58,29 @@ class KubeletPluginConfig:
 
     @property
     def simulated_host_dir(self) -> Path:
-        """With ``--simulate``: ``<plugin dir>/simulated/<profile>``, the simulated host's trees.
-
-        Holds ``sysfs`` (sysfs and ``/dev`` for VFIO passthrough) and ``driver-root``. Keyed by
-        profile: a node simulated as another profile in the same plugin directory starts clean.
+        """With ``--simulate``: ``<plugin dir>/simulated/<profile>``, the simulated host's trees
+        (:data:`SimulatedTree`, see :meth:`simulated_tree`). Keyed by profile: a node simulated as
+        another profile in the same plugin directory starts clean.
         """
         return simulated_profile_dir(self.plugin_dir / "simulated", self.simulate)
 
-    def make_simulated_host_dir(self) -> Path:
-        """Create :attr:`simulated_host_dir` and every missing directory above it, each mode 0750
-        (``mkdir(parents=True)`` would give the parents the umask's mode); returns it."""
-        missing = []
-        path = self.simulated_host_dir
-        while not path.exists():
-            missing.append(path)
-            path = path.parent
-        for directory in reversed(missing):
-            directory.mkdir(mode=0o750, exist_ok=True)
-        return self.simulated_host_dir
+    def simulated_tree(self, name: SimulatedTree, *, create: bool = False) -> Path:
+        """With ``--simulate``: the simulated host's tree ``name``, in :attr:`simulated_host_dir`.
 
-    @property
-    def simulated_driver_root(self) -> Path:
-        """With ``--simulate``: the simulated host's driver root (device nodes, libraries, binaries)."""
-        return self.simulated_host_dir / "driver-root"
-
-    @property
-    def simulated_sysfs_root(self) -> Path:
-        """With ``--simulate``: the simulated host's ``sys`` and ``dev`` trees (VFIO passthrough)."""
-        return self.simulated_host_dir / "sysfs"
+        ``create`` first creates :attr:`simulated_host_dir` and every missing directory above it, each
+        mode 0750 (``mkdir(parents=True)`` would give the parents the umask's mode); the tree itself is
+        laid out by whoever fills it.
+        """
+        host_dir = self.simulated_host_dir
+        if create:
+            missing = []
+            path = host_dir
+            while not path.exists():
+                missing.append(path)
+                path = path.parent
+            for directory in reversed(missing):
+                directory.mkdir(mode=0o750, exist_ok=True)
+        return host_dir / name
 
     def describe(self) -> dict[str, str]:
         """Every setting as a string, for the startup log."""

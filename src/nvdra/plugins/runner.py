@@ -68,7 +68,7 @@ def open_backend(
     backend = simulated() if config.simulate else PynvmlBackend(driver_root=config.container_driver_root)
     stack.enter_context(nvml_session(backend))
     if config.simulate:
-        root = make_simulated_driver_root(backend, config.make_simulated_host_dir() / "driver-root")
+        root = make_simulated_driver_root(backend, config.simulated_tree("driver-root", create=True))
         return backend, root, root
     return backend, config.nvidia_driver_root, config.container_driver_root
 

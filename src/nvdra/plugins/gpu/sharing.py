@@ -123,7 +123,9 @@ def sharing_effects(
     """
     runner = runner or host_runner(config, backend)
     simulated = isinstance(backend, SimulatedNvml)
-    root = driver_root or (config.simulated_driver_root if simulated else config.container_driver_root)
+    root = driver_root or (
+        config.simulated_tree("driver-root") if simulated else config.container_driver_root
+    )
     host_root = root if simulated or driver_root is not None else config.nvidia_driver_root
     if simulated:
         install_fake_mps_control(root)

@@ -366,10 +366,9 @@ class VfioExecutor:
 
 def passthrough_host(config: PluginConfig, inventory: Inventory | None = None) -> PassthroughHost:
     """The host of this plugin: the real sysfs, or with ``--simulate`` the simulated profile's own tree
-    (``config.simulated_sysfs_root``; laid out from ``inventory`` when given, else opened as it is)."""
+    (``config.simulated_tree("sysfs")``; laid out from ``inventory`` when given, else opened as it is)."""
     if config.simulate:
-        config.make_simulated_host_dir()
-        root = config.simulated_sysfs_root
+        root = config.simulated_tree("sysfs", create=True)
         return make_simulated_sysfs(root, inventory) if inventory is not None else SimulatedSysfs(root)
     return SysfsHost(driver_root=config.container_driver_root)
 

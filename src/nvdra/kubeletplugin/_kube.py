@@ -571,7 +571,7 @@ class KubernetesKubeApi:
         path: str,
         *,
         query: dict[str, str] | None = None,
-        body: JsonObject | None = None,
+        body: JsonObject | list[JsonObject] | None = None,
         content_type: str = "application/json",
     ) -> JsonObject:
         status, data = self._request(method, path, query=query, body=body, content_type=content_type)
@@ -708,7 +708,7 @@ class KubernetesKubeApi:
         self,
         rt: ResourceType,
         name: str,
-        patch: Any,
+        patch: JsonObject | list[JsonObject],
         namespace: str | None = None,
         *,
         patch_type: str = "merge",
@@ -716,7 +716,8 @@ class KubernetesKubeApi:
     ) -> JsonObject:
         """PATCH one object (or its status): ``merge`` (RFC 7386), ``json`` (RFC 6902) or ``strategic``.
 
-        The patch itself is sent as given: keep it version-neutral.
+        The patch (an object; for ``json`` the list of operations) is sent as given: keep it
+        version-neutral.
         """
         content_type = PATCH_CONTENT_TYPES.get(patch_type)
         if content_type is None:

@@ -14,6 +14,7 @@ import pytest
 
 from nvdra.core.devices import MigPlacement
 from nvdra.nvml import GpuInstanceRecord, PynvmlBackend, SimulatedNvml, run_conformance
+from nvdra.nvml import _backend as b
 
 _NOT_SUPPORTED = 3
 _INSUFFICIENT_SIZE = 7
@@ -105,19 +106,9 @@ class _FakePynvml(types.ModuleType):
         p = next((p for p in self.node.gpu_instance_profiles(h) if p.profile_enum == enum), None)
         if p is None:
             raise pynvml.NVMLError(_NOT_SUPPORTED)
+        members = b.nvml_members(b.GpuInstanceProfileInfo)
         return types.SimpleNamespace(
-            id=p.id,
-            name=p.name.encode(),
-            sliceCount=p.slice_count,
-            instanceCount=p.instance_count,
-            multiprocessorCount=p.multiprocessor_count,
-            copyEngineCount=p.copy_engine_count,
-            decoderCount=p.decoder_count,
-            encoderCount=p.encoder_count,
-            jpegCount=p.jpeg_count,
-            ofaCount=p.ofa_count,
-            memorySizeMB=p.memory_size_mb,
-            isP2pSupported=int(p.is_p2p_supported),
+            name=p.name.encode(), **{member: int(getattr(p, field)) for field, member in members.items()}
         )
 
     def nvmlDeviceGetGpuInstancePossiblePlacements(

@@ -28,10 +28,13 @@ __all__ = [
     "NvLinkRecord",
     "NvmlBackend",
     "PciInfo",
+    "nvml_member",
+    "nvml_members",
 ]
 
 import re
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -118,28 +121,43 @@ class MigModeState:
     pending: bool
 
 
+_NVML_MEMBER = "nvml"
+
+
+def nvml_member(name: str) -> dict[str, str]:
+    """Field metadata: the field is the NVML struct's member ``name`` (read by :func:`nvml_members`)."""
+    return {_NVML_MEMBER: name}
+
+
+def nvml_members(cls: type[Any]) -> Mapping[str, str]:
+    """Field name -> NVML struct member, for the fields of the attrs class ``cls`` that name one."""
+    return {a.name: a.metadata[_NVML_MEMBER] for a in attrs.fields(cls) if _NVML_MEMBER in a.metadata}
+
+
 @attrs.frozen(kw_only=True)
 class GpuInstanceProfileInfo:
     """One GPU-instance profile as ``nvmlDeviceGetGpuInstanceProfileInfoV`` reports it, plus its placements.
 
     ``profile_enum`` is the NVML enum it was queried with (it decides the ``+me``-style suffix);
     ``id`` is the profile ID the create/placement calls take. ``placements`` are every possible
-    placement (``nvmlDeviceGetGpuInstancePossiblePlacements``), in the order NVML lists them.
+    placement (``nvmlDeviceGetGpuInstancePossiblePlacements``), in the order NVML lists them. The
+    numbers are the ``nvmlGpuInstanceProfileInfo_v2_t`` members their metadata names (all unsigned
+    ints in the struct; ``is_p2p_supported`` is made a bool).
     """
 
     profile_enum: int
-    id: int
+    id: int = attrs.field(metadata=nvml_member("id"))
     name: str  # as NVML reports it, e.g. "MIG 1g.18gb"
-    slice_count: int  # compute slices
-    instance_count: int
-    multiprocessor_count: int
-    copy_engine_count: int
-    decoder_count: int
-    encoder_count: int
-    jpeg_count: int
-    ofa_count: int
-    memory_size_mb: int
-    is_p2p_supported: bool
+    slice_count: int = attrs.field(metadata=nvml_member("sliceCount"))  # compute slices
+    instance_count: int = attrs.field(metadata=nvml_member("instanceCount"))
+    multiprocessor_count: int = attrs.field(metadata=nvml_member("multiprocessorCount"))
+    copy_engine_count: int = attrs.field(metadata=nvml_member("copyEngineCount"))
+    decoder_count: int = attrs.field(metadata=nvml_member("decoderCount"))
+    encoder_count: int = attrs.field(metadata=nvml_member("encoderCount"))
+    jpeg_count: int = attrs.field(metadata=nvml_member("jpegCount"))
+    ofa_count: int = attrs.field(metadata=nvml_member("ofaCount"))
+    memory_size_mb: int = attrs.field(metadata=nvml_member("memorySizeMB"))
+    is_p2p_supported: bool = attrs.field(converter=bool, metadata=nvml_member("isP2pSupported"))
     placements: tuple[MigPlacement, ...]
 
 

@@ -77,6 +77,12 @@ def find_nvml_library(driver_root: Path) -> Path:
     )
 
 
+def _members(cls: type[Any], struct: Any) -> dict[str, int]:
+    """The fields of ``cls`` that name an NVML struct member (:func:`~nvdra.nvml._backend.nvml_member`),
+    read from ``struct`` (unsigned int members)."""
+    return {field: int(getattr(struct, member)) for field, member in b.nvml_members(cls).items()}
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -292,19 +298,9 @@ class PynvmlBackend:
             found.append(
                 b.GpuInstanceProfileInfo(
                     profile_enum=enum,
-                    id=int(info.id),
                     name=_s(info.name),
-                    slice_count=int(info.sliceCount),
-                    instance_count=int(info.instanceCount),
-                    multiprocessor_count=int(info.multiprocessorCount),
-                    copy_engine_count=int(info.copyEngineCount),
-                    decoder_count=int(info.decoderCount),
-                    encoder_count=int(info.encoderCount),
-                    jpeg_count=int(info.jpegCount),
-                    ofa_count=int(info.ofaCount),
-                    memory_size_mb=int(info.memorySizeMB),
-                    is_p2p_supported=bool(info.isP2pSupported),
                     placements=self._placements(h, int(info.id)),
+                    **_members(b.GpuInstanceProfileInfo, info),
                 )
             )
         return tuple(found)

@@ -37,7 +37,7 @@ from nvdra.core.errors import (
     NvmlInvalidArgument,
     NvmlNotFound,
 )
-from nvdra.nvml._backend import GpuInstanceRecord, MigDeviceRecord
+from nvdra.nvml._backend import GpuInstanceRecord
 from nvdra.nvml._profile import GpuModel, MigProfileSpec
 
 _MIG_NAMESPACE = uuid_mod.UUID("6c0f5e1e-1d0b-4f7c-9d55-2a3f6b1c9e40")
@@ -91,21 +91,6 @@ class MigGeometry:
         return tuple(
             GpuInstanceRecord(gi_id=gi.gi_id, profile_id=gi.profile_id, placement=gi.placement)
             for _, gi in sorted(self.instances.items())
-        )
-
-    def mig_device_records(self) -> tuple[MigDeviceRecord, ...]:
-        """Every CI of every GI as the backend reports it, ordered by GI id."""
-        return tuple(
-            MigDeviceRecord(
-                uuid=ci.uuid,
-                gi_id=gi.gi_id,
-                ci_id=ci.ci_id,
-                gi_profile_id=gi.profile_id,
-                ci_profile_id=ci.ci_profile_id,
-                placement=gi.placement,
-            )
-            for _, gi in sorted(self.instances.items())
-            for ci in gi.compute_instances
         )
 
     def used_memory_slices(self) -> set[int]:

@@ -32,9 +32,10 @@ __all__ = ["SimulatedGpuState", "SimulatedNodeState", "SimulatedNvml"]
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 
@@ -55,6 +56,7 @@ from nvdra.nvml._simevents import SUPPORTED_EVENTS, EventQueue, link_remotes
 from nvdra.nvml._simpersist import dump_state, read_state, restore_gpu, write_state
 from nvdra.nvml._simstate import MigGeometry, SimulatedGpuState, SimulatedNodeState
 
+R = TypeVar("R")
 _MIB = 1024 * 1024
 _HOPPER = 9
 _RESET_REQUIRED = 16
@@ -69,6 +71,21 @@ _MUTATING = frozenset(
         "destroy_gpu_instance",
     }
 )
+
+
+def _mig_device_records(geometry: MigGeometry) -> tuple[b.MigDeviceRecord, ...]:
+    return tuple(
+        b.MigDeviceRecord(
+            uuid=ci.uuid,
+            gi_id=gi.gi_id,
+            ci_id=ci.ci_id,
+            gi_profile_id=gi.profile_id,
+            ci_profile_id=ci.ci_profile_id,
+            placement=gi.placement,
+        )
+        for _, gi in sorted(geometry.instances.items())
+        for ci in gi.compute_instances
+    )
 
 
 @attrs.define
@@ -429,19 +446,20 @@ class SimulatedNvml:
 
     def gpu_instances(self, index: int) -> tuple[b.GpuInstanceRecord, ...]:
         """Every GPU instance, bare ones included, ordered by GI id (empty while MIG is off)."""
-        with self._call("gpu_instances", index) as gpu:
-            assert gpu is not None
-            if not gpu.spec.model.mig_capable or not gpu.mig_current:
-                return ()
-            return gpu.geometry.gpu_instance_records()
+        return self._mig_listing("gpu_instances", index, MigGeometry.gpu_instance_records)
 
     def mig_devices(self, index: int) -> tuple[b.MigDeviceRecord, ...]:
-        """Every compute instance of every GPU instance, ordered by GI id."""
-        with self._call("mig_devices", index) as gpu:
+        """Every compute instance of every GPU instance, ordered by GI id (empty while MIG is off)."""
+        return self._mig_listing("mig_devices", index, _mig_device_records)
+
+    def _mig_listing(
+        self, call: str, index: int, records: Callable[[MigGeometry], tuple[R, ...]]
+    ) -> tuple[R, ...]:
+        with self._call(call, index) as gpu:
             assert gpu is not None
             if not gpu.spec.model.mig_capable or not gpu.mig_current:
                 return ()
-            return gpu.geometry.mig_device_records()
+            return records(gpu.geometry)
 
     def set_mig_mode(self, index: int, enabled: bool) -> int:
         """Request a MIG mode; returns the activation status (see module docstring)."""
@@ -471,7 +489,7 @@ class SimulatedNvml:
             assert gpu is not None
             self._require_mig(gpu, "create_compute_instance", enabled=True)
             ci = gpu.geometry.create_compute_instance(gi_id)
-            return next(r for r in gpu.geometry.mig_device_records() if r.uuid == ci.uuid)
+            return next(r for r in _mig_device_records(gpu.geometry) if r.uuid == ci.uuid)
 
     def destroy_compute_instance(self, index: int, gi_id: int, ci_id: int) -> None:
         """Destroy a compute instance."""

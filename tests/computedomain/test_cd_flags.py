@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from nvdra.core.errors import ConfigError
 from nvdra.kubeletplugin import FakeKube
-from nvdra.plugins.computedomain.controller import LeaseElector
+from nvdra.plugins.computedomain.controller import LeaseElector, LeaseTiming
 from nvdra.plugins.computedomain.controller_main import main as controller_main
 from nvdra.plugins.computedomain.daemon_main import main as daemon_main
 from nvdra.plugins.computedomain.flags import parse_duration
@@ -92,15 +92,7 @@ def test_daemon_rejects_a_non_level() -> None:
 def test_leader_election_timing_rules(lease: float, renew: float, retry: float) -> None:
     """lease > renew deadline > 1.2 x retry period > 0, as client-go requires."""
     with pytest.raises(ConfigError):
-        LeaseElector(
-            FakeKube(),
-            namespace="ns",
-            name="l",
-            identity="a",
-            duration_s=lease,
-            renew_deadline_s=renew,
-            retry_period_s=retry,
-        )
+        LeaseTiming(lease, renew, retry)
 
 
 def test_leader_keeps_leading_through_failed_renewals_until_the_deadline() -> None:
@@ -108,7 +100,7 @@ def test_leader_keeps_leading_through_failed_renewals_until_the_deadline() -> No
     kube = FakeKube()
     clock = [datetime(2025, 1, 1, tzinfo=UTC)]
     elector = LeaseElector(
-        kube, namespace="ns", name="l", identity="a", duration_s=15, renew_deadline_s=10, now=lambda: clock[0]
+        kube, namespace="ns", name="l", identity="a", timing=LeaseTiming(15, 10), now=lambda: clock[0]
     )
     assert elector.acquire_or_renew()
     kube.fail_next("get", times=100, resource="leases")

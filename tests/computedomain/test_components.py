@@ -23,8 +23,8 @@ def test_one_leader_at_a_time_and_takeover_after_expiry() -> None:
     """Two electors: the first leads; the second only after the lease expired without renewal."""
     kube = FakeKube()
     clock = [datetime(2026, 1, 1, tzinfo=UTC)]
-    a = LeaseElector(kube, namespace="ns", name="lock", identity="a", duration_s=15, now=lambda: clock[0])
-    b = LeaseElector(kube, namespace="ns", name="lock", identity="b", duration_s=15, now=lambda: clock[0])
+    a = LeaseElector(kube, namespace="ns", name="lock", identity="a", now=lambda: clock[0])
+    b = LeaseElector(kube, namespace="ns", name="lock", identity="b", now=lambda: clock[0])
     assert a.acquire_or_renew() and not b.acquire_or_renew()
     clock[0] += timedelta(seconds=10)
     assert a.acquire_or_renew() and not b.acquire_or_renew()

@@ -25,6 +25,7 @@ __all__ = [
     "logging_options",
     "one_line_errors",
     "option",
+    "process_main",
     "stacked",
     "stop_on_signals",
     "table_options",
@@ -350,6 +351,16 @@ def one_line_errors(program: str) -> Iterator[None]:
     except NvdraError as exc:
         click.echo(f"{program}: {exc}", err=True)
         sys.exit(1)
+
+
+@contextmanager
+def process_main(program: str, verbosity: int) -> Iterator[None]:
+    """A process's ``main`` once its flags are parsed: log as ``-v`` and ``--logging-format`` say
+    (:func:`configure_logging`), then run the block, whose library errors end the process in one line
+    (:func:`one_line_errors`)."""
+    configure_logging(verbosity)
+    with one_line_errors(program):
+        yield
 
 
 def stop_on_signals() -> threading.Event:

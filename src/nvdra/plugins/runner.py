@@ -34,7 +34,7 @@ from nvdra.kubeletplugin.health import HealthReporter
 from nvdra.kubeletplugin.helper import Helper, PluginOptions, start_pending
 from nvdra.kubeletplugin.types import DraDriver, KubeApi
 from nvdra.plugins.faults import arm_from_environment
-from nvdra.plugins.flags import configure_logging, one_line_errors
+from nvdra.plugins.flags import process_main
 from nvdra.plugins.pluginconfig import KubeletPluginConfig
 
 if TYPE_CHECKING:
@@ -47,9 +47,8 @@ def run_plugin_process(program: str, verbosity: int, serve: Callable[[], None]) 
     """A kubelet plugin process's ``main`` once its flags are parsed: log as ``-v`` and
     ``--logging-format`` say, arm the fault point ``NVDRA_FAULT_POINT`` names, then ``serve`` (its
     config built from the flags, until a signal); a library error ends the process in one line."""
-    configure_logging(verbosity)
-    arm_from_environment()
-    with one_line_errors(program):
+    with process_main(program, verbosity):
+        arm_from_environment()
         serve()
 
 

@@ -28,7 +28,7 @@ instance that does not lead retries every ``retry_period_s``.
 
 from __future__ import annotations
 
-__all__ = ["ComputeDomainController", "LeaseElector"]
+__all__ = ["ComputeDomainController", "LeaseElector", "LeaseTiming"]
 
 import logging
 import threading
@@ -59,6 +59,34 @@ log = logging.getLogger(__name__)
 _TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
+@attrs.frozen
+class LeaseTiming:
+    """A Lease's durations in seconds (upstream's flags and defaults), checked as client-go checks them:
+    lease duration > renew deadline > retry period x 1.2 (its jitter factor) > 0.
+
+    Raises:
+        ConfigError: a rule broken (naming the flag of the value that breaks it).
+    """
+
+    duration_s: float = 15.0
+    renew_deadline_s: float = 10.0
+    retry_period_s: float = 2.0
+
+    def __attrs_post_init__(self) -> None:
+        if not self.duration_s > self.renew_deadline_s:
+            raise ConfigError(
+                "--leader-election-renew-deadline",
+                self.renew_deadline_s,
+                f"less than the lease duration {self.duration_s}",
+            )
+        if not self.renew_deadline_s > self.retry_period_s * 1.2 > 0:
+            raise ConfigError(
+                "--leader-election-retry-period",
+                self.retry_period_s,
+                f"more than 0 and less than the renew deadline {self.renew_deadline_s} / 1.2",
+            )
+
+
 class LeaseElector:
     """Holds a Lease; :meth:`acquire_or_renew` is called once per pass and says whether to lead."""
 
@@ -69,29 +97,12 @@ class LeaseElector:
         namespace: str,
         name: str,
         identity: str,
-        duration_s: float = 15.0,
-        renew_deadline_s: float = 10.0,
-        retry_period_s: float = 2.0,
+        timing: LeaseTiming | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        # client-go's rules: leaseDuration > renewDeadline > retryPeriod * 1.2 (its jitter factor).
-        if not duration_s > renew_deadline_s:
-            raise ConfigError(
-                "--leader-election-renew-deadline",
-                renew_deadline_s,
-                f"less than the lease duration {duration_s}",
-            )
-        if not renew_deadline_s > retry_period_s * 1.2 > 0:
-            raise ConfigError(
-                "--leader-election-retry-period",
-                retry_period_s,
-                f"more than 0 and less than the renew deadline {renew_deadline_s} / 1.2",
-            )
         self._kube = kube
         self.namespace, self.name, self.identity = namespace, name, identity
-        self.duration_s = duration_s
-        self.renew_deadline_s = renew_deadline_s
-        self.retry_period_s = retry_period_s
+        self.timing = timing or LeaseTiming()
         self._now = now
         self._renewed: datetime | None = None  # last successful acquire/renew while leading
         self.leading = False
@@ -101,7 +112,7 @@ class LeaseElector:
         now = self._now()
         if self._try(now):
             self._renewed, self.leading = now, True
-        elif self._renewed is None or now - self._renewed >= timedelta(seconds=self.renew_deadline_s):
+        elif self._renewed is None or now - self._renewed >= timedelta(seconds=self.timing.renew_deadline_s):
             self._renewed, self.leading = None, False
         return self.leading
 
@@ -109,7 +120,7 @@ class LeaseElector:
         stamp = now.strftime(_TIME)
         spec = {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": int(self.duration_s),
+            "leaseDurationSeconds": int(self.timing.duration_s),
             "renewTime": stamp,
         }
         try:
@@ -131,7 +142,7 @@ class LeaseElector:
         holder = current.get("holderIdentity")
         if holder != self.identity:
             renewed = current.get("renewTime")
-            duration = float(current.get("leaseDurationSeconds") or self.duration_s)
+            duration = float(current.get("leaseDurationSeconds") or self.timing.duration_s)
             if (
                 renewed
                 and datetime.strptime(renewed, _TIME).replace(tzinfo=UTC) + timedelta(seconds=duration) > now
@@ -381,7 +392,7 @@ class ComputeDomainController:
                         log.warning("reconcile pass failed: %s", exc)
                     next_pass = time.monotonic() + resync
                     if self.elector is not None:
-                        next_renew = time.monotonic() + self.elector.retry_period_s
+                        next_renew = time.monotonic() + self.elector.timing.retry_period_s
                 due = min(next_pass, next_renew) if self.elector is not None else next_pass
                 # short slices: a stop (SIGTERM) is noticed within half a second; no request is made
                 self._wake.wait(min(max(0.0, due - time.monotonic()), 0.5))

@@ -17,16 +17,15 @@ from nvdra.core.featuregates import Gate, parse_feature_gates
 from nvdra.imex import Settings
 from nvdra.imex.hostmode import ImexDeployment
 from nvdra.kubeletplugin import KubernetesKubeApi
-from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector
+from nvdra.plugins.computedomain.controller import ComputeDomainController, LeaseElector, LeaseTiming
 from nvdra.plugins.computedomain.flags import DURATION
 from nvdra.plugins.flags import (
     FEATURE_GATES_FLAG,
     KUBECONFIG_FLAG,
     METRICS_FLAGS,
     FlagRow,
-    configure_logging,
     logging_options,
-    one_line_errors,
+    process_main,
     stop_on_signals,
     table_options,
 )
@@ -134,8 +133,7 @@ _FLAGS: tuple[FlagRow, ...] = (
 @logging_options()
 def main(verbosity: int, **f: Any) -> None:
     """Reconcile ComputeDomains: DaemonSets, claim templates, cliques, status."""
-    configure_logging(verbosity)
-    with one_line_errors("nvdra-cd-controller"):
+    with process_main("nvdra-cd-controller", verbosity):
         kube = KubernetesKubeApi.from_kubeconfig(
             f["kubeconfig"] or None,
             qps=f["kube_api_qps"],
@@ -163,9 +161,11 @@ def main(verbosity: int, **f: Any) -> None:
                 namespace=f["leader_election_lease_lock_namespace"],
                 name=f["leader_election_lease_lock_name"],
                 identity=f["pod_name"],
-                duration_s=f["leader_election_lease_duration"],
-                renew_deadline_s=f["leader_election_renew_deadline"],
-                retry_period_s=f["leader_election_retry_period"],
+                timing=LeaseTiming(
+                    f["leader_election_lease_duration"],
+                    f["leader_election_renew_deadline"],
+                    f["leader_election_retry_period"],
+                ),
             )
         extra = tuple(n for n in f["additional_namespaces"].split(",") if n)
         controller = ComputeDomainController(

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from nvdra.core.featuregates import parse_feature_gates
-from nvdra.plugins.flags import configure_logging, logging_options, one_line_errors
+from nvdra.plugins.flags import logging_options, process_main
 from nvdra.plugins.webhook.admission import admission_gates
 from nvdra.plugins.webhook.server import serve
 
@@ -45,8 +45,7 @@ def main(
     verbosity: int,
 ) -> None:
     """Validate nvdra's opaque device configs in ResourceClaims and ResourceClaimTemplates."""
-    configure_logging(verbosity)
-    with one_line_errors("nvdra-webhook"):
+    with process_main("nvdra-webhook", verbosity):
         gates = parse_feature_gates(feature_gates, env=os.environ)
         serve(
             host=bind_address,

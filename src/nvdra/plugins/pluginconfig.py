@@ -57,6 +57,11 @@ class KubeletPluginConfig:
         return self.kubelet_plugins_directory_path / self.driver_name
 
     @property
+    def checkpoint_path(self) -> Path:
+        """``<plugin dir>/checkpoint.json``: the prepared claims (the upstream Go plugin's file there too)."""
+        return self.plugin_dir / "checkpoint.json"
+
+    @property
     def simulated_host_dir(self) -> Path:
         """With ``--simulate``: ``<plugin dir>/simulated/<profile>``, the simulated host's trees
         (:data:`SimulatedTree`, see :meth:`simulated_tree`). Keyed by profile: a node simulated as

@@ -171,7 +171,7 @@ def _build_driver(
         proc_root=container_root if (container_root / "proc/devices").exists() else Path("/"),
         hook_path=install_cdi_hook(config),  # the image's hook, copied into the plugin dir
     )
-    store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=read_boot_id())
+    store = CheckpointStore(config.checkpoint_path, boot_id=read_boot_id())
     driver = ComputeDomainDriver(
         node_name=config.node_name,
         clique_id=clique,

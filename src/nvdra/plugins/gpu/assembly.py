@@ -121,7 +121,7 @@ def _build_driver(
         hook_path=install_cdi_hook(config),  # the image's hook, copied into the plugin dir
     )
     recover_plugin_dir(config, inventory, gates)  # temp files a crash left; an upstream checkpoint
-    store = CheckpointStore(config.plugin_dir / "checkpoint.json", boot_id=node_boot_id(config))
+    store = CheckpointStore(config.checkpoint_path, boot_id=node_boot_id(config))
     views = _feature_views(config, gates, inventory)
     effects = build_effects(config, gates, backend, api, stack=stack, on_fm_answer=on_node_change)
     if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):

@@ -349,4 +349,4 @@ def recover_plugin_dir(
         dynamic_mig=gates.enabled(Gate.DYNAMIC_MIG),
         timeslicing=gates.enabled(Gate.TIME_SLICING_SETTINGS),
     )
-    return adopt_upstream_checkpoint(config.plugin_dir / "checkpoint.json", ctx)
+    return adopt_upstream_checkpoint(config.checkpoint_path, ctx)

@@ -313,7 +313,7 @@ def build_fabric_effects(
         inventory, simulate=config.simulate, driver_root=root, env=os.environ if env is None else env
     )
     fm = persisted_fabric_manager(fm, config)  # a simulated FM keeps its state across plugin restarts
-    checkpoint = _stored_checkpoint(config.plugin_dir / "checkpoint.json", node_boot_id(config))
+    checkpoint = _stored_checkpoint(config.checkpoint_path, node_boot_id(config))
     configured = None if config.simulate or fm is not None else read_fabric_mode(root)
     return fabric_effects(
         gates, inventory, fm=fm, fm_problem=problem, checkpoint=checkpoint, configured_mode=configured

@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from nvdra.core.checkpoint import Checkpoint, DeviceRecord, PreparedClaim, encode_checkpoint
+from nvdra.core.checkpoint import (
+    Checkpoint,
+    DeviceRecord,
+    PreparedClaim,
+    decode_checkpoint,
+    encode_checkpoint,
+)
 from nvdra.core.errors import CdiError, CheckpointError
 from nvdra.core.featuregates import FeatureGates
 from nvdra.plugins.gpu.cdi import GpuClaimSpecs
@@ -93,7 +99,7 @@ def corrupt_variants() -> dict[str, Callable[[bytes], bytes]]:
 
     return {
         "garbage": lambda raw: b"\x00\xff not json at all",
-        "truncated": lambda raw: raw[: len(raw) // 2],
+        "truncated": lambda raw: raw[: len(raw.rstrip()) // 2],  # through the JSON, not its padding
         "empty": lambda raw: b"",
         "checksum-mismatch": checksum_mismatch,
     }
@@ -101,15 +107,19 @@ def corrupt_variants() -> dict[str, Callable[[bytes], bytes]]:
 
 @pytest.mark.parametrize("damage", sorted(corrupt_variants()))
 def test_corrupt_checkpoint_is_moved_aside_and_start_works(node: DriverNode, damage: str) -> None:
-    """A damaged checkpoint is renamed to checkpoint.json.corrupt-*, state starts empty, prepares work."""
+    """A damaged checkpoint without a usable shadow is renamed to checkpoint.json.corrupt-*, state
+    starts empty, prepares work."""
     claim = allocated_claim([result("gpu-3")])
     assert not prepare_one(node.driver(), claim).error
     damaged = corrupt_variants()[damage](node.checkpoint_path.read_bytes())
     node.checkpoint_path.write_bytes(damaged)
+    shadow = node.checkpoint_path.with_name("checkpoint.json.shadow")
+    shadow.write_bytes(damaged)
 
     driver = node.driver(start=False)
     report = driver.start()
 
+    assert report.recovered_from is None
     assert report.corrupt_moved_to is not None
     assert report.corrupt_moved_to.name.startswith("checkpoint.json.corrupt-")
     assert report.corrupt_moved_to.read_bytes() == damaged
@@ -118,6 +128,26 @@ def test_corrupt_checkpoint_is_moved_aside_and_start_works(node: DriverNode, dam
     # Its spec has no owner any more, so it was swept; the device can be prepared again.
     assert spec_files(node.cdi_root) == []
     assert not prepare_one(driver, allocated_claim([result("gpu-3")])).error
+
+
+@pytest.mark.parametrize("damage", sorted(corrupt_variants()))
+def test_a_checkpoint_torn_mid_write_is_taken_from_its_shadow(node: DriverNode, damage: str) -> None:
+    """A crash in the middle of the in-place write leaves the file damaged and the shadow whole: the start
+    moves the damaged file aside, goes on with the shadow's claims and keeps their specs."""
+    claim = allocated_claim([result("gpu-3")])
+    assert not prepare_one(node.driver(), claim).error
+    shadow = node.checkpoint_path.with_name("checkpoint.json.shadow")
+    assert decode_checkpoint(shadow.read_bytes()) == on_disk(node)
+    node.checkpoint_path.write_bytes(corrupt_variants()[damage](node.checkpoint_path.read_bytes()))
+
+    driver = node.driver(start=False)
+    report = driver.start()
+
+    assert report.recovered_from == shadow and report.corrupt_moved_to is not None
+    assert set(driver.checkpoint().claims) == {claim["metadata"]["uid"]}
+    assert on_disk(node) == driver.checkpoint()
+    assert len(spec_files(node.cdi_root)) == 1
+    assert prepare_one(driver, allocated_claim([result("gpu-3")], name="other")).error  # still held
 
 
 def test_changed_boot_id_discards_entries(node: DriverNode) -> None:
@@ -152,10 +182,15 @@ def test_prepared_claim_survives_a_restart(node: DriverNode) -> None:
 
 
 def test_checkpoint_is_private(node: DriverNode) -> None:
-    """The checkpoint file is written mode 0600 (it names claims of every namespace)."""
+    """The checkpoint file and its shadow are written mode 0600 (they name claims of every namespace)."""
     node.driver()
+    shadow = node.checkpoint_path.with_name("checkpoint.json.shadow")
     assert node.checkpoint_path.stat().st_mode & 0o777 == 0o600
-    assert encode_checkpoint(on_disk(node)) == node.checkpoint_path.read_bytes()
+    assert shadow.stat().st_mode & 0o777 == 0o600
+    # The document, padded with spaces before its last newline to 4 KiB.
+    padded = node.checkpoint_path.read_bytes()
+    assert len(padded) == 4096 and padded.endswith(b" \n")
+    assert encode_checkpoint(on_disk(node)) == padded.rstrip() + b"\n" and shadow.read_bytes() == padded
     assert os.access(node.checkpoint_path, os.R_OK)
 
 

@@ -43,42 +43,47 @@ pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason=f"console script not
 
 
 # Fault points each scenario's prepare passes, in the order it passes them (":N" = the N-th time;
-# "before-rename" counts every atomic write of the process, the start's checkpoint write being the first).
+# "before-rename" counts every atomic write of the process: the start's checkpoint write, which creates
+# the file, is the first; later checkpoint writes are in place, through its shadow, and do not count).
 PREPARE_FAULTS: dict[str, tuple[str, ...]] = {
     # A full GPU has no effects, so no PrepareStarted record: its spec and its PrepareCompleted entry are
-    # written side by side. before-rename:2 = neither in place; :3 = one in place, the other not (whichever
-    # came first); after-cdi-written = the spec durable, the entry maybe; after-prepare-completed = the
-    # entry durable, the spec maybe not (the start then writes it again: GpuDriver._apply).
+    # written side by side. before-rename:2 = the spec not in place, the entry maybe;
+    # after-checkpoint-shadow = the entry in the shadow only, the spec maybe; after-cdi-written = the spec
+    # durable, the entry maybe; after-prepare-completed = the entry durable, the spec maybe not (the start
+    # then writes it again: GpuDriver._apply).
     "gpu": (
         "before-rename:2",
-        "before-rename:3",
+        "after-checkpoint-shadow",
         "after-cdi-written",
         "after-prepare-completed",
     ),
     # Six spec-only claims in one call: their specs are one batch (unsynced temp files, one sync, the
-    # renames, one directory fsync) beside the call's checkpoint write. before-rename:2 = nothing in
-    # place; :5 = some specs renamed; :8 = all but one of the seven renames done (whichever is last);
-    # after-cdi-written:3 = every spec durable (all six are after the batch's directory fsync).
+    # renames, one directory fsync) beside the call's checkpoint write. before-rename:2 = no spec in
+    # place; :5 = some specs renamed; :7 = all but the last; after-cdi-written:3 = every spec durable
+    # (all six are after the batch's directory fsync).
     "gpu-batch": (
         "before-rename:2",
         "before-rename:5",
-        "before-rename:8",
+        "before-rename:7",
+        "after-checkpoint-shadow",
         "after-cdi-written:3",
         "after-prepare-completed",
     ),
     # CDI root on tmpfs: the spec (or the batch) is written first, then the entry. before-rename:2 = the
-    # spec not in place; :3 = the spec in place, the entry not; after-cdi-written = the same, durably.
+    # spec not in place; after-cdi-written = the spec in place, the entry not written;
+    # after-checkpoint-shadow = the entry in the shadow only.
     "gpu-tmpfs": (
         "before-rename:2",
-        "before-rename:3",
         "after-cdi-written",
+        "after-checkpoint-shadow",
         "after-prepare-completed",
     ),
     "gpu-batch-tmpfs": (
         "before-rename:2",
         "before-rename:5",
-        "before-rename:8",
+        "before-rename:7",
         "after-cdi-written:3",
+        "after-checkpoint-shadow",
         "after-prepare-completed",
     ),
     "timeslicing": (
@@ -102,7 +107,7 @@ PREPARE_FAULTS: dict[str, tuple[str, ...]] = {
 }
 # ... and its unprepare (counts include what the prepare before it in the same process passed).
 UNPREPARE_FAULTS: dict[str, tuple[str, ...]] = {
-    "gpu": ("after-cdi-removed", "after-unprepare-checkpoint"),
+    "gpu": ("after-cdi-removed", "after-checkpoint-shadow:2", "after-unprepare-checkpoint"),
     "gpu-batch": ("after-cdi-removed:2", "after-unprepare-checkpoint"),
     "gpu-tmpfs": ("after-cdi-removed", "after-unprepare-checkpoint"),
     "gpu-batch-tmpfs": ("after-cdi-removed:2", "after-unprepare-checkpoint"),

@@ -45,18 +45,22 @@ def ok(answers: Mapping[str, PrepareResult] | None) -> bool:
 # -- the checkpoint ---------------------------------------------------------------------------------
 
 
+def _damaged(raw: bytes, damage: str) -> bytes:
+    return raw[: len(raw.rstrip()) // 2] if damage == "truncated" else b"\x00\xff not json"
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_corrupt_checkpoint_is_set_aside_and_the_node_swept(node: FaultNode, damage: str) -> None:
-    """A damaged checkpoint does not stop the plugin: it is moved aside, and what its entries made that
-    a sweep can find (dynamic MIG devices, CDI specs) is removed; the freed devices prepare again."""
+    """A damaged checkpoint (its shadow too) does not stop the plugin: it is moved aside, and what its
+    entries made that a sweep can find (dynamic MIG devices, CDI specs) is removed; the freed devices
+    prepare again."""
     first = node.start()
     with first.wait_registered() as kubelet:
         assert ok(node.prepare(kubelet))
     first.proc.kill()
     first.proc.wait()
-    path = node.plugin_dir / "checkpoint.json"
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"\x00\xff not json")
+    for path in (node.plugin_dir / "checkpoint.json", node.plugin_dir / "checkpoint.json.shadow"):
+        path.write_bytes(_damaged(path.read_bytes(), damage))
 
     second = node.start()
     with second.wait_registered() as kubelet:
@@ -66,6 +70,31 @@ def test_corrupt_checkpoint_is_set_aside_and_the_node_swept(node: FaultNode, dam
         assert after["checkpoint"] == {} and live(after)["mig"] == [] and after["specs"] == {}
         assert node.unprepare(kubelet) == {r.uid: "" for r in node.scenario.refs()}  # unknown: fine
         assert ok(node.prepare(kubelet))
+    second.stop()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_checkpoint_torn_mid_write_is_taken_from_its_shadow(node: FaultNode, damage: str) -> None:
+    """Killed while the checkpoint itself is written in place (its shadow complete): the next start takes
+    the shadow's entries, so the dynamic MIG devices stay accounted for, and unprepare removes them."""
+    first = node.start()
+    with first.wait_registered() as kubelet:
+        assert ok(node.prepare(kubelet))
+        prepared = node.observe()
+    first.proc.kill()
+    first.proc.wait()
+    path = node.plugin_dir / "checkpoint.json"
+    path.write_bytes(_damaged(path.read_bytes(), damage))
+
+    second = node.start()
+    with second.wait_registered() as kubelet:
+        assert list(node.plugin_dir.glob("checkpoint.json.corrupt-*"))
+        after = node.observe()
+        check_agreement(after)
+        assert after == prepared
+        assert node.unprepare(kubelet) == {r.uid: "" for r in node.scenario.refs()}
+        after = node.observe()
+        assert after["checkpoint"] == {} and live(after)["mig"] == [] and after["specs"] == {}
     second.stop()
 
 

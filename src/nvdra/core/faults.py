@@ -39,6 +39,7 @@ FAULT_POINTS: Mapping[str, str] = {
     "after-vfio-bound": "the GPU is bound to vfio-pci",
     "after-cdi-written": "a claim's CDI spec is durable",
     "before-rename": "an atomic write's temp file is complete and synced, not yet renamed into place",
+    "after-checkpoint-shadow": "an in-place checkpoint write is in the shadow (synced), not yet in the file",
     "after-prepare-completed": "the PrepareCompleted checkpoint entries are durable (the answer is not sent)",
     "after-undo": "one effect record was undone (unprepare, rollback of a failed or half-done prepare)",
     "after-mig-ci-destroyed": "a MIG device's compute instance is gone, its GPU instance not yet",

@@ -17,7 +17,7 @@ from nvdra.kubeletplugin import ApiServer, ClaimRef, KubeletClient, PrepareResul
 from nvdra.plugins.gpu.simnode import BOOT_ID_FILE
 from tests.plugin_harness import wait_for
 from tests.plugins.conftest import allocated_claim, result
-from tests.reliability.faultnode import FaultNode, check_agreement, live
+from tests.reliability.faultnode import FaultNode, JsonObject, Plugin, check_agreement, live
 from tests.reliability.scenarios import SCENARIOS, node_for
 
 pytestmark = pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="needs Linux prlimit")
@@ -45,8 +45,20 @@ def ok(answers: Mapping[str, PrepareResult] | None) -> bool:
 # -- the checkpoint ---------------------------------------------------------------------------------
 
 
-def _damaged(raw: bytes, damage: str) -> bytes:
-    return raw[: len(raw.rstrip()) // 2] if damage == "truncated" else b"\x00\xff not json"
+def _restart_after_damage(node: FaultNode, damage: str, *names: str) -> tuple[Plugin, JsonObject]:
+    """Prepare, kill the plugin, damage the named files of its directory (``truncated`` through the
+    JSON, or ``garbage``) and start a new process: it, and what the node held while prepared."""
+    first = node.start()
+    with first.wait_registered() as kubelet:
+        assert ok(node.prepare(kubelet))
+        prepared = node.observe()
+    first.proc.kill()
+    first.proc.wait()
+    for name in names:
+        raw = (node.plugin_dir / name).read_bytes()
+        damaged = raw[: len(raw.rstrip()) // 2] if damage == "truncated" else b"\x00\xff not json"
+        (node.plugin_dir / name).write_bytes(damaged)
+    return node.start(), prepared
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
@@ -54,15 +66,7 @@ def test_corrupt_checkpoint_is_set_aside_and_the_node_swept(node: FaultNode, dam
     """A damaged checkpoint (its shadow too) does not stop the plugin: it is moved aside, and what its
     entries made that a sweep can find (dynamic MIG devices, CDI specs) is removed; the freed devices
     prepare again."""
-    first = node.start()
-    with first.wait_registered() as kubelet:
-        assert ok(node.prepare(kubelet))
-    first.proc.kill()
-    first.proc.wait()
-    for path in (node.plugin_dir / "checkpoint.json", node.plugin_dir / "checkpoint.json.shadow"):
-        path.write_bytes(_damaged(path.read_bytes(), damage))
-
-    second = node.start()
+    second, _ = _restart_after_damage(node, damage, "checkpoint.json", "checkpoint.json.shadow")
     with second.wait_registered() as kubelet:
         assert list(node.plugin_dir.glob("checkpoint.json.corrupt-*"))
         after = node.observe()
@@ -77,16 +81,7 @@ def test_corrupt_checkpoint_is_set_aside_and_the_node_swept(node: FaultNode, dam
 def test_a_checkpoint_torn_mid_write_is_taken_from_its_shadow(node: FaultNode, damage: str) -> None:
     """Killed while the checkpoint itself is written in place (its shadow complete): the next start takes
     the shadow's entries, so the dynamic MIG devices stay accounted for, and unprepare removes them."""
-    first = node.start()
-    with first.wait_registered() as kubelet:
-        assert ok(node.prepare(kubelet))
-        prepared = node.observe()
-    first.proc.kill()
-    first.proc.wait()
-    path = node.plugin_dir / "checkpoint.json"
-    path.write_bytes(_damaged(path.read_bytes(), damage))
-
-    second = node.start()
+    second, prepared = _restart_after_damage(node, damage, "checkpoint.json")
     with second.wait_registered() as kubelet:
         assert list(node.plugin_dir.glob("checkpoint.json.corrupt-*"))
         after = node.observe()

@@ -128,7 +128,19 @@ def test_loading_falls_back_to_the_shadow_only_when_the_file_is_unusable(tmp_pat
     store.shadow.write_bytes(encode_checkpoint(_many(5)))  # a newer shadow beside a good file: unused
     cp, report = store.load()
     assert set(cp.claims) == {"0000", "0001"} and report.recovered_from is None
-    path.write_bytes(path.read_bytes()[:100])
+    torn = path.read_bytes()
+    path.write_bytes(
+        torn[:100] + bytes(len(torn) - 100)
+    )  # the file torn in place: a shadow of another size is older
     cp, report = store.load()
-    assert len(cp.claims) == 5 and report.recovered_from == store.shadow
+    assert cp.claims == {} and report.recovered_from is None and report.corrupt_moved_to is not None
+    store.save(_many(2))
+    store.shadow.write_bytes(store.shadow.read_bytes().replace(b'"0001"', b'"0009"'))  # checksum fails
+    path.write_bytes(torn[:100] + bytes(len(torn) - 100))
+    cp, report = store.load()
+    assert cp.claims == {} and report.recovered_from is None
+    store.save(_many(3))
+    path.write_bytes(torn[:100] + bytes(len(torn) - 100))
+    cp, report = store.load()
+    assert len(cp.claims) == 3 and report.recovered_from == store.shadow
     assert report.corrupt_moved_to is not None and not path.exists()

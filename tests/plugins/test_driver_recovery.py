@@ -17,7 +17,6 @@ from nvdra.core.checkpoint import (
     Checkpoint,
     DeviceRecord,
     PreparedClaim,
-    decode_checkpoint,
     encode_checkpoint,
 )
 from nvdra.core.errors import CdiError, CheckpointError
@@ -130,24 +129,47 @@ def test_corrupt_checkpoint_is_moved_aside_and_start_works(node: DriverNode, dam
     assert not prepare_one(driver, allocated_claim([result("gpu-3")])).error
 
 
-@pytest.mark.parametrize("damage", sorted(corrupt_variants()))
-def test_a_checkpoint_torn_mid_write_is_taken_from_its_shadow(node: DriverNode, damage: str) -> None:
-    """A crash in the middle of the in-place write leaves the file damaged and the shadow whole: the start
-    moves the damaged file aside, goes on with the shadow's claims and keeps their specs."""
-    claim = allocated_claim([result("gpu-3")])
-    assert not prepare_one(node.driver(), claim).error
+@pytest.mark.parametrize("rest", ["old", "unwritten"])
+def test_a_checkpoint_torn_mid_write_is_taken_from_its_shadow(node: DriverNode, rest: str) -> None:
+    """A crash in the middle of the in-place write leaves the file's first part new and the rest as it
+    was (or never written, after a power loss), its size unchanged, and the shadow whole: the start moves
+    the damaged file aside, goes on with the shadow's claims and keeps their specs."""
+    first = allocated_claim([result("gpu-3")], name="first")
+    driver = node.driver()
+    assert not prepare_one(driver, first).error
+    before = node.checkpoint_path.read_bytes()
+    second = allocated_claim([result("gpu-4")], name="second")
+    assert not prepare_one(driver, second).error
+    after = node.checkpoint_path.read_bytes()
     shadow = node.checkpoint_path.with_name("checkpoint.json.shadow")
-    assert decode_checkpoint(shadow.read_bytes()) == on_disk(node)
-    node.checkpoint_path.write_bytes(corrupt_variants()[damage](node.checkpoint_path.read_bytes()))
+    assert shadow.read_bytes() == after and len(after) == len(before)
+    cut = len(after.rstrip()) // 2
+    tail = before[cut:] if rest == "old" else bytes(len(after) - cut)
+    node.checkpoint_path.write_bytes(after[:cut] + tail)
 
     driver = node.driver(start=False)
     report = driver.start()
 
     assert report.recovered_from == shadow and report.corrupt_moved_to is not None
-    assert set(driver.checkpoint().claims) == {claim["metadata"]["uid"]}
+    assert set(driver.checkpoint().claims) == {first["metadata"]["uid"], second["metadata"]["uid"]}
     assert on_disk(node) == driver.checkpoint()
-    assert len(spec_files(node.cdi_root)) == 1
-    assert prepare_one(driver, allocated_claim([result("gpu-3")], name="other")).error  # still held
+    assert len(spec_files(node.cdi_root)) == 2
+    assert prepare_one(driver, allocated_claim([result("gpu-4")], name="other")).error  # still held
+
+
+def test_a_shadow_of_another_size_is_not_used(node: DriverNode) -> None:
+    """A shadow that is not the size of the damaged file is not from its in-place write (e.g. left by a
+    downgrade): the start moves the file aside and starts empty, as without a shadow."""
+    assert not prepare_one(node.driver(), allocated_claim([result("gpu-3")])).error
+    shadow = node.checkpoint_path.with_name("checkpoint.json.shadow")
+    shadow.write_bytes(shadow.read_bytes().rstrip() + b"\n")  # valid, unpadded
+    raw = node.checkpoint_path.read_bytes()
+    node.checkpoint_path.write_bytes(bytes(len(raw)))
+
+    report = node.driver(start=False).start()
+
+    assert report.recovered_from is None and report.corrupt_moved_to is not None
+    assert on_disk(node).claims == {} and spec_files(node.cdi_root) == []
 
 
 def test_changed_boot_id_discards_entries(node: DriverNode) -> None:

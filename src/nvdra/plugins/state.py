@@ -16,9 +16,10 @@ Saving is durable before it returns, and a crash at any point leaves a file that
   its size and are written *in place*: first into ``checkpoint.json.shadow``, fdatasync, then into
   ``checkpoint.json``, fdatasync. An overwrite of allocated blocks needs no journal commit, no rename and
   no directory fsync: two such writes cost about half of one atomic write (benchmarks/prepare_latency.py);
-- a crash in the middle of the in-place write of ``checkpoint.json`` leaves it failing its checksum, and
-  the shadow then holds the whole new content, which loading takes. A crash while the shadow is written
-  leaves ``checkpoint.json`` as it was. The shadow is read only when ``checkpoint.json`` is unusable;
+- a crash in the middle of the in-place write of ``checkpoint.json`` leaves it failing its checksum, its
+  size unchanged, and the shadow then holds the whole new content at that size, which loading takes. A
+  crash while the shadow is written leaves ``checkpoint.json`` as it was. The shadow is read only when
+  ``checkpoint.json`` is unusable;
 - a save that changes the size class (the first one, a checkpoint that grew past its class or shrank
   below a sixteenth of it, a file another writer left unpadded) writes the shadow, then replaces
   ``checkpoint.json`` through :func:`nvdra.cdi.atomic_write` (temp file, fsync, rename, directory fsync).
@@ -145,11 +146,11 @@ class CheckpointStore:
         except FileNotFoundError:
             return Checkpoint(node_boot_id=self.boot_id), LoadReport(existed=False)
         except OSError as exc:
-            return self._set_aside(f"unreadable: {exc}")
+            return self._set_aside(f"unreadable: {exc}", None)
         try:
             cp = decode_checkpoint(raw)
         except CheckpointError as exc:
-            cp, report = self._set_aside(str(exc))
+            cp, report = self._set_aside(str(exc), len(raw))
         else:
             self._known = raw
             report = LoadReport(existed=True)
@@ -167,10 +168,13 @@ class CheckpointStore:
             )
         return attrs.evolve(cp, node_boot_id=self.boot_id), report
 
-    def _shadow_checkpoint(self) -> Checkpoint | None:
-        """The shadow's checkpoint, if it holds a valid one."""
+    def _shadow_checkpoint(self, size: int | None) -> Checkpoint | None:
+        """The shadow's checkpoint, if it holds a valid one of ``size`` bytes: a write torn in place
+        keeps the file's size, and the shadow then has it too (a shadow of another size is older than
+        the file, e.g. left by a downgrade, and is not used)."""
         try:
-            return decode_checkpoint(self.shadow.read_bytes())
+            raw = self.shadow.read_bytes()
+            return decode_checkpoint(raw) if len(raw) == size else None
         except (OSError, CheckpointError):
             return None
 
@@ -221,9 +225,10 @@ class CheckpointStore:
                 os.close(fd)
         return True
 
-    def _set_aside(self, why: str) -> tuple[Checkpoint, LoadReport]:
-        """Move the unusable file aside for a human; go on with the shadow's checkpoint where it holds a
-        valid one (the file was torn by a crash mid-write), else with an empty one."""
+    def _set_aside(self, why: str, size: int | None) -> tuple[Checkpoint, LoadReport]:
+        """Move the unusable file (of ``size`` bytes, None: unreadable) aside for a human; go on with the
+        shadow's checkpoint where it holds a valid one of that size (the file was torn by a crash in
+        its in-place write), else with an empty one."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         target: Path | None = aside
         try:
@@ -231,7 +236,7 @@ class CheckpointStore:
         except OSError as exc:
             log.error("checkpoint %s is unusable (%s) and could not be moved aside: %s", self.path, why, exc)
             target = None
-        shadow = self._shadow_checkpoint()
+        shadow = self._shadow_checkpoint(size)
         going_on = "starting empty" if shadow is None else f"using {self.shadow}, written just before it"
         if target is not None:
             log.error("checkpoint %s is unusable (%s); moved to %s, %s", self.path, why, target, going_on)

@@ -1,4 +1,5 @@
-"""Group commit: calls arriving while the driver is busy are joined into one driver call."""
+"""Group commit: calls arriving while the driver is busy, or announced while fetching their claims, are
+joined into one driver call."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from nvdra.kubeletplugin import ClaimRef
+from nvdra.kubeletplugin import service as service_module
 from nvdra.kubeletplugin.serialize import RequestSerializer
 from nvdra.kubeletplugin.service import DraService
 from nvdra.kubeletplugin.types import PrepareResult
@@ -149,4 +153,70 @@ def test_without_serialization_a_call_never_waits_for_one_in_the_driver() -> Non
     driver.release.set()
     first.join(10)
     assert answers["a"] == {"a": ""}
+    service.close()
+
+
+class _Claims:
+    """A KubeApi stand-in serving allocated claims; the GET of a claim in ``held`` waits for its event."""
+
+    def __init__(self, *held: str) -> None:
+        self.held = {uid: threading.Event() for uid in held}
+        self.fetching = {uid: threading.Event() for uid in held}
+
+    def get_resource_claim(self, namespace: str, name: str) -> dict[str, Any]:
+        uid = name.removeprefix("claim-")
+        if uid in self.held:
+            self.fetching[uid].set()
+            assert self.held[uid].wait(10)
+        return {
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "status": {"allocation": {"devices": {"results": []}}},
+        }
+
+
+class _Recorder(_SlowDriver):
+    """Records each call's claim UIDs and answers at once."""
+
+    def _call(self, uids: list[str]) -> list[str]:
+        self.calls.append(uids)
+        return uids
+
+
+def _prepare_in_thread(service: DraService, uid: str, out: dict[str, Any]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: out.update(service.prepare([_ref(uid)])))
+    thread.start()
+    return thread
+
+
+def test_a_lead_waits_for_a_prepare_still_fetching_its_claims(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prepare whose claims are being fetched is announced: the call that would enter the driver alone
+    waits for it (up to JOIN_WAIT_S), and the two share one driver call."""
+    monkeypatch.setattr(service_module, "JOIN_WAIT_S", 10.0)
+    kube, driver, answers = _Claims("b"), _Recorder(), {}  # type: ignore[var-annotated]
+    service = DraService(driver, kube=kube)  # type: ignore[arg-type]
+    second = _prepare_in_thread(service, "b", answers)
+    assert kube.fetching["b"].wait(10)
+    first = _prepare_in_thread(service, "a", answers)
+    first.join(0.2)
+    assert first.is_alive() and driver.calls == []  # "a" waits for "b", announced and still fetching
+    kube.held["b"].set()
+    for thread in (first, second):
+        thread.join(10)
+    assert [sorted(call) for call in driver.calls] == [["a", "b"]]
+    assert answers == {"a": PrepareResult(), "b": PrepareResult()}
+    service.close()
+
+
+def test_the_wait_for_a_slow_fetch_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fetch slower than JOIN_WAIT_S does not hold the others back any longer: they go without it."""
+    monkeypatch.setattr(service_module, "JOIN_WAIT_S", 0.05)
+    kube, driver, answers = _Claims("b"), _Recorder(), {}  # type: ignore[var-annotated]
+    service = DraService(driver, kube=kube)  # type: ignore[arg-type]
+    second = _prepare_in_thread(service, "b", answers)
+    assert kube.fetching["b"].wait(10)
+    _prepare_in_thread(service, "a", answers).join(10)
+    assert driver.calls == [["a"]] and answers == {"a": PrepareResult()}
+    kube.held["b"].set()
+    second.join(10)
+    assert driver.calls == [["a"], ["b"]]
     service.close()

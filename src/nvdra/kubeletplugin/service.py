@@ -68,6 +68,17 @@ class _Job(Generic[_Item, _Answer]):
         self.wake.acquire()
 
 
+JOIN_WAIT_S = 0.002
+"""How long a lead waits for announced calls to join its driver call (a claim GET takes ~0.5 ms)."""
+
+
+class _Arrival:
+    """A call announced to a :class:`_GroupCommit` (:meth:`~_GroupCommit.expect`)."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+
 class _GroupCommit(Generic[_Item, _Answer]):
     """Joins concurrent calls into one driver call under the serializer (see the module docstring).
 
@@ -83,10 +94,36 @@ class _GroupCommit(Generic[_Item, _Answer]):
         self._serializer = serializer
         self._call = call
         self._mutex = threading.Lock()
+        self._arrived = threading.Condition(self._mutex)
         self._pending: list[_Job[_Item, _Answer]] = []
         self._running = False
+        self._coming = 0  # calls announced by expect() that have not joined (or given up) yet
 
-    def run(self, items: Sequence[_Item], keys: Iterable[str]) -> Mapping[str, _Answer]:
+    def expect(self) -> _Arrival:
+        """Announce a call that will join soon (its claims are being fetched): a lead about to make a
+        driver call waits a moment for it (at most :data:`JOIN_WAIT_S`), so that the calls of
+        concurrent callers share driver calls, and checkpoint writes, instead of queueing one by one.
+        Pass the result to :meth:`run`, and to :meth:`arrived` where the call does not get there."""
+        with self._mutex:
+            self._coming += 1
+        return _Arrival()
+
+    def arrived(self, arrival: _Arrival) -> None:
+        """The announced call joined or will not come (idempotent)."""
+        with self._mutex:
+            if not arrival.done:
+                arrival.done = True
+                self._coming -= 1
+                self._arrived.notify_all()
+
+    def _wait_for_arrivals(self) -> None:
+        with self._mutex:
+            if self._coming:
+                self._arrived.wait_for(lambda: self._coming == 0, JOIN_WAIT_S)
+
+    def run(
+        self, items: Sequence[_Item], keys: Iterable[str], arrival: _Arrival | None = None
+    ) -> Mapping[str, _Answer]:
         """The driver's answers for a call with ``items``; raises what the driver call raised.
 
         ``keys``: what the call names (claim UIDs, devices); calls sharing a key are never joined.
@@ -101,11 +138,14 @@ class _GroupCommit(Generic[_Item, _Answer]):
             self._pending.append(job)
             job.lead = not self._running
             self._running = True
+        if arrival is not None:
+            self.arrived(arrival)
         if not job.lead:
             job.wake.acquire()  # until answered, or handed the lead by the lead before it
         if job.lead:
             try:
                 while not job.done:
+                    self._wait_for_arrivals()
                     self._execute(self._take())
             finally:
                 self._hand_over()
@@ -206,14 +246,18 @@ class DraService:
             return {}
         results: dict[str, PrepareResult] = {}
         ready: list[tuple[ClaimRef, JsonObject]] = []
-        for ref, obj, error in self._fetch_all(claims):
-            if obj is None:
-                _log.warning("[req %d] claim %s: %s", request_id, ref, error)
-                results[ref.uid] = PrepareResult(error=error)
-            else:
-                ready.append((ref, obj))
-        if ready:
-            results.update(self._prepare_fetched(ready, request_id))
+        arrival = self._prepares.expect()
+        try:
+            for ref, obj, error in self._fetch_all(claims):
+                if obj is None:
+                    _log.warning("[req %d] claim %s: %s", request_id, ref, error)
+                    results[ref.uid] = PrepareResult(error=error)
+                else:
+                    ready.append((ref, obj))
+            if ready:
+                results.update(self._prepare_fetched(ready, request_id, arrival))
+        finally:
+            self._prepares.arrived(arrival)
         return {c.uid: results[c.uid] for c in claims}
 
     def _fetch_all(self, claims: Sequence[ClaimRef]) -> list[_Fetched]:
@@ -247,11 +291,11 @@ class DraService:
         return ref, obj, ""
 
     def _prepare_fetched(
-        self, ready: Sequence[tuple[ClaimRef, JsonObject]], request_id: int
+        self, ready: Sequence[tuple[ClaimRef, JsonObject]], request_id: int, arrival: _Arrival
     ) -> dict[str, PrepareResult]:
         try:
             keys = [ref.uid for ref, _ in ready] + [key for _, obj in ready for key in _device_keys(obj)]
-            answered = self._prepares.run([obj for _, obj in ready], keys)
+            answered = self._prepares.run([obj for _, obj in ready], keys, arrival)
         except Exception as exc:
             _log.exception("[req %d] driver prepare failed", request_id)
             message = f"prepare failed: {type(exc).__name__}: {exc}"

@@ -12,9 +12,11 @@ Invariants owned here:
   the Go helper does), so the GETs of one call overlap with the driver work of another;
 * group commit: calls of one kind (prepare, unprepare) that arrive while the driver is busy are joined
   into one driver call when it is free, so a driver that writes its checkpoint once per call writes
-  it once for all of them; calls naming the same claim UID, or prepares whose allocations name the same
-  device, are never joined (the driver sees them one after another, as without joining), and each
-  caller still gets exactly its own claims' answers;
+  it once for all of them; a prepare is announced while it fetches its claims, and a call about to
+  enter the driver waits for the announced ones (at most ``JOIN_WAIT_S``; a lone caller never waits);
+  calls naming the same claim UID, or prepares whose allocations name the same device, are never
+  joined (the driver sees them one after another, as without joining), and each caller still gets
+  exactly its own claims' answers;
   with serialization off (the ComputeDomain plugin) nothing is joined either: every call enters the
   driver at once, so no call waits for another;
 * an empty request is the liveness probe: answered empty at once, no lock, no driver call;

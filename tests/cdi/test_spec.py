@@ -216,25 +216,53 @@ def test_from_dict_is_strict(doc: Any, where: str) -> None:
 @pytest.mark.parametrize(
     ("record", "doc", "message"),
     [
-        (DeviceNode, {"type": "c"}, "deviceNode.path: required field missing"),
-        (DeviceNode, {"path": "/dev/x", "uid": "0"}, "deviceNode.uid: expected an integer, got '0'"),
-        (Mount, {"hostPath": "/a"}, "mount.containerPath: required field missing"),
-        (Hook, {"hookName": "poststop", "path": "/h", "args": [1]}, "hook.args[0]: expected a string, got 1"),
-        (IntelRdt, {"enableMonitoring": 1}, "intelRdt.enableMonitoring: expected a boolean, got 1"),
-        (NetDevice, {"name": "eth0"}, "netDevice.hostInterfaceName: required field missing"),
+        (DeviceNode, {"type": "c"}, "deviceNode.path: missing required field; allowed: a string"),
+        (
+            DeviceNode,
+            {"path": "/dev/x", "uid": "0"},
+            "deviceNode.uid: expected an integer, got '0'; allowed: an integer",
+        ),
+        (Mount, {"hostPath": "/a"}, "mount.containerPath: missing required field; allowed: a string"),
+        (
+            Hook,
+            {"hookName": "poststop", "path": "/h", "args": [1]},
+            "hook.args[0]: expected a string, got 1; allowed: a string",
+        ),
+        (
+            IntelRdt,
+            {"enableMonitoring": 1},
+            "intelRdt.enableMonitoring: expected a boolean, got 1; allowed: true or false",
+        ),
+        (
+            NetDevice,
+            {"name": "eth0"},
+            "netDevice.hostInterfaceName: missing required field; allowed: a string",
+        ),
         (
             ContainerEdits,
             {"additionalGids": ["5"]},
-            "containerEdits.additionalGids[0]: expected an integer, got '5'",
+            "containerEdits.additionalGids[0]: expected an integer, got '5'; allowed: an integer",
         ),
-        (ContainerEdits, {"mounts": {}}, "containerEdits.mounts: expected a list, got dict"),
-        (Device, {"name": "d"}, "device.containerEdits: required field missing"),
+        (
+            ContainerEdits,
+            {"mounts": {}},
+            "containerEdits.mounts: expected a list, got {}; allowed: a list, each an object (Mount)",
+        ),
+        (
+            Device,
+            {"name": "d"},
+            "device.containerEdits: missing required field; allowed: an object (ContainerEdits)",
+        ),
         (
             Device,
             {"name": "d", "containerEdits": None},
-            "device.containerEdits: expected an object, got NoneType",
+            "device.containerEdits: expected an object, got None; allowed: a JSON object (ContainerEdits)",
         ),
-        (Spec, {"cdiVersion": "0.3.0", "kind": "v/c"}, "spec.devices: required field missing"),
+        (
+            Spec,
+            {"cdiVersion": "0.3.0", "kind": "v/c"},
+            "spec.devices: missing required field; allowed: a list, each an object (Device)",
+        ),
     ],
 )
 def test_each_record_decodes_on_its_own_under_its_json_name(
@@ -248,16 +276,45 @@ def test_each_record_decodes_on_its_own_under_its_json_name(
 
 def test_a_nested_record_is_named_by_the_path_it_was_found_at() -> None:
     """The caller's path prefixes the field's, as the spec's own decoding passes it down."""
-    with pytest.raises(CdiError, match=r"^x\.devices\[3\]\.name: expected a string, got 7$"):
+    with pytest.raises(
+        CdiError, match=r"^x\.devices\[3\]\.name: expected a string, got 7; allowed: a string$"
+    ):
         Device.from_dict({"name": 7, "containerEdits": {}}, "x.devices[3]")
 
 
 def test_the_codec_refuses_a_field_type_it_cannot_write() -> None:
-    """A record field of a type the CDI codec has no rule for fails loudly, naming the type."""
+    """A record field of a type the codec has no rule for fails loudly both ways, naming the type."""
 
     @attrs.frozen(kw_only=True)
     class Odd(JsonRecord):
-        ratio: float = 0.5
+        ratio: complex = 0j
 
-    with pytest.raises(TypeError, match="no CDI JSON codec for a field of type <class 'float'>"):
+    with pytest.raises(TypeError, match="no JSON codec for a field of type <class 'complex'>"):
         Odd().to_dict()
+    with pytest.raises(TypeError, match="no JSON codec for a field of type <class 'complex'>"):
+        Odd.from_dict({"ratio": 1})
+
+
+def test_null_optional_fields_decode_to_their_defaults_like_go() -> None:
+    """``null`` (an empty YAML key) leaves an optional field at its zero value, as Go's decoder does."""
+    doc = {
+        "cdiVersion": "0.3.0",
+        "kind": "v/c",
+        "annotations": None,
+        "devices": [{"name": "d", "containerEdits": {"env": None, "intelRdt": None, "deviceNodes": None}}],
+        "containerEdits": None,
+    }
+    assert Spec.from_dict(doc) == Spec(cdi_version="0.3.0", kind="v/c", devices=(Device(name="d"),))
+
+
+def test_every_problem_of_a_document_is_reported_at_once() -> None:
+    """Several bad values are named together, each with its path, so one round fixes them all."""
+    doc = {"cdiVersion": 3, "kind": "v/c", "devices": [{"name": "d", "containerEdits": {"env": [1]}}], "x": 1}
+    with pytest.raises(CdiError) as caught:
+        Spec.from_dict(doc)
+    assert str(caught.value) == (
+        "3 problems: (1) spec.cdiVersion: expected a string, got 3; allowed: a string; "
+        "(2) spec.devices[0].containerEdits.env[0]: expected a string, got 1; allowed: a string; "
+        "(3) spec.x: unknown field 'x'; allowed: known fields: cdiVersion, kind, annotations, devices, "
+        "containerEdits"
+    )

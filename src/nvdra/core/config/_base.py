@@ -23,18 +23,12 @@ __all__ = [
 ]
 
 import abc
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from nvdra.core.errors import ConfigError
 from nvdra.core.featuregates import FeatureGates
-
-JSON_KEY = "nvdra.json"
-"""attrs metadata key holding a field's JSON name."""
-DECODE_KEY = "nvdra.decode"
-"""attrs metadata key holding a field-specific decoder ``(raw) -> value`` (raises :class:`FieldProblem`)."""
-ENCODE_KEY = "nvdra.encode"
-"""attrs metadata key holding a field-specific encoder ``(value) -> JSON``."""
+from nvdra.core.serde import FieldProblem, child_path, field_meta, mapping_or_problem
 
 
 def json_name(
@@ -44,55 +38,7 @@ def json_name(
     encode: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """attrs ``metadata`` for a field: its JSON name and, optionally, its own decode/encode hooks."""
-    meta: dict[str, Any] = {JSON_KEY: name}
-    if decode is not None:
-        meta[DECODE_KEY] = decode
-    if encode is not None:
-        meta[ENCODE_KEY] = encode
-    return meta
-
-
-def child_path(path: str, key: object) -> str:
-    """Extend a JSONPath by an object member (``.name``), a list index (``[3]``) or a map key (``['k']``)."""
-    if isinstance(key, int) and not isinstance(key, bool):
-        return f"{path}[{key}]"
-    if not isinstance(key, str):
-        key = str(key)
-    if key.isidentifier():
-        return f"{path}.{key}"
-    return f"{path}[{key!r}]"
-
-
-class FieldProblem(ValueError):
-    """Raised by decode hooks: what is wrong with one value, relative to the field being decoded.
-
-    ``suffix`` extends the field's path (an element index, a map key) when the problem sits inside it.
-    Problems found in several elements at once travel as ``others``.
-    """
-
-    def __init__(
-        self,
-        value: Any,
-        allowed: str,
-        *,
-        reason: str = "invalid value",
-        suffix: str = "",
-        others: Sequence[FieldProblem] = (),
-    ) -> None:
-        self.value = value
-        self.allowed = allowed
-        self.reason = reason
-        self.suffix = suffix
-        self.others = tuple(others)
-        super().__init__(f"{reason} {value!r}; allowed: {allowed}")
-
-    def all(self) -> tuple[FieldProblem, ...]:
-        """This problem followed by the ones found beside it."""
-        return (self, *self.others)
-
-    def at(self, path: str) -> list[ConfigError]:
-        """Render as ConfigErrors rooted at the field's ``path``."""
-        return [ConfigError(path + p.suffix, p.value, p.allowed, reason=p.reason) for p in self.all()]
+    return field_meta(name, decode=decode, encode=encode)
 
 
 class ConfigErrors(ConfigError):
@@ -156,10 +102,3 @@ def allowed_names(values: Iterable[str]) -> str:
     if len(quoted) == 1:
         return quoted[0]
     return ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
-
-
-def mapping_or_problem(obj: Any, what: str) -> Mapping[str, Any]:
-    """Return ``obj`` if it is a JSON object, else raise a :class:`FieldProblem` naming ``what``."""
-    if not isinstance(obj, Mapping):
-        raise FieldProblem(obj, f"a JSON object ({what})", reason="expected an object, got")
-    return obj

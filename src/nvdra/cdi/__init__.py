@@ -3,7 +3,7 @@
 Layers inside the package: ``names`` and ``spec`` (pure models) < ``validate`` (versions, loader rules)
 < ``claims`` (per-claim specs) and ``nvidia`` (NVIDIA edits from a discovered driver) < ``writer``
 (durable files). ``driverroot`` is the only module that reads the host (driver files, /proc).
-Importing this package loads no SDK besides attrs and PyYAML.
+Importing this package loads no SDK besides attrs, cattrs and PyYAML.
 """
 
 from __future__ import annotations

@@ -152,6 +152,15 @@ def test_zero_major_minor_are_omitted_like_go() -> None:
     assert node.to_dict() == {"path": "/dev/nvidia-uvm", "major": 510, "fileMode": 0, "uid": 0}
 
 
+def test_a_required_field_after_an_omissible_one_keeps_its_go_position() -> None:
+    """Go writes fields in struct order: a device's required containerEdits follows its annotations."""
+    assert list(Device(name="d", annotations={"a": "b"}).to_dict()) == [
+        "name",
+        "annotations",
+        "containerEdits",
+    ]
+
+
 def test_device_edits_are_always_emitted_and_spec_edits_only_when_set() -> None:
     """A device's containerEdits is required by the schema; an empty spec-level one is omitted."""
     doc = Spec(cdi_version="0.3.0", kind="v.com/c", devices=(Device(name="d"),)).to_dict()
@@ -242,6 +251,11 @@ def test_from_dict_is_strict(doc: Any, where: str) -> None:
             ContainerEdits,
             {"additionalGids": ["5"]},
             "containerEdits.additionalGids[0]: expected an integer, got '5'; allowed: an integer",
+        ),
+        (
+            ContainerEdits,
+            {"env": "A=1"},
+            "containerEdits.env: expected a list, got 'A=1'; allowed: a list, each a string",
         ),
         (
             ContainerEdits,

@@ -166,7 +166,8 @@ class WireRules:
     Attributes:
         is_record: which types are records (attrs classes encoded as JSON objects field by field).
         default_name: a field's JSON name from its attribute name, when its metadata names none.
-        describe: what a field of a type allows, for the problem of a missing field.
+        describe: what a value of a type may be, as a problem's ``allowed`` (a missing field, a
+            value that is not a list or not an object).
         error: the exception that carries a document's problems (raised by :meth:`Codec.structure`).
         null_is_default: ``null`` for a field with a default decodes to that default, as Go leaves a
             field at its zero value; otherwise ``null`` is decoded by the field's type (an optional type

@@ -27,9 +27,10 @@ from typing import Any, ClassVar, TypeVar
 import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, IterableValidationError
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.gen import override
 
 from nvdra.core.errors import CheckpointError, ConfigError
+from nvdra.core.serde import make_structure_fn, make_unstructure_fn
 
 R = TypeVar("R", bound="EffectRecord")
 
@@ -37,10 +38,6 @@ _JSON = "nvdra.effect.json"
 _OMIT = "nvdra.effect.omit"
 _ENCODE = "nvdra.effect.encode"
 _DECODE = "nvdra.effect.decode"
-
-# the generators take per-attribute overrides as **kwargs, which their stubs cannot type
-_make_structure_fn: Callable[..., Callable[[Any, type], Any]] = make_dict_structure_fn
-_make_unstructure_fn: Callable[..., Callable[[Any], dict[str, Any]]] = make_dict_unstructure_fn
 
 
 @attrs.frozen(kw_only=True)
@@ -123,7 +120,7 @@ def _structure_fn(conv: cattrs.Converter, cls: type) -> Callable[[Any, type], An
         )
         for a in attrs.fields(cls)
     }
-    inner = _make_structure_fn(cls, conv, **overrides)
+    inner = make_structure_fn(cls, conv, **overrides)
 
     def structure(obj: Any, _t: type) -> Any:
         if not isinstance(obj, Mapping):
@@ -142,7 +139,7 @@ def _unstructure_fn(conv: cattrs.Converter, cls: type) -> Callable[[Any], dict[s
         )
         for a in attrs.fields(cls)
     }
-    return _make_unstructure_fn(cls, conv, **overrides)
+    return make_unstructure_fn(cls, conv, **overrides)
 
 
 def _make_converter() -> cattrs.Converter:

@@ -31,6 +31,8 @@ __all__ = [
     "WireRules",
     "child_path",
     "field_meta",
+    "make_structure_fn",
+    "make_unstructure_fn",
     "mapping_or_problem",
 ]
 
@@ -57,9 +59,11 @@ ENCODE_KEY = "nvdra.encode"
 REQUIRED_KEY = "nvdra.required"
 """attrs metadata key marking a field with a Python default that must still be present in JSON."""
 
-# the generators take per-attribute overrides as **kwargs, which their stubs cannot type
-_make_structure_fn: Callable[..., Callable[[Any, type], Any]] = make_dict_structure_fn
-_make_unstructure_fn: Callable[..., Callable[[Any], dict[str, Any]]] = make_dict_unstructure_fn
+make_structure_fn: Callable[..., Callable[[Any, type], Any]] = make_dict_structure_fn
+"""cattrs' generator of an attrs class's structure function, typed: it takes per-attribute overrides as
+``**kwargs``, which its stubs cannot type (every cattrs codec of nvdra uses this name)."""
+make_unstructure_fn: Callable[..., Callable[[Any], dict[str, Any]]] = make_dict_unstructure_fn
+"""The same for the unstructure function."""
 
 
 class _Missing(enum.Enum):
@@ -338,7 +342,7 @@ class Codec:
             elif null_is_default and not _required(a):
                 hook = _null_to_default(conv.get_structure_hook(a.type), a.default)
             overrides[a.name] = override(rename=self._name(a), struct_hook=hook)
-        inner = _make_structure_fn(cls, conv, **overrides)
+        inner = make_structure_fn(cls, conv, **overrides)
         # present on the wire although Python has a default: cattrs' generated code cannot say so
         demanded = [
             (self._name(a), a.type) for a in fields if a.default is not attrs.NOTHING and _required(a)
@@ -375,7 +379,7 @@ class Codec:
             )
             for a in fields
         }
-        inner = _make_unstructure_fn(cls, self.converter, _cattrs_omit_if_default=True, **overrides)
+        inner = make_unstructure_fn(cls, self.converter, _cattrs_omit_if_default=True, **overrides)
         # cattrs writes the fields it always writes first, then the omissible ones: where a required field
         # follows an omissible one, the declaration order is restored
         order = [_required(a) for a in fields]

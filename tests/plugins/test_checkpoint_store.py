@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nvdra.core.checkpoint import Checkpoint, ClaimState, PreparedClaim, decode_checkpoint, encode_checkpoint
 from nvdra.core.faults import arm
-from nvdra.plugins.state import CheckpointStore
+from nvdra.plugins.state import CheckpointStore, stored_checkpoint
 
 
 def _claim(uid: str) -> PreparedClaim:
@@ -144,3 +144,19 @@ def test_loading_falls_back_to_the_shadow_only_when_the_file_is_unusable(tmp_pat
     cp, report = store.load()
     assert len(cp.claims) == 3 and report.recovered_from == store.shadow
     assert report.corrupt_moved_to is not None and not path.exists()
+
+
+def test_stored_checkpoint_reads_what_load_would_use_and_changes_nothing(tmp_path: Path) -> None:
+    """What the fabric executor reads before the store loads: the file's claims, the shadow's where the
+    file is torn, none after a reboot; the damaged file stays where it is (load repairs it)."""
+    path = tmp_path / "checkpoint.json"
+    store = CheckpointStore(path, boot_id="b")
+    store.save(_many(2))
+    assert set(stored_checkpoint(path, "b").claims) == {"0000", "0001"}
+    raw = path.read_bytes()
+    path.write_bytes(raw[:100] + bytes(len(raw) - 100))
+    assert set(stored_checkpoint(path, "b").claims) == {"0000", "0001"}
+    assert path.read_bytes() == raw[:100] + bytes(len(raw) - 100)
+    assert stored_checkpoint(path, "other-boot").claims == {}
+    store.shadow.unlink()
+    assert stored_checkpoint(path, "b").claims == {}

@@ -27,7 +27,7 @@ Saving is durable before it returns, and a crash at any point leaves a file that
 
 from __future__ import annotations
 
-__all__ = ["CheckpointStore", "LoadReport", "read_boot_id"]
+__all__ = ["CheckpointStore", "LoadReport", "read_boot_id", "shadow_path", "stored_checkpoint"]
 
 import logging
 import os
@@ -122,6 +122,40 @@ def _write_shadow(path: Path, padded: bytes) -> None:
         fsync_directory(path.parent, error_cls=CheckpointError)
 
 
+def shadow_path(path: Path) -> Path:
+    """Where the shadow of the checkpoint at ``path`` lives."""
+    return path.with_name(path.name + ".shadow")
+
+
+def _shadow_checkpoint(shadow: Path, size: int | None) -> Checkpoint | None:
+    """The shadow's checkpoint, if it holds a valid one of ``size`` bytes: a write torn in place keeps
+    the file's size, and the shadow then has it too (a shadow of another size is older than the file,
+    e.g. left by a downgrade, and is not used)."""
+    try:
+        raw = shadow.read_bytes()
+        return decode_checkpoint(raw) if len(raw) == size else None
+    except (OSError, CheckpointError):
+        return None
+
+
+def stored_checkpoint(path: Path, boot_id: str) -> Checkpoint:
+    """The checkpoint :meth:`CheckpointStore.load` would go on with, read without repairing or writing
+    anything: the file's, the shadow's where the file was torn, else an empty one (also after a reboot).
+    For what runs before the store loads (the fabric executor re-asserts the stored partitions)."""
+    empty = Checkpoint(node_boot_id=boot_id)
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return empty
+    try:
+        checkpoint = decode_checkpoint(raw)
+    except CheckpointError:
+        checkpoint = _shadow_checkpoint(shadow_path(path), len(raw)) or empty
+    if boot_id and checkpoint.node_boot_id and checkpoint.node_boot_id != boot_id:
+        return empty  # rebooted: what the old entries describe is gone
+    return checkpoint
+
+
 class CheckpointStore:
     """Owns ``<plugin dir>/checkpoint.json``. Not thread-safe: callers serialise (the driver holds a lock)."""
 
@@ -132,7 +166,7 @@ class CheckpointStore:
         # file (serialized by a flock); an instance must not act on its stale copy, see reload_if_changed.
         self._known: bytes | None = None
         self._encoder = CheckpointEncoder()  # re-encodes only the entries new since the last save
-        self.shadow = path.with_name(path.name + ".shadow")
+        self.shadow = shadow_path(path)
         self._size = (
             0  # of both files when this store last wrote them (0: unknown, the next save replaces them)
         )
@@ -167,16 +201,6 @@ class CheckpointStore:
                 report, discarded_after_reboot=dropped, discarded=tuple(cp.claims.values())
             )
         return attrs.evolve(cp, node_boot_id=self.boot_id), report
-
-    def _shadow_checkpoint(self, size: int | None) -> Checkpoint | None:
-        """The shadow's checkpoint, if it holds a valid one of ``size`` bytes: a write torn in place
-        keeps the file's size, and the shadow then has it too (a shadow of another size is older than
-        the file, e.g. left by a downgrade, and is not used)."""
-        try:
-            raw = self.shadow.read_bytes()
-            return decode_checkpoint(raw) if len(raw) == size else None
-        except (OSError, CheckpointError):
-            return None
 
     def reload_if_changed(self) -> Checkpoint | None:
         """The checkpoint as loaded again if the file differs from what this store last read or wrote.
@@ -236,7 +260,7 @@ class CheckpointStore:
         except OSError as exc:
             log.error("checkpoint %s is unusable (%s) and could not be moved aside: %s", self.path, why, exc)
             target = None
-        shadow = self._shadow_checkpoint(size)
+        shadow = _shadow_checkpoint(self.shadow, size)
         going_on = "starting empty" if shadow is None else f"using {self.shadow}, written just before it"
         if target is not None:
             log.error("checkpoint %s is unusable (%s); moved to %s, %s", self.path, why, target, going_on)

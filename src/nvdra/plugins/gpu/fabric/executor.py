@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import attrs
 
 from nvdra.cdi import ContainerEdits
-from nvdra.core.checkpoint import Checkpoint, decode_checkpoint
+from nvdra.core.checkpoint import Checkpoint
 from nvdra.core.devices import Inventory
 from nvdra.core.effects import EffectCodec, EffectRecord
 from nvdra.core.errors import ClaimError, NvdraError
@@ -57,6 +57,7 @@ from nvdra.plugins.gpu.effects import Applied, expect
 from nvdra.plugins.gpu.fabric.node import NodeFabric, connect_fabric_manager
 from nvdra.plugins.gpu.fabric.planner import ACTIVATE_KIND, FabricPartition, FabricPlanner
 from nvdra.plugins.gpu.simnode import node_boot_id, persisted_fabric_manager
+from nvdra.plugins.state import stored_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -244,17 +245,6 @@ def reassert_partitions(executor: FabricExecutor, checkpoint: Checkpoint) -> Non
         log.error("cannot re-assert fabric partitions %s: %s", sorted(owners), exc)
 
 
-def _stored_checkpoint(path: Path, boot_id: str) -> Checkpoint:
-    """The checkpoint as last saved, read without repairing anything (the driver's load repairs)."""
-    try:
-        checkpoint = decode_checkpoint(path.read_bytes())
-    except (OSError, NvdraError, ValueError):
-        return Checkpoint(node_boot_id=boot_id)
-    if boot_id and checkpoint.node_boot_id and checkpoint.node_boot_id != boot_id:
-        return Checkpoint(node_boot_id=boot_id)  # rebooted: no partition of the old boot is live
-    return checkpoint
-
-
 def fabric_effects(
     gates: FeatureGates,
     inventory: Inventory,
@@ -313,7 +303,7 @@ def build_fabric_effects(
         inventory, simulate=config.simulate, driver_root=root, env=os.environ if env is None else env
     )
     fm = persisted_fabric_manager(fm, config)  # a simulated FM keeps its state across plugin restarts
-    checkpoint = _stored_checkpoint(config.checkpoint_path, node_boot_id(config))
+    checkpoint = stored_checkpoint(config.checkpoint_path, node_boot_id(config))
     configured = None if config.simulate or fm is not None else read_fabric_mode(root)
     return fabric_effects(
         gates, inventory, fm=fm, fm_problem=problem, checkpoint=checkpoint, configured_mode=configured

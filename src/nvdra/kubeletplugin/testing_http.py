@@ -3,7 +3,7 @@ answers with Kubernetes ``Status`` bodies, chunked watch streams."""
 
 from __future__ import annotations
 
-__all__ = ["Answer", "Handler", "Server", "WatchAnswer", "status_body"]
+__all__ = ["Answer", "Api", "Handler", "Server", "WatchAnswer", "status_body"]
 
 import http.client
 import http.server
@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
@@ -24,7 +24,8 @@ from nvdra.kubeletplugin.testing_requests import OBJECT_PATH
 from nvdra.kubeletplugin.types import JsonObject
 
 if TYPE_CHECKING:
-    from nvdra.kubeletplugin.testing_apiserver import ApiServer
+    import socket
+    from collections.abc import Mapping
 
 _REASONS = {
     400: "BadRequest",
@@ -141,7 +142,7 @@ def _http_version(word: str) -> tuple[int, int] | None:
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """One keep-alive connection; routes to the owning :class:`ApiServer`."""
+    """One keep-alive connection; routes to the owning :class:`Api`."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -316,6 +317,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._dispatch("PATCH")
 
 
+class Api(Protocol):
+    """What the HTTP side asks of the API server it serves (:class:`~nvdra.kubeletplugin.ApiServer`)."""
+
+    def track(self, conn: socket.socket, *, open_: bool) -> None:
+        """Note a connection opened or closed (the server closes the open ones when it stops)."""
+
+    def track_watch(self, stream: WatchStream, *, open_: bool) -> None:
+        """Note a watch opened or closed."""
+
+    def authenticate(self, header: str | None) -> str | None:
+        """The user an ``Authorization`` header names (None: no authentication configured)."""
+
+    def authorize_request(self, user: str | None, method: str, path: str, query: Mapping[str, str]) -> None:
+        """Raise :class:`KubeApiError` 403 when RBAC does not allow the request."""
+
+    def handle(
+        self, method: str, path: str, query: dict[str, str], data: bytes, content_type: str
+    ) -> Answer | WatchAnswer:
+        """Answer one request."""
+
+    def as_table(
+        self, answer: Answer | WatchAnswer, accept: str | None, query: Mapping[str, str]
+    ) -> Answer | WatchAnswer:
+        """The answer as a Table when the ``Accept`` header asks for one."""
+
+
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    api: ApiServer
+    api: Api

@@ -37,7 +37,7 @@ from nvdra.plugins.gpu.effects import EffectExecutor, EffectPlanner, Effects
 from nvdra.plugins.gpu.listattrs import list_attribute_views
 from nvdra.plugins.gpu.nodewatch import FabricLabelWatch
 from nvdra.plugins.gpu.publication import node_gates
-from nvdra.plugins.gpu.serve import RunningPlugin
+from nvdra.plugins.gpu.running import RunningPlugin
 from nvdra.plugins.gpu.shares import shares_option, shares_views
 from nvdra.plugins.gpu.sharing import sharing_effects
 from nvdra.plugins.gpu.simnode import node_boot_id, simulated_nvml_state
@@ -240,10 +240,11 @@ def build_effects(
     features: list[tuple[Sequence[EffectPlanner], Sequence[EffectExecutor]]]
     features = [sharing_effects(config, gates, backend, api)]
     if gates.enabled(Gate.FABRIC_TOPOLOGY_SUPPORT):  # without it: no fabric planner, nothing to watch
-        from nvdra.plugins.gpu.fabric import build_fabric_effects, watch_fabric_manager
+        from nvdra.plugins.gpu.fabric import build_fabric_effects, planned_node_fabric, watch_fabric_manager
 
         fabric_planners, fabric_executors = build_fabric_effects(config, gates, backend)
-        stack.callback(watch_fabric_manager(fabric_planners, config, os.environ, on_fm_answer))
+        node = planned_node_fabric(fabric_planners)
+        stack.callback(watch_fabric_manager(node, config, os.environ, on_fm_answer))
         features.append((fabric_planners, fabric_executors))
     if gates.enabled(Gate.PASSTHROUGH_SUPPORT) or gates.enabled(Gate.DEVICE_METADATA):
         from nvdra.plugins.gpu.vfio import passthrough_effects

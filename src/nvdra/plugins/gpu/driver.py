@@ -24,7 +24,7 @@ CDI specs that no checkpoint entry owns are removed.
 
 from __future__ import annotations
 
-__all__ = ["ClaimSpecs", "GpuDriver"]
+__all__ = ["ClaimSpecs", "DeviceView", "GpuDriver", "node_resources"]
 
 import functools
 import logging
@@ -216,10 +216,8 @@ class GpuDriver(CheckpointedDriver):
         self._io.shutdown(wait=True)
 
     def resources(self) -> DriverResources:
-        """What this node publishes (:func:`nvdra.plugins.gpu.publication.node_resources`, which the
-        operator tool shows too): the inventory's devices, decorated by every view."""
-        from nvdra.plugins.gpu.publication import node_resources  # it builds on this module
-
+        """What this node publishes (:func:`node_resources`, which the operator tool shows too): the
+        inventory's devices, decorated by every view."""
         return node_resources(
             self.inventory,
             node_name=self.node_name,
@@ -752,6 +750,30 @@ _Outcomes = Callable[[], Mapping[str, BaseException | None]]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+def node_resources(
+    inventory: Inventory,
+    *,
+    node_name: str,
+    gates: FeatureGates,
+    fabric_partitions: bool,
+    views: Sequence[DeviceView],
+    held: Collection[str] = (),
+    fabric: NodeFabric | None = None,
+) -> DriverResources:
+    """Everything the node publishes: the inventory's devices, then each view's decoration in order.
+
+    ``held``: devices that prepared claims hold (a VFIO view hides the other face of a held GPU).
+    ``fabric``: the plugin's node fabric (Fabric Manager's mode and live partition table); without it the
+    fabric attributes come from NVML alone (board table, no Fabric Manager).
+    """
+    resources = GpuDriver.resources_for(
+        inventory, node_name=node_name, gates=gates, fabric_partitions=fabric_partitions, fabric=fabric
+    )
+    for view in views:
+        resources = view.decorate(resources, held)
+    return resources
 
 
 class _OnCallingThread(Executor):

@@ -7,7 +7,8 @@ go through these functions, so what the tool shows is what the plugin writes:
   (``FEATURE_GATES``, ``FABRIC_TOPOLOGY_SUPPORT=true``, …), then the node's
   ``resource.nvidia.com/fabric-topology-support`` label, then the partition-flag check;
 - :func:`node_resources`: the inventory's devices (full GPUs, MIG, DynamicMIG placements, fabric
-  attributes, partition devices) decorated by every device view (VFIO devices, health taints);
+  attributes, partition devices) decorated by every device view (VFIO devices, health taints); it is
+  defined beside the driver (:mod:`nvdra.plugins.gpu.driver`), whose ``resources()`` it computes;
 - :func:`offline_publication`: the two above for a simulated node without sockets or a cluster — the
   views and gates are built by the very functions ``serve`` calls, from a :class:`PluginConfig`.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 __all__ = ["Publication", "node_gates", "node_resources", "offline_publication"]
 
 import tempfile
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,14 +30,14 @@ from nvdra.kubeletplugin import KubeApi
 from nvdra.kubeletplugin.types import DriverResources
 from nvdra.nvml import SimulatedNvml, discover_inventory, load_profile
 from nvdra.plugins.gpu.config import PluginConfig
-from nvdra.plugins.gpu.driver import DeviceView, GpuDriver
+from nvdra.plugins.gpu.driver import DeviceView, node_resources
 from nvdra.plugins.gpu.listattrs import check_list_attributes
 from nvdra.plugins.gpu.nodewatch import fabric_gate_for_node
 from nvdra.plugins.gpu.shares import shares_option
 from nvdra.plugins.gpu.simnode import simulated_nvml_state
 
 if TYPE_CHECKING:
-    from nvdra.plugins.gpu.fabric import NodeFabric
+    pass
 
 
 def node_gates(config: PluginConfig, api: KubeApi, env: Mapping[str, str]) -> FeatureGates:
@@ -55,30 +56,6 @@ def node_gates(config: PluginConfig, api: KubeApi, env: Mapping[str, str]) -> Fe
     shares_option(config.consumable_shares, gates)  # upstream refuses to start on a bad value
     check_list_attributes(gates, api.server_version())
     return gates
-
-
-def node_resources(
-    inventory: Inventory,
-    *,
-    node_name: str,
-    gates: FeatureGates,
-    fabric_partitions: bool,
-    views: Sequence[DeviceView],
-    held: Collection[str] = (),
-    fabric: NodeFabric | None = None,
-) -> DriverResources:
-    """Everything the node publishes: the inventory's devices, then each view's decoration in order.
-
-    ``held``: devices that prepared claims hold (a VFIO view hides the other face of a held GPU).
-    ``fabric``: the plugin's node fabric (Fabric Manager's mode and live partition table); without it the
-    fabric attributes come from NVML alone (board table, no Fabric Manager).
-    """
-    resources = GpuDriver.resources_for(
-        inventory, node_name=node_name, gates=gates, fabric_partitions=fabric_partitions, fabric=fabric
-    )
-    for view in views:
-        resources = view.decorate(resources, held)
-    return resources
 
 
 @attrs.frozen(kw_only=True)

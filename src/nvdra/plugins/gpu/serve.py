@@ -18,39 +18,16 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
-import attrs
-
 from nvdra.core.featuregates import FeatureGates, parse_feature_gates
 from nvdra.plugins.flags import fields, stop_on_signals, wait_for_signal
 from nvdra.plugins.gpu.config import PluginConfig
+from nvdra.plugins.gpu.running import RunningPlugin
 from nvdra.plugins.runner import serve_pending
 
 if TYPE_CHECKING:
-    from nvdra.core.devices import Inventory
-    from nvdra.kubeletplugin import Helper, KubeApi
-    from nvdra.nvml import NvmlBackend
-    from nvdra.plugins.devicestatus import ClaimStatusReporter
-    from nvdra.plugins.gpu.driver import GpuDriver
-    from nvdra.plugins.gpu.effects import Effects
+    from nvdra.kubeletplugin import KubeApi
 
 log = logging.getLogger(__name__)
-
-
-@attrs.frozen(kw_only=True)
-class RunningPlugin:
-    """Handles to a plugin started by :func:`serve`."""
-
-    config: PluginConfig
-    gates: FeatureGates
-    backend: NvmlBackend
-    inventory: Inventory
-    driver: GpuDriver
-    helper: Helper
-    liveness_port: int | None
-    metrics_port: int | None = None
-    effects: Effects | None = None
-    status: ClaimStatusReporter | None = None
-    """Writes prepared devices to the claims' status.devices in the background (``flush()`` waits)."""
 
 
 @contextmanager

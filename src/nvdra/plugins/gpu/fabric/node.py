@@ -27,7 +27,7 @@ __all__ = [
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -234,14 +234,13 @@ def fabric_manager_watch(
 
 
 def watch_fabric_manager(
-    planners: Sequence[object], config: Any, env: Mapping[str, str], on_answer: Callable[[], None] | None
+    node: NodeFabric | None, config: Any, env: Mapping[str, str], on_answer: Callable[[], None] | None
 ) -> Callable[[], None]:
-    """Start :func:`fabric_manager_watch` for the plugin's fabric planner when it applies and
-    ``on_answer`` is given; returns what stops it (a no-op otherwise)."""
-    from nvdra.plugins.gpu.fabric.planner import planned_node_fabric  # the planner builds on this module
-
+    """Start :func:`fabric_manager_watch` for the plugin's node fabric (its fabric planner's,
+    :func:`~nvdra.plugins.gpu.fabric.planned_node_fabric`) when it applies and ``on_answer`` is given;
+    returns what stops it (a no-op otherwise)."""
     watch = fabric_manager_watch(
-        planned_node_fabric(planners),
+        node,
         simulate=config.simulate,
         driver_root=Path(config.container_driver_root),
         env=env,

@@ -18,13 +18,6 @@ attributes loaded on first use (``nvdra.alloc.Allocator`` works after a bare ``i
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
-__version__ = "0.1.0"
-
-_PACKAGES = ("alloc", "cdi", "core", "fabric", "imex", "kubeletplugin", "nvml", "plugins", "tool")
-
 __all__ = [
     "__version__",
     "alloc",
@@ -37,6 +30,13 @@ __all__ = [
     "plugins",
     "tool",
 ]
+
+import importlib
+from types import ModuleType
+
+__version__ = "0.1.0"
+
+_PACKAGES = ("alloc", "cdi", "core", "fabric", "imex", "kubeletplugin", "nvml", "plugins", "tool")
 
 
 def __getattr__(name: str) -> ModuleType:

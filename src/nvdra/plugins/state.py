@@ -138,22 +138,40 @@ def _shadow_checkpoint(shadow: Path, size: int | None) -> Checkpoint | None:
         return None
 
 
+@attrs.frozen
+class _Stored:
+    """What is on disk, decided once for :meth:`CheckpointStore.load` and :func:`stored_checkpoint`."""
+
+    checkpoint: Checkpoint | None  # the file's, when it is usable
+    raw: bytes | None = None  # its bytes then
+    error: str = ""  # why the file is unusable ("" when it is usable or missing)
+    shadow: Checkpoint | None = None  # the same-size shadow's, when the file is unusable
+
+
+def _read_stored(path: Path) -> _Stored:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return _Stored(None)
+    except OSError as exc:
+        return _Stored(None, error=f"unreadable: {exc}")
+    try:
+        return _Stored(decode_checkpoint(raw), raw)
+    except CheckpointError as exc:
+        return _Stored(None, error=str(exc), shadow=_shadow_checkpoint(shadow_path(path), len(raw)))
+
+
+def _rebooted(cp: Checkpoint, boot_id: str) -> bool:
+    return bool(cp.node_boot_id and boot_id and cp.node_boot_id != boot_id)
+
+
 def stored_checkpoint(path: Path, boot_id: str) -> Checkpoint:
     """The checkpoint :meth:`CheckpointStore.load` would go on with, read without repairing or writing
     anything: the file's, the shadow's where the file was torn, else an empty one (also after a reboot).
     For what runs before the store loads (the fabric executor re-asserts the stored partitions)."""
-    empty = Checkpoint(node_boot_id=boot_id)
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return empty
-    try:
-        checkpoint = decode_checkpoint(raw)
-    except CheckpointError:
-        checkpoint = _shadow_checkpoint(shadow_path(path), len(raw)) or empty
-    if boot_id and checkpoint.node_boot_id and checkpoint.node_boot_id != boot_id:
-        return empty  # rebooted: what the old entries describe is gone
-    return checkpoint
+    stored = _read_stored(path)
+    cp = stored.checkpoint if stored.checkpoint is not None else stored.shadow
+    return Checkpoint(node_boot_id=boot_id) if cp is None or _rebooted(cp, boot_id) else cp
 
 
 class CheckpointStore:
@@ -167,28 +185,21 @@ class CheckpointStore:
         self._known: bytes | None = None
         self._encoder = CheckpointEncoder()  # re-encodes only the entries new since the last save
         self.shadow = shadow_path(path)
-        self._size = (
-            0  # of both files when this store last wrote them (0: unknown, the next save replaces them)
-        )
+        # The size of both files when this store last wrote them (0: unknown, the next save replaces them).
+        self._size = 0
 
     def load(self) -> tuple[Checkpoint, LoadReport]:
         """Read the checkpoint, repairing what cannot be used (see the module docstring)."""
         self._known = None
         self._size = 0  # the next save writes both files whole
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+        stored = _read_stored(self.path)
+        if stored.error:
+            cp, report = self._set_aside(stored.error, stored.shadow)
+        elif stored.checkpoint is None:
             return Checkpoint(node_boot_id=self.boot_id), LoadReport(existed=False)
-        except OSError as exc:
-            return self._set_aside(f"unreadable: {exc}", None)
-        try:
-            cp = decode_checkpoint(raw)
-        except CheckpointError as exc:
-            cp, report = self._set_aside(str(exc), len(raw))
         else:
-            self._known = raw
-            report = LoadReport(existed=True)
-        if cp.node_boot_id and self.boot_id and cp.node_boot_id != self.boot_id:
+            cp, self._known, report = stored.checkpoint, stored.raw, LoadReport(existed=True)
+        if _rebooted(cp, self.boot_id):
             dropped = tuple(sorted(str(c) for c in cp.claims.values()))
             log.warning(
                 "node rebooted (boot id %s -> %s): discarding %d checkpointed claims",
@@ -214,7 +225,11 @@ class CheckpointStore:
         return cp
 
     def save(self, cp: Checkpoint) -> None:
-        """Write atomically and durably. Raises CdiError/OSError-derived errors from the writer."""
+        """Write durably, in place through the shadow or by replacing both files (module docstring).
+
+        Raises:
+            CheckpointError: a write failed; the file still loads (the old content, or the shadow's).
+        """
         data = self._encoder.encode(cp)
         self._known = None  # unknown until the write has succeeded
         size = _size_for(len(data), self._size)
@@ -249,10 +264,9 @@ class CheckpointStore:
                 os.close(fd)
         return True
 
-    def _set_aside(self, why: str, size: int | None) -> tuple[Checkpoint, LoadReport]:
-        """Move the unusable file (of ``size`` bytes, None: unreadable) aside for a human; go on with the
-        shadow's checkpoint where it holds a valid one of that size (the file was torn by a crash in
-        its in-place write), else with an empty one."""
+    def _set_aside(self, why: str, shadow: Checkpoint | None) -> tuple[Checkpoint, LoadReport]:
+        """Move the unusable file aside for a human; go on with ``shadow`` (the shadow's checkpoint, where
+        the file was torn by a crash in its in-place write), else with an empty one."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         target: Path | None = aside
         try:
@@ -260,7 +274,6 @@ class CheckpointStore:
         except OSError as exc:
             log.error("checkpoint %s is unusable (%s) and could not be moved aside: %s", self.path, why, exc)
             target = None
-        shadow = _shadow_checkpoint(self.shadow, size)
         going_on = "starting empty" if shadow is None else f"using {self.shadow}, written just before it"
         if target is not None:
             log.error("checkpoint %s is unusable (%s); moved to %s, %s", self.path, why, target, going_on)

@@ -34,7 +34,7 @@ STEPS = [
     ("nvdra.kubeletplugin.service", "DraServicer.NodePrepareResources"),
     ("nvdra.kubeletplugin.service", "DraServicer.NodeUnprepareResources"),
     ("nvdra.kubeletplugin.service", "DraService._fetch"),
-    ("nvdra.kubeletplugin.service", "_GroupCommit.run"),
+    ("nvdra.kubeletplugin.groupcommit", "GroupCommit.run"),
     ("nvdra.kubeletplugin._grpc", "claims_from_pb"),
     ("nvdra.kubeletplugin._grpc", "prepare_response_to_pb"),
     ("nvdra.kubeletplugin._grpc", "unprepare_response_to_pb"),

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from nvdra.kubeletplugin import ClaimRef
-from nvdra.kubeletplugin import service as service_module
+from nvdra.kubeletplugin import ClaimRef, groupcommit
 from nvdra.kubeletplugin.serialize import RequestSerializer
 from nvdra.kubeletplugin.service import DraService
 from nvdra.kubeletplugin.types import PrepareResult
@@ -191,7 +190,7 @@ def _prepare_in_thread(service: DraService, uid: str, out: dict[str, Any]) -> th
 def test_a_lead_waits_for_a_prepare_still_fetching_its_claims(monkeypatch: pytest.MonkeyPatch) -> None:
     """A prepare whose claims are being fetched is announced: the call that would enter the driver alone
     waits for it (up to JOIN_WAIT_S), and the two share one driver call."""
-    monkeypatch.setattr(service_module, "JOIN_WAIT_S", 10.0)
+    monkeypatch.setattr(groupcommit, "JOIN_WAIT_S", 10.0)
     kube, driver, answers = _Claims("b"), _Recorder(), {}  # type: ignore[var-annotated]
     service = DraService(driver, kube=kube)  # type: ignore[arg-type]
     second = _prepare_in_thread(service, "b", answers)
@@ -209,7 +208,7 @@ def test_a_lead_waits_for_a_prepare_still_fetching_its_claims(monkeypatch: pytes
 
 def test_the_wait_for_a_slow_fetch_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fetch slower than JOIN_WAIT_S does not hold the others back any longer: they go without it."""
-    monkeypatch.setattr(service_module, "JOIN_WAIT_S", 0.05)
+    monkeypatch.setattr(groupcommit, "JOIN_WAIT_S", 0.05)
     kube, driver, answers = _Claims("b"), _Recorder(), {}  # type: ignore[var-annotated]
     service = DraService(driver, kube=kube)  # type: ignore[arg-type]
     second = _prepare_in_thread(service, "b", answers)

@@ -10,15 +10,14 @@ Invariants owned here:
   server keeps running);
 * the claims of one call are fetched concurrently and *before* taking the serialization lock (as
   the Go helper does), so the GETs of one call overlap with the driver work of another;
-* group commit: calls of one kind (prepare, unprepare) that arrive while the driver is busy are joined
-  into one driver call when it is free, so a driver that writes its checkpoint once per call writes
-  it once for all of them; a prepare is announced while it fetches its claims, and a call about to
-  enter the driver waits for the announced ones (at most ``JOIN_WAIT_S``; a lone caller never waits);
-  calls naming the same claim UID, or prepares whose allocations name the same device, are never
-  joined (the driver sees them one after another, as without joining), and each caller still gets
-  exactly its own claims' answers;
-  with serialization off (the ComputeDomain plugin) nothing is joined either: every call enters the
-  driver at once, so no call waits for another;
+* group commit (:mod:`.groupcommit`): calls of one kind (prepare, unprepare) that arrive while the
+  driver is busy are joined into one driver call when it is free, so a driver that writes its checkpoint
+  once per call writes it once for all of them; a prepare is announced while it fetches its claims, and
+  a call about to enter the driver waits for the announced ones (at most ``JOIN_WAIT_S``; a lone caller
+  never waits); calls naming the same claim UID, or prepares whose allocations name the same device,
+  are never joined (the driver sees them one after another, as without joining), and each caller still
+  gets exactly its own claims' answers; with serialization off (the ComputeDomain plugin) nothing is
+  joined either: every call enters the driver at once, so no call waits for another;
 * an empty request is the liveness probe: answered empty at once, no lock, no driver call;
 * start gate: the sockets may be served before the driver is built (:class:`StartGate`). A call that
   arrives earlier waits for it until shortly before its gRPC deadline; it fails with ``UNAVAILABLE``
@@ -37,161 +36,20 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from nvdra.core import errors
 from nvdra.kubeletplugin import _grpc
+from nvdra.kubeletplugin.groupcommit import Arrival, GroupCommit
 from nvdra.kubeletplugin.serialize import RequestSerializer
 from nvdra.kubeletplugin.types import ClaimRef, DraDriver, JsonObject, KubeApi, PrepareResult
 
 _log = logging.getLogger(__name__)
 
 _Fetched = tuple[ClaimRef, JsonObject | None, str]  # (claim, object or None, error)
-_Item = TypeVar("_Item")
 _Answer = TypeVar("_Answer")
-
-
-class _Job(Generic[_Item, _Answer]):
-    """One caller's claims waiting for a driver call."""
-
-    def __init__(self, items: Sequence[_Item], keys: frozenset[str]) -> None:
-        self.items = items
-        self.keys = keys
-        self.answers: Mapping[str, _Answer] = {}
-        self.error: BaseException | None = None
-        self.done = False
-        self.lead = False
-        # Held until the job is answered or handed the lead: its caller alone is woken then (a shared
-        # condition's notify_all woke every waiting caller after each driver call, all but the answered
-        # ones only to go back to sleep).
-        self.wake = threading.Lock()
-        self.wake.acquire()
-
-
-JOIN_WAIT_S = 0.002
-"""How long a lead waits for announced calls to join its driver call (a claim GET takes ~0.5 ms)."""
-
-
-class _Arrival:
-    """A call announced to a :class:`_GroupCommit` (:meth:`~_GroupCommit.expect`)."""
-
-    def __init__(self) -> None:
-        self.done = False
-
-
-class _GroupCommit(Generic[_Item, _Answer]):
-    """Joins concurrent calls into one driver call under the serializer (see the module docstring).
-
-    Whoever finds no call running leads: it takes the waiting jobs (its own among them, in arrival
-    order, leaving out any that names a key already taken), makes one driver call for all of them, and
-    repeats until its own job is answered, then hands the lead to the first waiting job; the others
-    wait for their answers (or the lead).
-    """
-
-    def __init__(
-        self, serializer: RequestSerializer, call: Callable[[list[_Item]], Mapping[str, _Answer]]
-    ) -> None:
-        self._serializer = serializer
-        self._call = call
-        self._mutex = threading.Lock()
-        self._arrived = threading.Condition(self._mutex)
-        self._pending: list[_Job[_Item, _Answer]] = []
-        self._running = False
-        self._coming = 0  # calls announced by expect() that have not joined (or given up) yet
-
-    def expect(self) -> _Arrival:
-        """Announce a call that will join soon (its claims are being fetched): a lead about to make a
-        driver call waits a moment for it (at most :data:`JOIN_WAIT_S`), so that the calls of
-        concurrent callers share driver calls, and checkpoint writes, instead of queueing one by one.
-        Pass the result to :meth:`run`, and to :meth:`arrived` where the call does not get there."""
-        with self._mutex:
-            self._coming += 1
-        return _Arrival()
-
-    def arrived(self, arrival: _Arrival) -> None:
-        """The announced call joined or will not come (idempotent)."""
-        with self._mutex:
-            if not arrival.done:
-                arrival.done = True
-                self._coming -= 1
-                self._arrived.notify_all()
-
-    def _wait_for_arrivals(self) -> None:
-        with self._mutex:
-            if self._coming:
-                self._arrived.wait_for(lambda: self._coming == 0, JOIN_WAIT_S)
-
-    def run(
-        self, items: Sequence[_Item], keys: Iterable[str], arrival: _Arrival | None = None
-    ) -> Mapping[str, _Answer]:
-        """The driver's answers for a call with ``items``; raises what the driver call raised.
-
-        ``keys``: what the call names (claim UIDs, devices); calls sharing a key are never joined.
-        With serialization off each call goes straight to the driver: joining would make a call
-        wait for another one still in the driver (a ComputeDomain channel prepare waits up to 45 s
-        for the daemon whose own claim is then prepared only after it).
-        """
-        if not self._serializer.enabled:
-            return self._call(list(items))
-        job: _Job[_Item, _Answer] = _Job(items, frozenset(keys))
-        with self._mutex:
-            self._pending.append(job)
-            job.lead = not self._running
-            self._running = True
-        if arrival is not None:
-            self.arrived(arrival)
-        if not job.lead:
-            job.wake.acquire()  # until answered, or handed the lead by the lead before it
-        if job.lead:
-            try:
-                while not job.done:
-                    self._wait_for_arrivals()
-                    self._execute(self._take())
-            finally:
-                self._hand_over()
-        if job.error is not None:
-            raise job.error
-        return job.answers
-
-    def _hand_over(self) -> None:
-        """The lead is done: the first waiting job leads next (its caller is woken), or none runs."""
-        with self._mutex:
-            if not self._pending:
-                self._running = False
-                return
-            following = self._pending[0]
-            following.lead = True
-        following.wake.release()
-
-    def _take(self) -> list[_Job[_Item, _Answer]]:
-        with self._mutex:
-            batch: list[_Job[_Item, _Answer]] = []
-            taken: set[str] = set()
-            for job in self._pending:
-                if not batch or taken.isdisjoint(job.keys):
-                    batch.append(job)
-                    taken |= job.keys
-            self._pending = [j for j in self._pending if j not in batch]
-            return batch
-
-    def _execute(self, batch: list[_Job[_Item, _Answer]]) -> None:
-        answers: Mapping[str, _Answer] = {}
-        error: BaseException | None = None
-        try:
-            with self._serializer.hold():
-                answers = self._call([item for job in batch for item in job.items])
-        except Exception as exc:  # every caller of the batch reports it for its claims
-            error = exc
-        except BaseException as exc:  # so is this one (no caller waits for ever), then the lead raises it
-            error = exc
-            raise
-        finally:
-            for job in batch:
-                job.answers, job.error, job.done = answers, error, True
-                if not job.lead:
-                    job.wake.release()
 
 
 class DraService:
@@ -220,10 +78,10 @@ class DraService:
             max_workers=fetch_workers, thread_name_prefix="nvdra-claim-get"
         )
         self._ids = itertools.count(1)
-        self._prepares: _GroupCommit[JsonObject, PrepareResult] = _GroupCommit(
+        self._prepares: GroupCommit[JsonObject, PrepareResult] = GroupCommit(
             self.serializer, self._driver_prepare
         )
-        self._unprepares: _GroupCommit[ClaimRef, str] = _GroupCommit(self.serializer, self._driver_unprepare)
+        self._unprepares: GroupCommit[ClaimRef, str] = GroupCommit(self.serializer, self._driver_unprepare)
 
     def _driver_prepare(self, claims: list[JsonObject]) -> Mapping[str, PrepareResult]:
         return self.driver.prepare_resource_claims(claims)  # self.driver looked up per call
@@ -293,7 +151,7 @@ class DraService:
         return ref, obj, ""
 
     def _prepare_fetched(
-        self, ready: Sequence[tuple[ClaimRef, JsonObject]], request_id: int, arrival: _Arrival
+        self, ready: Sequence[tuple[ClaimRef, JsonObject]], request_id: int, arrival: Arrival
     ) -> dict[str, PrepareResult]:
         try:
             keys = [ref.uid for ref, _ in ready] + [key for _, obj in ready for key in _device_keys(obj)]

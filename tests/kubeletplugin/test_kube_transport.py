@@ -1,4 +1,5 @@
-"""How the kubernetes-client adapter's requests leave: straight to the server's pool, retried as before."""
+"""How the kubernetes-client adapter's requests leave: straight to the server's pool (GETs through the
+kept-alive GET pool of ``_http1`` when the light client is used), retried as before."""
 
 from __future__ import annotations
 
@@ -130,7 +131,7 @@ def test_https_with_the_kubeconfigs_ca_only(tmp_path: Path, server: _Server) -> 
 
 def test_a_get_on_a_dropped_keep_alive_connection_is_sent_again(tmp_path: Path, server: _Server) -> None:
     """The pooled connection's server closes it as the next GET arrives: the GET goes out again on a
-    new connection (urllib3's retries, as through the PoolManager) instead of failing the call."""
+    new connection (the GET pool's resend, as urllib3's retries did) instead of failing the call."""
     server.drop = "second"
     api = _connect(tmp_path, server)
     assert api.list_objects(NODES) == []
@@ -141,7 +142,7 @@ def test_a_get_on_a_dropped_keep_alive_connection_is_sent_again(tmp_path: Path, 
 
 def test_a_server_that_drops_every_request_is_unavailable(tmp_path: Path, server: _Server) -> None:
     """When the resends are dropped too, the call fails as a transport error (status 0) after four
-    attempts (urllib3's three retries)."""
+    attempts (three retries, as urllib3 made them)."""
     server.drop = "all"
     api = _connect(tmp_path, server)
     with pytest.raises(KubeUnavailable) as info:

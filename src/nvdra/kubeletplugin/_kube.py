@@ -63,7 +63,7 @@ import orjson
 import nvdra
 from nvdra.core.errors import ConfigError, KubeApiError, KubeConflict, KubeNotFound, KubeUnavailable
 from nvdra.core.resourceslice import to_v1beta1_device
-from nvdra.kubeletplugin._restconfig import light_client
+from nvdra.kubeletplugin._restconfig import LightApiClient, light_client
 from nvdra.kubeletplugin.objects import (
     PATCH_CONTENT_TYPES,
     Query,
@@ -78,6 +78,8 @@ from nvdra.kubeletplugin.types import JsonObject
 
 if TYPE_CHECKING:  # urllib3 is imported on the first request, after the plugin has registered
     import urllib3
+
+    from nvdra.kubeletplugin._http1 import Http1Pool
 
 _log = logging.getLogger(__name__)
 RESOURCE_GROUP = "resource.k8s.io"
@@ -387,13 +389,15 @@ def _status_message(status: int, data: bytes, what: str) -> str:
 
 @attrs.frozen
 class _Route:
-    """How requests leave, worked out once: the host's urllib3 pool, or the manager behind a proxy."""
+    """How requests leave, worked out once: the host's urllib3 pool, or the manager behind a proxy;
+    GETs on kept-alive connections of their own where the client is the light one (no proxy)."""
 
     pool: urllib3.HTTPConnectionPool | None  # the API server's (HTTPS) pool; None behind a proxy
     manager: urllib3.PoolManager  # the client's (used only behind a proxy)
     prefix: str  # the server URL's path (``/k8s/clusters/c-1``), or the whole URL behind a proxy
     retries: urllib3.Retry  # 3, as the PoolManager's default; redirects are not followed
     timeout: urllib3.Timeout  # the adapter's (connect, read)
+    gets: Http1Pool | None  # GETs read in full (see _http1); None: through urllib3 as the rest
 
 
 class KubernetesKubeApi:
@@ -486,7 +490,9 @@ class KubernetesKubeApi:
 
     def close(self) -> None:
         """Release the connection pool (a later request opens a new one, as the PoolManager would)."""
-        self._route_cache = None
+        route, self._route_cache = self._route_cache, None
+        if route is not None and route.gets is not None:
+            route.gets.close()
         self._client.close()
 
     # --- transport -------------------------------------------------------------------------------
@@ -500,12 +506,14 @@ class KubernetesKubeApi:
             manager = self._client.rest_client.pool_manager
             base = str(self._client.param_serialize("GET", "", header_params={}, auth_settings=[])[1])
             direct = not isinstance(manager, urllib3.ProxyManager)  # a proxy wants the whole URL
+            light = direct and isinstance(self._client, LightApiClient)
             route = _Route(
                 pool=manager.connection_from_url(base) if direct else None,
                 manager=manager,
                 prefix=(urllib3.util.parse_url(base).path or "").rstrip("/") if direct else base,
                 retries=urllib3.Retry(3),
                 timeout=urllib3.Timeout(connect=self._timeout[0], read=self._timeout[1]),
+                gets=self._client.http1_pool(timeout=self._timeout) if light else None,
             )
             self._route_cache = route
         return route
@@ -528,12 +536,7 @@ class KubernetesKubeApi:
         for every request (~50 µs of CPU of a ~215 µs claim GET, measured by benchmarks/claim_get.py).
         """
         route = self._route()
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        # param_serialize adds auth (refreshing tokens), the host and the default headers (user agent).
-        req = self._client.param_serialize(method, path, header_params=headers, auth_settings=["BearerToken"])
-        target = route.prefix + path + ("?" + urlencode(query) if query else "")
+        target, headers = self._target(route, method, path, query, None if body is None else content_type)
         if timeout is None:
             timeout_obj = route.timeout
         else:
@@ -546,7 +549,7 @@ class KubernetesKubeApi:
                 method,
                 target,
                 body=None if body is None else dump_body(body),
-                headers=req[2],
+                headers=headers,
                 timeout=timeout_obj,
                 retries=route.retries,
                 redirect=False,
@@ -558,9 +561,29 @@ class KubernetesKubeApi:
                 raise
             raise KubeUnavailable(f"{method} {path}: {exc}", status=0) from exc
 
+    def _target(
+        self, route: _Route, method: str, path: str, query: dict[str, str] | None, content_type: str | None
+    ) -> tuple[str, dict[str, str]]:
+        """The request target (the server URL's path prefixed) and its headers: JSON accepted, the body's
+        type when it has one; auth (a token file re-read when due) and the user agent from the client."""
+        headers = {"Accept": "application/json"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        req = self._client.param_serialize(method, path, header_params=headers, auth_settings=["BearerToken"])
+        return route.prefix + path + ("?" + urlencode(query) if query else ""), req[2]
+
     def _request(self, method: str, path: str, **options: Any) -> tuple[int, bytes]:
         """One HTTP round trip (``options`` as :meth:`_open` takes them, read in full); returns (status, body
-        bytes). Only transport failures raise here."""
+        bytes). Only transport failures raise here. A GET with the adapter's timeout goes through the
+        route's kept-alive GET pool where it has one (the claim GET's CPU, see :mod:`._http1`)."""
+        route = self._route()
+        plain = options.get("body") is None and options.get("timeout") is None and not options.get("stream")
+        if method == "GET" and route.gets is not None and plain:
+            target, headers = self._target(route, method, path, options.get("query"), None)
+            try:
+                return route.gets.get(target, headers)
+            except OSError as exc:
+                raise KubeUnavailable(f"{method} {path}: {exc}", status=0) from exc
         response = self._open(method, path, **options)
         data: bytes = response.data
         return int(response.status), data

@@ -28,11 +28,14 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from nvdra.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from nvdra.kubeletplugin._http1 import Http1Pool
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REFRESH_S = 60.0
@@ -201,6 +204,7 @@ class LightApiClient:
         import urllib3
 
         self.config = config
+        self.pool_size = pool_size
         self.user_agent = "nvdra"
         tls: dict[str, Any] = {}
         if config.host.startswith("https:"):
@@ -245,6 +249,26 @@ class LightApiClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return method, self.config.host + path, headers, None, []
+
+    def http1_pool(self, *, timeout: tuple[float, float]) -> Http1Pool:
+        """A pool of kept-alive connections for GETs, with the same TLS settings as the urllib3 pool.
+
+        Raises:
+            OSError: a CA or certificate file cannot be read, or is not PEM.
+        """
+        from nvdra.kubeletplugin._http1 import Http1Pool, tls_context
+
+        config = self.config
+        tls = None
+        if config.host.startswith("https:"):
+            tls = tls_context(
+                verify=config.verify,
+                ca_file=config.ca_file,
+                ca_data=config.ca_data,
+                cert_file=config.cert_file,
+                key_file=config.key_file,
+            )
+        return Http1Pool(config.host, tls=tls, timeout=timeout, size=self.pool_size)
 
     def close(self) -> None:
         """Close the pool's connections."""

@@ -61,7 +61,7 @@ def test_round_trip(boot: str, entries: list[PreparedClaim]) -> None:
 
 def _whole_document(cp: Checkpoint) -> bytes:
     """The file as one json.dumps of the whole document writes it (the format before the per-claim
-    assembly; files written by earlier versions are these bytes)."""
+    assembly; files written by earlier versions are these bytes with ``indent=1`` and ASCII only)."""
     data = {
         "nodeBootID": cp.node_boot_id,
         "claims": {
@@ -92,7 +92,7 @@ def _whole_document(cp: Checkpoint) -> bytes:
         "checksum": "sha256:" + hashlib.sha256(canonical).hexdigest(),
         "data": data,
     }
-    return json.dumps(doc, sort_keys=True, indent=1).encode() + b"\n"
+    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False).encode() + b"\n"
 
 
 odd_text = st.text(max_size=8)  # newlines, quotes, non-ASCII: JSON escapes them inside strings

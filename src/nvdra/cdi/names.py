@@ -28,6 +28,9 @@ __all__ = [
     "validate_vendor_name",
 ]
 
+import functools
+import re
+
 from nvdra.core.errors import CdiError
 
 _LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -37,9 +40,18 @@ _ALNUM = _LETTERS | frozenset("0123456789")
 _NAME_MAX = 255
 
 
+@functools.cache
+def _name_rule(letter_first: bool, punctuation: str) -> re.Pattern[str]:
+    """:func:`_check_name`'s rule as one pattern, for the common case of a valid name."""
+    first = "A-Za-z" if letter_first else "A-Za-z0-9"
+    return re.compile(f"[{first}](?:[A-Za-z0-9{re.escape(punctuation)}]*[A-Za-z0-9])?")
+
+
 def _check_name(what: str, value: str, *, letter_first: bool, punctuation: str) -> None:
     """The CDI parser's name rule: an ASCII letter (or, unless ``letter_first``, a digit) starts it,
     an ASCII letter or digit ends it, and between them stand those and the ``punctuation`` characters."""
+    if _name_rule(letter_first, punctuation).fullmatch(value):
+        return  # valid: the walk below only finds what to say about an invalid name
     if not value:
         raise CdiError(f"invalid CDI {what} name: empty")
     first, start = (_LETTERS, "an ASCII letter") if letter_first else (_ALNUM, "an ASCII letter or digit")

@@ -180,7 +180,7 @@ def _canonical(name: str) -> str:
     return name
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a cache key (the resolved default configs): hashed once
 class FeatureGates:
     """The effective value of every known gate. Build with :func:`parse_feature_gates` or :meth:`defaults`.
 

@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -249,7 +250,7 @@ def resolve_configs(
             key: object = entry.index
             slot = chosen.setdefault(key, (entry.config, entry.source, entry.index, []))
         else:
-            default = default_config(device.device_type, gates)
+            default = _normalized_default(device.device_type, gates)
             if default is None:
                 raise ClaimError(
                     f"no config applies to device {device.device} of request {device.request} "
@@ -263,12 +264,27 @@ def resolve_configs(
     return _finish(chosen.values(), gates)
 
 
+@functools.lru_cache(maxsize=32)
+def _normalized_default(device_type: DeviceType, gates: FeatureGates) -> Config | None:
+    """A device type's default config, normalized and validated, once per type and gates (most claims
+    carry no config: their devices all get these)."""
+    default = default_config(device_type, gates)
+    if default is None:
+        return None
+    normalized = default.normalize(gates)
+    normalized.validate(gates, f"<default {default.KIND}>")
+    return normalized
+
+
 def _finish(
     slots: Iterable[tuple[Config, ConfigSource, int | None, list[AllocatedDevice]]], gates: FeatureGates
 ) -> tuple[ConfigGroup, ...]:
     groups: list[ConfigGroup] = []
     problems: list[ConfigError] = []
     for config, source, index, devices in slots:
+        if source is ConfigSource.DEFAULT:  # normalized and validated already
+            groups.append(ConfigGroup(config=config, devices=tuple(devices), source=source, index=index))
+            continue
         normalized = config.normalize(gates)
         # a default has no place in the claim: its path names it instead
         root = (

@@ -307,6 +307,7 @@ class GpuDriver(CheckpointedDriver):
         with self._lock:
             self._refresh()
             plans: list[_Plan] = []
+            in_batch: dict[str, ClaimRef] = {}  # devices the plans so far hold exclusively → their claim
             dropped: list[str] = []  # half-done entries rolled back whose retry was refused
             for claim in claims:
                 ref = claim_ref(claim)
@@ -321,11 +322,16 @@ class GpuDriver(CheckpointedDriver):
                     )
                     continue
                 try:
-                    plans.append(self._plan(ref, claim, plans))
+                    plan = self._plan(ref, claim, in_batch)
                 except UserError as exc:
                     results[ref.uid] = self._failed(ref, str(exc))
                     if done is not None:
                         dropped.append(ref.uid)
+                    continue
+                plans.append(plan)
+                in_batch.update(
+                    (d.device_name, ref) for d in plan.devices if not d.admin_access and d.share_id is None
+                )
             if dropped:
                 for uid in dropped:
                     self._specs.remove(uid)
@@ -345,18 +351,14 @@ class GpuDriver(CheckpointedDriver):
             log.info("checkpoint changed on disk (another plugin instance); reloaded")
             self._checkpoint = reloaded
 
-    def _plan(self, ref: ClaimRef, claim: Mapping[str, Any], planned: Sequence[_Plan]) -> _Plan:
+    def _plan(self, ref: ClaimRef, claim: Mapping[str, Any], in_batch: Mapping[str, ClaimRef]) -> _Plan:
+        """What preparing ``claim`` takes; ``in_batch``: the devices that claims planned before it in
+        this call hold exclusively, and by which claim."""
         allocation = (claim.get("status") or {}).get("allocation") or {}
         all_results = (allocation.get("devices") or {}).get("results") or []
         mine = [r for r in all_results if r.get("driver") == self.driver_name]
         if not mine:
             raise ClaimError(f"the allocation has no device of driver {self.driver_name}")
-        in_batch = {
-            d.device_name: p.ref
-            for p in planned
-            for d in p.devices
-            if not d.admin_access and d.share_id is None
-        }
         allocated: list[AllocatableDevice] = []
         for r in mine:
             allocated.append(self._check_result(ref, r, in_batch, allocated))

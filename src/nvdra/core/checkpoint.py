@@ -213,9 +213,21 @@ def _pretty(value: Any) -> str:
 
 
 def _claim_texts(c: PreparedClaim) -> tuple[str, str]:
-    """A claim's canonical JSON and its indented JSON as it appears inside the document."""
+    """A claim's canonical JSON and its indented JSON as it appears inside the document.
+
+    The canonical text is :func:`_canonical`'s; orjson writes the same bytes when they are ASCII (it
+    never escapes other characters, the standard library always does), so it writes it when it can.
+    """
+    import orjson  # on the first save, not when a plugin starts
+
     obj = _claim_to_json(c)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")), _pretty(obj).replace("\n", _CLAIM_INDENT)
+    try:
+        compact = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:  # an integer beyond 64 bits in an opaque record
+        compact = "\u00ff"  # not ASCII: the standard library's text is taken
+    if not compact.isascii():
+        compact = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return compact, _pretty(obj).replace("\n", _CLAIM_INDENT)
 
 
 def _document(boot_id: str, claims: list[tuple[str, str, str]]) -> bytes:

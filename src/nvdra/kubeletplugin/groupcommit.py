@@ -83,7 +83,8 @@ class GroupCommit(Generic[_Item, _Answer]):
             if not arrival.done:
                 arrival.done = True
                 self._coming -= 1
-                self._arrived.notify_all()
+                if not self._coming:  # what a waiting lead waits for (a wake-up before is wasted)
+                    self._arrived.notify_all()
 
     def _wait_for_arrivals(self) -> None:
         with self._mutex:

@@ -114,6 +114,22 @@ def test_two_claims_of_one_call_wanting_one_device_one_is_refused(node: DriverNo
     assert set(on_disk(node).claims) == {uid_of(first)}
 
 
+def test_a_refused_claim_holds_nothing_for_the_claims_after_it(node: DriverNode) -> None:
+    """A claim of the call refused for its config holds no device: a later claim of the same call
+    allocated that device is prepared, and a third one wanting it again is refused for the second."""
+    driver = node.driver()
+    refused = allocated_claim([result("gpu-6")], config=[opaque(gpu_config(bogus=1))])
+    taker = allocated_claim([result("gpu-6")])
+    third = allocated_claim([result("gpu-6")])
+
+    answers = driver.prepare_resource_claims([refused, taker, third])
+
+    assert "bogus" in answers[uid_of(refused)].error
+    assert not answers[uid_of(taker)].error
+    assert "same request" in answers[uid_of(third)].error and uid_of(taker) in answers[uid_of(third)].error
+    assert set(on_disk(node).claims) == {uid_of(taker)}
+
+
 @pytest.mark.parametrize(
     ("alloc", "words"),
     [

@@ -121,6 +121,13 @@ WRONG: list[tuple[str, dict[str, Any], str, str]] = [
         "domainID",
     ),
     ("GPU config for the CD driver", opaque(gpu(), driver=CD), f"{P}.kind", "not a configuration for driver"),
+    # Found by tests/reliability/test_fuzz_config.py: the fabric demand check parsed the ID and raised.
+    (
+        "legacy partition id -1",
+        opaque(gpu(fabricPartitionID=-1)),
+        f"{P}.fabricPartitionID",
+        "invalid partition id",
+    ),
     (
         "CD config for the GPU driver",
         opaque({"apiVersion": API, "kind": "ComputeDomainDaemonConfig", "domainID": "u"}),

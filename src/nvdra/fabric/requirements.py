@@ -270,7 +270,10 @@ def _fabric_configs(
             continue  # the config's own problems are reported by whoever validates it
         if not isinstance(config, GpuConfig | VfioDeviceConfig):
             continue
-        fabric = config.effective_fabric_topology
+        try:
+            fabric = config.effective_fabric_topology
+        except ValueError:
+            continue  # a legacy fabricPartitionID that is no partition id: its config's own problem
         if fabric is None or not fabric.active:
             continue
         names = entry.get("requests")

@@ -5,8 +5,9 @@ What it owns:
   shape conversions and the error mapping, which the test API server shares) never loads it;
 - requests go out through the client's configured REST layer (TLS, auth, token refresh, proxies):
   straight to the API server's urllib3 connection pool, found once, with urllib3's retries (a proxy's
-  manager is used as it is); answers are read as raw JSON (orjson): no pydantic models are built or
-  parsed (ARCHITECTURE.md §8);
+  manager is used as it is); with the light client (no proxy) GETs go through its kept-alive GET pool
+  instead (:mod:`._http1`: the claim GET's CPU); answers are read as raw JSON (orjson): no pydantic
+  models are built or parsed (ARCHITECTURE.md §8);
 - the ``resource.k8s.io`` version is discovered once (v1, else v1beta2, else v1beta1) and every object
   of that group (ResourceSlices, ResourceClaims, ResourceClaimTemplates, DeviceClasses, also through the
   generic ``ObjectApi`` calls) is sent to that version's path and converted at this boundary, so callers

@@ -54,6 +54,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.server.answer)
 
+    def do_POST(self) -> None:
+        """Answers the body it was sent (a create), 201."""
+        self.server.paths.append("POST " + self.path)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
 
 def _connect(
     tmp_path: Path,
@@ -111,22 +121,28 @@ def test_through_the_kubernetes_clients_configuration_too(tmp_path: Path, server
 
 
 def test_https_with_the_kubeconfigs_ca_only(tmp_path: Path, server: _Server) -> None:
-    """Over TLS the server's certificate is checked against the kubeconfig's CA (and its address):
-    the server's own CA is trusted, another CA's client refuses the server (status 0)."""
+    """Over TLS the server's certificate is checked against the kubeconfig's CA (and its address), by
+    both pools (GETs and writes): the server's own CA is trusted, another CA's client refuses the
+    server (status 0) for either."""
     ca = TestCA()
     ca.issue(tmp_path / "tls.crt", tmp_path / "tls.key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tmp_path / "tls.crt", tmp_path / "tls.key")
     server.socket = context.wrap_socket(server.socket, server_side=True)
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n"}}
     api = _connect(tmp_path, server, ca=ca.pem)
-    assert api.list_objects(NODES) == []
+    assert api.list_objects(NODES) == []  # a GET: the kept-alive GET pool
+    assert api.create_object(NODES, node)["metadata"] == {"name": "n"}  # a write: urllib3's pool
     api.close()
     stranger = _connect(tmp_path, server, ca=TestCA().pem)
     with pytest.raises(KubeUnavailable) as info:
         stranger.list_objects(NODES)
+    with pytest.raises(KubeUnavailable) as written:
+        stranger.create_object(NODES, node)
     stranger.close()
-    assert info.value.status == 0 and "CERTIFICATE_VERIFY_FAILED" in str(info.value)
-    assert server.paths == ["/api/v1/nodes"]
+    for refused in (info.value, written.value):
+        assert refused.status == 0 and "CERTIFICATE_VERIFY_FAILED" in str(refused)
+    assert server.paths == ["/api/v1/nodes", "POST /api/v1/nodes"]
 
 
 def test_a_get_on_a_dropped_keep_alive_connection_is_sent_again(tmp_path: Path, server: _Server) -> None:

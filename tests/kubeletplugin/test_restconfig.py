@@ -146,3 +146,19 @@ def test_adapter_on_the_light_client_talks_to_the_api_server(tmp_path: Path) -> 
         assert isinstance(api._client, rc.LightApiClient)
         assert api.resource_api_version() == "v1"
         api.close()
+
+
+def test_an_unusable_ca_or_client_certificate_is_a_config_error_at_start(tmp_path: Path) -> None:
+    """The TLS files are read when the client is built, and a bad one is one line naming it (not a
+    failure of every request later): a missing CA file, then a client certificate that is not PEM."""
+    missing = _kubeconfig(tmp_path, {"server": "https://api", "certificate-authority": "gone.crt"}, {})
+    with pytest.raises(ConfigError, match=r"certificate-authority: unusable CA .*gone\.crt"):
+        KubernetesKubeApi.from_kubeconfig(str(missing))
+    (tmp_path / "client.crt").write_text("not a certificate")
+    bad_cert = _kubeconfig(
+        tmp_path,
+        {"server": "https://api", "insecure-skip-tls-verify": True},
+        {"client-certificate": "client.crt", "client-key": "client.crt"},
+    )
+    with pytest.raises(ConfigError, match=r"client-certificate: unusable client certificate .*client\.crt"):
+        KubernetesKubeApi.from_kubeconfig(str(bad_cert))

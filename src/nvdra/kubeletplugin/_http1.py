@@ -18,7 +18,7 @@ closed mid-answer as :class:`ProtocolError`), which the adapter reports as ``Kub
 
 from __future__ import annotations
 
-__all__ = ["Http1Pool", "ProtocolError", "tls_context"]
+__all__ = ["Http1Pool", "ProtocolError"]
 
 import socket
 import ssl
@@ -71,41 +71,14 @@ class _Answer:
         self.complete = True
 
 
-def tls_context(
-    *,
-    verify: bool,
-    ca_file: str | None = None,
-    ca_data: str | None = None,
-    cert_file: str | None = None,
-    key_file: str | None = None,
-) -> ssl.SSLContext:
-    """A client TLS context as urllib3 builds one from the same settings: TLS 1.2 or newer, the server's
-    certificate checked against the CA (the system's when none is given) and its name, ALPN
-    ``http/1.1``, and the client certificate when one is given.
-
-    Raises:
-        OSError: a CA or certificate file cannot be read (``ssl.SSLError`` when it is not PEM).
-    """
-    if verify:
-        context = ssl.create_default_context(cafile=ca_file, cadata=ca_data)
-    else:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
-    if cert_file:
-        context.load_cert_chain(cert_file, key_file)
-    return context
-
-
 class Http1Pool:
     """Kept-alive connections to one server, for GETs (thread-safe: a connection serves one request at
     a time, and up to ``size`` idle ones are kept).
 
     Args:
         url: the server (``https://host:port``; a path is ignored: targets are absolute paths).
-        tls: the TLS context for an ``https`` URL (None: :func:`tls_context` with verification on).
+        tls: the TLS context for an ``https`` URL (None: the system's CAs, as ``ssl`` defaults;
+            the adapter passes :func:`nvdra.kubeletplugin._restconfig.tls_context`'s).
         timeout: (connect, read) seconds; the read timeout bounds each wait for bytes.
         size: idle connections kept.
         retries: how often a GET that got no answer is sent again (see :meth:`get`).
@@ -127,7 +100,7 @@ class Http1Pool:
         self._host = parts.hostname
         self._port = parts.port or (443 if https else 80)
         self._authority = parts.netloc.rpartition("@")[2].encode("ascii")
-        self._tls = (tls or tls_context(verify=True)) if https else None
+        self._tls = (tls or ssl.create_default_context()) if https else None
         self._timeout = timeout
         self._size = size
         self._retries = retries

@@ -16,13 +16,21 @@ Anything else (exec or auth-provider credentials, basic auth, impersonation, pro
 
 from __future__ import annotations
 
-__all__ = ["LightApiClient", "RestConfig", "in_cluster_config", "kubeconfig_config", "light_client"]
+__all__ = [
+    "LightApiClient",
+    "RestConfig",
+    "in_cluster_config",
+    "kubeconfig_config",
+    "light_client",
+    "tls_context",
+]
 
 import atexit
 import base64
 import contextlib
 import json
 import os
+import ssl
 import tempfile
 import threading
 import time
@@ -193,6 +201,43 @@ class _Rest:
         self.pool_manager = pool_manager
 
 
+def tls_context(config: RestConfig) -> ssl.SSLContext | None:
+    """The client TLS context of an ``https`` server (None for ``http``), as urllib3 builds one from the
+    same settings: TLS 1.2 or newer, the server's certificate checked against the configured CA (the
+    system's when none is given) and its name, unless ``insecure-skip-tls-verify``; ALPN
+    ``http/1.1``; the client certificate when one is given. Both of the adapter's pools get one.
+
+    Raises:
+        ConfigError: the CA, or the client certificate or key, cannot be read or is not PEM.
+    """
+    if not config.host.startswith("https:"):
+        return None
+    try:
+        if config.verify:
+            context = ssl.create_default_context(cafile=config.ca_file, cadata=config.ca_data)
+        else:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    except OSError as exc:  # ssl.SSLError too
+        raise ConfigError(
+            "certificate-authority", config.ca_file or "<certificate-authority-data>",
+            "a readable PEM CA certificate", reason=f"unusable CA ({exc})",
+        ) from exc  # fmt: skip
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    if config.cert_file:
+        try:
+            context.load_cert_chain(config.cert_file, config.key_file)
+        except OSError as exc:
+            raise ConfigError(
+                "client-certificate", config.cert_file,
+                "a readable PEM client certificate, with its key (client-key) where it holds none",
+                reason=f"unusable client certificate ({exc})",
+            ) from exc  # fmt: skip
+    return context
+
+
 class LightApiClient:
     """The part of ``kubernetes.client.ApiClient`` the adapter uses, on urllib3 alone.
 
@@ -206,18 +251,14 @@ class LightApiClient:
         self.config = config
         self.pool_size = pool_size
         self.user_agent = "nvdra"
-        tls: dict[str, Any] = {}
-        if config.host.startswith("https:"):
-            tls = {
-                "cert_reqs": "CERT_REQUIRED" if config.verify else "CERT_NONE",
-                "ca_certs": config.ca_file,
-                "ca_cert_data": config.ca_data,
-                "cert_file": config.cert_file,
-                "key_file": config.key_file,
-            }
-            if not config.verify:
-                urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        self.rest_client = _Rest(urllib3.PoolManager(num_pools=4, maxsize=pool_size, **tls))
+        # Checked now (a bad CA or certificate is a ConfigError at start, not a failure of every request);
+        # urllib3 gets a context of its own, since it may turn its hostname check over to itself.
+        self._tls = tls_context(config)
+        if not config.verify:
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self.rest_client = _Rest(
+            urllib3.PoolManager(num_pools=4, maxsize=pool_size, ssl_context=tls_context(config))
+        )
         self._token_lock = threading.Lock()
         self._token: str | None = config.token
         self._token_read_at = -TOKEN_REFRESH_S
@@ -251,24 +292,10 @@ class LightApiClient:
         return method, self.config.host + path, headers, None, []
 
     def http1_pool(self, *, timeout: tuple[float, float]) -> Http1Pool:
-        """A pool of kept-alive connections for GETs, with the same TLS settings as the urllib3 pool.
+        """A pool of kept-alive connections for GETs, with the TLS settings of the urllib3 pool."""
+        from nvdra.kubeletplugin._http1 import Http1Pool
 
-        Raises:
-            OSError: a CA or certificate file cannot be read, or is not PEM.
-        """
-        from nvdra.kubeletplugin._http1 import Http1Pool, tls_context
-
-        config = self.config
-        tls = None
-        if config.host.startswith("https:"):
-            tls = tls_context(
-                verify=config.verify,
-                ca_file=config.ca_file,
-                ca_data=config.ca_data,
-                cert_file=config.cert_file,
-                key_file=config.key_file,
-            )
-        return Http1Pool(config.host, tls=tls, timeout=timeout, size=self.pool_size)
+        return Http1Pool(self.config.host, tls=self._tls, timeout=timeout, size=self.pool_size)
 
     def close(self) -> None:
         """Close the pool's connections."""

@@ -133,6 +133,10 @@ class _Plan:
     groups: tuple[ConfigGroup, ...]
     effects: tuple[EffectRecord, ...] = ()
 
+    def held(self) -> list[str]:
+        """The devices this claim holds alone (not admin access, not a share of the device)."""
+        return [d.device_name for d in self.devices if not d.admin_access and d.share_id is None]
+
 
 class GpuDriver(CheckpointedDriver):
     """Implements :class:`nvdra.kubeletplugin.types.DraDriver` for NVIDIA GPUs."""
@@ -329,9 +333,7 @@ class GpuDriver(CheckpointedDriver):
                         dropped.append(ref.uid)
                     continue
                 plans.append(plan)
-                in_batch.update(
-                    (d.device_name, ref) for d in plan.devices if not d.admin_access and d.share_id is None
-                )
+                in_batch.update(dict.fromkeys(plan.held(), ref))
             if dropped:
                 for uid in dropped:
                     self._specs.remove(uid)

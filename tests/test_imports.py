@@ -63,6 +63,22 @@ def test_plugin_loads_no_client_library_yaml_or_test_tools(module: str) -> None:
     assert not loaded & {"nvdra.kubeletplugin.testing_apiserver", "nvdra.kubeletplugin.client"}
 
 
+@pytest.mark.parametrize(
+    ("module", "builder"),
+    [
+        ("nvdra.plugins.gpu.main", "nvdra.plugins.gpu"),
+        ("nvdra.plugins.computedomain.plugin_main", "nvdra.plugins.computedomain"),
+    ],
+)
+def test_plugin_main_loads_nothing_only_its_driver_needs(module: str, builder: str) -> None:
+    """Each plugin serves its sockets before it builds its driver, so its main (everything loaded before
+    the kubelet can register it) loads neither its ``assembly`` and driver nor NVML, the CDI writer, the
+    opaque-config package or prometheus-client: they load after the sockets are served."""
+    loaded = _loaded_after(f"import {module}")
+    deferred = {f"{builder}.assembly", f"{builder}.driver", "nvdra.nvml", "nvdra.cdi", "nvdra.core.config"}
+    assert not loaded & (deferred | {"prometheus_client"})
+
+
 def test_nvml_backend_without_driver_says_where_it_looked(tmp_path: object) -> None:
     """On a machine without libnvidia-ml the real backend fails with the paths it searched."""
     code = (

@@ -14,8 +14,9 @@ from nvdra.kubeletplugin import FakeKube, KubeletClient
 from nvdra.kubeletplugin.types import ClaimRef
 from nvdra.nvml import SimulatedNvml, load_profile, make_simulated_driver_root, refresh_mig_capabilities
 from nvdra.nvml._driver_root import FABRIC_IMEX_MGMT_MINOR
+from nvdra.plugins.computedomain.assembly import prepared_device_counts
 from nvdra.plugins.computedomain.cdi import FABRIC_MGMT_CAP
-from nvdra.plugins.computedomain.serve import prepared_device_counts, serve
+from nvdra.plugins.computedomain.serve import serve
 from nvdra.plugins.computedomain.simcluster import SimCluster
 from tests.plugin_harness import cd_plugin_config
 

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 __all__ = ["DEFAULT_CHANNEL_COUNT", "PUBLISHED_CHANNEL", "channel_ids"]
 
-from nvdra.core.config import ChannelAllocationMode
+from typing import TYPE_CHECKING
+
 from nvdra.core.errors import ConfigError
+
+if TYPE_CHECKING:  # the opaque-config package (cattrs and all) loads with the first call instead:
+    # importing nvdra.imex, as the CD plugin does before it serves its sockets, stays light
+    from nvdra.core.config import ChannelAllocationMode
 
 DEFAULT_CHANNEL_COUNT = 2048
 PUBLISHED_CHANNEL = 0
@@ -31,6 +36,8 @@ def channel_ids(
         raise ConfigError("imexChannelCount", count, "an integer >= 1 (0 disables IMEX channels)")
     if not 0 <= channel < count:
         raise ConfigError("channel", channel, f"0 … {count - 1}")
+    from nvdra.core.config import ChannelAllocationMode
+
     if mode is ChannelAllocationMode.ALL:
         return tuple(range(count))
     return (channel,)

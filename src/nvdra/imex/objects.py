@@ -28,8 +28,6 @@ __all__ = [
 from collections.abc import Mapping
 from typing import Any
 
-from nvdra.core.config import ChannelAllocationMode
-
 JsonObject = dict[str, Any]
 
 API_VERSION = "resource.nvidia.com/v1beta1"
@@ -94,6 +92,8 @@ def workload_claim_template(cd: Mapping[str, Any]) -> JsonObject:
     """The workload channel template, in the domain's namespace (``ComputeDomainChannelConfig``)."""
     uid, spec = domain_uid(cd), cd.get("spec") or {}
     channel = spec.get("channel") or {}
+    from nvdra.core.config import ChannelAllocationMode  # loaded on use: see nvdra.imex.channels
+
     mode = channel.get("allocationMode") or ChannelAllocationMode.SINGLE.value
     meta = _meta(channel["resourceClaimTemplate"]["name"], cd["metadata"]["namespace"], uid, "Workload")
     config = _opaque("ComputeDomainChannelConfig", {"domainID": uid, "allocationMode": mode})
